@@ -1,0 +1,1 @@
+"""What Janus shows over HTTP: Prometheus metrics."""

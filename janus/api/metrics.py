@@ -1,0 +1,65 @@
+"""Prometheus metrics, named janus_<noun>_<unit>, on a registry passed in (tests use their own)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.intake_messages = Counter(
+            "janus_intake_messages_total",
+            "Intake messages handled, by outcome (accepted, duplicate, rejected).",
+            ["outcome"],
+            registry=r,
+        )
+        self.rejected_messages = Counter(
+            "janus_rejected_messages_total",
+            "Messages set aside on janus.rejected, by source queue and reason.",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.admissions = Counter(
+            "janus_admissions_total", "Admissions published to workers.", ["dependency"], registry=r
+        )
+        self.publish_failures = Counter(
+            "janus_publish_failures_total",
+            "Admissions the broker refused; the job waits again, no attempt charged.",
+            ["dependency"],
+            registry=r,
+        )
+        self.events = Counter(
+            "janus_job_events_total",
+            "What results, returned admissions and lease time-outs did to jobs, by verdict.",
+            ["source", "verdict"],
+            registry=r,
+        )
+        self.held = Gauge("janus_held_slots", "Admissions held (no result yet).", ["dependency"], registry=r)
+        self.waiting = Gauge(
+            "janus_waiting_jobs",
+            "Jobs waiting: ready (eligible now) or delayed (retry backoff).",
+            ["dependency", "kind"],
+            registry=r,
+        )
+        self.tick_seconds = Histogram(
+            "janus_tick_seconds",
+            "Duration of one admission tick (decide, commit, ack).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.tick_messages = Histogram(
+            "janus_tick_messages",
+            "Messages handled per tick.",
+            buckets=(1, 4, 16, 64, 256, 1024, 4096),
+            registry=r,
+        )
+        self.is_leader = Gauge("janus_is_leader", "1 while this process leads.", registry=r)
+        self.leader_epoch = Gauge(
+            "janus_leader_epoch", "The epoch of this process's current term.", registry=r
+        )
+
+    def serve(self, host: str, port: int) -> None:
+        """Expose /metrics on a background thread (prometheus-client's own server)."""
+        start_http_server(port, addr=host, registry=self.registry)

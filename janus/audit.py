@@ -1,0 +1,143 @@
+"""Check the invariants from the workers' side: the shared judge of the demo and the tests.
+
+Pure functions over `WorkRecord`s (what workers saw) and the core's policies. A
+rate limit is checked by `admitted_at` over every window [t, t + T) that starts at
+an admission (the densest windows always do), and by worker start times over
+windows of T - admission_ttl; concurrency by the most handlers running at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from janus.client.worker import WorkRecord
+from janus.core.policy import DependencyPolicy
+
+
+def max_in_window(times: Sequence[float], window: float) -> int:
+    """The most of `times` that fall in any half-open window [t, t + window)."""
+    ordered = sorted(times)
+    best = 0
+    for index, start in enumerate(ordered):
+        end = bisect.bisect_left(ordered, start + window, lo=index)
+        best = max(best, end - index)
+    return best
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most closed intervals [start, end] that share one instant (an end before an equal start)."""
+    events = []
+    for start, end in intervals:
+        events.append((start, 1))
+        events.append((end, -1))
+    events.sort(key=lambda event: (event[0], event[1]))
+    running = best = 0
+    for _, step in events:
+        running += step
+        best = max(best, running)
+    return best
+
+
+@dataclass(kw_only=True)
+class DependencyAudit:
+    dependency: str
+    admissions_seen: int
+    worst_rate: dict[str, int] = field(default_factory=dict)  # "COUNT/Ts" -> most in one window
+    worst_start_rate: dict[str, int] = field(default_factory=dict)  # over T - ttl, by start time
+    worst_concurrency: int = 0
+    rate_excess: int = 0  # > 0: a limit was broken by this many
+    concurrency_excess: int = 0
+
+
+@dataclass(kw_only=True)
+class AuditReport:
+    dependencies: dict[str, DependencyAudit]
+    lost: list[str]  # expected jobs no worker ever finished with success (and not known dead)
+    duplicate_starts: list[tuple[str, int]]  # one admission started more than once
+    repeated_successes: list[str]  # a job completed more than once
+
+    @property
+    def worst_rate_excess(self) -> int:
+        return max((d.rate_excess for d in self.dependencies.values()), default=0)
+
+    @property
+    def worst_concurrency_excess(self) -> int:
+        return max((d.concurrency_excess for d in self.dependencies.values()), default=0)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.lost
+            and not self.duplicate_starts
+            and self.worst_rate_excess <= 0
+            and self.worst_concurrency_excess <= 0
+        )
+
+    def summary(self) -> str:
+        lines = []
+        for audit in self.dependencies.values():
+            rates = (
+                ", ".join(f"{limit}: worst {worst}" for limit, worst in audit.worst_rate.items())
+                or "no rate limit"
+            )
+            lines.append(
+                f"{audit.dependency}: {audit.admissions_seen} admissions seen; {rates}; "
+                f"worst concurrency {audit.worst_concurrency}; "
+                f"rate excess {max(audit.rate_excess, 0)}, concurrency excess {max(audit.concurrency_excess, 0)}"
+            )
+        lines.append(
+            f"lost jobs: {len(self.lost)}, duplicate starts: {len(self.duplicate_starts)}, "
+            f"jobs completed twice: {len(self.repeated_successes)}"
+        )
+        return "\n".join(lines)
+
+
+def audit(
+    records: Sequence[WorkRecord],
+    policies: Mapping[str, DependencyPolicy],
+    *,
+    expected_jobs: Iterable[str] = (),
+    dead_jobs: Iterable[str] = (),
+) -> AuditReport:
+    by_dependency: dict[str, list[WorkRecord]] = defaultdict(list)
+    for record in records:
+        by_dependency[record.dependency].append(record)
+
+    report: dict[str, DependencyAudit] = {}
+    for name, policy in policies.items():
+        seen = by_dependency.get(name, [])
+        result = DependencyAudit(dependency=name, admissions_seen=len(seen))
+        admitted = [r.admitted_at for r in seen]
+        started = [r.started_at for r in seen if r.started_at is not None]
+        excess = 0
+        for limit in policy.rate_limits:
+            worst = max_in_window(admitted, limit.window)
+            result.worst_rate[str(limit)] = worst
+            excess = max(excess, worst - limit.count)
+            start_window = limit.window - policy.admission_ttl
+            if start_window > 0:
+                worst_start = max_in_window(started, start_window)
+                result.worst_start_rate[str(limit)] = worst_start
+                excess = max(excess, worst_start - limit.count)
+        result.rate_excess = excess
+        result.worst_concurrency = max_overlap(
+            (r.started_at, r.finished_at)
+            for r in seen
+            if r.started_at is not None and r.finished_at is not None
+        )
+        if policy.concurrency is not None:
+            result.concurrency_excess = result.worst_concurrency - policy.concurrency
+        report[name] = result
+
+    starts = Counter((r.job_id, r.attempt) for r in records if r.started_at is not None)
+    successes = Counter(r.job_id for r in records if r.outcome == "success")
+    finished = set(successes) | set(dead_jobs)
+    return AuditReport(
+        dependencies=report,
+        lost=sorted(set(expected_jobs) - finished),
+        duplicate_starts=sorted(key for key, n in starts.items() if n > 1),
+        repeated_successes=sorted(job for job, n in successes.items() if n > 1),
+    )

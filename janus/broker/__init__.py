@@ -1,0 +1,1 @@
+"""RabbitMQ adapter (aio-pika): topology, consumers, and the confirmed publisher."""

@@ -1,0 +1,214 @@
+"""Configuration: process settings from the environment, domain policy from a TOML file.
+
+The file is validated strictly (unknown keys are errors, so typos cannot pass
+silently) and turned into the core's plain `DependencyPolicy` values. Every
+error names the key and the problem.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy, default_admission_ttl
+from janus.errors import ConfigError
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/janus"
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)?\s*(ms|s|m|h|d)\s*$")
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(.+)$")
+DEPENDENCY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string with a unit: "250ms", "2s", "5m", "1h", "1d"."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '2s'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(
+                f"invalid duration {value!r}: use a number of seconds or e.g. '250ms', '2s', '5m', '1h'"
+            )
+        number, unit = match.groups()
+        seconds = float(number if number is not None else 1) * _UNITS[unit]
+    else:
+        raise ValueError("a duration is a number of seconds or a string like '2s'")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"duration must be positive, got {value!r}")
+    return seconds
+
+
+def parse_rate_limit(value: object) -> RateLimit:
+    """A RateLimit from "COUNT/DURATION", e.g. "100/1s" or "2000/1m" ("100/s" means one second)."""
+    if isinstance(value, RateLimit):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a rate limit is a string 'COUNT/DURATION', e.g. '100/1s'")
+    match = _RATE.match(value)
+    if match is None:
+        raise ValueError(f"invalid rate limit {value!r}: expected 'COUNT/DURATION', e.g. '100/1s'")
+    count = int(match.group(1))
+    if count < 1:
+        raise ValueError(f"invalid rate limit {value!r}: COUNT must be at least 1")
+    try:
+        window = parse_duration(match.group(2))
+    except ValueError as exc:
+        raise ValueError(f"invalid rate limit {value!r}: {exc}") from None
+    return RateLimit(count=count, window=window)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+RateLimitSpec = Annotated[RateLimit, BeforeValidator(parse_rate_limit)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryConfig(_Strict):
+    max_attempts: int = Field(default=5, ge=1)
+    base_delay: Duration = 1.0
+    max_delay: Duration = 60.0
+    jitter: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.max_delay < self.base_delay:
+            raise ValueError("max_delay must be at least base_delay")
+        return self
+
+
+class DependencyConfig(_Strict):
+    rate_limits: list[RateLimitSpec] = Field(default_factory=list)
+    concurrency: int | None = Field(default=None, ge=1)
+    lease_timeout: Duration = 300.0
+    admission_ttl: Duration | None = None
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+    @model_validator(mode="after")
+    def _lease_covers_ttl(self) -> DependencyConfig:
+        if self.admission_ttl is not None and self.lease_timeout <= self.admission_ttl:
+            raise ValueError(
+                f"lease_timeout ({self.lease_timeout:g}s) must be longer than admission_ttl "
+                f"({self.admission_ttl:g}s): a worker may start a job until it expires"
+            )
+        return self
+
+    def to_policy(self, name: str) -> DependencyPolicy:
+        limits = tuple(self.rate_limits)
+        ttl = self.admission_ttl
+        if ttl is None:
+            ttl = min(default_admission_ttl(limits), self.lease_timeout / 2)
+        retry = self.retry
+        return DependencyPolicy(
+            name=name,
+            rate_limits=limits,
+            concurrency=self.concurrency,
+            lease_timeout=self.lease_timeout,
+            admission_ttl=ttl,
+            retry=RetryPolicy(
+                max_attempts=retry.max_attempts,
+                base_delay=retry.base_delay,
+                max_delay=retry.max_delay,
+                jitter=retry.jitter,
+            ),
+        )
+
+
+class JanusConfig(_Strict):
+    amqp_url: str = DEFAULT_AMQP_URL
+    database_url: str = DEFAULT_DATABASE_URL
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1)
+    dependencies: dict[str, DependencyConfig] = Field(min_length=1)
+
+    @field_validator("dependencies")
+    @classmethod
+    def _names(cls, value: dict[str, DependencyConfig]) -> dict[str, DependencyConfig]:
+        for name in value:
+            if not DEPENDENCY_NAME.match(name):
+                raise ValueError(
+                    f"invalid dependency name {name!r}: 1-100 characters of letters, digits, '_', '.', '-', "
+                    "starting with a letter or digit"
+                )
+        return value
+
+    def policies(self) -> list[DependencyPolicy]:
+        return [dep.to_policy(name) for name, dep in self.dependencies.items()]
+
+
+class Settings(BaseSettings):
+    """Process settings: where things are and how the process behaves, from JANUS_* variables."""
+
+    model_config = SettingsConfigDict(env_prefix="JANUS_", extra="ignore")
+
+    config: Path | None = None
+    amqp_url: str | None = None
+    database_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 9464  # 0 disables the metrics endpoint
+    leader_lease: float = Field(default=3.0, gt=0)  # seconds a leader's lease lasts unrenewed
+    leader_renew_every: float = Field(default=0.75, gt=0)
+    standby_poll_every: float = Field(default=0.5, gt=0)
+    log_level: str = "INFO"
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(
+    data: dict[str, Any], source: str = "<config>", env: dict[str, str] | None = None
+) -> JanusConfig:
+    """Validate a decoded config; JANUS_AMQP_URL / JANUS_DATABASE_URL override the file."""
+    env = dict(os.environ) if env is None else env
+    merged = dict(data)
+    for key in ("amqp_url", "database_url"):
+        override = env.get(f"JANUS_{key.upper()}")
+        if override:
+            merged[key] = override
+    try:
+        return JanusConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration in {source}:\n{_format_errors(exc)}") from None
+
+
+def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> JanusConfig:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {file}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {file}: {exc}") from None
+    return parse_config(data, str(file), env)

@@ -1,0 +1,36 @@
+"""One root for every error Janus raises on purpose, with a family per layer.
+
+Driver exceptions (asyncpg, aio-pika) are translated at their adapter's edge so
+callers only ever handle these.
+"""
+
+from __future__ import annotations
+
+
+class JanusError(Exception):
+    """Root of every error Janus raises deliberately."""
+
+
+class ConfigError(JanusError):
+    """The configuration file or environment is invalid; the message names the key."""
+
+
+class ProtocolError(JanusError):
+    """A message on the wire does not follow docs/protocol.md."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class StoreError(JanusError):
+    """PostgreSQL failed or refused; the in-memory core may be ahead of the database."""
+
+
+class LeadershipLost(StoreError):
+    """This process no longer holds the leader lease: it must stop acting at once."""
+
+
+class BrokerError(JanusError):
+    """RabbitMQ failed or refused an operation."""

@@ -1,0 +1,161 @@
+"""The wire contract (docs/protocol.md): the three JSON messages and their validation.
+
+Shared by the service and the client SDK so both sides agree byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+
+from janus.core.jobs import Admission
+from janus.errors import ProtocolError
+
+CONTENT_TYPE = "application/json"
+MAX_ID_LENGTH = 200
+MAX_ERROR_LENGTH = 2000
+
+# Identifiers end up in logs, metrics and SQL: no control characters.
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class _Wire(BaseModel):
+    # Strict: "attempt": "1" is a type error, not a silent coercion. Unknown fields
+    # are ignored so that the protocol can grow without breaking old peers.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class IntakeMessage(_Wire):
+    job_id: Identifier
+    dependency: Identifier
+    scope: Identifier = "default"
+    payload: JsonValue = None
+
+
+class ReadyMessage(_Wire):
+    job_id: str
+    dependency: str
+    scope: str
+    payload: JsonValue = None
+    attempt: int
+    admitted_at: float
+    expires_at: float
+    lease_expires_at: float | None = None
+
+
+class ResultMessage(_Wire):
+    job_id: Identifier
+    attempt: int = Field(ge=1)
+    outcome: Literal["success", "failure"]
+    error: str | None = None
+    retry_after: float | None = Field(default=None, ge=0)
+
+    @field_validator("retry_after", mode="before")
+    @classmethod
+    def _int_seconds(cls, value: object) -> object:
+        # JSON has one number type: accept 5 as well as 5.0, but never NaN or infinity.
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("retry_after must be a finite number")
+        return value
+
+    @field_validator("error", mode="after")
+    @classmethod
+    def _bounded(cls, value: str | None) -> str | None:
+        return value[:MAX_ERROR_LENGTH] if value is not None else None
+
+
+def _check_content_type(content_type: str | None) -> None:
+    if content_type is None:
+        return
+    if content_type.split(";", 1)[0].strip().lower() != CONTENT_TYPE:
+        raise ProtocolError("wrong_content_type", f"expected {CONTENT_TYPE}, got {content_type!r}")
+
+
+def _explain(error: ValidationError) -> ProtocolError:
+    first = error.errors()[0]
+    if first["type"] in ("json_invalid", "json_type"):
+        return ProtocolError("malformed_json", first["msg"])
+    if first["type"] in ("model_type", "model_attributes_type"):
+        return ProtocolError("not_an_object", "the message must be a JSON object")
+    details = "; ".join(
+        f"{'.'.join(str(p) for p in item['loc']) or 'message'}: {item['msg']}" for item in error.errors()[:5]
+    )
+    return ProtocolError("invalid_fields", details)
+
+
+def decode_intake(
+    body: bytes, content_type: str | None, max_payload_bytes: int
+) -> tuple[IntakeMessage, str | None]:
+    """The validated intake message and its payload as JSON text (None when absent)."""
+    _check_content_type(content_type)
+    try:
+        message = IntakeMessage.model_validate_json(body)
+    except ValidationError as exc:
+        raise _explain(exc) from None
+    if message.payload is None:
+        return message, None
+    payload_text = json.dumps(message.payload, separators=(",", ":"), ensure_ascii=False)
+    if len(payload_text.encode()) > max_payload_bytes:
+        raise ProtocolError("payload_too_large", f"payload over {max_payload_bytes} bytes")
+    return message, payload_text
+
+
+def decode_result(body: bytes, content_type: str | None) -> ResultMessage:
+    _check_content_type(content_type)
+    try:
+        return ResultMessage.model_validate_json(body)
+    except ValidationError as exc:
+        raise _explain(exc) from None
+
+
+def decode_ready(body: bytes) -> ReadyMessage:
+    try:
+        return ReadyMessage.model_validate_json(body)
+    except ValidationError as exc:
+        raise _explain(exc) from None
+
+
+def encode_ready(admission: Admission) -> bytes:
+    return json.dumps(
+        {
+            "job_id": admission.job_id,
+            "dependency": admission.dependency,
+            "scope": admission.scope,
+            "payload": admission.payload,
+            "attempt": admission.attempt,
+            "admitted_at": admission.admitted_at,
+            "expires_at": admission.expires_at,
+            "lease_expires_at": admission.lease_deadline,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+
+
+def encode_intake(*, job_id: str, dependency: str, scope: str, payload: JsonValue) -> bytes:
+    return json.dumps(
+        {"job_id": job_id, "dependency": dependency, "scope": scope, "payload": payload},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+
+
+def encode_result(
+    *,
+    job_id: str,
+    attempt: int,
+    outcome: Literal["success", "failure"],
+    error: str | None = None,
+    retry_after: float | None = None,
+) -> bytes:
+    body: dict[str, object] = {"job_id": job_id, "attempt": attempt, "outcome": outcome}
+    if error is not None:
+        body["error"] = error[:MAX_ERROR_LENGTH]
+    if retry_after is not None:
+        body["retry_after"] = retry_after
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,1 @@
+"""The imperative shell: leadership, the admission loop, wiring and supervision."""

@@ -1,0 +1,286 @@
+"""One admission tick: take the inbox, decide in the core, commit once, ack, publish.
+
+The order is what makes Janus durable:
+  1. decode the batch (bad input is set aside, never raised);
+  2. in one transaction fenced by the leader lease: insert new jobs, apply
+     results/returns/lease time-outs, admit, and write every changed job and
+     every admission;
+  3. only after the commit: set aside the bad input, ack the batch, and publish
+     the admissions (confirms are awaited in the background; a refusal feeds
+     back into the next tick).
+If anything fails between the core's decision and the commit, the core is ahead
+of the database: the error propagates and the process rebuilds from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from janus.api.metrics import Metrics
+from janus.broker.publisher import Publisher
+from janus.core.jobs import Admission
+from janus.core.scheduler import Scheduler, Transition
+from janus.errors import LeadershipLost, ProtocolError
+from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result
+from janus.service.inbox import Batch, Inbox
+from janus.service.leadership import Term
+from janus.store.repository import NewJob, Store
+
+log = logging.getLogger("janus.admission")
+
+MAX_ADMISSIONS_PER_TICK = 2000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _SetAside:
+    message: AbstractIncomingMessage
+    source: str
+    reason: str
+    detail: str
+
+
+class _ThrottledLog:
+    """Log bad input once per reason per interval, so a flood of garbage cannot flood the logs."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, key: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, float("-inf")) >= self._interval:
+            extra = self._suppressed.pop(key, 0)
+            suffix = f" ({extra} more like it since last logged)" if extra else ""
+            log.warning("%s%s", message, suffix)
+            self._last[key] = now
+        else:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+
+
+class AdmissionLoop:
+    def __init__(
+        self,
+        *,
+        scheduler: Scheduler,
+        store: Store,
+        publisher: Publisher,
+        inbox: Inbox,
+        term: Term,
+        metrics: Metrics,
+        max_payload_bytes: int,
+        clock: Callable[[], float],
+        publishing: asyncio.TaskGroup,
+    ) -> None:
+        self._scheduler = scheduler
+        self._store = store
+        self._publisher = publisher
+        self._inbox = inbox
+        self._term = term
+        self._metrics = metrics
+        self._max_payload = max_payload_bytes
+        self._clock = clock
+        self._publishing = publishing
+        self._next_wakeup: float | None = None
+        self._throttled = _ThrottledLog()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick until `stop`; then one last tick for what was already delivered."""
+        while not stop.is_set():
+            await self._wait(stop)
+            await self.tick()
+        await self.tick()
+        await self.drain_publishing()
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        if self._inbox.ready.is_set():
+            return
+        timeout = None
+        if self._next_wakeup is not None:
+            timeout = max(self._next_wakeup - self._clock(), 0.0)
+            if timeout == 0.0:
+                return
+        waiters = [asyncio.ensure_future(self._inbox.ready.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def drain_publishing(self) -> None:
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def tick(self) -> None:
+        started = time.perf_counter()
+        batch = self._inbox.take()
+        if not self._term.may_act():
+            raise LeadershipLost("the lease may have expired: not acting")
+        now = self._clock()
+        set_aside: list[_SetAside] = []
+        jobs = self._decode_intake(batch, set_aside)
+        results = self._decode_results(batch, set_aside)
+        returned = self._decode_returned(batch, set_aside)
+        scheduler = self._scheduler
+
+        async with self._store.leader_transaction(self._term.holder, self._term.epoch) as tx:
+            new_ids = await tx.insert_jobs([job for job, _ in jobs], now)
+            for job, message in jobs:
+                if job.job_id in new_ids:
+                    scheduler.submit(
+                        job_id=job.job_id,
+                        dependency=job.dependency,
+                        scope=job.scope,
+                        payload=message.payload,
+                        now=now,
+                    )
+            self._metrics.intake_messages.labels("accepted").inc(len(new_ids))
+            decoded = len(batch.intake) - sum(1 for item in set_aside if item.source == "intake")
+            self._metrics.intake_messages.labels("duplicate").inc(decoded - len(new_ids))
+            for result in results:
+                self._count(
+                    "result",
+                    scheduler.on_result(
+                        job_id=result.job_id,
+                        attempt=result.attempt,
+                        success=result.outcome == "success",
+                        error=result.error,
+                        retry_after=result.retry_after,
+                        now=now,
+                    ),
+                )
+            for job_id, attempt in returned:
+                self._count("returned", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
+            for admission in batch.unpublished:
+                self._count(
+                    "unpublished",
+                    scheduler.on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now),
+                )
+            for transition in scheduler.expire_leases(now):
+                self._count("lease_timeout", transition)
+            decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
+            await tx.write(scheduler.drain_changes(), decision.admissions)
+        # Committed. Only now may the broker learn of it.
+        self._next_wakeup = decision.next_wakeup
+        if set_aside:
+            await asyncio.gather(*(self._set_aside(item) for item in set_aside))
+        await self._ack(batch)
+        if decision.admissions:
+            task = self._publishing.create_task(self._publish(decision.admissions))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        self._observe(batch, started)
+
+    # -- decoding -------------------------------------------------------------
+
+    def _decode_intake(self, batch: Batch, set_aside: list[_SetAside]) -> list[tuple[NewJob, IntakeMessage]]:
+        jobs: dict[str, tuple[NewJob, IntakeMessage]] = {}
+        for message in batch.intake:
+            try:
+                intake, payload_text = decode_intake(message.body, message.content_type, self._max_payload)
+                if not self._scheduler.knows(intake.dependency):
+                    raise ProtocolError(
+                        "unknown_dependency", f"dependency {intake.dependency!r} is not configured"
+                    )
+            except ProtocolError as exc:
+                set_aside.append(
+                    _SetAside(message=message, source="intake", reason=exc.reason, detail=exc.detail)
+                )
+                continue
+            # Within one batch too, the first publication of a job_id wins.
+            jobs.setdefault(
+                intake.job_id,
+                (
+                    NewJob(
+                        job_id=intake.job_id,
+                        dependency=intake.dependency,
+                        scope=intake.scope,
+                        payload_json=payload_text,
+                    ),
+                    intake,
+                ),
+            )
+        return list(jobs.values())
+
+    def _decode_results(self, batch: Batch, set_aside: list[_SetAside]) -> list[ResultMessage]:
+        results = []
+        for message in batch.results:
+            try:
+                results.append(decode_result(message.body, message.content_type))
+            except ProtocolError as exc:
+                set_aside.append(
+                    _SetAside(message=message, source="results", reason=exc.reason, detail=exc.detail)
+                )
+        return results
+
+    def _decode_returned(self, batch: Batch, set_aside: list[_SetAside]) -> list[tuple[str, int]]:
+        """Dead-lettered ready messages: (job_id, attempt) of admissions that came back unused."""
+        returned = []
+        for message in batch.returned:
+            try:
+                body = json.loads(message.body)
+                job_id, attempt = body["job_id"], body["attempt"]
+                if not isinstance(job_id, str) or not isinstance(attempt, int):
+                    raise TypeError("job_id must be a string and attempt an integer")
+            except (ValueError, KeyError, TypeError) as exc:
+                set_aside.append(
+                    _SetAside(
+                        message=message, source="returned", reason="malformed_returned", detail=str(exc)
+                    )
+                )
+                continue
+            returned.append((job_id, attempt))
+        return returned
+
+    # -- after the commit -----------------------------------------------------
+
+    async def _set_aside(self, item: _SetAside) -> None:
+        self._metrics.rejected_messages.labels(item.source, item.reason).inc()
+        if item.source == "intake":
+            self._metrics.intake_messages.labels("rejected").inc()
+        self._throttled.warn(
+            f"{item.source}:{item.reason}",
+            f"set aside a message from {item.source}: {item.reason}: {item.detail}",
+        )
+        headers = {"x-janus-source": item.source}
+        await self._publisher.set_aside(item.message.body, headers, item.reason, item.detail)
+
+    async def _ack(self, batch: Batch) -> None:
+        # Each list holds every unacked delivery of its channel, in order: one
+        # multiple-ack of the last covers the lot.
+        for messages in (batch.intake, batch.results, batch.returned):
+            if messages:
+                await messages[-1].ack(multiple=True)
+
+    async def _publish(self, admissions: list[Admission]) -> None:
+        failed = await self._publisher.publish_admissions(admissions)
+        refused = {(a.job_id, a.attempt) for a in failed}
+        for admission in admissions:
+            if (admission.job_id, admission.attempt) not in refused:
+                self._metrics.admissions.labels(admission.dependency).inc()
+        if failed:
+            for admission in failed:
+                self._metrics.publish_failures.labels(admission.dependency).inc()
+            log.warning("the broker refused %d admissions; they will wait again", len(failed))
+            self._inbox.add_unpublished(failed)
+
+    def _count(self, source: str, transition: Transition) -> None:
+        self._metrics.events.labels(source, transition.verdict.value).inc()
+
+    def _observe(self, batch: Batch, started: float) -> None:
+        metrics = self._metrics
+        metrics.tick_seconds.observe(time.perf_counter() - started)
+        if len(batch):
+            metrics.tick_messages.observe(len(batch))
+        for stats in self._scheduler.stats():
+            metrics.held.labels(stats.dependency).set(stats.held)
+            metrics.waiting.labels(stats.dependency, "ready").set(stats.ready)
+            metrics.waiting.labels(stats.dependency, "delayed").set(stats.delayed)

@@ -1,0 +1,59 @@
+"""Deliveries waiting for the next admission tick.
+
+Consumers only append here; the admission loop takes everything at once, so one
+transaction and one multiple-ack per channel cover a whole batch. The broker's
+prefetch bounds how much can pile up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from janus.core.jobs import Admission
+
+
+@dataclass(kw_only=True)
+class Batch:
+    intake: list[AbstractIncomingMessage]
+    results: list[AbstractIncomingMessage]
+    returned: list[AbstractIncomingMessage]
+    unpublished: list[Admission]
+
+    def __len__(self) -> int:
+        return len(self.intake) + len(self.results) + len(self.returned) + len(self.unpublished)
+
+
+@dataclass
+class Inbox:
+    intake: list[AbstractIncomingMessage] = field(default_factory=list)
+    results: list[AbstractIncomingMessage] = field(default_factory=list)
+    returned: list[AbstractIncomingMessage] = field(default_factory=list)
+    unpublished: list[Admission] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def on_intake(self, message: AbstractIncomingMessage) -> None:
+        self.intake.append(message)
+        self.ready.set()
+
+    async def on_result(self, message: AbstractIncomingMessage) -> None:
+        self.results.append(message)
+        self.ready.set()
+
+    async def on_returned(self, message: AbstractIncomingMessage) -> None:
+        self.returned.append(message)
+        self.ready.set()
+
+    def add_unpublished(self, admissions: list[Admission]) -> None:
+        self.unpublished.extend(admissions)
+        self.ready.set()
+
+    def take(self) -> Batch:
+        batch = Batch(
+            intake=self.intake, results=self.results, returned=self.returned, unpublished=self.unpublished
+        )
+        self.intake, self.results, self.returned, self.unpublished = [], [], [], []
+        self.ready.clear()
+        return batch

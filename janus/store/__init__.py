@@ -1,0 +1,1 @@
+"""PostgreSQL adapter: migrations, named SQL, and the repository the service calls."""

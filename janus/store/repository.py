@@ -1,0 +1,196 @@
+"""The only code that talks to PostgreSQL. asyncpg errors do not leave this module."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from janus.core.jobs import Admission, Job, JobState
+from janus.errors import LeadershipLost, StoreError
+from janus.store.migrate import migrate
+from janus.store.queries import sql
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewJob:
+    job_id: str
+    dependency: str
+    scope: str
+    payload_json: str | None
+
+
+class LeaderTransaction:
+    """Writes of one leader tick, inside one transaction fenced by the lease."""
+
+    def __init__(self, connection: asyncpg.Connection, epoch: int) -> None:
+        self._connection = connection
+        self._epoch = epoch
+
+    async def insert_jobs(self, jobs: Sequence[NewJob], now: float) -> set[str]:
+        """Insert jobs not seen before; returns the ids that are new."""
+        if not jobs:
+            return set()
+        rows = await self._connection.fetch(
+            sql("insert_jobs"),
+            [j.job_id for j in jobs],
+            [j.dependency for j in jobs],
+            [j.scope for j in jobs],
+            [j.payload_json for j in jobs],
+            now,
+        )
+        return {row[0] for row in rows}
+
+    async def write(self, changed: Sequence[Job], admissions: Sequence[Admission]) -> None:
+        connection = self._connection
+        if changed:
+            await connection.execute(
+                sql("update_jobs"),
+                [j.job_id for j in changed],
+                [j.state.value for j in changed],
+                [j.attempt for j in changed],
+                [j.failures for j in changed],
+                [j.eligible_at for j in changed],
+                [j.admitted_at for j in changed],
+                [j.expires_at for j in changed],
+                [j.lease_deadline for j in changed],
+                [j.last_error for j in changed],
+                [j.finished_at for j in changed],
+            )
+        if admissions:
+            await connection.execute(
+                sql("insert_admissions"),
+                [a.job_id for a in admissions],
+                [a.attempt for a in admissions],
+                [a.dependency for a in admissions],
+                [a.scope for a in admissions],
+                [a.admitted_at for a in admissions],
+                self._epoch,
+            )
+
+    async def prune_admissions(self, before: float) -> int:
+        status = await self._connection.execute(sql("prune_admissions"), before)
+        return int(status.split()[-1])
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, *, application_name: str = "janus") -> Store:
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=4,
+                server_settings={"application_name": application_name},
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def migrate(self) -> list[int]:
+        async with self._pool.acquire() as connection:
+            return await migrate(connection)
+
+    # -- leadership -----------------------------------------------------------
+
+    async def try_acquire(self, holder: uuid.UUID, lease_seconds: float) -> int | None:
+        """The new epoch if this process now leads, else None."""
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                epoch = await connection.fetchval(sql("acquire_lease"), holder, lease_seconds)
+                if epoch is not None:
+                    await connection.execute(sql("record_term"), epoch, holder)
+                return int(epoch) if epoch is not None else None
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"leader election failed: {exc}") from exc
+
+    async def renew(self, holder: uuid.UUID, epoch: int, lease_seconds: float) -> bool:
+        try:
+            async with self._pool.acquire() as connection:
+                return await connection.fetchval(sql("renew_lease"), holder, epoch, lease_seconds) is not None
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"lease renewal failed: {exc}") from exc
+
+    async def release(self, holder: uuid.UUID, epoch: int) -> None:
+        try:
+            async with self._pool.acquire() as connection:
+                await connection.execute(sql("release_lease"), holder, epoch)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"lease release failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def leader_transaction(self, holder: uuid.UUID, epoch: int) -> AsyncIterator[LeaderTransaction]:
+        """A transaction that commits only if this process still holds the lease at `epoch`."""
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                if await connection.fetchval(sql("fence"), holder, epoch) is None:
+                    raise LeadershipLost(f"lease for epoch {epoch} is no longer held")
+                yield LeaderTransaction(connection, epoch)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"leader transaction failed: {exc}") from exc
+
+    # -- rebuilding the core ----------------------------------------------------
+
+    async def load_active_jobs(self) -> list[Job]:
+        try:
+            async with self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("load_active_jobs"))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"loading jobs failed: {exc}") from exc
+        return [
+            Job(
+                job_id=row["job_id"],
+                dependency=row["dependency"],
+                scope=row["scope"],
+                payload=json.loads(row["payload"]) if row["payload"] is not None else None,
+                state=JobState(row["state"]),
+                attempt=row["attempt"],
+                failures=row["failures"],
+                eligible_at=row["eligible_at"],
+                admitted_at=row["admitted_at"],
+                expires_at=row["expires_at"],
+                lease_deadline=row["lease_deadline"],
+                last_error=row["last_error"],
+            )
+            for row in rows
+        ]
+
+    async def load_admissions_since(self, since: float) -> dict[str, list[float]]:
+        try:
+            async with self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("load_admissions_since"), since)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"loading admissions failed: {exc}") from exc
+        history: dict[str, list[float]] = defaultdict(list)
+        for row in rows:
+            history[row["dependency"]].append(row["admitted_at"])
+        return history
+
+    async def max_admitted_at(self) -> float | None:
+        async with self._pool.acquire() as connection:
+            value = await connection.fetchval(sql("max_admitted_at"))
+        return float(value) if value is not None else None
+
+    async def prune_admissions(self, holder: uuid.UUID, epoch: int, before: float) -> int:
+        async with self.leader_transaction(holder, epoch) as tx:
+            return await tx.prune_admissions(before)
+
+    async def database_time(self) -> float:
+        async with self._pool.acquire() as connection:
+            return float(await connection.fetchval(sql("database_time")))
+
+    async def job_counts(self) -> dict[tuple[str, str], int]:
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(sql("job_counts"))
+        return {(row["dependency"], row["state"]): int(row["jobs"]) for row in rows}

@@ -1,0 +1,91 @@
+-- Named queries: a block starts with "-- name: NAME", followed by a comment line
+-- "-- params:" listing its positional parameters. Loaded once by janus/store/queries.py.
+
+-- name: fence
+-- params: $1 holder uuid, $2 epoch
+-- Inside every leader transaction: lock the lease row (share) so no takeover can
+-- commit before this transaction does, and prove we still hold it.
+SELECT 1 FROM janus.leader
+ WHERE holder = $1 AND epoch = $2 AND expires_at > now()
+   FOR SHARE;
+
+-- name: acquire_lease
+-- params: $1 holder uuid, $2 lease seconds
+-- Take the lease if nobody holds it or it has expired; a new holder starts a new epoch.
+INSERT INTO janus.leader AS l (singleton, holder, epoch, expires_at)
+VALUES (true, $1, 1, now() + make_interval(secs => $2))
+ON CONFLICT (singleton) DO UPDATE
+   SET holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at
+ WHERE l.expires_at <= now()
+RETURNING epoch;
+
+-- name: record_term
+-- params: $1 epoch, $2 holder uuid
+INSERT INTO janus.leader_terms (epoch, holder) VALUES ($1, $2);
+
+-- name: renew_lease
+-- params: $1 holder uuid, $2 epoch, $3 lease seconds
+UPDATE janus.leader SET expires_at = now() + make_interval(secs => $3)
+ WHERE holder = $1 AND epoch = $2 AND expires_at > now()
+RETURNING extract(epoch FROM expires_at)::double precision;
+
+-- name: release_lease
+-- params: $1 holder uuid, $2 epoch
+UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
+
+-- name: insert_jobs
+-- params: $1 job ids, $2 dependencies, $3 scopes, $4 payloads (JSON text or NULL), $5 now
+-- Publishing the same job_id again never creates a second job: the first one wins.
+INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, eligible_at, created_at)
+SELECT j, d, s, p::jsonb, 'waiting', $5, $5
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(j, d, s, p)
+    ON CONFLICT (job_id) DO NOTHING
+RETURNING job_id;
+
+-- name: update_jobs
+-- params: $1 job ids, $2 states, $3 attempts, $4 failures, $5 eligible_at, $6 admitted_at,
+--         $7 expires_at, $8 lease_deadline, $9 last_error, $10 finished_at
+UPDATE janus.jobs AS j
+   SET state = u.state, attempt = u.attempt, failures = u.failures, eligible_at = u.eligible_at,
+       admitted_at = u.admitted_at, expires_at = u.expires_at, lease_deadline = u.lease_deadline,
+       last_error = u.last_error, finished_at = u.finished_at
+  FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::float8[], $6::float8[],
+              $7::float8[], $8::float8[], $9::text[], $10::float8[])
+       AS u(job_id, state, attempt, failures, eligible_at, admitted_at, expires_at, lease_deadline,
+            last_error, finished_at)
+ WHERE j.job_id = u.job_id;
+
+-- name: insert_admissions
+-- params: $1 job ids, $2 attempts, $3 dependencies, $4 scopes, $5 admitted_at, $6 epoch
+INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch)
+SELECT j, a, d, s, t, $6
+  FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[]) AS u(j, a, d, s, t);
+
+-- name: load_active_jobs
+-- params: none
+-- Ordered so that jobs eligible at the same time keep their arrival order.
+SELECT job_id, dependency, scope, payload::text AS payload, state, attempt, failures, eligible_at,
+       admitted_at, expires_at, lease_deadline, last_error
+  FROM janus.jobs
+ WHERE state IN ('waiting', 'admitted')
+ ORDER BY eligible_at, created_at, job_id;
+
+-- name: load_admissions_since
+-- params: $1 earliest admitted_at
+SELECT dependency, admitted_at FROM janus.admissions WHERE admitted_at > $1 ORDER BY admitted_at;
+
+-- name: max_admitted_at
+-- params: none
+SELECT max(admitted_at) FROM janus.admissions;
+
+-- name: prune_admissions
+-- params: $1 keep admissions after this time
+DELETE FROM janus.admissions WHERE admitted_at <= $1;
+
+-- name: database_time
+-- params: none
+SELECT extract(epoch FROM clock_timestamp())::double precision;
+
+-- name: job_counts
+-- params: none
+SELECT dependency, state, count(*)::bigint AS jobs FROM janus.jobs GROUP BY dependency, state;
