@@ -98,7 +98,7 @@ async def _await_entity(
 ) -> tuple[AbstractChannel, T]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        channel = await connection.channel(publisher_confirms=confirms)
+        channel = await connection.channel(publisher_confirms=confirms, on_return_raises=confirms)
         try:
             entity = await get(channel)
         except ChannelNotFoundEntity:

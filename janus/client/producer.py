@@ -39,7 +39,9 @@ class Producer:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=job_id,
         )
-        await self._exchange.publish(message, routing_key=dependency)
+        # mandatory: a job no queue takes (Janus's topology not declared yet) is an error
+        # the caller sees, never a silent loss.
+        await self._exchange.publish(message, routing_key=dependency, mandatory=True)
 
     async def submit_many(self, jobs: Iterable[tuple[str, str, JsonValue, str]], *, window: int = 500) -> int:
         """Publish (job_id, dependency, payload, scope) tuples with up to `window` confirms in flight."""

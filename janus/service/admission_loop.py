@@ -88,7 +88,8 @@ class AdmissionLoop:
         self._max_payload = max_payload_bytes
         self._clock = clock
         self._publishing = publishing
-        self._next_wakeup: float | None = None
+        # A new term starts with one tick: restored jobs may be eligible with no delivery to wake us.
+        self._next_wakeup: float | None = float("-inf")
         self._throttled = _ThrottledLog()
         self._in_flight: set[asyncio.Task[None]] = set()
 

@@ -61,6 +61,7 @@ class Service:
         self.metrics = metrics if metrics is not None else Metrics()
         self.identity = uuid.uuid4()
         self.stop = asyncio.Event()
+        self.leading = asyncio.Event()  # set while this process leads with its consumers running
         self._clock_offset = 0.0
 
     def clock(self) -> float:
@@ -82,6 +83,7 @@ class Service:
                 except* LeadershipLost as group:
                     log.error("stepping down: %s", group.exceptions[0])
                 finally:
+                    self.leading.clear()
                     self.metrics.is_leader.set(0)
         finally:
             await store.close()
@@ -163,6 +165,7 @@ class Service:
                 queue = await channel.get_queue(queue_name, ensure=True)
                 tag = await queue.consume(callback)
                 consuming.append((queue, tag))
+            self.leading.set()
             draining = asyncio.Event()
             group.create_task(self._drain_on_stop(draining, consuming), name="drain-on-stop")
             renew = group.create_task(leadership.keep(store, term, self.options.timings), name="lease")

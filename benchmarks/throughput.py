@@ -1,0 +1,543 @@
+"""Janus against a bare relay, end to end, in one run, with the same producer and workers.
+
+For each variant, in its own RabbitMQ vhost: a coordinator process (the bare
+relay of benchmarks.relay, or the real `janus run` with one unlimited
+dependency on a fresh database), one worker process and one producer process
+(benchmarks.load). The producer publishes --jobs jobs as fast as confirms
+allow; the run ends when the worker has run the last of them and its result is
+confirmed. Throughput is jobs / (last result - first publish); CPU per job is
+the coordinator's user+system CPU over the run, divided by the jobs.
+
+Then, on the same Janus process, a paced producer publishes at half of
+Janus's measured rate, and the worker reports each job's delay from publish to
+receipt (intake to ready, through Janus).
+
+    .venv/bin/python -m benchmarks.throughput [--jobs 20000]
+
+Absolute figures are noisy on a shared machine: read the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aio_pika
+import asyncpg
+import psutil  # type: ignore[import-untyped]
+import uvloop
+
+from janus.broker import topology
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPENDENCY = "bench"
+LATENCY_SECONDS = 15.0  # how long the paced phase lasts, at most
+PHASE_TIMEOUT = 240.0
+POLL_EVERY = 0.02
+STDOUT_LINE_LIMIT = 64 * 1024 * 1024  # a worker's report carries every latency on one line
+
+JANUS_CONFIG = f"""\
+# Written by benchmarks/throughput.py: one dependency, no rate limit, no concurrency limit.
+[dependencies.{DEPENDENCY}]
+lease_timeout = "60s"
+admission_ttl = "30s"
+"""
+
+
+class BenchmarkError(Exception):
+    pass
+
+
+# -- processes -------------------------------------------------------------------
+
+
+class Child:
+    """A child process: stdout read line by line, stderr kept in a file for post-mortems."""
+
+    started: set[Child] = set()  # every child of this run, so none outlives a failure
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process, stderr_path: Path) -> None:
+        self.name = name
+        self.process = process
+        self.stderr_path = stderr_path
+        self.ps = psutil.Process(process.pid)
+        Child.started.add(self)
+
+    @classmethod
+    async def start(
+        cls, name: str, args: Sequence[str], workdir: Path, env: dict[str, str] | None = None
+    ) -> Child:
+        stderr_path = workdir / f"{name}.stderr"
+        with stderr_path.open("wb") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *args,
+                cwd=ROOT,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                limit=STDOUT_LINE_LIMIT,
+            )
+        return cls(name, process, stderr_path)
+
+    def cpu(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _failed(self, what: str) -> BenchmarkError:
+        return BenchmarkError(f"{self.name}: {what}\n--- stderr of {self.name} ---\n{self.stderr_tail()}")
+
+    async def line(self, timeout: float) -> str:
+        assert self.process.stdout is not None
+        try:
+            raw = await asyncio.wait_for(self.process.stdout.readline(), timeout=timeout)
+        except TimeoutError:
+            raise self._failed(f"no output within {timeout:g}s") from None
+        if not raw:
+            await self.process.wait()
+            raise self._failed(f"exited ({self.process.returncode}) without the expected output")
+        return raw.decode().strip()
+
+    async def expect(self, text: str, timeout: float = 60.0) -> None:
+        line = await self.line(timeout)
+        if line != text:
+            raise self._failed(f"expected {text!r}, got {line!r}")
+
+    async def report(self, timeout: float = PHASE_TIMEOUT) -> dict[str, Any]:
+        line = await self.line(timeout)
+        try:
+            report: dict[str, Any] = json.loads(line)
+        except ValueError:
+            raise self._failed(f"expected a JSON report, got {line[:200]!r}") from None
+        await asyncio.wait_for(self.process.wait(), timeout=30.0)
+        return report
+
+    async def wait_for_stderr(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr_path.read_text(errors="replace"):
+            if self.process.returncode is not None:
+                raise self._failed(f"exited ({self.process.returncode}) before logging {text!r}")
+            if time.monotonic() >= deadline:
+                raise self._failed(f"did not log {text!r} within {timeout:g}s")
+            await asyncio.sleep(0.05)
+
+    async def stop(self, timeout: float = 30.0) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout=timeout)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        assert self.process.returncode is not None
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+    @classmethod
+    async def kill_all(cls) -> None:
+        for child in cls.started:
+            child.kill()
+            await child.process.wait()
+        cls.started.clear()
+
+
+def broker_process() -> psutil.Process | None:
+    """RabbitMQ's Erlang VM, when it runs on this machine: its CPU is part of the picture."""
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "beam.smp":
+            return process
+    return None
+
+
+def cpu_of(process: psutil.Process | None) -> float:
+    if process is None:
+        return math.nan
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return math.nan
+    return float(times.user + times.system)
+
+
+# -- services --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Services:
+    amqp_base: str  # without the vhost
+    pg_base: str  # without the database
+    rabbitmqctl: str
+
+    def amqp_url(self, vhost: str) -> str:
+        return f"{self.amqp_base}/{quote(vhost, safe='')}"
+
+    def pg_url(self, database: str) -> str:
+        return f"{self.pg_base}/{database}"
+
+    async def ctl(self, *args: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            self.rabbitmqctl, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise BenchmarkError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()}{out.decode()}")
+
+    async def create_vhost(self, name: str) -> None:
+        await self.ctl("add_vhost", name)
+        await self.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+
+    async def delete_vhost(self, name: str) -> None:
+        await self.ctl("delete_vhost", name)
+
+    async def _admin(self, statement: str) -> None:
+        connection = await asyncpg.connect(self.pg_url("postgres"))
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    async def create_database(self, name: str) -> None:
+        # `name` is made here from hex digits, never taken from input.
+        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await self._admin(f'CREATE DATABASE "{name}"')
+
+    async def drop_database(self, name: str) -> None:
+        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- the variants ----------------------------------------------------------------
+
+
+class Coordinator(Protocol):
+    """What sits between the producer and the workers: the relay or Janus."""
+
+    child: Child
+
+    async def caught_up(self, results: int, timeout: float) -> None:
+        """Return once the coordinator has taken in `results` results in all."""
+
+
+class RelayCoordinator:
+    def __init__(self, child: Child, amqp_url: str) -> None:
+        self.child = child
+        self._url = amqp_url
+
+    async def caught_up(self, results: int, timeout: float) -> None:
+        # The relay keeps no record: caught up when nothing waits in its queues.
+        connection = await aio_pika.connect(self._url, client_properties={"connection_name": "bench-probe"})
+        async with connection:
+            channel = await connection.channel()
+            deadline = time.monotonic() + timeout
+            while True:
+                waiting = 0
+                for name in (topology.INTAKE_QUEUE, topology.ready_queue(DEPENDENCY), topology.RESULTS_QUEUE):
+                    queue = await channel.declare_queue(name, passive=True)
+                    waiting += queue.declaration_result.message_count or 0
+                if waiting == 0:
+                    return
+                if time.monotonic() >= deadline:
+                    raise BenchmarkError(f"the relay left {waiting} messages in its queues")
+                await asyncio.sleep(POLL_EVERY)
+
+
+class JanusCoordinator:
+    def __init__(self, child: Child, database_url: str) -> None:
+        self.child = child
+        self._url = database_url
+
+    async def caught_up(self, results: int, timeout: float) -> None:
+        # Caught up when every result is committed: Janus's own definition of done.
+        connection = await asyncpg.connect(self._url)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                done = int(
+                    await connection.fetchval("SELECT count(*) FROM janus.jobs WHERE state = 'succeeded'")
+                )
+                if done >= results:
+                    return
+                if time.monotonic() >= deadline:
+                    raise BenchmarkError(f"Janus recorded {done} of {results} results")
+                await asyncio.sleep(POLL_EVERY)
+        finally:
+            await connection.close()
+
+
+# -- measurements ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Throughput:
+    variant: str
+    jobs: int
+    seconds: float  # first publish to the last result confirmed
+    drain: float  # after that, until the coordinator had taken in every result
+    coordinator_cpu: float
+    broker_cpu: float
+    producer_cpu: float
+    worker_cpu: float
+    machine_busy: float  # share of all cores busy over the run, 0..1
+
+    @property
+    def rate(self) -> float:
+        return self.jobs / self.seconds
+
+    def per_job_us(self, cpu_seconds: float) -> float:
+        return cpu_seconds / self.jobs * 1e6
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Latency:
+    target_rate: float
+    achieved_rate: float
+    jobs: int
+    p50: float
+    p99: float
+    max: float
+
+
+def _machine_busy(before: Any, after: Any) -> float:
+    total = sum(after) - sum(before)
+    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+    return 1.0 - idle / total if total > 0 else math.nan
+
+
+def _check_worker(report: dict[str, Any], expect: int) -> None:
+    if report["timed_out"] or report["outcomes"] != {"success": expect}:
+        raise BenchmarkError(
+            f"the worker saw {report['outcomes']} (timed out: {report['timed_out']}), expected {expect} successes"
+        )
+
+
+async def _start_worker(amqp_url: str, expect: int, workdir: Path, *, latencies: bool = False) -> Child:
+    args = ["-m", "benchmarks.load", "worker", "--amqp-url", amqp_url, "--expect", str(expect)]
+    args += ["--dependency", DEPENDENCY, "--timeout", str(PHASE_TIMEOUT)]
+    if latencies:
+        args.append("--latencies")
+    worker = await Child.start(f"worker-{uuid.uuid4().hex[:4]}", args, workdir)
+    await worker.expect("ready")
+    return worker
+
+
+async def _start_producer(amqp_url: str, jobs: int, prefix: str, workdir: Path, rate: float = 0.0) -> Child:
+    args = ["-m", "benchmarks.load", "producer", "--amqp-url", amqp_url, "--jobs", str(jobs)]
+    args += ["--prefix", prefix, "--dependency", DEPENDENCY, "--rate", repr(rate)]
+    return await Child.start(f"producer-{prefix}", args, workdir)
+
+
+async def measure_throughput(
+    variant: str, coordinator: Coordinator, amqp_url: str, jobs: int, workdir: Path, results_before: int = 0
+) -> Throughput:
+    worker = await _start_worker(amqp_url, jobs, workdir)
+    broker = broker_process()
+    cpu_before, broker_before, machine_before = coordinator.child.cpu(), cpu_of(broker), psutil.cpu_times()
+    producer = await _start_producer(amqp_url, jobs, f"{variant}-tp", workdir)
+    produced, worked = await asyncio.gather(producer.report(), worker.report())
+    _check_worker(worked, jobs)
+    done = time.time()
+    await coordinator.caught_up(results_before + jobs, timeout=PHASE_TIMEOUT)
+    drain = time.time() - done
+    cpu_after, broker_after, machine_after = coordinator.child.cpu(), cpu_of(broker), psutil.cpu_times()
+    return Throughput(
+        variant=variant,
+        jobs=jobs,
+        seconds=worked["done_at"] - produced["first_publish"],
+        drain=drain,
+        coordinator_cpu=cpu_after - cpu_before,
+        broker_cpu=broker_after - broker_before,
+        producer_cpu=produced["cpu"],
+        worker_cpu=worked["cpu"],
+        machine_busy=_machine_busy(machine_before, machine_after),
+    )
+
+
+def _percentile(ordered: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of sorted values."""
+    rank = max(math.ceil(fraction * len(ordered)), 1)
+    return ordered[rank - 1]
+
+
+async def measure_latency(
+    coordinator: JanusCoordinator, amqp_url: str, rate: float, jobs: int, workdir: Path, results_before: int
+) -> Latency:
+    worker = await _start_worker(amqp_url, jobs, workdir, latencies=True)
+    producer = await _start_producer(amqp_url, jobs, "janus-lat", workdir, rate=rate)
+    produced, worked = await asyncio.gather(producer.report(), worker.report())
+    _check_worker(worked, jobs)
+    await coordinator.caught_up(results_before + jobs, timeout=PHASE_TIMEOUT)
+    delays = sorted(worked["latencies"])
+    if len(delays) != jobs:
+        raise BenchmarkError(f"the worker timed {len(delays)} of {jobs} jobs")
+    span = produced["last_publish"] - produced["first_publish"]
+    return Latency(
+        target_rate=rate,
+        achieved_rate=(jobs - 1) / span if span > 0 else math.nan,
+        jobs=jobs,
+        p50=_percentile(delays, 0.50),
+        p99=_percentile(delays, 0.99),
+        max=delays[-1],
+    )
+
+
+# -- the run ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Outcome:
+    relay: Throughput
+    janus: Throughput
+    latency: Latency
+
+
+async def run_relay(services: Services, vhost: str, jobs: int, workdir: Path) -> Throughput:
+    url = services.amqp_url(vhost)
+    args = ["-m", "benchmarks.relay", "--amqp-url", url, "--dependency", DEPENDENCY, "--ttl", "30"]
+    child = await Child.start("relay", args, workdir)
+    try:
+        await child.expect("ready")
+        result = await measure_throughput("relay", RelayCoordinator(child, url), url, jobs, workdir)
+        child.process.send_signal(signal.SIGTERM)
+        counters = await child.report(timeout=30.0)
+        if counters != {"forwarded": jobs, "results": jobs}:
+            raise BenchmarkError(f"the relay counted {counters}, expected {jobs} of each")
+        return result
+    finally:
+        child.kill()
+
+
+async def run_janus(
+    services: Services, vhost: str, database: str, jobs: int, workdir: Path
+) -> tuple[Throughput, Latency]:
+    url = services.amqp_url(vhost)
+    database_url = services.pg_url(database)
+    config = workdir / "janus.toml"
+    config.write_text(JANUS_CONFIG, encoding="utf-8")
+    env = {
+        **os.environ,
+        "JANUS_AMQP_URL": url,
+        "JANUS_DATABASE_URL": database_url,
+        "JANUS_HTTP_PORT": "0",
+        "JANUS_LOG_LEVEL": "INFO",
+    }
+    env.pop("JANUS_CONFIG", None)
+    child = await Child.start("janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env)
+    try:
+        await child.wait_for_stderr("leading as", timeout=60.0)
+        coordinator = JanusCoordinator(child, database_url)
+        throughput = await measure_throughput("janus", coordinator, url, jobs, workdir)
+        rate = throughput.rate / 2
+        count = max(min(jobs // 2, int(rate * LATENCY_SECONDS)), 100)
+        latency = await measure_latency(coordinator, url, rate, count, workdir, results_before=jobs)
+        code = await child.stop()
+        if code != 0:
+            raise BenchmarkError(f"janus exited {code} on SIGTERM\n{child.stderr_tail()}")
+        return throughput, latency
+    finally:
+        child.kill()
+
+
+async def run(services: Services, jobs: int) -> Outcome:
+    tag = uuid.uuid4().hex[:8]
+    relay_vhost, janus_vhost, database = (
+        f"janus-bench-relay-{tag}",
+        f"janus-bench-janus-{tag}",
+        f"janus_bench_{tag}",
+    )
+    created: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="janus-bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            for vhost in (relay_vhost, janus_vhost):
+                await services.create_vhost(vhost)
+                created.append(vhost)
+            await services.create_database(database)
+            relay = await run_relay(services, relay_vhost, jobs, workdir)
+            janus, latency = await run_janus(services, janus_vhost, database, jobs, workdir)
+            return Outcome(relay=relay, janus=janus, latency=latency)
+        finally:
+            await Child.kill_all()
+            for vhost in created:
+                with contextlib.suppress(BenchmarkError):
+                    await services.delete_vhost(vhost)
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await services.drop_database(database)
+
+
+def report(outcome: Outcome) -> str:
+    relay, janus, latency = outcome.relay, outcome.janus, outcome.latency
+    lines = [
+        "details (CPU per job of each process; drain: results still being taken in after the last one ran):"
+    ]
+    for run in (relay, janus):
+        lines.append(
+            f"  {run.variant:<6}: {run.seconds:6.2f} s  drain {run.drain * 1000:5.0f} ms  "
+            f"broker {run.per_job_us(run.broker_cpu):4.0f} µs/job  producer {run.per_job_us(run.producer_cpu):4.0f} µs/job  "
+            f"worker {run.per_job_us(run.worker_cpu):4.0f} µs/job  machine {run.machine_busy:4.0%} busy"
+        )
+    lines.append(
+        f"  latency phase: {latency.jobs} jobs paced at {latency.target_rate:.0f} jobs/s "
+        f"(achieved {latency.achieved_rate:.0f}), max {latency.max * 1000:.1f} ms"
+    )
+    lines.append("")
+    lines.append(f"jobs: {relay.jobs}")
+    for run in (relay, janus):
+        lines.append(
+            f"{run.variant:<8}: {run.rate:4.0f} jobs/s  cpu {run.per_job_us(run.coordinator_cpu):4.0f} µs/job"
+        )
+    lines.append(f"ratio janus/relay: {janus.rate / relay.rate:.2f}")
+    lines.append(
+        f"janus latency at {latency.target_rate:.0f} jobs/s (half of top): "
+        f"p50 {latency.p50 * 1000:.1f} ms  p99 {latency.p99 * 1000:.1f} ms"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Janus against a bare relay, end to end.")
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per throughput run (default 20000)")
+    parser.add_argument(
+        "--amqp-base", default="amqp://guest:guest@127.0.0.1:5672", help="AMQP URL without vhost"
+    )
+    parser.add_argument(
+        "--pg-base", default="postgresql://postgres@127.0.0.1:5432", help="PostgreSQL URL without database"
+    )
+    parser.add_argument("--rabbitmqctl", default="rabbitmqctl")
+    args = parser.parse_args(argv)
+    if args.jobs < 200:
+        parser.error("--jobs must be at least 200")
+    services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=args.rabbitmqctl)
+    try:
+        outcome = uvloop.run(run(services, args.jobs))
+    except BenchmarkError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    print(report(outcome))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

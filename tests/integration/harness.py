@@ -1,0 +1,83 @@
+"""Running Janus, producers and workers inside a test, and waiting on what workers saw."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from janus.client.worker import WorkRecord
+from janus.config import JanusConfig, parse_config
+from janus.service.app import Service, ServiceOptions
+from janus.service.leadership import LeaseTimings
+
+FAST_LEASE = LeaseTimings(lease=2.0, renew_every=0.3, poll_every=0.2)
+
+
+def make_config(database: str, amqp: str, dependencies: dict[str, dict[str, Any]], **extra: Any) -> JanusConfig:
+    return parse_config({"database_url": database, "amqp_url": amqp, "dependencies": dependencies, **extra}, env={})
+
+
+class RecordLog:
+    """Worker records, with a way to wait (on a condition, with a deadline) for what they show."""
+
+    def __init__(self) -> None:
+        self.records: list[WorkRecord] = []
+        self._changed = asyncio.Condition()
+
+    def append(self, record: WorkRecord) -> None:
+        self.records.append(record)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, predicate: Callable[[list[WorkRecord]], bool], timeout: float) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: predicate(self.records))
+
+    def succeeded(self) -> set[str]:
+        return {r.job_id for r in self.records if r.outcome == "success"}
+
+
+@asynccontextmanager
+async def running_janus(
+    config: JanusConfig, *, timings: LeaseTimings = FAST_LEASE, wait_leading: bool = True
+) -> AsyncIterator[Service]:
+    """Janus in this process; stopped (drained) at the end. Fails the test if it crashed."""
+    service = Service(config, ServiceOptions(timings=timings, serve_metrics=False))
+    task = asyncio.create_task(service.run(), name="janus")
+    try:
+        if wait_leading:
+            waiter = asyncio.ensure_future(service.leading.wait())
+            done, _ = await asyncio.wait({waiter, task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                task.result()  # raises what killed it
+            assert waiter in done, "Janus did not start leading in time"
+        yield service
+    finally:
+        service.stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def job_rows(database: str) -> dict[str, asyncpg.Record]:
+    connection = await asyncpg.connect(database)
+    try:
+        rows = await connection.fetch("SELECT * FROM janus.jobs")
+    finally:
+        await connection.close()
+    return {row["job_id"]: row for row in rows}
+
+
+async def wait_for_states(database: str, predicate: Callable[[dict[str, asyncpg.Record]], bool], timeout: float) -> dict[str, asyncpg.Record]:
+    """Poll the job table until `predicate` holds (the table has no events to wait on)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            rows = await job_rows(database)
+            if predicate(rows):
+                return rows
+            await asyncio.sleep(0.1)

@@ -1,0 +1,278 @@
+"""Invariants 1-4 end to end, against real RabbitMQ and PostgreSQL, measured from the workers' side."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import aio_pika
+import pytest
+
+from janus.audit import audit
+from janus.broker import topology
+from janus.client import Producer, ReadyJob, RetryAfter, Worker
+from janus.core.backoff import backoff_ceiling
+from tests.integration.harness import RecordLog, job_rows, make_config, running_janus, wait_for_states
+
+pytestmark = pytest.mark.integration
+
+
+async def test_rate_and_concurrency_hold_at_the_workers(database: str, vhost: str) -> None:
+    config = make_config(
+        database,
+        vhost,
+        {
+            "api": {
+                "rate_limits": ["25/1s", "60/3s"],
+                "concurrency": 4,
+                "lease_timeout": "10s",
+                "admission_ttl": "0.5s",
+                "retry": {"base_delay": "0.1s", "max_delay": "0.5s", "max_attempts": 10},
+            },
+            "mail": {"concurrency": 2, "lease_timeout": "10s"},
+        },
+    )
+    log = RecordLog()
+    rng = random.Random(7)
+
+    async def flaky(job: ReadyJob) -> None:
+        await asyncio.sleep(rng.uniform(0.0, 0.06))
+        if rng.random() < 0.15:
+            raise RuntimeError("the API said no")
+
+    jobs = [(f"api-{i}", "api", {"i": i}, f"tenant-{i % 3}") for i in range(150)]
+    jobs += [(f"mail-{i}", "mail", None, "default") for i in range(40)]
+    async with running_janus(config):
+        worker = Worker(vhost, {"api": flaky, "mail": flaky}, on_record=log.append, prefetch=20)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many(jobs)
+        await log.wait_for(lambda _: len(log.succeeded()) == len(jobs), timeout=60)
+        await worker.stop()
+
+    report = audit(log.records, {p.name: p for p in config.policies()}, expected_jobs=[j[0] for j in jobs])
+    assert report.ok, report.summary()
+    # The limits were actually reached, so holding them says something.
+    assert report.dependencies["api"].worst_rate["25/1s"] == 25
+    assert report.dependencies["api"].worst_concurrency == 4
+    assert report.dependencies["mail"].worst_concurrency == 2
+    rows = await job_rows(database)
+    assert {row["state"] for row in rows.values()} == {"succeeded"}
+    assert any(row["failures"] > 0 for row in rows.values()), "some failures should have been retried"
+
+
+async def test_retries_follow_backoff_and_dead_jobs_are_kept(database: str, vhost: str) -> None:
+    retry = {"base_delay": "0.3s", "max_delay": "1s", "jitter": 0.5, "max_attempts": 3}
+    config = make_config(database, vhost, {"api": {"lease_timeout": "10s", "retry": retry}})
+    log = RecordLog()
+
+    async def fails_twice_or_always(job: ReadyJob) -> None:
+        if job.job_id == "doomed" or job.attempt <= 2:
+            raise RuntimeError(f"failure {job.attempt}")
+
+    async with running_janus(config):
+        worker = Worker(vhost, {"api": fails_twice_or_always}, on_record=log.append)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many([("good-1", "api", None, "a"), ("good-2", "api", None, "b"), ("doomed", "api", None, "a")])
+        rows = await wait_for_states(
+            database, lambda rows: len(rows) == 3 and all(r["state"] in ("succeeded", "dead") for r in rows.values()), 30
+        )
+        await worker.stop()
+
+    policy = config.policies()[0].retry
+    by_job: dict[str, list] = {}
+    for record in sorted(log.records, key=lambda r: r.admitted_at):
+        by_job.setdefault(record.job_id, []).append(record)
+    for job_id, records in by_job.items():
+        assert [r.attempt for r in records] == list(range(1, len(records) + 1))
+        for k, (failed, retried) in enumerate(zip(records, records[1:], strict=False), start=1):
+            assert failed.outcome == "failure"
+            assert failed.finished_at is not None
+            d = backoff_ceiling(policy, k)
+            gap = retried.admitted_at - failed.finished_at
+            # Janus learns of the failure after the worker reports it: the gap can only be longer
+            # than Janus's own delay, by the result's trip (generous slack on a shared machine).
+            assert d * (1 - policy.jitter) <= gap <= d + 1.0, (job_id, k, gap)
+    assert rows["good-1"]["state"] == rows["good-2"]["state"] == "succeeded"
+    assert rows["doomed"]["state"] == "dead"
+    assert rows["doomed"]["failures"] == 3
+    assert rows["doomed"]["last_error"] == "RuntimeError: failure 3"
+    assert len(by_job["doomed"]) == 3, "a dead job is never admitted again"
+
+
+async def test_republished_job_id_is_admitted_once(database: str, vhost: str) -> None:
+    config = make_config(database, vhost, {"api": {"lease_timeout": "10s"}})
+    log = RecordLog()
+    seen_payloads: list[object] = []
+
+    async def handler(job: ReadyJob) -> None:
+        seen_payloads.append(job.payload)
+
+    async with running_janus(config):
+        worker = Worker(vhost, {"api": handler}, on_record=log.append)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit("same", "api", {"version": 1})
+            await producer.submit_many([("same", "api", {"version": n}, "other") for n in range(2, 5)])
+            await producer.submit("after", "api")
+        await log.wait_for(lambda _: {"same", "after"} <= log.succeeded(), timeout=20)
+        await worker.stop()
+    assert seen_payloads.count({"version": 1}) == 1
+    assert {"version": 2} not in seen_payloads
+    assert [r.job_id for r in log.records].count("same") == 1
+    rows = await job_rows(database)
+    assert rows["same"]["scope"] == "default"
+
+
+async def test_unused_admissions_come_back_and_cost_no_attempt(database: str, vhost: str) -> None:
+    """No worker at first: admissions expire in the queue, dead-letter to Janus, free their slot."""
+    config = make_config(
+        database,
+        vhost,
+        {"api": {"concurrency": 2, "admission_ttl": "0.3s", "lease_timeout": "60s"}},
+    )
+    log = RecordLog()
+
+    async def handler(job: ReadyJob) -> None:
+        return None
+
+    async with running_janus(config):
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(4)])
+        # Each job is admitted, expires unused and comes back, again and again.
+        await wait_for_states(database, lambda rows: len(rows) == 4 and max(r["attempt"] for r in rows.values()) >= 3, 20)
+        worker = Worker(vhost, {"api": handler}, on_record=log.append)
+        await worker.start()
+        # With a 60 s lease, finishing in seconds proves the expiries released the slots.
+        await log.wait_for(lambda _: len(log.succeeded()) == 4, timeout=20)
+        await worker.stop()
+        rows = await job_rows(database)
+    assert all(row["failures"] == 0 for row in rows.values()), "an unused admission is not an attempt"
+    assert all(row["state"] == "succeeded" for row in rows.values())
+    report = audit(log.records, {p.name: p for p in config.policies()})
+    assert report.ok, report.summary()
+
+
+async def test_a_worker_that_never_reports_loses_its_lease(database: str, vhost: str) -> None:
+    config = make_config(
+        database,
+        vhost,
+        {"api": {"concurrency": 1, "admission_ttl": "0.5s", "lease_timeout": "1.5s", "retry": {"base_delay": "0.1s"}}},
+    )
+    log = RecordLog()
+    taken = asyncio.Event()
+
+    async def hangs(job: ReadyJob) -> None:
+        taken.set()
+        await asyncio.sleep(3600)
+
+    async def works(job: ReadyJob) -> None:
+        return None
+
+    async with running_janus(config):
+        crashing = Worker(vhost, {"api": hangs})
+        await crashing.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit("stuck", "api")
+        await asyncio.wait_for(taken.wait(), timeout=10)
+        await crashing.abort()  # acked, never reports: like a worker killed mid-job
+        healthy = Worker(vhost, {"api": works}, on_record=log.append)
+        await healthy.start()
+        await log.wait_for(lambda _: "stuck" in log.succeeded(), timeout=15)
+        await healthy.stop()
+    rows = await job_rows(database)
+    assert rows["stuck"]["failures"] == 1
+    assert rows["stuck"]["attempt"] == 2
+    assert log.records[0].admitted_at - 1.5 >= 0  # sanity: a real timestamp
+
+
+async def test_a_worker_handler_is_cut_off_before_its_lease_ends(database: str, vhost: str) -> None:
+    """The SDK worker never runs past the lease: worker-side concurrency holds even with a slow handler."""
+    config = make_config(
+        database,
+        vhost,
+        {"api": {"concurrency": 1, "admission_ttl": "0.5s", "lease_timeout": "1s", "retry": {"base_delay": "0.1s", "max_attempts": 2}}},
+    )
+    log = RecordLog()
+
+    async def too_slow(job: ReadyJob) -> None:
+        await asyncio.sleep(5)
+
+    async with running_janus(config):
+        worker = Worker(vhost, {"api": too_slow}, on_record=log.append)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many([("slow-1", "api", None, "a"), ("slow-2", "api", None, "a")])
+        await wait_for_states(database, lambda rows: len(rows) == 2 and all(r["state"] == "dead" for r in rows.values()), 20)
+        await worker.stop()
+    for record in log.records:
+        assert record.finished_at is not None and record.finished_at < record.admitted_at + 1.0
+    report = audit(log.records, {p.name: p for p in config.policies()})
+    assert report.dependencies["api"].worst_concurrency == 1
+
+
+async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: str) -> None:
+    config = make_config(database, vhost, {"api": {"lease_timeout": "10s"}})
+    log = RecordLog()
+
+    async def handler(job: ReadyJob) -> None:
+        return None
+
+    garbage = [
+        (b"\xff\xfe not utf-8", "application/json", "malformed_json"),
+        (b"{not json", "application/json", "malformed_json"),
+        (b"[1, 2]", "application/json", "not_an_object"),
+        (b'{"dependency": "api"}', "application/json", "invalid_fields"),
+        (b'{"job_id": 5, "dependency": "api"}', "application/json", "invalid_fields"),
+        (b'{"job_id": "x", "dependency": "nope"}', "application/json", "unknown_dependency"),
+        (json.dumps({"job_id": "big", "dependency": "api", "payload": "x" * 70_000}).encode(), "application/json", "payload_too_large"),
+        (b'{"job_id": "x", "dependency": "api"}', "text/plain", "wrong_content_type"),
+    ]
+    async with running_janus(config):
+        worker = Worker(vhost, {"api": handler}, on_record=log.append)
+        await worker.start()
+        connection = await aio_pika.connect(vhost)
+        channel = await connection.channel(publisher_confirms=True)
+        intake = await channel.get_exchange(topology.INTAKE_EXCHANGE)
+        async with await Producer.connect(vhost) as producer:
+            for i, (body, content_type, _) in enumerate(garbage):
+                await producer.submit(f"good-{i}", "api")
+                await intake.publish(aio_pika.Message(body, content_type=content_type), routing_key="api")
+            # A result that is not JSON, and one for a job that does not exist: neither changes anything.
+            results = await channel.get_exchange(topology.RESULTS_EXCHANGE)
+            await results.publish(aio_pika.Message(b"garbage"), routing_key="")
+            await results.publish(
+                aio_pika.Message(b'{"job_id": "ghost", "attempt": 1, "outcome": "success"}'), routing_key=""
+            )
+        await log.wait_for(lambda _: len(log.succeeded()) == len(garbage), timeout=20)
+        await worker.stop()
+        rejected = await channel.get_queue(topology.REJECTED_QUEUE)
+        reasons = []
+        while (message := await rejected.get(no_ack=True, fail=False)) is not None:
+            reasons.append((message.headers[topology.REASON_HEADER], message.headers["x-janus-source"]))
+        await connection.close()
+    assert sorted(reasons) == sorted([(reason, "intake") for _, _, reason in garbage] + [("malformed_json", "results")])
+    rows = await job_rows(database)
+    assert set(rows) == {f"good-{i}" for i in range(len(garbage))}
+
+
+async def test_retry_after_delays_the_job(database: str, vhost: str) -> None:
+    config = make_config(database, vhost, {"api": {"lease_timeout": "10s", "retry": {"base_delay": "0.05s", "max_delay": "5s"}}})
+    log = RecordLog()
+
+    async def throttled(job: ReadyJob) -> None:
+        if job.attempt == 1:
+            raise RetryAfter(1.0)
+
+    async with running_janus(config):
+        worker = Worker(vhost, {"api": throttled}, on_record=log.append)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit("polite", "api")
+        await log.wait_for(lambda _: "polite" in log.succeeded(), timeout=15)
+        await worker.stop()
+    first, second = sorted(log.records, key=lambda r: r.attempt)
+    assert first.finished_at is not None
+    assert second.admitted_at - first.finished_at >= 1.0
