@@ -22,9 +22,10 @@ CONFIG = """
 database_url = "{database}"
 amqp_url = "{amqp}"
 
+# Rate-bound: short jobs, a window that outlives a restart (rebuilt from the admission history).
 [dependencies.api]
-rate_limits = ["15/1s", "40/4s"]
-concurrency = 4
+rate_limits = ["10/1s", "30/6s"]
+concurrency = 20
 lease_timeout = "3s"
 admission_ttl = "0.5s"
 
@@ -32,6 +33,18 @@ admission_ttl = "0.5s"
 base_delay = "0.1s"
 max_delay = "0.5s"
 max_attempts = 20
+
+# A long window filled at once, before the first kill: the restarted leader must know it is full.
+[dependencies.burst]
+rate_limits = ["12/10s"]
+lease_timeout = "3s"
+admission_ttl = "0.5s"
+
+# Concurrency-bound: jobs that outlive a restart (their slots must be rebuilt as held).
+[dependencies.slow]
+concurrency = 4
+lease_timeout = "6s"
+admission_ttl = "0.5s"
 """
 
 
@@ -49,22 +62,30 @@ async def test_kill_9_and_restart_mid_stream_loses_nothing_and_breaks_no_limit(
     log = RecordLog()
     rng = random.Random(2)
 
-    async def handler(job: ReadyJob) -> None:
-        await asyncio.sleep(rng.uniform(0.01, 0.2))
+    async def quick(job: ReadyJob) -> None:
+        await asyncio.sleep(rng.uniform(0.01, 0.1))
         if rng.random() < 0.1:
             raise RuntimeError("flaky")
+
+    async def slow(job: ReadyJob) -> None:
+        await asyncio.sleep(rng.uniform(2.0, 4.5))
 
     janus = JanusProcess(config_path, name="janus")
     await janus.start()
     await janus.wait_leading()
-    worker = Worker(vhost, {"api": handler}, on_record=log.append)
+    async def instant(job: ReadyJob) -> None:
+        return None
+
+    worker = Worker(vhost, {"api": quick, "slow": slow, "burst": instant}, on_record=log.append)
     await worker.start()
-    jobs = [(f"job-{i}", "api", {"i": i}, f"t{i % 4}") for i in range(240)]
+    jobs = [(f"job-{i}", "api", {"i": i}, f"t{i % 4}") for i in range(120)]
+    jobs += [(f"slow-{i}", "slow", None, "default") for i in range(24)]
+    jobs += [(f"burst-{i}", "burst", None, "default") for i in range(24)]
     producer = await Producer.connect(vhost)
     publishing = asyncio.create_task(producer.submit_many(jobs, window=20))
     kills = 0
     try:
-        for kill_after in (2.5, 3.7, 2.9):
+        for kill_after in (4.5, 3.7, 5.2):
             await asyncio.sleep(kill_after + rng.uniform(0, 0.5))
             await janus.kill()
             kills += 1
@@ -86,7 +107,9 @@ async def test_kill_9_and_restart_mid_stream_loses_nothing_and_breaks_no_limit(
     assert kills == 3
     report = audit(log.records, {p.name: p for p in config.policies()}, expected_jobs=[j[0] for j in jobs])
     assert report.ok, report.summary()
-    assert report.dependencies["api"].worst_rate["15/1s"] == 15, "the rate limit should have been reached"
+    assert report.dependencies["api"].worst_rate["30/6s"] == 30, "the rate limit should have been reached"
+    assert report.dependencies["burst"].worst_rate["12/10s"] == 12
+    assert report.dependencies["slow"].worst_concurrency == 4, "the concurrency limit should have been reached"
     connection = await asyncpg.connect(database)
     try:
         epochs = [row[0] for row in await connection.fetch("SELECT epoch FROM janus.leader_terms ORDER BY epoch")]

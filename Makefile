@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install services demo test lint unit bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Janus needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+services:
+	./scripts/ensure-services
+
+demo: install services
+	$(VENV)/bin/janus demo
+
+lint: install
+	$(PY) -m ruff check janus tests benchmarks
+	$(PY) -m ruff format --check janus tests benchmarks
+	$(PY) -m mypy
+
+test: install services lint
+	$(PY) -m pytest -q
+
+unit: install
+	$(PY) -m pytest -q tests/unit
+
+bench: install services
+	$(PY) benchmarks/throughput.py
