@@ -28,7 +28,7 @@ def max_in_window(times: Sequence[float], window: float) -> int:
 
 
 def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
-    """The most closed intervals [start, end] that share one instant (an end before an equal start)."""
+    """The most intervals [start, end) that share one instant: one ending when another starts does not overlap it."""
     events = []
     for start, end in intervals:
         events.append((start, 1))

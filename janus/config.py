@@ -32,9 +32,9 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/janus"
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)?\s*(ms|s|m|h|d)\s*$")
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(.+)$")
-DEPENDENCY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)?\s*(ms|s|m|h|d)\s*$")
+_RATE = re.compile(r"^\s*([0-9]+)\s*/\s*(.+)$")
+DEPENDENCY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 
 
 def parse_duration(value: object) -> float:
@@ -54,7 +54,7 @@ def parse_duration(value: object) -> float:
     else:
         raise ValueError("a duration is a number of seconds or a string like '2s'")
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"duration must be positive, got {value!r}")
+        raise ValueError(f"duration must be positive and finite, got {value!r}")
     return seconds
 
 
@@ -86,10 +86,10 @@ class _Strict(BaseModel):
 
 
 class RetryConfig(_Strict):
-    max_attempts: int = Field(default=5, ge=1)
+    max_attempts: int = Field(default=5, ge=1, strict=True)
     base_delay: Duration = 1.0
     max_delay: Duration = 60.0
-    jitter: float = Field(default=0.5, ge=0.0, le=1.0)
+    jitter: float = Field(default=0.5, ge=0.0, le=1.0, strict=True)
 
     @model_validator(mode="after")
     def _ordered(self) -> RetryConfig:
@@ -100,7 +100,7 @@ class RetryConfig(_Strict):
 
 class DependencyConfig(_Strict):
     rate_limits: list[RateLimitSpec] = Field(default_factory=list)
-    concurrency: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1, strict=True)
     lease_timeout: Duration = 300.0
     admission_ttl: Duration | None = None
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -138,14 +138,14 @@ class DependencyConfig(_Strict):
 class JanusConfig(_Strict):
     amqp_url: str = DEFAULT_AMQP_URL
     database_url: str = DEFAULT_DATABASE_URL
-    max_payload_bytes: int = Field(default=64 * 1024, ge=1)
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1, strict=True)
     dependencies: dict[str, DependencyConfig] = Field(min_length=1)
 
     @field_validator("dependencies")
     @classmethod
     def _names(cls, value: dict[str, DependencyConfig]) -> dict[str, DependencyConfig]:
         for name in value:
-            if not DEPENDENCY_NAME.match(name):
+            if not DEPENDENCY_NAME.fullmatch(name):
                 raise ValueError(
                     f"invalid dependency name {name!r}: 1-100 characters of letters, digits, '_', '.', '-', "
                     "starting with a letter or digit"

@@ -19,7 +19,9 @@ MAX_ID_LENGTH = 200
 MAX_ERROR_LENGTH = 2000
 
 # Identifiers end up in logs, metrics and SQL: no control characters.
-Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
+]
 
 
 class _Wire(BaseModel):
@@ -99,7 +101,11 @@ def decode_intake(
         raise _explain(exc) from None
     if message.payload is None:
         return message, None
-    payload_text = json.dumps(message.payload, separators=(",", ":"), ensure_ascii=False)
+    try:
+        # allow_nan=False: Python's parser accepts NaN and Infinity, JSON (and PostgreSQL's jsonb) do not.
+        payload_text = json.dumps(message.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise ProtocolError("invalid_fields", "payload: NaN and Infinity are not JSON numbers") from None
     if len(payload_text.encode()) > max_payload_bytes:
         raise ProtocolError("payload_too_large", f"payload over {max_payload_bytes} bytes")
     return message, payload_text
@@ -142,6 +148,7 @@ def encode_intake(*, job_id: str, dependency: str, scope: str, payload: JsonValu
         {"job_id": job_id, "dependency": dependency, "scope": scope, "payload": payload},
         separators=(",", ":"),
         ensure_ascii=False,
+        allow_nan=False,
     ).encode()
 
 

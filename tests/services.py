@@ -126,9 +126,13 @@ def discover() -> Services | None:
 
     postgres = PostgresContainer("postgres:15", username="postgres", password="postgres").start()
     rabbit = RabbitMqContainer("rabbitmq:3.10").start()
-    pg = f"postgresql://postgres:postgres@{postgres.get_container_host_ip()}:{postgres.get_exposed_port(5432)}"
+    pg = (
+        f"postgresql://postgres:postgres@{postgres.get_container_host_ip()}:{postgres.get_exposed_port(5432)}"
+    )
     amqp = f"amqp://guest:guest@{rabbit.get_container_host_ip()}:{rabbit.get_exposed_port(5672)}"
     container_id = rabbit.get_wrapped_container().id
-    services = Services(pg_dsn_base=pg, amqp_base=amqp, rabbitmqctl=["docker", "exec", container_id, "rabbitmqctl"])
+    services = Services(
+        pg_dsn_base=pg, amqp_base=amqp, rabbitmqctl=["docker", "exec", container_id, "rabbitmqctl"]
+    )
     services._containers.extend([postgres, rabbit])
     return services

@@ -17,8 +17,12 @@ from janus.service.leadership import LeaseTimings
 FAST_LEASE = LeaseTimings(lease=2.0, renew_every=0.3, poll_every=0.2)
 
 
-def make_config(database: str, amqp: str, dependencies: dict[str, dict[str, Any]], **extra: Any) -> JanusConfig:
-    return parse_config({"database_url": database, "amqp_url": amqp, "dependencies": dependencies, **extra}, env={})
+def make_config(
+    database: str, amqp: str, dependencies: dict[str, dict[str, Any]], **extra: Any
+) -> JanusConfig:
+    return parse_config(
+        {"database_url": database, "amqp_url": amqp, "dependencies": dependencies, **extra}, env={}
+    )
 
 
 class RecordLog:
@@ -73,7 +77,9 @@ async def job_rows(database: str) -> dict[str, asyncpg.Record]:
     return {row["job_id"]: row for row in rows}
 
 
-async def wait_for_states(database: str, predicate: Callable[[dict[str, asyncpg.Record]], bool], timeout: float) -> dict[str, asyncpg.Record]:
+async def wait_for_states(
+    database: str, predicate: Callable[[dict[str, asyncpg.Record]], bool], timeout: float
+) -> dict[str, asyncpg.Record]:
     """Poll the job table until `predicate` holds (the table has no events to wait on)."""
     async with asyncio.timeout(timeout):
         while True:

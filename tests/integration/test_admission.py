@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 
@@ -75,9 +76,13 @@ async def test_retries_follow_backoff_and_dead_jobs_are_kept(database: str, vhos
         worker = Worker(vhost, {"api": fails_twice_or_always}, on_record=log.append)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
-            await producer.submit_many([("good-1", "api", None, "a"), ("good-2", "api", None, "b"), ("doomed", "api", None, "a")])
+            await producer.submit_many(
+                [("good-1", "api", None, "a"), ("good-2", "api", None, "b"), ("doomed", "api", None, "a")]
+            )
         rows = await wait_for_states(
-            database, lambda rows: len(rows) == 3 and all(r["state"] in ("succeeded", "dead") for r in rows.values()), 30
+            database,
+            lambda rows: len(rows) == 3 and all(r["state"] in ("succeeded", "dead") for r in rows.values()),
+            30,
         )
         await worker.stop()
 
@@ -87,7 +92,7 @@ async def test_retries_follow_backoff_and_dead_jobs_are_kept(database: str, vhos
         by_job.setdefault(record.job_id, []).append(record)
     for job_id, records in by_job.items():
         assert [r.attempt for r in records] == list(range(1, len(records) + 1))
-        for k, (failed, retried) in enumerate(zip(records, records[1:], strict=False), start=1):
+        for k, (failed, retried) in enumerate(itertools.pairwise(records), start=1):
             assert failed.outcome == "failure"
             assert failed.finished_at is not None
             d = backoff_ceiling(policy, k)
@@ -142,7 +147,9 @@ async def test_unused_admissions_come_back_and_cost_no_attempt(database: str, vh
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(4)])
         # Each job is admitted, expires unused and comes back, again and again.
-        await wait_for_states(database, lambda rows: len(rows) == 4 and max(r["attempt"] for r in rows.values()) >= 3, 20)
+        await wait_for_states(
+            database, lambda rows: len(rows) == 4 and max(r["attempt"] for r in rows.values()) >= 3, 20
+        )
         worker = Worker(vhost, {"api": handler}, on_record=log.append)
         await worker.start()
         # With a 60 s lease, finishing in seconds proves the expiries released the slots.
@@ -159,7 +166,14 @@ async def test_a_worker_that_never_reports_loses_its_lease(database: str, vhost:
     config = make_config(
         database,
         vhost,
-        {"api": {"concurrency": 1, "admission_ttl": "0.5s", "lease_timeout": "1.5s", "retry": {"base_delay": "0.1s"}}},
+        {
+            "api": {
+                "concurrency": 1,
+                "admission_ttl": "0.5s",
+                "lease_timeout": "1.5s",
+                "retry": {"base_delay": "0.1s"},
+            }
+        },
     )
     log = RecordLog()
     taken = asyncio.Event()
@@ -193,7 +207,14 @@ async def test_a_worker_handler_is_cut_off_before_its_lease_ends(database: str, 
     config = make_config(
         database,
         vhost,
-        {"api": {"concurrency": 1, "admission_ttl": "0.5s", "lease_timeout": "1s", "retry": {"base_delay": "0.1s", "max_attempts": 2}}},
+        {
+            "api": {
+                "concurrency": 1,
+                "admission_ttl": "0.5s",
+                "lease_timeout": "1s",
+                "retry": {"base_delay": "0.1s", "max_attempts": 2},
+            }
+        },
     )
     log = RecordLog()
 
@@ -205,10 +226,13 @@ async def test_a_worker_handler_is_cut_off_before_its_lease_ends(database: str, 
         await worker.start()
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([("slow-1", "api", None, "a"), ("slow-2", "api", None, "a")])
-        await wait_for_states(database, lambda rows: len(rows) == 2 and all(r["state"] == "dead" for r in rows.values()), 20)
+        await wait_for_states(
+            database, lambda rows: len(rows) == 2 and all(r["state"] == "dead" for r in rows.values()), 20
+        )
         await worker.stop()
     for record in log.records:
-        assert record.finished_at is not None and record.finished_at < record.admitted_at + 1.0
+        assert record.finished_at is not None
+        assert record.finished_at < record.admitted_at + 1.0
     report = audit(log.records, {p.name: p for p in config.policies()})
     assert report.dependencies["api"].worst_concurrency == 1
 
@@ -227,7 +251,11 @@ async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: s
         (b'{"dependency": "api"}', "application/json", "invalid_fields"),
         (b'{"job_id": 5, "dependency": "api"}', "application/json", "invalid_fields"),
         (b'{"job_id": "x", "dependency": "nope"}', "application/json", "unknown_dependency"),
-        (json.dumps({"job_id": "big", "dependency": "api", "payload": "x" * 70_000}).encode(), "application/json", "payload_too_large"),
+        (
+            json.dumps({"job_id": "big", "dependency": "api", "payload": "x" * 70_000}).encode(),
+            "application/json",
+            "payload_too_large",
+        ),
         (b'{"job_id": "x", "dependency": "api"}', "text/plain", "wrong_content_type"),
     ]
     async with running_janus(config):
@@ -253,13 +281,19 @@ async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: s
         while (message := await rejected.get(no_ack=True, fail=False)) is not None:
             reasons.append((message.headers[topology.REASON_HEADER], message.headers["x-janus-source"]))
         await connection.close()
-    assert sorted(reasons) == sorted([(reason, "intake") for _, _, reason in garbage] + [("malformed_json", "results")])
+    assert sorted(reasons) == sorted(
+        [(reason, "intake") for _, _, reason in garbage] + [("malformed_json", "results")]
+    )
     rows = await job_rows(database)
     assert set(rows) == {f"good-{i}" for i in range(len(garbage))}
 
 
 async def test_retry_after_delays_the_job(database: str, vhost: str) -> None:
-    config = make_config(database, vhost, {"api": {"lease_timeout": "10s", "retry": {"base_delay": "0.05s", "max_delay": "5s"}}})
+    config = make_config(
+        database,
+        vhost,
+        {"api": {"lease_timeout": "10s", "retry": {"base_delay": "0.05s", "max_delay": "5s"}}},
+    )
     log = RecordLog()
 
     async def throttled(job: ReadyJob) -> None:

@@ -73,6 +73,7 @@ async def test_kill_9_and_restart_mid_stream_loses_nothing_and_breaks_no_limit(
     janus = JanusProcess(config_path, name="janus")
     await janus.start()
     await janus.wait_leading()
+
     async def instant(job: ReadyJob) -> None:
         return None
 
@@ -98,7 +99,9 @@ async def test_kill_9_and_restart_mid_stream_loses_nothing_and_breaks_no_limit(
             rows = await job_rows(database)
             stuck = [dict(r) for r in rows.values() if r["state"] != "succeeded"]
             missing = {j[0] for j in jobs} - set(rows)
-            pytest.fail(f"unfinished: {stuck[:5]} ({len(stuck)}); never stored: {len(missing)}\n{janus.output()}")
+            pytest.fail(
+                f"unfinished: {stuck[:5]} ({len(stuck)}); never stored: {len(missing)}\n{janus.output()}"
+            )
     finally:
         await worker.stop()
         await producer.close()
@@ -109,10 +112,14 @@ async def test_kill_9_and_restart_mid_stream_loses_nothing_and_breaks_no_limit(
     assert report.ok, report.summary()
     assert report.dependencies["api"].worst_rate["30/6s"] == 30, "the rate limit should have been reached"
     assert report.dependencies["burst"].worst_rate["12/10s"] == 12
-    assert report.dependencies["slow"].worst_concurrency == 4, "the concurrency limit should have been reached"
+    assert report.dependencies["slow"].worst_concurrency == 4, (
+        "the concurrency limit should have been reached"
+    )
     connection = await asyncpg.connect(database)
     try:
-        epochs = [row[0] for row in await connection.fetch("SELECT epoch FROM janus.leader_terms ORDER BY epoch")]
+        epochs = [
+            row[0] for row in await connection.fetch("SELECT epoch FROM janus.leader_terms ORDER BY epoch")
+        ]
         states = await connection.fetch("SELECT state, count(*) FROM janus.jobs GROUP BY state")
     finally:
         await connection.close()

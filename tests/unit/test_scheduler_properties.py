@@ -81,7 +81,10 @@ class AdmissionMachine(RuleBasedStateMachine):
     # -- the world ------------------------------------------------------------
 
     # Steps just short of the window lengths probe the boundary of every sliding window.
-    @rule(step=st.floats(0.0, 3.0) | st.sampled_from([0.0, 1e-9, 1e-3, 0.25, 0.499, 0.5, 0.999, 1.0, 2.499, 9.999]))
+    @rule(
+        step=st.floats(0.0, 3.0)
+        | st.sampled_from([0.0, 1e-9, 1e-3, 0.25, 0.499, 0.5, 0.999, 1.0, 2.499, 9.999])
+    )
     def clock_moves_forward(self, step: float) -> None:
         self.now += step
 
@@ -107,7 +110,9 @@ class AdmissionMachine(RuleBasedStateMachine):
     def submit(self, dependency: str, scope: str) -> None:
         job_id = f"job-{self.next_id}"
         self.next_id += 1
-        job = self.scheduler.submit(job_id=job_id, dependency=dependency, scope=scope, payload=None, now=self.now)
+        job = self.scheduler.submit(
+            job_id=job_id, dependency=dependency, scope=scope, payload=None, now=self.now
+        )
         assert job.state is JobState.WAITING
         self.submitted[job_id] = dependency
 
@@ -131,7 +136,9 @@ class AdmissionMachine(RuleBasedStateMachine):
             assert decision.next_wakeup >= floor or decision.next_wakeup == floor
 
     def _pick_held(self, data: st.DataObject) -> tuple[str, str, int] | None:
-        candidates = sorted((job, dep, attempt) for dep, jobs in self.held.items() for job, attempt in jobs.items())
+        candidates = sorted(
+            (job, dep, attempt) for dep, jobs in self.held.items() for job, attempt in jobs.items()
+        )
         if not candidates:
             return None
         return data.draw(st.sampled_from(candidates))
@@ -191,7 +198,9 @@ class AdmissionMachine(RuleBasedStateMachine):
         )
         assert self.scheduler.stats() == before
 
-    def _on_failure(self, job_id: str, verdict: Verdict, retry_after: float | None, job: object = None) -> None:
+    def _on_failure(
+        self, job_id: str, verdict: Verdict, retry_after: float | None, job: object = None
+    ) -> None:
         dependency = self.submitted[job_id]
         self.held[dependency].pop(job_id, None)
         self.failures[job_id] += 1
@@ -205,7 +214,8 @@ class AdmissionMachine(RuleBasedStateMachine):
             self.finished.add(job_id)
             return
         assert verdict is Verdict.RETRY_SCHEDULED
-        assert current is not None and current.state is JobState.WAITING
+        assert current is not None
+        assert current.state is JobState.WAITING
         assert current.failures == k
         d = backoff_ceiling(policy.retry, k)
         low = learned + d * (1 - policy.retry.jitter)
@@ -261,7 +271,12 @@ class AdmissionMachine(RuleBasedStateMachine):
             for dependency in list(self.held):
                 for job_id, attempt in list(self.held[dependency].items()):
                     self.scheduler.on_result(
-                        job_id=job_id, attempt=attempt, success=True, error=None, retry_after=None, now=self.now
+                        job_id=job_id,
+                        attempt=attempt,
+                        success=True,
+                        error=None,
+                        retry_after=None,
+                        now=self.now,
                     )
                     del self.held[dependency][job_id]
                     self.finished.add(job_id)
