@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
@@ -15,6 +16,8 @@ from janus.core.jobs import Admission
 from janus.errors import ProtocolError
 
 CONTENT_TYPE = "application/json"
+# json.dumps writes U+0000 as \u0000; an even run of backslashes before it is escaped backslashes.
+_NUL_ESCAPE = re.compile(r"(?:^|[^\\])(?:\\\\)*\\u0000")
 MAX_ID_LENGTH = 200
 MAX_ERROR_LENGTH = 2000
 
@@ -68,7 +71,8 @@ class ResultMessage(_Wire):
     @field_validator("error", mode="after")
     @classmethod
     def _bounded(cls, value: str | None) -> str | None:
-        return value[:MAX_ERROR_LENGTH] if value is not None else None
+        # Stored as the job's last error: PostgreSQL text cannot hold U+0000.
+        return value[:MAX_ERROR_LENGTH].replace("\x00", "\ufffd") if value is not None else None
 
 
 def _check_content_type(content_type: str | None) -> None:
@@ -106,6 +110,9 @@ def decode_intake(
         payload_text = json.dumps(message.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
         raise ProtocolError("invalid_fields", "payload: NaN and Infinity are not JSON numbers") from None
+    if _NUL_ESCAPE.search(payload_text):
+        # PostgreSQL's jsonb cannot store U+0000; refusing it here keeps it from failing a whole batch.
+        raise ProtocolError("invalid_fields", "payload: strings must not contain U+0000")
     if len(payload_text.encode()) > max_payload_bytes:
         raise ProtocolError("payload_too_large", f"payload over {max_payload_bytes} bytes")
     return message, payload_text

@@ -468,3 +468,62 @@ def _has_nan(value: object) -> bool:
     if isinstance(value, dict):
         return any(_has_nan(item) for item in value.values())
     return False
+
+
+# -- what PostgreSQL could not store must be refused here, not fail a whole batch ----------
+
+NUL_CASES = [
+    # (raw payload JSON, refused?)
+    (rb'"\u0000"', True),  # U+0000 itself
+    (rb'{"k": ["a\u0000b"]}', True),  # nested
+    (rb'{"\u0000": 1}', True),  # in a key
+    (rb'"\\u0000"', False),  # an escaped backslash followed by "u0000": six harmless characters
+    (rb'"\\\u0000"', True),  # an escaped backslash, then U+0000
+]
+
+
+@pytest.mark.parametrize(("payload", "refused"), NUL_CASES)
+def test_nul_characters_in_the_payload_are_refused(payload: bytes, refused: bool) -> None:
+    raw = b'{"job_id":"j1","dependency":"api","payload":' + payload + b"}"
+    if refused:
+        with pytest.raises(ProtocolError) as caught:
+            decode_intake(raw, CONTENT_TYPE, CAP)
+        assert caught.value.reason == "invalid_fields"
+    else:
+        _, text = decode_intake(raw, CONTENT_TYPE, CAP)
+        assert text is not None
+        assert "\x00" not in json.loads(text)
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [k, *_strings(v)]]
+    return []
+
+
+@given(
+    payload=st.recursive(
+        st.text(max_size=5),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_accepted_payload_text_never_holds_nul(payload: object) -> None:
+    raw = json.dumps({"job_id": "j", "dependency": "api", "payload": payload}).encode()
+    try:
+        _, text = decode_intake(raw, CONTENT_TYPE, CAP)
+    except ProtocolError:
+        assert any("\x00" in s for s in _strings(payload))
+        return
+    assert not any("\x00" in s for s in _strings(json.loads(text or "null")))
+
+
+def test_nul_in_a_result_error_is_replaced() -> None:
+    result = decode_result(
+        b'{"job_id":"j","attempt":1,"outcome":"failure","error":"a\\u0000b"}', CONTENT_TYPE
+    )
+    assert result.error == "a\ufffdb"
