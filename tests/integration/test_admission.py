@@ -258,7 +258,11 @@ async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: s
         ),
         (b'{"job_id": "x", "dependency": "api"}', "text/plain", "wrong_content_type"),
         # PostgreSQL cannot store U+0000 in jsonb: refused up front, not a failed batch.
-        (b'{"job_id": "nul", "dependency": "api", "payload": "\\u0000"}', "application/json", "invalid_fields"),
+        (
+            b'{"job_id": "nul", "dependency": "api", "payload": "\\u0000"}',
+            "application/json",
+            "invalid_fields",
+        ),
         (b'{"job_id": "nan", "dependency": "api", "payload": NaN}', "application/json", "invalid_fields"),
     ]
     async with running_janus(config):
