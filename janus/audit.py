@@ -57,7 +57,9 @@ class AuditReport:
     dependencies: dict[str, DependencyAudit]
     lost: list[str]  # expected jobs no worker ever finished with success (and not known dead)
     duplicate_starts: list[tuple[str, int]]  # one admission started more than once
-    repeated_successes: list[str]  # a job completed more than once
+    # A job completed more than once: only a worker that dies between its handler's success
+    # and its report, or one outside the protocol, can cause it; a clean run has none.
+    repeated_successes: list[str]
 
     @property
     def worst_rate_excess(self) -> int:
@@ -72,6 +74,7 @@ class AuditReport:
         return (
             not self.lost
             and not self.duplicate_starts
+            and not self.repeated_successes
             and self.worst_rate_excess <= 0
             and self.worst_concurrency_excess <= 0
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from pydantic import JsonValue
 
 from janus.broker import topology
@@ -89,6 +89,7 @@ class Worker:
         self._connection: AbstractConnection | None = None
         self._results: AbstractExchange | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._consuming: list[tuple[AbstractQueue, str]] = []
 
     async def start(self) -> None:
         self._connection = await aio_pika.connect(
@@ -101,13 +102,16 @@ class Worker:
             _, queue = await topology.await_queue(
                 self._connection, topology.ready_queue(dependency), prefetch=self._prefetch
             )
-            await queue.consume(self._on_message)
+            self._consuming.append((queue, await queue.consume(self._on_message)))
 
     async def stop(self) -> None:
         """Stop taking work, let running handlers finish and report, then disconnect."""
         if self._connection is None:
             return
-        if self._tasks:
+        # Stop deliveries first; deliveries already in flight may still start handlers.
+        await asyncio.gather(*(queue.cancel(tag) for queue, tag in self._consuming), return_exceptions=True)
+        self._consuming.clear()
+        while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._connection.close()
         self._connection = None
@@ -116,6 +120,7 @@ class Worker:
         """Disconnect at once, as a crashed worker would: running handlers are cancelled unreported."""
         for task in self._tasks:
             task.cancel()
+        self._consuming.clear()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
