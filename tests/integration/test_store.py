@@ -1,0 +1,151 @@
+"""The PostgreSQL adapter against a real database: migrations, the lease and its fence, batches."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from janus.core.jobs import Admission, Job, JobState
+from janus.errors import LeadershipLost
+from janus.store.migrate import available_migrations
+from janus.store.repository import NewJob, Store
+from tests.services import Services
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def empty_database(services: Services) -> AsyncIterator[str]:
+    """A database with no schema at all (not copied from the migrated template)."""
+    name = f"jt_empty_{uuid.uuid4().hex[:8]}"
+    await services.create_database(name, from_template=False)
+    yield services.pg_dsn(name)
+    await services.drop_database(name)
+
+
+async def test_migrations_build_the_schema_once_even_when_raced(empty_database: str) -> None:
+    stores = [await Store.connect(empty_database) for _ in range(3)]
+    try:
+        applied = await asyncio.gather(*(store.migrate() for store in stores))
+        # The advisory lock serialises them: exactly one applies everything, the others nothing.
+        assert sorted(applied, key=len) == [[], [], [m.version for m in available_migrations()]]
+        assert await stores[0].migrate() == []
+    finally:
+        for store in stores:
+            await store.close()
+    connection = await asyncpg.connect(empty_database)
+    try:
+        tables = {
+            row[0]
+            for row in await connection.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'janus'"
+            )
+        }
+    finally:
+        await connection.close()
+    assert tables == {"jobs", "admissions", "leader", "leader_terms", "schema_migrations"}
+
+
+async def test_one_lease_holder_at_a_time_and_the_fence_stops_a_deposed_leader(database: str) -> None:
+    store = await Store.connect(database)
+    try:
+        first, second = uuid.uuid4(), uuid.uuid4()
+        epoch = await store.try_acquire(first, 0.5)
+        assert epoch == 1
+        assert await store.try_acquire(second, 0.5) is None  # held: the standby waits
+        assert await store.renew(first, epoch, 0.5)
+        async with store.leader_transaction(first, epoch) as tx:
+            await tx.insert_jobs([NewJob(job_id="a", dependency="d", scope="s", payload_json=None)], 1.0)
+
+        await asyncio.sleep(0.6)  # the lease runs out unrenewed (a paused leader)
+        second_epoch = await store.try_acquire(second, 5.0)
+        assert second_epoch == 2
+        assert not await store.renew(first, epoch, 0.5), "a deposed leader cannot renew"
+        with pytest.raises(LeadershipLost):
+            async with store.leader_transaction(first, epoch) as tx:
+                await tx.insert_jobs([NewJob(job_id="b", dependency="d", scope="s", payload_json=None)], 2.0)
+        await store.release(second, second_epoch)
+        assert await store.try_acquire(first, 5.0) == 3, "released: taken at once, in a new epoch"
+        rows = await store.load_active_jobs()
+    finally:
+        await store.close()
+    assert [job.job_id for job in rows] == ["a"], "the deposed leader's write never landed"
+
+
+async def test_a_takeover_waits_for_the_leaders_open_transaction(database: str) -> None:
+    """The fence locks the lease row: a takeover cannot commit between our check and our commit."""
+    store = await Store.connect(database)
+    try:
+        leader, standby = uuid.uuid4(), uuid.uuid4()
+        epoch = await store.try_acquire(leader, 0.3)
+        assert epoch is not None
+        takeover: asyncio.Task[int | None] | None = None
+        async with store.leader_transaction(leader, epoch) as tx:
+            await asyncio.sleep(0.4)  # the lease expires while the transaction is open
+            takeover = asyncio.create_task(store.try_acquire(standby, 5.0))
+            await asyncio.sleep(0.2)
+            assert not takeover.done(), "the takeover must wait for the fenced transaction"
+            await tx.insert_jobs([NewJob(job_id="late", dependency="d", scope="s", payload_json=None)], 1.0)
+        assert await takeover == 2
+        # What the old leader committed before losing the lease is what the new one rebuilds from.
+        assert [job.job_id for job in await store.load_active_jobs()] == ["late"]
+    finally:
+        await store.close()
+
+
+async def test_batches_round_trip_through_the_tables(database: str) -> None:
+    store = await Store.connect(database)
+    try:
+        holder = uuid.uuid4()
+        epoch = await store.try_acquire(holder, 5.0)
+        assert epoch is not None
+        async with store.leader_transaction(holder, epoch) as tx:
+            new = await tx.insert_jobs(
+                [
+                    NewJob(job_id="x", dependency="api", scope="t1", payload_json='{"n": 1}'),
+                    NewJob(job_id="y", dependency="api", scope="t2", payload_json=None),
+                ],
+                100.0,
+            )
+            assert new == {"x", "y"}
+            assert (
+                await tx.insert_jobs(
+                    [NewJob(job_id="x", dependency="api", scope="t9", payload_json="2")], 101.0
+                )
+                == set()
+            )
+            admitted = Job(
+                job_id="x",
+                dependency="api",
+                scope="t1",
+                payload={"n": 1},
+                state=JobState.ADMITTED,
+                attempt=1,
+                eligible_at=100.0,
+                admitted_at=102.0,
+                expires_at=103.0,
+                lease_deadline=110.0,
+            )
+            admission = Admission(
+                job_id="x",
+                dependency="api",
+                scope="t1",
+                payload={"n": 1},
+                attempt=1,
+                admitted_at=102.0,
+                expires_at=103.0,
+                lease_deadline=110.0,
+            )
+            await tx.write([admitted], [admission])
+        jobs = {job.job_id: job for job in await store.load_active_jobs()}
+        history = await store.load_admissions_since(101.0)
+    finally:
+        await store.close()
+    assert jobs["x"] == admitted
+    assert jobs["y"].state is JobState.WAITING
+    assert jobs["y"].payload is None
+    assert history == {"api": [102.0]}
