@@ -1,0 +1,228 @@
+"""The admission core, case by case: what it admits, why the rest waits, how it restores."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from janus.core.jobs import Job, JobState
+from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy
+from janus.core.scheduler import Scheduler, Verdict, WaitReason
+
+
+def scheduler(**policy: object) -> Scheduler:
+    defaults: dict[str, object] = {"name": "api", "lease_timeout": 1000.0, "admission_ttl": 1.0}
+    return Scheduler([DependencyPolicy(**{**defaults, **policy})], random.Random(0))  # type: ignore[arg-type]
+
+
+def submit(s: Scheduler, *ids: str, scope: str = "default", now: float = 0.0) -> None:
+    for job_id in ids:
+        s.submit(job_id=job_id, dependency="api", scope=scope, payload=None, now=now)
+
+
+def test_admission_values_carry_the_deadlines() -> None:
+    s = scheduler(admission_ttl=2.0, lease_timeout=30.0)
+    submit(s, "a")
+    (admission,) = s.admit(100.0).admissions
+    assert (admission.attempt, admission.admitted_at, admission.expires_at, admission.lease_deadline) == (
+        1,
+        100.0,
+        102.0,
+        130.0,
+    )
+    (changed,) = s.drain_changes()
+    assert changed.state is JobState.ADMITTED
+    assert s.drain_changes() == [], "drained once"
+
+
+@pytest.mark.parametrize(
+    ("policy", "jobs", "admitted", "reason", "limit", "until"),
+    [
+        # concurrency binds: no time frees it, only a released slot
+        ({"concurrency": 2}, 5, 2, WaitReason.CONCURRENCY, "concurrency 2", None),
+        # a rate limit binds: it frees when the oldest admission leaves the window
+        ({"rate_limits": (RateLimit(count=3, window=10.0),)}, 5, 3, WaitReason.RATE, "rate 3/10s", 10.0),
+        # the tighter of two limits is the one named
+        (
+            {"rate_limits": (RateLimit(count=5, window=1.0), RateLimit(count=2, window=60.0))},
+            5,
+            2,
+            WaitReason.RATE,
+            "rate 2/60s",
+            60.0,
+        ),
+        # concurrency is checked before rate when both bind
+        (
+            {"concurrency": 1, "rate_limits": (RateLimit(count=1, window=5.0),)},
+            2,
+            1,
+            WaitReason.CONCURRENCY,
+            "concurrency 1",
+            None,
+        ),
+    ],
+)
+def test_why_the_rest_waits(
+    policy: dict[str, object], jobs: int, admitted: int, reason: WaitReason, limit: str, until: float | None
+) -> None:
+    s = scheduler(**policy)
+    submit(s, *[f"j{i}" for i in range(jobs)])
+    decision = s.admit(0.0)
+    assert len(decision.admissions) == admitted
+    (blocked,) = decision.blocked
+    assert (blocked.reason, blocked.limit, blocked.until, blocked.waiting) == (
+        reason,
+        limit,
+        until,
+        jobs - admitted,
+    )
+    if until is not None:
+        assert decision.next_wakeup == until
+        assert s.admit(until - 1e-6).admissions == []
+        assert len(s.admit(until).admissions) >= 1
+
+
+def test_limit_cuts_a_tick_short_and_asks_to_be_called_again() -> None:
+    s = scheduler()
+    submit(s, *[f"j{i}" for i in range(5)])
+    decision = s.admit(1.0, limit=2)
+    assert len(decision.admissions) == 2
+    assert decision.next_wakeup == 1.0
+    assert len(s.admit(1.0).admissions) == 3
+
+
+def test_scopes_take_turns_and_keep_their_own_order() -> None:
+    s = scheduler(concurrency=10)
+    submit(s, "big-1", "big-2", "big-3", "big-4", scope="big")
+    submit(s, "small-1", "small-2", scope="small")
+    order = [a.job_id for a in s.admit(0.0).admissions]
+    assert order == ["big-1", "small-1", "big-2", "small-2", "big-3", "big-4"]
+
+
+def test_a_returned_admission_frees_its_slot_and_costs_no_attempt() -> None:
+    s = scheduler(concurrency=1)
+    submit(s, "a", "b")
+    (first,) = s.admit(0.0).admissions
+    transition = s.on_returned(job_id="a", attempt=first.attempt, now=1.0)
+    assert transition.verdict is Verdict.RELEASED
+    assert transition.job is not None
+    assert (transition.job.failures, transition.job.state) == (0, JobState.WAITING)
+    # "b" waited longer; "a" went to the back of its scope when it came back.
+    assert [a.job_id for a in s.admit(1.0).admissions] == ["b"]
+    s.on_result(job_id="b", attempt=1, success=True, error=None, retry_after=None, now=2.0)
+    (again,) = s.admit(2.0).admissions
+    assert (again.job_id, again.attempt) == ("a", 2)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "expected"),
+    [
+        (2, Verdict.STALE_ATTEMPT),  # a future attempt
+        (0, Verdict.STALE_ATTEMPT),  # a past one
+    ],
+)
+def test_results_for_other_attempts_change_nothing(attempt: int, expected: Verdict) -> None:
+    s = scheduler(concurrency=1)
+    submit(s, "a")
+    s.admit(0.0)
+    s.drain_changes()
+    assert (
+        s.on_result(job_id="a", attempt=attempt, success=True, error=None, retry_after=None, now=1.0).verdict
+        is expected
+    )
+    assert (
+        s.on_result(job_id="zz", attempt=1, success=True, error=None, retry_after=None, now=1.0).verdict
+        is Verdict.UNKNOWN_JOB
+    )
+    assert s.drain_changes() == []
+    assert s.stats()[0].held == 1
+
+
+def test_a_second_result_for_the_same_attempt_is_stale() -> None:
+    s = scheduler()
+    submit(s, "a")
+    s.admit(0.0)
+    assert (
+        s.on_result(job_id="a", attempt=1, success=False, error="x", retry_after=None, now=1.0).verdict
+        is Verdict.RETRY_SCHEDULED
+    )
+    assert (
+        s.on_result(job_id="a", attempt=1, success=True, error=None, retry_after=None, now=1.0).verdict
+        is Verdict.STALE_ATTEMPT
+    )
+
+
+def test_retry_after_sets_the_floor_of_the_next_attempt_within_max_delay() -> None:
+    s = scheduler(retry=RetryPolicy(base_delay=0.1, max_delay=5.0, jitter=0.0))
+    submit(s, "a", "b")
+    s.admit(0.0)
+    a = s.on_result(job_id="a", attempt=1, success=False, error="429", retry_after=3.0, now=1.0).job
+    b = s.on_result(job_id="b", attempt=1, success=False, error="429", retry_after=3600.0, now=1.0).job
+    assert a is not None
+    assert b is not None
+    assert a.eligible_at == 4.0
+    assert b.eligible_at == 6.0, "a buggy retry_after is capped at max_delay"
+
+
+def test_lease_timeout_is_a_failed_attempt() -> None:
+    s = scheduler(lease_timeout=5.0, retry=RetryPolicy(max_attempts=2, base_delay=1.0, jitter=0.0))
+    submit(s, "a")
+    s.admit(0.0)
+    assert s.expire_leases(4.99) == []
+    (timeout,) = s.expire_leases(5.0)
+    assert timeout.verdict is Verdict.RETRY_SCHEDULED
+    assert timeout.job is not None
+    assert (timeout.job.failures, timeout.job.eligible_at) == (1, 6.0)
+    assert timeout.job.last_error == "lease timed out after 5s"
+    (second,) = s.admit(6.0).admissions
+    (dead,) = s.expire_leases(second.lease_deadline)
+    assert dead.verdict is Verdict.DEAD
+
+
+def test_restore_rebuilds_held_slots_backoffs_and_rate_windows() -> None:
+    s = scheduler(concurrency=2, rate_limits=(RateLimit(count=3, window=10.0),))
+    held = Job(
+        job_id="h",
+        dependency="api",
+        scope="x",
+        payload=None,
+        state=JobState.ADMITTED,
+        attempt=1,
+        admitted_at=95.0,
+        expires_at=96.0,
+        lease_deadline=105.0,
+    )
+    backing_off = Job(job_id="b", dependency="api", scope="x", payload=None, failures=1, eligible_at=120.0)
+    ready = Job(job_id="r", dependency="api", scope="x", payload=None, eligible_at=90.0)
+    ready2 = Job(job_id="r2", dependency="api", scope="y", payload=None, eligible_at=91.0)
+    orphan = Job(job_id="o", dependency="gone", scope="x", payload=None)
+    assert [s.restore(job) for job in (held, backing_off, ready, ready2, orphan)] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+    ]
+    s.restore_admissions("api", [93.0, 95.0])
+    decision = s.admit(100.0)
+    # One slot is held and two admissions are in the window: one more of each is left.
+    assert [a.job_id for a in decision.admissions] == ["r"]
+    assert decision.blocked[0].reason is WaitReason.CONCURRENCY
+    s.on_result(job_id="h", attempt=1, success=True, error=None, retry_after=None, now=101.0)
+    decision = s.admit(101.0)
+    assert decision.admissions == []
+    assert decision.blocked[0].limit == "rate 3/10s"
+    assert decision.blocked[0].until == 103.0
+
+
+def test_a_backward_clock_jump_cannot_reopen_a_window() -> None:
+    s = scheduler(rate_limits=(RateLimit(count=1, window=10.0),))
+    submit(s, "a", "b")
+    assert len(s.admit(100.0).admissions) == 1
+    # The host clock jumps back an hour: decisions keep using the latest time seen.
+    decision = s.admit(100.0 - 3600.0)
+    assert decision.admissions == []
+    assert decision.blocked[0].until == 110.0
+    (second,) = s.admit(110.0).admissions
+    assert second.admitted_at == 110.0
