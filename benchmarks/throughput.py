@@ -10,7 +10,13 @@ the coordinator's user+system CPU over the run, divided by the jobs.
 
 Then, on the same Janus process, a paced producer publishes at half of
 Janus's measured rate, and the worker reports each job's delay from publish to
-receipt (intake to ready, through Janus).
+receipt (intake to ready, through Janus); a fresh relay is timed the same way at
+the same pace, as the floor that the broker and the clients set.
+
+The details also show the CPU per job of the other processes: RabbitMQ (the
+whole broker, so anything else using it counts too), Janus's PostgreSQL
+backends, the producer and the worker. On a small machine the run is CPU-bound
+as a whole: a coordinator that makes the others do more work slows them all.
 
     .venv/bin/python -m benchmarks.throughput [--jobs 20000]
 
@@ -30,10 +36,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import quote
 
 import aio_pika
@@ -68,7 +74,7 @@ class BenchmarkError(Exception):
 class Child:
     """A child process: stdout read line by line, stderr kept in a file for post-mortems."""
 
-    started: set[Child] = set()  # every child of this run, so none outlives a failure
+    started: ClassVar[set[Child]] = set()  # every child of this run, so none outlives a failure
 
     def __init__(self, name: str, process: asyncio.subprocess.Process, stderr_path: Path) -> None:
         self.name = name
@@ -165,22 +171,34 @@ class Child:
         cls.started.clear()
 
 
-def broker_process() -> psutil.Process | None:
-    """RabbitMQ's Erlang VM, when it runs on this machine: its CPU is part of the picture."""
-    for process in psutil.process_iter(["name"]):
-        if process.info["name"] == "beam.smp":
-            return process
-    return None
+BROKER_PROCESS = "beam.smp"  # RabbitMQ's Erlang VM: shared with whatever else uses the broker
+DATABASE_PROCESS = "postgres"
 
 
-def cpu_of(process: psutil.Process | None) -> float:
-    if process is None:
+def cpu_by_pid(name: str, cmdline_has: str | None = None) -> dict[int, float]:
+    """User+system CPU seconds of every local process called `name` (and whose command line has
+    `cmdline_has`: a PostgreSQL backend shows its database there)."""
+    found: dict[int, float] = {}
+    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        times = process.info["cpu_times"]
+        if process.info["name"] != name or times is None:
+            continue
+        if cmdline_has is not None and cmdline_has not in " ".join(process.info["cmdline"] or ()):
+            continue
+        found[process.pid] = float(times.user + times.system)
+    return found
+
+
+def database_cpu_by_pid(database: str | None) -> dict[int, float]:
+    """The backends serving `database` (not PostgreSQL's shared background processes)."""
+    return {} if database is None else cpu_by_pid(DATABASE_PROCESS, f" {database} ")
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used between two snapshots (processes that ended in between are missed); NaN if none ran here."""
+    if not after:
         return math.nan
-    try:
-        times = process.cpu_times()
-    except psutil.Error:
-        return math.nan
-    return float(times.user + times.system)
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 # -- services --------------------------------------------------------------------
@@ -236,6 +254,7 @@ class Coordinator(Protocol):
     """What sits between the producer and the workers: the relay or Janus."""
 
     child: Child
+    database: str | None  # the database it writes to, if any
 
     async def caught_up(self, results: int, timeout: float) -> None:
         """Return once the coordinator has taken in `results` results in all."""
@@ -244,6 +263,7 @@ class Coordinator(Protocol):
 class RelayCoordinator:
     def __init__(self, child: Child, amqp_url: str) -> None:
         self.child = child
+        self.database: str | None = None
         self._url = amqp_url
 
     async def caught_up(self, results: int, timeout: float) -> None:
@@ -265,8 +285,9 @@ class RelayCoordinator:
 
 
 class JanusCoordinator:
-    def __init__(self, child: Child, database_url: str) -> None:
+    def __init__(self, child: Child, database_url: str, database: str) -> None:
         self.child = child
+        self.database: str | None = database
         self._url = database_url
 
     async def caught_up(self, results: int, timeout: float) -> None:
@@ -298,6 +319,7 @@ class Throughput:
     drain: float  # after that, until the coordinator had taken in every result
     coordinator_cpu: float
     broker_cpu: float
+    database_cpu: float
     producer_cpu: float
     worker_cpu: float
     machine_busy: float  # share of all cores busy over the run, 0..1
@@ -306,12 +328,10 @@ class Throughput:
     def rate(self) -> float:
         return self.jobs / self.seconds
 
-    def per_job_us(self, cpu_seconds: float) -> float:
-        return cpu_seconds / self.jobs * 1e6
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Latency:
+    variant: str
     target_rate: float
     achieved_rate: float
     jobs: int
@@ -353,22 +373,24 @@ async def measure_throughput(
     variant: str, coordinator: Coordinator, amqp_url: str, jobs: int, workdir: Path, results_before: int = 0
 ) -> Throughput:
     worker = await _start_worker(amqp_url, jobs, workdir)
-    broker = broker_process()
-    cpu_before, broker_before, machine_before = coordinator.child.cpu(), cpu_of(broker), psutil.cpu_times()
+    cpu_before, machine_before = coordinator.child.cpu(), psutil.cpu_times()
+    broker_before, database_before = cpu_by_pid(BROKER_PROCESS), database_cpu_by_pid(coordinator.database)
     producer = await _start_producer(amqp_url, jobs, f"{variant}-tp", workdir)
     produced, worked = await asyncio.gather(producer.report(), worker.report())
     _check_worker(worked, jobs)
     done = time.time()
     await coordinator.caught_up(results_before + jobs, timeout=PHASE_TIMEOUT)
     drain = time.time() - done
-    cpu_after, broker_after, machine_after = coordinator.child.cpu(), cpu_of(broker), psutil.cpu_times()
+    cpu_after, machine_after = coordinator.child.cpu(), psutil.cpu_times()
+    broker_after, database_after = cpu_by_pid(BROKER_PROCESS), database_cpu_by_pid(coordinator.database)
     return Throughput(
         variant=variant,
         jobs=jobs,
         seconds=worked["done_at"] - produced["first_publish"],
         drain=drain,
         coordinator_cpu=cpu_after - cpu_before,
-        broker_cpu=broker_after - broker_before,
+        broker_cpu=cpu_spent(broker_before, broker_after),
+        database_cpu=cpu_spent(database_before, database_after),
         producer_cpu=produced["cpu"],
         worker_cpu=worked["cpu"],
         machine_busy=_machine_busy(machine_before, machine_after),
@@ -382,10 +404,16 @@ def _percentile(ordered: Sequence[float], fraction: float) -> float:
 
 
 async def measure_latency(
-    coordinator: JanusCoordinator, amqp_url: str, rate: float, jobs: int, workdir: Path, results_before: int
+    variant: str,
+    coordinator: Coordinator,
+    amqp_url: str,
+    rate: float,
+    jobs: int,
+    workdir: Path,
+    results_before: int = 0,
 ) -> Latency:
     worker = await _start_worker(amqp_url, jobs, workdir, latencies=True)
-    producer = await _start_producer(amqp_url, jobs, "janus-lat", workdir, rate=rate)
+    producer = await _start_producer(amqp_url, jobs, f"{variant}-lat", workdir, rate=rate)
     produced, worked = await asyncio.gather(producer.report(), worker.report())
     _check_worker(worked, jobs)
     await coordinator.caught_up(results_before + jobs, timeout=PHASE_TIMEOUT)
@@ -394,6 +422,7 @@ async def measure_latency(
         raise BenchmarkError(f"the worker timed {len(delays)} of {jobs} jobs")
     span = produced["last_publish"] - produced["first_publish"]
     return Latency(
+        variant=variant,
         target_rate=rate,
         achieved_rate=(jobs - 1) / span if span > 0 else math.nan,
         jobs=jobs,
@@ -411,22 +440,39 @@ class Outcome:
     relay: Throughput
     janus: Throughput
     latency: Latency
+    relay_latency: Latency  # the relay at Janus's half rate: what the broker and clients alone cost
 
 
-async def run_relay(services: Services, vhost: str, jobs: int, workdir: Path) -> Throughput:
-    url = services.amqp_url(vhost)
-    args = ["-m", "benchmarks.relay", "--amqp-url", url, "--dependency", DEPENDENCY, "--ttl", "30"]
-    child = await Child.start("relay", args, workdir)
+@contextlib.asynccontextmanager
+async def relay_running(
+    name: str, amqp_url: str, jobs: int, workdir: Path
+) -> AsyncIterator[RelayCoordinator]:
+    """A relay process for one phase of `jobs` jobs; its own count is checked when it stops."""
+    args = ["-m", "benchmarks.relay", "--amqp-url", amqp_url, "--dependency", DEPENDENCY, "--ttl", "30"]
+    child = await Child.start(name, args, workdir)
     try:
         await child.expect("ready")
-        result = await measure_throughput("relay", RelayCoordinator(child, url), url, jobs, workdir)
+        yield RelayCoordinator(child, amqp_url)
         child.process.send_signal(signal.SIGTERM)
         counters = await child.report(timeout=30.0)
         if counters != {"forwarded": jobs, "results": jobs}:
             raise BenchmarkError(f"the relay counted {counters}, expected {jobs} of each")
-        return result
     finally:
         child.kill()
+
+
+async def run_relay(services: Services, vhost: str, jobs: int, workdir: Path) -> Throughput:
+    url = services.amqp_url(vhost)
+    async with relay_running("relay", url, jobs, workdir) as relay:
+        result = await measure_throughput("relay", relay, url, jobs, workdir)
+    return result
+
+
+async def run_relay_latency(services: Services, vhost: str, rate: float, jobs: int, workdir: Path) -> Latency:
+    url = services.amqp_url(vhost)
+    async with relay_running("relay-paced", url, jobs, workdir) as relay:
+        result = await measure_latency("relay", relay, url, rate, jobs, workdir)
+    return result
 
 
 async def run_janus(
@@ -447,11 +493,11 @@ async def run_janus(
     child = await Child.start("janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env)
     try:
         await child.wait_for_stderr("leading as", timeout=60.0)
-        coordinator = JanusCoordinator(child, database_url)
+        coordinator = JanusCoordinator(child, database_url, database)
         throughput = await measure_throughput("janus", coordinator, url, jobs, workdir)
         rate = throughput.rate / 2
         count = max(min(jobs // 2, int(rate * LATENCY_SECONDS)), 100)
-        latency = await measure_latency(coordinator, url, rate, count, workdir, results_before=jobs)
+        latency = await measure_latency("janus", coordinator, url, rate, count, workdir, results_before=jobs)
         code = await child.stop()
         if code != 0:
             raise BenchmarkError(f"janus exited {code} on SIGTERM\n{child.stderr_tail()}")
@@ -477,7 +523,10 @@ async def run(services: Services, jobs: int) -> Outcome:
             await services.create_database(database)
             relay = await run_relay(services, relay_vhost, jobs, workdir)
             janus, latency = await run_janus(services, janus_vhost, database, jobs, workdir)
-            return Outcome(relay=relay, janus=janus, latency=latency)
+            relay_latency = await run_relay_latency(
+                services, relay_vhost, latency.target_rate, latency.jobs, workdir
+            )
+            return Outcome(relay=relay, janus=janus, latency=latency, relay_latency=relay_latency)
         finally:
             await Child.kill_all()
             for vhost in created:
@@ -487,27 +536,30 @@ async def run(services: Services, jobs: int) -> Outcome:
                 await services.drop_database(database)
 
 
+def _us(seconds: float, jobs: int) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds / jobs * 1e6:.0f} µs/job"
+
+
 def report(outcome: Outcome) -> str:
-    relay, janus, latency = outcome.relay, outcome.janus, outcome.latency
-    lines = [
-        "details (CPU per job of each process; drain: results still being taken in after the last one ran):"
-    ]
+    relay, janus, latency, reference = outcome.relay, outcome.janus, outcome.latency, outcome.relay_latency
+    lines = ["details (drain: after the last job ran, until its coordinator had taken in every result):"]
     for run in (relay, janus):
         lines.append(
-            f"  {run.variant:<6}: {run.seconds:6.2f} s  drain {run.drain * 1000:5.0f} ms  "
-            f"broker {run.per_job_us(run.broker_cpu):4.0f} µs/job  producer {run.per_job_us(run.producer_cpu):4.0f} µs/job  "
-            f"worker {run.per_job_us(run.worker_cpu):4.0f} µs/job  machine {run.machine_busy:4.0%} busy"
+            f"  {run.variant:<6}: {run.seconds:6.2f} s  drain {run.drain * 1000:4.0f} ms  "
+            f"machine {run.machine_busy:4.0%} busy  cpu of rabbitmq {_us(run.broker_cpu, run.jobs)}, "
+            f"postgres backends {_us(run.database_cpu, run.jobs)}, producer {_us(run.producer_cpu, run.jobs)}, "
+            f"worker {_us(run.worker_cpu, run.jobs)}"
         )
-    lines.append(
-        f"  latency phase: {latency.jobs} jobs paced at {latency.target_rate:.0f} jobs/s "
-        f"(achieved {latency.achieved_rate:.0f}), max {latency.max * 1000:.1f} ms"
-    )
+    for paced in (latency, reference):
+        lines.append(
+            f"  {paced.variant:<6}: {paced.jobs} jobs paced at {paced.target_rate:.0f} jobs/s "
+            f"(achieved {paced.achieved_rate:.0f}): latency p50 {paced.p50 * 1000:.1f} ms  "
+            f"p99 {paced.p99 * 1000:.1f} ms  max {paced.max * 1000:.1f} ms"
+        )
     lines.append("")
     lines.append(f"jobs: {relay.jobs}")
     for run in (relay, janus):
-        lines.append(
-            f"{run.variant:<8}: {run.rate:4.0f} jobs/s  cpu {run.per_job_us(run.coordinator_cpu):4.0f} µs/job"
-        )
+        lines.append(f"{run.variant:<8}: {run.rate:4.0f} jobs/s  cpu {_us(run.coordinator_cpu, run.jobs)}")
     lines.append(f"ratio janus/relay: {janus.rate / relay.rate:.2f}")
     lines.append(
         f"janus latency at {latency.target_rate:.0f} jobs/s (half of top): "
