@@ -2,9 +2,10 @@
 
 The order is what makes Janus durable:
   1. decode the batch (bad input is set aside, never raised);
-  2. in one transaction fenced by the leader lease: insert new jobs, apply
-     results/returns/lease time-outs, admit, and write every changed job and
-     every admission;
+  2. apply results, returned admissions and lease time-outs to the core, admit,
+     then write it all -- the new jobs, every changed job, every admission -- in
+     ONE statement fenced by the leader lease (new jobs join the core once stored,
+     and are admissible from the next tick, which follows at once);
   3. only after the commit: set aside the bad input, ack the batch, and publish
      the admissions (confirms are awaited in the background; a refusal feeds
      back into the next tick).
@@ -31,7 +32,7 @@ from janus.errors import LeadershipLost, ProtocolError
 from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result
 from janus.service.inbox import Batch, Inbox
 from janus.service.leadership import Term
-from janus.store.repository import NewJob, Store
+from janus.store.repository import LeaderSession, NewJob
 
 log = logging.getLogger("janus.admission")
 
@@ -70,7 +71,7 @@ class AdmissionLoop:
         self,
         *,
         scheduler: Scheduler,
-        store: Store,
+        session: LeaderSession,
         publisher: Publisher,
         inbox: Inbox,
         term: Term,
@@ -80,7 +81,7 @@ class AdmissionLoop:
         publishing: asyncio.TaskGroup,
     ) -> None:
         self._scheduler = scheduler
-        self._store = store
+        self._session = session
         self._publisher = publisher
         self._inbox = inbox
         self._term = term
@@ -127,50 +128,49 @@ class AdmissionLoop:
             raise LeadershipLost("the lease may have expired: not acting")
         now = self._clock()
         set_aside: list[_SetAside] = []
-        jobs = self._decode_intake(batch, set_aside)
+        jobs, duplicates_in_batch = self._decode_intake(batch, set_aside)
         results = self._decode_results(batch, set_aside)
         returned = self._decode_returned(batch, set_aside)
         scheduler = self._scheduler
 
-        async with self._store.leader_transaction(self._term.holder, self._term.epoch) as tx:
-            new_ids = await tx.insert_jobs([job for job, _ in jobs], now)
-            for job, message in jobs:
-                if job.job_id in new_ids:
-                    scheduler.submit(
-                        job_id=job.job_id,
-                        dependency=job.dependency,
-                        scope=job.scope,
-                        payload=message.payload,
-                        now=now,
-                    )
-            self._metrics.intake_messages.labels("accepted").inc(len(new_ids))
-            decoded = len(batch.intake) - sum(1 for item in set_aside if item.source == "intake")
-            self._metrics.intake_messages.labels("duplicate").inc(decoded - len(new_ids))
-            for result in results:
-                self._count(
-                    "result",
-                    scheduler.on_result(
-                        job_id=result.job_id,
-                        attempt=result.attempt,
-                        success=result.outcome == "success",
-                        error=result.error,
-                        retry_after=result.retry_after,
-                        now=now,
-                    ),
+        for result in results:
+            self._count(
+                "result",
+                scheduler.on_result(
+                    job_id=result.job_id,
+                    attempt=result.attempt,
+                    success=result.outcome == "success",
+                    error=result.error,
+                    retry_after=result.retry_after,
+                    now=now,
+                ),
+            )
+        for job_id, attempt in returned:
+            self._count("returned", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
+        for admission in batch.unpublished:
+            transition = scheduler.on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now)
+            self._count("unpublished", transition)
+        for transition in scheduler.expire_leases(now):
+            self._count("lease_timeout", transition)
+        decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
+        new_ids = await self._session.tick(
+            now, [job for job, _ in jobs], scheduler.drain_changes(), decision.admissions
+        )
+        # New jobs reach the core only once stored (that is where duplicates are told apart);
+        # they are admissible from the next tick, which follows at once.
+        for job, message in jobs:
+            if job.job_id in new_ids:
+                scheduler.submit(
+                    job_id=job.job_id,
+                    dependency=job.dependency,
+                    scope=job.scope,
+                    payload=message.payload,
+                    now=now,
                 )
-            for job_id, attempt in returned:
-                self._count("returned", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
-            for admission in batch.unpublished:
-                self._count(
-                    "unpublished",
-                    scheduler.on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now),
-                )
-            for transition in scheduler.expire_leases(now):
-                self._count("lease_timeout", transition)
-            decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
-            await tx.write(scheduler.drain_changes(), decision.admissions)
+        self._metrics.intake_messages.labels("accepted").inc(len(new_ids))
+        self._metrics.intake_messages.labels("duplicate").inc(len(jobs) - len(new_ids) + duplicates_in_batch)
         # Committed. Only now may the broker learn of it.
-        self._next_wakeup = decision.next_wakeup
+        self._next_wakeup = now if new_ids else decision.next_wakeup
         if set_aside:
             await asyncio.gather(*(self._set_aside(item) for item in set_aside))
         await self._ack(batch)
@@ -182,8 +182,12 @@ class AdmissionLoop:
 
     # -- decoding -------------------------------------------------------------
 
-    def _decode_intake(self, batch: Batch, set_aside: list[_SetAside]) -> list[tuple[NewJob, IntakeMessage]]:
+    def _decode_intake(
+        self, batch: Batch, set_aside: list[_SetAside]
+    ) -> tuple[list[tuple[NewJob, IntakeMessage]], int]:
+        """The valid jobs of the batch (the first of each job_id) and how many repeats were dropped."""
         jobs: dict[str, tuple[NewJob, IntakeMessage]] = {}
+        repeats = 0
         for message in batch.intake:
             try:
                 intake, payload_text = decode_intake(message.body, message.content_type, self._max_payload)
@@ -197,19 +201,17 @@ class AdmissionLoop:
                 )
                 continue
             # Within one batch too, the first publication of a job_id wins.
-            jobs.setdefault(
-                intake.job_id,
-                (
-                    NewJob(
-                        job_id=intake.job_id,
-                        dependency=intake.dependency,
-                        scope=intake.scope,
-                        payload_json=payload_text,
-                    ),
-                    intake,
-                ),
+            if intake.job_id in jobs:
+                repeats += 1
+                continue
+            new_job = NewJob(
+                job_id=intake.job_id,
+                dependency=intake.dependency,
+                scope=intake.scope,
+                payload_json=payload_text,
             )
-        return list(jobs.values())
+            jobs[intake.job_id] = (new_job, intake)
+        return list(jobs.values()), repeats
 
     def _decode_results(self, batch: Batch, set_aside: list[_SetAside]) -> list[ResultMessage]:
         results = []

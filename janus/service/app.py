@@ -29,7 +29,7 @@ from janus.service import leadership
 from janus.service.admission_loop import AdmissionLoop
 from janus.service.inbox import Inbox
 from janus.service.leadership import LeaseTimings, Term
-from janus.store.repository import Store
+from janus.store.repository import LeaderSession, Store
 
 log = logging.getLogger("janus.service")
 
@@ -141,6 +141,19 @@ class Service:
         await setup.close()
         publisher = await Publisher.open(connection)
         inbox = Inbox()
+        async with store.leader_session(term.holder, term.epoch) as session:
+            await self._run_consumers(store, session, term, connection, scheduler, publisher, inbox)
+
+    async def _run_consumers(
+        self,
+        store: Store,
+        session: LeaderSession,
+        term: Term,
+        connection: AbstractConnection,
+        scheduler: Scheduler,
+        publisher: Publisher,
+        inbox: Inbox,
+    ) -> None:
         consumers = [
             (topology.INTAKE_QUEUE, inbox.on_intake),
             (topology.RESULTS_QUEUE, inbox.on_result),
@@ -150,7 +163,7 @@ class Service:
         async with asyncio.TaskGroup() as group:
             loop = AdmissionLoop(
                 scheduler=scheduler,
-                store=store,
+                session=session,
                 publisher=publisher,
                 inbox=inbox,
                 term=term,

@@ -25,32 +25,34 @@ class NewJob:
     payload_json: str | None
 
 
-class LeaderTransaction:
-    """Writes of one leader tick, inside one transaction fenced by the lease."""
+class LeaderSession:
+    """The leader's own connection for a term: one statement per admission tick.
 
-    def __init__(self, connection: asyncpg.Connection, epoch: int) -> None:
+    Held for the whole term rather than taken from the pool per tick, so that no tick
+    pays for the pool's connection reset, and the tick statement stays prepared.
+    """
+
+    def __init__(self, connection: asyncpg.Connection, holder: uuid.UUID, epoch: int) -> None:
         self._connection = connection
+        self._holder = holder
         self._epoch = epoch
 
-    async def insert_jobs(self, jobs: Sequence[NewJob], now: float) -> set[str]:
-        """Insert jobs not seen before; returns the ids that are new."""
-        if not jobs:
+    async def tick(
+        self, now: float, new_jobs: Sequence[NewJob], changed: Sequence[Job], admissions: Sequence[Admission]
+    ) -> set[str]:
+        """Write one tick atomically, fenced by the lease; returns the ids of the jobs that are new."""
+        if not (new_jobs or changed or admissions):
             return set()
-        rows = await self._connection.fetch(
-            sql("insert_jobs"),
-            [j.job_id for j in jobs],
-            [j.dependency for j in jobs],
-            [j.scope for j in jobs],
-            [j.payload_json for j in jobs],
-            now,
-        )
-        return {row[0] for row in rows}
-
-    async def write(self, changed: Sequence[Job], admissions: Sequence[Admission]) -> None:
-        connection = self._connection
-        if changed:
-            await connection.execute(
-                sql("update_jobs"),
+        try:
+            row = await self._connection.fetchrow(
+                sql("tick"),
+                self._holder,
+                self._epoch,
+                now,
+                [j.job_id for j in new_jobs],
+                [j.dependency for j in new_jobs],
+                [j.scope for j in new_jobs],
+                [j.payload_json for j in new_jobs],
                 [j.job_id for j in changed],
                 [j.state.value for j in changed],
                 [j.attempt for j in changed],
@@ -61,17 +63,29 @@ class LeaderTransaction:
                 [j.lease_deadline for j in changed],
                 [j.last_error for j in changed],
                 [j.finished_at for j in changed],
-            )
-        if admissions:
-            await connection.execute(
-                sql("insert_admissions"),
                 [a.job_id for a in admissions],
                 [a.attempt for a in admissions],
                 [a.dependency for a in admissions],
                 [a.scope for a in admissions],
                 [a.admitted_at for a in admissions],
-                self._epoch,
             )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"admission tick failed: {exc}") from exc
+        assert row is not None
+        if row["leading"] == 0:
+            raise LeadershipLost(f"lease for epoch {self._epoch} is no longer held: the tick wrote nothing")
+        if row["updated"] != len(changed):
+            # Every changed job was stored by an earlier tick; a miss means the core and the
+            # database disagree, and only a rebuild from the database can settle it.
+            raise StoreError(f"tick updated {row['updated']} of {len(changed)} changed jobs")
+        return set(row["inserted"])
+
+
+class FencedTransaction:
+    """Housekeeping writes of the leader outside the tick, in a transaction fenced by the lease."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
 
     async def prune_admissions(self, before: float) -> int:
         status = await self._connection.execute(sql("prune_admissions"), before)
@@ -130,13 +144,22 @@ class Store:
             raise StoreError(f"lease release failed: {exc}") from exc
 
     @asynccontextmanager
-    async def leader_transaction(self, holder: uuid.UUID, epoch: int) -> AsyncIterator[LeaderTransaction]:
+    async def leader_session(self, holder: uuid.UUID, epoch: int) -> AsyncIterator[LeaderSession]:
+        """A connection of this term's own, for the admission ticks."""
+        try:
+            async with self._pool.acquire() as connection:
+                yield LeaderSession(connection, holder, epoch)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"leader connection failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def leader_transaction(self, holder: uuid.UUID, epoch: int) -> AsyncIterator[FencedTransaction]:
         """A transaction that commits only if this process still holds the lease at `epoch`."""
         try:
             async with self._pool.acquire() as connection, connection.transaction():
                 if await connection.fetchval(sql("fence"), holder, epoch) is None:
                     raise LeadershipLost(f"lease for epoch {epoch} is no longer held")
-                yield LeaderTransaction(connection, epoch)
+                yield FencedTransaction(connection)
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"leader transaction failed: {exc}") from exc
 

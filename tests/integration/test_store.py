@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from janus.core.jobs import Admission, Job, JobState
-from janus.errors import LeadershipLost
+from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import available_migrations
 from janus.store.repository import NewJob, Store
 from tests.services import Services
@@ -58,16 +58,22 @@ async def test_one_lease_holder_at_a_time_and_the_fence_stops_a_deposed_leader(d
         assert epoch == 1
         assert await store.try_acquire(second, 0.5) is None  # held: the standby waits
         assert await store.renew(first, epoch, 0.5)
-        async with store.leader_transaction(first, epoch) as tx:
-            await tx.insert_jobs([NewJob(job_id="a", dependency="d", scope="s", payload_json=None)], 1.0)
+        async with store.leader_session(first, epoch) as session:
+            assert await session.tick(
+                1.0, [NewJob(job_id="a", dependency="d", scope="s", payload_json=None)], [], []
+            ) == {"a"}
 
-        await asyncio.sleep(0.6)  # the lease runs out unrenewed (a paused leader)
-        second_epoch = await store.try_acquire(second, 5.0)
-        assert second_epoch == 2
-        assert not await store.renew(first, epoch, 0.5), "a deposed leader cannot renew"
+            await asyncio.sleep(0.6)  # the lease runs out unrenewed (a paused leader)
+            second_epoch = await store.try_acquire(second, 5.0)
+            assert second_epoch == 2
+            assert not await store.renew(first, epoch, 0.5), "a deposed leader cannot renew"
+            with pytest.raises(LeadershipLost):
+                await session.tick(
+                    2.0, [NewJob(job_id="b", dependency="d", scope="s", payload_json=None)], [], []
+                )
         with pytest.raises(LeadershipLost):
             async with store.leader_transaction(first, epoch) as tx:
-                await tx.insert_jobs([NewJob(job_id="b", dependency="d", scope="s", payload_json=None)], 2.0)
+                await tx.prune_admissions(0.0)
         await store.release(second, second_epoch)
         assert await store.try_acquire(first, 5.0) == 3, "released: taken at once, in a new epoch"
         rows = await store.load_active_jobs()
@@ -89,10 +95,8 @@ async def test_a_takeover_waits_for_the_leaders_open_transaction(database: str) 
             takeover = asyncio.create_task(store.try_acquire(standby, 5.0))
             await asyncio.sleep(0.2)
             assert not takeover.done(), "the takeover must wait for the fenced transaction"
-            await tx.insert_jobs([NewJob(job_id="late", dependency="d", scope="s", payload_json=None)], 1.0)
+            await tx.prune_admissions(0.0)
         assert await takeover == 2
-        # What the old leader committed before losing the lease is what the new one rebuilds from.
-        assert [job.job_id for job in await store.load_active_jobs()] == ["late"]
     finally:
         await store.close()
 
@@ -103,21 +107,19 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
         holder = uuid.uuid4()
         epoch = await store.try_acquire(holder, 5.0)
         assert epoch is not None
-        async with store.leader_transaction(holder, epoch) as tx:
-            new = await tx.insert_jobs(
+        async with store.leader_session(holder, epoch) as tx:
+            new = await tx.tick(
+                100.0,
                 [
                     NewJob(job_id="x", dependency="api", scope="t1", payload_json='{"n": 1}'),
                     NewJob(job_id="y", dependency="api", scope="t2", payload_json=None),
                 ],
-                100.0,
+                [],
+                [],
             )
             assert new == {"x", "y"}
-            assert (
-                await tx.insert_jobs(
-                    [NewJob(job_id="x", dependency="api", scope="t9", payload_json="2")], 101.0
-                )
-                == set()
-            )
+            again = [NewJob(job_id="x", dependency="api", scope="t9", payload_json="2")]
+            assert await tx.tick(101.0, again, [], []) == set(), "the first publication of a job_id wins"
             admitted = Job(
                 job_id="x",
                 dependency="api",
@@ -140,7 +142,10 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
                 expires_at=103.0,
                 lease_deadline=110.0,
             )
-            await tx.write([admitted], [admission])
+            assert await tx.tick(102.0, [], [admitted], [admission]) == set()
+            ghost = Job(job_id="ghost", dependency="api", scope="t1", payload=None)
+            with pytest.raises(StoreError, match="updated 0 of 1"):
+                await tx.tick(103.0, [], [ghost], [])
         jobs = {job.job_id: job for job in await store.load_active_jobs()}
         history = await store.load_admissions_since(101.0)
     finally:

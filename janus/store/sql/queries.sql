@@ -33,33 +33,50 @@ RETURNING extract(epoch FROM expires_at)::double precision;
 -- params: $1 holder uuid, $2 epoch
 UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 
--- name: insert_jobs
--- params: $1 job ids, $2 dependencies, $3 scopes, $4 payloads (JSON text or NULL), $5 now
--- Publishing the same job_id again never creates a second job: the first one wins.
-INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, eligible_at, created_at)
-SELECT j, d, s, p::jsonb, 'waiting', $5, $5
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(j, d, s, p)
-    ON CONFLICT (job_id) DO NOTHING
-RETURNING job_id;
-
--- name: update_jobs
--- params: $1 job ids, $2 states, $3 attempts, $4 failures, $5 eligible_at, $6 admitted_at,
---         $7 expires_at, $8 lease_deadline, $9 last_error, $10 finished_at
-UPDATE janus.jobs AS j
-   SET state = u.state, attempt = u.attempt, failures = u.failures, eligible_at = u.eligible_at,
-       admitted_at = u.admitted_at, expires_at = u.expires_at, lease_deadline = u.lease_deadline,
-       last_error = u.last_error, finished_at = u.finished_at
-  FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::float8[], $6::float8[],
-              $7::float8[], $8::float8[], $9::text[], $10::float8[])
-       AS u(job_id, state, attempt, failures, eligible_at, admitted_at, expires_at, lease_deadline,
-            last_error, finished_at)
- WHERE j.job_id = u.job_id;
-
--- name: insert_admissions
--- params: $1 job ids, $2 attempts, $3 dependencies, $4 scopes, $5 admitted_at, $6 epoch
-INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch)
-SELECT j, a, d, s, t, $6
-  FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::float8[]) AS u(j, a, d, s, t);
+-- name: tick
+-- params: $1 holder uuid, $2 epoch, $3 now,
+--         $4 new job ids, $5 dependencies, $6 scopes, $7 payloads (JSON text or NULL),
+--         $8 changed job ids, $9 states, $10 attempts, $11 failures, $12 eligible_at,
+--         $13 admitted_at, $14 expires_at, $15 lease_deadline, $16 last_error, $17 finished_at,
+--         $18 admitted job ids, $19 attempts, $20 dependencies, $21 scopes, $22 admitted_at
+-- Everything one admission tick writes, as ONE statement (one round trip, its own transaction).
+-- The lease row is locked FOR SHARE first: no takeover can commit before this statement does,
+-- and if this process no longer holds the lease, every part writes nothing and `leading` is 0.
+-- New jobs: publishing the same job_id again never creates a second job (the first one wins);
+-- the ids returned are the jobs that are new. Changed jobs were all stored by earlier ticks.
+WITH lease AS (
+    SELECT epoch FROM janus.leader
+     WHERE holder = $1 AND epoch = $2 AND expires_at > now()
+       FOR SHARE
+), inserted AS (
+    INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, eligible_at, created_at)
+    SELECT j, d, s, p::jsonb, 'waiting', $3, $3
+      FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS t(j, d, s, p)
+     WHERE EXISTS (SELECT 1 FROM lease)
+        ON CONFLICT (job_id) DO NOTHING
+    RETURNING job_id
+), updated AS (
+    UPDATE janus.jobs AS j
+       SET state = u.state, attempt = u.attempt, failures = u.failures, eligible_at = u.eligible_at,
+           admitted_at = u.admitted_at, expires_at = u.expires_at, lease_deadline = u.lease_deadline,
+           last_error = u.last_error, finished_at = u.finished_at
+      FROM unnest($8::text[], $9::text[], $10::int[], $11::int[], $12::float8[], $13::float8[],
+                  $14::float8[], $15::float8[], $16::text[], $17::float8[])
+           AS u(job_id, state, attempt, failures, eligible_at, admitted_at, expires_at, lease_deadline,
+                last_error, finished_at)
+     WHERE j.job_id = u.job_id AND EXISTS (SELECT 1 FROM lease)
+    RETURNING 1
+), admitted AS (
+    INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch)
+    SELECT j, a, d, s, t, $2
+      FROM unnest($18::text[], $19::int[], $20::text[], $21::text[], $22::float8[]) AS u(j, a, d, s, t)
+     WHERE EXISTS (SELECT 1 FROM lease)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM lease) AS leading,
+       ARRAY(SELECT job_id FROM inserted) AS inserted,
+       (SELECT count(*) FROM updated) AS updated,
+       (SELECT count(*) FROM admitted) AS admitted;
 
 -- name: load_active_jobs
 -- params: none
