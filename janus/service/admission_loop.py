@@ -22,9 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aio_pika.abc import AbstractIncomingMessage
-
 from janus.api.metrics import Metrics
+from janus.broker.consumer import Delivery, ack_up_to, content_type
 from janus.broker.publisher import Publisher
 from janus.core.jobs import Admission
 from janus.core.scheduler import Scheduler, Transition
@@ -41,7 +40,7 @@ MAX_ADMISSIONS_PER_TICK = 2000
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _SetAside:
-    message: AbstractIncomingMessage
+    message: Delivery
     source: str
     reason: str
     detail: str
@@ -190,7 +189,7 @@ class AdmissionLoop:
         repeats = 0
         for message in batch.intake:
             try:
-                intake, payload_text = decode_intake(message.body, message.content_type, self._max_payload)
+                intake, payload_text = decode_intake(message.body, content_type(message), self._max_payload)
                 if not self._scheduler.knows(intake.dependency):
                     raise ProtocolError(
                         "unknown_dependency", f"dependency {intake.dependency!r} is not configured"
@@ -217,7 +216,7 @@ class AdmissionLoop:
         results = []
         for message in batch.results:
             try:
-                results.append(decode_result(message.body, message.content_type))
+                results.append(decode_result(message.body, content_type(message)))
             except ProtocolError as exc:
                 set_aside.append(
                     _SetAside(message=message, source="results", reason=exc.reason, detail=exc.detail)
@@ -261,7 +260,7 @@ class AdmissionLoop:
         # multiple-ack of the last covers the lot.
         for messages in (batch.intake, batch.results, batch.returned):
             if messages:
-                await messages[-1].ack(multiple=True)
+                await ack_up_to(messages[-1])
 
     async def _publish(self, admissions: list[Admission]) -> None:
         failed = await self._publisher.publish_admissions(admissions)

@@ -17,10 +17,11 @@ import uuid
 from dataclasses import dataclass, field
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractQueue
+from aio_pika.abc import AbstractConnection
 
 from janus.api.metrics import Metrics
 from janus.broker import topology
+from janus.broker.consumer import Consuming, consume
 from janus.broker.publisher import Publisher
 from janus.config import JanusConfig, Settings
 from janus.core.scheduler import Scheduler
@@ -159,7 +160,6 @@ class Service:
             (topology.RESULTS_QUEUE, inbox.on_result),
             (topology.RETURNED_QUEUE, inbox.on_returned),
         ]
-        consuming: list[tuple[AbstractQueue, str]] = []
         async with asyncio.TaskGroup() as group:
             loop = AdmissionLoop(
                 scheduler=scheduler,
@@ -172,12 +172,9 @@ class Service:
                 clock=self.clock,
                 publishing=group,
             )
-            for queue_name, callback in consumers:
-                channel = await connection.channel()
-                await channel.set_qos(prefetch_count=PREFETCH)
-                queue = await channel.get_queue(queue_name, ensure=True)
-                tag = await queue.consume(callback)
-                consuming.append((queue, tag))
+            consuming = [
+                await consume(connection, queue, PREFETCH, callback) for queue, callback in consumers
+            ]
             self.leading.set()
             draining = asyncio.Event()
             group.create_task(self._drain_on_stop(draining, consuming), name="drain-on-stop")
@@ -186,12 +183,10 @@ class Service:
             await loop.run(draining)
             renew.cancel()
 
-    async def _drain_on_stop(
-        self, draining: asyncio.Event, consuming: list[tuple[AbstractQueue, str]]
-    ) -> None:
+    async def _drain_on_stop(self, draining: asyncio.Event, consuming: list[Consuming]) -> None:
         await self.stop.wait()
         log.info("stopping: no new deliveries, finishing what was delivered")
-        await asyncio.gather(*(queue.cancel(tag) for queue, tag in consuming), return_exceptions=True)
+        await asyncio.gather(*(consumer.cancel() for consumer in consuming), return_exceptions=True)
         draining.set()
 
     async def _prune(self, store: Store, term: Term, scheduler: Scheduler, draining: asyncio.Event) -> None:

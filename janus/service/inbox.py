@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from aio_pika.abc import AbstractIncomingMessage
-
+from janus.broker.consumer import Delivery
 from janus.core.jobs import Admission
 
 
 @dataclass(kw_only=True)
 class Batch:
-    intake: list[AbstractIncomingMessage]
-    results: list[AbstractIncomingMessage]
-    returned: list[AbstractIncomingMessage]
+    intake: list[Delivery]
+    results: list[Delivery]
+    returned: list[Delivery]
     unpublished: list[Admission]
 
     def __len__(self) -> int:
@@ -28,21 +27,21 @@ class Batch:
 
 @dataclass
 class Inbox:
-    intake: list[AbstractIncomingMessage] = field(default_factory=list)
-    results: list[AbstractIncomingMessage] = field(default_factory=list)
-    returned: list[AbstractIncomingMessage] = field(default_factory=list)
+    intake: list[Delivery] = field(default_factory=list)
+    results: list[Delivery] = field(default_factory=list)
+    returned: list[Delivery] = field(default_factory=list)
     unpublished: list[Admission] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def on_intake(self, message: AbstractIncomingMessage) -> None:
+    async def on_intake(self, message: Delivery) -> None:
         self.intake.append(message)
         self.ready.set()
 
-    async def on_result(self, message: AbstractIncomingMessage) -> None:
+    async def on_result(self, message: Delivery) -> None:
         self.results.append(message)
         self.ready.set()
 
-    async def on_returned(self, message: AbstractIncomingMessage) -> None:
+    async def on_returned(self, message: Delivery) -> None:
         self.returned.append(message)
         self.ready.set()
 

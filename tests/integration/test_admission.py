@@ -317,3 +317,39 @@ async def test_retry_after_delays_the_job(database: str, vhost: str) -> None:
     first, second = sorted(log.records, key=lambda r: r.attempt)
     assert first.finished_at is not None
     assert second.admitted_at - first.finished_at >= 1.0
+
+
+async def test_admissions_the_broker_refuses_cost_no_attempt(database: str, vhost: str) -> None:
+    """With the ready queue gone, every publish comes back unroutable: the job waits again, uncharged."""
+    config = make_config(
+        database, vhost, {"api": {"rate_limits": ["20/1s"], "concurrency": 3, "lease_timeout": "60s"}}
+    )
+    log = RecordLog()
+
+    async def handler(job: ReadyJob) -> None:
+        return None
+
+    async with running_janus(config) as service:
+        connection = await aio_pika.connect(vhost)
+        channel = await connection.channel()
+        await channel.queue_delete(topology.ready_queue("api"))
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(3)])
+        rows = await wait_for_states(
+            database, lambda rows: len(rows) == 3 and min(r["attempt"] for r in rows.values()) >= 2, 20
+        )
+        assert all(row["failures"] == 0 for row in rows.values())
+        refused = service.metrics.registry.get_sample_value(
+            "janus_publish_failures_total", {"dependency": "api"}
+        )
+        assert refused is not None
+        assert refused >= 3
+        await topology.declare_ready_queue(channel, "api")
+        await connection.close()
+        worker = Worker(vhost, {"api": handler}, on_record=log.append)
+        await worker.start()
+        # All 3 slots are taken by each round; with a 60 s lease, re-admission proves refusals free them.
+        await log.wait_for(lambda _: len(log.succeeded()) == 3, timeout=20)
+        await worker.stop()
+    rows = await job_rows(database)
+    assert all(row["failures"] == 0 and row["state"] == "succeeded" for row in rows.values())
