@@ -76,6 +76,7 @@ class Worker:
         handlers: Mapping[str, Handler],
         *,
         prefetch: int = 50,
+        max_in_flight: int | None = None,
         on_record: Callable[[WorkRecord], None] | None = None,
         clock: Callable[[], float] = time.time,
         name: str = "janus-worker",
@@ -83,6 +84,9 @@ class Worker:
         self._url = amqp_url
         self._handlers = dict(handlers)
         self._prefetch = prefetch
+        # At most this many handlers run at once (default: the prefetch). An admission waits
+        # unacked for a free handler, and is checked for expiry only once it has one.
+        self._handlers_free = asyncio.Semaphore(max_in_flight or prefetch)
         self._on_record = on_record
         self._clock = clock
         self._name = name
@@ -126,13 +130,24 @@ class Worker:
             self._connection = None
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        await self._handlers_free.acquire()
+        try:
+            started = await self._take(message)
+        except BaseException:
+            self._handlers_free.release()
+            raise
+        if not started:
+            self._handlers_free.release()
+
+    async def _take(self, message: AbstractIncomingMessage) -> bool:
+        """Start the admission's handler (True), or hand the admission back unstarted (False)."""
         received = self._clock()
         try:
             ready = decode_ready(message.body)
         except ProtocolError as exc:
             log.error("unreadable admission, returned to Janus: %s", exc)
             await message.reject(requeue=False)
-            return
+            return False
         job = ReadyJob(
             job_id=ready.job_id,
             dependency=ready.dependency,
@@ -147,11 +162,13 @@ class Worker:
             # Too late to start: hand the admission back to Janus unstarted.
             await message.reject(requeue=False)
             self._record(job, received, None, None, "expired")
-            return
+            return False
         await message.ack()
         task = asyncio.create_task(self._work(job, received))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._handlers_free.release())
+        return True
 
     async def _work(self, job: ReadyJob, received: float) -> None:
         handler = self._handlers[job.dependency]

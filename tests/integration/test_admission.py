@@ -353,3 +353,21 @@ async def test_admissions_the_broker_refuses_cost_no_attempt(database: str, vhos
         await worker.stop()
     rows = await job_rows(database)
     assert all(row["failures"] == 0 and row["state"] == "succeeded" for row in rows.values())
+
+
+async def test_the_sdk_worker_runs_at_most_max_in_flight_handlers(database: str, vhost: str) -> None:
+    config = make_config(database, vhost, {"api": {"lease_timeout": "30s"}})  # no concurrency limit
+    log = RecordLog()
+
+    async def handler(job: ReadyJob) -> None:
+        await asyncio.sleep(0.1)
+
+    async with running_janus(config):
+        worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=10, max_in_flight=2)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(10)])
+        await log.wait_for(lambda _: len(log.succeeded()) == 10, timeout=20)
+        await worker.stop()
+    report = audit(log.records, {p.name: p for p in config.policies()})
+    assert report.dependencies["api"].worst_concurrency == 2
