@@ -65,6 +65,12 @@ class AdmitDecision:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Changes:
+    new: list[Job]  # submitted since the last drain, in their latest state: to insert
+    updated: list[Job]  # already stored: to update
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class LaneStats:
     dependency: str
     ready: int  # eligible now
@@ -93,6 +99,14 @@ class _Lane:
             self.scope_order.append(scope)
         queue.append(job_id)
         self.ready_count += 1
+
+    def remove_ready(self, scope: str, job_id: str) -> None:
+        queue = self.ready[scope]
+        queue.remove(job_id)  # O(scope's queue): only for the rare retraction
+        self.ready_count -= 1
+        if not queue:
+            del self.ready[scope]
+            self.scope_order.remove(scope)
 
     def pop_ready(self) -> str:
         scope = self.scope_order.popleft()
@@ -138,6 +152,8 @@ class Scheduler:
         self._jobs: dict[str, Job] = {}  # non-terminal jobs only
         self._leases: list[tuple[float, str, int]] = []  # (deadline, job_id, attempt), lazy
         self._changed: dict[str, Job] = {}
+        self._new: set[str] = set()  # submitted since the last drain
+        self._new_since_drain: set[str] = set()  # submitted before the last drain: retractable
         self._seq = 0
         # Decisions use a clock that never goes back: a backward jump must not let
         # a pruned admission leave a rate window it still belongs to.
@@ -156,15 +172,36 @@ class Scheduler:
         return {name: lane.policy for name, lane in self._lanes.items()}
 
     def submit(self, *, job_id: str, dependency: str, scope: str, payload: object, now: float) -> Job:
-        """A new job, eligible at once. The caller has deduplicated `job_id` in the store."""
+        """A new job, eligible at once.
+
+        The core knows only unfinished jobs: a `job_id` it does not know may still be a
+        finished job in the store. The store tells when it writes the job, and the shell
+        then `retract`s it, before anything of it has left the process.
+        """
         now = self._advance(now)
         lane = self._lanes[dependency]
         if job_id in self._jobs:
             raise ValueError(f"job {job_id!r} is already known")
         job = Job(job_id=job_id, dependency=dependency, scope=scope, payload=payload, eligible_at=now)
-        self._jobs[job_id] = job
+        self._store(job)
+        self._new.add(job_id)
         lane.push_ready(scope, job_id)
         return job
+
+    def retract(self, job_id: str) -> None:
+        """Undo a job submitted since the last `drain_changes` (the store already had it, finished).
+
+        Its slot, if it was admitted meanwhile, is freed; its admission stays counted in the
+        rate windows, which only errs on the safe side.
+        """
+        if job_id not in self._new_since_drain:
+            raise ValueError(f"job {job_id!r} was not submitted in this round")
+        job = self._jobs.pop(job_id)
+        lane = self._lanes[job.dependency]
+        if job.state is JobState.ADMITTED:
+            lane.held.discard(job_id)
+        else:
+            lane.remove_ready(job.scope, job_id)
 
     def restore(self, job: Job) -> bool:
         """Reload a non-terminal job from the store. False if its dependency is not configured."""
@@ -279,11 +316,14 @@ class Scheduler:
             wakeups.append(self._leases[0][0])
         return AdmitDecision(admissions=admissions, blocked=blocked, next_wakeup=min(wakeups, default=None))
 
-    def drain_changes(self) -> list[Job]:
-        """Jobs changed since the last call, latest state each: what the store must write."""
-        changed = list(self._changed.values())
+    def drain_changes(self) -> Changes:
+        """Jobs submitted and jobs changed since the last call, latest state each: what to write."""
+        new = [job for job_id, job in self._changed.items() if job_id in self._new]
+        updated = [job for job_id, job in self._changed.items() if job_id not in self._new]
         self._changed.clear()
-        return changed
+        self._new_since_drain = self._new
+        self._new = set()
+        return Changes(new=new, updated=updated)
 
     # -- inspection ---------------------------------------------------------
 

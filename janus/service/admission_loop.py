@@ -2,10 +2,10 @@
 
 The order is what makes Janus durable:
   1. decode the batch (bad input is set aside, never raised);
-  2. apply results, returned admissions and lease time-outs to the core, admit,
-     then write it all -- the new jobs, every changed job, every admission -- in
-     ONE statement fenced by the leader lease (new jobs join the core once stored,
-     and are admissible from the next tick, which follows at once);
+  2. submit the new jobs and apply results, returned admissions and lease
+     time-outs to the core, admit, then write it all -- the new jobs, every changed
+     job, every admission -- in ONE statement fenced by the leader lease; the store
+     tells which "new" jobs it already had (finished), and those are retracted;
   3. only after the commit: set aside the bad input, ack the batch, and publish
      the admissions (confirms are awaited in the background; a refusal feeds
      back into the next tick).
@@ -31,7 +31,7 @@ from janus.errors import LeadershipLost, ProtocolError
 from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result
 from janus.service.inbox import Batch, Inbox
 from janus.service.leadership import Term
-from janus.store.repository import LeaderSession, NewJob
+from janus.store.repository import LeaderSession
 
 log = logging.getLogger("janus.admission")
 
@@ -127,11 +127,23 @@ class AdmissionLoop:
             raise LeadershipLost("the lease may have expired: not acting")
         now = self._clock()
         set_aside: list[_SetAside] = []
-        jobs, duplicates_in_batch = self._decode_intake(batch, set_aside)
+        intake = self._decode_intake(batch, set_aside)
         results = self._decode_results(batch, set_aside)
         returned = self._decode_returned(batch, set_aside)
         scheduler = self._scheduler
 
+        payloads: dict[str, str | None] = {}
+        for message, payload_text in intake:
+            if message.job_id in payloads or scheduler.job(message.job_id) is not None:
+                continue  # a repeat of a job in this batch or still unfinished: the first one wins
+            scheduler.submit(
+                job_id=message.job_id,
+                dependency=message.dependency,
+                scope=message.scope,
+                payload=message.payload,
+                now=now,
+            )
+            payloads[message.job_id] = payload_text
         for result in results:
             self._count(
                 "result",
@@ -152,29 +164,26 @@ class AdmissionLoop:
         for transition in scheduler.expire_leases(now):
             self._count("lease_timeout", transition)
         decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
-        new_ids = await self._session.tick(
-            now, [job for job, _ in jobs], scheduler.drain_changes(), decision.admissions
+        changes = scheduler.drain_changes()
+        stored = await self._session.tick(
+            now, [(job, payloads[job.job_id]) for job in changes.new], changes.updated, decision.admissions
         )
-        # New jobs reach the core only once stored (that is where duplicates are told apart);
-        # they are admissible from the next tick, which follows at once.
-        for job, message in jobs:
-            if job.job_id in new_ids:
-                scheduler.submit(
-                    job_id=job.job_id,
-                    dependency=job.dependency,
-                    scope=job.scope,
-                    payload=message.payload,
-                    now=now,
-                )
-        self._metrics.intake_messages.labels("accepted").inc(len(new_ids))
-        self._metrics.intake_messages.labels("duplicate").inc(len(jobs) - len(new_ids) + duplicates_in_batch)
-        # Committed. Only now may the broker learn of it.
-        self._next_wakeup = now if new_ids else decision.next_wakeup
+        # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
+        # which the core could not tell from new ones: they are retracted unpublished.
+        admissions = decision.admissions
+        if len(stored) < len(changes.new):
+            repeats = {job.job_id for job in changes.new} - stored
+            for job_id in repeats:
+                scheduler.retract(job_id)
+            admissions = [a for a in admissions if a.job_id not in repeats]
+        self._metrics.intake_messages.labels("accepted").inc(len(stored))
+        self._metrics.intake_messages.labels("duplicate").inc(len(intake) - len(stored))
+        self._next_wakeup = decision.next_wakeup
         if set_aside:
             await asyncio.gather(*(self._set_aside(item) for item in set_aside))
         await self._ack(batch)
-        if decision.admissions:
-            task = self._publishing.create_task(self._publish(decision.admissions))
+        if admissions:
+            task = self._publishing.create_task(self._publish(admissions))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         self._observe(batch, started)
@@ -183,10 +192,9 @@ class AdmissionLoop:
 
     def _decode_intake(
         self, batch: Batch, set_aside: list[_SetAside]
-    ) -> tuple[list[tuple[NewJob, IntakeMessage]], int]:
-        """The valid jobs of the batch (the first of each job_id) and how many repeats were dropped."""
-        jobs: dict[str, tuple[NewJob, IntakeMessage]] = {}
-        repeats = 0
+    ) -> list[tuple[IntakeMessage, str | None]]:
+        """The valid intake messages, each with its payload as JSON text."""
+        decoded = []
         for message in batch.intake:
             try:
                 intake, payload_text = decode_intake(message.body, content_type(message), self._max_payload)
@@ -199,18 +207,8 @@ class AdmissionLoop:
                     _SetAside(message=message, source="intake", reason=exc.reason, detail=exc.detail)
                 )
                 continue
-            # Within one batch too, the first publication of a job_id wins.
-            if intake.job_id in jobs:
-                repeats += 1
-                continue
-            new_job = NewJob(
-                job_id=intake.job_id,
-                dependency=intake.dependency,
-                scope=intake.scope,
-                payload_json=payload_text,
-            )
-            jobs[intake.job_id] = (new_job, intake)
-        return list(jobs.values()), repeats
+            decoded.append((intake, payload_text))
+        return decoded
 
     def _decode_results(self, batch: Batch, set_aside: list[_SetAside]) -> list[ResultMessage]:
         results = []

@@ -7,7 +7,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import asyncpg
 
@@ -15,14 +14,6 @@ from janus.core.jobs import Admission, Job, JobState
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class NewJob:
-    job_id: str
-    dependency: str
-    scope: str
-    payload_json: str | None
 
 
 class LeaderSession:
@@ -38,31 +29,46 @@ class LeaderSession:
         self._epoch = epoch
 
     async def tick(
-        self, now: float, new_jobs: Sequence[NewJob], changed: Sequence[Job], admissions: Sequence[Admission]
+        self,
+        now: float,
+        new: Sequence[tuple[Job, str | None]],
+        updated: Sequence[Job],
+        admissions: Sequence[Admission],
     ) -> set[str]:
-        """Write one tick atomically, fenced by the lease; returns the ids of the jobs that are new."""
-        if not (new_jobs or changed or admissions):
+        """Write one tick atomically, fenced by the lease; returns the ids of the new jobs stored.
+
+        `new` pairs each submitted job (in its latest state) with its payload as JSON text.
+        A submitted job whose id the store already had is not written, nor its admission.
+        """
+        if not (new or updated or admissions):
             return set()
+        jobs = [job for job, _ in new]
         try:
             row = await self._connection.fetchrow(
                 sql("tick"),
                 self._holder,
                 self._epoch,
                 now,
-                [j.job_id for j in new_jobs],
-                [j.dependency for j in new_jobs],
-                [j.scope for j in new_jobs],
-                [j.payload_json for j in new_jobs],
-                [j.job_id for j in changed],
-                [j.state.value for j in changed],
-                [j.attempt for j in changed],
-                [j.failures for j in changed],
-                [j.eligible_at for j in changed],
-                [j.admitted_at for j in changed],
-                [j.expires_at for j in changed],
-                [j.lease_deadline for j in changed],
-                [j.last_error for j in changed],
-                [j.finished_at for j in changed],
+                [j.job_id for j in jobs],
+                [j.dependency for j in jobs],
+                [j.scope for j in jobs],
+                [payload for _, payload in new],
+                [j.state.value for j in jobs],
+                [j.attempt for j in jobs],
+                [j.eligible_at for j in jobs],
+                [j.admitted_at for j in jobs],
+                [j.expires_at for j in jobs],
+                [j.lease_deadline for j in jobs],
+                [j.job_id for j in updated],
+                [j.state.value for j in updated],
+                [j.attempt for j in updated],
+                [j.failures for j in updated],
+                [j.eligible_at for j in updated],
+                [j.admitted_at for j in updated],
+                [j.expires_at for j in updated],
+                [j.lease_deadline for j in updated],
+                [j.last_error for j in updated],
+                [j.finished_at for j in updated],
                 [a.job_id for a in admissions],
                 [a.attempt for a in admissions],
                 [a.dependency for a in admissions],
@@ -74,10 +80,10 @@ class LeaderSession:
         assert row is not None
         if row["leading"] == 0:
             raise LeadershipLost(f"lease for epoch {self._epoch} is no longer held: the tick wrote nothing")
-        if row["updated"] != len(changed):
+        if row["updated"] != len(updated):
             # Every changed job was stored by an earlier tick; a miss means the core and the
             # database disagree, and only a rebuild from the database can settle it.
-            raise StoreError(f"tick updated {row['updated']} of {len(changed)} changed jobs")
+            raise StoreError(f"tick updated {row['updated']} of {len(updated)} changed jobs")
         return set(row["inserted"])
 
 

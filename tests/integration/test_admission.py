@@ -8,6 +8,7 @@ import json
 import random
 
 import aio_pika
+import asyncpg
 import pytest
 
 from janus.audit import audit
@@ -371,3 +372,37 @@ async def test_the_sdk_worker_runs_at_most_max_in_flight_handlers(database: str,
         await worker.stop()
     report = audit(log.records, {p.name: p for p in config.policies()})
     assert report.dependencies["api"].worst_concurrency == 2
+
+
+async def test_a_finished_job_published_again_never_runs_again(database: str, vhost: str) -> None:
+    """The core forgets finished jobs; the store remembers, and the repeat is retracted unpublished."""
+    config = make_config(database, vhost, {"api": {"lease_timeout": "10s"}})
+    log = RecordLog()
+
+    async def handler(job: ReadyJob) -> None:
+        return None
+
+    async with running_janus(config) as service:
+        worker = Worker(vhost, {"api": handler}, on_record=log.append)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit("once", "api", {"v": 1})
+            await log.wait_for(lambda _: "once" in log.succeeded(), timeout=20)
+            await wait_for_states(database, lambda rows: rows["once"]["state"] == "succeeded", 10)
+            await producer.submit_many([("once", "api", {"v": n}, "default") for n in range(2, 6)])
+            await producer.submit("after", "api")
+            await log.wait_for(lambda _: "after" in log.succeeded(), timeout=20)
+        await worker.stop()
+        duplicates = service.metrics.registry.get_sample_value(
+            "janus_intake_messages_total", {"outcome": "duplicate"}
+        )
+    assert [r.job_id for r in log.records].count("once") == 1
+    assert duplicates == 4
+    connection = await asyncpg.connect(database)
+    try:
+        admissions = await connection.fetch(
+            "SELECT job_id, attempt FROM janus.admissions WHERE job_id = 'once'"
+        )
+    finally:
+        await connection.close()
+    assert [tuple(row) for row in admissions] == [("once", 1)]

@@ -12,8 +12,13 @@ import pytest
 from janus.core.jobs import Admission, Job, JobState
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import available_migrations
-from janus.store.repository import NewJob, Store
+from janus.store.repository import Store
 from tests.services import Services
+
+
+def submitted(job_id: str, scope: str = "s", payload: str | None = None) -> tuple[Job, str | None]:
+    return Job(job_id=job_id, dependency="api", scope=scope, payload=None, eligible_at=1.0), payload
+
 
 pytestmark = pytest.mark.integration
 
@@ -59,18 +64,14 @@ async def test_one_lease_holder_at_a_time_and_the_fence_stops_a_deposed_leader(d
         assert await store.try_acquire(second, 0.5) is None  # held: the standby waits
         assert await store.renew(first, epoch, 0.5)
         async with store.leader_session(first, epoch) as session:
-            assert await session.tick(
-                1.0, [NewJob(job_id="a", dependency="d", scope="s", payload_json=None)], [], []
-            ) == {"a"}
+            assert await session.tick(1.0, [submitted("a")], [], []) == {"a"}
 
             await asyncio.sleep(0.6)  # the lease runs out unrenewed (a paused leader)
             second_epoch = await store.try_acquire(second, 5.0)
             assert second_epoch == 2
             assert not await store.renew(first, epoch, 0.5), "a deposed leader cannot renew"
             with pytest.raises(LeadershipLost):
-                await session.tick(
-                    2.0, [NewJob(job_id="b", dependency="d", scope="s", payload_json=None)], [], []
-                )
+                await session.tick(2.0, [submitted("b")], [], [])
         with pytest.raises(LeadershipLost):
             async with store.leader_transaction(first, epoch) as tx:
                 await tx.prune_admissions(0.0)
@@ -111,15 +112,38 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
             new = await tx.tick(
                 100.0,
                 [
-                    NewJob(job_id="x", dependency="api", scope="t1", payload_json='{"n": 1}'),
-                    NewJob(job_id="y", dependency="api", scope="t2", payload_json=None),
+                    submitted("x", "t1", '{"n": 1}'),
+                    submitted("y", "t2"),
                 ],
                 [],
                 [],
             )
             assert new == {"x", "y"}
-            again = [NewJob(job_id="x", dependency="api", scope="t9", payload_json="2")]
-            assert await tx.tick(101.0, again, [], []) == set(), "the first publication of a job_id wins"
+            repeat_admitted = Job(
+                job_id="x",
+                dependency="api",
+                scope="t9",
+                payload=2,
+                state=JobState.ADMITTED,
+                attempt=1,
+                admitted_at=101.0,
+                expires_at=102.0,
+                lease_deadline=110.0,
+            )
+            repeat_admission = Admission(
+                job_id="x",
+                dependency="api",
+                scope="t9",
+                payload=2,
+                attempt=1,
+                admitted_at=101.0,
+                expires_at=102.0,
+                lease_deadline=110.0,
+            )
+            stored = await tx.tick(101.0, [(repeat_admitted, "2")], [], [repeat_admission])
+            assert stored == set(), (
+                "the first publication of a job_id wins, and a repeat's admission is not kept"
+            )
             admitted = Job(
                 job_id="x",
                 dependency="api",

@@ -8,7 +8,7 @@ import pytest
 
 from janus.core.jobs import Job, JobState
 from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy
-from janus.core.scheduler import Scheduler, Verdict, WaitReason
+from janus.core.scheduler import Changes, Scheduler, Verdict, WaitReason
 
 
 def scheduler(**policy: object) -> Scheduler:
@@ -31,9 +31,14 @@ def test_admission_values_carry_the_deadlines() -> None:
         102.0,
         130.0,
     )
-    (changed,) = s.drain_changes()
-    assert changed.state is JobState.ADMITTED
-    assert s.drain_changes() == [], "drained once"
+    changes = s.drain_changes()
+    assert changes.updated == []
+    (new,) = changes.new
+    assert new.state is JobState.ADMITTED, "a new job is written once, in its latest state"
+    assert s.drain_changes() == Changes(new=[], updated=[]), "drained once"
+    s.on_result(job_id="a", attempt=1, success=True, error=None, retry_after=None, now=101.0)
+    (done,) = s.drain_changes().updated
+    assert done.state is JobState.SUCCEEDED
 
 
 @pytest.mark.parametrize(
@@ -135,7 +140,7 @@ def test_results_for_other_attempts_change_nothing(attempt: int, expected: Verdi
         s.on_result(job_id="zz", attempt=1, success=True, error=None, retry_after=None, now=1.0).verdict
         is Verdict.UNKNOWN_JOB
     )
-    assert s.drain_changes() == []
+    assert s.drain_changes() == Changes(new=[], updated=[])
     assert s.stats()[0].held == 1
 
 
@@ -226,3 +231,33 @@ def test_a_backward_clock_jump_cannot_reopen_a_window() -> None:
     assert decision.blocked[0].until == 110.0
     (second,) = s.admit(110.0).admissions
     assert second.admitted_at == 110.0
+
+
+def test_a_repeat_the_store_already_had_is_retracted_without_a_trace() -> None:
+    s = scheduler(concurrency=1, rate_limits=(RateLimit(count=5, window=10.0),))
+    submit(s, "old", "fresh", scope="a")
+    submit(s, "waiting-repeat", scope="b")
+    decision = s.admit(0.0)
+    assert [a.job_id for a in decision.admissions] == ["old"]
+    s.drain_changes()
+    # The store says "old" and "waiting-repeat" were finished jobs: both are undone.
+    s.retract("old")
+    s.retract("waiting-repeat")
+    assert s.job("old") is None
+    assert s.job("waiting-repeat") is None
+    (stats,) = s.stats()
+    assert (stats.held, stats.ready) == (0, 1), "the slot is free again; only 'fresh' waits"
+    assert [a.job_id for a in s.admit(1.0).admissions] == ["fresh"]
+    # The retracted admission's lease is forgotten: only "fresh" times out.
+    assert [t.job.job_id for t in s.expire_leases(5000.0) if t.job] == ["fresh"]
+
+
+def test_only_jobs_of_the_last_drain_can_be_retracted() -> None:
+    s = scheduler()
+    submit(s, "a")
+    with pytest.raises(ValueError, match="not submitted"):
+        s.retract("a")  # not drained (written) yet
+    s.drain_changes()
+    s.drain_changes()
+    with pytest.raises(ValueError, match="not submitted"):
+        s.retract("a")  # written two rounds ago: the store has long accepted it

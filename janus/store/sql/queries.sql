@@ -35,23 +35,29 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 
 -- name: tick
 -- params: $1 holder uuid, $2 epoch, $3 now,
---         $4 new job ids, $5 dependencies, $6 scopes, $7 payloads (JSON text or NULL),
---         $8 changed job ids, $9 states, $10 attempts, $11 failures, $12 eligible_at,
---         $13 admitted_at, $14 expires_at, $15 lease_deadline, $16 last_error, $17 finished_at,
---         $18 admitted job ids, $19 attempts, $20 dependencies, $21 scopes, $22 admitted_at
+--         $4 new job ids, $5 dependencies, $6 scopes, $7 payloads (JSON text or NULL), $8 states,
+--         $9 attempts, $10 eligible_at, $11 admitted_at, $12 expires_at, $13 lease_deadline,
+--         $14 changed job ids, $15 states, $16 attempts, $17 failures, $18 eligible_at,
+--         $19 admitted_at, $20 expires_at, $21 lease_deadline, $22 last_error, $23 finished_at,
+--         $24 admitted job ids, $25 attempts, $26 dependencies, $27 scopes, $28 admitted_at
 -- Everything one admission tick writes, as ONE statement (one round trip, its own transaction).
 -- The lease row is locked FOR SHARE first: no takeover can commit before this statement does,
 -- and if this process no longer holds the lease, every part writes nothing and `leading` is 0.
--- New jobs: publishing the same job_id again never creates a second job (the first one wins);
--- the ids returned are the jobs that are new. Changed jobs were all stored by earlier ticks.
+-- New jobs are written once, in the state the core gave them (perhaps already admitted).
+-- Publishing the same job_id again never creates a second job: the first one wins, the ids
+-- returned are the jobs that are really new, and a repeat's admission is not recorded (the
+-- service retracts it before publishing anything).
 WITH lease AS (
     SELECT epoch FROM janus.leader
      WHERE holder = $1 AND epoch = $2 AND expires_at > now()
        FOR SHARE
 ), inserted AS (
-    INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, eligible_at, created_at)
-    SELECT j, d, s, p::jsonb, 'waiting', $3, $3
-      FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) AS t(j, d, s, p)
+    INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, attempt, eligible_at,
+                            admitted_at, expires_at, lease_deadline, created_at)
+    SELECT j, d, s, p::jsonb, st, a, e, ad, ex, l, $3
+      FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
+                  $10::float8[], $11::float8[], $12::float8[], $13::float8[])
+           AS t(j, d, s, p, st, a, e, ad, ex, l)
      WHERE EXISTS (SELECT 1 FROM lease)
         ON CONFLICT (job_id) DO NOTHING
     RETURNING job_id
@@ -60,8 +66,8 @@ WITH lease AS (
        SET state = u.state, attempt = u.attempt, failures = u.failures, eligible_at = u.eligible_at,
            admitted_at = u.admitted_at, expires_at = u.expires_at, lease_deadline = u.lease_deadline,
            last_error = u.last_error, finished_at = u.finished_at
-      FROM unnest($8::text[], $9::text[], $10::int[], $11::int[], $12::float8[], $13::float8[],
-                  $14::float8[], $15::float8[], $16::text[], $17::float8[])
+      FROM unnest($14::text[], $15::text[], $16::int[], $17::int[], $18::float8[], $19::float8[],
+                  $20::float8[], $21::float8[], $22::text[], $23::float8[])
            AS u(job_id, state, attempt, failures, eligible_at, admitted_at, expires_at, lease_deadline,
                 last_error, finished_at)
      WHERE j.job_id = u.job_id AND EXISTS (SELECT 1 FROM lease)
@@ -69,8 +75,9 @@ WITH lease AS (
 ), admitted AS (
     INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch)
     SELECT j, a, d, s, t, $2
-      FROM unnest($18::text[], $19::int[], $20::text[], $21::text[], $22::float8[]) AS u(j, a, d, s, t)
+      FROM unnest($24::text[], $25::int[], $26::text[], $27::text[], $28::float8[]) AS u(j, a, d, s, t)
      WHERE EXISTS (SELECT 1 FROM lease)
+       AND (j <> ALL ($4::text[]) OR j IN (SELECT job_id FROM inserted))
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM lease) AS leading,
