@@ -20,6 +20,9 @@ CONTENT_TYPE = "application/json"
 _NUL_ESCAPE = re.compile(r"(?:^|[^\\])(?:\\\\)*\\u0000")
 MAX_ID_LENGTH = 200
 MAX_ERROR_LENGTH = 2000
+# Room for everything around the payload: three identifiers of up to 200 characters
+# (up to 6 escaped bytes each), field names, and whitespace.
+ENVELOPE_BYTES = 8 * 1024
 
 # Identifiers end up in logs, metrics and SQL: no control characters.
 Identifier = Annotated[
@@ -99,6 +102,9 @@ def decode_intake(
 ) -> tuple[IntakeMessage, str | None]:
     """The validated intake message and its payload as JSON text (None when absent)."""
     _check_content_type(content_type)
+    if len(body) > max_payload_bytes + ENVELOPE_BYTES:
+        # Refused before parsing: a huge message must not cost a huge parse.
+        raise ProtocolError("message_too_large", f"{len(body)} bytes; the payload cap is {max_payload_bytes}")
     try:
         message = IntakeMessage.model_validate_json(body)
     except ValidationError as exc:

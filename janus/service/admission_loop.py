@@ -207,6 +207,12 @@ class AdmissionLoop:
                     _SetAside(message=message, source="intake", reason=exc.reason, detail=exc.detail)
                 )
                 continue
+            except Exception as exc:  # a decoder bug must not turn a message into a poison one
+                log.exception("intake message could not be decoded")
+                set_aside.append(
+                    _SetAside(message=message, source="intake", reason="undecodable", detail=repr(exc))
+                )
+                continue
             decoded.append((intake, payload_text))
         return decoded
 
@@ -218,6 +224,11 @@ class AdmissionLoop:
             except ProtocolError as exc:
                 set_aside.append(
                     _SetAside(message=message, source="results", reason=exc.reason, detail=exc.detail)
+                )
+            except Exception as exc:  # a decoder bug must not turn a message into a poison one
+                log.exception("result message could not be decoded")
+                set_aside.append(
+                    _SetAside(message=message, source="results", reason="undecodable", detail=repr(exc))
                 )
         return results
 

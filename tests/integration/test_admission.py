@@ -265,6 +265,11 @@ async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: s
             "invalid_fields",
         ),
         (b'{"job_id": "nan", "dependency": "api", "payload": NaN}', "application/json", "invalid_fields"),
+        (
+            b'{"job_id": "huge", "dependency": "api", "payload": "' + b"x" * 300_000 + b'"}',
+            "application/json",
+            "message_too_large",
+        ),
     ]
     async with running_janus(config):
         worker = Worker(vhost, {"api": handler}, on_record=log.append)

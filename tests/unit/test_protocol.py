@@ -528,3 +528,15 @@ def test_nul_in_a_result_error_is_replaced() -> None:
         b'{"job_id":"j","attempt":1,"outcome":"failure","error":"a\\u0000b"}', CONTENT_TYPE
     )
     assert result.error == "a\ufffdb"
+
+
+def test_a_message_far_over_the_cap_is_refused_before_parsing() -> None:
+    body = b'{"job_id":"j","dependency":"api","payload":"' + b"x" * (CAP + 9000) + b'"}'
+    with pytest.raises(ProtocolError) as caught:
+        decode_intake(body, CONTENT_TYPE, CAP)
+    assert caught.value.reason == "message_too_large"
+    # Just over the payload cap, within the envelope: parsed, then refused for its payload.
+    near = b'{"job_id":"j","dependency":"api","payload":"' + b"x" * CAP + b'"}'
+    with pytest.raises(ProtocolError) as caught:
+        decode_intake(near, CONTENT_TYPE, CAP)
+    assert caught.value.reason == "payload_too_large"
