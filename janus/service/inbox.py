@@ -49,6 +49,9 @@ class Inbox:
         self.unpublished.extend(admissions)
         self.ready.set()
 
+    def __len__(self) -> int:
+        return len(self.intake) + len(self.results) + len(self.returned) + len(self.unpublished)
+
     def take(self) -> Batch:
         batch = Batch(
             intake=self.intake, results=self.results, returned=self.returned, unpublished=self.unpublished
