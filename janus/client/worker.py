@@ -16,11 +16,10 @@ from typing import Literal
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractIncomingMessage, AbstractQueue
-from pydantic import JsonValue
 
 from janus.broker import topology
 from janus.errors import ProtocolError
-from janus.protocol import CONTENT_TYPE, decode_ready, encode_result
+from janus.protocol import CONTENT_TYPE, ReadyMessage, decode_ready, encode_result
 
 log = logging.getLogger("janus.worker")
 
@@ -37,16 +36,8 @@ class RetryAfter(Exception):
         self.seconds = seconds
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ReadyJob:
-    job_id: str
-    dependency: str
-    scope: str
-    payload: JsonValue
-    attempt: int
-    admitted_at: float
-    expires_at: float
-    lease_expires_at: float | None
+# What a handler receives: the ready message, validated (docs/protocol.md).
+ReadyJob = ReadyMessage
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -143,21 +134,11 @@ class Worker:
         """Start the admission's handler (True), or hand the admission back unstarted (False)."""
         received = self._clock()
         try:
-            ready = decode_ready(message.body)
+            job = decode_ready(message.body)
         except ProtocolError as exc:
             log.error("unreadable admission, returned to Janus: %s", exc)
             await message.reject(requeue=False)
             return False
-        job = ReadyJob(
-            job_id=ready.job_id,
-            dependency=ready.dependency,
-            scope=ready.scope,
-            payload=ready.payload,
-            attempt=ready.attempt,
-            admitted_at=ready.admitted_at,
-            expires_at=ready.expires_at,
-            lease_expires_at=ready.lease_expires_at,
-        )
         if received >= job.expires_at:
             # Too late to start: hand the admission back to Janus unstarted.
             await message.reject(requeue=False)

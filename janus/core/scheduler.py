@@ -241,11 +241,10 @@ class Scheduler:
         now: float,
     ) -> Transition:
         now = self._advance(now)
-        job, stale = self._current(job_id, attempt)
-        if job is None:
-            return Transition(verdict=stale)
-        lane = self._lanes[job.dependency]
-        lane.held.discard(job_id)
+        taken = self._take_back(job_id, attempt)
+        if isinstance(taken, Verdict):
+            return Transition(verdict=taken)
+        job, lane = taken
         if success:
             done = replace(job, state=JobState.SUCCEEDED, finished_at=now, last_error=None)
             self._finish(done)
@@ -255,11 +254,10 @@ class Scheduler:
     def on_returned(self, *, job_id: str, attempt: int, now: float) -> Transition:
         """The admission came back unused (expired in the queue, rejected, or unpublishable)."""
         now = self._advance(now)
-        job, stale = self._current(job_id, attempt)
-        if job is None:
-            return Transition(verdict=stale)
-        lane = self._lanes[job.dependency]
-        lane.held.discard(job_id)
+        taken = self._take_back(job_id, attempt)
+        if isinstance(taken, Verdict):
+            return Transition(verdict=taken)
+        job, lane = taken
         waiting = replace(
             job,
             state=JobState.WAITING,
@@ -279,11 +277,10 @@ class Scheduler:
         leases = self._leases
         while leases and leases[0][0] <= now:
             _, job_id, attempt = heapq.heappop(leases)
-            job, _stale = self._current(job_id, attempt)
-            if job is None:
+            taken = self._take_back(job_id, attempt)
+            if isinstance(taken, Verdict):
                 continue  # finished or re-admitted since: the heap entry is stale
-            lane = self._lanes[job.dependency]
-            lane.held.discard(job_id)
+            job, lane = taken
             timeout = lane.policy.lease_timeout
             transitions.append(self._fail(lane, job, f"lease timed out after {timeout:g}s", None, now))
         return transitions
@@ -347,13 +344,16 @@ class Scheduler:
             self._clock_floor = now
         return self._clock_floor
 
-    def _current(self, job_id: str, attempt: int) -> tuple[Job | None, Verdict]:
+    def _take_back(self, job_id: str, attempt: int) -> tuple[Job, _Lane] | Verdict:
+        """Free the slot of the job's current admission `attempt`; why not, if it is not current."""
         job = self._jobs.get(job_id)
         if job is None:
-            return None, Verdict.UNKNOWN_JOB
+            return Verdict.UNKNOWN_JOB
         if job.state is not JobState.ADMITTED or job.attempt != attempt:
-            return None, Verdict.STALE_ATTEMPT
-        return job, Verdict.STALE_ATTEMPT
+            return Verdict.STALE_ATTEMPT
+        lane = self._lanes[job.dependency]
+        lane.held.discard(job_id)
+        return job, lane
 
     def _store(self, job: Job) -> None:
         self._jobs[job.job_id] = job

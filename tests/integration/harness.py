@@ -9,8 +9,9 @@ from typing import Any
 
 import asyncpg
 
-from janus.client.worker import WorkRecord
+from janus.client.worker import ReadyJob, WorkRecord
 from janus.config import JanusConfig, parse_config
+from janus.core.policy import DependencyPolicy
 from janus.service.app import Service, ServiceOptions
 from janus.service.leadership import LeaseTimings
 
@@ -23,6 +24,14 @@ def make_config(
     return parse_config(
         {"database_url": database, "amqp_url": amqp, "dependencies": dependencies, **extra}, env={}
     )
+
+
+async def succeed(job: ReadyJob) -> None:
+    """A handler whose every job succeeds at once."""
+
+
+def policies(config: JanusConfig) -> dict[str, DependencyPolicy]:
+    return {policy.name: policy for policy in config.policies()}
 
 
 class RecordLog:

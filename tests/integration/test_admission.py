@@ -15,7 +15,15 @@ from janus.audit import audit
 from janus.broker import topology
 from janus.client import Producer, ReadyJob, RetryAfter, Worker
 from janus.core.backoff import backoff_ceiling
-from tests.integration.harness import RecordLog, job_rows, make_config, running_janus, wait_for_states
+from tests.integration.harness import (
+    RecordLog,
+    job_rows,
+    make_config,
+    policies,
+    running_janus,
+    succeed,
+    wait_for_states,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +61,7 @@ async def test_rate_and_concurrency_hold_at_the_workers(database: str, vhost: st
         await log.wait_for(lambda _: len(log.succeeded()) == len(jobs), timeout=60)
         await worker.stop()
 
-    report = audit(log.records, {p.name: p for p in config.policies()}, expected_jobs=[j[0] for j in jobs])
+    report = audit(log.records, policies(config), expected_jobs=[j[0] for j in jobs])
     assert report.ok, report.summary()
     # The limits were actually reached, so holding them says something.
     assert report.dependencies["api"].worst_rate["25/1s"] == 25
@@ -117,7 +125,7 @@ async def test_republished_job_id_is_admitted_once(database: str, vhost: str) ->
         seen_payloads.append(job.payload)
 
     async with running_janus(config):
-        worker = Worker(vhost, {"api": handler}, on_record=log.append)
+        worker = Worker(vhost, {"api": succeed}, on_record=log.append)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
             await producer.submit("same", "api", {"version": 1})
@@ -141,9 +149,6 @@ async def test_unused_admissions_come_back_and_cost_no_attempt(database: str, vh
     )
     log = RecordLog()
 
-    async def handler(job: ReadyJob) -> None:
-        return None
-
     async with running_janus(config):
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(4)])
@@ -151,7 +156,7 @@ async def test_unused_admissions_come_back_and_cost_no_attempt(database: str, vh
         await wait_for_states(
             database, lambda rows: len(rows) == 4 and max(r["attempt"] for r in rows.values()) >= 3, 20
         )
-        worker = Worker(vhost, {"api": handler}, on_record=log.append)
+        worker = Worker(vhost, {"api": succeed}, on_record=log.append)
         await worker.start()
         # With a 60 s lease, finishing in seconds proves the expiries released the slots.
         await log.wait_for(lambda _: len(log.succeeded()) == 4, timeout=20)
@@ -159,7 +164,7 @@ async def test_unused_admissions_come_back_and_cost_no_attempt(database: str, vh
         rows = await job_rows(database)
     assert all(row["failures"] == 0 for row in rows.values()), "an unused admission is not an attempt"
     assert all(row["state"] == "succeeded" for row in rows.values())
-    report = audit(log.records, {p.name: p for p in config.policies()})
+    report = audit(log.records, policies(config))
     assert report.ok, report.summary()
 
 
@@ -234,16 +239,13 @@ async def test_a_worker_handler_is_cut_off_before_its_lease_ends(database: str, 
     for record in log.records:
         assert record.finished_at is not None
         assert record.finished_at < record.admitted_at + 1.0
-    report = audit(log.records, {p.name: p for p in config.policies()})
+    report = audit(log.records, policies(config))
     assert report.dependencies["api"].worst_concurrency == 1
 
 
 async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: str) -> None:
     config = make_config(database, vhost, {"api": {"lease_timeout": "10s"}})
     log = RecordLog()
-
-    async def handler(job: ReadyJob) -> None:
-        return None
 
     garbage = [
         (b"\xff\xfe not utf-8", "application/json", "malformed_json"),
@@ -272,7 +274,7 @@ async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: s
         ),
     ]
     async with running_janus(config):
-        worker = Worker(vhost, {"api": handler}, on_record=log.append)
+        worker = Worker(vhost, {"api": succeed}, on_record=log.append)
         await worker.start()
         connection = await aio_pika.connect(vhost)
         channel = await connection.channel(publisher_confirms=True)
@@ -332,9 +334,6 @@ async def test_admissions_the_broker_refuses_cost_no_attempt(database: str, vhos
     )
     log = RecordLog()
 
-    async def handler(job: ReadyJob) -> None:
-        return None
-
     async with running_janus(config) as service:
         connection = await aio_pika.connect(vhost)
         channel = await connection.channel()
@@ -352,7 +351,7 @@ async def test_admissions_the_broker_refuses_cost_no_attempt(database: str, vhos
         assert refused >= 3
         await topology.declare_ready_queue(channel, "api")
         await connection.close()
-        worker = Worker(vhost, {"api": handler}, on_record=log.append)
+        worker = Worker(vhost, {"api": succeed}, on_record=log.append)
         await worker.start()
         # All 3 slots are taken by each round; with a 60 s lease, re-admission proves refusals free them.
         await log.wait_for(lambda _: len(log.succeeded()) == 3, timeout=20)
@@ -369,13 +368,13 @@ async def test_the_sdk_worker_runs_at_most_max_in_flight_handlers(database: str,
         await asyncio.sleep(0.1)
 
     async with running_janus(config):
-        worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=10, max_in_flight=2)
+        worker = Worker(vhost, {"api": succeed}, on_record=log.append, prefetch=10, max_in_flight=2)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(10)])
         await log.wait_for(lambda _: len(log.succeeded()) == 10, timeout=20)
         await worker.stop()
-    report = audit(log.records, {p.name: p for p in config.policies()})
+    report = audit(log.records, policies(config))
     assert report.dependencies["api"].worst_concurrency == 2
 
 
@@ -384,11 +383,8 @@ async def test_a_finished_job_published_again_never_runs_again(database: str, vh
     config = make_config(database, vhost, {"api": {"lease_timeout": "10s"}})
     log = RecordLog()
 
-    async def handler(job: ReadyJob) -> None:
-        return None
-
     async with running_janus(config) as service:
-        worker = Worker(vhost, {"api": handler}, on_record=log.append)
+        worker = Worker(vhost, {"api": succeed}, on_record=log.append)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
             await producer.submit("once", "api", {"v": 1})

@@ -13,7 +13,7 @@ import pytest
 from janus.audit import audit
 from janus.client import Producer, ReadyJob, Worker
 from janus.config import load_config
-from tests.integration.harness import RecordLog, job_rows
+from tests.integration.harness import RecordLog, job_rows, policies, succeed
 from tests.system.janus_process import JanusProcess
 
 pytestmark = pytest.mark.system
@@ -74,10 +74,7 @@ async def test_kill_9_and_restart_mid_stream_loses_nothing_and_breaks_no_limit(
     await janus.start()
     await janus.wait_leading()
 
-    async def instant(job: ReadyJob) -> None:
-        return None
-
-    worker = Worker(vhost, {"api": quick, "slow": slow, "burst": instant}, on_record=log.append)
+    worker = Worker(vhost, {"api": quick, "slow": slow, "burst": succeed}, on_record=log.append)
     await worker.start()
     jobs = [(f"job-{i}", "api", {"i": i}, f"t{i % 4}") for i in range(120)]
     jobs += [(f"slow-{i}", "slow", None, "default") for i in range(24)]
@@ -108,7 +105,7 @@ async def test_kill_9_and_restart_mid_stream_loses_nothing_and_breaks_no_limit(
         code = await janus.terminate()
     assert code == 0, janus.output()
     assert kills == 3
-    report = audit(log.records, {p.name: p for p in config.policies()}, expected_jobs=[j[0] for j in jobs])
+    report = audit(log.records, policies(config), expected_jobs=[j[0] for j in jobs])
     assert report.ok, report.summary()
     assert report.dependencies["api"].worst_rate["30/6s"] == 30, "the rate limit should have been reached"
     assert report.dependencies["burst"].worst_rate["12/10s"] == 12
@@ -136,10 +133,7 @@ async def test_a_second_process_stands_by_and_takes_over(database: str, vhost: s
     await second.start()
     log = RecordLog()
 
-    async def handler(job: ReadyJob) -> None:
-        return None
-
-    worker = Worker(vhost, {"api": handler}, on_record=log.append)
+    worker = Worker(vhost, {"api": succeed}, on_record=log.append)
     await worker.start()
     try:
         async with await Producer.connect(vhost) as producer:
@@ -159,5 +153,5 @@ async def test_a_second_process_stands_by_and_takes_over(database: str, vhost: s
     print(f"takeover after kill -9: {takeover:.2f} s")
     assert takeover < 5.0
     config = load_config(config_path, env={})
-    report = audit(log.records, {p.name: p for p in config.policies()})
+    report = audit(log.records, policies(config))
     assert report.ok, report.summary()
