@@ -125,7 +125,7 @@ async def test_republished_job_id_is_admitted_once(database: str, vhost: str) ->
         seen_payloads.append(job.payload)
 
     async with running_janus(config):
-        worker = Worker(vhost, {"api": succeed}, on_record=log.append)
+        worker = Worker(vhost, {"api": handler}, on_record=log.append)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
             await producer.submit("same", "api", {"version": 1})
@@ -368,7 +368,7 @@ async def test_the_sdk_worker_runs_at_most_max_in_flight_handlers(database: str,
         await asyncio.sleep(0.1)
 
     async with running_janus(config):
-        worker = Worker(vhost, {"api": succeed}, on_record=log.append, prefetch=10, max_in_flight=2)
+        worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=10, max_in_flight=2)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(10)])
