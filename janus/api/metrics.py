@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -60,6 +62,8 @@ class Metrics:
             "janus_leader_epoch", "The epoch of this process's current term.", registry=r
         )
 
-    def serve(self, host: str, port: int) -> None:
-        """Expose /metrics on a background thread (prometheus-client's own server)."""
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int) -> WSGIServer:
+        """Expose /metrics on a background thread (prometheus-client's own server); shut it down with
+        `.shutdown()`."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server
