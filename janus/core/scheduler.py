@@ -164,9 +164,6 @@ class Scheduler:
     def knows(self, dependency: str) -> bool:
         return dependency in self._lanes
 
-    def policy(self, dependency: str) -> DependencyPolicy:
-        return self._lanes[dependency].policy
-
     @property
     def policies(self) -> Mapping[str, DependencyPolicy]:
         return {name: lane.policy for name, lane in self._lanes.items()}

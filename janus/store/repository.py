@@ -210,20 +210,13 @@ class Store:
             history[row["dependency"]].append(row["admitted_at"])
         return history
 
-    async def max_admitted_at(self) -> float | None:
-        async with self._pool.acquire() as connection:
-            value = await connection.fetchval(sql("max_admitted_at"))
-        return float(value) if value is not None else None
-
     async def prune_admissions(self, holder: uuid.UUID, epoch: int, before: float) -> int:
         async with self.leader_transaction(holder, epoch) as tx:
             return await tx.prune_admissions(before)
 
     async def database_time(self) -> float:
-        async with self._pool.acquire() as connection:
-            return float(await connection.fetchval(sql("database_time")))
-
-    async def job_counts(self) -> dict[tuple[str, str], int]:
-        async with self._pool.acquire() as connection:
-            rows = await connection.fetch(sql("job_counts"))
-        return {(row["dependency"], row["state"]): int(row["jobs"]) for row in rows}
+        try:
+            async with self._pool.acquire() as connection:
+                return float(await connection.fetchval(sql("database_time")))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"reading the database clock failed: {exc}") from exc

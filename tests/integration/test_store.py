@@ -172,6 +172,9 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
                 await tx.tick(103.0, [], [ghost], [])
         jobs = {job.job_id: job for job in await store.load_active_jobs()}
         history = await store.load_admissions_since(101.0)
+        assert await store.prune_admissions(holder, epoch, before=101.0) == 0
+        assert await store.prune_admissions(holder, epoch, before=102.0) == 1, "admitted_at <= before goes"
+        assert await store.load_admissions_since(0.0) == {}
     finally:
         await store.close()
     assert jobs["x"] == admitted

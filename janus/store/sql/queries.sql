@@ -98,10 +98,6 @@ SELECT job_id, dependency, scope, payload::text AS payload, state, attempt, fail
 -- params: $1 earliest admitted_at
 SELECT dependency, admitted_at FROM janus.admissions WHERE admitted_at > $1 ORDER BY admitted_at;
 
--- name: max_admitted_at
--- params: none
-SELECT max(admitted_at) FROM janus.admissions;
-
 -- name: prune_admissions
 -- params: $1 keep admissions after this time
 DELETE FROM janus.admissions WHERE admitted_at <= $1;
@@ -109,7 +105,3 @@ DELETE FROM janus.admissions WHERE admitted_at <= $1;
 -- name: database_time
 -- params: none
 SELECT extract(epoch FROM clock_timestamp())::double precision;
-
--- name: job_counts
--- params: none
-SELECT dependency, state, count(*)::bigint AS jobs FROM janus.jobs GROUP BY dependency, state;
