@@ -109,8 +109,8 @@ class AdmissionLoop:
         if self._inbox.ready.is_set():
             if self._last_batch >= BUSY_BATCH and len(self._inbox) < FULL_BATCH:
                 # Under load, a moment's wait makes the next statement bigger: PostgreSQL's cost
-                # is mostly per statement (benchmarks/: ~570 us of its CPU for one job alone,
-                # ~50 us a job in fifties), and CPU is what the whole pipeline runs short of.
+                # is mostly per statement (benchmarks/tick_statement.py: a job costs it ten times
+                # less in a batch of fifty than alone), and CPU is what the pipeline runs short of.
                 await asyncio.sleep(LINGER)
             return
         timeout = None
