@@ -1,6 +1,7 @@
 """Invariants 1-3 of the admission core, over many random schedules (Hypothesis stateful).
 
-A schedule interleaves job submissions, clock moves (forward, and backward jumps),
+A schedule interleaves job submissions, clock moves (forward, and backward jumps), crashes
+(the core rebuilt from what the store holds, as a new leader does),
 worker results (success, failure, failure with retry_after, stale and unknown ones),
 admissions returned unused, and ticks (lease expiry + admit), across two
 dependencies with random policies. After every step the machine checks the
@@ -24,7 +25,7 @@ from hypothesis.stateful import (
 
 from janus.audit import max_in_window
 from janus.core.backoff import backoff_ceiling
-from janus.core.jobs import Admission, JobState
+from janus.core.jobs import Admission, Job, JobState
 from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy
 from janus.core.scheduler import Scheduler, Verdict
 
@@ -77,6 +78,14 @@ class AdmissionMachine(RuleBasedStateMachine):
         self.not_before: dict[str, float] = {}  # job -> earliest next admission (backoff)
         self.finished: set[str] = set()
         self.submitted: dict[str, str] = {}  # job -> dependency
+        self.stored: dict[str, Job] = {}  # what the store holds: every change, committed after each step
+        self.restarts = 0
+
+    def _commit(self) -> None:
+        """The shell writes every change of a step before it acts on it (one statement per tick)."""
+        changes = self.scheduler.drain_changes()
+        for job in [*changes.new, *changes.updated]:
+            self.stored[job.job_id] = job
 
     # -- the world ------------------------------------------------------------
 
@@ -115,6 +124,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         )
         assert job.state is JobState.WAITING
         self.submitted[job_id] = dependency
+        self._commit()
 
     @rule()
     def tick(self) -> None:
@@ -134,6 +144,23 @@ class AdmissionMachine(RuleBasedStateMachine):
             self.admissions[dependency].append(admission)
         if decision.next_wakeup is not None:
             assert decision.next_wakeup >= floor or decision.next_wakeup == floor
+        self._commit()
+
+    @rule()
+    def crash_and_rebuild(self) -> None:
+        """kill -9 and a new leader: everything the core knew is rebuilt from the store alone,
+        as the service does (unfinished jobs, and admissions within the longest window)."""
+        rebuilt = Scheduler(self.policies.values(), random.Random(self.restarts))
+        self.restarts += 1
+        for job in self.stored.values():
+            if not job.state.terminal:
+                assert rebuilt.restore(job)
+        longest = max(p.longest_window for p in self.policies.values())
+        for dependency, admissions in self.admissions.items():
+            rebuilt.restore_admissions(
+                dependency, [a.admitted_at for a in admissions if a.admitted_at > self.now - longest - 1.0]
+            )
+        self.scheduler = rebuilt
 
     def _pick_held(self, data: st.DataObject) -> tuple[str, str, int] | None:
         candidates = sorted(
@@ -155,6 +182,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         assert transition.verdict is Verdict.SUCCEEDED
         del self.held[dependency][job_id]
         self.finished.add(job_id)
+        self._commit()
 
     @rule(data=st.data(), retry_after=st.none() | st.floats(0.0, 30.0))
     def worker_fails(self, data: st.DataObject, retry_after: float | None) -> None:
@@ -167,6 +195,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         )
         del self.held[dependency][job_id]
         self._on_failure(job_id, transition.verdict, retry_after, transition.job)
+        self._commit()
 
     @rule(data=st.data())
     def admission_returned_unused(self, data: st.DataObject) -> None:
@@ -180,6 +209,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         # An admission that came back unused is not an attempt.
         assert transition.job.failures == self.failures[job_id]
         del self.held[dependency][job_id]
+        self._commit()
 
     @rule(data=st.data(), outcome=st.booleans())
     def stale_or_unknown_result_changes_nothing(self, data: st.DataObject, outcome: bool) -> None:
