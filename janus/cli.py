@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+COMMANDS: dict[str, Command] = {
     "run": _cmd_run,
     "migrate": _cmd_migrate,
     "check-config": _cmd_check_config,
@@ -137,8 +139,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JanusError as exc:
         print(f"janus: {exc}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:
+        # The service's supervised tasks fail as a group; say plainly what Janus itself raised.
+        ours, others = group.split(JanusError)
+        if others is not None:
+            raise
+        assert ours is not None
+        for error in _leaves(ours):
+            print(f"janus: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _leaves(group: BaseExceptionGroup[JanusError]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
 
 
 if __name__ == "__main__":
