@@ -73,5 +73,10 @@ class JanusProcess:
             await self._reader
         return code
 
+    async def ensure_stopped(self) -> None:
+        """Kill the process if it still runs (a test that failed half-way)."""
+        if self.process is not None and self.process.returncode is None:
+            await self.kill()
+
     def output(self) -> str:
         return "\n".join(self.lines[-40:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -52,9 +53,11 @@ async def test_migrate_builds_a_fresh_database_once(services: Services, tmp_path
         await services.drop_database(name)
 
 
-async def test_submit_by_hand_reaches_a_worker(database: str, vhost: str, tmp_path: Path) -> None:
+async def test_submit_by_hand_reaches_a_worker(
+    database: str, vhost: str, tmp_path: Path, janus_process: Callable[[Path, str], JanusProcess]
+) -> None:
     config = write_config(tmp_path, database, vhost)
-    janus = JanusProcess(config, name="janus")
+    janus = janus_process(config, "janus")
     await janus.start()
     log = RecordLog()
     worker = Worker(vhost, {"api": succeed}, on_record=log.append)
@@ -82,10 +85,10 @@ async def test_submit_by_hand_reaches_a_worker(database: str, vhost: str, tmp_pa
 
 
 async def test_sigterm_drains_and_hands_the_lease_over_at_once(
-    database: str, vhost: str, tmp_path: Path
+    database: str, vhost: str, tmp_path: Path, janus_process: Callable[[Path, str], JanusProcess]
 ) -> None:
     config = write_config(tmp_path, database, vhost)
-    first, second = JanusProcess(config, name="first"), JanusProcess(config, name="second")
+    first, second = janus_process(config, "first"), janus_process(config, "second")
     await first.start()
     await first.wait_leading()
     await second.start()

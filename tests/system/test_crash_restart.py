@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -55,7 +56,7 @@ def write_config(tmp_path: Path, database: str, amqp: str) -> Path:
 
 
 async def test_kill_9_and_restart_mid_stream_loses_nothing_and_breaks_no_limit(
-    database: str, vhost: str, tmp_path: Path
+    database: str, vhost: str, tmp_path: Path, janus_process: Callable[[Path, str], JanusProcess]
 ) -> None:
     config_path = write_config(tmp_path, database, vhost)
     config = load_config(config_path, env={})
@@ -70,7 +71,7 @@ async def test_kill_9_and_restart_mid_stream_loses_nothing_and_breaks_no_limit(
     async def slow(job: ReadyJob) -> None:
         await asyncio.sleep(rng.uniform(2.0, 4.5))
 
-    janus = JanusProcess(config_path, name="janus")
+    janus = janus_process(config_path, "janus")
     await janus.start()
     await janus.wait_leading()
 
@@ -124,10 +125,12 @@ async def test_kill_9_and_restart_mid_stream_loses_nothing_and_breaks_no_limit(
     assert dict(states) == {"succeeded": len(jobs)}
 
 
-async def test_a_second_process_stands_by_and_takes_over(database: str, vhost: str, tmp_path: Path) -> None:
+async def test_a_second_process_stands_by_and_takes_over(
+    database: str, vhost: str, tmp_path: Path, janus_process: Callable[[Path, str], JanusProcess]
+) -> None:
     config_path = write_config(tmp_path, database, vhost)
-    first = JanusProcess(config_path, name="first")
-    second = JanusProcess(config_path, name="second")
+    first = janus_process(config_path, "first")
+    second = janus_process(config_path, "second")
     await first.start()
     await first.wait_leading()
     await second.start()

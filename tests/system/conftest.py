@@ -1,0 +1,24 @@
+"""System tests start real `janus run` processes: none may outlive its test, even a failing one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.system.janus_process import JanusProcess
+
+
+@pytest.fixture
+async def janus_process() -> AsyncIterator[Callable[[Path, str], JanusProcess]]:
+    started: list[JanusProcess] = []
+
+    def make(config_path: Path, name: str = "janus") -> JanusProcess:
+        process = JanusProcess(config_path, name=name)
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        await process.ensure_stopped()
