@@ -45,12 +45,8 @@ class SlidingWindow:
         self._stamps.append(at)
 
     def restore(self, stamps: Iterable[float]) -> None:
-        """Reload history (sorted ascending) after a restart or a takeover."""
-        for stamp in stamps:
-            if not self._stamps or stamp >= self._stamps[-1]:
-                self._stamps.append(stamp)
-            else:  # out-of-order history: keep the log sorted
-                self._stamps = deque(sorted([*self._stamps, stamp]))
+        """Reload history after a restart or a takeover (in any order: the log is kept sorted)."""
+        self._stamps = deque(sorted([*self._stamps, *stamps]))
 
     def free_at(self, now: float) -> float:
         """The earliest time at which one more admission fits."""
