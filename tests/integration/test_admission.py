@@ -15,6 +15,7 @@ from janus.audit import audit
 from janus.broker import topology
 from janus.client import Producer, ReadyJob, RetryAfter, Worker
 from janus.core.backoff import backoff_ceiling
+from janus.protocol import encode_result
 from tests.integration.harness import (
     RecordLog,
     job_rows,
@@ -407,3 +408,44 @@ async def test_a_finished_job_published_again_never_runs_again(database: str, vh
     finally:
         await connection.close()
     assert [tuple(row) for row in admissions] == [("once", 1)]
+
+
+async def test_a_stale_result_changes_nothing(database: str, vhost: str) -> None:
+    """A forged success for an attempt that already failed must neither finish the job nor free a slot."""
+    config = make_config(
+        database, vhost, {"api": {"concurrency": 1, "lease_timeout": "10s", "retry": {"base_delay": "0.5s"}}}
+    )
+    log = RecordLog()
+    connection = await aio_pika.connect(vhost)
+    channel = await connection.channel(publisher_confirms=True)
+
+    async def fails_first_then_forges(job: ReadyJob) -> None:
+        if job.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    async with running_janus(config) as service:
+        results = await channel.get_exchange(topology.RESULTS_EXCHANGE)
+        worker = Worker(vhost, {"api": fails_first_then_forges}, on_record=log.append)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit("target", "api")
+            # Once Janus has recorded the failure, attempt 1 is stale.
+            await wait_for_states(
+                database, lambda rows: rows.get("target") is not None and rows["target"]["failures"] == 1, 20
+            )
+            forged = encode_result(job_id="target", attempt=1, outcome="success")
+            await results.publish(aio_pika.Message(forged, content_type="application/json"), routing_key="")
+            await log.wait_for(lambda _: "target" in log.succeeded(), timeout=20)
+        await worker.stop()
+        stale = service.metrics.registry.get_sample_value(
+            "janus_job_events_total", {"source": "result", "verdict": "stale_attempt"}
+        )
+    await connection.close()
+    assert [(r.attempt, r.outcome) for r in log.records] == [(1, "failure"), (2, "success")]
+    assert stale == 1
+    rows = await job_rows(database)
+    assert (rows["target"]["state"], rows["target"]["attempt"], rows["target"]["failures"]) == (
+        "succeeded",
+        2,
+        1,
+    )
