@@ -44,16 +44,7 @@ def _admitted(job_id: str) -> tuple[Job, str]:
 
 
 def _admission(job_id: str) -> Admission:
-    return Admission(
-        job_id=job_id,
-        dependency="bench",
-        scope="default",
-        payload=None,
-        attempt=1,
-        admitted_at=2.0,
-        expires_at=3.0,
-        lease_deadline=9.0,
-    )
+    return Admission.of(_admitted(job_id)[0])
 
 
 def _succeeded(job_id: str) -> Job:

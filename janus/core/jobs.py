@@ -48,3 +48,19 @@ class Admission:
     admitted_at: float
     expires_at: float
     lease_deadline: float
+
+    @classmethod
+    def of(cls, job: Job) -> Admission:
+        """The admission of a job in the ADMITTED state: everything is already on the job."""
+        if job.admitted_at is None or job.expires_at is None or job.lease_deadline is None:
+            raise ValueError(f"job {job.job_id!r} is not admitted")
+        return cls(
+            job_id=job.job_id,
+            dependency=job.dependency,
+            scope=job.scope,
+            payload=job.payload,
+            attempt=job.attempt,
+            admitted_at=job.admitted_at,
+            expires_at=job.expires_at,
+            lease_deadline=job.lease_deadline,
+        )

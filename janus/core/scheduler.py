@@ -35,10 +35,6 @@ class Verdict(StrEnum):
     UNKNOWN_JOB = "unknown_job"  # never seen, or already finished
     STALE_ATTEMPT = "stale_attempt"  # not the job's current admission
 
-    @property
-    def changed(self) -> bool:
-        return self in (Verdict.SUCCEEDED, Verdict.RETRY_SCHEDULED, Verdict.DEAD, Verdict.RELEASED)
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Transition:
@@ -387,16 +383,7 @@ class Scheduler:
         for window in lane.windows:
             window.record(now)
         heapq.heappush(self._leases, (now + policy.lease_timeout, job_id, admitted.attempt))
-        return Admission(
-            job_id=job_id,
-            dependency=job.dependency,
-            scope=job.scope,
-            payload=job.payload,
-            attempt=admitted.attempt,
-            admitted_at=now,
-            expires_at=now + policy.admission_ttl,
-            lease_deadline=now + policy.lease_timeout,
-        )
+        return Admission.of(admitted)
 
     def _fail(self, lane: _Lane, job: Job, error: str, retry_after: float | None, now: float) -> Transition:
         retry = lane.policy.retry

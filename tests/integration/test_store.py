@@ -130,16 +130,7 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
                 expires_at=102.0,
                 lease_deadline=110.0,
             )
-            repeat_admission = Admission(
-                job_id="x",
-                dependency="api",
-                scope="t9",
-                payload=2,
-                attempt=1,
-                admitted_at=101.0,
-                expires_at=102.0,
-                lease_deadline=110.0,
-            )
+            repeat_admission = Admission.of(repeat_admitted)
             stored = await tx.tick(101.0, [(repeat_admitted, "2")], [], [repeat_admission])
             assert stored == set(), (
                 "the first publication of a job_id wins, and a repeat's admission is not kept"
@@ -156,16 +147,7 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
                 expires_at=103.0,
                 lease_deadline=110.0,
             )
-            admission = Admission(
-                job_id="x",
-                dependency="api",
-                scope="t1",
-                payload={"n": 1},
-                attempt=1,
-                admitted_at=102.0,
-                expires_at=103.0,
-                lease_deadline=110.0,
-            )
+            admission = Admission.of(admitted)
             assert await tx.tick(102.0, [], [admitted], [admission]) == set()
             ghost = Job(job_id="ghost", dependency="api", scope="t1", payload=None)
             with pytest.raises(StoreError, match="updated 0 of 1"):

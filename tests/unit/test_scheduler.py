@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from janus.core.jobs import Job, JobState
+from janus.core.jobs import Admission, Job, JobState
 from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy
 from janus.core.scheduler import Changes, Scheduler, Verdict, WaitReason
 
@@ -261,3 +261,8 @@ def test_only_jobs_of_the_last_drain_can_be_retracted() -> None:
     s.drain_changes()
     with pytest.raises(ValueError, match="not submitted"):
         s.retract("a")  # written two rounds ago: the store has long accepted it
+
+
+def test_an_admission_is_only_made_of_an_admitted_job() -> None:
+    with pytest.raises(ValueError, match="not admitted"):
+        Admission.of(Job(job_id="a", dependency="api", scope="s", payload=None))
