@@ -40,7 +40,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
-from urllib.parse import quote
 
 import aio_pika
 import asyncpg
@@ -48,6 +47,8 @@ import psutil  # type: ignore[import-untyped]
 import uvloop
 
 from janus.broker import topology
+from janus.errors import JanusError
+from janus.local_services import LocalServices
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPENDENCY = "bench"
@@ -204,47 +205,8 @@ def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
 # -- services --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Services:
-    amqp_base: str  # without the vhost
-    pg_base: str  # without the database
-    rabbitmqctl: str
-
-    def amqp_url(self, vhost: str) -> str:
-        return f"{self.amqp_base}/{quote(vhost, safe='')}"
-
-    def pg_url(self, database: str) -> str:
-        return f"{self.pg_base}/{database}"
-
-    async def ctl(self, *args: str) -> None:
-        process = await asyncio.create_subprocess_exec(
-            self.rabbitmqctl, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        out, err = await process.communicate()
-        if process.returncode != 0:
-            raise BenchmarkError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()}{out.decode()}")
-
-    async def create_vhost(self, name: str) -> None:
-        await self.ctl("add_vhost", name)
-        await self.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-
-    async def delete_vhost(self, name: str) -> None:
-        await self.ctl("delete_vhost", name)
-
-    async def _admin(self, statement: str) -> None:
-        connection = await asyncpg.connect(self.pg_url("postgres"))
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    async def create_database(self, name: str) -> None:
-        # `name` is made here from hex digits, never taken from input.
-        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await self._admin(f'CREATE DATABASE "{name}"')
-
-    async def drop_database(self, name: str) -> None:
-        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+# janus.local_services makes and removes the vhosts and the database of each variant.
+Services = LocalServices
 
 
 # -- the variants ----------------------------------------------------------------
@@ -530,9 +492,9 @@ async def run(services: Services, jobs: int) -> Outcome:
         finally:
             await Child.kill_all()
             for vhost in created:
-                with contextlib.suppress(BenchmarkError):
+                with contextlib.suppress(JanusError):
                     await services.delete_vhost(vhost)
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
+            with contextlib.suppress(JanusError, OSError, asyncpg.PostgresError):
                 await services.drop_database(database)
 
 
@@ -581,10 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 200:
         parser.error("--jobs must be at least 200")
-    services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=args.rabbitmqctl)
+    services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=(args.rabbitmqctl,))
     try:
         outcome = uvloop.run(run(services, args.jobs))
-    except BenchmarkError as exc:
+    except (BenchmarkError, JanusError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     print(report(outcome))

@@ -20,10 +20,10 @@ import asyncpg
 import psutil  # type: ignore[import-untyped]
 
 from janus.core.jobs import Admission, Job, JobState
+from janus.local_services import LocalServices
 from janus.store.migrate import migrate
 from janus.store.repository import LeaderSession
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCHES = (1, 5, 15, 50, 150)
 
 
@@ -62,11 +62,11 @@ def _succeeded(job_id: str) -> Job:
 
 async def run(jobs_per_size: int) -> None:
     database = f"janus_tickbench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{database}"')
+    local = LocalServices()
+    await local.create_database(database)
     try:
         connection = await asyncpg.connect(
-            ADMIN_URL.rsplit("/", 1)[0] + f"/{database}",
+            local.pg_url(database),
             server_settings={"plan_cache_mode": "force_generic_plan"},  # as the service does
         )
         try:
@@ -99,8 +99,7 @@ async def run(jobs_per_size: int) -> None:
         finally:
             await connection.close()
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+        await local.drop_database(database)
 
 
 def main() -> None:

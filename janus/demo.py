@@ -18,7 +18,6 @@ import itertools
 import logging
 import os
 import random
-import re
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -33,19 +32,16 @@ from janus.client import Producer, ReadyJob, RetryAfter, Worker, WorkRecord
 from janus.config import JanusConfig, load_config
 from janus.core.policy import DependencyPolicy
 from janus.errors import JanusError
+from janus.local_services import LocalServices, check_database_name
 from janus.service.app import Service, ServiceOptions
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 VHOST = "janus-demo"
-AMQP_URL = f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+LOCAL = LocalServices()
 START_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 120.0  # after production ends, how long the last jobs may take
 STOP_TIMEOUT = 30.0
 WORKERS = 2  # competing consumers: the budgets hold across workers, not per worker
-# DDL takes no parameters, so the name is checked instead.
-_DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_PROTECTED_DATABASES = frozenset({"postgres", "template0", "template1"})
 
 
 # -- the simulated world ----------------------------------------------------------
@@ -357,48 +353,6 @@ class World:
 # -- setting up and tearing down --------------------------------------------------
 
 
-async def _rabbitmqctl(*args: str, check: bool = True) -> None:
-    try:
-        process = await asyncio.create_subprocess_exec(
-            "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-    except FileNotFoundError:
-        raise JanusError("rabbitmqctl is not on PATH: the demo needs it to create its vhost") from None
-    try:
-        out, err = await process.communicate()
-    except asyncio.CancelledError:
-        # Let it finish: a vhost half made behind our back would outlive the clean-up.
-        await process.wait()
-        raise
-    if check and process.returncode != 0:
-        detail = (err or out).decode(errors="replace").strip()
-        raise JanusError(f"rabbitmqctl {' '.join(args)} failed: {detail}")
-
-
-async def _recreate_vhost() -> None:
-    await _rabbitmqctl("delete_vhost", VHOST, check=False)  # absent on a first run
-    await _rabbitmqctl("add_vhost", VHOST)
-    await _rabbitmqctl("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
-
-
-def _check_database_name(name: str) -> None:
-    if not _DATABASE_NAME.match(name) or name in _PROTECTED_DATABASES:
-        raise JanusError(f"refusing to (re)create database {name!r}: pick a plain name like janus_demo")
-
-
-async def _recreate_database(name: str) -> None:
-    _check_database_name(name)
-    try:
-        admin = await asyncpg.connect(f"{POSTGRES}/postgres")
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise JanusError(f"cannot connect to PostgreSQL at {POSTGRES}: {exc}") from exc
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
 async def _until_leading(service: Service, task: asyncio.Task[None]) -> None:
     leading = asyncio.ensure_future(service.leading.wait())
     try:
@@ -540,9 +494,9 @@ async def run_demo(*, duration: float, database: str) -> int:
     if "JANUS_LOG_LEVEL" not in os.environ:
         # The service's routine INFO lines would break up the progress display.
         logging.getLogger("janus").setLevel(logging.WARNING)
-    _check_database_name(database)
+    check_database_name(database)
     config = load_config(CONFIG_PATH).model_copy(
-        update={"database_url": f"{POSTGRES}/{database}", "amqp_url": AMQP_URL}
+        update={"database_url": LOCAL.pg_url(database), "amqp_url": LOCAL.amqp_url(VHOST)}
     )
     policies = config.policies()
     rng = random.Random()
@@ -556,13 +510,13 @@ async def run_demo(*, duration: float, database: str) -> int:
     )
     _print_intro(world, config)
     try:
-        await _recreate_database(database)
+        await LOCAL.create_database(database, replace=True)
         try:
-            await _recreate_vhost()
+            await LOCAL.create_vhost(VHOST, replace=True)
             outcome = await _run(world, config)
         finally:
             with contextlib.suppress(JanusError):
-                await _rabbitmqctl("delete_vhost", VHOST)
+                await LOCAL.delete_vhost(VHOST)
     except asyncio.CancelledError:  # Ctrl-C while setting up: nothing runs yet
         _take_back_cancellation()
         outcome = None

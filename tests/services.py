@@ -7,18 +7,16 @@ skip on a laptop, but fail under CI=true: CI must never pass by skipping.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import asyncpg
 
+from janus.local_services import LocalServices
 from janus.store.migrate import migrate
 
 
@@ -32,49 +30,28 @@ def reachable(host: str, port: int) -> bool:
 
 @dataclass
 class Services:
-    """Where the services are, and how to make an isolated vhost / database on them."""
+    """The local services (janus.local_services does the admin) and a migrated template database."""
 
-    pg_dsn_base: str  # without database name, e.g. postgresql://postgres@127.0.0.1:5432
-    amqp_base: str  # without vhost, e.g. amqp://guest:guest@127.0.0.1:5672
-    rabbitmqctl: Sequence[str]  # how to run rabbitmqctl (locally or in a container)
+    local: LocalServices
     template: str = ""
     _containers: list[object] = field(default_factory=list)
 
     def pg_dsn(self, database: str) -> str:
-        return f"{self.pg_dsn_base}/{database}"
+        return self.local.pg_url(database)
 
     def amqp_url(self, vhost: str) -> str:
-        return f"{self.amqp_base}/{quote(vhost, safe='')}"
-
-    def ctl(self, *args: str) -> None:
-        subprocess.run([*self.rabbitmqctl, *args], check=True, capture_output=True, timeout=60)
-
-    async def actl(self, *args: str) -> None:
-        process = await asyncio.create_subprocess_exec(
-            *self.rabbitmqctl, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        out, err = await process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()}{out.decode()}")
+        return self.local.amqp_url(vhost)
 
     async def create_vhost(self, name: str) -> None:
-        await self.actl("add_vhost", name)
-        await self.actl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        await self.local.create_vhost(name)
 
     async def delete_vhost(self, name: str) -> None:
-        await self.actl("delete_vhost", name)
-
-    async def admin(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.pg_dsn("postgres"))
+        await self.local.delete_vhost(name)
 
     async def create_template(self) -> None:
         """A migrated database that each test's database is copied from (fast)."""
         self.template = f"janus_template_{uuid.uuid4().hex[:8]}"
-        admin = await self.admin()
-        try:
-            await admin.execute(f'CREATE DATABASE "{self.template}"')
-        finally:
-            await admin.close()
+        await self.local.create_database(self.template)
         connection = await asyncpg.connect(self.pg_dsn(self.template))
         try:
             await migrate(connection)
@@ -82,19 +59,11 @@ class Services:
             await connection.close()
 
     async def create_database(self, name: str, *, from_template: bool = True) -> None:
-        admin = await self.admin()
-        try:
-            template = f' TEMPLATE "{self.template}"' if from_template and self.template else ""
-            await admin.execute(f'CREATE DATABASE "{name}"{template}')
-        finally:
-            await admin.close()
+        template = self.template if from_template and self.template else None
+        await self.local.create_database(name, template=template)
 
     async def drop_database(self, name: str) -> None:
-        admin = await self.admin()
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await self.local.drop_database(name)
 
     def stop(self) -> None:
         for container in self._containers:
@@ -115,9 +84,10 @@ def discover() -> Services | None:
     amqp_host = os.environ.get("JANUS_TEST_AMQP_HOST", "127.0.0.1")
     if reachable(pg_host, 5432) and reachable(amqp_host, 5672) and shutil.which("rabbitmqctl"):
         return Services(
-            pg_dsn_base=f"postgresql://postgres@{pg_host}:5432",
-            amqp_base=f"amqp://guest:guest@{amqp_host}:5672",
-            rabbitmqctl=["rabbitmqctl"],
+            local=LocalServices(
+                pg_base=f"postgresql://postgres@{pg_host}:5432",
+                amqp_base=f"amqp://guest:guest@{amqp_host}:5672",
+            )
         )
     if not _docker_works():
         return None

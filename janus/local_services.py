@@ -1,0 +1,92 @@
+"""Fresh vhosts and databases on a RabbitMQ and PostgreSQL the caller administers.
+
+One place for what the demo, the tests and the benchmarks all need: make an
+isolated vhost (through `rabbitmqctl`, since the management API may be off) and
+an isolated database, and remove them afterwards. Not used by `janus run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import asyncpg
+
+from janus.errors import JanusError
+
+# Database names are interpolated into DDL (identifiers cannot be parameters): keep them plain.
+_DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_PROTECTED_DATABASES = frozenset({"postgres", "template0", "template1"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LocalServices:
+    amqp_base: str = "amqp://guest:guest@127.0.0.1:5672"  # without the vhost
+    pg_base: str = "postgresql://postgres@127.0.0.1:5432"  # without the database
+    rabbitmqctl: Sequence[str] = ("rabbitmqctl",)  # e.g. ("docker", "exec", ID, "rabbitmqctl")
+    amqp_user: str = "guest"
+
+    def amqp_url(self, vhost: str) -> str:
+        return f"{self.amqp_base}/{quote(vhost, safe='')}"
+
+    def pg_url(self, database: str) -> str:
+        return f"{self.pg_base}/{database}"
+
+    async def ctl(self, *args: str, check: bool = True) -> None:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.rabbitmqctl, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+        except FileNotFoundError:
+            raise JanusError(f"{self.rabbitmqctl[0]} is not on PATH: it is needed to make a vhost") from None
+        try:
+            out, err = await process.communicate()
+        except asyncio.CancelledError:
+            # Let it finish: a vhost half made behind our back would outlive the clean-up.
+            await process.wait()
+            raise
+        if check and process.returncode != 0:
+            detail = (err or out).decode(errors="replace").strip()
+            raise JanusError(f"rabbitmqctl {' '.join(args)} failed: {detail}")
+
+    async def create_vhost(self, name: str, *, replace: bool = False) -> None:
+        if replace:
+            await self.ctl("delete_vhost", name, check=False)  # absent on a first run
+        await self.ctl("add_vhost", name)
+        await self.ctl("set_permissions", "-p", name, self.amqp_user, ".*", ".*", ".*")
+
+    async def delete_vhost(self, name: str) -> None:
+        await self.ctl("delete_vhost", name)
+
+    async def create_database(self, name: str, *, template: str | None = None, replace: bool = False) -> None:
+        check_database_name(name)
+        statements = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'] if replace else []
+        if template is not None:
+            check_database_name(template)
+            statements.append(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        else:
+            statements.append(f'CREATE DATABASE "{name}"')
+        await self._admin(statements)
+
+    async def drop_database(self, name: str) -> None:
+        check_database_name(name)
+        await self._admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'])
+
+    async def _admin(self, statements: list[str]) -> None:
+        try:
+            connection = await asyncpg.connect(self.pg_url("postgres"))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise JanusError(f"cannot connect to PostgreSQL at {self.pg_base}: {exc}") from exc
+        try:
+            for statement in statements:
+                await connection.execute(statement)
+        finally:
+            await connection.close()
+
+
+def check_database_name(name: str) -> None:
+    if not _DATABASE_NAME.fullmatch(name) or name in _PROTECTED_DATABASES:
+        raise JanusError(f"refusing to (re)create database {name!r}: pick a plain name like janus_demo")
