@@ -156,11 +156,7 @@ class Service:
     async def _connected(self) -> None:
         """One connection to the database: stand by and lead until `stop`, or until the database
         or the broker fails (raised; the caller reconnects)."""
-        store = await Store.connect(
-            self.config.database_url,
-            application_name=f"janus-{self.identity}",
-            timeout=self.options.db_timeout,
-        )
+        store = await self._connect_store()
         clean = False
         try:
             applied = await store.migrate()
@@ -182,12 +178,23 @@ class Service:
                     log.warning(
                         "stepping down from epoch %d as %s: %s", term.epoch, self.identity, _leaves(lost)[0]
                     )
+                    # The term's statements were cut off mid-flight: no connection of its pool is
+                    # trusted again (asyncpg may hold one mid-operation).
+                    store.terminate()
+                    store = await self._connect_store()
             clean = True
         finally:
             if clean:
                 await store.close()
             else:
                 store.terminate()
+
+    async def _connect_store(self) -> Store:
+        return await Store.connect(
+            self.config.database_url,
+            application_name=f"janus-{self.identity}",
+            timeout=self.options.db_timeout,
+        )
 
     def _polled(self, reached: bool) -> None:
         self.health.polled(reached)

@@ -17,8 +17,15 @@ from janus.store.migrate import migrate
 from janus.store.queries import sql
 
 # What a lost, refused or hung database raises through asyncpg: all become StoreError here.
-# InterfaceError covers a connection that died under us (ConnectionDoesNotExistError).
-_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# InterfaceError covers a connection that died under us (ConnectionDoesNotExistError), and
+# InternalClientError a connection left mid-operation by a cancelled statement.
+_DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 class LeaderSession:
