@@ -34,7 +34,7 @@ database_url = "{database}"
 amqp_url = "{amqp}"
 
 [dependencies.api]
-rate_limits = ["25/1s", "60/3s"]
+rate_limits = ["40/1s", "100/3s"]
 concurrency = 8
 lease_timeout = "{lease}"
 admission_ttl = "0.5s"
@@ -347,7 +347,7 @@ async def test_rabbitmq_restarts_mid_stream(database: str, tmp_path: Path, janus
         traffic = Traffic(node.url, seed=13)
         await traffic.start_worker()
         try:
-            await traffic.submit(make_jobs("before", api=120, slow=6))
+            await traffic.submit(make_jobs("before", api=100, slow=6))
             await traffic.log.wait_for(lambda records: len(records) >= 40, timeout=30)  # mid-stream
             await traffic.stop_worker()
             await node.stop()
@@ -357,7 +357,7 @@ async def test_rabbitmq_restarts_mid_stream(database: str, tmp_path: Path, janus
             # Janus may be back before our own probe connection: measure from both ends.
             recovered = (await janus.wait_admitting(timeout=30, after=down_at))[0] - up_at
             await traffic.start_worker()
-            await traffic.submit(make_jobs("after", api=40, slow=3))
+            await traffic.submit(make_jobs("after", api=30, slow=3))
             await traffic.wait_all_done([janus], database)
         finally:
             await traffic.stop_worker()
