@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,8 +27,8 @@ from janus.audit import AuditReport, audit_database
 from janus.client import Producer, ReadyJob, Worker
 from janus.config import load_config
 from tests.integration.harness import RecordLog, policies, wait_for_states
-from tests.system.janus_process import DEFAULT_TIMINGS, JanusProcess
-from tests.system.private_services import PrivatePostgres, PrivateRabbitMQ
+from tests.system.janus_process import DEFAULT_TIMINGS, FAST_TIMINGS, JanusProcess
+from tests.system.private_services import PrivatePostgres, PrivateRabbitMQ, free_port
 
 pytestmark = pytest.mark.system
 
@@ -56,6 +59,14 @@ max_attempts = 20
 """
 
 MakeJanus = Callable[..., JanusProcess]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def write_config(tmp_path: Path, database: str, amqp: str, lease: str = "3s") -> Path:
@@ -289,7 +300,11 @@ async def test_processes_with_identical_configuration_never_both_lead(
     database: str, vhost: str, tmp_path: Path, janus_process: MakeJanus
 ) -> None:
     config_path = write_config(tmp_path, database, vhost)
-    processes = [janus_process(config_path, f"twin-{i}") for i in range(3)]
+    ports = [free_port() for _ in range(3)]
+    processes = [
+        janus_process(config_path, f"twin-{i}", {**FAST_TIMINGS, "JANUS_HTTP_PORT": str(port)})
+        for i, port in enumerate(ports)
+    ]
     await asyncio.gather(*(p.start() for p in processes))  # the same file, the same moment
     leader, _ = await first_admitting(processes, float("-inf"), timeout=30)
     traffic = Traffic(vhost, seed=3)
@@ -301,6 +316,14 @@ async def test_processes_with_identical_configuration_never_both_lead(
             if process is not leader:
                 await process.wait_line("standing by as", timeout=10)
         admitted_by = [p.name for p in processes if p.admitting]
+        # Each says what it is over HTTP: the leader and the standbys are all ready.
+        for process, port in zip(processes, ports, strict=True):
+            role = "leading" if process is leader else "standby"
+            status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/readyz")
+            assert (status, json.loads(body)["role"]) == (200, role), body
+            assert (await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz"))[0] == 200
+            _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")
+            assert f"janus_is_leader {1.0 if process is leader else 0.0}" in metrics
     finally:
         await traffic.stop_worker()
         # The standbys first: a leader stopped first hands its lease over to one of them.
@@ -389,6 +412,8 @@ async def test_postgresql_restarts_mid_stream(vhost: str, tmp_path: Path, janus_
             await cluster.stop("fast")
             down_at = loop.time()
             await janus.wait_line("lost the database", timeout=15)
+            # Down until Janus has also failed to reconnect at least once (its backoff path).
+            await janus.wait_line("lost the database \\(cannot connect", timeout=15)
             await cluster.start()
             up_at = loop.time()
             recovered = (await janus.wait_admitting(timeout=30, after=down_at))[0] - up_at
