@@ -37,11 +37,16 @@ class _QuietHandler(WSGIRequestHandler):
 
 class HealthApp:
     def __init__(
-        self, registry: CollectorRegistry, loop: asyncio.AbstractEventLoop, readiness: Readiness
+        self,
+        registry: CollectorRegistry,
+        loop: asyncio.AbstractEventLoop,
+        readiness: Readiness,
+        deadline: float = LOOP_DEADLINE,
     ) -> None:
         self._metrics = make_wsgi_app(registry)
         self._loop = loop
         self._readiness = readiness
+        self._deadline = deadline
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -67,7 +72,7 @@ class HealthApp:
 
         try:
             self._loop.call_soon_threadsafe(ask)
-            return answer.result(timeout=LOOP_DEADLINE)
+            return answer.result(timeout=self._deadline)
         except (RuntimeError, concurrent.futures.TimeoutError):  # loop closed, or not answering
             return None
         except Exception as exc:
@@ -86,10 +91,11 @@ def serve(
     registry: CollectorRegistry,
     loop: asyncio.AbstractEventLoop,
     readiness: Readiness,
+    *,
+    deadline: float = LOOP_DEADLINE,
 ) -> WSGIServer:
     """Serve on a background thread; stop with `.shutdown()` then `.server_close()`."""
-    server = make_server(
-        host, port, HealthApp(registry, loop, readiness), server_class=_Server, handler_class=_QuietHandler
-    )
+    app = HealthApp(registry, loop, readiness, deadline)
+    server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="janus-http", daemon=True).start()
     return server

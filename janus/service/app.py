@@ -158,16 +158,27 @@ class Service:
         or the broker fails (raised; the caller reconnects)."""
         store = await self._connect_store()
         clean = False
+        probe: AbstractConnection | None = None
         try:
             applied = await store.migrate()
             if applied:
                 log.info("applied migrations %s", applied)
+            # Held while standing by: a process that cannot reach the broker must not take the
+            # lease (a new epoch for nothing) from a standby that can. Terms use their own.
+            probe = await self._connect_broker("probe")
             while not self.stop.is_set():
                 self.health.become(Role.STANDBY)
                 term = await leadership.acquire(
-                    store, self.identity, self.options.timings, self.stop, on_poll=self._polled
+                    store,
+                    self.identity,
+                    self.options.timings,
+                    self.stop,
+                    on_poll=self._polled,
+                    may_lead=lambda: probe is not None and not probe.is_closed,
                 )
                 if term is None:
+                    if probe.is_closed and not self.stop.is_set():
+                        raise BrokerError("the connection to RabbitMQ closed while standing by")
                     break
                 lost: BaseException | None = None
                 try:
@@ -184,6 +195,8 @@ class Service:
                     store = await self._connect_store()
             clean = True
         finally:
+            if probe is not None:
+                await self._close_broker(probe)
             if clean:
                 await store.close()
             else:
@@ -197,9 +210,10 @@ class Service:
         )
 
     def _polled(self, reached: bool) -> None:
+        # The backoff is reset only once a term admits: a standby that reaches the database
+        # may still fail to lead (no broker), and must not retry that at full speed.
         self.health.polled(reached)
         if reached:
-            self._failures = 0
             self.metrics.recovering.set(0)
 
     async def _lead(self, store: Store, term: Term) -> None:
@@ -238,7 +252,7 @@ class Service:
         finally:
             await self._close_broker(connection)
 
-    async def _connect_broker(self) -> AbstractConnection:
+    async def _connect_broker(self, purpose: str = "term") -> AbstractConnection:
         url = self.config.amqp_url
         heartbeat = None
         if "heartbeat" not in parse_qs(urlsplit(url).query):  # the URL's own setting wins
@@ -248,7 +262,7 @@ class Service:
                 url,
                 timeout=self.options.db_timeout,
                 heartbeat=heartbeat,
-                client_properties={"connection_name": f"janus-{self.identity}"},
+                client_properties={"connection_name": f"janus-{self.identity}-{purpose}"},
             )
         except BROKER_ERRORS as exc:
             raise BrokerError(f"cannot connect to RabbitMQ: {exc!r}") from exc

@@ -56,14 +56,16 @@ async def acquire(
     timings: LeaseTimings,
     stop: asyncio.Event,
     on_poll: Callable[[bool], None] = lambda reached: None,
+    may_lead: Callable[[], bool] = lambda: True,
 ) -> Term | None:
-    """Stand by until this process leads (a Term) or `stop` is set (None).
+    """Stand by until this process leads (a Term), or `stop` is set or `may_lead()` turns false
+    (None): a process that could not lead (no broker) must not take the lease from one that can.
 
     `on_poll(reached)` after every attempt says whether the database answered (readiness).
     """
     announced = False
     unreachable = False
-    while not stop.is_set():
+    while not stop.is_set() and may_lead():
         sent = time.monotonic()
         try:
             epoch = await store.try_acquire(holder, timings.lease)

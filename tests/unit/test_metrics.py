@@ -67,7 +67,7 @@ def test_a_loop_that_does_not_answer_fails_the_health_checks() -> None:
     health.become(Role.LEADING, epoch=1)
     stuck = asyncio.new_event_loop()  # never run: like a loop blocked by a busy callback
     port = free_port()
-    server = serve("127.0.0.1", port, metrics.registry, stuck, health.readiness)
+    server = serve("127.0.0.1", port, metrics.registry, stuck, health.readiness, deadline=0.3)
     try:
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 503
         assert get(f"http://127.0.0.1:{port}/readyz")[0] == 503
