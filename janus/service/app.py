@@ -287,6 +287,7 @@ class Service:
         history = await store.load_admissions_since(self.clock() - longest - 1.0)
         for dependency, stamps in history.items():
             scheduler.restore_admissions(dependency, stamps)
+        scheduler.advance_clock(self.clock())
         held = sum(s.held for s in scheduler.stats())
         log.info(
             "rebuilt from PostgreSQL: %d unfinished jobs (%d held), %d admissions in rate windows",
