@@ -11,11 +11,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from janus.client import Worker
+from janus.client import Producer, Worker
 from janus.store.migrate import available_migrations
 from tests.integration.harness import RecordLog, succeed
 from tests.services import Services
-from tests.system.janus_process import JanusProcess
+from tests.system.janus_process import FAST_TIMINGS, JanusProcess
+from tests.system.private_services import free_port
 from tests.system.test_crash_restart import write_config
 
 pytestmark = pytest.mark.system
@@ -106,3 +107,46 @@ async def test_sigterm_drains_and_hands_the_lease_over_at_once(
     # A released lease is taken at the standby's next poll (0.2 s here), not after expiry (2 s).
     assert handover < 1.5
     assert any("stopping: no new deliveries" in line for line in first.lines)
+
+
+async def test_scopes_and_why_ask_the_leader(
+    vhost: str, database: str, tmp_path: Path, janus_process: Callable[..., JanusProcess]
+) -> None:
+    """No worker runs: the one slot stays held, and the CLI says who waits for what."""
+    config = tmp_path / "janus.toml"
+    config.write_text(
+        f'database_url = "{database}"\namqp_url = "{vhost}"\n'
+        '[dependencies.api]\nconcurrency = 1\nlease_timeout = "60s"\nadmission_ttl = "30s"\n'
+        '[dependencies.api.fairness]\nweights = { "gold" = 2 }\n'
+    )
+    port = free_port()
+    janus = janus_process(config, "janus", {**FAST_TIMINGS, "JANUS_HTTP_PORT": str(port)})
+    await janus.start()
+    await janus.wait_leading()
+    url = f"http://127.0.0.1:{port}"
+    jobs = [("gold-0", "gold"), ("free-0", "free"), ("gold-1", "gold"), ("gold-2", "gold")]
+    async with await Producer.connect(vhost) as producer:
+        await producer.submit_many([(job_id, "api", None, scope) for job_id, scope in jobs])
+
+    async def scopes() -> str:
+        code, out, err = await janus_cli("scopes", "--url", url)
+        assert code == 0, err
+        return out
+
+    async with asyncio.timeout(20):
+        while "3 ready" not in (out := await scopes()):  # all four in: one admitted, three wait
+            await asyncio.sleep(0.2)
+    print(out)
+    assert "api: 2 scopes eligible, 3 ready, 0 stored, 0 backing off, 1 held" in out
+    assert "concurrency 1" in out  # what blocks the dependency
+    code, out, err = await janus_cli("why", "gold-2", "--url", url)
+    assert code == 0, err
+    assert "gold-2: waiting (api, scope gold)" in out
+    assert "waits for concurrency: concurrency 1" in out
+    assert "waits for queued: behind 1 earlier jobs of its scope" in out
+    code, out, err = await janus_cli("why", "gold-0", "--url", url)
+    assert (code, out.strip()) == (0, "gold-0: admitted (api, scope gold)\n  not waiting".strip()), err
+    code, _, err = await janus_cli("why", "nobody", "--url", url)
+    assert code == 2
+    assert "no job 'nobody'" in err
+    assert await janus.terminate() == 0
