@@ -40,7 +40,7 @@ from janus.core.scheduler import Scheduler
 DEPENDENCY = "bench"
 SCOPES = (10, 1_000, 10_000, 100_000)
 BATCH = 100  # admissions per admit() call, about what a busy tick admits
-PER_SCOPE = 4  # jobs each scope holds at the start (kept constant by resubmitting)
+PER_SCOPE = 4  # jobs each scope holds at least (kept constant by resubmitting)
 
 
 class Bench:
@@ -52,7 +52,8 @@ class Bench:
         )
         self.now = 1.0
         self.serial = 0
-        for _ in range(PER_SCOPE):
+        # Enough jobs that every admit() call can fill its batch, whatever the scope count.
+        for _ in range(max(PER_SCOPE, -(-2 * BATCH // scopes))):
             for index in range(scopes):
                 self._submit(f"s{index}")
         self.scheduler.drain_changes()
