@@ -227,7 +227,8 @@ class _Lane:
 # How many first attempts of one scope to keep in memory: the leader's memory follows
 # the number of active scopes, not the backlog (the rest stay in the store, paged in).
 MEMORY_BUDGET = 100_000  # first attempts in memory over all scopes, when there are few scopes
-MIN_PER_SCOPE = 16
+MIN_PER_SCOPE = 4
+PAGE_ROWS_PER_TICK = 4096  # jobs paged in per tick, at most (about: whole pages)
 MAX_PER_SCOPE = 1024
 
 
@@ -258,7 +259,10 @@ class Scheduler:
         # Submitted since the last drain, and before it (retractable): job -> (job, kept in memory?)
         self._new: dict[str, tuple[Job, bool]] = {}
         self._new_since_drain: dict[str, tuple[Job, bool]] = {}
-        self._page_wanted: set[tuple[str, str]] = set()
+        # Scopes to page in, in the order they asked (a new term asks in fair-queue order), and
+        # the ones whose turn came with nothing in memory, served first.
+        self._page_wanted: dict[tuple[str, str], None] = {}
+        self._page_urgent: dict[tuple[str, str], None] = {}
         self._next_seq = 0  # the last seq handed out
         self._tiebreak = 0
         self._scope_count = 0
@@ -434,23 +438,32 @@ class Scheduler:
         """The highest seq the store has handed out: new jobs go after it."""
         self._next_seq = max(self._next_seq, seq)
 
-    def page_requests(self) -> list[PageRequest]:
-        """Scopes whose first attempts in memory run low while more wait in the store."""
+    def page_requests(self, max_rows: int = PAGE_ROWS_PER_TICK) -> list[PageRequest]:
+        """Scopes whose first attempts in memory run low while more wait in the store.
+
+        At most about `max_rows` jobs in all: a new term over ten thousand scopes must not
+        read them all in one tick (the event loop, and with it the lease renewal, would
+        wait). The rest are asked for at the next ticks, scopes whose turn has come first.
+        """
         requests = []
         per_scope = self._per_scope()
-        for dependency, name in self._page_wanted:
-            lane = self._lanes[dependency]
-            scope = lane.scopes.get(name)
-            if scope is None or scope.paging or not scope.stored:
-                continue
-            room = per_scope - len(scope.fresh)
-            if room <= 0:
-                continue
-            scope.paging = True
-            requests.append(
-                PageRequest(dependency=dependency, scope=name, after_seq=scope.loaded_upto, limit=room)
-            )
-        self._page_wanted.clear()
+        rows = 0
+        for wanted in (self._page_urgent, self._page_wanted):
+            while wanted and rows < max_rows:
+                key = next(iter(wanted))
+                del wanted[key]
+                dependency, name = key
+                scope = self._lanes[dependency].scopes.get(name)
+                if scope is None or scope.paging or not scope.stored:
+                    continue
+                room = per_scope - len(scope.fresh)
+                if room <= 0:
+                    continue
+                scope.paging = True
+                rows += room
+                requests.append(
+                    PageRequest(dependency=dependency, scope=name, after_seq=scope.loaded_upto, limit=room)
+                )
         return requests
 
     def load_page(self, request: PageRequest, jobs: Iterable[Job]) -> bool:
@@ -607,7 +620,7 @@ class Scheduler:
                                 waiting=lane.eligible,
                             )
                         )
-                        self._want_page(lane, scope)
+                        self._page_urgent[(lane.policy.name, scope.name)] = None
                         wakeups.append(now)
                         break
                     self._park(lane, scope, WaitReason.RETRY_BUDGET, None)
@@ -780,7 +793,7 @@ class Scheduler:
 
     def _want_page(self, lane: _Lane, scope: _Scope) -> None:
         if scope.stored and not scope.paging and len(scope.fresh) <= self._per_scope() // 2:
-            self._page_wanted.add((lane.policy.name, scope.name))
+            self._page_wanted[(lane.policy.name, scope.name)] = None
 
     def _next_job(self, lane: _Lane, scope: _Scope, now: float, gate: RetryGate) -> str | None:
         """The scope's job to admit next: the one eligible first, retries only within budget."""

@@ -369,3 +369,30 @@ def test_weights_can_change_on_a_reload() -> None:
     second = s.admit(1.0, limit=100).admissions
     assert abs(sum(1 for a in second if a.scope == "a") - 75) <= 1
     assert policy.fairness.weight("a") == 1.0
+
+
+def test_pages_are_read_a_bounded_amount_per_tick_in_fair_order() -> None:
+    s = fair_scheduler(concurrency=100, per_scope=(4, 4))
+    store: dict[str, Job] = {}
+    for scope in range(50):
+        for n in range(10):
+            s.submit(job_id=f"{scope}-{n}", dependency="api", scope=f"s{scope}", payload=None, now=0.0)
+    commit(s, store)
+    # A new leader: everything is in the store, and all 50 scopes want a page at once.
+    rebuilt = fair_scheduler(concurrency=100, per_scope=(4, 4))
+    for scope in range(50):
+        rebuilt.restore_backlog("api", f"s{scope}", count=10, max_seq=500)
+    first = rebuilt.page_requests(max_rows=40)
+    assert [r.scope for r in first] == [f"s{n}" for n in range(10)], "10 pages of 4: the budget, in order"
+    second = rebuilt.page_requests(max_rows=40)
+    assert [r.scope for r in second] == [f"s{n}" for n in range(10, 20)]
+    # Nothing is loaded yet: the first scope whose turn comes stalls the lane until its page is in.
+    decision = rebuilt.admit(0.0)
+    assert decision.admissions == []
+    assert decision.blocked[0].reason is WaitReason.PAGING
+    stalled = decision.blocked[0].limit
+    assert stalled == "reading scope 's0'"
+    for request in first:
+        page = sorted((j for j in store.values() if j.scope == request.scope), key=lambda j: j.seq)
+        assert rebuilt.load_page(request, page[: request.limit])
+    assert len(rebuilt.admit(0.0).admissions) > 0
