@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from janus.core.backoff import retry_delay
+from janus.core.gates import DependencyGates, GateEvent, GateReason, GateState
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.policy import DependencyPolicy
 from janus.core.rate import SlidingWindow
@@ -47,7 +48,7 @@ class Blocked:
     """A dependency that has jobs eligible now but may not admit them yet."""
 
     dependency: str
-    reason: WaitReason
+    reason: WaitReason | GateReason
     limit: str  # which limit, e.g. "concurrency 20" or "rate 100/1s"
     until: float | None  # when it frees by the clock alone; None: when a slot is released
     waiting: int
@@ -87,6 +88,19 @@ class _Lane:
     ready_count: int = 0
     scope_order: deque[str] = field(default_factory=deque)
     delayed: list[tuple[float, int, str]] = field(default_factory=list)  # (eligible_at, seq, job)
+    # Retry control (core/gates.py): pause, circuit, retry budget; and the retries that were
+    # eligible while the budget was spent, waiting (in order) for it without costing an attempt.
+    gates: DependencyGates | None = None
+    parked: deque[str] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        if self.gates is None:
+            self.gates = DependencyGates(self.policy)
+
+    @property
+    def gate(self) -> DependencyGates:
+        assert self.gates is not None
+        return self.gates
 
     def push_ready(self, scope: str, job_id: str) -> None:
         queue = self.ready.get(scope)
@@ -117,13 +131,22 @@ class _Lane:
 
     def block(self, now: float) -> Blocked | None:
         policy = self.policy
+        gate = self.gate.block(now)
+        if gate is not None:
+            return Blocked(
+                dependency=policy.name,
+                reason=gate.reason,
+                limit=gate.limit,
+                until=gate.until,
+                waiting=self.ready_count + len(self.parked),
+            )
         if policy.concurrency is not None and len(self.held) >= policy.concurrency:
             return Blocked(
                 dependency=policy.name,
                 reason=WaitReason.CONCURRENCY,
                 limit=f"concurrency {policy.concurrency}",
                 until=None,
-                waiting=self.ready_count,
+                waiting=self.ready_count + len(self.parked),
             )
         for window in self.windows:
             if window.room(now) <= 0:
@@ -132,7 +155,7 @@ class _Lane:
                     reason=WaitReason.RATE,
                     limit=f"rate {window.limit}",
                     until=window.free_at(now),
-                    waiting=self.ready_count,
+                    waiting=self.ready_count + len(self.parked),
                 )
         return None
 
@@ -223,6 +246,22 @@ class Scheduler:
         if stamps:
             self._clock_floor = max(self._clock_floor, stamps[-1])
 
+    def restore_budget(self, dependency: str, admissions: Iterable[tuple[float, bool]]) -> None:
+        """Reload the admissions (at, retry) still inside the retry budget's window."""
+        lane = self._lanes.get(dependency)
+        if lane is not None:
+            lane.gate.budget.restore(admissions)
+
+    def restore_gate(self, state: GateState) -> None:
+        """Go on with a previous leader's circuit and pause; call after restoring the jobs."""
+        lane = self._lanes.get(state.dependency)
+        if lane is None:
+            return
+        held = [
+            job.admitted_at for job_id in lane.held if (job := self._jobs[job_id]).admitted_at is not None
+        ]
+        lane.gate.restore(state, held)
+
     def on_result(
         self,
         *,
@@ -239,6 +278,7 @@ class Scheduler:
             return Transition(verdict=taken)
         job, lane = taken
         if success:
+            lane.gate.on_outcome(failed=False, admitted_at=job.admitted_at, now=now)
             done = replace(job, state=JobState.SUCCEEDED, finished_at=now, last_error=None)
             self._finish(done)
             return Transition(verdict=Verdict.SUCCEEDED, job=done)
@@ -251,6 +291,7 @@ class Scheduler:
         if isinstance(taken, Verdict):
             return Transition(verdict=taken)
         job, lane = taken
+        lane.gate.on_returned(job.admitted_at, now)
         waiting = replace(
             job,
             state=JobState.WAITING,
@@ -289,15 +330,27 @@ class Scheduler:
         budget = limit if limit is not None else -1
         for lane in self._lanes.values():
             self._release_due(lane, now)
-            while lane.ready_count and budget != 0:
+            while (lane.ready_count or lane.parked) and budget != 0:
                 block = lane.block(now)
-                if block is not None:
-                    blocked.append(block)
-                    if block.until is not None:
-                        wakeups.append(block.until)
-                    break
-                admissions.append(self._admit_one(lane, lane.pop_ready(), now))
-                budget -= 1
+                if block is None:
+                    job_id = self._next_admissible(lane, now)
+                    if job_id is not None:
+                        admissions.append(self._admit_one(lane, job_id, now))
+                        budget -= 1
+                        continue
+                    # Only retries wait, and the retry budget is spent.
+                    spent = lane.gate.retry_block(now)
+                    block = Blocked(
+                        dependency=lane.policy.name,
+                        reason=spent.reason,
+                        limit=spent.limit,
+                        until=spent.until,
+                        waiting=len(lane.parked),
+                    )
+                blocked.append(block)
+                if block.until is not None:
+                    wakeups.append(block.until)
+                break
             if lane.delayed:
                 wakeups.append(lane.delayed[0][0])
         if budget == 0:
@@ -322,9 +375,32 @@ class Scheduler:
 
     def stats(self) -> list[LaneStats]:
         return [
-            LaneStats(dependency=name, ready=lane.ready_count, delayed=len(lane.delayed), held=len(lane.held))
+            LaneStats(
+                dependency=name,
+                ready=lane.ready_count + len(lane.parked),
+                delayed=len(lane.delayed),
+                held=len(lane.held),
+            )
             for name, lane in self._lanes.items()
         ]
+
+    def gate_states(self) -> list[GateState]:
+        return [lane.gate.state() for lane in self._lanes.values()]
+
+    def retries_deferred(self) -> dict[str, int]:
+        """Per dependency: eligible retries waiting for the retry budget."""
+        return {name: len(lane.parked) for name, lane in self._lanes.items()}
+
+    def drain_gates(self) -> tuple[list[GateState], list[GateEvent]]:
+        """Gate states changed since the last call (to persist with the tick), and what happened."""
+        states: list[GateState] = []
+        events: list[GateEvent] = []
+        for lane in self._lanes.values():
+            state, happened = lane.gate.drain()
+            if state is not None:
+                states.append(state)
+            events.extend(happened)
+        return states, events
 
     @property
     def clock(self) -> float:
@@ -367,6 +443,18 @@ class Scheduler:
             job = self._jobs[job_id]
             lane.push_ready(job.scope, job_id)
 
+    def _next_admissible(self, lane: _Lane, now: float) -> str | None:
+        """The next job to admit: a waiting retry if the budget allows, else the next ready job,
+        setting aside the retries the budget does not allow (they keep their place, no attempt)."""
+        if lane.parked and lane.gate.allows_retry(now):
+            return lane.parked.popleft()
+        while lane.ready_count:
+            job_id = lane.pop_ready()
+            if self._jobs[job_id].failures == 0 or lane.gate.allows_retry(now):
+                return job_id
+            lane.parked.append(job_id)
+        return None
+
     def _admit_one(self, lane: _Lane, job_id: str, now: float) -> Admission:
         policy = lane.policy
         job = self._jobs[job_id]
@@ -380,6 +468,7 @@ class Scheduler:
         )
         self._store(admitted)
         lane.held.add(job_id)
+        lane.gate.on_admit(now, retry=admitted.failures > 0)
         for window in lane.windows:
             window.record(now)
         heapq.heappush(self._leases, (now + policy.lease_timeout, job_id, admitted.attempt))
@@ -388,6 +477,10 @@ class Scheduler:
     def _fail(self, lane: _Lane, job: Job, error: str, retry_after: float | None, now: float) -> Transition:
         retry = lane.policy.retry
         failures = job.failures + 1
+        gate = lane.gate
+        gate.on_outcome(failed=True, admitted_at=job.admitted_at, now=now)
+        # The dependency said it is overloaded: nothing of it until then (clamped), this job included.
+        pause = gate.pause(retry_after, now)
         if failures >= retry.max_attempts:
             dead = replace(
                 job,
@@ -398,15 +491,14 @@ class Scheduler:
             )
             self._finish(dead)
             return Transition(verdict=Verdict.DEAD, job=dead)
-        delay = retry_delay(retry, failures, self._rng)
-        if retry_after is not None and retry_after > 0:
-            # The dependency asked for a pause: honour it for this job, within max_delay.
-            delay = max(delay, min(retry_after, retry.max_delay))
+        eligible_at = now + retry_delay(retry, failures, self._rng)
+        if pause is not None:
+            eligible_at = max(eligible_at, pause.until)
         waiting = replace(
             job,
             state=JobState.WAITING,
             failures=failures,
-            eligible_at=now + delay,
+            eligible_at=eligible_at,
             admitted_at=None,
             expires_at=None,
             lease_deadline=None,
