@@ -98,7 +98,7 @@ class RetryConfig(_Strict):
     jitter: float = Field(default=0.5, ge=0.0, le=1.0, strict=True)
     budget: float = Field(default=0.2, gt=0.0, le=1.0, strict=True)
     budget_window: Duration = 10.0
-    min_retries: int = Field(default=3, ge=1, strict=True)
+    min_retries: int = Field(default=10, ge=1, strict=True)
     max_retry_after: Duration = 600.0
 
     @model_validator(mode="after")

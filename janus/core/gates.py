@@ -49,6 +49,8 @@ class GateEvent:
     kind: str  # "circuit_<state>", "paused", "retry_after_clamped"
     at: float
     detail: str
+    circuit: CircuitSnapshot | None = None  # circuit changes: the state it changed to
+    until: float | None = None  # paused: until when
 
 
 class DependencyGates:
@@ -128,6 +130,7 @@ class DependencyGates:
                     at=now,
                     detail=f"retry_after {min(pause.requested, self.policy.retry.max_retry_after):g}s: "
                     f"nothing admitted until {pause.until:.3f}",
+                    until=pause.until,
                 )
             )
         return pause
@@ -150,6 +153,7 @@ class DependencyGates:
                         if change.state is CircuitState.OPEN
                         else ""
                     ),
+                    circuit=change.snapshot,
                 )
             )
         if not self._dirty:

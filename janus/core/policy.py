@@ -40,7 +40,7 @@ class RetryPolicy:
     jitter: float = 0.5
     budget: float = 0.2  # share of admissions in budget_window that may be retries; 1.0: no budget
     budget_window: float = 10.0
-    min_retries: int = 3  # retries always allowed per budget_window, whatever the share
+    min_retries: int = 10  # retries always allowed per budget_window, whatever the share
     max_retry_after: float = 600.0
 
     def __post_init__(self) -> None:

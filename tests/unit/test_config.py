@@ -78,7 +78,7 @@ def test_a_minimal_file_takes_every_default(tmp_path: Path) -> None:
     assert policy.retry == RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=60.0, jitter=0.5)
     # The retry control defaults of the config reference.
     assert (policy.retry.budget, policy.retry.budget_window) == (0.2, 10.0)
-    assert (policy.retry.min_retries, policy.retry.max_retry_after) == (3, 600.0)
+    assert (policy.retry.min_retries, policy.retry.max_retry_after) == (10, 600.0)
     assert policy.circuit == CircuitPolicy(
         enabled=True,
         failure_threshold=0.5,
