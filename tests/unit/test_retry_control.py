@@ -7,15 +7,18 @@ sequence of events, checked against independent counts rather than the objects' 
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from janus.core.circuit import CircuitBreaker, CircuitState
+from janus.core.gates import GateReason
 from janus.core.pause import pause_for
-from janus.core.policy import CircuitPolicy, RetryPolicy
+from janus.core.policy import CircuitPolicy, DependencyPolicy, RetryPolicy
 from janus.core.retry_budget import RetryBudget
+from janus.core.scheduler import Scheduler
 
 # -- retry budget ---------------------------------------------------------------
 
@@ -323,3 +326,97 @@ def test_pause_for(retry_after: float | None, maximum: float, length: float | No
     assert pause is not None
     assert pause.until == 100.0 + length
     assert pause.clamped is clamped
+
+
+# -- through the scheduler ----------------------------------------------------------
+
+
+def _scheduler(retry: RetryPolicy, circuit: CircuitPolicy | None = None) -> Scheduler:
+    api = DependencyPolicy(
+        name="api", lease_timeout=100.0, admission_ttl=1.0, retry=retry, circuit=circuit or CircuitPolicy()
+    )
+    other = DependencyPolicy(name="other", lease_timeout=100.0, admission_ttl=1.0)
+    return Scheduler([api, other], random.Random(1))
+
+
+def _fail_all(s: Scheduler, now: float, retry_after: float | None = None) -> None:
+    for job_id in sorted(s._lanes["api"].held):
+        job = s.job(job_id)
+        assert job is not None
+        s.on_result(
+            job_id=job_id, attempt=job.attempt, success=False, error="503", retry_after=retry_after, now=now
+        )
+
+
+def test_over_budget_retries_wait_without_an_attempt_and_first_attempts_pass_them() -> None:
+    s = _scheduler(
+        retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0, budget=0.2, min_retries=1),
+        circuit=CircuitPolicy(enabled=False),
+    )
+    for i in range(3):
+        s.submit(job_id=f"r{i}", dependency="api", scope="s", payload=None, now=0.0)
+    assert len(s.admit(0.0).admissions) == 3
+    _fail_all(s, 0.1)
+    for i in range(4):
+        s.submit(job_id=f"f{i}", dependency="api", scope="s", payload=None, now=0.1)
+    decision = s.admit(0.2)
+    # 3 + 4 first attempts and 1 retry by the minimum allowance... then floor(0.2 × 8) = 1: no more.
+    admitted = [a.job_id for a in decision.admissions]
+    assert sorted(admitted) == ["f0", "f1", "f2", "f3", "r0"]
+    [blocked] = decision.blocked
+    assert blocked.reason is GateReason.RETRY_BUDGET
+    assert blocked.waiting == 2
+    # By time alone: at 10.0 the admissions of 0.0 leave, but 1 retry of 5 is still too many;
+    # at 10.2 the window is empty and the minimum allowance lets one retry through.
+    assert blocked.until == 10.2
+    for job_id in ("r1", "r2"):
+        job = s.job(job_id)
+        assert job is not None
+        assert job.failures == 1, "waiting for the budget costs no attempt"
+    assert s.admit(10.0).admissions == []
+    assert [a.job_id for a in s.admit(10.2).admissions] == ["r1"]
+
+
+def test_failures_open_the_circuit_for_the_dependency_only() -> None:
+    s = _scheduler(
+        retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0, budget=1.0),
+        circuit=CircuitPolicy(min_outcomes=2, open_for=5.0, half_open_probes=1),
+    )
+    for i in range(2):
+        s.submit(job_id=f"a{i}", dependency="api", scope="s", payload=None, now=0.0)
+    s.admit(0.0)
+    _fail_all(s, 1.0)
+    s.submit(job_id="o", dependency="other", scope="s", payload=None, now=1.0)
+    decision = s.admit(1.0)
+    assert [a.job_id for a in decision.admissions] == ["o"]
+    [blocked] = decision.blocked
+    assert (blocked.reason, blocked.limit, blocked.until) == (GateReason.CIRCUIT, "circuit open", 6.0)
+    # Half-open at 6: one probe.
+    assert len(s.admit(6.0).admissions) == 1
+    states, events = s.drain_gates()
+    assert [e.kind for e in events] == ["circuit_open", "circuit_half_open"]
+    assert [st.circuit.state for st in states] == [CircuitState.HALF_OPEN]
+
+
+def test_retry_after_pauses_the_dependency_and_a_rebuild_keeps_the_pause() -> None:
+    s = _scheduler(retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0, max_retry_after=60.0))
+    s.submit(job_id="x", dependency="api", scope="s", payload=None, now=0.0)
+    s.admit(0.0)
+    _fail_all(s, 1.0, retry_after=3600.0)  # clamped to 60 s
+    s.submit(job_id="y", dependency="api", scope="s", payload=None, now=1.0)
+    decision = s.admit(2.0)
+    assert decision.admissions == []
+    assert decision.blocked[0].reason is GateReason.PAUSED
+    assert decision.next_wakeup == 61.0
+    states, events = s.drain_gates()
+    assert [e.kind for e in events] == ["retry_after_clamped", "paused"]
+    # A new leader, from what the store holds.
+    rebuilt = _scheduler(retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0, max_retry_after=60.0))
+    for job_id in ("x", "y"):
+        job = s.job(job_id)
+        assert job is not None
+        rebuilt.restore(job)
+    for state in states:
+        rebuilt.restore_gate(state)
+    assert rebuilt.admit(60.9).admissions == []
+    assert sorted(a.job_id for a in rebuilt.admit(61.0).admissions) == ["x", "y"]
