@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import asyncpg
 import pytest
 
 from janus.audit import audit, retry_budget_excess
@@ -346,3 +347,81 @@ async def test_dead_jobs_keep_their_errors_publish_outcomes_and_can_be_retried(
     code, out, err = await janus_cli("jobs", "show", "doomed-a", database=database)
     assert code == 0, err
     assert "attempt 3: RuntimeError: declined on attempt 3" in out
+
+
+async def test_a_pause_and_an_open_circuit_outlive_their_leader(database: str, vhost: str) -> None:
+    """The leader that saw the failures stops; the next one must go on with the pause and the
+    open circuit it finds in PostgreSQL (measured at the workers)."""
+    config = make_config(
+        database,
+        vhost,
+        {
+            "paused": {"lease_timeout": "10s", "retry": {"max_retry_after": "1m"}},
+            "broken": {
+                "lease_timeout": "10s",
+                "retry": {"budget": 1.0},
+                "circuit": {"min_outcomes": 2, "open_for": "4s", "half_open_probes": 1},
+            },
+        },
+    )
+    log = RecordLog()
+
+    async def paused(job: ReadyJob) -> None:
+        if job.job_id == "told" and job.attempt == 1:
+            raise RetryAfter(4.0)
+
+    async def broken(job: ReadyJob) -> None:
+        if job.job_id.startswith("down"):
+            raise ApiDown("503")
+
+    worker = Worker(vhost, {"paused": paused, "broken": broken}, on_record=log.append)
+    async with running_janus(config):
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many(
+                [
+                    ("told", "paused", None, "default"),
+                    ("down-1", "broken", None, "d"),
+                    ("down-2", "broken", None, "d"),
+                ]
+            )
+        await log.wait_for(lambda records: sum(r.outcome == "failure" for r in records) >= 3, timeout=20)
+        rows: dict[str, Any] = {}
+        async with asyncio.timeout(10):
+            while len(rows) < 2:  # both gates committed
+                connection = await asyncpg.connect(database)
+                try:
+                    rows = {
+                        r["dependency"]: r
+                        for r in await connection.fetch("SELECT * FROM janus.dependency_gates")
+                    }
+                finally:
+                    await connection.close()
+                await asyncio.sleep(0.05)
+    assert rows["broken"]["circuit_state"] == "open"
+    pause_until, open_until = rows["paused"]["pause_until"], rows["broken"]["open_until"]
+    restarted = time.time()
+    assert restarted < min(pause_until, open_until) - 1.0, "the test needs time left in both"
+    async with running_janus(config):
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many(
+                [
+                    *((f"p-{i}", "paused", None, "default") for i in range(5)),
+                    *((f"b-{i}", "broken", None, "d") for i in range(5)),
+                ]
+            )
+        expected = {"told", *(f"p-{i}" for i in range(5)), *(f"b-{i}" for i in range(5))}
+        await log.wait_for(lambda _: expected <= log.succeeded(), timeout=30)
+        await worker.stop()
+    after = [r for r in log.records if r.admitted_at >= restarted]
+    first_paused = min(r.admitted_at for r in after if r.dependency == "paused")
+    first_broken = sorted(r.admitted_at for r in after if r.dependency == "broken")
+    print(
+        f"\nnew leader: paused admitted again {first_paused - pause_until:+.2f}s after its pause ended; "
+        f"broken probed {first_broken[0] - open_until:+.2f}s after its open period"
+    )
+    assert first_paused >= pause_until
+    assert first_broken[0] >= open_until
+    # Half-open: one probe; only its success lets the rest through.
+    probe = [r for r in after if r.dependency == "broken" and r.admitted_at == first_broken[0]]
+    assert len(probe) == 1
