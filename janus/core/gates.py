@@ -165,5 +165,6 @@ class DependencyGates:
         return GateState(dependency=self.name, circuit=self.circuit.snapshot(), pause_until=self.pause_until)
 
     def restore(self, state: GateState, held_admitted_at: list[float]) -> None:
-        self.circuit.restore(state.circuit, held_admitted_at)
+        if self.policy.circuit.enabled:  # a circuit disabled since then stays closed
+            self.circuit.restore(state.circuit, held_admitted_at)
         self.pause_until = state.pause_until

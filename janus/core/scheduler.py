@@ -90,17 +90,11 @@ class _Lane:
     delayed: list[tuple[float, int, str]] = field(default_factory=list)  # (eligible_at, seq, job)
     # Retry control (core/gates.py): pause, circuit, retry budget; and the retries that were
     # eligible while the budget was spent, waiting (in order) for it without costing an attempt.
-    gates: DependencyGates | None = None
+    gate: DependencyGates = field(init=False)
     parked: deque[str] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
-        if self.gates is None:
-            self.gates = DependencyGates(self.policy)
-
-    @property
-    def gate(self) -> DependencyGates:
-        assert self.gates is not None
-        return self.gates
+        self.gate = DependencyGates(self.policy)
 
     def push_ready(self, scope: str, job_id: str) -> None:
         queue = self.ready.get(scope)
@@ -216,6 +210,8 @@ class Scheduler:
         lane = self._lanes[job.dependency]
         if job.state is JobState.ADMITTED:
             lane.held.discard(job_id)
+            # A half-open circuit's probe that will never report must be given back.
+            lane.gate.on_returned(job.admitted_at, self._clock_floor)
         else:
             lane.remove_ready(job.scope, job_id)
 

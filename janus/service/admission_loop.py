@@ -349,7 +349,8 @@ class AdmissionLoop:
             if event.kind == "retry_after_clamped":
                 self._throttled.warn(f"clamped:{event.dependency}", f"{event.dependency}: {event.detail}")
             else:
-                log.info("%s: %s (%s)", event.dependency, event.kind.replace("_", " "), event.detail)
+                level = logging.WARNING if event.kind in ("circuit_open", "paused") else logging.INFO
+                log.log(level, "%s: %s (%s)", event.dependency, event.kind.replace("_", " "), event.detail)
 
     def _observe(self, batch: Batch, started: float) -> None:
         metrics = self._metrics
