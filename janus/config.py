@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from janus.core.policy import (
     CircuitPolicy,
     DependencyPolicy,
+    FairnessPolicy,
     RateLimit,
     RetryPolicy,
     default_admission_ttl,
@@ -139,6 +140,36 @@ class CircuitConfig(_Strict):
         return CircuitPolicy(**self.model_dump())
 
 
+def _weight(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("a weight is a positive number")
+    weight = float(value)
+    if not math.isfinite(weight) or weight <= 0:
+        raise ValueError(f"a weight must be positive and finite, got {value!r}")
+    if not 1e-3 <= weight <= 1e6:
+        # Strides are integers of 2**40 / weight: this range keeps them exact enough.
+        raise ValueError(f"a weight must be between 0.001 and 1000000, got {value!r}")
+    return weight
+
+
+Weight = Annotated[float, BeforeValidator(_weight)]
+
+
+class FairnessConfig(_Strict):
+    default_weight: Weight = 1.0
+    weights: dict[str, Weight] = Field(default_factory=dict)
+    scope_concurrency: int | None = Field(default=None, ge=1, strict=True)
+    scope_rate_limits: list[RateLimitSpec] = Field(default_factory=list)
+
+    def to_policy(self) -> FairnessPolicy:
+        return FairnessPolicy(
+            default_weight=self.default_weight,
+            weights=dict(self.weights),
+            scope_concurrency=self.scope_concurrency,
+            scope_rate_limits=tuple(self.scope_rate_limits),
+        )
+
+
 class DependencyConfig(_Strict):
     rate_limits: list[RateLimitSpec] = Field(default_factory=list)
     concurrency: int | None = Field(default=None, ge=1, strict=True)
@@ -146,6 +177,7 @@ class DependencyConfig(_Strict):
     admission_ttl: Duration | None = None
     retry: RetryConfig = Field(default_factory=RetryConfig)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
 
     @model_validator(mode="after")
     def _lease_covers_ttl(self) -> DependencyConfig:
@@ -169,6 +201,7 @@ class DependencyConfig(_Strict):
             admission_ttl=ttl,
             retry=self.retry.to_policy(),
             circuit=self.circuit.to_policy(),
+            fairness=self.fairness.to_policy(),
         )
 
 

@@ -2,8 +2,9 @@
 
 One `DependencyGates` per dependency bundles the Retry-After pause, the circuit breaker and
 the retry budget, so that the scheduler asks one object two questions -- "may anything of
-this dependency be admitted now?" (`block`) and "may a retry be admitted now?"
-(`allows_retry`) -- and tells it what happened (admissions, outcomes, returns, pauses).
+this dependency be admitted now?" (`block`, checked with the lane's own limits) and "may a
+retry be admitted now?" (`allows_retry`: it is the lane's `RetryGate`) -- and tells it what
+happened (admissions, outcomes, returns, pauses).
 Its state changes come back as values: a `GateState` to persist (a new leader goes on from
 it) and `GateEvent`s to log and count.
 """
@@ -22,7 +23,6 @@ from janus.core.retry_budget import RetryBudget
 class GateReason(StrEnum):
     PAUSED = "paused"  # a worker's retry_after
     CIRCUIT = "circuit"  # open, or half-open with every probe out
-    RETRY_BUDGET = "retry_budget"  # only retries wait, and the budget is spent
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,21 +82,21 @@ class DependencyGates:
             )
         return None
 
+    # The scheduler's RetryGate: the retry budget.
+
     def allows_retry(self, now: float) -> bool:
         return self.budget.allows_retry(now)
 
-    def retry_block(self, now: float) -> GateBlock:
-        retry = self.policy.retry
-        return GateBlock(
-            reason=GateReason.RETRY_BUDGET,
-            limit=f"retry budget {retry.budget:g} of {retry.budget_window:g}s",
-            until=self.budget.free_at(now),
-        )
+    def retry_free_at(self, now: float) -> float | None:
+        return self.budget.free_at(now)
+
+    def record(self, now: float, *, retry: bool) -> None:
+        self.budget.record(now, retry=retry)
 
     # -- events ---------------------------------------------------------------
 
-    def on_admit(self, now: float, *, retry: bool) -> None:
-        self.budget.record(now, retry=retry)
+    def on_admit(self, now: float) -> None:
+        """An admission of the dependency (a probe, if the circuit is half-open)."""
         self.circuit.on_admit(now)
 
     def on_outcome(self, *, failed: bool, admitted_at: float | None, now: float) -> None:

@@ -14,9 +14,18 @@ import asyncpg
 from janus.core.circuit import CircuitSnapshot, CircuitState
 from janus.core.gates import GateState
 from janus.core.jobs import Admission, Job, JobState
+from janus.core.scheduler import PageRequest
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Backlog:
+    dependency: str
+    scope: str
+    waiting: int
+    max_seq: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,6 +52,7 @@ def _job(row: asyncpg.Record) -> Job:
         dependency=row["dependency"],
         scope=row["scope"],
         payload=json.loads(row["payload"]) if row["payload"] is not None else None,
+        seq=row["seq"],
         state=JobState(row["state"]),
         attempt=row["attempt"],
         failures=row["failures"],
@@ -147,6 +157,7 @@ class LeaderSession:
                 [a.dependency for a in admissions],
                 [a.scope for a in admissions],
                 [a.admitted_at for a in admissions],
+                [j.seq for j in jobs],
                 [a.retry for a in admissions],
             )
         except (OSError, asyncpg.PostgresError) as exc:
@@ -159,6 +170,25 @@ class LeaderSession:
             # database disagree, and only a rebuild from the database can settle it.
             raise StoreError(f"tick updated {row['updated']} of {len(updated)} changed jobs")
         return set(row["inserted"])
+
+    async def load_pages(self, requests: Sequence[PageRequest]) -> list[list[Job]]:
+        """The next first attempts of each requested scope (one list per request, in seq order)."""
+        if not requests:
+            return []
+        try:
+            rows = await self._connection.fetch(
+                sql("load_pages"),
+                [r.dependency for r in requests],
+                [r.scope for r in requests],
+                [r.after_seq for r in requests],
+                [r.limit for r in requests],
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"paging waiting jobs failed: {exc}") from exc
+        pages: list[list[Job]] = [[] for _ in requests]
+        for row in rows:
+            pages[row["ord"] - 1].append(_job(row))
+        return pages
 
 
 class FencedTransaction:
@@ -273,15 +303,33 @@ class Store:
             raise StoreError(f"loading jobs failed: {exc}") from exc
         return [_job(row) for row in rows]
 
-    async def load_admissions_since(self, since: float) -> dict[str, list[float]]:
+    async def load_backlog(self) -> list[Backlog]:
+        """Per scope, the first attempts waiting in the store (the leader pages them in)."""
+        try:
+            async with self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("load_backlog"))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"loading the backlog failed: {exc}") from exc
+        return [
+            Backlog(
+                dependency=row["dependency"],
+                scope=row["scope"],
+                waiting=row["waiting"],
+                max_seq=row["max_seq"],
+            )
+            for row in rows
+        ]
+
+    async def load_admissions_since(self, since: float) -> dict[str, list[tuple[str, float]]]:
+        """Per dependency, (scope, admitted_at) of the admissions after `since`."""
         try:
             async with self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("load_admissions_since"), since)
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"loading admissions failed: {exc}") from exc
-        history: dict[str, list[float]] = defaultdict(list)
+        history: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for row in rows:
-            history[row["dependency"]].append(row["admitted_at"])
+            history[row["dependency"]].append((row["scope"], row["admitted_at"]))
         return history
 
     async def load_budget_admissions_since(self, since: float) -> dict[str, list[tuple[float, bool]]]:

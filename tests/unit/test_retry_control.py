@@ -14,11 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from janus.core.circuit import CircuitBreaker, CircuitState
-from janus.core.gates import GateReason
 from janus.core.pause import pause_for
 from janus.core.policy import CircuitPolicy, DependencyPolicy, RetryPolicy
 from janus.core.retry_budget import RetryBudget
-from janus.core.scheduler import Scheduler
+from janus.core.scheduler import Scheduler, WaitReason
 
 # -- retry budget ---------------------------------------------------------------
 
@@ -363,12 +362,14 @@ def test_over_budget_retries_wait_without_an_attempt_and_first_attempts_pass_the
     # 3 + 4 first attempts and 1 retry by the minimum allowance... then floor(0.2 × 8) = 1: no more.
     admitted = [a.job_id for a in decision.admissions]
     assert sorted(admitted) == ["f0", "f1", "f2", "f3", "r0"]
-    [blocked] = decision.blocked
-    assert blocked.reason is GateReason.RETRY_BUDGET
-    assert blocked.waiting == 2
+    assert s.retry_budget_parked() == {"api": 1, "other": 0}  # the scope: only retries left
+    why = s.why("r1", 0.2)
+    assert why is not None
+    assert why[0].reason is WaitReason.RETRY_BUDGET
     # By time alone: at 10.0 the admissions of 0.0 leave, but 1 retry of 5 is still too many;
     # at 10.2 the window is empty and the minimum allowance lets one retry through.
-    assert blocked.until == 10.2
+    assert why[0].until == 10.2
+    assert decision.next_wakeup == 10.2
     for job_id in ("r1", "r2"):
         job = s.job(job_id)
         assert job is not None
@@ -390,7 +391,7 @@ def test_failures_open_the_circuit_for_the_dependency_only() -> None:
     decision = s.admit(1.0)
     assert [a.job_id for a in decision.admissions] == ["o"]
     [blocked] = decision.blocked
-    assert (blocked.reason, blocked.limit, blocked.until) == (GateReason.CIRCUIT, "circuit open", 6.0)
+    assert (blocked.reason, blocked.limit, blocked.until) == (WaitReason.CIRCUIT, "circuit open", 6.0)
     # Half-open at 6: one probe.
     assert len(s.admit(6.0).admissions) == 1
     states, events = s.drain_gates()
@@ -406,7 +407,7 @@ def test_retry_after_pauses_the_dependency_and_a_rebuild_keeps_the_pause() -> No
     s.submit(job_id="y", dependency="api", scope="s", payload=None, now=1.0)
     decision = s.admit(2.0)
     assert decision.admissions == []
-    assert decision.blocked[0].reason is GateReason.PAUSED
+    assert decision.blocked[0].reason is WaitReason.PAUSED
     assert decision.next_wakeup == 61.0
     states, events = s.drain_gates()
     assert [e.kind for e in events] == ["retry_after_clamped", "paused"]

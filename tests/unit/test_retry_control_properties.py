@@ -209,7 +209,7 @@ class RetryControlMachine(RuleBasedStateMachine):
                 assert rebuilt.restore(job)
         for dependency, admissions in self.admissions.items():
             recent = [a for _, a in admissions if a.admitted_at > self.now - 10.0]
-            rebuilt.restore_admissions(dependency, [a.admitted_at for a in recent])
+            rebuilt.restore_admissions(dependency, [(a.scope, a.admitted_at) for a in recent])
             rebuilt.restore_budget(dependency, [(a.admitted_at, a.retry) for a in recent])
         for state in self.gates_stored.values():
             rebuilt.restore_gate(state)

@@ -40,7 +40,8 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 --         $14 changed job ids, $15 states, $16 attempts, $17 failures, $18 eligible_at,
 --         $19 admitted_at, $20 expires_at, $21 lease_deadline, $22 last_error, $23 finished_at,
 --         $24 admitted job ids, $25 attempts, $26 dependencies, $27 scopes, $28 admitted_at,
---         $29 retry flags (the job had failed before: counts against the retry budget)
+--         $29 new jobs' seq,
+--         $30 retry flags (the job had failed before: counts against the retry budget)
 -- Everything one admission tick writes, as ONE statement (one round trip, its own transaction).
 -- The lease row is locked FOR SHARE first: no takeover can commit before this statement does,
 -- and if this process no longer holds the lease, every part writes nothing and `leading` is 0.
@@ -54,11 +55,11 @@ WITH lease AS (
        FOR SHARE
 ), inserted AS (
     INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, attempt, eligible_at,
-                            admitted_at, expires_at, lease_deadline, created_at)
-    SELECT j, d, s, p::jsonb, st, a, e, ad, ex, l, $3
+                            admitted_at, expires_at, lease_deadline, created_at, seq)
+    SELECT j, d, s, p::jsonb, st, a, e, ad, ex, l, $3, q
       FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
-                  $10::float8[], $11::float8[], $12::float8[], $13::float8[])
-           AS t(j, d, s, p, st, a, e, ad, ex, l)
+                  $10::float8[], $11::float8[], $12::float8[], $13::float8[], $29::bigint[])
+           AS t(j, d, s, p, st, a, e, ad, ex, l, q)
      WHERE EXISTS (SELECT 1 FROM lease)
         ON CONFLICT (job_id) DO NOTHING
     RETURNING job_id
@@ -76,7 +77,7 @@ WITH lease AS (
 ), admitted AS (
     INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch, retry)
     SELECT j, a, d, s, t, $2, r
-      FROM unnest($24::text[], $25::int[], $26::text[], $27::text[], $28::float8[], $29::bool[])
+      FROM unnest($24::text[], $25::int[], $26::text[], $27::text[], $28::float8[], $30::bool[])
            AS u(j, a, d, s, t, r)
      WHERE EXISTS (SELECT 1 FROM lease)
        AND (j <> ALL ($4::text[]) OR j IN (SELECT job_id FROM inserted))
@@ -163,7 +164,7 @@ UPDATE janus.jobs
  WHERE state = 'dead' AND dependency = ANY ($5::text[])
    AND ($2::text IS NULL OR job_id = $2) AND ($3::text IS NULL OR dependency = $3)
    AND ($4::text IS NULL OR scope = $4)
-RETURNING job_id, dependency, scope, payload::text AS payload, state, attempt, failures, eligible_at,
+RETURNING job_id, dependency, scope, payload::text AS payload, seq, state, attempt, failures, eligible_at,
           admitted_at, expires_at, lease_deadline, last_error;
 
 -- name: finish_retry_request
@@ -172,16 +173,40 @@ UPDATE janus.retry_requests SET handled_at = now(), revived = $2 WHERE id = $1;
 
 -- name: load_active_jobs
 -- params: none
+-- What a new leader holds in memory: held jobs, and jobs admitted before that wait again
+-- (retries, returned admissions). First attempts stay in the store (load_backlog, load_pages).
 -- Ordered so that jobs eligible at the same time keep their arrival order.
-SELECT job_id, dependency, scope, payload::text AS payload, state, attempt, failures, eligible_at,
+SELECT job_id, dependency, scope, payload::text AS payload, seq, state, attempt, failures, eligible_at,
        admitted_at, expires_at, lease_deadline, last_error
   FROM janus.jobs
- WHERE state IN ('waiting', 'admitted')
- ORDER BY eligible_at, created_at, job_id;
+ WHERE state = 'admitted' OR (state = 'waiting' AND attempt > 0)
+ ORDER BY eligible_at, seq;
+
+-- name: load_backlog
+-- params: none
+-- Per scope, how many first attempts wait in the store, and the highest seq among them.
+SELECT dependency, scope, count(*) AS waiting, max(seq) AS max_seq
+  FROM janus.jobs
+ WHERE state = 'waiting' AND attempt = 0
+ GROUP BY dependency, scope;
+
+-- name: load_pages
+-- params: $1 dependencies, $2 scopes, $3 after seq, $4 limits (one page request per index)
+-- The next first attempts of several scopes in one round trip, each in seq order.
+SELECT r.ord, j.job_id, j.dependency, j.scope, j.payload::text AS payload, j.seq, j.state, j.attempt,
+       j.failures, j.eligible_at, j.admitted_at, j.expires_at, j.lease_deadline, j.last_error
+  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[]) WITH ORDINALITY AS r(dep, sc, after, lim, ord)
+ CROSS JOIN LATERAL (
+        SELECT * FROM janus.jobs
+         WHERE dependency = r.dep AND scope = r.sc AND state = 'waiting' AND attempt = 0 AND seq > r.after
+         ORDER BY seq
+         LIMIT r.lim
+       ) AS j
+ ORDER BY r.ord, j.seq;
 
 -- name: load_admissions_since
 -- params: $1 earliest admitted_at
-SELECT dependency, admitted_at FROM janus.admissions WHERE admitted_at > $1 ORDER BY admitted_at;
+SELECT dependency, scope, admitted_at FROM janus.admissions WHERE admitted_at > $1 ORDER BY admitted_at;
 
 -- name: prune_admissions
 -- params: $1 keep admissions after this time
