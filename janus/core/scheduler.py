@@ -744,6 +744,11 @@ class Scheduler:
             ahead += len(scope.again)  # a simplification: retries may also go first
         return self.why_scope(job.dependency, job.scope, now, ahead_in_scope=ahead)
 
+    def in_memory_ahead(self, dependency: str, scope: str) -> int:
+        """Jobs of a scope in memory that go before any of its first attempts still in the store."""
+        state = self._lanes[dependency].scopes.get(scope)
+        return len(state.fresh) + len(state.again) if state is not None else 0
+
     def why_scope(
         self, dependency: str, scope_name: str, now: float, *, ahead_in_scope: int = 0
     ) -> list[WhyWaiting]:

@@ -29,6 +29,19 @@ class Backlog:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class JobPosition:
+    job_id: str
+    dependency: str
+    scope: str
+    state: JobState
+    attempt: int
+    failures: int
+    eligible_at: float
+    last_error: str | None
+    ahead_in_scope: int | None  # first attempts of its scope stored before it (waiting first attempts)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class FailedAttempt:
     """One line of a job's error history."""
 
@@ -319,6 +332,27 @@ class Store:
             )
             for row in rows
         ]
+
+    async def job_position(self, job_id: str) -> JobPosition | None:
+        """A job as stored, and how many first attempts of its scope wait before it."""
+        try:
+            async with self._pool.acquire() as connection:
+                row = await connection.fetchrow(sql("job_position"), job_id)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"reading job {job_id!r} failed: {exc}") from exc
+        if row is None:
+            return None
+        return JobPosition(
+            job_id=row["job_id"],
+            dependency=row["dependency"],
+            scope=row["scope"],
+            state=JobState(row["state"]),
+            attempt=row["attempt"],
+            failures=row["failures"],
+            eligible_at=row["eligible_at"],
+            last_error=row["last_error"],
+            ahead_in_scope=row["ahead"],
+        )
 
     async def load_admissions_since(self, since: float) -> dict[str, list[tuple[str, float]]]:
         """Per dependency, (scope, admitted_at) of the admissions after `since`."""

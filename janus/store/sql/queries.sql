@@ -215,3 +215,15 @@ DELETE FROM janus.admissions WHERE admitted_at <= $1;
 -- name: database_time
 -- params: none
 SELECT extract(epoch FROM clock_timestamp())::double precision;
+
+-- name: job_position
+-- params: $1 job id
+-- A job's row, and for a waiting first attempt how many of its scope's go before it.
+SELECT j.job_id, j.dependency, j.scope, j.state, j.attempt, j.failures, j.seq, j.eligible_at, j.last_error,
+       CASE WHEN j.state = 'waiting' AND j.attempt = 0 THEN (
+           SELECT count(*) FROM janus.jobs AS o
+            WHERE o.dependency = j.dependency AND o.scope = j.scope
+              AND o.state = 'waiting' AND o.attempt = 0 AND o.seq < j.seq
+       ) END AS ahead
+  FROM janus.jobs AS j
+ WHERE j.job_id = $1;
