@@ -66,6 +66,18 @@ async def _cmd_check_config(args: argparse.Namespace, settings: Settings) -> int
             f"{policy.name}: {limits}; concurrency {concurrency}; lease {policy.lease_timeout:g}s; "
             f"admission ttl {policy.admission_ttl:g}s; up to {policy.retry.max_attempts} attempts"
         )
+        retry, circuit = policy.retry, policy.circuit
+        opens = (
+            f"circuit opens at {circuit.failure_threshold:.0%} failed of >= {circuit.min_outcomes} outcomes "
+            f"in {circuit.window:g}s, for {circuit.open_for:g}s..{circuit.max_open_for:g}s, "
+            f"{circuit.half_open_probes} probes"
+            if circuit.enabled
+            else "no circuit"
+        )
+        print(
+            f"  retries <= {retry.budget:.0%} of admissions per {retry.budget_window:g}s "
+            f"(at least {retry.min_retries}); retry_after up to {retry.max_retry_after:g}s; {opens}"
+        )
     print("configuration is valid")
     return 0
 

@@ -469,6 +469,10 @@ def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) ->
         "payments-api: 100/1s, 2000/60s; concurrency 20; lease 30s; admission ttl 2s; up to 5 attempts" in out
     )
     assert "email: 10/1s; concurrency 5; lease 300s; admission ttl 0.1s; up to 5 attempts" in out
+    assert (
+        "  retries <= 20% of admissions per 10s (at least 10); retry_after up to 600s; "
+        "circuit opens at 50% failed of >= 20 outcomes in 30s, for 10s..300s, 3 probes"
+    ) in out
     assert out.rstrip().endswith("configuration is valid")
     assert "janus:" not in err
 
