@@ -7,11 +7,10 @@ from collections.abc import Sequence
 
 import aio_pika
 from aio_pika.abc import AbstractChannel
-from aio_pika.exceptions import AMQPError
 from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
 
-from janus.broker import topology
+from janus.broker import BROKER_ERRORS, topology
 from janus.core.jobs import Admission, Job
 from janus.errors import BrokerError
 from janus.protocol import CONTENT_TYPE, encode_outcome, encode_ready
@@ -101,8 +100,12 @@ class Publisher:
             await self._channel.default_exchange.publish(
                 message, routing_key=topology.REJECTED_QUEUE, mandatory=True
             )
-        except AMQPError as exc:
-            raise BrokerError(f"could not set aside a rejected message: {exc}") from exc
+        except BROKER_ERRORS as exc:
+            raise BrokerError(f"could not set aside a rejected message: {exc!r}") from exc
+
+    async def closed(self) -> None:
+        """Returns when the publishing channel has closed (the broker closed it, or the connection)."""
+        await self._channel.closed()
 
     async def close(self) -> None:
         await self._channel.close()

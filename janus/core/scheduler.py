@@ -809,6 +809,12 @@ class Scheduler:
     def clock(self) -> float:
         return self._clock_floor
 
+    def advance_clock(self, now: float) -> None:
+        """Start a rebuilt core's clock at the time its term starts. Admissions older than every
+        rate window are not reloaded, so without this floor a clock that jumps back after a
+        takeover could stamp a new admission into a window beside them."""
+        self._advance(now)
+
     # -- internals ----------------------------------------------------------
 
     def _advance(self, now: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import defaultdict
@@ -18,6 +19,17 @@ from janus.core.scheduler import PageRequest
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
+
+# What a lost, refused or hung database raises through asyncpg: all become StoreError here.
+# InterfaceError covers a connection that died under us (ConnectionDoesNotExistError), and
+# InternalClientError a connection left mid-operation by a cancelled statement.
+_DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -84,10 +96,13 @@ class LeaderSession:
     pays for the pool's connection reset, and the tick statement stays prepared.
     """
 
-    def __init__(self, connection: asyncpg.Connection, holder: uuid.UUID, epoch: int) -> None:
+    def __init__(
+        self, connection: asyncpg.Connection, holder: uuid.UUID, epoch: int, timeout: float = 5.0
+    ) -> None:
         self._connection = connection
         self._holder = holder
         self._epoch = epoch
+        self._timeout = timeout
 
     async def tick(
         self,
@@ -126,9 +141,10 @@ class LeaderSession:
                     [g.circuit.open_until for g in gates],
                     [g.circuit.open_for for g in gates],
                     [g.pause_until for g in gates],
+                    timeout=self._timeout,
                 )
                 return inserted
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"admission tick failed: {exc}") from exc
 
     async def _tick(
@@ -172,8 +188,9 @@ class LeaderSession:
                 [a.admitted_at for a in admissions],
                 [j.seq for j in jobs],
                 [a.retry for a in admissions],
+                timeout=self._timeout,
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"admission tick failed: {exc}") from exc
         assert row is not None
         if row["leading"] == 0:
@@ -195,8 +212,9 @@ class LeaderSession:
                 [r.scope for r in requests],
                 [r.after_seq for r in requests],
                 [r.limit for r in requests],
+                timeout=self._timeout,
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"paging waiting jobs failed: {exc}") from exc
         pages: list[list[Job]] = [[] for _ in requests]
         for row in rows:
@@ -232,96 +250,134 @@ class FencedTransaction:
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """The pool, and every statement outside the tick.
+
+    `timeout` bounds connecting and each short statement (leadership, clock, tick): a hung
+    database must raise StoreError in bounded time, never keep a caller waiting. Rebuilding
+    and housekeeping, which scan tables, get `LONG_TIMEOUT`.
+    """
+
+    LONG_TIMEOUT = 120.0
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
         self._pool = pool
+        self.timeout = timeout
 
     @classmethod
-    async def connect(cls, url: str, *, application_name: str = "janus") -> Store:
+    async def connect(cls, url: str, *, application_name: str = "janus", timeout: float = 5.0) -> Store:
         try:
             pool = await asyncpg.create_pool(
                 url,
                 min_size=1,
                 max_size=4,
+                timeout=timeout,
                 # The tick statement runs thousands of times a second with the same shape: plan it once.
                 server_settings={
                     "application_name": application_name,
                     "plan_cache_mode": "force_generic_plan",
                 },
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
-        return cls(pool)
+        return cls(pool, timeout)
 
     async def close(self) -> None:
-        await self._pool.close()
+        """Gracefully, within the timeout; a database that does not answer gets its connections cut."""
+        try:
+            await asyncio.wait_for(self._pool.close(), self.timeout)
+        except _DB_ERRORS:
+            self._pool.terminate()
+
+    def terminate(self) -> None:
+        """Cut every connection now (after a failure: nothing to wait for)."""
+        self._pool.terminate()
 
     async def migrate(self) -> list[int]:
-        async with self._pool.acquire() as connection:
-            return await migrate(connection)
+        try:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
+                return await migrate(connection)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"migrating the schema failed: {exc}") from exc
 
     # -- leadership -----------------------------------------------------------
 
     async def try_acquire(self, holder: uuid.UUID, lease_seconds: float) -> int | None:
         """The new epoch if this process now leads, else None."""
         try:
-            async with self._pool.acquire() as connection, connection.transaction():
-                epoch = await connection.fetchval(sql("acquire_lease"), holder, lease_seconds)
-                if epoch is not None:
-                    await connection.execute(sql("record_term"), epoch, holder)
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
+                async with connection.transaction():
+                    epoch = await connection.fetchval(sql("acquire_lease"), holder, lease_seconds)
+                    if epoch is not None:
+                        await connection.execute(sql("record_term"), epoch, holder)
                 return int(epoch) if epoch is not None else None
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"leader election failed: {exc}") from exc
 
-    async def renew(self, holder: uuid.UUID, epoch: int, lease_seconds: float) -> bool:
+    async def renew(
+        self, holder: uuid.UUID, epoch: int, lease_seconds: float, timeout: float | None = None
+    ) -> bool:
+        """True if renewed, False if this term no longer holds the lease; StoreError if unknown
+        (including no answer within `timeout`)."""
         try:
-            async with self._pool.acquire() as connection:
-                return await connection.fetchval(sql("renew_lease"), holder, epoch, lease_seconds) is not None
-        except (OSError, asyncpg.PostgresError) as exc:
+            async with (
+                asyncio.timeout(self.timeout if timeout is None else timeout),
+                self._pool.acquire() as connection,
+            ):
+                renewed = await connection.fetchval(sql("renew_lease"), holder, epoch, lease_seconds)
+                return renewed is not None
+        except _DB_ERRORS as exc:
             raise StoreError(f"lease renewal failed: {exc}") from exc
 
-    async def release(self, holder: uuid.UUID, epoch: int) -> None:
+    async def release(self, holder: uuid.UUID, epoch: int, timeout: float | None = None) -> None:
         try:
-            async with self._pool.acquire() as connection:
+            async with (
+                asyncio.timeout(self.timeout if timeout is None else timeout),
+                self._pool.acquire() as connection,
+            ):
                 await connection.execute(sql("release_lease"), holder, epoch)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"lease release failed: {exc}") from exc
 
     @asynccontextmanager
     async def leader_session(self, holder: uuid.UUID, epoch: int) -> AsyncIterator[LeaderSession]:
         """A connection of this term's own, for the admission ticks."""
         try:
-            async with self._pool.acquire() as connection:
-                yield LeaderSession(connection, holder, epoch)
-        except (OSError, asyncpg.PostgresError) as exc:
+            async with self._pool.acquire(timeout=self.timeout) as connection:
+                yield LeaderSession(connection, holder, epoch, self.timeout)
+        except _DB_ERRORS as exc:
             raise StoreError(f"leader connection failed: {exc}") from exc
 
     @asynccontextmanager
     async def leader_transaction(self, holder: uuid.UUID, epoch: int) -> AsyncIterator[FencedTransaction]:
         """A transaction that commits only if this process still holds the lease at `epoch`."""
         try:
-            async with self._pool.acquire() as connection, connection.transaction():
+            async with (
+                asyncio.timeout(self.LONG_TIMEOUT),
+                self._pool.acquire() as connection,
+                connection.transaction(),
+            ):
                 if await connection.fetchval(sql("fence"), holder, epoch) is None:
                     raise LeadershipLost(f"lease for epoch {epoch} is no longer held")
                 yield FencedTransaction(connection)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"leader transaction failed: {exc}") from exc
 
     # -- rebuilding the core ----------------------------------------------------
 
     async def load_active_jobs(self) -> list[Job]:
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("load_active_jobs"))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"loading jobs failed: {exc}") from exc
         return [_job(row) for row in rows]
 
     async def load_backlog(self) -> list[Backlog]:
         """Per scope, the first attempts waiting in the store (the leader pages them in)."""
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("load_backlog"))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"loading the backlog failed: {exc}") from exc
         return [
             Backlog(
@@ -336,9 +392,9 @@ class Store:
     async def job_position(self, job_id: str) -> JobPosition | None:
         """A job as stored, and how many first attempts of its scope wait before it."""
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
                 row = await connection.fetchrow(sql("job_position"), job_id)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"reading job {job_id!r} failed: {exc}") from exc
         if row is None:
             return None
@@ -357,21 +413,30 @@ class Store:
     async def load_admissions_since(self, since: float) -> dict[str, list[tuple[str, float]]]:
         """Per dependency, (scope, admitted_at) of the admissions after `since`."""
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("load_admissions_since"), since)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"loading admissions failed: {exc}") from exc
         history: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for row in rows:
             history[row["dependency"]].append((row["scope"], row["admitted_at"]))
         return history
 
+    async def job_states(self) -> dict[str, str]:
+        """Every job's state (for the audit and operators), job_id -> state."""
+        try:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("job_states"))
+        except _DB_ERRORS as exc:
+            raise StoreError(f"reading job states failed: {exc}") from exc
+        return {row["job_id"]: row["state"] for row in rows}
+
     async def load_budget_admissions_since(self, since: float) -> dict[str, list[tuple[float, bool]]]:
         """Per dependency, (admitted_at, retry) of the admissions after `since`: the retry budgets."""
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("load_budget_admissions_since"), since)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"loading admissions failed: {exc}") from exc
         history: dict[str, list[tuple[float, bool]]] = defaultdict(list)
         for row in rows:
@@ -380,9 +445,9 @@ class Store:
 
     async def load_gates(self) -> list[GateState]:
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("load_gates"))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"loading circuits and pauses failed: {exc}") from exc
         return [
             GateState(
@@ -405,10 +470,10 @@ class Store:
     ) -> list[Job]:
         """Apply every pending `janus jobs retry` request (leader only, fenced): the jobs revived."""
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
                 if not await connection.fetchval(sql("retry_requests_pending")):
                     return []
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"reading retry requests failed: {exc}") from exc
         revived: list[Job] = []
         async with self.leader_transaction(holder, epoch) as tx:
@@ -421,19 +486,23 @@ class Store:
     ) -> tuple[int, int]:
         """Record a request to give dead jobs another life: (request id, dead jobs matching now)."""
         try:
-            async with self._pool.acquire() as connection, connection.transaction():
+            async with (
+                asyncio.timeout(self.timeout),
+                self._pool.acquire() as connection,
+                connection.transaction(),
+            ):
                 matching = await connection.fetchval(sql("count_dead_jobs"), job_id, dependency, scope)
                 request = await connection.fetchval(sql("request_retry"), job_id, dependency, scope)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"recording the retry request failed: {exc}") from exc
         return int(request), int(matching)
 
     async def retry_request_status(self, request: int) -> int | None:
         """How many jobs the leader revived for the request; None while it is pending."""
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
                 row = await connection.fetchrow(sql("retry_request_status"), request)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"reading the retry request failed: {exc}") from exc
         if row is None or not row["handled"]:
             return None
@@ -442,17 +511,17 @@ class Store:
     async def job_state(self, job_id: str) -> dict[str, object] | None:
         """The job's row (state, dependency, scope, attempt, failures, last_error, finished_at)."""
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
                 row = await connection.fetchrow(sql("job_state"), job_id)
                 return dict(row) if row is not None else None
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"reading job {job_id!r} failed: {exc}") from exc
 
     async def error_history(self, job_id: str) -> list[FailedAttempt]:
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("attempt_errors"), job_id)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"reading the errors of {job_id!r} failed: {exc}") from exc
         return [
             FailedAttempt(job_id=job_id, attempt=r["attempt"], failed_at=r["failed_at"], error=r["error"])
@@ -465,7 +534,7 @@ class Store:
 
     async def database_time(self) -> float:
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
                 return float(await connection.fetchval(sql("database_time")))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"reading the database clock failed: {exc}") from exc
