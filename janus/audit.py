@@ -11,6 +11,7 @@ table (through the store) and returns the same one report.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -201,3 +202,35 @@ async def audit_database(
     finally:
         await store.close()
     return audit(records, policies, expected_jobs=expected_jobs, job_states=states)
+
+
+def retry_budget_excess(records: Sequence[WorkRecord], policy: DependencyPolicy) -> int:
+    """The retry budget seen from the workers: for every retry admission at s (a job whose
+    earlier attempt failed), the admissions with admitted_at in (s - W, s] hold at most
+    max(min_retries, budget × admissions) retries (core/retry_budget.py). Returns the worst
+    excess over that bound (<= 0: the budget held). Counts every admission a worker received,
+    started or expired; an attempt that failed by lease time-out, unseen here, is not a retry."""
+    seen = sorted(
+        (r for r in records if r.dependency == policy.name), key=lambda r: (r.admitted_at, r.attempt)
+    )
+    failed_before: dict[str, float] = {}  # job -> admitted_at of its first failed attempt
+    for record in seen:
+        if record.outcome == "failure":
+            failed_before.setdefault(record.job_id, record.admitted_at)
+    stamps = [r.admitted_at for r in seen]
+    retry_flags = [r.job_id in failed_before and r.admitted_at > failed_before[r.job_id] for r in seen]
+    retry_prefix = [0]
+    for flag in retry_flags:
+        retry_prefix.append(retry_prefix[-1] + flag)
+    window, budget, floor = policy.retry.budget_window, policy.retry.budget, policy.retry.min_retries
+    worst = -floor
+    for at, flag in zip(stamps, retry_flags, strict=True):
+        if not flag:
+            continue
+        end = bisect.bisect_right(stamps, at)
+        # (s - W, s] as the core counts it: admitted_at + W > s (the sum, like the rate windows).
+        start = bisect.bisect_right(stamps, at, key=lambda t: t + window)
+        retries = retry_prefix[end] - retry_prefix[start]
+        allowed = max(floor, math.floor(budget * (end - start) + 1e-9))
+        worst = max(worst, retries - allowed)
+    return worst

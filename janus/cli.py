@@ -1,4 +1,4 @@
-"""The `janus` command: run, migrate, check-config, submit, scopes, why, demo."""
+"""The `janus` command: run, migrate, check-config, submit, scopes, why, jobs retry / jobs show, demo."""
 
 from __future__ import annotations
 
@@ -79,6 +79,18 @@ async def _cmd_check_config(args: argparse.Namespace, settings: Settings) -> int
         print(
             f"{policy.name}: {limits}; concurrency {concurrency}; lease {policy.lease_timeout:g}s; "
             f"admission ttl {policy.admission_ttl:g}s; up to {policy.retry.max_attempts} attempts"
+        )
+        retry, circuit = policy.retry, policy.circuit
+        opens = (
+            f"circuit opens at {circuit.failure_threshold:.0%} failed of >= {circuit.min_outcomes} outcomes "
+            f"in {circuit.window:g}s, for {circuit.open_for:g}s..{circuit.max_open_for:g}s, "
+            f"{circuit.half_open_probes} probes"
+            if circuit.enabled
+            else "no circuit"
+        )
+        print(
+            f"  retries <= {retry.budget:.0%} of admissions per {retry.budget_window:g}s "
+            f"(at least {retry.min_retries}); retry_after up to {retry.max_retry_after:g}s; {opens}"
         )
     print("configuration is valid")
     return 0
@@ -172,6 +184,73 @@ async def _cmd_why(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _database_url(args: argparse.Namespace, settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    return _config(args, settings).database_url
+
+
+async def _cmd_jobs_retry(args: argparse.Namespace, settings: Settings) -> int:
+    """Ask the leader to make dead jobs eligible again, with their attempts reset."""
+    from janus.store.repository import Store
+
+    if (args.job_id is None) == (args.dependency is None and args.scope is None):
+        raise JanusError("give either JOB_ID, or --dependency and/or --scope (all their dead jobs)")
+    store = await Store.connect(_database_url(args, settings), application_name="janus-cli")
+    try:
+        if args.job_id is not None:
+            state = await store.job_state(args.job_id)
+            if state is None:
+                raise JanusError(f"no job {args.job_id!r}")
+            if state["state"] != "dead":
+                raise JanusError(f"job {args.job_id!r} is {state['state']}, not dead: nothing to retry")
+        request, matching = await store.request_retry(
+            job_id=args.job_id, dependency=args.dependency, scope=args.scope
+        )
+        what = args.job_id or " ".join(
+            f"{key} {value}"
+            for key, value in (("dependency", args.dependency), ("scope", args.scope))
+            if value
+        )
+        print(f"retry request {request} recorded for {what}: {matching} dead jobs match now")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.wait
+        while True:
+            revived = await store.retry_request_status(request)
+            if revived is not None:
+                print(f"the leader made {revived} dead jobs eligible again")
+                return 0
+            if loop.time() >= deadline:
+                print(
+                    f"no leader applied it within {args.wait:g}s: the next one will (it is kept in the database)"
+                )
+                return 3
+            await asyncio.sleep(0.2)
+    finally:
+        await store.close()
+
+
+async def _cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
+    """A job's state and its error history (every failed attempt)."""
+    from janus.store.repository import Store
+
+    store = await Store.connect(_database_url(args, settings), application_name="janus-cli")
+    try:
+        state = await store.job_state(args.job_id)
+        if state is None:
+            raise JanusError(f"no job {args.job_id!r}")
+        history = await store.error_history(args.job_id)
+    finally:
+        await store.close()
+    print(
+        f"{args.job_id}: {state['state']}; dependency {state['dependency']}, scope {state['scope']}; "
+        f"{state['attempt']} admissions, {state['failures']} failed attempts in this life"
+    )
+    for failure in history:
+        print(f"  attempt {failure.attempt}: {failure.error}")
+    return 0
+
+
 async def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from janus.demo import run_demo
 
@@ -202,6 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     for inspecting in (scopes, why):
         inspecting.add_argument("--url", help="the leader's HTTP address (default: JANUS_HTTP_HOST/PORT)")
         inspecting.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    jobs = commands.add_parser("jobs", help="dead jobs: show their errors, retry them")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    retry = with_config(
+        jobs_commands.add_parser("retry", help="make dead jobs eligible again, their attempts reset")
+    )
+    retry.add_argument("job_id", nargs="?", help="one dead job")
+    retry.add_argument("--dependency", help="every dead job of this dependency")
+    retry.add_argument("--scope", help="every dead job of this scope")
+    retry.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the leader (default 10)")
+    show = with_config(jobs_commands.add_parser("show", help="a job's state and error history"))
+    show.add_argument("job_id")
     demo = commands.add_parser("demo", help="Janus, producers and workers on the local services")
     demo.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
     demo.add_argument("--database", default="janus_demo", help="database to (re)create for the demo")
@@ -218,6 +308,8 @@ COMMANDS: dict[str, Command] = {
     "scopes": _cmd_scopes,
     "why": _cmd_why,
     "demo": _cmd_demo,
+    "jobs retry": _cmd_jobs_retry,
+    "jobs show": _cmd_jobs_show,
 }
 
 
@@ -230,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return _run(COMMANDS[args.command](args, settings))
+        command = f"jobs {args.jobs_command}" if args.command == "jobs" else args.command
+        return _run(COMMANDS[command](args, settings))
     except JanusError as exc:
         print(f"janus: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from janus.core.policy import (
+    CircuitPolicy,
     DependencyPolicy,
     FairnessPolicy,
     RateLimit,
@@ -96,12 +97,47 @@ class RetryConfig(_Strict):
     base_delay: Duration = 1.0
     max_delay: Duration = 60.0
     jitter: float = Field(default=0.5, ge=0.0, le=1.0, strict=True)
+    budget: float = Field(default=0.2, gt=0.0, le=1.0, strict=True)
+    budget_window: Duration = 10.0
+    min_retries: int = Field(default=10, ge=1, strict=True)
+    max_retry_after: Duration = 600.0
 
     @model_validator(mode="after")
     def _ordered(self) -> RetryConfig:
         if self.max_delay < self.base_delay:
             raise ValueError("max_delay must be at least base_delay")
         return self
+
+    def to_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            base_delay=self.base_delay,
+            max_delay=self.max_delay,
+            jitter=self.jitter,
+            budget=self.budget,
+            budget_window=self.budget_window,
+            min_retries=self.min_retries,
+            max_retry_after=self.max_retry_after,
+        )
+
+
+class CircuitConfig(_Strict):
+    enabled: bool = Field(default=True, strict=True)
+    failure_threshold: float = Field(default=0.5, gt=0.0, le=1.0, strict=True)
+    min_outcomes: int = Field(default=20, ge=1, strict=True)
+    window: Duration = 30.0
+    open_for: Duration = 10.0
+    max_open_for: Duration = 300.0
+    half_open_probes: int = Field(default=3, ge=1, strict=True)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CircuitConfig:
+        if self.max_open_for < self.open_for:
+            raise ValueError("max_open_for must be at least open_for")
+        return self
+
+    def to_policy(self) -> CircuitPolicy:
+        return CircuitPolicy(**self.model_dump())
 
 
 def _weight(value: object) -> float:
@@ -140,6 +176,7 @@ class DependencyConfig(_Strict):
     lease_timeout: Duration = 300.0
     admission_ttl: Duration | None = None
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
 
     @model_validator(mode="after")
@@ -156,19 +193,14 @@ class DependencyConfig(_Strict):
         ttl = self.admission_ttl
         if ttl is None:
             ttl = min(default_admission_ttl(limits), self.lease_timeout / 2)
-        retry = self.retry
         return DependencyPolicy(
             name=name,
             rate_limits=limits,
             concurrency=self.concurrency,
             lease_timeout=self.lease_timeout,
             admission_ttl=ttl,
-            retry=RetryPolicy(
-                max_attempts=retry.max_attempts,
-                base_delay=retry.base_delay,
-                max_delay=retry.max_delay,
-                jitter=retry.jitter,
-            ),
+            retry=self.retry.to_policy(),
+            circuit=self.circuit.to_policy(),
             fairness=self.fairness.to_policy(),
         )
 

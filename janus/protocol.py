@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
-from janus.core.jobs import Admission
+from janus.core.jobs import Admission, Job, JobState
 from janus.errors import ProtocolError
 
 CONTENT_TYPE = "application/json"
@@ -179,3 +179,44 @@ def encode_result(
     if retry_after is not None:
         body["retry_after"] = retry_after
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# -- outcomes (Janus → janus.outcomes, routing key "<dependency>.<outcome>") ----------------
+
+
+class OutcomeMessage(_Wire):
+    """A job's terminal outcome, for producers who subscribe (docs/protocol.md)."""
+
+    job_id: str
+    dependency: str
+    scope: str
+    outcome: Literal["succeeded", "dead"]
+    attempt: int  # admissions made for the job (its last attempt's number)
+    failures: int  # failed attempts in its last life (max_attempts when dead)
+    finished_at: float
+    error: str | None = None  # dead: the last attempt's error
+
+
+def encode_outcome(job: Job) -> bytes:
+    """The outcome message of a job in a terminal state."""
+    if not job.state.terminal or job.finished_at is None:
+        raise ValueError(f"job {job.job_id!r} has not finished")
+    body: dict[str, object] = {
+        "job_id": job.job_id,
+        "dependency": job.dependency,
+        "scope": job.scope,
+        "outcome": job.state.value,
+        "attempt": job.attempt,
+        "failures": job.failures,
+        "finished_at": job.finished_at,
+    }
+    if job.state is JobState.DEAD and job.last_error is not None:
+        body["error"] = job.last_error[:MAX_ERROR_LENGTH]
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_outcome(body: bytes) -> OutcomeMessage:
+    try:
+        return OutcomeMessage.model_validate_json(body)
+    except ValidationError as exc:
+        raise _explain(exc) from None

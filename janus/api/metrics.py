@@ -108,3 +108,42 @@ class Metrics:
             "1 while this process reconnects to the broker or the database after losing one.",
             registry=r,
         )
+
+        # Retry control (issue 4): small label sets, one series per dependency (and kind).
+        self.circuit_state = Gauge(
+            "janus_circuit_state",
+            "Circuit of each dependency: 0 closed, 1 half-open, 2 open.",
+            ["dependency"],
+            registry=r,
+        )
+        self.paused = Gauge(
+            "janus_dependency_paused",
+            "1 while a worker's retry_after pauses the dependency.",
+            ["dependency"],
+            registry=r,
+        )
+        self.retry_budget_parked = Gauge(
+            "janus_retry_budget_parked_scopes",
+            "Scopes whose next job is a retry waiting for the dependency's retry budget.",
+            ["dependency"],
+            registry=r,
+        )
+        self.gate_events = Counter(
+            "janus_gate_events_total",
+            "Circuit state changes (circuit_open, circuit_half_open, circuit_closed), pauses, "
+            "clamped retry_after values.",
+            ["dependency", "kind"],
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "janus_outcomes_total",
+            "Terminal outcomes published to janus.outcomes (succeeded, dead).",
+            ["dependency", "outcome"],
+            registry=r,
+        )
+        self.revived = Counter(
+            "janus_revived_jobs_total",
+            "Dead jobs made eligible again by janus jobs retry.",
+            ["dependency"],
+            registry=r,
+        )

@@ -11,9 +11,9 @@ from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
 
 from janus.broker import BROKER_ERRORS, topology
-from janus.core.jobs import Admission
+from janus.core.jobs import Admission, Job
 from janus.errors import BrokerError
-from janus.protocol import CONTENT_TYPE, encode_ready
+from janus.protocol import CONTENT_TYPE, encode_outcome, encode_ready
 
 PERSISTENT = 2
 
@@ -63,6 +63,31 @@ class Publisher:
         )
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerError(f"the broker refused admission {admission.job_id!r}: {confirmation!r}")
+
+    async def publish_outcomes(self, jobs: Sequence[Job]) -> list[Job]:
+        """Publish finished jobs' outcomes (not mandatory: nobody need listen); the ones refused."""
+        if not jobs:
+            return []
+        outcomes = await asyncio.gather(*(self._publish_outcome(job) for job in jobs), return_exceptions=True)
+        failed = [job for job, outcome in zip(jobs, outcomes, strict=True) if outcome is not None]
+        if failed and self._channel.is_closed:
+            raise BrokerError("the publishing channel closed") from next(
+                o for o in outcomes if isinstance(o, BaseException)
+            )
+        return failed
+
+    async def _publish_outcome(self, job: Job) -> None:
+        properties = spec.Basic.Properties(
+            content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=job.job_id
+        )
+        confirmation = await self._raw.basic_publish(
+            encode_outcome(job),
+            exchange=topology.OUTCOMES_EXCHANGE,
+            routing_key=topology.outcome_key(job.dependency, job.state.value),
+            properties=properties,
+        )
+        if not isinstance(confirmation, spec.Basic.Ack):
+            raise BrokerError(f"the broker refused the outcome of {job.job_id!r}: {confirmation!r}")
 
     async def set_aside(self, body: bytes, headers: dict[str, str], reason: str, detail: str) -> None:
         """Move bad input to the rejected queue with its reason; confirmed before the caller acks it."""

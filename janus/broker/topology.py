@@ -21,6 +21,7 @@ RESULTS_QUEUE = f"{PREFIX}.results"
 RETURNED_EXCHANGE = f"{PREFIX}.returned"  # fanout; ready queues dead-letter here
 RETURNED_QUEUE = f"{PREFIX}.returned"
 REJECTED_QUEUE = f"{PREFIX}.rejected"  # bad input set aside with its reason
+OUTCOMES_EXCHANGE = f"{PREFIX}.outcomes"  # topic; Janus publishes terminal outcomes, key below
 
 REASON_HEADER = "x-janus-reason"
 DETAIL_HEADER = "x-janus-detail"
@@ -28,6 +29,11 @@ DETAIL_HEADER = "x-janus-detail"
 
 def ready_queue(dependency: str) -> str:
     return f"{PREFIX}.ready.{dependency}"
+
+
+def outcome_key(dependency: str, outcome: str) -> str:
+    """Routing key on janus.outcomes: "<dependency>.<outcome>" (outcome: succeeded, dead)."""
+    return f"{dependency}.{outcome}"
 
 
 async def declare_intake_exchange(channel: AbstractChannel) -> AbstractExchange:
@@ -65,6 +71,7 @@ async def declare_topology(channel: AbstractChannel, dependencies: Iterable[str]
     await returned_queue.bind(returned)
 
     await channel.declare_queue(REJECTED_QUEUE, durable=True)
+    await channel.declare_exchange(OUTCOMES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
     for dependency in dependencies:
         await declare_ready_queue(channel, dependency)
 

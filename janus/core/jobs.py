@@ -10,7 +10,7 @@ class JobState(StrEnum):
     WAITING = "waiting"  # eligible now or after `eligible_at` (backoff)
     ADMITTED = "admitted"  # holds a slot: published to workers, no result yet
     SUCCEEDED = "succeeded"
-    DEAD = "dead"  # max_attempts failed attempts; kept with its last error
+    DEAD = "dead"  # max_attempts failed attempts; kept with its error history
 
     @property
     def terminal(self) -> bool:
@@ -49,6 +49,7 @@ class Admission:
     admitted_at: float
     expires_at: float
     lease_deadline: float
+    retry: bool = False  # the job had failed before: counts against the retry budget
 
     @classmethod
     def of(cls, job: Job) -> Admission:
@@ -64,4 +65,5 @@ class Admission:
             admitted_at=job.admitted_at,
             expires_at=job.expires_at,
             lease_deadline=job.lease_deadline,
+            retry=job.failures > 0,
         )

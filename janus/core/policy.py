@@ -30,12 +30,20 @@ class RateLimit:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with jitter, and the number of failed attempts before a job is dead."""
+    """Per job: exponential backoff with jitter, and the failed attempts before a job is dead.
+
+    Per dependency: the retry budget (`core/retry_budget.py`) and the cap on a worker's
+    `retry_after` (`core/pause.py`).
+    """
 
     max_attempts: int = 5
     base_delay: float = 1.0
     max_delay: float = 60.0
     jitter: float = 0.5
+    budget: float = 0.2  # share of admissions in budget_window that may be retries; 1.0: no budget
+    budget_window: float = 10.0
+    min_retries: int = 10  # retries always allowed per budget_window, whatever the share
+    max_retry_after: float = 600.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -46,6 +54,36 @@ class RetryPolicy:
             raise ValueError("max_delay must be at least base_delay")
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError("jitter must be between 0 and 1")
+        if not 0.0 < self.budget <= 1.0:
+            raise ValueError("budget must be more than 0 and at most 1")
+        if self.budget_window <= 0 or self.max_retry_after <= 0:
+            raise ValueError("budget_window and max_retry_after must be positive")
+        if self.min_retries < 1:
+            # Without it, retries of a dependency that gets no new jobs would wait forever.
+            raise ValueError("min_retries must be at least 1")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CircuitPolicy:
+    """When a dependency's circuit opens, for how long, and how many probes test it (`core/circuit.py`)."""
+
+    enabled: bool = True
+    failure_threshold: float = 0.5  # opens when failures / outcomes in `window` reach this
+    min_outcomes: int = 20
+    window: float = 30.0
+    open_for: float = 10.0  # doubles on each re-open from half-open, up to max_open_for
+    max_open_for: float = 300.0
+    half_open_probes: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.failure_threshold <= 1.0:
+            raise ValueError("failure_threshold must be more than 0 and at most 1")
+        if self.min_outcomes < 1 or self.half_open_probes < 1:
+            raise ValueError("min_outcomes and half_open_probes must be at least 1")
+        if self.window <= 0 or self.open_for <= 0:
+            raise ValueError("window and open_for must be positive")
+        if self.max_open_for < self.open_for:
+            raise ValueError("max_open_for must be at least open_for")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,6 +123,7 @@ class DependencyPolicy:
     lease_timeout: float = 30.0
     admission_ttl: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     fairness: FairnessPolicy = field(default_factory=FairnessPolicy)
 
     def __post_init__(self) -> None:

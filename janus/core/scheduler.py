@@ -17,6 +17,7 @@ from typing import Protocol
 
 from janus.core.backoff import retry_delay
 from janus.core.fairness import FairQueue
+from janus.core.gates import DependencyGates, GateEvent, GateState
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.policy import DependencyPolicy
 from janus.core.rate import SlidingWindow
@@ -30,6 +31,8 @@ class WaitReason(StrEnum):
     SCOPE_CONCURRENCY = "scope_concurrency"  # its scope holds `scope_concurrency` slots
     SCOPE_RATE = "scope_rate"  # one of its scope's rate limits
     RETRY_BUDGET = "retry_budget"  # a retry, and the dependency's retries are over budget
+    PAUSED = "paused"  # a worker's retry_after pauses the whole dependency
+    CIRCUIT = "circuit"  # the dependency's circuit is open, or half-open with every probe out
     BACKOFF = "backoff"  # a retry, not eligible before `eligible_at`
     FAIR_SHARE = "fair_share"  # other scopes are further below their fair share
     QUEUED = "queued"  # earlier jobs of its own scope go first
@@ -170,7 +173,8 @@ class _Lane:
 
     policy: DependencyPolicy
     windows: list[SlidingWindow]
-    retry_gate: RetryGate
+    gate: DependencyGates  # Retry-After pause, circuit breaker, retry budget (core/gates.py)
+    retry_gate: RetryGate  # the gate itself, unless a test injects another
     held: set[str] = field(default_factory=set)
     scopes: dict[str, _Scope] = field(default_factory=dict)
     fair: FairQueue[str] = field(default_factory=FairQueue)
@@ -194,6 +198,15 @@ class _Lane:
 
     def block(self, now: float) -> Blocked | None:
         policy = self.policy
+        gate = self.gate.block(now)
+        if gate is not None:
+            return Blocked(
+                dependency=policy.name,
+                reason=WaitReason(gate.reason.value),
+                limit=gate.limit,
+                until=gate.until,
+                waiting=self.eligible,
+            )
         if policy.concurrency is not None and len(self.held) >= policy.concurrency:
             return Blocked(
                 dependency=policy.name,
@@ -248,10 +261,12 @@ class Scheduler:
         self._lanes: dict[str, _Lane] = {}
         gates = retry_gates or {}
         for policy in policies:
+            gate = DependencyGates(policy)
             self._lanes[policy.name] = _Lane(
                 policy=policy,
                 windows=[SlidingWindow(limit) for limit in policy.rate_limits],
-                retry_gate=gates.get(policy.name) or NoRetryLimit(),
+                gate=gate,
+                retry_gate=gates.get(policy.name) or gate,
             )
         self._jobs: dict[str, Job] = {}  # non-terminal jobs in memory (first attempts may be stored only)
         self._leases: list[tuple[float, str, int]] = []  # (deadline, job_id, attempt), lazy
@@ -361,6 +376,8 @@ class Scheduler:
             lane.held.discard(job_id)
             scope.held -= 1
             self._unpark_if_below_cap(lane, scope)
+            # A half-open circuit's probe that will never report must be given back.
+            lane.gate.on_returned(current.admitted_at, self._clock_floor)
         else:
             scope.fresh.remove(job_id)  # O(scope's queue): only for the rare repeat
             lane.eligible -= 1
@@ -501,6 +518,22 @@ class Scheduler:
             self._want_page(lane, scope)
         return consistent
 
+    def restore_budget(self, dependency: str, admissions: Iterable[tuple[float, bool]]) -> None:
+        """Reload the admissions (at, retry) still inside the retry budget's window."""
+        lane = self._lanes.get(dependency)
+        if lane is not None:
+            lane.gate.budget.restore(admissions)
+
+    def restore_gate(self, state: GateState) -> None:
+        """Go on with a previous leader's circuit and pause; call after restoring the jobs."""
+        lane = self._lanes.get(state.dependency)
+        if lane is None:
+            return
+        held = [
+            job.admitted_at for job_id in lane.held if (job := self._jobs[job_id]).admitted_at is not None
+        ]
+        lane.gate.restore(state, held)
+
     def on_result(
         self,
         *,
@@ -517,6 +550,7 @@ class Scheduler:
             return Transition(verdict=taken)
         job, lane = taken
         if success:
+            lane.gate.on_outcome(failed=False, admitted_at=job.admitted_at, now=now)
             done = Job(
                 job_id=job_id,
                 dependency=job.dependency,
@@ -543,6 +577,7 @@ class Scheduler:
         if isinstance(taken, Verdict):
             return Transition(verdict=taken)
         job, lane = taken
+        lane.gate.on_returned(job.admitted_at, now)
         waiting = replace(
             job,
             state=JobState.WAITING,
@@ -670,6 +705,24 @@ class Scheduler:
             )
             for name, lane in self._lanes.items()
         ]
+
+    def gate_states(self) -> list[GateState]:
+        return [lane.gate.state() for lane in self._lanes.values()]
+
+    def retry_budget_parked(self) -> dict[str, int]:
+        """Per dependency: scopes whose next job is a retry waiting for the retry budget."""
+        return {name: len(lane.retry_parked) for name, lane in self._lanes.items()}
+
+    def drain_gates(self) -> tuple[list[GateState], list[GateEvent]]:
+        """Gate states changed since the last call (to persist with the tick), and what happened."""
+        states: list[GateState] = []
+        events: list[GateEvent] = []
+        for lane in self._lanes.values():
+            state, happened = lane.gate.drain()
+            if state is not None:
+                states.append(state)
+            events.extend(happened)
+        return states, events
 
     def scope_stats(self, dependency: str, *, top: int | None = None) -> list[ScopeStats]:
         """Per scope, the largest backlogs first (`top` of them; O(scopes))."""
@@ -908,6 +961,7 @@ class Scheduler:
         for window in scope.windows:
             window.record(now)
         lane.retry_gate.record(now, retry=job.failures > 0)
+        lane.gate.on_admit(now)
         lane.fair.serve(scope.name, policy.fairness.weight(scope.name))
         if not scope.eligible:
             lane.fair.park(scope.name)
@@ -919,6 +973,10 @@ class Scheduler:
     def _fail(self, lane: _Lane, job: Job, error: str, retry_after: float | None, now: float) -> Transition:
         retry = lane.policy.retry
         failures = job.failures + 1
+        gate = lane.gate
+        gate.on_outcome(failed=True, admitted_at=job.admitted_at, now=now)
+        # The dependency said it is overloaded: nothing of it until then (clamped), this job included.
+        pause = gate.pause(retry_after, now)
         if failures >= retry.max_attempts:
             dead = replace(
                 job,
@@ -929,15 +987,14 @@ class Scheduler:
             )
             self._finish(lane, dead)
             return Transition(verdict=Verdict.DEAD, job=dead)
-        delay = retry_delay(retry, failures, self._rng)
-        if retry_after is not None and retry_after > 0:
-            # The dependency asked for a pause: honour it for this job, within max_delay.
-            delay = max(delay, min(retry_after, retry.max_delay))
+        eligible_at = now + retry_delay(retry, failures, self._rng)
+        if pause is not None:
+            eligible_at = max(eligible_at, pause.until)
         waiting = replace(
             job,
             state=JobState.WAITING,
             failures=failures,
-            eligible_at=now + delay,
+            eligible_at=eligible_at,
             admitted_at=None,
             expires_at=None,
             lease_deadline=None,

@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from janus.api.metrics import Metrics
 from janus.broker.consumer import Delivery, ack_up_to, content_type
 from janus.broker.publisher import Publisher
-from janus.core.jobs import Admission
-from janus.core.scheduler import Scheduler, Transition
+from janus.core.gates import GateEvent
+from janus.core.jobs import Admission, Job
+from janus.core.scheduler import Scheduler, Transition, Verdict
 from janus.errors import LeadershipLost, ProtocolError
 from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result
 from janus.service.inbox import Batch, Inbox
 from janus.service.leadership import Term
-from janus.store.repository import LeaderSession
+from janus.store.repository import FailedAttempt, LeaderSession
 
 log = logging.getLogger("janus.admission")
 
@@ -39,6 +40,7 @@ MAX_ADMISSIONS_PER_TICK = 2000
 BUSY_BATCH = 4  # a tick with this many messages means the next one should wait to grow
 FULL_BATCH = 256  # ...unless this many are already waiting
 LINGER = 0.005  # seconds
+CIRCUIT_LEVELS = {"closed": 0, "half_open": 1, "open": 2}  # janus_circuit_state
 TOP_SCOPES = 10  # per dependency, in the per-scope metrics
 SCOPE_METRICS_EVERY = 1.0  # seconds
 
@@ -98,6 +100,10 @@ class AdmissionLoop:
         self._throttled = _ThrottledLog()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._last_batch = 0
+        # Per tick: finished jobs (their outcomes are published after the commit) and failed attempts.
+        self._finished: list[Job] = []
+        self._failed: list[FailedAttempt] = []
+        self._now = 0.0
         self._scopes_observed = float("-inf")
         self._shown_scopes: dict[str, set[str]] = {}
 
@@ -146,6 +152,11 @@ class AdmissionLoop:
         results = self._decode_results(batch, set_aside)
         returned = self._decode_returned(batch, set_aside)
         scheduler = self._scheduler
+        self._finished, self._failed, self._now = [], [], now
+        for job in batch.revived:
+            # Before the intake: a re-publication of a revived job in this batch is then a duplicate.
+            if scheduler.job(job.job_id) is None and scheduler.restore(job):
+                self._metrics.revived.labels(job.dependency).inc()
 
         payloads: dict[str, str | None] = {}
         for message, payload_text in intake:
@@ -180,8 +191,14 @@ class AdmissionLoop:
             self._count("lease_timeout", transition)
         decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
         changes = scheduler.drain_changes()
+        gates, gate_events = scheduler.drain_gates()
         stored = await self._session.tick(
-            now, [(job, payloads[job.job_id]) for job in changes.new], changes.updated, decision.admissions
+            now,
+            [(job, payloads[job.job_id]) for job in changes.new],
+            changes.updated,
+            decision.admissions,
+            failed=self._failed,
+            gates=gates,
         )
         # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
         # which the core could not tell from new ones: they are retracted unpublished.
@@ -197,8 +214,10 @@ class AdmissionLoop:
         if set_aside:
             await asyncio.gather(*(self._set_aside(item) for item in set_aside))
         await self._ack(batch)
-        if admissions:
-            task = self._publishing.create_task(self._publish(admissions))
+        self._report_gates(gate_events)
+        finished = self._finished
+        if admissions or finished:
+            task = self._publishing.create_task(self._publish(admissions, finished))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         self._observe(batch, started)
@@ -302,7 +321,22 @@ class AdmissionLoop:
             if messages:
                 await ack_up_to(messages[-1])
 
-    async def _publish(self, admissions: list[Admission]) -> None:
+    async def _publish(self, admissions: list[Admission], finished: list[Job]) -> None:
+        await asyncio.gather(self._publish_admissions(admissions), self._publish_outcomes(finished))
+
+    async def _publish_outcomes(self, finished: list[Job]) -> None:
+        if not finished:
+            return
+        # After the commit, like admissions; at most once (docs/protocol.md).
+        refused = await self._publisher.publish_outcomes(finished)
+        for job in finished:
+            self._metrics.outcomes.labels(job.dependency, job.state.value).inc()
+        if refused:
+            log.warning("the broker refused %d outcome messages; they are not sent again", len(refused))
+
+    async def _publish_admissions(self, admissions: list[Admission]) -> None:
+        if not admissions:
+            return
         failed = await self._publisher.publish_admissions(admissions)
         refused = {(a.job_id, a.attempt) for a in failed}
         for admission in admissions:
@@ -316,6 +350,28 @@ class AdmissionLoop:
 
     def _count(self, source: str, transition: Transition) -> None:
         self._metrics.events.labels(source, transition.verdict.value).inc()
+        job = transition.job
+        if job is None:
+            return
+        if transition.verdict in (Verdict.SUCCEEDED, Verdict.DEAD):
+            self._finished.append(job)
+        if transition.verdict in (Verdict.RETRY_SCHEDULED, Verdict.DEAD) and job.last_error is not None:
+            self._failed.append(
+                FailedAttempt(
+                    job_id=job.job_id, attempt=job.attempt, failed_at=self._now, error=job.last_error
+                )
+            )
+
+    def _report_gates(self, events: list[GateEvent]) -> None:
+        """Circuit changes, pauses and clamped retry_after values: logged and counted."""
+        metrics = self._metrics
+        for event in events:
+            metrics.gate_events.labels(event.dependency, event.kind).inc()
+            if event.kind == "retry_after_clamped":
+                self._throttled.warn(f"clamped:{event.dependency}", f"{event.dependency}: {event.detail}")
+            else:
+                level = logging.WARNING if event.kind in ("circuit_open", "paused") else logging.INFO
+                log.log(level, "%s: %s (%s)", event.dependency, event.kind.replace("_", " "), event.detail)
 
     def _observe(self, batch: Batch, started: float) -> None:
         metrics = self._metrics
@@ -328,6 +384,13 @@ class AdmissionLoop:
             metrics.waiting.labels(stats.dependency, "stored").set(stats.stored)
             metrics.waiting.labels(stats.dependency, "delayed").set(stats.delayed)
             metrics.active_scopes.labels(stats.dependency).set(stats.scopes)
+        clock = self._scheduler.clock
+        for gate in self._scheduler.gate_states():
+            metrics.circuit_state.labels(gate.dependency).set(CIRCUIT_LEVELS[gate.circuit.state.value])
+            paused = gate.pause_until is not None and clock < gate.pause_until
+            metrics.paused.labels(gate.dependency).set(1 if paused else 0)
+        for dependency, parked in self._scheduler.retry_budget_parked().items():
+            metrics.retry_budget_parked.labels(dependency).set(parked)
         now = time.monotonic()
         if now - self._scopes_observed >= SCOPE_METRICS_EVERY:
             self._scopes_observed = now

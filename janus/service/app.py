@@ -52,6 +52,7 @@ log = logging.getLogger("janus.service")
 
 PREFETCH = 2000  # unacked deliveries per consumer channel: bounds the inbox
 PRUNE_EVERY = 60.0
+REVIVE_EVERY = 0.5  # how often the leader looks for `janus jobs retry` requests
 CLOSE_TIMEOUT = 2.0  # closing a broker connection that may be dead
 
 # Errors that mean "the broker or the database is gone or refuses": the process recovers.
@@ -300,6 +301,13 @@ class Service:
         history = await store.load_admissions_since(self.clock() - longest - 1.0)
         for dependency, admissions in history.items():
             scheduler.restore_admissions(dependency, admissions)
+        # Retry control: the budgets' windows, and the circuits and pauses as the last leader left them.
+        budget_window = max((p.retry.budget_window for p in scheduler.policies.values()), default=0.0)
+        budgets = await store.load_budget_admissions_since(self.clock() - budget_window - 1.0)
+        for dependency, flagged in budgets.items():
+            scheduler.restore_budget(dependency, flagged)
+        for gate in await store.load_gates():
+            scheduler.restore_gate(gate)
         scheduler.advance_clock(self.clock())
         held = sum(s.held for s in scheduler.stats())
         log.info(
@@ -369,6 +377,7 @@ class Service:
             draining = asyncio.Event()
             group.create_task(self._drain_on_stop(draining, consuming), name="drain-on-stop")
             group.create_task(self._prune(store, term, scheduler, draining), name="prune-admissions")
+            group.create_task(self._revive(store, term, scheduler, inbox, draining), name="revive-dead-jobs")
             await loop.run(draining)
             watch.cancel()
 
@@ -400,7 +409,9 @@ class Service:
 
     async def _prune(self, store: Store, term: Term, scheduler: Scheduler, draining: asyncio.Event) -> None:
         """Admissions older than every rate window can never matter again."""
-        longest = max((p.longest_window for p in scheduler.policies.values()), default=0.0)
+        longest = max(
+            (max(p.longest_window, p.retry.budget_window) for p in scheduler.policies.values()), default=0.0
+        )
         while not draining.is_set():
             try:
                 await asyncio.wait_for(draining.wait(), timeout=PRUNE_EVERY)
@@ -411,6 +422,23 @@ class Service:
             pruned = await store.prune_admissions(term.holder, term.epoch, keep_after)
             if pruned:
                 log.debug("pruned %d old admissions", pruned)
+
+    async def _revive(
+        self, store: Store, term: Term, scheduler: Scheduler, inbox: Inbox, draining: asyncio.Event
+    ) -> None:
+        """Apply `janus jobs retry` requests: the store marks the dead jobs waiting (fenced), then
+        the admission loop hands them to the core (docs/decisions.md: why through the database)."""
+        configured = list(scheduler.policies)
+        while not draining.is_set():
+            try:
+                await asyncio.wait_for(draining.wait(), timeout=REVIVE_EVERY)
+                return
+            except TimeoutError:
+                pass
+            revived = await store.revive_requested(term.holder, term.epoch, self.clock(), configured)
+            if revived:
+                log.info("made %d dead jobs eligible again (janus jobs retry)", len(revived))
+                inbox.add_revived(revived)
 
 
 def install_signal_handlers(service: Service) -> None:

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from janus.broker.consumer import Delivery
-from janus.core.jobs import Admission
+from janus.core.jobs import Admission, Job
 
 
 @dataclass(kw_only=True)
@@ -20,6 +20,7 @@ class Batch:
     results: list[Delivery]
     returned: list[Delivery]
     unpublished: list[Admission]
+    revived: list[Job] = field(default_factory=list)  # dead jobs made waiting again (janus jobs retry)
 
     def __len__(self) -> int:
         return len(self.intake) + len(self.results) + len(self.returned) + len(self.unpublished)
@@ -31,6 +32,7 @@ class Inbox:
     results: list[Delivery] = field(default_factory=list)
     returned: list[Delivery] = field(default_factory=list)
     unpublished: list[Admission] = field(default_factory=list)
+    revived: list[Job] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def on_intake(self, message: Delivery) -> None:
@@ -49,13 +51,21 @@ class Inbox:
         self.unpublished.extend(admissions)
         self.ready.set()
 
+    def add_revived(self, jobs: list[Job]) -> None:
+        self.revived.extend(jobs)
+        self.ready.set()
+
     def __len__(self) -> int:
         return len(self.intake) + len(self.results) + len(self.returned) + len(self.unpublished)
 
     def take(self) -> Batch:
         batch = Batch(
-            intake=self.intake, results=self.results, returned=self.returned, unpublished=self.unpublished
+            intake=self.intake,
+            results=self.results,
+            returned=self.returned,
+            unpublished=self.unpublished,
+            revived=self.revived,
         )
-        self.intake, self.results, self.returned, self.unpublished = [], [], [], []
+        self.intake, self.results, self.returned, self.unpublished, self.revived = [], [], [], [], []
         self.ready.clear()
         return batch

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from janus.core.circuit import CircuitSnapshot, CircuitState
+from janus.core.gates import GateState
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.scheduler import PageRequest
 from janus.errors import LeadershipLost, StoreError
@@ -49,6 +51,24 @@ class JobPosition:
     eligible_at: float
     last_error: str | None
     ahead_in_scope: int | None  # first attempts of its scope stored before it (waiting first attempts)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FailedAttempt:
+    """One line of a job's error history."""
+
+    job_id: str
+    attempt: int
+    failed_at: float
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryRequest:
+    id: int
+    job_id: str | None
+    dependency: str | None
+    scope: str | None
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -90,14 +110,50 @@ class LeaderSession:
         new: Sequence[tuple[Job, str | None]],
         updated: Sequence[Job],
         admissions: Sequence[Admission],
+        *,
+        failed: Sequence[FailedAttempt] = (),
+        gates: Sequence[GateState] = (),
     ) -> set[str]:
         """Write one tick atomically, fenced by the lease; returns the ids of the new jobs stored.
 
         `new` pairs each submitted job (in its latest state) with its payload as JSON text.
         A submitted job whose id the store already had is not written, nor its admission.
+        A tick that failed attempts or changed a dependency's gates writes them too, in the
+        same transaction (a second statement only then: most ticks have neither).
         """
-        if not (new or updated or admissions):
+        if not (new or updated or admissions or failed or gates):
             return set()
+        try:
+            if not (failed or gates):
+                return await self._tick(now, new, updated, admissions)
+            async with self._connection.transaction():
+                inserted = await self._tick(now, new, updated, admissions)
+                await self._connection.fetchrow(
+                    sql("tick_retry_control"),
+                    now,
+                    [f.job_id for f in failed],
+                    [f.attempt for f in failed],
+                    [f.failed_at for f in failed],
+                    [f.error for f in failed],
+                    [g.dependency for g in gates],
+                    [g.circuit.state.value for g in gates],
+                    [g.circuit.since for g in gates],
+                    [g.circuit.open_until for g in gates],
+                    [g.circuit.open_for for g in gates],
+                    [g.pause_until for g in gates],
+                    timeout=self._timeout,
+                )
+                return inserted
+        except _DB_ERRORS as exc:
+            raise StoreError(f"admission tick failed: {exc}") from exc
+
+    async def _tick(
+        self,
+        now: float,
+        new: Sequence[tuple[Job, str | None]],
+        updated: Sequence[Job],
+        admissions: Sequence[Admission],
+    ) -> set[str]:
         jobs = [job for job, _ in new]
         try:
             row = await self._connection.fetchrow(
@@ -131,6 +187,7 @@ class LeaderSession:
                 [a.scope for a in admissions],
                 [a.admitted_at for a in admissions],
                 [j.seq for j in jobs],
+                [a.retry for a in admissions],
                 timeout=self._timeout,
             )
         except _DB_ERRORS as exc:
@@ -174,6 +231,22 @@ class FencedTransaction:
     async def prune_admissions(self, before: float) -> int:
         status = await self._connection.execute(sql("prune_admissions"), before)
         return int(status.split()[-1])
+
+    async def take_retry_requests(self) -> list[RetryRequest]:
+        rows = await self._connection.fetch(sql("take_retry_requests"))
+        return [
+            RetryRequest(id=r["id"], job_id=r["job_id"], dependency=r["dependency"], scope=r["scope"])
+            for r in rows
+        ]
+
+    async def revive_dead_jobs(
+        self, request: RetryRequest, now: float, configured: Sequence[str]
+    ) -> list[Job]:
+        rows = await self._connection.fetch(
+            sql("revive_dead_jobs"), now, request.job_id, request.dependency, request.scope, list(configured)
+        )
+        await self._connection.execute(sql("finish_retry_request"), request.id, len(rows))
+        return [_job(row) for row in rows]
 
 
 class Store:
@@ -357,6 +430,103 @@ class Store:
         except _DB_ERRORS as exc:
             raise StoreError(f"reading job states failed: {exc}") from exc
         return {row["job_id"]: row["state"] for row in rows}
+
+    async def load_budget_admissions_since(self, since: float) -> dict[str, list[tuple[float, bool]]]:
+        """Per dependency, (admitted_at, retry) of the admissions after `since`: the retry budgets."""
+        try:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("load_budget_admissions_since"), since)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"loading admissions failed: {exc}") from exc
+        history: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+        for row in rows:
+            history[row["dependency"]].append((row["admitted_at"], row["retry"]))
+        return history
+
+    async def load_gates(self) -> list[GateState]:
+        try:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("load_gates"))
+        except _DB_ERRORS as exc:
+            raise StoreError(f"loading circuits and pauses failed: {exc}") from exc
+        return [
+            GateState(
+                dependency=row["dependency"],
+                circuit=CircuitSnapshot(
+                    state=CircuitState(row["circuit_state"]),
+                    since=row["circuit_since"],
+                    open_until=row["open_until"],
+                    open_for=row["open_for"],
+                ),
+                pause_until=row["pause_until"],
+            )
+            for row in rows
+        ]
+
+    # -- dead jobs --------------------------------------------------------------
+
+    async def revive_requested(
+        self, holder: uuid.UUID, epoch: int, now: float, configured: Sequence[str]
+    ) -> list[Job]:
+        """Apply every pending `janus jobs retry` request (leader only, fenced): the jobs revived."""
+        try:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
+                if not await connection.fetchval(sql("retry_requests_pending")):
+                    return []
+        except _DB_ERRORS as exc:
+            raise StoreError(f"reading retry requests failed: {exc}") from exc
+        revived: list[Job] = []
+        async with self.leader_transaction(holder, epoch) as tx:
+            for request in await tx.take_retry_requests():
+                revived += await tx.revive_dead_jobs(request, now, configured)
+        return revived
+
+    async def request_retry(
+        self, *, job_id: str | None = None, dependency: str | None = None, scope: str | None = None
+    ) -> tuple[int, int]:
+        """Record a request to give dead jobs another life: (request id, dead jobs matching now)."""
+        try:
+            async with (
+                asyncio.timeout(self.timeout),
+                self._pool.acquire() as connection,
+                connection.transaction(),
+            ):
+                matching = await connection.fetchval(sql("count_dead_jobs"), job_id, dependency, scope)
+                request = await connection.fetchval(sql("request_retry"), job_id, dependency, scope)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"recording the retry request failed: {exc}") from exc
+        return int(request), int(matching)
+
+    async def retry_request_status(self, request: int) -> int | None:
+        """How many jobs the leader revived for the request; None while it is pending."""
+        try:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
+                row = await connection.fetchrow(sql("retry_request_status"), request)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"reading the retry request failed: {exc}") from exc
+        if row is None or not row["handled"]:
+            return None
+        return int(row["revived"])
+
+    async def job_state(self, job_id: str) -> dict[str, object] | None:
+        """The job's row (state, dependency, scope, attempt, failures, last_error, finished_at)."""
+        try:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
+                row = await connection.fetchrow(sql("job_state"), job_id)
+                return dict(row) if row is not None else None
+        except _DB_ERRORS as exc:
+            raise StoreError(f"reading job {job_id!r} failed: {exc}") from exc
+
+    async def error_history(self, job_id: str) -> list[FailedAttempt]:
+        try:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("attempt_errors"), job_id)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"reading the errors of {job_id!r} failed: {exc}") from exc
+        return [
+            FailedAttempt(job_id=job_id, attempt=r["attempt"], failed_at=r["failed_at"], error=r["error"])
+            for r in rows
+        ]
 
     async def prune_admissions(self, holder: uuid.UUID, epoch: int, before: float) -> int:
         async with self.leader_transaction(holder, epoch) as tx:

@@ -74,7 +74,8 @@ async def test_rate_and_concurrency_hold_at_the_workers(database: str, vhost: st
 
 
 async def test_retries_follow_backoff_and_dead_jobs_are_kept(database: str, vhost: str) -> None:
-    retry = {"base_delay": "0.3s", "max_delay": "1s", "jitter": 0.5, "max_attempts": 3}
+    # No retry budget (1.0): this measures per-job backoff alone (test_retry_control.py has the budget).
+    retry = {"base_delay": "0.3s", "max_delay": "1s", "jitter": 0.5, "max_attempts": 3, "budget": 1.0}
     config = make_config(database, vhost, {"api": {"lease_timeout": "10s", "retry": retry}})
     log = RecordLog()
 

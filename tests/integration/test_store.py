@@ -57,7 +57,16 @@ async def test_migrations_build_the_schema_once_even_when_raced(empty_database: 
         }
     finally:
         await connection.close()
-    assert tables == {"jobs", "admissions", "leader", "leader_terms", "schema_migrations"}
+    assert tables == {
+        "jobs",
+        "admissions",
+        "leader",
+        "leader_terms",
+        "schema_migrations",
+        "attempt_errors",
+        "dependency_gates",
+        "retry_requests",
+    }
 
 
 async def test_one_lease_holder_at_a_time_and_the_fence_stops_a_deposed_leader(database: str) -> None:

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from janus.audit import audit, max_in_window, max_overlap
+from janus.audit import audit, max_in_window, max_overlap, retry_budget_excess
 from janus.client.worker import WorkRecord
-from janus.core.policy import DependencyPolicy, RateLimit
+from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy
 
 MAX_IN_WINDOW = [
     # (times, window, expected)
@@ -307,3 +307,51 @@ def test_a_job_the_table_holds_dead_is_not_lost() -> None:
     report = audit(records, POLICIES, expected_jobs=[*states], job_states=states)
     assert report.ok, report.summary()
     assert report.table_states == {"succeeded": 4, "dead": 1}
+
+
+# -- the retry budget seen from the workers ------------------------------------------
+
+BUDGETED = replace(API, retry=RetryPolicy(budget=0.25, budget_window=10.0, min_retries=1))
+
+
+def failed(job_id: str, admitted: float, attempt: int = 1) -> WorkRecord:
+    return record(job_id, admitted, attempt=attempt, outcome="failure", error="503")
+
+
+RETRY_BUDGET_CASES = [
+    # (records, worst excess; <= 0 means the budget held)
+    ([record("a", 0.0)], -1),  # no retry at all
+    ([failed("a", 0.0), record("a", 1.0, attempt=2)], 0),  # one retry: the minimum allowance
+    (
+        [failed("a", 0.0), failed("b", 0.0), record("a", 1.0, attempt=2), record("b", 1.0, attempt=2)],
+        1,  # two retries of four admissions, over a floor of max(1, 0.25 × 4) = 1
+    ),
+    (
+        [
+            failed("a", 0.0),
+            failed("b", 0.0),
+            *(record(f"f{i}", 0.5) for i in range(4)),
+            record("a", 1.0, attempt=2),
+            record("b", 1.0, attempt=2),
+        ],
+        0,  # two retries of eight admissions: 25 %
+    ),
+    (
+        [failed("a", 0.0), failed("b", 0.0), record("a", 1.0, attempt=2), record("b", 11.0, attempt=2)],
+        0,  # the second retry is in another window
+    ),
+    (
+        [
+            record("a", 0.0, attempt=1, outcome="expired", started_at=None, finished_at=None),
+            record("a", 1.0, attempt=2),
+            record("b", 1.0),
+            record("c", 1.0),
+        ],
+        -1,  # an admission that came back unused is not a failure: its next one is no retry
+    ),
+]
+
+
+@pytest.mark.parametrize(("records", "excess"), RETRY_BUDGET_CASES)
+def test_retry_budget_excess(records: list[WorkRecord], excess: int) -> None:
+    assert retry_budget_excess(records, BUDGETED) == excess

@@ -24,7 +24,7 @@ from janus.config import (
     parse_duration,
     parse_rate_limit,
 )
-from janus.core.policy import FairnessPolicy, RateLimit, RetryPolicy
+from janus.core.policy import CircuitPolicy, FairnessPolicy, RateLimit, RetryPolicy
 from janus.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,6 +84,49 @@ def test_a_minimal_file_takes_every_default(tmp_path: Path) -> None:
     assert policy.lease_timeout == 300.0
     assert policy.admission_ttl == 30.0
     assert policy.retry == RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=60.0, jitter=0.5)
+    # The retry control defaults of the config reference.
+    assert (policy.retry.budget, policy.retry.budget_window) == (0.2, 10.0)
+    assert (policy.retry.min_retries, policy.retry.max_retry_after) == (10, 600.0)
+    assert policy.circuit == CircuitPolicy(
+        enabled=True,
+        failure_threshold=0.5,
+        min_outcomes=20,
+        window=30.0,
+        open_for=10.0,
+        max_open_for=300.0,
+        half_open_probes=3,
+    )
+
+
+def test_retry_control_keys_are_read(tmp_path: Path) -> None:
+    text = """
+[dependencies.payments-api.retry]
+budget = 0.1
+budget_window = "30s"
+min_retries = 5
+max_retry_after = "2m"
+
+[dependencies.payments-api.circuit]
+enabled = false
+failure_threshold = 0.25
+min_outcomes = 50
+window = "1m"
+open_for = "5s"
+max_open_for = "1m"
+half_open_probes = 1
+"""
+    [policy] = load_config(write(tmp_path, text), env={}).policies()
+    assert (policy.retry.budget, policy.retry.budget_window) == (0.1, 30.0)
+    assert (policy.retry.min_retries, policy.retry.max_retry_after) == (5, 120.0)
+    assert policy.circuit == CircuitPolicy(
+        enabled=False,
+        failure_threshold=0.25,
+        min_outcomes=50,
+        window=60.0,
+        open_for=5.0,
+        max_open_for=60.0,
+        half_open_probes=1,
+    )
 
 
 # -- durations ----------------------------------------------------------------
@@ -331,6 +374,21 @@ ERROR_CASES = [
     ("not_toml.toml", None, "invalid TOML"),  # not TOML at all
     ("dependency_name_trailing_newline.toml", "dependencies", "invalid dependency name 'api\\n'"),  # "api\n"
     ("boolean_concurrency.toml", "dependencies.api.concurrency", "valid integer"),  # true
+    ("zero_retry_budget.toml", "dependencies.api.retry.budget", "greater than 0"),  # no retry could ever run
+    ("retry_budget_above_one.toml", "dependencies.api.retry.budget", "less than or equal to 1"),  # 1.5
+    ("zero_min_retries.toml", "dependencies.api.retry.min_retries", "greater than or equal to 1"),  # 0
+    ("bad_max_retry_after.toml", "dependencies.api.retry.max_retry_after", "invalid duration 'forever'"),
+    ("unknown_circuit_key.toml", "dependencies.api.circuit.failure_treshold", "unknown key"),  # typo
+    ("zero_failure_threshold.toml", "dependencies.api.circuit.failure_threshold", "greater than 0"),  # 0
+    ("fractional_min_outcomes.toml", "dependencies.api.circuit.min_outcomes", "valid integer"),  # 2.5
+    (
+        "max_open_for_below_open_for.toml",
+        "dependencies.api.circuit",
+        "max_open_for must be at least open_for",
+    ),  # 10m > 5m
+    ("zero_half_open_probes.toml", "dependencies.api.circuit.half_open_probes", "greater than or equal to 1"),
+    ("circuit_enabled_not_a_boolean.toml", "dependencies.api.circuit.enabled", "valid boolean"),  # "no"
+    ("zero_circuit_window.toml", "dependencies.api.circuit.window", "duration must be positive"),  # 0
     ("zero_weight.toml", "dependencies.api.fairness.weights.gold", "must be positive"),  # 0
     ("weight_not_a_number.toml", "dependencies.api.fairness.default_weight", "positive number"),  # "heavy"
     ("huge_weight.toml", "dependencies.api.fairness.weights.gold", "between 0.001 and 1000000"),  # 1e9
@@ -411,6 +469,10 @@ def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) ->
         "payments-api: 100/1s, 2000/60s; concurrency 20; lease 30s; admission ttl 2s; up to 5 attempts" in out
     )
     assert "email: 10/1s; concurrency 5; lease 300s; admission ttl 0.1s; up to 5 attempts" in out
+    assert (
+        "  retries <= 20% of admissions per 10s (at least 10); retry_after up to 600s; "
+        "circuit opens at 50% failed of >= 20 outcomes in 30s, for 10s..300s, 3 probes"
+    ) in out
     assert out.rstrip().endswith("configuration is valid")
     assert "janus:" not in err
 

@@ -159,8 +159,8 @@ def test_a_second_result_for_the_same_attempt_is_stale() -> None:
     )
 
 
-def test_retry_after_sets_the_floor_of_the_next_attempt_within_max_delay() -> None:
-    s = scheduler(retry=RetryPolicy(base_delay=0.1, max_delay=5.0, jitter=0.0))
+def test_retry_after_sets_the_floor_of_the_next_attempt_within_max_retry_after() -> None:
+    s = scheduler(retry=RetryPolicy(base_delay=0.1, max_delay=5.0, jitter=0.0, max_retry_after=60.0))
     submit(s, "a", "b")
     s.admit(0.0)
     a = s.on_result(job_id="a", attempt=1, success=False, error="429", retry_after=3.0, now=1.0).job
@@ -168,7 +168,7 @@ def test_retry_after_sets_the_floor_of_the_next_attempt_within_max_delay() -> No
     assert a is not None
     assert b is not None
     assert a.eligible_at == 4.0
-    assert b.eligible_at == 6.0, "a buggy retry_after is capped at max_delay"
+    assert b.eligible_at == 61.0, "a buggy retry_after is clamped at max_retry_after (not at max_delay)"
 
 
 def test_lease_timeout_is_a_failed_attempt() -> None:

@@ -296,8 +296,8 @@ class AdmissionMachine(RuleBasedStateMachine):
         low = learned + d * (1 - policy.retry.jitter)
         high = learned + d
         if retry_after:
-            low = max(low, learned + min(retry_after, policy.retry.max_delay))
-            high = max(high, learned + min(retry_after, policy.retry.max_delay))
+            low = max(low, learned + min(retry_after, policy.retry.max_retry_after))
+            high = max(high, learned + min(retry_after, policy.retry.max_retry_after))
         # Invariant 3: eligible again no sooner than d(1 - jitter), no later than d.
         tolerance = 1e-9 * max(1.0, abs(learned))
         assert low - tolerance <= current.eligible_at <= high + tolerance

@@ -42,7 +42,8 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 --         $14 changed job ids, $15 states, $16 attempts, $17 failures, $18 eligible_at,
 --         $19 admitted_at, $20 expires_at, $21 lease_deadline, $22 last_error, $23 finished_at,
 --         $24 admitted job ids, $25 attempts, $26 dependencies, $27 scopes, $28 admitted_at,
---         $29 new jobs' seq
+--         $29 new jobs' seq,
+--         $30 retry flags (the job had failed before: counts against the retry budget)
 -- Everything one admission tick writes, as ONE statement (one round trip, its own transaction).
 -- The lease row is locked FOR SHARE first: no takeover can commit before this statement does,
 -- and if this process no longer holds the lease, every part writes nothing and `leading` is 0.
@@ -76,9 +77,10 @@ WITH lease AS (
      WHERE j.job_id = u.job_id AND EXISTS (SELECT 1 FROM lease)
     RETURNING 1
 ), admitted AS (
-    INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch)
-    SELECT j, a, d, s, t, $2
-      FROM unnest($24::text[], $25::int[], $26::text[], $27::text[], $28::float8[]) AS u(j, a, d, s, t)
+    INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch, retry)
+    SELECT j, a, d, s, t, $2, r
+      FROM unnest($24::text[], $25::int[], $26::text[], $27::text[], $28::float8[], $30::bool[])
+           AS u(j, a, d, s, t, r)
      WHERE EXISTS (SELECT 1 FROM lease)
        AND (j <> ALL ($4::text[]) OR j IN (SELECT job_id FROM inserted))
     RETURNING 1
@@ -87,6 +89,89 @@ SELECT (SELECT count(*) FROM lease) AS leading,
        ARRAY(SELECT job_id FROM inserted) AS inserted,
        (SELECT count(*) FROM updated) AS updated,
        (SELECT count(*) FROM admitted) AS admitted;
+
+-- name: tick_retry_control
+-- params: $1 now, $2 failed job ids, $3 attempts, $4 failed_at, $5 errors,
+--         $6 dependencies, $7 circuit states, $8 circuit since, $9 open_until, $10 open_for,
+--         $11 pause_until
+-- In the tick's transaction, after the tick statement (whose lease lock it shares), and only
+-- when the tick failed attempts or changed a circuit or a pause: the error history, and
+-- the gates a new leader must go on with.
+WITH errors AS (
+    INSERT INTO janus.attempt_errors (job_id, attempt, failed_at, error)
+    SELECT j, a, f, e FROM unnest($2::text[], $3::int[], $4::float8[], $5::text[]) AS u(j, a, f, e)
+        ON CONFLICT (job_id, attempt) DO NOTHING
+    RETURNING 1
+), gates AS (
+    INSERT INTO janus.dependency_gates AS g (dependency, circuit_state, circuit_since, open_until, open_for,
+                                             pause_until, updated_at)
+    SELECT d, s, si, ou, o, p, $1
+      FROM unnest($6::text[], $7::text[], $8::float8[], $9::float8[], $10::float8[], $11::float8[])
+           AS u(d, s, si, ou, o, p)
+        ON CONFLICT (dependency) DO UPDATE
+       SET circuit_state = excluded.circuit_state, circuit_since = excluded.circuit_since,
+           open_until = excluded.open_until, open_for = excluded.open_for,
+           pause_until = excluded.pause_until, updated_at = excluded.updated_at
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM errors) AS errors, (SELECT count(*) FROM gates) AS gates;
+
+-- name: load_gates
+-- params: none
+SELECT dependency, circuit_state, circuit_since, open_until, open_for, pause_until FROM janus.dependency_gates;
+
+-- name: load_budget_admissions_since
+-- params: $1 earliest admitted_at
+SELECT dependency, admitted_at, retry FROM janus.admissions WHERE admitted_at > $1;
+
+-- name: attempt_errors
+-- params: $1 job id
+SELECT attempt, failed_at, error FROM janus.attempt_errors WHERE job_id = $1 ORDER BY attempt;
+
+-- name: job_state
+-- params: $1 job id
+SELECT state, dependency, scope, attempt, failures, last_error, finished_at FROM janus.jobs WHERE job_id = $1;
+
+-- name: count_dead_jobs
+-- params: $1 job id or NULL, $2 dependency or NULL, $3 scope or NULL
+SELECT count(*) FROM janus.jobs
+ WHERE state = 'dead' AND ($1::text IS NULL OR job_id = $1) AND ($2::text IS NULL OR dependency = $2)
+   AND ($3::text IS NULL OR scope = $3);
+
+-- name: request_retry
+-- params: $1 job id or NULL, $2 dependency or NULL, $3 scope or NULL
+INSERT INTO janus.retry_requests (job_id, dependency, scope) VALUES ($1, $2, $3) RETURNING id;
+
+-- name: retry_request_status
+-- params: $1 request id
+SELECT handled_at IS NOT NULL AS handled, revived FROM janus.retry_requests WHERE id = $1;
+
+-- name: retry_requests_pending
+-- params: none
+SELECT EXISTS (SELECT 1 FROM janus.retry_requests WHERE handled_at IS NULL);
+
+-- name: take_retry_requests
+-- params: none
+-- In a fenced transaction: the requests to apply now, locked so that nobody else applies them.
+SELECT id, job_id, dependency, scope FROM janus.retry_requests
+ WHERE handled_at IS NULL ORDER BY id FOR UPDATE;
+
+-- name: revive_dead_jobs
+-- params: $1 now, $2 job id or NULL, $3 dependency or NULL, $4 scope or NULL, $5 configured dependencies
+-- Dead jobs matching a request become waiting, eligible now, with no failures counted: a
+-- fresh max_attempts. `attempt` keeps counting, so a late result of an old attempt stays stale.
+UPDATE janus.jobs
+   SET state = 'waiting', failures = 0, eligible_at = $1, admitted_at = NULL, expires_at = NULL,
+       lease_deadline = NULL, finished_at = NULL
+ WHERE state = 'dead' AND dependency = ANY ($5::text[])
+   AND ($2::text IS NULL OR job_id = $2) AND ($3::text IS NULL OR dependency = $3)
+   AND ($4::text IS NULL OR scope = $4)
+RETURNING job_id, dependency, scope, payload::text AS payload, seq, state, attempt, failures, eligible_at,
+          admitted_at, expires_at, lease_deadline, last_error;
+
+-- name: finish_retry_request
+-- params: $1 request id, $2 jobs revived
+UPDATE janus.retry_requests SET handled_at = now(), revived = $2 WHERE id = $1;
 
 -- name: load_active_jobs
 -- params: none

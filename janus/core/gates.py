@@ -1,0 +1,170 @@
+"""Everything that may hold a whole dependency back besides its rate and concurrency limits.
+
+One `DependencyGates` per dependency bundles the Retry-After pause, the circuit breaker and
+the retry budget, so that the scheduler asks one object two questions -- "may anything of
+this dependency be admitted now?" (`block`, checked with the lane's own limits) and "may a
+retry be admitted now?" (`allows_retry`: it is the lane's `RetryGate`) -- and tells it what
+happened (admissions, outcomes, returns, pauses).
+Its state changes come back as values: a `GateState` to persist (a new leader goes on from
+it) and `GateEvent`s to log and count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from janus.core.circuit import CircuitBreaker, CircuitSnapshot, CircuitState
+from janus.core.pause import Pause, pause_for
+from janus.core.policy import DependencyPolicy
+from janus.core.retry_budget import RetryBudget
+
+
+class GateReason(StrEnum):
+    PAUSED = "paused"  # a worker's retry_after
+    CIRCUIT = "circuit"  # open, or half-open with every probe out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GateBlock:
+    reason: GateReason
+    limit: str
+    until: float | None  # when the clock alone may lift it; None: an outcome must
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GateState:
+    """What is persisted per dependency, and restored by a new leader."""
+
+    dependency: str
+    circuit: CircuitSnapshot
+    pause_until: float | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GateEvent:
+    """A change worth a log line and a metric."""
+
+    dependency: str
+    kind: str  # "circuit_<state>", "paused", "retry_after_clamped"
+    at: float
+    detail: str
+    circuit: CircuitSnapshot | None = None  # circuit changes: the state it changed to
+    until: float | None = None  # paused: until when
+
+
+class DependencyGates:
+    def __init__(self, policy: DependencyPolicy) -> None:
+        self.name = policy.name
+        self.policy = policy
+        self.budget = RetryBudget(policy.retry)
+        self.circuit = CircuitBreaker(policy.circuit)
+        self.pause_until: float | None = None
+        self._dirty = False
+        self._events: list[GateEvent] = []
+
+    # -- questions ------------------------------------------------------------
+
+    def block(self, now: float) -> GateBlock | None:
+        """Why nothing of this dependency may be admitted at `now`, if so."""
+        if self.pause_until is not None and now < self.pause_until:
+            return GateBlock(
+                reason=GateReason.PAUSED,
+                limit=f"retry_after until {self.pause_until:.3f}",
+                until=self.pause_until,
+            )
+        if not self.circuit.admits(now):
+            state = self.circuit.state(now)
+            return GateBlock(
+                reason=GateReason.CIRCUIT,
+                limit=f"circuit {state.value}",
+                until=self.circuit.blocked_until(now),
+            )
+        return None
+
+    # The scheduler's RetryGate: the retry budget.
+
+    def allows_retry(self, now: float) -> bool:
+        return self.budget.allows_retry(now)
+
+    def retry_free_at(self, now: float) -> float | None:
+        return self.budget.free_at(now)
+
+    def record(self, now: float, *, retry: bool) -> None:
+        self.budget.record(now, retry=retry)
+
+    # -- events ---------------------------------------------------------------
+
+    def on_admit(self, now: float) -> None:
+        """An admission of the dependency (a probe, if the circuit is half-open)."""
+        self.circuit.on_admit(now)
+
+    def on_outcome(self, *, failed: bool, admitted_at: float | None, now: float) -> None:
+        self.circuit.record(failed=failed, admitted_at=admitted_at, now=now)
+
+    def on_returned(self, admitted_at: float | None, now: float) -> None:
+        self.circuit.on_returned(admitted_at, now)
+
+    def pause(self, retry_after: float | None, now: float) -> Pause | None:
+        """A failure said retry_after: pause the whole dependency until then (clamped)."""
+        pause = pause_for(self.policy.retry, retry_after, now)
+        if pause is None:
+            return None
+        if pause.clamped:
+            self._events.append(
+                GateEvent(
+                    dependency=self.name,
+                    kind="retry_after_clamped",
+                    at=now,
+                    detail=f"retry_after {pause.requested:g}s clamped to max_retry_after "
+                    f"{self.policy.retry.max_retry_after:g}s",
+                )
+            )
+        if self.pause_until is None or pause.until > self.pause_until:
+            self.pause_until = pause.until
+            self._dirty = True
+            self._events.append(
+                GateEvent(
+                    dependency=self.name,
+                    kind="paused",
+                    at=now,
+                    detail=f"retry_after {min(pause.requested, self.policy.retry.max_retry_after):g}s: "
+                    f"nothing admitted until {pause.until:.3f}",
+                    until=pause.until,
+                )
+            )
+        return pause
+
+    # -- persistence ----------------------------------------------------------
+
+    def drain(self) -> tuple[GateState | None, list[GateEvent]]:
+        """The state to persist if it changed since the last drain, and the events since."""
+        events, self._events = self._events, []
+        for change in self.circuit.drain_changes():
+            self._dirty = True
+            events.append(
+                GateEvent(
+                    dependency=self.name,
+                    kind=f"circuit_{change.state.value}",
+                    at=change.at,
+                    detail=change.reason
+                    + (
+                        f"; open until {change.snapshot.open_until:.3f}"
+                        if change.state is CircuitState.OPEN
+                        else ""
+                    ),
+                    circuit=change.snapshot,
+                )
+            )
+        if not self._dirty:
+            return None, events
+        self._dirty = False
+        return self.state(), events
+
+    def state(self) -> GateState:
+        return GateState(dependency=self.name, circuit=self.circuit.snapshot(), pause_until=self.pause_until)
+
+    def restore(self, state: GateState, held_admitted_at: list[float]) -> None:
+        if self.policy.circuit.enabled:  # a circuit disabled since then stays closed
+            self.circuit.restore(state.circuit, held_admitted_at)
+        self.pause_until = state.pause_until
