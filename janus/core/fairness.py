@@ -22,6 +22,7 @@ forgotten once V has caught up with it, when it no longer matters.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 from collections.abc import Hashable
@@ -32,6 +33,7 @@ K = TypeVar("K", bound=Hashable)
 SCALE = 1 << 40  # the stride of weight 1
 
 
+@functools.lru_cache(maxsize=1024)
 def stride(weight: float) -> int:
     """Virtual time one admission costs a scope of this weight."""
     return max(1, round(SCALE / weight))
@@ -88,9 +90,12 @@ class FairQueue(Generic[K]):
 
     def serve(self, key: K, weight: float) -> None:
         """Charge one admission to `key`, which must be what `peek` returned."""
-        if self.peek() != key:
+        heap, tokens = self._heap, self._token
+        while heap and tokens.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)  # stale entries above the head (usually none: the caller peeked)
+        if not heap or heap[0][2] != key:
             raise ValueError(f"{key!r} is not the scope whose turn it is")
-        heapq.heappop(self._heap)
+        heapq.heappop(heap)
         key_pass = self._pass[key]
         self.virtual_time = max(self.virtual_time, key_pass)
         self._push(key, key_pass + stride(weight))
