@@ -137,9 +137,9 @@ class Service:
     async def _run_term(
         self, store: Store, term: Term, connection: AbstractConnection, scheduler: Scheduler
     ) -> None:
-        setup = await connection.channel()
-        await topology.declare_topology(setup, scheduler.policies.keys())
-        await setup.close()
+        declared = await topology.declare_topology(connection, scheduler.policies.keys())
+        if declared:
+            log.info("declared the missing topology %s", declared)
         publisher = await Publisher.open(connection)
         inbox = Inbox()
         async with store.leader_session(term.holder, term.epoch) as session:
