@@ -115,6 +115,14 @@ class _Lane:
             del self.ready[scope]
         return job_id
 
+    def discard_waiting(self, scope: str, job_id: str) -> None:
+        """Take a waiting job out of the lane, ready or delayed. O(lane): only for late successes."""
+        if job_id in self.ready.get(scope, ()):
+            self.remove_ready(scope, job_id)
+        else:
+            self.delayed = [entry for entry in self.delayed if entry[2] != job_id]
+            heapq.heapify(self.delayed)
+
     def block(self, now: float) -> Blocked | None:
         policy = self.policy
         if policy.concurrency is not None and len(self.held) >= policy.concurrency:
@@ -151,6 +159,10 @@ class Scheduler:
         self._new: set[str] = set()  # submitted since the last drain
         self._new_since_drain: set[str] = set()  # submitted before the last drain: retractable
         self._seq = 0
+        # Jobs whose current attempt failed by its lease running out, waiting for their retry:
+        # a success for that attempt may still arrive, and completes the job (docs/protocol.md).
+        # In memory only: after a restart such a success is stale, which errs on the safe side.
+        self._lapsed: dict[str, int] = {}
         # Decisions use a clock that never goes back: a backward jump must not let
         # a pruned admission leave a rate window it still belongs to.
         self._clock_floor = float("-inf")
@@ -190,6 +202,7 @@ class Scheduler:
         if job_id not in self._new_since_drain:
             raise ValueError(f"job {job_id!r} was not submitted in this round")
         job = self._jobs.pop(job_id)
+        self._lapsed.pop(job_id, None)
         lane = self._lanes[job.dependency]
         if job.state is JobState.ADMITTED:
             lane.held.discard(job_id)
@@ -236,6 +249,8 @@ class Scheduler:
         now = self._advance(now)
         taken = self._take_back(job_id, attempt)
         if isinstance(taken, Verdict):
+            if success and self._lapsed.get(job_id) == attempt:
+                return self._late_success(job_id, now)
             return Transition(verdict=taken)
         job, lane = taken
         if success:
@@ -275,7 +290,10 @@ class Scheduler:
                 continue  # finished or re-admitted since: the heap entry is stale
             job, lane = taken
             timeout = lane.policy.lease_timeout
-            transitions.append(self._fail(lane, job, f"lease timed out after {timeout:g}s", None, now))
+            transition = self._fail(lane, job, f"lease timed out after {timeout:g}s", None, now)
+            if transition.verdict is Verdict.RETRY_SCHEDULED:
+                self._lapsed[job_id] = attempt
+            transitions.append(transition)
         return transitions
 
     # -- the decision -------------------------------------------------------
@@ -348,12 +366,24 @@ class Scheduler:
         lane.held.discard(job_id)
         return job, lane
 
+    def _late_success(self, job_id: str, now: float) -> Transition:
+        """The attempt whose lease ran out did succeed: the job is done, its retry cancelled.
+
+        Its slot was already freed when the lease ran out, and nothing else is freed now.
+        """
+        job = self._jobs[job_id]
+        self._lanes[job.dependency].discard_waiting(job.scope, job_id)
+        done = replace(job, state=JobState.SUCCEEDED, finished_at=now, last_error=None)
+        self._finish(done)
+        return Transition(verdict=Verdict.SUCCEEDED, job=done)
+
     def _store(self, job: Job) -> None:
         self._jobs[job.job_id] = job
         self._changed[job.job_id] = job
 
     def _finish(self, job: Job) -> None:
         del self._jobs[job.job_id]
+        self._lapsed.pop(job.job_id, None)
         self._changed[job.job_id] = job
 
     def _delay(self, lane: _Lane, job: Job) -> None:
@@ -379,6 +409,7 @@ class Scheduler:
             lease_deadline=now + policy.lease_timeout,
         )
         self._store(admitted)
+        self._lapsed.pop(job_id, None)
         lane.held.add(job_id)
         for window in lane.windows:
             window.record(now)
