@@ -30,6 +30,11 @@ async def ack_up_to(delivery: Delivery) -> None:
     await delivery.channel.basic_ack(delivery.delivery_tag, multiple=True)
 
 
+async def ack_one(delivery: Delivery) -> None:
+    assert delivery.delivery_tag is not None
+    await delivery.channel.basic_ack(delivery.delivery_tag, multiple=False)
+
+
 @dataclass(kw_only=True)
 class Consuming:
     channel: AbstractChannel

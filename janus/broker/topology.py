@@ -10,6 +10,7 @@ from typing import TypeVar
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 from aio_pika.exceptions import ChannelNotFoundEntity
+from pamqp.common import FieldTable
 
 T = TypeVar("T")
 
@@ -64,7 +65,7 @@ SHARED_QUEUES = (
     QueueSpec(name=RETURNED_QUEUE, bound_to=RETURNED_EXCHANGE),
     QueueSpec(name=REJECTED_QUEUE),
 )
-READY_QUEUE_ARGUMENTS = {"x-dead-letter-exchange": RETURNED_EXCHANGE}
+READY_QUEUE_ARGUMENTS: FieldTable = {"x-dead-letter-exchange": RETURNED_EXCHANGE}
 
 
 async def declare_ready_queue(channel: AbstractChannel, dependency: str) -> AbstractQueue:

@@ -171,6 +171,7 @@ class Service:
                 max_payload_bytes=self.config.max_payload_bytes,
                 clock=self.clock,
                 publishing=group,
+                rebuild=lambda: self._rebuild(store),
             )
             consuming = [
                 await consume(connection, queue, PREFETCH, callback) for queue, callback in consumers

@@ -9,11 +9,22 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
+from asyncpg.exceptions._base import DataError as _ArgumentError  # client side: not encodable
 
 from janus.core.jobs import Admission, Job, JobState
-from janus.errors import LeadershipLost, StoreError
+from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
+
+# SQLSTATE classes of errors about what a statement carried, not about the server or the
+# connection: data exceptions, integrity violations, program limits (e.g. an index row too
+# large), and errors raised by PL/pgSQL (triggers).
+_DATA_ERROR_CLASSES = frozenset({"22", "23", "54", "P0"})
+
+
+def refused_for_its_data(exc: asyncpg.PostgresError) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in _DATA_ERROR_CLASSES
 
 
 class LeaderSession:
@@ -75,7 +86,13 @@ class LeaderSession:
                 [a.scope for a in admissions],
                 [a.admitted_at for a in admissions],
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except asyncpg.PostgresError as exc:
+            if refused_for_its_data(exc):
+                raise StatementRefused(f"PostgreSQL refused the admission tick: {exc}") from exc
+            raise StoreError(f"admission tick failed: {exc}") from exc
+        except _ArgumentError as exc:
+            raise StatementRefused(f"an argument of the admission tick could not be encoded: {exc}") from exc
+        except (OSError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"admission tick failed: {exc}") from exc
         assert row is not None
         if row["leading"] == 0:

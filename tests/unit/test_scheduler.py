@@ -200,7 +200,9 @@ def test_a_late_success_after_the_lease_ran_out_completes_the_job(released: bool
     s.drain_changes()
     late = s.on_result(job_id="a", attempt=1, success=True, error=None, retry_after=None, now=16.0)
     assert late.verdict is Verdict.SUCCEEDED
-    assert late.job is not None and late.job.state is JobState.SUCCEEDED and late.job.failures == 1
+    assert late.job is not None
+    assert late.job.state is JobState.SUCCEEDED
+    assert late.job.failures == 1
     assert s.drain_changes().updated == [late.job]
     assert s.stats()[0].held == 1, "frees no slot: the lease's expiry already did"
     assert (s.stats()[0].ready, s.stats()[0].delayed) == (0, 0), "the retry is cancelled"

@@ -247,7 +247,8 @@ class AdmissionMachine(RuleBasedStateMachine):
             job_id=job_id, attempt=attempt, success=True, error=None, retry_after=None, now=self.now
         )
         assert transition.verdict is Verdict.SUCCEEDED
-        assert transition.job is not None and transition.job.state is JobState.SUCCEEDED
+        assert transition.job is not None
+        assert transition.job.state is JobState.SUCCEEDED
         assert self.scheduler.job(job_id) is None
         # No slot is freed: the lease's expiry freed it already.
         assert {s.dependency: s.held for s in self.scheduler.stats()} == before
