@@ -69,11 +69,13 @@ class Misbehaving:
         await queue.consume(self._on_message)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self.taken.append((decode_ready(message.body), time.time()))
+        received = time.time()
+        if self.behaviour != "never acks":  # which holds it unacked: it cannot expire in the queue
+            await message.ack()  # before `taken` shows it: a crash after this is mid-job
+        self.taken.append((decode_ready(message.body), received))
         self._took.set()
         if self.behaviour == "never acks":
-            return  # holds the delivery unacked while connected: it cannot expire in the queue
-        await message.ack()
+            return
         if self.behaviour == "hangs forever":
             # Never reports, stays connected (in a task of its own: the delivery callback returns).
             self.hung.append(asyncio.create_task(asyncio.Event().wait()))
