@@ -1,4 +1,4 @@
-"""The `janus` command: run, migrate, check-config, submit, demo."""
+"""The `janus` command: run, migrate, check-config, submit, scopes, why, demo."""
 
 from __future__ import annotations
 
@@ -87,6 +87,77 @@ async def _cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _ask_leader(args: argparse.Namespace, settings: Settings, path: str) -> dict[str, Any]:
+    """GET a JSON answer from the leader's HTTP endpoint (only the leader knows the live state)."""
+    import urllib.error
+    import urllib.request
+
+    base = args.url or f"http://{settings.http_host}:{settings.http_port}"
+    try:
+        with urllib.request.urlopen(base.rstrip("/") + path, timeout=10) as response:
+            body: dict[str, Any] = json.load(response)
+            return body
+    except urllib.error.HTTPError as exc:
+        try:
+            error = json.load(exc).get("error", exc.reason)
+        except ValueError:
+            error = exc.reason
+        raise JanusError(f"{base}: {error}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise JanusError(f"cannot reach Janus at {base}: {exc}") from None
+
+
+def _until(reason: dict[str, Any]) -> str:
+    until = reason.get("until")
+    if until is None:
+        return ""
+    import time
+
+    return f" (lifts in {max(0.0, until - time.time()):.1f}s)"
+
+
+async def _cmd_scopes(args: argparse.Namespace, settings: Settings) -> int:
+    from urllib.parse import urlencode
+
+    query = {"top": str(args.top)} | ({"dependency": args.dependency} if args.dependency else {})
+    body = _ask_leader(args, settings, f"/scopes?{urlencode(query)}")
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    for lane in body["dependencies"]:
+        blocked = "; ".join(r["detail"] + _until(r) for r in lane["blocked"]) or "not blocked"
+        print(
+            f"{lane['dependency']}: {lane['eligible_scopes']} scopes eligible, {lane['ready']} ready, "
+            f"{lane['stored']} stored, {lane['delayed']} backing off, {lane['held']} held; {blocked}"
+        )
+        print(f"  {'scope':<32} {'waiting':>8} {'held':>6} {'admitted':>9} {'oldest':>9}")
+        for scope in lane["scopes"]:
+            oldest = scope["oldest_waiting_seconds"]
+            age = f"{oldest:.1f}s" if oldest is not None else "-"
+            print(
+                f"  {scope['scope']:<32} {scope['waiting']:>8} {scope['held']:>6} {scope['admitted']:>9} {age:>9}"
+            )
+    return 0
+
+
+async def _cmd_why(args: argparse.Namespace, settings: Settings) -> int:
+    from urllib.parse import quote
+
+    body = _ask_leader(args, settings, f"/why/{quote(args.job_id, safe='')}")
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    print(f"{body['job_id']}: {body['state']} ({body['dependency']}, scope {body['scope']})")
+    reasons = body.get("waits_for")
+    if reasons is None:
+        print("  not waiting")
+    elif not reasons:
+        print("  nothing holds it back: it goes at the next tick")
+    for reason in reasons or []:
+        print(f"  waits for {reason['reason']}: {reason['detail']}{_until(reason)}")
+    return 0
+
+
 async def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from janus.demo import run_demo
 
@@ -109,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("dependency")
     submit.add_argument("--scope", default="default")
     submit.add_argument("--payload", help="JSON value")
+    scopes = commands.add_parser("scopes", help="per dependency, the scopes with the largest backlogs")
+    scopes.add_argument("--dependency", help="only this dependency")
+    scopes.add_argument("--top", type=int, default=20, help="how many scopes per dependency")
+    why = commands.add_parser("why", help="why a job waits: which limit, which scopes go first")
+    why.add_argument("job_id")
+    for inspecting in (scopes, why):
+        inspecting.add_argument("--url", help="the leader's HTTP address (default: JANUS_HTTP_HOST/PORT)")
+        inspecting.add_argument("--json", action="store_true", help="print the raw JSON answer")
     demo = commands.add_parser("demo", help="Janus, producers and workers on the local services")
     demo.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
     demo.add_argument("--database", default="janus_demo", help="database to (re)create for the demo")
@@ -122,6 +201,8 @@ COMMANDS: dict[str, Command] = {
     "migrate": _cmd_migrate,
     "check-config": _cmd_check_config,
     "submit": _cmd_submit,
+    "scopes": _cmd_scopes,
+    "why": _cmd_why,
     "demo": _cmd_demo,
 }
 

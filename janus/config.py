@@ -26,7 +26,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy, default_admission_ttl
+from janus.core.policy import (
+    DependencyPolicy,
+    FairnessPolicy,
+    RateLimit,
+    RetryPolicy,
+    default_admission_ttl,
+)
 from janus.errors import ConfigError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -99,12 +105,43 @@ class RetryConfig(_Strict):
         return self
 
 
+def _weight(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("a weight is a positive number")
+    weight = float(value)
+    if not math.isfinite(weight) or weight <= 0:
+        raise ValueError(f"a weight must be positive and finite, got {value!r}")
+    if not 1e-3 <= weight <= 1e6:
+        # Strides are integers of 2**40 / weight: this range keeps them exact enough.
+        raise ValueError(f"a weight must be between 0.001 and 1000000, got {value!r}")
+    return weight
+
+
+Weight = Annotated[float, BeforeValidator(_weight)]
+
+
+class FairnessConfig(_Strict):
+    default_weight: Weight = 1.0
+    weights: dict[str, Weight] = Field(default_factory=dict)
+    scope_concurrency: int | None = Field(default=None, ge=1, strict=True)
+    scope_rate_limits: list[RateLimitSpec] = Field(default_factory=list)
+
+    def to_policy(self) -> FairnessPolicy:
+        return FairnessPolicy(
+            default_weight=self.default_weight,
+            weights=dict(self.weights),
+            scope_concurrency=self.scope_concurrency,
+            scope_rate_limits=tuple(self.scope_rate_limits),
+        )
+
+
 class DependencyConfig(_Strict):
     rate_limits: list[RateLimitSpec] = Field(default_factory=list)
     concurrency: int | None = Field(default=None, ge=1, strict=True)
     lease_timeout: Duration = 300.0
     admission_ttl: Duration | None = None
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
 
     @model_validator(mode="after")
     def _lease_covers_ttl(self) -> DependencyConfig:
@@ -133,6 +170,7 @@ class DependencyConfig(_Strict):
                 max_delay=retry.max_delay,
                 jitter=retry.jitter,
             ),
+            fairness=self.fairness.to_policy(),
         )
 
 

@@ -46,9 +46,47 @@ class Metrics:
         self.held = Gauge("janus_held_slots", "Admissions held (no result yet).", ["dependency"], registry=r)
         self.waiting = Gauge(
             "janus_waiting_jobs",
-            "Jobs waiting: ready (eligible now) or delayed (retry backoff).",
+            "Jobs waiting: ready (eligible, in memory), stored (eligible first attempts left in "
+            "PostgreSQL until their scope needs them) or delayed (retry backoff).",
             ["dependency", "kind"],
             registry=r,
+        )
+        self.active_scopes = Gauge(
+            "janus_active_scopes", "Scopes with eligible jobs.", ["dependency"], registry=r
+        )
+        self.oldest_waiting = Gauge(
+            "janus_oldest_waiting_seconds",
+            "Age of the oldest eligible job in memory, over the dependency's scopes.",
+            ["dependency"],
+            registry=r,
+        )
+        # Per scope, only the TOP_SCOPES largest backlogs of each dependency: bounded cardinality.
+        self.scope_waiting = Gauge(
+            "janus_scope_waiting_jobs",
+            "Jobs waiting in one of the scopes with the largest backlogs.",
+            ["dependency", "scope"],
+            registry=r,
+        )
+        self.scope_held = Gauge(
+            "janus_scope_held_slots",
+            "Slots held by one of those scopes.",
+            ["dependency", "scope"],
+            registry=r,
+        )
+        self.scope_admitted = Gauge(
+            "janus_scope_admitted_jobs",
+            "Admissions of one of those scopes in this leader's term.",
+            ["dependency", "scope"],
+            registry=r,
+        )
+        self.scope_oldest_waiting = Gauge(
+            "janus_scope_oldest_waiting_seconds",
+            "Age of the oldest eligible job of one of those scopes.",
+            ["dependency", "scope"],
+            registry=r,
+        )
+        self.pages_loaded = Counter(
+            "janus_backlog_pages_total", "Pages of waiting first attempts read from PostgreSQL.", registry=r
         )
         self.tick_seconds = Histogram(
             "janus_tick_seconds",

@@ -25,6 +25,7 @@ class Job:
     dependency: str
     scope: str
     payload: object  # any JSON value
+    seq: int = 0  # submission order (per deployment, increasing): a scope's first attempts go in this order
     state: JobState = JobState.WAITING
     attempt: int = 0  # sequence number of the latest admission (1, 2, …)
     failures: int = 0  # failed attempts so far (results of failure, lease time-outs)

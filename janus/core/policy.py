@@ -6,7 +6,9 @@ TOML, pydantic or the environment.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,6 +49,33 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class FairnessPolicy:
+    """How one dependency's admissions are shared between its scopes (tenants)."""
+
+    default_weight: float = 1.0
+    weights: Mapping[str, float] = field(default_factory=dict)  # scopes whose weight is not the default
+    scope_concurrency: int | None = None  # at most this many held by one scope
+    scope_rate_limits: tuple[RateLimit, ...] = ()  # per scope; all must hold
+
+    def __post_init__(self) -> None:
+        if not self.default_weight > 0:
+            raise ValueError("default_weight must be positive")
+        for scope, weight in self.weights.items():
+            if not weight > 0:
+                raise ValueError(f"the weight of scope {scope!r} must be positive")
+        if self.scope_concurrency is not None and self.scope_concurrency < 1:
+            raise ValueError("scope_concurrency must be at least 1")
+        object.__setattr__(self, "weights", MappingProxyType(dict(self.weights)))
+
+    def weight(self, scope: str) -> float:
+        return self.weights.get(scope, self.default_weight)
+
+    @property
+    def longest_scope_window(self) -> float:
+        return max((limit.window for limit in self.scope_rate_limits), default=0.0)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DependencyPolicy:
     """Everything the core needs to know about one dependency."""
 
@@ -56,6 +85,7 @@ class DependencyPolicy:
     lease_timeout: float = 30.0
     admission_ttl: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    fairness: FairnessPolicy = field(default_factory=FairnessPolicy)
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
@@ -69,7 +99,9 @@ class DependencyPolicy:
 
     @property
     def longest_window(self) -> float:
-        return max((limit.window for limit in self.rate_limits), default=0.0)
+        """The longest rate window, the dependency's or a scope's: how far back history matters."""
+        own = max((limit.window for limit in self.rate_limits), default=0.0)
+        return max(own, self.fairness.longest_scope_window)
 
 
 def default_admission_ttl(rate_limits: tuple[RateLimit, ...]) -> float:

@@ -57,5 +57,12 @@ class SlidingWindow:
         # The (excess+1)-th oldest stamp must leave the window.
         return self._stamps[excess] + self.limit.window
 
+    def stamps(self) -> list[float]:
+        return list(self._stamps)
+
+    def clear_at(self) -> float:
+        """When every admission recorded so far has left the window (-inf if none)."""
+        return self._stamps[-1] + self.limit.window if self._stamps else float("-inf")
+
     def __len__(self) -> int:
         return len(self._stamps)

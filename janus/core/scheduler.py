@@ -13,16 +13,27 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Protocol
 
 from janus.core.backoff import retry_delay
+from janus.core.fairness import FairQueue
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.policy import DependencyPolicy
 from janus.core.rate import SlidingWindow
 
 
 class WaitReason(StrEnum):
-    CONCURRENCY = "concurrency"
-    RATE = "rate"
+    """Why a waiting job is not admitted now."""
+
+    CONCURRENCY = "concurrency"  # the dependency's concurrency limit
+    RATE = "rate"  # one of the dependency's rate limits
+    SCOPE_CONCURRENCY = "scope_concurrency"  # its scope holds `scope_concurrency` slots
+    SCOPE_RATE = "scope_rate"  # one of its scope's rate limits
+    RETRY_BUDGET = "retry_budget"  # a retry, and the dependency's retries are over budget
+    BACKOFF = "backoff"  # a retry, not eligible before `eligible_at`
+    FAIR_SHARE = "fair_share"  # other scopes are further below their fair share
+    QUEUED = "queued"  # earlier jobs of its own scope go first
+    PAGING = "paging"  # its scope's next jobs are being read from the store
 
 
 class Verdict(StrEnum):
@@ -67,61 +78,119 @@ class Changes:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PageRequest:
+    """Read the next first attempts of a scope from the store: seq > `after_seq`, in seq order."""
+
+    dependency: str
+    scope: str
+    after_seq: int
+    limit: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WhyWaiting:
+    """One reason a job waits; `until` is when it lifts by the clock alone, if known."""
+
+    reason: WaitReason
+    detail: str
+    until: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class LaneStats:
     dependency: str
-    ready: int  # eligible now
+    ready: int  # eligible now, in memory
+    stored: int  # eligible first attempts left in the store until their scope needs them
     delayed: int  # waiting for backoff
     held: int  # admitted, no result yet
+    scopes: int  # scopes with eligible jobs
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScopeStats:
+    dependency: str
+    scope: str
+    waiting: int  # eligible (in memory or stored) and backing off
+    held: int
+    admitted: int  # admissions since this leader's term began
+    oldest_waiting_since: float | None  # eligible_at of its oldest eligible job in memory
+
+
+class RetryGate(Protocol):
+    """Decides whether a retry may be admitted now (the retry budget plugs in here)."""
+
+    def allows_retry(self, now: float) -> bool: ...
+
+    def retry_free_at(self, now: float) -> float | None: ...
+
+    def record(self, now: float, *, retry: bool) -> None: ...
+
+
+class NoRetryLimit:
+    """Retries are admitted like first attempts."""
+
+    def allows_retry(self, now: float) -> bool:
+        return True
+
+    def retry_free_at(self, now: float) -> float | None:
+        return None
+
+    def record(self, now: float, *, retry: bool) -> None:
+        return None
+
+
+@dataclass(kw_only=True, eq=False)
+class _Scope:
+    """One scope of one dependency: its waiting jobs, its slots, its caps."""
+
+    name: str
+    windows: list[SlidingWindow]
+    fresh: deque[str] = field(default_factory=deque)  # first attempts in memory, in seq order
+    again: deque[str] = field(default_factory=deque)  # admitted before, eligible again, in that order
+    stored: int = 0  # first attempts only in the store: seq > loaded_upto
+    loaded_upto: int = 0
+    paging: bool = False  # a page request is out
+    held: int = 0
+    delayed: int = 0
+    admitted: int = 0
+    parked: WaitReason | None = None  # at a cap of its own: out of the fair queue until it lifts
+
+    @property
+    def eligible(self) -> int:
+        return len(self.fresh) + len(self.again) + self.stored
+
+    @property
+    def empty(self) -> bool:
+        return not (self.fresh or self.again or self.stored or self.held or self.delayed)
 
 
 @dataclass(kw_only=True)
 class _Lane:
-    """Per-dependency state: budgets and the jobs waiting for them."""
+    """Per-dependency state: budgets, scopes, and the fair queue between them."""
 
     policy: DependencyPolicy
     windows: list[SlidingWindow]
+    retry_gate: RetryGate
     held: set[str] = field(default_factory=set)
-    # Eligible jobs per scope, in the order they became eligible; scopes served round-robin.
-    # (Weighted fair share replaces the round-robin in the fairness work.)
-    ready: dict[str, deque[str]] = field(default_factory=dict)
-    ready_count: int = 0
-    scope_order: deque[str] = field(default_factory=deque)
+    scopes: dict[str, _Scope] = field(default_factory=dict)
+    fair: FairQueue[str] = field(default_factory=FairQueue)
+    eligible: int = 0  # jobs eligible now, over all scopes (in memory or stored)
+    stored: int = 0  # of which first attempts left in the store
     delayed: list[tuple[float, int, str]] = field(default_factory=list)  # (eligible_at, seq, job)
+    rate_parked: list[tuple[float, int, str]] = field(default_factory=list)  # (until, seq, scope)
+    retry_parked: set[str] = field(default_factory=set)
+    retiring: list[tuple[float, int, str]] = field(default_factory=list)  # (at, seq, scope)
 
-    def push_ready(self, scope: str, job_id: str) -> None:
-        queue = self.ready.get(scope)
-        if queue is None:
-            queue = self.ready[scope] = deque()
-            self.scope_order.append(scope)
-        queue.append(job_id)
-        self.ready_count += 1
+    def scope(self, name: str) -> _Scope:
+        found = self.scopes.get(name)
+        if found is None:
+            limits = self.policy.fairness.scope_rate_limits
+            found = self.scopes[name] = _Scope(name=name, windows=[SlidingWindow(limit) for limit in limits])
+        return found
 
-    def remove_ready(self, scope: str, job_id: str) -> None:
-        queue = self.ready[scope]
-        queue.remove(job_id)  # O(scope's queue): only for the rare retraction
-        self.ready_count -= 1
-        if not queue:
-            del self.ready[scope]
-            self.scope_order.remove(scope)
-
-    def pop_ready(self) -> str:
-        scope = self.scope_order.popleft()
-        queue = self.ready[scope]
-        job_id = queue.popleft()
-        self.ready_count -= 1
-        if queue:
-            self.scope_order.append(scope)
-        else:
-            del self.ready[scope]
-        return job_id
-
-    def discard_waiting(self, scope: str, job_id: str) -> None:
-        """Take a waiting job out of the lane, ready or delayed. O(lane): only for late successes."""
-        if job_id in self.ready.get(scope, ()):
-            self.remove_ready(scope, job_id)
-        else:
-            self.delayed = [entry for entry in self.delayed if entry[2] != job_id]
-            heapq.heapify(self.delayed)
+    def wake(self, scope: _Scope) -> None:
+        if scope.parked is None and scope.eligible:
+            self.fair.activate(scope.name)
 
     def block(self, now: float) -> Blocked | None:
         policy = self.policy
@@ -131,7 +200,7 @@ class _Lane:
                 reason=WaitReason.CONCURRENCY,
                 limit=f"concurrency {policy.concurrency}",
                 until=None,
-                waiting=self.ready_count,
+                waiting=self.eligible,
             )
         for window in self.windows:
             if window.room(now) <= 0:
@@ -140,25 +209,59 @@ class _Lane:
                     reason=WaitReason.RATE,
                     limit=f"rate {window.limit}",
                     until=window.free_at(now),
-                    waiting=self.ready_count,
+                    waiting=self.eligible,
                 )
         return None
 
+    def scope_cap(self, scope: _Scope, now: float) -> tuple[WaitReason, str, float | None] | None:
+        """The scope's own cap that stops it now: (reason, limit, until)."""
+        cap = self.policy.fairness.scope_concurrency
+        if cap is not None and scope.held >= cap:
+            return WaitReason.SCOPE_CONCURRENCY, f"scope concurrency {cap}", None
+        for window in scope.windows:
+            if window.room(now) <= 0:
+                return WaitReason.SCOPE_RATE, f"scope rate {window.limit}", window.free_at(now)
+        return None
+
+
+# How many first attempts of one scope to keep in memory: the leader's memory follows
+# the number of active scopes, not the backlog (the rest stay in the store, paged in).
+MEMORY_BUDGET = 100_000  # first attempts in memory over all scopes, when there are few scopes
+MIN_PER_SCOPE = 16
+MAX_PER_SCOPE = 1024
+
 
 class Scheduler:
-    def __init__(self, policies: Iterable[DependencyPolicy], rng: random.Random) -> None:
+    def __init__(
+        self,
+        policies: Iterable[DependencyPolicy],
+        rng: random.Random,
+        *,
+        retry_gates: Mapping[str, RetryGate] | None = None,
+        memory_budget: int = MEMORY_BUDGET,
+        per_scope: tuple[int, int] = (MIN_PER_SCOPE, MAX_PER_SCOPE),
+    ) -> None:
         self._rng = rng
+        self._memory_budget = memory_budget
+        self._min_per_scope, self._max_per_scope = per_scope
         self._lanes: dict[str, _Lane] = {}
+        gates = retry_gates or {}
         for policy in policies:
             self._lanes[policy.name] = _Lane(
-                policy=policy, windows=[SlidingWindow(limit) for limit in policy.rate_limits]
+                policy=policy,
+                windows=[SlidingWindow(limit) for limit in policy.rate_limits],
+                retry_gate=gates.get(policy.name) or NoRetryLimit(),
             )
-        self._jobs: dict[str, Job] = {}  # non-terminal jobs only
+        self._jobs: dict[str, Job] = {}  # non-terminal jobs in memory (first attempts may be stored only)
         self._leases: list[tuple[float, str, int]] = []  # (deadline, job_id, attempt), lazy
         self._changed: dict[str, Job] = {}
-        self._new: set[str] = set()  # submitted since the last drain
-        self._new_since_drain: set[str] = set()  # submitted before the last drain: retractable
-        self._seq = 0
+        # Submitted since the last drain, and before it (retractable): job -> (job, kept in memory?)
+        self._new: dict[str, tuple[Job, bool]] = {}
+        self._new_since_drain: dict[str, tuple[Job, bool]] = {}
+        self._page_wanted: set[tuple[str, str]] = set()
+        self._next_seq = 0  # the last seq handed out
+        self._tiebreak = 0
+        self._scope_count = 0
         # Jobs whose current attempt failed by its lease running out, waiting for their retry:
         # a success for that attempt may still arrive, and completes the job (docs/protocol.md).
         # In memory only: after a restart such a success is stale, which errs on the safe side.
@@ -176,65 +279,219 @@ class Scheduler:
     def policies(self) -> Mapping[str, DependencyPolicy]:
         return {name: lane.policy for name, lane in self._lanes.items()}
 
+    def update_policy(self, policy: DependencyPolicy) -> None:
+        """A config reload: new weights and caps apply from the next decision on.
+
+        Rate and concurrency history stays; scope windows are rebuilt on the new limits
+        with the admissions they still hold.
+        """
+        lane = self._lanes[policy.name]
+        old_scope_limits = lane.policy.fairness.scope_rate_limits
+        if tuple(policy.rate_limits) != tuple(lane.policy.rate_limits):
+            stamps = sorted({stamp for window in lane.windows for stamp in window.stamps()})
+            lane.windows = [SlidingWindow(limit) for limit in policy.rate_limits]
+            for window in lane.windows:
+                window.restore(stamps)
+        lane.policy = policy
+        if tuple(policy.fairness.scope_rate_limits) != tuple(old_scope_limits):
+            for scope in lane.scopes.values():
+                stamps = sorted({stamp for window in scope.windows for stamp in window.stamps()})
+                scope.windows = [SlidingWindow(limit) for limit in policy.fairness.scope_rate_limits]
+                for window in scope.windows:
+                    window.restore(stamps)
+        for scope in list(lane.scopes.values()):
+            if scope.parked in (WaitReason.SCOPE_CONCURRENCY, WaitReason.SCOPE_RATE):
+                self._unpark(lane, scope)  # re-checked against the new caps at its next turn
+
     def submit(self, *, job_id: str, dependency: str, scope: str, payload: object, now: float) -> Job:
         """A new job, eligible at once.
 
         The core knows only unfinished jobs: a `job_id` it does not know may still be a
         finished job in the store. The store tells when it writes the job, and the shell
-        then `retract`s it, before anything of it has left the process.
+        then `retract`s it, before anything of it has left the process. A first attempt
+        behind a stored backlog stays in the store only (see `page_requests`).
         """
         now = self._advance(now)
         lane = self._lanes[dependency]
-        if job_id in self._jobs:
+        if job_id in self._jobs or job_id in self._new:
             raise ValueError(f"job {job_id!r} is already known")
-        job = Job(job_id=job_id, dependency=dependency, scope=scope, payload=payload, eligible_at=now)
-        self._store(job)
-        self._new.add(job_id)
-        lane.push_ready(scope, job_id)
+        self._next_seq += 1
+        job = Job(
+            job_id=job_id,
+            dependency=dependency,
+            scope=scope,
+            payload=payload,
+            seq=self._next_seq,
+            eligible_at=now,
+        )
+        state = self._scope(lane, scope)
+        keep = not state.stored and len(state.fresh) < self._per_scope()
+        self._changed[job_id] = job
+        self._new[job_id] = (job, keep)
+        if keep:
+            self._jobs[job_id] = job
+            state.fresh.append(job_id)
+            state.loaded_upto = job.seq
+        else:
+            state.stored += 1
+            lane.stored += 1
+            self._want_page(lane, state)
+        lane.eligible += 1
+        lane.wake(state)
         return job
 
     def retract(self, job_id: str) -> None:
-        """Undo a job submitted since the last `drain_changes` (the store already had it, finished).
+        """Undo a job submitted since the last `drain_changes` (the store already had it).
 
         Its slot, if it was admitted meanwhile, is freed; its admission stays counted in the
         rate windows, which only errs on the safe side.
         """
-        if job_id not in self._new_since_drain:
+        entry = self._new_since_drain.pop(job_id, None)
+        if entry is None:
             raise ValueError(f"job {job_id!r} was not submitted in this round")
-        job = self._jobs.pop(job_id)
-        self._lapsed.pop(job_id, None)
+        job, kept = entry
         lane = self._lanes[job.dependency]
-        if job.state is JobState.ADMITTED:
+        scope = lane.scopes[job.scope]
+        current = self._jobs.pop(job_id, None)
+        self._lapsed.pop(job_id, None)
+        if not kept:
+            scope.stored -= 1
+            lane.stored -= 1
+            lane.eligible -= 1
+        elif current is not None and current.state is JobState.ADMITTED:
             lane.held.discard(job_id)
+            scope.held -= 1
+            self._unpark_if_below_cap(lane, scope)
         else:
-            lane.remove_ready(job.scope, job_id)
+            scope.fresh.remove(job_id)  # O(scope's queue): only for the rare repeat
+            lane.eligible -= 1
+        if not scope.eligible:
+            lane.fair.park(scope.name)
+        self._maybe_retire(lane, scope)
 
     def restore(self, job: Job) -> bool:
-        """Reload a non-terminal job from the store. False if its dependency is not configured."""
+        """Reload a non-terminal job from the store. False if its dependency is not configured.
+
+        The shell restores held jobs and jobs admitted before (retries), and leaves a
+        scope's first attempts in the store (`restore_backlog`); restoring a first
+        attempt here keeps it in memory.
+        """
         lane = self._lanes.get(job.dependency)
         if lane is None or job.state.terminal:
             return False
         self._jobs[job.job_id] = job
+        self._next_seq = max(self._next_seq, job.seq)
+        scope = self._scope(lane, job.scope)
         if job.state is JobState.ADMITTED:
             lane.held.add(job.job_id)
+            scope.held += 1
             if job.lease_deadline is not None:
                 heapq.heappush(self._leases, (job.lease_deadline, job.job_id, job.attempt))
             if job.admitted_at is not None:
                 self._clock_floor = max(self._clock_floor, job.admitted_at)
+        elif job.attempt == 0:
+            fresh = scope.fresh
+            if fresh and self._jobs[fresh[-1]].seq > job.seq:
+                ordered = sorted([*fresh, job.job_id], key=lambda j: self._jobs[j].seq)
+                scope.fresh = deque(ordered)
+            else:
+                fresh.append(job.job_id)
+            scope.loaded_upto = max(scope.loaded_upto, job.seq)
+            lane.eligible += 1
+            lane.wake(scope)
         else:
-            self._delay(lane, job)
+            self._delay(lane, scope, job)
         return True
 
-    def restore_admissions(self, dependency: str, stamps: Iterable[float]) -> None:
-        """Reload the admission history that still falls inside the rate windows."""
+    def restore_backlog(self, dependency: str, scope: str, *, count: int, max_seq: int) -> None:
+        """A scope's first attempts left in the store (`count` of them, seq up to `max_seq`)."""
+        lane = self._lanes.get(dependency)
+        if lane is None or count <= 0:
+            return
+        state = self._scope(lane, scope)
+        state.stored += count
+        lane.stored += count
+        lane.eligible += count
+        self._next_seq = max(self._next_seq, max_seq)
+        self._want_page(lane, state)
+        lane.wake(state)
+
+    def restore_admissions(self, dependency: str, admissions: Iterable[tuple[str, float]]) -> None:
+        """Reload the admission history, (scope, admitted_at), that still falls inside the windows."""
         lane = self._lanes.get(dependency)
         if lane is None:
             return
-        stamps = sorted(stamps)
+        admissions = sorted(admissions, key=lambda pair: pair[1])
+        stamps = [stamp for _, stamp in admissions]
         for window in lane.windows:
             window.restore(stamps)
+        if lane.policy.fairness.scope_rate_limits:
+            by_scope: dict[str, list[float]] = {}
+            for scope, stamp in admissions:
+                by_scope.setdefault(scope, []).append(stamp)
+            for scope, scope_stamps in by_scope.items():
+                for window in self._scope(lane, scope).windows:
+                    window.restore(scope_stamps)
         if stamps:
             self._clock_floor = max(self._clock_floor, stamps[-1])
+
+    def note_seq(self, seq: int) -> None:
+        """The highest seq the store has handed out: new jobs go after it."""
+        self._next_seq = max(self._next_seq, seq)
+
+    def page_requests(self) -> list[PageRequest]:
+        """Scopes whose first attempts in memory run low while more wait in the store."""
+        requests = []
+        per_scope = self._per_scope()
+        for dependency, name in self._page_wanted:
+            lane = self._lanes[dependency]
+            scope = lane.scopes.get(name)
+            if scope is None or scope.paging or not scope.stored:
+                continue
+            room = per_scope - len(scope.fresh)
+            if room <= 0:
+                continue
+            scope.paging = True
+            requests.append(
+                PageRequest(dependency=dependency, scope=name, after_seq=scope.loaded_upto, limit=room)
+            )
+        self._page_wanted.clear()
+        return requests
+
+    def load_page(self, request: PageRequest, jobs: Iterable[Job]) -> bool:
+        """The store's answer to `request`: its first attempts in seq order.
+
+        Returns False if the store had fewer than the core expected (the count is then
+        corrected): the shell should log it, since it means a bookkeeping error.
+        """
+        lane = self._lanes[request.dependency]
+        scope = self._scope(lane, request.scope)
+        scope.paging = False
+        loaded = 0
+        for job in jobs:
+            if job.job_id in self._jobs or job.seq <= scope.loaded_upto or job.state is not JobState.WAITING:
+                continue
+            self._jobs[job.job_id] = job
+            scope.fresh.append(job.job_id)
+            scope.loaded_upto = job.seq
+            loaded += 1
+        loaded = min(loaded, scope.stored)
+        scope.stored -= loaded
+        lane.stored -= loaded
+        consistent = True
+        if loaded < request.limit and scope.stored:
+            # The store holds no more than that: trust it over the count.
+            lane.eligible -= scope.stored
+            lane.stored -= scope.stored
+            scope.stored = 0
+            consistent = False
+        if not scope.eligible:
+            lane.fair.park(scope.name)
+            self._maybe_retire(lane, scope)
+        else:
+            lane.wake(scope)
+            self._want_page(lane, scope)
+        return consistent
 
     def on_result(
         self,
@@ -255,7 +512,7 @@ class Scheduler:
         job, lane = taken
         if success:
             done = replace(job, state=JobState.SUCCEEDED, finished_at=now, last_error=None)
-            self._finish(done)
+            self._finish(lane, done)
             return Transition(verdict=Verdict.SUCCEEDED, job=done)
         return self._fail(lane, job, error or "failed", retry_after, now)
 
@@ -275,7 +532,10 @@ class Scheduler:
             lease_deadline=None,
         )
         self._store(waiting)
-        lane.push_ready(job.scope, job_id)
+        scope = lane.scopes[job.scope]
+        scope.again.append(job_id)
+        lane.eligible += 1
+        lane.wake(scope)
         return Transition(verdict=Verdict.RELEASED, job=waiting)
 
     def expire_leases(self, now: float) -> list[Transition]:
@@ -299,7 +559,12 @@ class Scheduler:
     # -- the decision -------------------------------------------------------
 
     def admit(self, now: float, *, limit: int | None = None) -> AdmitDecision:
-        """Admit every eligible job the budgets allow at `now` (at most `limit`)."""
+        """Admit every eligible job the budgets allow at `now` (at most `limit`).
+
+        Within a dependency, each admission goes to the scope furthest below its
+        weighted fair share (`FairQueue`), and within the scope to the job that became
+        eligible first.
+        """
         now = self._advance(now)
         admissions: list[Admission] = []
         blocked: list[Blocked] = []
@@ -307,17 +572,53 @@ class Scheduler:
         budget = limit if limit is not None else -1
         for lane in self._lanes.values():
             self._release_due(lane, now)
-            while lane.ready_count and budget != 0:
+            fair = lane.fair
+            gate = lane.retry_gate
+            while budget != 0:
+                name = fair.peek()
+                if name is None:
+                    break
                 block = lane.block(now)
                 if block is not None:
                     blocked.append(block)
                     if block.until is not None:
                         wakeups.append(block.until)
                     break
-                admissions.append(self._admit_one(lane, lane.pop_ready(), now))
+                scope = lane.scopes[name]
+                cap = lane.scope_cap(scope, now)
+                if cap is not None:
+                    self._park(lane, scope, cap[0], cap[2])
+                    continue
+                job_id = self._next_job(lane, scope, now, gate)
+                if job_id is None:
+                    if scope.stored and not scope.fresh:
+                        # Its next jobs are in the store: stop the lane rather than pass over the
+                        # scope's turn (which would bend the bound); the next tick pages them in.
+                        blocked.append(
+                            Blocked(
+                                dependency=lane.policy.name,
+                                reason=WaitReason.PAGING,
+                                limit=f"reading scope {name!r}",
+                                until=now,
+                                waiting=lane.eligible,
+                            )
+                        )
+                        self._want_page(lane, scope)
+                        wakeups.append(now)
+                        break
+                    self._park(lane, scope, WaitReason.RETRY_BUDGET, None)
+                    continue
+                admissions.append(self._admit_one(lane, scope, job_id, now))
                 budget -= 1
+            if lane.retry_parked:
+                free = gate.retry_free_at(now)
+                if free is not None:
+                    wakeups.append(free)
+            if lane.rate_parked:
+                wakeups.append(lane.rate_parked[0][0])
             if lane.delayed:
                 wakeups.append(lane.delayed[0][0])
+            self._retire_due(lane, now)
         if budget == 0:
             wakeups.append(now)  # cut short by `limit`: more may be admissible at once
         if self._leases:
@@ -326,23 +627,126 @@ class Scheduler:
 
     def drain_changes(self) -> Changes:
         """Jobs submitted and jobs changed since the last call, latest state each: what to write."""
-        new = [job for job_id, job in self._changed.items() if job_id in self._new]
-        updated = [job for job_id, job in self._changed.items() if job_id not in self._new]
+        new_ids = self._new
+        new = [job for job_id, job in self._changed.items() if job_id in new_ids]
+        updated = [job for job_id, job in self._changed.items() if job_id not in new_ids]
         self._changed.clear()
-        self._new_since_drain = self._new
-        self._new = set()
+        self._new_since_drain = new_ids
+        self._new = {}
         return Changes(new=new, updated=updated)
 
     # -- inspection ---------------------------------------------------------
 
     def job(self, job_id: str) -> Job | None:
+        """A non-terminal job the core holds in memory (first attempts may be in the store only)."""
         return self._jobs.get(job_id)
 
     def stats(self) -> list[LaneStats]:
         return [
-            LaneStats(dependency=name, ready=lane.ready_count, delayed=len(lane.delayed), held=len(lane.held))
+            LaneStats(
+                dependency=name,
+                ready=lane.eligible - lane.stored,
+                stored=lane.stored,
+                delayed=len(lane.delayed),
+                held=len(lane.held),
+                scopes=len(lane.fair),
+            )
             for name, lane in self._lanes.items()
         ]
+
+    def scope_stats(self, dependency: str, *, top: int | None = None) -> list[ScopeStats]:
+        """Per scope, the largest backlogs first (`top` of them; O(scopes))."""
+        lane = self._lanes[dependency]
+        scopes = lane.scopes.values()
+        chosen = (
+            heapq.nlargest(top, scopes, key=lambda s: s.eligible + s.delayed)
+            if top is not None
+            else sorted(scopes, key=lambda s: -(s.eligible + s.delayed))
+        )
+        return [
+            ScopeStats(
+                dependency=dependency,
+                scope=scope.name,
+                waiting=scope.eligible + scope.delayed,
+                held=scope.held,
+                admitted=scope.admitted,
+                oldest_waiting_since=self._oldest(scope),
+            )
+            for scope in chosen
+        ]
+
+    def oldest_waiting_since(self, dependency: str) -> float | None:
+        """eligible_at of the dependency's oldest eligible job in memory (O(scopes))."""
+        heads = (self._oldest(scope) for scope in self._lanes[dependency].scopes.values())
+        return min((head for head in heads if head is not None), default=None)
+
+    def why(self, job_id: str, now: float) -> list[WhyWaiting] | None:
+        """Why a job held in memory waits, most immediate reason first; None if not waiting."""
+        job = self._jobs.get(job_id)
+        if job is None or job.state is not JobState.WAITING:
+            return None
+        lane = self._lanes[job.dependency]
+        scope = lane.scopes[job.scope]
+        if job.eligible_at > max(now, self._clock_floor):
+            return [
+                WhyWaiting(
+                    reason=WaitReason.BACKOFF,
+                    detail=f"retry {job.failures + 1} after {job.failures} failed attempts",
+                    until=job.eligible_at,
+                )
+            ]
+        queue = scope.fresh if job.attempt == 0 else scope.again
+        ahead = queue.index(job_id) if job_id in queue else 0
+        if job.attempt == 0:
+            ahead += len(scope.again)  # a simplification: retries may also go first
+        return self.why_scope(job.dependency, job.scope, now, ahead_in_scope=ahead)
+
+    def in_memory_ahead(self, dependency: str, scope: str) -> int:
+        """Jobs of a scope in memory that go before any of its first attempts still in the store."""
+        state = self._lanes[dependency].scopes.get(scope)
+        return len(state.fresh) + len(state.again) if state is not None else 0
+
+    def why_scope(
+        self, dependency: str, scope_name: str, now: float, *, ahead_in_scope: int = 0
+    ) -> list[WhyWaiting]:
+        """Why the next job of a scope (behind `ahead_in_scope` others of its scope) waits."""
+        now = max(now, self._clock_floor)
+        lane = self._lanes[dependency]
+        reasons: list[WhyWaiting] = []
+        block = lane.block(now)
+        if block is not None:
+            reasons.append(WhyWaiting(reason=block.reason, detail=block.limit, until=block.until))
+        scope = lane.scopes.get(scope_name)
+        if scope is not None:
+            cap = lane.scope_cap(scope, now)
+            if cap is not None:
+                reasons.append(WhyWaiting(reason=cap[0], detail=cap[1], until=cap[2]))
+            elif scope.parked is WaitReason.RETRY_BUDGET:
+                reasons.append(
+                    WhyWaiting(
+                        reason=WaitReason.RETRY_BUDGET,
+                        detail="the dependency's retries are over budget",
+                        until=lane.retry_gate.retry_free_at(now),
+                    )
+                )
+            if scope.paging or (scope.stored and not scope.fresh):
+                reasons.append(WhyWaiting(reason=WaitReason.PAGING, detail="being read from the store"))
+            if scope_name in lane.fair:
+                rank = lane.fair.rank(scope_name)
+                if rank:
+                    reasons.append(
+                        WhyWaiting(
+                            reason=WaitReason.FAIR_SHARE,
+                            detail=f"behind {rank} other scopes further below their fair share",
+                        )
+                    )
+        if ahead_in_scope:
+            reasons.append(
+                WhyWaiting(
+                    reason=WaitReason.QUEUED, detail=f"behind {ahead_in_scope} earlier jobs of its scope"
+                )
+            )
+        return reasons
 
     @property
     def clock(self) -> float:
@@ -355,6 +759,55 @@ class Scheduler:
             self._clock_floor = now
         return self._clock_floor
 
+    def _per_scope(self) -> int:
+        share = self._memory_budget // max(1, self._scope_count)
+        return max(self._min_per_scope, min(self._max_per_scope, share))
+
+    def _scope(self, lane: _Lane, name: str) -> _Scope:
+        if name not in lane.scopes:
+            self._scope_count += 1
+        return lane.scope(name)
+
+    def _want_page(self, lane: _Lane, scope: _Scope) -> None:
+        if scope.stored and not scope.paging and len(scope.fresh) <= self._per_scope() // 2:
+            self._page_wanted.add((lane.policy.name, scope.name))
+
+    def _next_job(self, lane: _Lane, scope: _Scope, now: float, gate: RetryGate) -> str | None:
+        """The scope's job to admit next: the one eligible first, retries only within budget."""
+        fresh, again = scope.fresh, scope.again
+        if again:
+            head = self._jobs[again[0]]
+            retry_ok = head.failures == 0 or gate.allows_retry(now)
+            if retry_ok and (not fresh or head.eligible_at <= self._jobs[fresh[0]].eligible_at):
+                if scope.stored and not fresh:
+                    return None  # the stored first attempts may have become eligible earlier
+                again.popleft()
+                return head.job_id
+        if fresh:
+            return fresh.popleft()
+        return None
+
+    def _park(self, lane: _Lane, scope: _Scope, reason: WaitReason, until: float | None) -> None:
+        scope.parked = reason
+        lane.fair.park(scope.name)
+        if reason is WaitReason.SCOPE_RATE and until is not None:
+            self._tiebreak += 1
+            heapq.heappush(lane.rate_parked, (until, self._tiebreak, scope.name))
+        elif reason is WaitReason.RETRY_BUDGET:
+            lane.retry_parked.add(scope.name)
+
+    def _unpark(self, lane: _Lane, scope: _Scope) -> None:
+        if scope.parked is WaitReason.RETRY_BUDGET:
+            lane.retry_parked.discard(scope.name)
+        scope.parked = None
+        lane.wake(scope)
+
+    def _unpark_if_below_cap(self, lane: _Lane, scope: _Scope) -> None:
+        if scope.parked is WaitReason.SCOPE_CONCURRENCY:
+            cap = lane.policy.fairness.scope_concurrency
+            if cap is None or scope.held < cap:
+                self._unpark(lane, scope)
+
     def _take_back(self, job_id: str, attempt: int) -> tuple[Job, _Lane] | Verdict:
         """Free the slot of the job's current admission `attempt`; why not, if it is not current."""
         job = self._jobs.get(job_id)
@@ -364,40 +817,69 @@ class Scheduler:
             return Verdict.STALE_ATTEMPT
         lane = self._lanes[job.dependency]
         lane.held.discard(job_id)
+        scope = lane.scopes[job.scope]
+        scope.held -= 1
+        self._unpark_if_below_cap(lane, scope)
         return job, lane
 
     def _late_success(self, job_id: str, now: float) -> Transition:
         """The attempt whose lease ran out did succeed: the job is done, its retry cancelled.
 
         Its slot was already freed when the lease ran out, and nothing else is freed now.
+        O(lane) to take it out of its queue: late successes are rare.
         """
         job = self._jobs[job_id]
-        self._lanes[job.dependency].discard_waiting(job.scope, job_id)
+        lane = self._lanes[job.dependency]
+        scope = lane.scopes[job.scope]
+        if job_id in scope.again:  # eligible again, waiting for its turn
+            scope.again.remove(job_id)
+            lane.eligible -= 1
+            if not scope.eligible:
+                lane.fair.park(scope.name)
+        else:  # still in its backoff
+            lane.delayed = [entry for entry in lane.delayed if entry[2] != job_id]
+            heapq.heapify(lane.delayed)
+            scope.delayed -= 1
         done = replace(job, state=JobState.SUCCEEDED, finished_at=now, last_error=None)
-        self._finish(done)
+        self._finish(lane, done)
         return Transition(verdict=Verdict.SUCCEEDED, job=done)
 
     def _store(self, job: Job) -> None:
         self._jobs[job.job_id] = job
         self._changed[job.job_id] = job
 
-    def _finish(self, job: Job) -> None:
+    def _finish(self, lane: _Lane, job: Job) -> None:
         del self._jobs[job.job_id]
         self._lapsed.pop(job.job_id, None)
         self._changed[job.job_id] = job
+        self._maybe_retire(lane, lane.scopes[job.scope])
 
-    def _delay(self, lane: _Lane, job: Job) -> None:
-        self._seq += 1
-        heapq.heappush(lane.delayed, (job.eligible_at, self._seq, job.job_id))
+    def _delay(self, lane: _Lane, scope: _Scope, job: Job) -> None:
+        self._tiebreak += 1
+        scope.delayed += 1
+        heapq.heappush(lane.delayed, (job.eligible_at, self._tiebreak, job.job_id))
 
     def _release_due(self, lane: _Lane, now: float) -> None:
         delayed = lane.delayed
         while delayed and delayed[0][0] <= now:
             _, _, job_id = heapq.heappop(delayed)
             job = self._jobs[job_id]
-            lane.push_ready(job.scope, job_id)
+            scope = lane.scopes[job.scope]
+            scope.delayed -= 1
+            scope.again.append(job_id)
+            lane.eligible += 1
+            lane.wake(scope)
+        parked = lane.rate_parked
+        while parked and parked[0][0] <= now:
+            _, _, name = heapq.heappop(parked)
+            capped = lane.scopes.get(name)
+            if capped is not None and capped.parked is WaitReason.SCOPE_RATE:
+                self._unpark(lane, capped)
+        if lane.retry_parked and lane.retry_gate.allows_retry(now):
+            for name in list(lane.retry_parked):
+                self._unpark(lane, lane.scopes[name])
 
-    def _admit_one(self, lane: _Lane, job_id: str, now: float) -> Admission:
+    def _admit_one(self, lane: _Lane, scope: _Scope, job_id: str, now: float) -> Admission:
         policy = lane.policy
         job = self._jobs[job_id]
         admitted = replace(
@@ -411,8 +893,19 @@ class Scheduler:
         self._store(admitted)
         self._lapsed.pop(job_id, None)
         lane.held.add(job_id)
+        lane.eligible -= 1
+        scope.held += 1
+        scope.admitted += 1
         for window in lane.windows:
             window.record(now)
+        for window in scope.windows:
+            window.record(now)
+        lane.retry_gate.record(now, retry=job.failures > 0)
+        lane.fair.serve(scope.name, policy.fairness.weight(scope.name))
+        if not scope.eligible:
+            lane.fair.park(scope.name)
+        elif scope.stored:
+            self._want_page(lane, scope)
         heapq.heappush(self._leases, (now + policy.lease_timeout, job_id, admitted.attempt))
         return Admission.of(admitted)
 
@@ -427,7 +920,7 @@ class Scheduler:
                 last_error=error,
                 finished_at=now,
             )
-            self._finish(dead)
+            self._finish(lane, dead)
             return Transition(verdict=Verdict.DEAD, job=dead)
         delay = retry_delay(retry, failures, self._rng)
         if retry_after is not None and retry_after > 0:
@@ -444,5 +937,29 @@ class Scheduler:
             last_error=error,
         )
         self._store(waiting)
-        self._delay(lane, waiting)
+        self._delay(lane, lane.scopes[job.scope], waiting)
         return Transition(verdict=Verdict.RETRY_SCHEDULED, job=waiting)
+
+    def _oldest(self, scope: _Scope) -> float | None:
+        heads = [self._jobs[queue[0]].eligible_at for queue in (scope.fresh, scope.again) if queue]
+        return min(heads, default=None)
+
+    def _maybe_retire(self, lane: _Lane, scope: _Scope) -> None:
+        """Forget an empty scope once its own rate windows are clear (its fair-share pass is kept)."""
+        if not scope.empty or scope.parked is not None:
+            return
+        clear_at = max((window.clear_at() for window in scope.windows), default=float("-inf"))
+        self._tiebreak += 1
+        heapq.heappush(lane.retiring, (clear_at, self._tiebreak, scope.name))
+
+    def _retire_due(self, lane: _Lane, now: float) -> None:
+        retiring = lane.retiring
+        while retiring and retiring[0][0] <= now:
+            _, _, name = heapq.heappop(retiring)
+            scope = lane.scopes.get(name)
+            if scope is None or not scope.empty or scope.parked is not None or name in lane.fair:
+                continue
+            if any(window.clear_at() > now for window in scope.windows):
+                continue  # admitted again since it was queued here; queued again when it empties
+            del lane.scopes[name]
+            self._scope_count -= 1

@@ -44,6 +44,8 @@ MAX_ADMISSIONS_PER_TICK = 2000
 BUSY_BATCH = 4  # a tick with this many messages means the next one should wait to grow
 FULL_BATCH = 256  # ...unless this many are already waiting
 LINGER = 0.005  # seconds
+TOP_SCOPES = 10  # per dependency, in the per-scope metrics
+SCOPE_METRICS_EVERY = 1.0  # seconds
 MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
 NO_EFFECT = frozenset({Verdict.UNKNOWN_JOB, Verdict.STALE_ATTEMPT})
 
@@ -122,6 +124,8 @@ class AdmissionLoop:
         self._throttled = _ThrottledLog()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._last_batch = 0
+        self._scopes_observed = float("-inf")
+        self._shown_scopes: dict[str, set[str]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop`; then one last tick for what was already delivered."""
@@ -177,6 +181,7 @@ class AdmissionLoop:
         self._observe(batch, started)
 
     async def _decide_and_commit(self, batch: Batch) -> _Committed:
+        await self._page_in()
         now = self._clock()
         set_aside: list[_SetAside] = []
         intake = self._decode_intake(batch, set_aside)
@@ -308,6 +313,22 @@ class AdmissionLoop:
         self._scheduler = await self._rebuild()
         self._next_wakeup = float("-inf")
 
+    async def _page_in(self) -> None:
+        """Read the first attempts the core asked for: every earlier tick is committed, so the
+        store holds exactly the backlog the core counts."""
+        requests = self._scheduler.page_requests()
+        if not requests:
+            return
+        pages = await self._session.load_pages(requests)
+        for request, page in zip(requests, pages, strict=True):
+            if not self._scheduler.load_page(request, page):
+                log.warning(
+                    "scope %r of %r had fewer waiting jobs in the store than counted; corrected",
+                    request.scope,
+                    request.dependency,
+                )
+        self._metrics.pages_loaded.inc(len(requests))
+
     # -- decoding -------------------------------------------------------------
 
     def _decode_intake(
@@ -415,4 +436,38 @@ class AdmissionLoop:
         for stats in self._scheduler.stats():
             metrics.held.labels(stats.dependency).set(stats.held)
             metrics.waiting.labels(stats.dependency, "ready").set(stats.ready)
+            metrics.waiting.labels(stats.dependency, "stored").set(stats.stored)
             metrics.waiting.labels(stats.dependency, "delayed").set(stats.delayed)
+            metrics.active_scopes.labels(stats.dependency).set(stats.scopes)
+        now = time.monotonic()
+        if now - self._scopes_observed >= SCOPE_METRICS_EVERY:
+            self._scopes_observed = now
+            self._observe_scopes()
+
+    def _observe_scopes(self) -> None:
+        """Per-scope gauges for the largest backlogs only (O(scopes): once a second, not per tick)."""
+        metrics, scheduler, now = self._metrics, self._scheduler, self._clock()
+        for dependency in scheduler.policies:
+            top = scheduler.scope_stats(dependency, top=TOP_SCOPES)
+            shown = {s.scope for s in top}
+            for scope in self._shown_scopes.get(dependency, set()) - shown:
+                for gauge in (
+                    metrics.scope_waiting,
+                    metrics.scope_held,
+                    metrics.scope_admitted,
+                    metrics.scope_oldest_waiting,
+                ):
+                    gauge.remove(dependency, scope)
+            self._shown_scopes[dependency] = shown
+            for stats in top:
+                metrics.scope_waiting.labels(dependency, stats.scope).set(stats.waiting)
+                metrics.scope_held.labels(dependency, stats.scope).set(stats.held)
+                metrics.scope_admitted.labels(dependency, stats.scope).set(stats.admitted)
+                since = stats.oldest_waiting_since
+                metrics.scope_oldest_waiting.labels(dependency, stats.scope).set(
+                    max(0.0, now - since) if since is not None else 0.0
+                )
+            oldest = scheduler.oldest_waiting_since(dependency)
+            metrics.oldest_waiting.labels(dependency).set(
+                max(0.0, now - oldest) if oldest is not None else 0.0
+            )

@@ -119,17 +119,29 @@ class Service:
         scheduler = Scheduler(self.config.policies(), random.Random())
         jobs = await store.load_active_jobs()
         skipped = sum(1 for job in jobs if not scheduler.restore(job))
+        backlog = await store.load_backlog()
+        for entry in backlog:
+            scheduler.note_seq(entry.max_seq)
+            if scheduler.knows(entry.dependency):
+                scheduler.restore_backlog(
+                    entry.dependency, entry.scope, count=entry.waiting, max_seq=entry.max_seq
+                )
+            else:
+                skipped += entry.waiting
         if skipped:
             log.warning("%d unfinished jobs belong to dependencies no longer configured; they wait", skipped)
         longest = max((p.longest_window for p in scheduler.policies.values()), default=0.0)
         history = await store.load_admissions_since(self.clock() - longest - 1.0)
-        for dependency, stamps in history.items():
-            scheduler.restore_admissions(dependency, stamps)
+        for dependency, admissions in history.items():
+            scheduler.restore_admissions(dependency, admissions)
         held = sum(s.held for s in scheduler.stats())
         log.info(
-            "rebuilt from PostgreSQL: %d unfinished jobs (%d held), %d admissions in rate windows",
-            len(jobs) - skipped,
+            "rebuilt from PostgreSQL: %d unfinished jobs in memory (%d held), %d first attempts "
+            "in %d scopes left in the store, %d admissions in rate windows",
+            len(jobs),
             held,
+            sum(entry.waiting for entry in backlog),
+            len(backlog),
             sum(len(v) for v in history.values()),
         )
         return scheduler

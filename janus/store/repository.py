@@ -7,14 +7,56 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import asyncpg
 from asyncpg.exceptions._base import DataError as _ArgumentError  # client side: not encodable
 
 from janus.core.jobs import Admission, Job, JobState
+from janus.core.scheduler import PageRequest
 from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Backlog:
+    dependency: str
+    scope: str
+    waiting: int
+    max_seq: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobPosition:
+    job_id: str
+    dependency: str
+    scope: str
+    state: JobState
+    attempt: int
+    failures: int
+    eligible_at: float
+    last_error: str | None
+    ahead_in_scope: int | None  # first attempts of its scope stored before it (waiting first attempts)
+
+
+def _job(row: asyncpg.Record) -> Job:
+    return Job(
+        job_id=row["job_id"],
+        dependency=row["dependency"],
+        scope=row["scope"],
+        payload=json.loads(row["payload"]) if row["payload"] is not None else None,
+        seq=row["seq"],
+        state=JobState(row["state"]),
+        attempt=row["attempt"],
+        failures=row["failures"],
+        eligible_at=row["eligible_at"],
+        admitted_at=row["admitted_at"],
+        expires_at=row["expires_at"],
+        lease_deadline=row["lease_deadline"],
+        last_error=row["last_error"],
+    )
+
 
 # SQLSTATE classes of errors about what a statement carried, not about the server or the
 # connection: data exceptions, integrity violations, program limits (e.g. an index row too
@@ -85,6 +127,7 @@ class LeaderSession:
                 [a.dependency for a in admissions],
                 [a.scope for a in admissions],
                 [a.admitted_at for a in admissions],
+                [j.seq for j in jobs],
             )
         except asyncpg.PostgresError as exc:
             if refused_for_its_data(exc):
@@ -102,6 +145,25 @@ class LeaderSession:
             # database disagree, and only a rebuild from the database can settle it.
             raise StoreError(f"tick updated {row['updated']} of {len(updated)} changed jobs")
         return set(row["inserted"])
+
+    async def load_pages(self, requests: Sequence[PageRequest]) -> list[list[Job]]:
+        """The next first attempts of each requested scope (one list per request, in seq order)."""
+        if not requests:
+            return []
+        try:
+            rows = await self._connection.fetch(
+                sql("load_pages"),
+                [r.dependency for r in requests],
+                [r.scope for r in requests],
+                [r.after_seq for r in requests],
+                [r.limit for r in requests],
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"paging waiting jobs failed: {exc}") from exc
+        pages: list[list[Job]] = [[] for _ in requests]
+        for row in rows:
+            pages[row["ord"] - 1].append(_job(row))
+        return pages
 
 
 class FencedTransaction:
@@ -198,33 +260,56 @@ class Store:
                 rows = await connection.fetch(sql("load_active_jobs"))
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"loading jobs failed: {exc}") from exc
+        return [_job(row) for row in rows]
+
+    async def load_backlog(self) -> list[Backlog]:
+        """Per scope, the first attempts waiting in the store (the leader pages them in)."""
+        try:
+            async with self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("load_backlog"))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"loading the backlog failed: {exc}") from exc
         return [
-            Job(
-                job_id=row["job_id"],
+            Backlog(
                 dependency=row["dependency"],
                 scope=row["scope"],
-                payload=json.loads(row["payload"]) if row["payload"] is not None else None,
-                state=JobState(row["state"]),
-                attempt=row["attempt"],
-                failures=row["failures"],
-                eligible_at=row["eligible_at"],
-                admitted_at=row["admitted_at"],
-                expires_at=row["expires_at"],
-                lease_deadline=row["lease_deadline"],
-                last_error=row["last_error"],
+                waiting=row["waiting"],
+                max_seq=row["max_seq"],
             )
             for row in rows
         ]
 
-    async def load_admissions_since(self, since: float) -> dict[str, list[float]]:
+    async def job_position(self, job_id: str) -> JobPosition | None:
+        """A job as stored, and how many first attempts of its scope wait before it."""
+        try:
+            async with self._pool.acquire() as connection:
+                row = await connection.fetchrow(sql("job_position"), job_id)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"reading job {job_id!r} failed: {exc}") from exc
+        if row is None:
+            return None
+        return JobPosition(
+            job_id=row["job_id"],
+            dependency=row["dependency"],
+            scope=row["scope"],
+            state=JobState(row["state"]),
+            attempt=row["attempt"],
+            failures=row["failures"],
+            eligible_at=row["eligible_at"],
+            last_error=row["last_error"],
+            ahead_in_scope=row["ahead"],
+        )
+
+    async def load_admissions_since(self, since: float) -> dict[str, list[tuple[str, float]]]:
+        """Per dependency, (scope, admitted_at) of the admissions after `since`."""
         try:
             async with self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("load_admissions_since"), since)
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"loading admissions failed: {exc}") from exc
-        history: dict[str, list[float]] = defaultdict(list)
+        history: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for row in rows:
-            history[row["dependency"]].append(row["admitted_at"])
+            history[row["dependency"]].append((row["scope"], row["admitted_at"]))
         return history
 
     async def prune_admissions(self, holder: uuid.UUID, epoch: int, before: float) -> int:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import asyncpg
 import pytest
 
 from janus.core.jobs import Admission, Job, JobState
+from janus.core.scheduler import PageRequest
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import available_migrations
 from janus.store.repository import Store
 from tests.services import Services
 
+_seq = iter(range(1, 1_000_000))
+
 
 def submitted(job_id: str, scope: str = "s", payload: str | None = None) -> tuple[Job, str | None]:
-    return Job(job_id=job_id, dependency="api", scope=scope, payload=None, eligible_at=1.0), payload
+    job = Job(job_id=job_id, dependency="api", scope=scope, payload=None, seq=next(_seq), eligible_at=1.0)
+    return job, payload
 
 
 pytestmark = pytest.mark.integration
@@ -77,10 +82,10 @@ async def test_one_lease_holder_at_a_time_and_the_fence_stops_a_deposed_leader(d
                 await tx.prune_admissions(0.0)
         await store.release(second, second_epoch)
         assert await store.try_acquire(first, 5.0) == 3, "released: taken at once, in a new epoch"
-        rows = await store.load_active_jobs()
+        backlog = await store.load_backlog()
     finally:
         await store.close()
-    assert [job.job_id for job in rows] == ["a"], "the deposed leader's write never landed"
+    assert [(b.scope, b.waiting) for b in backlog] == [("s", 1)], "the deposed leader's write never landed"
 
 
 async def test_a_takeover_waits_for_the_leaders_open_transaction(database: str) -> None:
@@ -153,13 +158,42 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
             with pytest.raises(StoreError, match="updated 0 of 1"):
                 await tx.tick(103.0, [], [ghost], [])
         jobs = {job.job_id: job for job in await store.load_active_jobs()}
+        backlog = await store.load_backlog()
         history = await store.load_admissions_since(101.0)
         assert await store.prune_admissions(holder, epoch, before=101.0) == 0
         assert await store.prune_admissions(holder, epoch, before=102.0) == 1, "admitted_at <= before goes"
         assert await store.load_admissions_since(0.0) == {}
     finally:
         await store.close()
-    assert jobs["x"] == admitted
-    assert jobs["y"].state is JobState.WAITING
-    assert jobs["y"].payload is None
-    assert history == {"api": [102.0]}
+    assert jobs == {"x": replace(admitted, seq=jobs["x"].seq)}, "first attempts stay in the store"
+    (y,) = backlog
+    assert (y.dependency, y.scope, y.waiting) == ("api", "t2", 1)
+    assert history == {"api": [("t1", 102.0)]}
+
+
+async def test_pages_bring_each_scopes_first_attempts_in_seq_order(database: str) -> None:
+    store = await Store.connect(database)
+    try:
+        holder = uuid.uuid4()
+        epoch = await store.try_acquire(holder, 5.0)
+        assert epoch is not None
+        async with store.leader_session(holder, epoch) as session:
+            jobs = [submitted(f"{scope}-{n}", scope) for n in range(5) for scope in ("a", "b", "c")]
+            await session.tick(1.0, jobs, [], [])
+            retried = replace(jobs[0][0], attempt=1, failures=1)  # admitted before: not a first attempt
+            await session.tick(2.0, [], [retried], [])
+            pages = await session.load_pages(
+                [
+                    PageRequest(dependency="api", scope="a", after_seq=0, limit=3),
+                    PageRequest(dependency="api", scope="b", after_seq=jobs[4][0].seq, limit=10),
+                    PageRequest(dependency="api", scope="nobody", after_seq=0, limit=10),
+                ]
+            )
+    finally:
+        await store.close()
+    assert [[job.job_id for job in page] for page in pages] == [
+        ["a-1", "a-2", "a-3"],
+        ["b-2", "b-3", "b-4"],
+        [],
+    ]
+    assert pages[0][0] == jobs[3][0]

@@ -24,7 +24,7 @@ from janus.config import (
     parse_duration,
     parse_rate_limit,
 )
-from janus.core.policy import RateLimit, RetryPolicy
+from janus.core.policy import FairnessPolicy, RateLimit, RetryPolicy
 from janus.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,12 +56,20 @@ def test_example_config_validates_with_the_values_it_states() -> None:
     assert payments.admission_ttl == 2.0
     assert payments.retry == RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=60.0, jitter=0.5)
 
+    assert payments.fairness == FairnessPolicy(
+        default_weight=1.0,
+        weights={"tenant-gold": 4.0, "tenant-free": 0.5},
+        scope_concurrency=5,
+        scope_rate_limits=(RateLimit(count=10, window=1.0),),
+    )
+
     email = policies["email"]
     assert email.rate_limits == (RateLimit(count=10, window=1.0),)
     assert email.concurrency == 5
     assert email.lease_timeout == 300.0  # the file's default, not the core's
     assert email.admission_ttl == pytest.approx(0.1)  # a tenth of the 1 s window
     assert email.retry == RetryPolicy()
+    assert email.fairness == FairnessPolicy()
 
 
 def test_a_minimal_file_takes_every_default(tmp_path: Path) -> None:
@@ -323,6 +331,16 @@ ERROR_CASES = [
     ("not_toml.toml", None, "invalid TOML"),  # not TOML at all
     ("dependency_name_trailing_newline.toml", "dependencies", "invalid dependency name 'api\\n'"),  # "api\n"
     ("boolean_concurrency.toml", "dependencies.api.concurrency", "valid integer"),  # true
+    ("zero_weight.toml", "dependencies.api.fairness.weights.gold", "must be positive"),  # 0
+    ("weight_not_a_number.toml", "dependencies.api.fairness.default_weight", "positive number"),  # "heavy"
+    ("huge_weight.toml", "dependencies.api.fairness.weights.gold", "between 0.001 and 1000000"),  # 1e9
+    (
+        "zero_scope_concurrency.toml",
+        "dependencies.api.fairness.scope_concurrency",
+        "greater than or equal to 1",
+    ),
+    ("bad_scope_rate_limit.toml", "dependencies.api.fairness.scope_rate_limits.0", "invalid duration '1w'"),
+    ("unknown_fairness_key.toml", "dependencies.api.fairness.weight", "unknown key"),  # typo of weights
 ]
 
 

@@ -245,7 +245,9 @@ def test_restore_rebuilds_held_slots_backoffs_and_rate_windows() -> None:
         expires_at=96.0,
         lease_deadline=105.0,
     )
-    backing_off = Job(job_id="b", dependency="api", scope="x", payload=None, failures=1, eligible_at=120.0)
+    backing_off = Job(
+        job_id="b", dependency="api", scope="x", payload=None, attempt=1, failures=1, eligible_at=120.0
+    )
     ready = Job(job_id="r", dependency="api", scope="x", payload=None, eligible_at=90.0)
     ready2 = Job(job_id="r2", dependency="api", scope="y", payload=None, eligible_at=91.0)
     orphan = Job(job_id="o", dependency="gone", scope="x", payload=None)
@@ -256,7 +258,7 @@ def test_restore_rebuilds_held_slots_backoffs_and_rate_windows() -> None:
         True,
         False,
     ]
-    s.restore_admissions("api", [93.0, 95.0])
+    s.restore_admissions("api", [("x", 93.0), ("y", 95.0)])
     decision = s.admit(100.0)
     # One slot is held and two admissions are in the window: one more of each is left.
     assert [a.job_id for a in decision.admissions] == ["r"]

@@ -26,8 +26,10 @@ from hypothesis.stateful import (
 from janus.audit import max_in_window
 from janus.core.backoff import backoff_ceiling
 from janus.core.jobs import Admission, Job, JobState
-from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy
+from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
 from janus.core.scheduler import Scheduler, Verdict
+
+SCOPES = ["s1", "s2", "s3"]
 
 rate_limits = st.lists(
     st.builds(
@@ -47,10 +49,22 @@ retry_policies = st.builds(
 )
 
 
+fairness_policies = st.builds(
+    FairnessPolicy,
+    default_weight=st.sampled_from([1.0, 0.5, 3.0]),
+    weights=st.dictionaries(st.sampled_from(SCOPES), st.sampled_from([0.25, 1.0, 4.0]), max_size=3),
+    scope_concurrency=st.none() | st.integers(1, 3),
+    scope_rate_limits=st.lists(
+        st.builds(RateLimit, count=st.integers(1, 3), window=st.sampled_from([0.5, 2.5])), max_size=1
+    ).map(tuple),
+)
+
+
 @st.composite
 def policies(draw: st.DrawFn, name: str) -> DependencyPolicy:
     ttl = draw(st.sampled_from([0.2, 1.0]))
     return DependencyPolicy(
+        fairness=draw(fairness_policies),
         name=name,
         rate_limits=draw(rate_limits),
         concurrency=draw(st.none() | st.integers(1, 4)),
@@ -66,10 +80,15 @@ class AdmissionMachine(RuleBasedStateMachine):
         second=policies("beta"),
         seed=st.integers(0, 2**32 - 1),
         start=st.floats(0, 1e9),
+        per_scope=st.sampled_from([1, 2, 4, 64]),
     )
-    def setup(self, first: DependencyPolicy, second: DependencyPolicy, seed: int, start: float) -> None:
+    def setup(
+        self, first: DependencyPolicy, second: DependencyPolicy, seed: int, start: float, per_scope: int
+    ) -> None:
         self.policies = {first.name: first, second.name: second}
-        self.scheduler = Scheduler(self.policies.values(), random.Random(seed))
+        # A small in-memory share per scope makes most first attempts live in the store, paged in.
+        self.per_scope = (per_scope, per_scope)
+        self.scheduler = Scheduler(self.policies.values(), random.Random(seed), per_scope=self.per_scope)
         self.now = start  # the wall clock the shell would read; may jump back
         self.next_id = 0
         self.admissions: dict[str, list[Admission]] = defaultdict(list)
@@ -116,7 +135,7 @@ class AdmissionMachine(RuleBasedStateMachine):
     def clock_jumps_back(self, jump: float) -> None:
         self.now -= jump
 
-    @rule(dependency=st.sampled_from(["alpha", "beta"]), scope=st.sampled_from(["s1", "s2", "s3"]))
+    @rule(dependency=st.sampled_from(["alpha", "beta"]), scope=st.sampled_from(SCOPES))
     def submit(self, dependency: str, scope: str) -> None:
         job_id = f"job-{self.next_id}"
         self.next_id += 1
@@ -127,8 +146,26 @@ class AdmissionMachine(RuleBasedStateMachine):
         self.submitted[job_id] = dependency
         self._commit()
 
+    def _serve_pages(self) -> None:
+        """What the shell does at the start of a tick: read the scopes' next first attempts."""
+        for request in self.scheduler.page_requests():
+            page = sorted(
+                (
+                    job
+                    for job in self.stored.values()
+                    if job.dependency == request.dependency
+                    and job.scope == request.scope
+                    and job.state is JobState.WAITING
+                    and job.attempt == 0
+                    and job.seq > request.after_seq
+                ),
+                key=lambda job: job.seq,
+            )[: request.limit]
+            assert self.scheduler.load_page(request, page), "the core's count of stored jobs drifted"
+
     @rule()
     def tick(self) -> None:
+        self._serve_pages()
         for transition in self.scheduler.expire_leases(self.now):
             assert transition.job is not None
             self._on_failure(transition.job.job_id, transition.verdict, None)
@@ -154,15 +191,22 @@ class AdmissionMachine(RuleBasedStateMachine):
     def crash_and_rebuild(self) -> None:
         """kill -9 and a new leader: everything the core knew is rebuilt from the store alone,
         as the service does (unfinished jobs, and admissions within the longest window)."""
-        rebuilt = Scheduler(self.policies.values(), random.Random(self.restarts))
+        rebuilt = Scheduler(self.policies.values(), random.Random(self.restarts), per_scope=self.per_scope)
         self.restarts += 1
+        backlog: dict[tuple[str, str], list[int]] = defaultdict(list)
         for job in self.stored.values():
-            if not job.state.terminal:
+            if job.state is JobState.WAITING and job.attempt == 0:
+                backlog[(job.dependency, job.scope)].append(job.seq)  # left in the store, paged in
+            elif not job.state.terminal:
                 assert rebuilt.restore(job)
+        for (dependency, scope), seqs in backlog.items():
+            rebuilt.restore_backlog(dependency, scope, count=len(seqs), max_seq=max(seqs))
+        rebuilt.note_seq(max((job.seq for job in self.stored.values()), default=0))
         longest = max(p.longest_window for p in self.policies.values())
         for dependency, admissions in self.admissions.items():
             rebuilt.restore_admissions(
-                dependency, [a.admitted_at for a in admissions if a.admitted_at > self.now - longest - 1.0]
+                dependency,
+                [(a.scope, a.admitted_at) for a in admissions if a.admitted_at > self.now - longest - 1.0],
             )
         self.scheduler = rebuilt
         self.lapsed.clear()  # the core keeps no memory of lapsed leases across a restart
@@ -312,6 +356,22 @@ class AdmissionMachine(RuleBasedStateMachine):
             assert stamps == sorted(stamps), "admissions must be stamped on a monotonic clock"
             for limit in policy.rate_limits:
                 assert max_in_window(stamps, limit.window) <= limit.count
+            for scope in SCOPES:
+                scope_stamps = [a.admitted_at for a in self.admissions[name] if a.scope == scope]
+                for limit in policy.fairness.scope_rate_limits:
+                    assert max_in_window(scope_stamps, limit.window) <= limit.count
+
+    @invariant()
+    def scope_concurrency_never_exceeded(self) -> None:
+        if not hasattr(self, "policies"):
+            return
+        for name, policy in self.policies.items():
+            cap = policy.fairness.scope_concurrency
+            if cap is None:
+                continue
+            for scope in SCOPES:
+                held = sum(1 for job_id in self.held[name] if self.stored[job_id].scope == scope)
+                assert held <= cap
 
     @precondition(lambda self: hasattr(self, "policies"))
     @rule()
@@ -319,7 +379,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         """Liveness: from any state, with time and successes, every job finishes (checked on a copy)."""
         # Checked cheaply: whatever waits is ready, delayed, or held; nothing vanishes.
         unfinished = set(self.submitted) - self.finished
-        total = sum(s.ready + s.delayed + s.held for s in self.scheduler.stats())
+        total = sum(s.ready + s.stored + s.delayed + s.held for s in self.scheduler.stats())
         assert total == len(unfinished)
 
     def teardown(self) -> None:

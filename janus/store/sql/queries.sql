@@ -39,7 +39,8 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 --         $9 attempts, $10 eligible_at, $11 admitted_at, $12 expires_at, $13 lease_deadline,
 --         $14 changed job ids, $15 states, $16 attempts, $17 failures, $18 eligible_at,
 --         $19 admitted_at, $20 expires_at, $21 lease_deadline, $22 last_error, $23 finished_at,
---         $24 admitted job ids, $25 attempts, $26 dependencies, $27 scopes, $28 admitted_at
+--         $24 admitted job ids, $25 attempts, $26 dependencies, $27 scopes, $28 admitted_at,
+--         $29 new jobs' seq
 -- Everything one admission tick writes, as ONE statement (one round trip, its own transaction).
 -- The lease row is locked FOR SHARE first: no takeover can commit before this statement does,
 -- and if this process no longer holds the lease, every part writes nothing and `leading` is 0.
@@ -53,11 +54,11 @@ WITH lease AS (
        FOR SHARE
 ), inserted AS (
     INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, attempt, eligible_at,
-                            admitted_at, expires_at, lease_deadline, created_at)
-    SELECT j, d, s, p::jsonb, st, a, e, ad, ex, l, $3
+                            admitted_at, expires_at, lease_deadline, created_at, seq)
+    SELECT j, d, s, p::jsonb, st, a, e, ad, ex, l, $3, q
       FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
-                  $10::float8[], $11::float8[], $12::float8[], $13::float8[])
-           AS t(j, d, s, p, st, a, e, ad, ex, l)
+                  $10::float8[], $11::float8[], $12::float8[], $13::float8[], $29::bigint[])
+           AS t(j, d, s, p, st, a, e, ad, ex, l, q)
      WHERE EXISTS (SELECT 1 FROM lease)
         ON CONFLICT (job_id) DO NOTHING
     RETURNING job_id
@@ -87,16 +88,40 @@ SELECT (SELECT count(*) FROM lease) AS leading,
 
 -- name: load_active_jobs
 -- params: none
+-- What a new leader holds in memory: held jobs, and jobs admitted before that wait again
+-- (retries, returned admissions). First attempts stay in the store (load_backlog, load_pages).
 -- Ordered so that jobs eligible at the same time keep their arrival order.
-SELECT job_id, dependency, scope, payload::text AS payload, state, attempt, failures, eligible_at,
+SELECT job_id, dependency, scope, payload::text AS payload, seq, state, attempt, failures, eligible_at,
        admitted_at, expires_at, lease_deadline, last_error
   FROM janus.jobs
- WHERE state IN ('waiting', 'admitted')
- ORDER BY eligible_at, created_at, job_id;
+ WHERE state = 'admitted' OR (state = 'waiting' AND attempt > 0)
+ ORDER BY eligible_at, seq;
+
+-- name: load_backlog
+-- params: none
+-- Per scope, how many first attempts wait in the store, and the highest seq among them.
+SELECT dependency, scope, count(*) AS waiting, max(seq) AS max_seq
+  FROM janus.jobs
+ WHERE state = 'waiting' AND attempt = 0
+ GROUP BY dependency, scope;
+
+-- name: load_pages
+-- params: $1 dependencies, $2 scopes, $3 after seq, $4 limits (one page request per index)
+-- The next first attempts of several scopes in one round trip, each in seq order.
+SELECT r.ord, j.job_id, j.dependency, j.scope, j.payload::text AS payload, j.seq, j.state, j.attempt,
+       j.failures, j.eligible_at, j.admitted_at, j.expires_at, j.lease_deadline, j.last_error
+  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[]) WITH ORDINALITY AS r(dep, sc, after, lim, ord)
+ CROSS JOIN LATERAL (
+        SELECT * FROM janus.jobs
+         WHERE dependency = r.dep AND scope = r.sc AND state = 'waiting' AND attempt = 0 AND seq > r.after
+         ORDER BY seq
+         LIMIT r.lim
+       ) AS j
+ ORDER BY r.ord, j.seq;
 
 -- name: load_admissions_since
 -- params: $1 earliest admitted_at
-SELECT dependency, admitted_at FROM janus.admissions WHERE admitted_at > $1 ORDER BY admitted_at;
+SELECT dependency, scope, admitted_at FROM janus.admissions WHERE admitted_at > $1 ORDER BY admitted_at;
 
 -- name: prune_admissions
 -- params: $1 keep admissions after this time
@@ -105,3 +130,15 @@ DELETE FROM janus.admissions WHERE admitted_at <= $1;
 -- name: database_time
 -- params: none
 SELECT extract(epoch FROM clock_timestamp())::double precision;
+
+-- name: job_position
+-- params: $1 job id
+-- A job's row, and for a waiting first attempt how many of its scope's go before it.
+SELECT j.job_id, j.dependency, j.scope, j.state, j.attempt, j.failures, j.seq, j.eligible_at, j.last_error,
+       CASE WHEN j.state = 'waiting' AND j.attempt = 0 THEN (
+           SELECT count(*) FROM janus.jobs AS o
+            WHERE o.dependency = j.dependency AND o.scope = j.scope
+              AND o.state = 'waiting' AND o.attempt = 0 AND o.seq < j.seq
+       ) END AS ahead
+  FROM janus.jobs AS j
+ WHERE j.job_id = $1;
