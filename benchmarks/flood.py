@@ -12,7 +12,11 @@ wrong type; results for jobs that never existed; forged results for the jobs bei
 run, with an attempt that is not current. Janus must set every one aside on
 janus.rejected (checked at the end) while it keeps admitting.
 
-    .venv/bin/python -m benchmarks.flood [--jobs 5000] [--flood 10000]
+    .venv/bin/python -m benchmarks.flood [--jobs 5000] [--flood 10000] [--rate-limit 100/1s]
+
+Unlimited (the default), the dependency's rate is what the machine can do, and the flood
+competes with it for CPU: the worst case. With --rate-limit, the dependency is limited
+below that, as a real one is: then the question is whether Janus still keeps up with it.
 """
 
 from __future__ import annotations
@@ -147,7 +151,15 @@ async def run_phase(
     )
 
 
-async def run(services: Services, jobs: int, flood_count: int) -> tuple[list[Phase], int]:
+def janus_config(rate_limit: str | None) -> str:
+    if rate_limit is None:
+        return JANUS_CONFIG
+    return JANUS_CONFIG + f'rate_limits = ["{rate_limit}"]\n'
+
+
+async def run(
+    services: Services, jobs: int, flood_count: int, rate_limit: str | None = None
+) -> tuple[list[Phase], int]:
     tag = uuid.uuid4().hex[:8]
     vhost, database = f"janus-bench-flood-{tag}", f"janus_bench_flood_{tag}"
     with tempfile.TemporaryDirectory(prefix="janus-flood-") as tmp:
@@ -159,7 +171,7 @@ async def run(services: Services, jobs: int, flood_count: int) -> tuple[list[Pha
             await services.create_database(database)
             url, database_url = services.amqp_url(vhost), services.pg_url(database)
             config = workdir / "janus.toml"
-            config.write_text(JANUS_CONFIG, encoding="utf-8")
+            config.write_text(janus_config(rate_limit), encoding="utf-8")
             env = {
                 **os.environ,
                 "JANUS_AMQP_URL": url,
@@ -232,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--pg-base", default="postgresql://postgres@127.0.0.1:5432", help="PostgreSQL URL without db"
     )
+    parser.add_argument("--rate-limit", help='the dependency\'s rate limit, e.g. "100/1s" (default: none)')
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl")
     args = parser.parse_args(argv)
     if args.role == "flooder":
@@ -239,10 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=(args.rabbitmqctl,))
     try:
-        phases, rejected = uvloop.run(run(services, args.jobs, args.flood))
+        phases, rejected = uvloop.run(run(services, args.jobs, args.flood, args.rate_limit))
     except (BenchmarkError, JanusError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
+    print(f"dependency rate limit: {args.rate_limit or 'none'}")
     print(report(phases, rejected))
     return 0
 
