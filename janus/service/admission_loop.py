@@ -6,10 +6,9 @@ The order is what makes Janus durable:
      time-outs to the core, admit, then write it all -- the new jobs, every changed
      job, every admission -- in ONE statement fenced by the leader lease; the store
      tells which "new" jobs it already had (finished), and those are retracted;
-  3. only after the commit: publish the admissions, set aside the bad input, and
-     ack the batch once it is set aside (confirms are awaited in the background, so a
-     flood of bad input does not stall the ticks; a refused admission feeds back into
-     the next tick).
+  3. only after the commit: set aside the bad input, ack the batch, and publish
+     the admissions (confirms are awaited in the background; a refusal feeds
+     back into the next tick).
 If anything fails between the core's decision and the commit, the core is ahead
 of the database. A lost connection or lease propagates (the term ends, the core is
 rebuilt from PostgreSQL). Any other failure may be tied to one message (PostgreSQL
@@ -25,9 +24,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from janus.api.metrics import Metrics
 from janus.broker.consumer import Delivery, ack_one, ack_up_to, content_type
@@ -126,7 +124,6 @@ class AdmissionLoop:
         self._throttled = _ThrottledLog()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._last_batch = 0
-        self._settling: asyncio.Task[None] | None = None  # the last batch still being set aside
         self._scopes_observed = float("-inf")
         self._shown_scopes: dict[str, set[str]] = {}
 
@@ -164,7 +161,7 @@ class AdmissionLoop:
         return self._scheduler
 
     async def drain_publishing(self) -> None:
-        while self._in_flight:
+        if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def tick(self) -> None:
@@ -251,29 +248,8 @@ class AdmissionLoop:
         return _Committed(batch=batch, set_aside=set_aside, admissions=admissions)
 
     async def _after_commit(self, committed: _Committed, *, one_by_one: bool) -> None:
-        # Admissions first: they never wait for bad input to be set aside.
-        if committed.admissions:
-            self._background(self._publish(committed.admissions))
-        previous, self._settling = self._settling, None
         if committed.set_aside:
-            # Setting aside waits for the broker's confirms: in the background, so that a flood
-            # of bad input does not stall the ticks. The batch is acked once it is set aside,
-            # and after the batch before it (a multiple-ack covers every earlier delivery).
-            self._settling = self._background(self._settle(committed, one_by_one, previous))
-        else:
-            if previous is not None:
-                await previous
-            await self._ack_committed(committed, one_by_one)
-
-    async def _settle(
-        self, committed: _Committed, one_by_one: bool, previous: asyncio.Task[None] | None
-    ) -> None:
-        await asyncio.gather(*(self._set_aside(item) for item in committed.set_aside))
-        if previous is not None:
-            await previous
-        await self._ack_committed(committed, one_by_one)
-
-    async def _ack_committed(self, committed: _Committed, one_by_one: bool) -> None:
+            await asyncio.gather(*(self._set_aside(item) for item in committed.set_aside))
         if one_by_one:
             # Messages of a batch being isolated are acked singly: a multiple-ack would also
             # ack the earlier ones still to be retried.
@@ -281,12 +257,10 @@ class AdmissionLoop:
                 await ack_one(delivery)
         else:
             await self._ack(committed.batch)
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = self._publishing.create_task(work)
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        return task
+        if committed.admissions:
+            task = self._publishing.create_task(self._publish(committed.admissions))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
 
     # -- a tick that failed ---------------------------------------------------
 
@@ -332,7 +306,7 @@ class AdmissionLoop:
         await self._set_aside(
             _SetAside(message=delivery, source=source, reason="processing_failed", detail=detail)
         )
-        await ack_one(delivery)  # a single ack: no earlier delivery is affected
+        await ack_one(delivery)
 
     async def _rebuild_core(self) -> None:
         # The failed tick may have changed the core without committing: only PostgreSQL is right.
