@@ -47,6 +47,9 @@ LINGER = 0.005  # seconds
 TOP_SCOPES = 10  # per dependency, in the per-scope metrics
 SCOPE_METRICS_EVERY = 1.0  # seconds
 MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
+# A flood of results (bad ones included) is taken in slices: each tick, and so the wait of
+# every dependency's admissions, stays short (benchmarks/flood.py).
+MAX_RESULTS_PER_TICK = 256
 NO_EFFECT = frozenset({Verdict.UNKNOWN_JOB, Verdict.STALE_ATTEMPT})
 
 
@@ -166,7 +169,7 @@ class AdmissionLoop:
 
     async def tick(self) -> None:
         started = time.perf_counter()
-        batch = self._inbox.take()
+        batch = self._inbox.take(max_results=MAX_RESULTS_PER_TICK)
         self._last_batch = len(batch)
         if not self._term.may_act():
             raise LeadershipLost("the lease may have expired: not acting")
@@ -248,6 +251,11 @@ class AdmissionLoop:
         return _Committed(batch=batch, set_aside=set_aside, admissions=admissions)
 
     async def _after_commit(self, committed: _Committed, *, one_by_one: bool) -> None:
+        # Admissions first: they need not wait for bad input to be set aside.
+        if committed.admissions:
+            task = self._publishing.create_task(self._publish(committed.admissions))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
         if committed.set_aside:
             await asyncio.gather(*(self._set_aside(item) for item in committed.set_aside))
         if one_by_one:
@@ -257,10 +265,6 @@ class AdmissionLoop:
                 await ack_one(delivery)
         else:
             await self._ack(committed.batch)
-        if committed.admissions:
-            task = self._publishing.create_task(self._publish(committed.admissions))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
 
     # -- a tick that failed ---------------------------------------------------
 
