@@ -1,9 +1,11 @@
 """Check the invariants from the workers' side: the shared judge of the demo and the tests.
 
-Pure functions over `WorkRecord`s (what workers saw) and the core's policies. A
-rate limit is checked by `admitted_at` over every window [t, t + T) that starts at
-an admission (the densest windows always do), and by worker start times over
-windows of T - admission_ttl; concurrency by the most handlers running at once.
+Pure functions over `WorkRecord`s (what workers saw), the core's policies and,
+when given, the job table's final states. A rate limit is checked by `admitted_at`
+over every window [t, t + T) that starts at an admission (the densest windows
+always do), and by worker start times over windows of T - admission_ttl;
+concurrency by the most handlers running at once. `audit_database` reads the job
+table (through the store) and returns the same one report.
 """
 
 from __future__ import annotations
@@ -55,11 +57,17 @@ class DependencyAudit:
 @dataclass(kw_only=True)
 class AuditReport:
     dependencies: dict[str, DependencyAudit]
-    lost: list[str]  # expected jobs no worker ever finished with success (and not known dead)
+    # Expected jobs not finished: no worker finished them with success and they are not known
+    # dead, or (with the job table) the table does not hold them as succeeded or dead.
+    lost: list[str]
     duplicate_starts: list[tuple[str, int]]  # one admission started more than once
     # A job completed more than once: only a worker that dies between its handler's success
     # and its report, or one outside the protocol, can cause it; a clean run has none.
     repeated_successes: list[str]
+    # With the job table: what it and the workers disagree on (a clean run has none).
+    never_stored: list[str] = field(default_factory=list)  # expected, absent from the table
+    succeeded_unseen: list[str] = field(default_factory=list)  # "succeeded" but no worker success
+    table_states: dict[str, int] = field(default_factory=dict)  # state -> jobs, for the summary
 
     @property
     def worst_rate_excess(self) -> int:
@@ -75,6 +83,8 @@ class AuditReport:
             not self.lost
             and not self.duplicate_starts
             and not self.repeated_successes
+            and not self.never_stored
+            and not self.succeeded_unseen
             and self.worst_rate_excess <= 0
             and self.worst_concurrency_excess <= 0
         )
@@ -95,6 +105,14 @@ class AuditReport:
             f"lost jobs: {len(self.lost)}, duplicate starts: {len(self.duplicate_starts)}, "
             f"jobs completed twice: {len(self.repeated_successes)}"
         )
+        if self.lost:
+            lines.append(f"lost, for example: {', '.join(self.lost[:5])}")
+        if self.table_states:
+            states = ", ".join(f"{state} {count}" for state, count in sorted(self.table_states.items()))
+            lines.append(
+                f"job table: {states}; never stored: {len(self.never_stored)}, "
+                f"succeeded without a worker's success: {len(self.succeeded_unseen)}"
+            )
         return "\n".join(lines)
 
 
@@ -104,7 +122,10 @@ def audit(
     *,
     expected_jobs: Iterable[str] = (),
     dead_jobs: Iterable[str] = (),
+    job_states: Mapping[str, str] | None = None,
 ) -> AuditReport:
+    """`job_states` (job_id -> state, from the job table at the end) makes the table a second
+    witness: its dead jobs count as finished, and what it holds must agree with the workers."""
     by_dependency: dict[str, list[WorkRecord]] = defaultdict(list)
     for record in records:
         by_dependency[record.dependency].append(record)
@@ -137,10 +158,46 @@ def audit(
 
     starts = Counter((r.job_id, r.attempt) for r in records if r.started_at is not None)
     successes = Counter(r.job_id for r in records if r.outcome == "success")
-    finished = set(successes) | set(dead_jobs)
+    expected = set(expected_jobs)
+    dead = set(dead_jobs)
+    never_stored: list[str] = []
+    succeeded_unseen: list[str] = []
+    table_states: dict[str, int] = {}
+    if job_states is not None:
+        dead |= {job for job, state in job_states.items() if state == "dead"}
+        final = {job for job, state in job_states.items() if state in ("succeeded", "dead")}
+        lost = (expected - set(successes) - dead) | (expected - final)
+        never_stored = sorted(expected - set(job_states))
+        succeeded_unseen = sorted(
+            job for job, state in job_states.items() if state == "succeeded" and job not in successes
+        )
+        table_states = dict(Counter(job_states.values()))
+    else:
+        lost = expected - set(successes) - dead
     return AuditReport(
         dependencies=report,
-        lost=sorted(set(expected_jobs) - finished),
+        lost=sorted(lost),
         duplicate_starts=sorted(key for key, n in starts.items() if n > 1),
         repeated_successes=sorted(job for job, n in successes.items() if n > 1),
+        never_stored=never_stored,
+        succeeded_unseen=succeeded_unseen,
+        table_states=table_states,
     )
+
+
+async def audit_database(
+    records: Sequence[WorkRecord],
+    policies: Mapping[str, DependencyPolicy],
+    database_url: str,
+    *,
+    expected_jobs: Iterable[str] = (),
+) -> AuditReport:
+    """`audit` with the job table read from `database_url` as the second witness."""
+    from janus.store.repository import Store  # the pure checker above needs no driver
+
+    store = await Store.connect(database_url, application_name="janus-audit")
+    try:
+        states = await store.job_states()
+    finally:
+        await store.close()
+    return audit(records, policies, expected_jobs=expected_jobs, job_states=states)

@@ -32,15 +32,29 @@ def _config(args: argparse.Namespace, settings: Settings) -> JanusConfig:
 
 
 async def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from janus.api.http import serve
     from janus.service.app import Service, ServiceOptions, install_signal_handlers
 
     config = _config(args, settings)
     options = ServiceOptions.from_settings(settings)
     service = Service(config, options)
+    server = None
     if options.serve_metrics:
-        service.metrics.serve(settings.http_host, settings.http_port)
+        server = serve(
+            settings.http_host,
+            settings.http_port,
+            service.metrics.registry,
+            asyncio.get_running_loop(),
+            service.health.readiness,
+            inspector=service.inspector,
+        )
     install_signal_handlers(service)
-    await service.run()
+    try:
+        await service.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     return 0
 
 

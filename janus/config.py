@@ -234,6 +234,10 @@ class Settings(BaseSettings):
     leader_lease: float = Field(default=3.0, gt=0)  # seconds a leader's lease lasts unrenewed
     leader_renew_every: float = Field(default=0.75, gt=0)
     standby_poll_every: float = Field(default=0.5, gt=0)
+    # Seconds; Janus (and RabbitMQ) declare the connection dead after about 3 missed beats.
+    amqp_heartbeat: int = Field(default=2, ge=0, le=600)  # 0 lets the broker decide (RabbitMQ: 60)
+    db_timeout: float = Field(default=5.0, gt=0)  # connect and short statements (lease, tick)
+    reconnect_max_delay: float = Field(default=5.0, gt=0)  # backoff cap after losing broker or DB
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
@@ -104,9 +102,14 @@ class Metrics:
         self.leader_epoch = Gauge(
             "janus_leader_epoch", "The epoch of this process's current term.", registry=r
         )
-
-    def serve(self, host: str, port: int) -> WSGIServer:
-        """Expose /metrics on a background thread (prometheus-client's own server); shut it down with
-        `.shutdown()`."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server
+        self.terms_ended = Counter(
+            "janus_terms_ended_total",
+            "Terms this process led that ended, by cause (stopped, lease_lost, database, broker).",
+            ["cause"],
+            registry=r,
+        )
+        self.recovering = Gauge(
+            "janus_recovering",
+            "1 while this process reconnects to the broker or the database after losing one.",
+            registry=r,
+        )

@@ -16,6 +16,9 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
+from janus.broker import BROKER_ERRORS
+from janus.errors import BrokerError
+
 Delivery = DeliveredMessage
 OnDelivery = Callable[[Delivery], Coroutine[Any, Any, None]]
 
@@ -27,7 +30,10 @@ def content_type(delivery: Delivery) -> str | None:
 async def ack_up_to(delivery: Delivery) -> None:
     """Ack this delivery and every earlier one of its channel."""
     assert delivery.delivery_tag is not None
-    await delivery.channel.basic_ack(delivery.delivery_tag, multiple=True)
+    try:
+        await delivery.channel.basic_ack(delivery.delivery_tag, multiple=True)
+    except BROKER_ERRORS as exc:
+        raise BrokerError(f"could not ack deliveries: {exc!r}") from exc
 
 
 async def ack_one(delivery: Delivery) -> None:

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 
 import aio_pika
 from aio_pika.abc import AbstractChannel
-from aio_pika.exceptions import AMQPError
 from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
 
-from janus.broker import topology
+from janus.broker import BROKER_ERRORS, topology
 from janus.core.jobs import Admission
 from janus.errors import BrokerError
 from janus.protocol import CONTENT_TYPE, encode_ready
@@ -83,10 +82,14 @@ class Publisher:
             confirmation = await self._raw.basic_publish(
                 body, exchange="", routing_key=topology.REJECTED_QUEUE, properties=properties, mandatory=True
             )
-        except AMQPError as exc:
-            raise BrokerError(f"could not set aside a rejected message: {exc}") from exc
+        except BROKER_ERRORS as exc:
+            raise BrokerError(f"could not set aside a rejected message: {exc!r}") from exc
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerError(f"the broker did not take a rejected message: {confirmation!r}")
+
+    async def closed(self) -> None:
+        """Returns when the publishing channel has closed (the broker closed it, or the connection)."""
+        await self._channel.closed()
 
     async def close(self) -> None:
         await self._channel.close()

@@ -511,7 +511,21 @@ class Scheduler:
             return Transition(verdict=taken)
         job, lane = taken
         if success:
-            done = replace(job, state=JobState.SUCCEEDED, finished_at=now, last_error=None)
+            done = Job(
+                job_id=job_id,
+                dependency=job.dependency,
+                scope=job.scope,
+                payload=job.payload,
+                seq=job.seq,
+                state=JobState.SUCCEEDED,
+                attempt=job.attempt,
+                failures=job.failures,
+                eligible_at=job.eligible_at,
+                admitted_at=job.admitted_at,
+                expires_at=job.expires_at,
+                lease_deadline=job.lease_deadline,
+                finished_at=now,
+            )
             self._finish(lane, done)
             return Transition(verdict=Verdict.SUCCEEDED, job=done)
         return self._fail(lane, job, error or "failed", retry_after, now)
@@ -752,6 +766,12 @@ class Scheduler:
     def clock(self) -> float:
         return self._clock_floor
 
+    def advance_clock(self, now: float) -> None:
+        """Start a rebuilt core's clock at the time its term starts. Admissions older than every
+        rate window are not reloaded, so without this floor a clock that jumps back after a
+        takeover could stamp a new admission into a window beside them."""
+        self._advance(now)
+
     # -- internals ----------------------------------------------------------
 
     def _advance(self, now: float) -> float:
@@ -882,13 +902,21 @@ class Scheduler:
     def _admit_one(self, lane: _Lane, scope: _Scope, job_id: str, now: float) -> Admission:
         policy = lane.policy
         job = self._jobs[job_id]
-        admitted = replace(
-            job,
+        # Spelled out rather than dataclasses.replace: this is the hot path, and replace costs twice.
+        admitted = Job(
+            job_id=job_id,
+            dependency=job.dependency,
+            scope=job.scope,
+            payload=job.payload,
+            seq=job.seq,
             state=JobState.ADMITTED,
             attempt=job.attempt + 1,
+            failures=job.failures,
+            eligible_at=job.eligible_at,
             admitted_at=now,
             expires_at=now + policy.admission_ttl,
             lease_deadline=now + policy.lease_timeout,
+            last_error=job.last_error,
         )
         self._store(admitted)
         self._lapsed.pop(job_id, None)

@@ -1,34 +1,50 @@
-"""Wiring and supervision: stand by, lead, rebuild, run the supervised tasks, drain on SIGTERM.
+"""Wiring and supervision: stand by, lead, rebuild, run the supervised tasks, recover, drain on SIGTERM.
 
 Every long-running loop of a term runs in one TaskGroup: if any of them fails,
-the others are cancelled and the term ends. Losing the lease ends the term and
-the process stands by again; any other failure stops the process (non-zero),
-since its in-memory core may be ahead of the database.
+the others are cancelled and the term ends at once, so nothing more is admitted.
+What happens next depends on what failed (docs/failover.md):
+
+- the lease (another process took it, or it could not be renewed in time): step
+  down and stand by again on the same database pool;
+- the broker or the database (StoreError, BrokerError, a driver's connection
+  error): the in-memory core may be ahead of the database, so it is dropped with
+  the term; the lease is released if the database still answers; every
+  connection is cut; after a capped exponential backoff with jitter the process
+  starts again by the normal path (connect, acquire the lease, rebuild from
+  PostgreSQL, admit);
+- anything else is a bug: it propagates and the process stops (non-zero), for
+  its supervisor to restart it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
 import time
 import uuid
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractConnection
 
 from janus.api.metrics import Metrics
-from janus.broker import topology
+from janus.broker import BROKER_ERRORS, topology
 from janus.broker.consumer import Consuming, consume
 from janus.broker.publisher import Publisher
 from janus.config import JanusConfig, Settings
+from janus.core.backoff import retry_delay
+from janus.core.policy import RetryPolicy
 from janus.core.scheduler import Scheduler
-from janus.errors import BrokerError, LeadershipLost
+from janus.errors import BrokerError, LeadershipLost, StoreError
 from janus.service import leadership
 from janus.service.admission_loop import AdmissionLoop
+from janus.service.health import Health, Role
 from janus.service.inbox import Inbox
+from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
 from janus.store.repository import LeaderSession, Store
 
@@ -36,12 +52,22 @@ log = logging.getLogger("janus.service")
 
 PREFETCH = 2000  # unacked deliveries per consumer channel: bounds the inbox
 PRUNE_EVERY = 60.0
+CLOSE_TIMEOUT = 2.0  # closing a broker connection that may be dead
+
+# Errors that mean "the broker or the database is gone or refuses": the process recovers.
+RECOVERABLE: tuple[type[Exception], ...] = (StoreError, BrokerError, *BROKER_ERRORS)
+_CLOSING_ERRORS: tuple[type[Exception], ...] = (*BROKER_ERRORS, RuntimeError)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ServiceOptions:
     timings: LeaseTimings = field(default_factory=LeaseTimings)
     serve_metrics: bool = True
+    amqp_heartbeat: int = 2  # seconds; 0: the broker's choice
+    db_timeout: float = 5.0  # connecting, and every short statement
+    reconnect: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(max_attempts=1, base_delay=0.1, max_delay=5.0, jitter=0.5)
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceOptions:
@@ -52,7 +78,35 @@ class ServiceOptions:
                 poll_every=settings.standby_poll_every,
             ),
             serve_metrics=settings.http_port != 0,
+            amqp_heartbeat=settings.amqp_heartbeat,
+            db_timeout=settings.db_timeout,
+            reconnect=RetryPolicy(
+                max_attempts=1,
+                base_delay=min(0.1, settings.reconnect_max_delay),
+                max_delay=settings.reconnect_max_delay,
+                jitter=0.5,
+            ),
         )
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _cause(exc: BaseException) -> str:
+    """What ended a term, for the metrics and the logs."""
+    leaves = _leaves(exc)
+    if any(isinstance(leaf, asyncio.CancelledError) for leaf in leaves):
+        return "cancelled"
+    if any(isinstance(leaf, LeadershipLost) for leaf in leaves):
+        return "lease_lost"
+    if any(isinstance(leaf, StoreError) for leaf in leaves):
+        return "database"
+    if any(isinstance(leaf, RECOVERABLE) for leaf in leaves):
+        return "broker"
+    return "bug"
 
 
 class Service:
@@ -63,56 +117,168 @@ class Service:
         self.identity = uuid.uuid4()
         self.stop = asyncio.Event()
         self.leading = asyncio.Event()  # set while this process leads with its consumers running
+        self.health = Health(
+            identity=self.identity, standby_fresh_within=max(2.0, 4 * options.timings.poll_every)
+        )
+        self.inspector = Inspector(self.clock)  # answers /scopes and /why while leading
         self._clock_offset = 0.0
+        self._rng = random.Random()
+        self._failures = 0  # consecutive failed attempts to get going: the backoff's exponent
 
     def clock(self) -> float:
         """Unix seconds on the database's clock, so that skew between hosts cannot break a window."""
         return time.time() + self._clock_offset
 
     async def run(self) -> None:
-        store = await Store.connect(self.config.database_url, application_name=f"janus-{self.identity}")
+        """Until `stop`: connect, stand by or lead; recover from losing the broker or the database."""
+        log.info("starting as %s", self.identity)
+        while not self.stop.is_set():
+            failure: BaseException | None = None
+            try:
+                await self._connected()
+            except* RECOVERABLE as group:  # anything else is a bug: it stops the process
+                failure = group
+            if failure is None:
+                break
+            self._failures += 1
+            delay = retry_delay(self.options.reconnect, self._failures, self._rng)
+            leaves = _leaves(failure)
+            self.health.become(Role.RECOVERING, detail=str(leaves[0]))
+            self.metrics.recovering.set(1)
+            log.warning(
+                "lost the %s (%s); reconnecting in %.2f s",
+                _cause(failure),
+                "; ".join(str(leaf) or type(leaf).__name__ for leaf in leaves),
+                delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=delay)
+        self.health.become(Role.STOPPING)
+
+    async def _connected(self) -> None:
+        """One connection to the database: stand by and lead until `stop`, or until the database
+        or the broker fails (raised; the caller reconnects)."""
+        store = await self._connect_store()
+        clean = False
+        probe: AbstractConnection | None = None
         try:
             applied = await store.migrate()
             if applied:
                 log.info("applied migrations %s", applied)
+            # Held while standing by: a process that cannot reach the broker must not take the
+            # lease (a new epoch for nothing) from a standby that can. Terms use their own.
+            probe = await self._connect_broker("probe")
             while not self.stop.is_set():
-                term = await leadership.acquire(store, self.identity, self.options.timings, self.stop)
+                self.health.become(Role.STANDBY)
+                term = await leadership.acquire(
+                    store,
+                    self.identity,
+                    self.options.timings,
+                    self.stop,
+                    on_poll=self._polled,
+                    may_lead=lambda: probe is not None and not probe.is_closed,
+                )
                 if term is None:
+                    if probe.is_closed and not self.stop.is_set():
+                        raise BrokerError("the connection to RabbitMQ closed while standing by")
                     break
+                lost: BaseException | None = None
                 try:
                     await self._lead(store, term)
                 except* LeadershipLost as group:
-                    log.error("stepping down: %s", group.exceptions[0])
-                finally:
-                    self.leading.clear()
-                    self.metrics.is_leader.set(0)
+                    lost = group
+                if lost is not None:
+                    log.warning(
+                        "stepping down from epoch %d as %s: %s", term.epoch, self.identity, _leaves(lost)[0]
+                    )
+                    # The term's statements were cut off mid-flight: no connection of its pool is
+                    # trusted again (asyncpg may hold one mid-operation).
+                    store.terminate()
+                    store = await self._connect_store()
+            clean = True
         finally:
-            await store.close()
+            if probe is not None:
+                await self._close_broker(probe)
+            if clean:
+                await store.close()
+            else:
+                store.terminate()
+
+    async def _connect_store(self) -> Store:
+        return await Store.connect(
+            self.config.database_url,
+            application_name=f"janus-{self.identity}",
+            timeout=self.options.db_timeout,
+        )
+
+    def _polled(self, reached: bool) -> None:
+        # The backoff is reset only once a term admits: a standby that reaches the database
+        # may still fail to lead (no broker), and must not retry that at full speed.
+        self.health.polled(reached)
+        if reached:
+            self.metrics.recovering.set(0)
 
     async def _lead(self, store: Store, term: Term) -> None:
+        """One term: renew the lease from the start, rebuild, admit; ends by stop or by failure."""
+        self.health.become(Role.REBUILDING, epoch=term.epoch)
         self.metrics.is_leader.set(1)
         self.metrics.leader_epoch.set(term.epoch)
+        cause = "stopped"
+        try:
+            async with asyncio.TaskGroup() as group:
+                # Renewing starts before the rebuild, so a long rebuild cannot outlive the lease.
+                renew = group.create_task(leadership.keep(store, term, self.options.timings), name="lease")
+                await self._serve_term(store, term)
+                renew.cancel()
+        except BaseException as exc:
+            cause = _cause(exc)
+            raise
+        finally:
+            self.leading.clear()
+            self.metrics.is_leader.set(0)
+            self.metrics.terms_ended.labels(cause).inc()
+            log.info("term %d of %s ended: %s", term.epoch, self.identity, cause)
+            if cause not in ("bug", "cancelled"):
+                # Hand over at once. After a failure too: whoever leads next (perhaps us) starts a
+                # new term with a new epoch, and rebuilds from what the database holds.
+                await leadership.release(store, term, timeout=min(self.options.db_timeout, 1.0))
+
+    async def _serve_term(self, store: Store, term: Term) -> None:
         sent = time.time()
         database_now = await store.database_time()
         self._clock_offset = database_now - (sent + time.time()) / 2
         connection = await self._connect_broker()
         try:
             scheduler = await self._rebuild(store)
-            async with connection:
-                await self._run_term(store, term, connection, scheduler)
+            self.inspector.attach(scheduler, store)
+            await self._run_term(store, term, connection, scheduler)
         finally:
-            if not connection.is_closed:
-                await connection.close()
-        if self.stop.is_set():
-            await leadership.release(store, term)
+            self.inspector.detach()
+            await self._close_broker(connection)
 
-    async def _connect_broker(self) -> AbstractConnection:
+    async def _connect_broker(self, purpose: str = "term") -> AbstractConnection:
+        url = self.config.amqp_url
+        heartbeat = None
+        if "heartbeat" not in parse_qs(urlsplit(url).query):  # the URL's own setting wins
+            heartbeat = self.options.amqp_heartbeat
         try:
             return await aio_pika.connect(
-                self.config.amqp_url, client_properties={"connection_name": f"janus-{self.identity}"}
+                url,
+                timeout=self.options.db_timeout,
+                heartbeat=heartbeat,
+                client_properties={"connection_name": f"janus-{self.identity}-{purpose}"},
             )
-        except (OSError, aio_pika.exceptions.AMQPError) as exc:
-            raise BrokerError(f"cannot connect to RabbitMQ: {exc}") from exc
+        except BROKER_ERRORS as exc:
+            raise BrokerError(f"cannot connect to RabbitMQ: {exc!r}") from exc
+
+    @staticmethod
+    async def _close_broker(connection: AbstractConnection) -> None:
+        if connection.is_closed:
+            return
+        try:
+            await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
+        except _CLOSING_ERRORS as exc:  # it may be dead already: nothing to save
+            log.debug("closing the broker connection: %r", exc)
 
     async def _rebuild(self, store: Store) -> Scheduler:
         """Every budget from PostgreSQL, before the first admission of the term."""
@@ -134,6 +300,7 @@ class Service:
         history = await store.load_admissions_since(self.clock() - longest - 1.0)
         for dependency, admissions in history.items():
             scheduler.restore_admissions(dependency, admissions)
+        scheduler.advance_clock(self.clock())
         held = sum(s.held for s in scheduler.stats())
         log.info(
             "rebuilt from PostgreSQL: %d unfinished jobs in memory (%d held), %d first attempts "
@@ -146,13 +313,23 @@ class Service:
         )
         return scheduler
 
+    async def _rebuild_in_term(self, store: Store) -> Scheduler:
+        """After a tick failed for what a message carried (admission_loop): the live core is
+        replaced, and /scopes and /why must answer from the new one."""
+        scheduler = await self._rebuild(store)
+        self.inspector.attach(scheduler, store)
+        return scheduler
+
     async def _run_term(
         self, store: Store, term: Term, connection: AbstractConnection, scheduler: Scheduler
     ) -> None:
-        declared = await topology.declare_topology(connection, scheduler.policies.keys())
+        try:
+            declared = await topology.declare_topology(connection, scheduler.policies.keys())
+            publisher = await Publisher.open(connection)
+        except BROKER_ERRORS as exc:
+            raise BrokerError(f"setting up the broker failed: {exc!r}") from exc
         if declared:
             log.info("declared the missing topology %s", declared)
-        publisher = await Publisher.open(connection)
         inbox = Inbox()
         async with store.leader_session(term.holder, term.epoch) as session:
             await self._run_consumers(store, session, term, connection, scheduler, publisher, inbox)
@@ -183,21 +360,48 @@ class Service:
                 max_payload_bytes=self.config.max_payload_bytes,
                 clock=self.clock,
                 publishing=group,
-                rebuild=lambda: self._rebuild(store),
+                rebuild=lambda: self._rebuild_in_term(store),
             )
-            consuming = [
-                await consume(connection, queue, PREFETCH, callback) for queue, callback in consumers
-            ]
+            try:
+                consuming = [
+                    await consume(connection, queue, PREFETCH, callback) for queue, callback in consumers
+                ]
+            except BROKER_ERRORS as exc:
+                raise BrokerError(f"cannot consume: {exc!r}") from exc
+            watch = group.create_task(self._watch_broker(connection, publisher, consuming), name="broker")
             self.leading.set()
+            self.health.become(Role.LEADING, epoch=term.epoch)
+            self._failures = 0
+            self.metrics.recovering.set(0)
+            log.info("admitting as %s in epoch %d", self.identity, term.epoch)
             draining = asyncio.Event()
             group.create_task(self._drain_on_stop(draining, consuming), name="drain-on-stop")
-            renew = group.create_task(leadership.keep(store, term, self.options.timings), name="lease")
             group.create_task(self._prune(store, term, scheduler, draining), name="prune-admissions")
             await loop.run(draining)
-            renew.cancel()
+            watch.cancel()
+
+    @staticmethod
+    async def _watch_broker(
+        connection: AbstractConnection, publisher: Publisher, consuming: list[Consuming]
+    ) -> None:
+        """End the term as soon as the connection or any of our channels closes: an idle leader
+        would otherwise notice only at its next publish or ack (heartbeats catch silent deaths)."""
+        watched = {
+            asyncio.ensure_future(connection.closed()): "the connection to RabbitMQ",
+            asyncio.ensure_future(publisher.closed()): "the publishing channel",
+        }
+        for consumer in consuming:
+            watched[asyncio.ensure_future(consumer.channel.closed())] = "a consuming channel"
+        try:
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in watched:
+                waiter.cancel()
+        raise BrokerError(f"{watched[next(iter(done))]} closed")
 
     async def _drain_on_stop(self, draining: asyncio.Event, consuming: list[Consuming]) -> None:
         await self.stop.wait()
+        self.health.become(Role.STOPPING)
         log.info("stopping: no new deliveries, finishing what was delivered")
         await asyncio.gather(*(consumer.cancel() for consumer in consuming), return_exceptions=True)
         draining.set()

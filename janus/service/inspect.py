@@ -21,10 +21,16 @@ def _reasons(reasons: list[WhyWaiting]) -> list[dict[str, Any]]:
 
 
 class Inspector:
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
-        self._store = store
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self.scheduler: Scheduler | None = None  # set while this process leads
+        self._store: Store | None = None
+
+    def attach(self, scheduler: Scheduler, store: Store) -> None:
+        self.scheduler, self._store = scheduler, store
+
+    def detach(self) -> None:
+        self.scheduler, self._store = None, None
 
     def scopes(self, dependency: str | None, top: int) -> Answer:
         scheduler = self.scheduler
@@ -67,8 +73,8 @@ class Inspector:
         return True, body
 
     async def why(self, job_id: str) -> Answer:
-        scheduler = self.scheduler
-        if scheduler is None:
+        scheduler, store = self.scheduler, self._store
+        if scheduler is None or store is None:
             return False, {"error": "not the leader: ask the process that leads"}
         now = self._clock()
         reasons = scheduler.why(job_id, now)
@@ -83,7 +89,7 @@ class Inspector:
                 "failures": job.failures,
                 "waits_for": _reasons(reasons),
             }
-        position = await self._store.job_position(job_id)
+        position = await store.job_position(job_id)
         if position is None:
             return False, {"error": f"no job {job_id!r}"}
         body: dict[str, Any] = {

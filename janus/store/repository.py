@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import defaultdict
@@ -17,6 +18,17 @@ from janus.core.scheduler import PageRequest
 from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
+
+# What a lost, refused or hung database raises through asyncpg: all become StoreError here.
+# InterfaceError covers a connection that died under us (ConnectionDoesNotExistError), and
+# InternalClientError a connection left mid-operation by a cancelled statement.
+_DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -76,10 +88,13 @@ class LeaderSession:
     pays for the pool's connection reset, and the tick statement stays prepared.
     """
 
-    def __init__(self, connection: asyncpg.Connection, holder: uuid.UUID, epoch: int) -> None:
+    def __init__(
+        self, connection: asyncpg.Connection, holder: uuid.UUID, epoch: int, timeout: float = 5.0
+    ) -> None:
         self._connection = connection
         self._holder = holder
         self._epoch = epoch
+        self._timeout = timeout
 
     async def tick(
         self,
@@ -128,6 +143,7 @@ class LeaderSession:
                 [a.scope for a in admissions],
                 [a.admitted_at for a in admissions],
                 [j.seq for j in jobs],
+                timeout=self._timeout,
             )
         except asyncpg.PostgresError as exc:
             if refused_for_its_data(exc):
@@ -135,7 +151,7 @@ class LeaderSession:
             raise StoreError(f"admission tick failed: {exc}") from exc
         except _ArgumentError as exc:
             raise StatementRefused(f"an argument of the admission tick could not be encoded: {exc}") from exc
-        except (OSError, asyncpg.InterfaceError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"admission tick failed: {exc}") from exc
         assert row is not None
         if row["leading"] == 0:
@@ -157,8 +173,9 @@ class LeaderSession:
                 [r.scope for r in requests],
                 [r.after_seq for r in requests],
                 [r.limit for r in requests],
+                timeout=self._timeout,
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"paging waiting jobs failed: {exc}") from exc
         pages: list[list[Job]] = [[] for _ in requests]
         for row in rows:
@@ -178,96 +195,134 @@ class FencedTransaction:
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """The pool, and every statement outside the tick.
+
+    `timeout` bounds connecting and each short statement (leadership, clock, tick): a hung
+    database must raise StoreError in bounded time, never keep a caller waiting. Rebuilding
+    and housekeeping, which scan tables, get `LONG_TIMEOUT`.
+    """
+
+    LONG_TIMEOUT = 120.0
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
         self._pool = pool
+        self.timeout = timeout
 
     @classmethod
-    async def connect(cls, url: str, *, application_name: str = "janus") -> Store:
+    async def connect(cls, url: str, *, application_name: str = "janus", timeout: float = 5.0) -> Store:
         try:
             pool = await asyncpg.create_pool(
                 url,
                 min_size=1,
                 max_size=4,
+                timeout=timeout,
                 # The tick statement runs thousands of times a second with the same shape: plan it once.
                 server_settings={
                     "application_name": application_name,
                     "plan_cache_mode": "force_generic_plan",
                 },
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
-        return cls(pool)
+        return cls(pool, timeout)
 
     async def close(self) -> None:
-        await self._pool.close()
+        """Gracefully, within the timeout; a database that does not answer gets its connections cut."""
+        try:
+            await asyncio.wait_for(self._pool.close(), self.timeout)
+        except _DB_ERRORS:
+            self._pool.terminate()
+
+    def terminate(self) -> None:
+        """Cut every connection now (after a failure: nothing to wait for)."""
+        self._pool.terminate()
 
     async def migrate(self) -> list[int]:
-        async with self._pool.acquire() as connection:
-            return await migrate(connection)
+        try:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
+                return await migrate(connection)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"migrating the schema failed: {exc}") from exc
 
     # -- leadership -----------------------------------------------------------
 
     async def try_acquire(self, holder: uuid.UUID, lease_seconds: float) -> int | None:
         """The new epoch if this process now leads, else None."""
         try:
-            async with self._pool.acquire() as connection, connection.transaction():
-                epoch = await connection.fetchval(sql("acquire_lease"), holder, lease_seconds)
-                if epoch is not None:
-                    await connection.execute(sql("record_term"), epoch, holder)
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
+                async with connection.transaction():
+                    epoch = await connection.fetchval(sql("acquire_lease"), holder, lease_seconds)
+                    if epoch is not None:
+                        await connection.execute(sql("record_term"), epoch, holder)
                 return int(epoch) if epoch is not None else None
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"leader election failed: {exc}") from exc
 
-    async def renew(self, holder: uuid.UUID, epoch: int, lease_seconds: float) -> bool:
+    async def renew(
+        self, holder: uuid.UUID, epoch: int, lease_seconds: float, timeout: float | None = None
+    ) -> bool:
+        """True if renewed, False if this term no longer holds the lease; StoreError if unknown
+        (including no answer within `timeout`)."""
         try:
-            async with self._pool.acquire() as connection:
-                return await connection.fetchval(sql("renew_lease"), holder, epoch, lease_seconds) is not None
-        except (OSError, asyncpg.PostgresError) as exc:
+            async with (
+                asyncio.timeout(self.timeout if timeout is None else timeout),
+                self._pool.acquire() as connection,
+            ):
+                renewed = await connection.fetchval(sql("renew_lease"), holder, epoch, lease_seconds)
+                return renewed is not None
+        except _DB_ERRORS as exc:
             raise StoreError(f"lease renewal failed: {exc}") from exc
 
-    async def release(self, holder: uuid.UUID, epoch: int) -> None:
+    async def release(self, holder: uuid.UUID, epoch: int, timeout: float | None = None) -> None:
         try:
-            async with self._pool.acquire() as connection:
+            async with (
+                asyncio.timeout(self.timeout if timeout is None else timeout),
+                self._pool.acquire() as connection,
+            ):
                 await connection.execute(sql("release_lease"), holder, epoch)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"lease release failed: {exc}") from exc
 
     @asynccontextmanager
     async def leader_session(self, holder: uuid.UUID, epoch: int) -> AsyncIterator[LeaderSession]:
         """A connection of this term's own, for the admission ticks."""
         try:
-            async with self._pool.acquire() as connection:
-                yield LeaderSession(connection, holder, epoch)
-        except (OSError, asyncpg.PostgresError) as exc:
+            async with self._pool.acquire(timeout=self.timeout) as connection:
+                yield LeaderSession(connection, holder, epoch, self.timeout)
+        except _DB_ERRORS as exc:
             raise StoreError(f"leader connection failed: {exc}") from exc
 
     @asynccontextmanager
     async def leader_transaction(self, holder: uuid.UUID, epoch: int) -> AsyncIterator[FencedTransaction]:
         """A transaction that commits only if this process still holds the lease at `epoch`."""
         try:
-            async with self._pool.acquire() as connection, connection.transaction():
+            async with (
+                asyncio.timeout(self.LONG_TIMEOUT),
+                self._pool.acquire() as connection,
+                connection.transaction(),
+            ):
                 if await connection.fetchval(sql("fence"), holder, epoch) is None:
                     raise LeadershipLost(f"lease for epoch {epoch} is no longer held")
                 yield FencedTransaction(connection)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"leader transaction failed: {exc}") from exc
 
     # -- rebuilding the core ----------------------------------------------------
 
     async def load_active_jobs(self) -> list[Job]:
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("load_active_jobs"))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"loading jobs failed: {exc}") from exc
         return [_job(row) for row in rows]
 
     async def load_backlog(self) -> list[Backlog]:
         """Per scope, the first attempts waiting in the store (the leader pages them in)."""
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("load_backlog"))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"loading the backlog failed: {exc}") from exc
         return [
             Backlog(
@@ -282,9 +337,9 @@ class Store:
     async def job_position(self, job_id: str) -> JobPosition | None:
         """A job as stored, and how many first attempts of its scope wait before it."""
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
                 row = await connection.fetchrow(sql("job_position"), job_id)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"reading job {job_id!r} failed: {exc}") from exc
         if row is None:
             return None
@@ -303,14 +358,23 @@ class Store:
     async def load_admissions_since(self, since: float) -> dict[str, list[tuple[str, float]]]:
         """Per dependency, (scope, admitted_at) of the admissions after `since`."""
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
                 rows = await connection.fetch(sql("load_admissions_since"), since)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"loading admissions failed: {exc}") from exc
         history: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for row in rows:
             history[row["dependency"]].append((row["scope"], row["admitted_at"]))
         return history
+
+    async def job_states(self) -> dict[str, str]:
+        """Every job's state (for the audit and operators), job_id -> state."""
+        try:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("job_states"))
+        except _DB_ERRORS as exc:
+            raise StoreError(f"reading job states failed: {exc}") from exc
+        return {row["job_id"]: row["state"] for row in rows}
 
     async def prune_admissions(self, holder: uuid.UUID, epoch: int, before: float) -> int:
         async with self.leader_transaction(holder, epoch) as tx:
@@ -318,7 +382,7 @@ class Store:
 
     async def database_time(self) -> float:
         try:
-            async with self._pool.acquire() as connection:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
                 return float(await connection.fetchval(sql("database_time")))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"reading the database clock failed: {exc}") from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -11,11 +11,11 @@ from tests.system.janus_process import JanusProcess
 
 
 @pytest.fixture
-async def janus_process() -> AsyncIterator[Callable[[Path, str], JanusProcess]]:
+async def janus_process() -> AsyncIterator[Callable[..., JanusProcess]]:
     started: list[JanusProcess] = []
 
-    def make(config_path: Path, name: str = "janus") -> JanusProcess:
-        process = JanusProcess(config_path, name=name)
+    def make(config_path: Path, name: str = "janus", env: Mapping[str, str] | None = None) -> JanusProcess:
+        process = JanusProcess(config_path, name=name, env=env)
         started.append(process)
         return process
 

@@ -273,3 +273,37 @@ def test_the_worst_excess_is_over_all_dependencies() -> None:
     assert report.dependencies["mail"].rate_excess == 1  # three admissions at 0 against 2/10s
     assert report.worst_rate_excess == 1
     assert not report.ok
+
+
+# -- the job table as the second witness -------------------------------------
+
+TABLE_CASES = [
+    # (job table states, expected lost, never stored, succeeded unseen)
+    ({"a": "succeeded", "b": "succeeded", "c": "succeeded", "d": "succeeded"}, [], [], []),  # agree
+    ({"a": "succeeded", "b": "succeeded", "c": "succeeded"}, ["d"], ["d"], []),  # d never stored
+    ({"a": "succeeded", "b": "succeeded", "c": "succeeded", "d": "waiting"}, ["d"], [], []),  # not final
+    ({"a": "succeeded", "b": "admitted", "c": "succeeded", "d": "succeeded"}, ["b"], [], []),  # b unrecorded
+    (
+        {"a": "succeeded", "b": "succeeded", "c": "succeeded", "d": "succeeded", "x": "succeeded"},
+        [],
+        [],
+        ["x"],  # the table says x succeeded, but no worker ever finished it
+    ),
+]
+
+
+@pytest.mark.parametrize(("states", "lost", "never_stored", "unseen"), TABLE_CASES)
+def test_the_job_table_must_agree_with_the_workers(
+    states: dict[str, str], lost: list[str], never_stored: list[str], unseen: list[str]
+) -> None:
+    report = audit(CLEAN, POLICIES, expected_jobs=["a", "b", "c", "d"], job_states=states)
+    assert (report.lost, report.never_stored, report.succeeded_unseen) == (lost, never_stored, unseen)
+    assert report.ok == (not lost and not never_stored and not unseen), report.summary()
+
+
+def test_a_job_the_table_holds_dead_is_not_lost() -> None:
+    records = [*CLEAN, record("e", 20.0, outcome="failure")]
+    states = {"a": "succeeded", "b": "succeeded", "c": "succeeded", "d": "succeeded", "e": "dead"}
+    report = audit(records, POLICIES, expected_jobs=[*states], job_states=states)
+    assert report.ok, report.summary()
+    assert report.table_states == {"succeeded": 4, "dead": 1}

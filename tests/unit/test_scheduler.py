@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -315,3 +316,36 @@ def test_only_jobs_of_the_last_drain_can_be_retracted() -> None:
 def test_an_admission_is_only_made_of_an_admitted_job() -> None:
     with pytest.raises(ValueError, match="not admitted"):
         Admission.of(Job(job_id="a", dependency="api", scope="s", payload=None))
+
+
+def test_transitions_carry_every_field_they_do_not_change() -> None:
+    """The hot paths build jobs field by field (not dataclasses.replace): none may be dropped."""
+    s = scheduler()
+    # A retry, with every field that can be set away from its default.
+    waiting = Job(
+        job_id="a",
+        dependency="api",
+        scope="x",
+        payload={"k": [1, 2]},
+        seq=9,
+        attempt=2,
+        failures=1,
+        eligible_at=5.0,
+        last_error="boom",
+    )
+    assert s.restore(waiting)
+    (admission,) = s.admit(6.0).admissions
+    admitted = s.job("a")
+    assert admitted is not None
+    done = s.on_result(job_id="a", attempt=3, success=True, error=None, retry_after=None, now=7.0).job
+    assert done is not None
+    steps = [
+        ("admitted", waiting, admitted, {"state", "attempt", "admitted_at", "expires_at", "lease_deadline"}),
+        ("done", admitted, done, {"state", "finished_at", "last_error"}),
+    ]
+    for name, before, after, changed in steps:
+        for item in dataclasses.fields(Job):
+            if item.name not in changed:
+                assert getattr(after, item.name) == getattr(before, item.name), (name, item.name)
+    assert (admitted.attempt, done.last_error) == (3, None)
+    assert admission == Admission.of(admitted)

@@ -208,6 +208,7 @@ class AdmissionMachine(RuleBasedStateMachine):
                 dependency,
                 [(a.scope, a.admitted_at) for a in admissions if a.admitted_at > self.now - longest - 1.0],
             )
+        rebuilt.advance_clock(self.now)  # as the service does: its clock starts at the term's start
         self.scheduler = rebuilt
         self.lapsed.clear()  # the core keeps no memory of lapsed leases across a restart
 

@@ -11,12 +11,14 @@ SELECT 1 FROM janus.leader
 
 -- name: acquire_lease
 -- params: $1 holder uuid, $2 lease seconds
--- Take the lease if nobody holds it or it has expired; a new holder starts a new epoch.
+-- Take the lease if nobody holds it, it has expired, or we hold it ourselves (a process whose
+-- term ended on a failure starts its next one at once); every term gets a new epoch. Updating the
+-- row waits for every tick still holding it FOR SHARE, so no earlier term commits after this.
 INSERT INTO janus.leader AS l (singleton, holder, epoch, expires_at)
 VALUES (true, $1, 1, now() + make_interval(secs => $2))
 ON CONFLICT (singleton) DO UPDATE
    SET holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at
- WHERE l.expires_at <= now()
+ WHERE l.expires_at <= now() OR l.holder = excluded.holder
 RETURNING epoch;
 
 -- name: record_term
@@ -122,6 +124,11 @@ SELECT r.ord, j.job_id, j.dependency, j.scope, j.payload::text AS payload, j.seq
 -- name: load_admissions_since
 -- params: $1 earliest admitted_at
 SELECT dependency, scope, admitted_at FROM janus.admissions WHERE admitted_at > $1 ORDER BY admitted_at;
+
+-- name: job_states
+-- params: none
+-- Every job's state: what the audit compares with the workers' records.
+SELECT job_id, state FROM janus.jobs;
 
 -- name: prune_admissions
 -- params: $1 keep admissions after this time
