@@ -61,6 +61,9 @@ class _SetAside:
     detail: str
 
 
+_EMPTY = Batch(intake=[], results=[], returned=[], unpublished=[])
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Committed:
     """A tick decided and committed: what is left to do (set aside, ack, publish)."""
@@ -176,8 +179,8 @@ class AdmissionLoop:
         try:
             committed = await self._decide_and_commit(batch)
         except Exception as exc:
-            if not tied_to_input(exc):
-                raise
+            if not tied_to_input(exc) or not (batch.intake or batch.results or batch.returned):
+                raise  # no message to pin it on: a bug, which must stop the process, not loop
             await self._isolate(batch, exc)
         else:
             await self._after_commit(committed, one_by_one=False)
@@ -279,6 +282,12 @@ class AdmissionLoop:
             exc_info=not isinstance(error, StatementRefused),
         )
         await self._rebuild_core()
+        # First without any message: if that fails too, the messages are not the cause (a bug):
+        # the error stops the process rather than setting good messages aside one by one.
+        try:
+            await self._after_commit(await self._decide_and_commit(_EMPTY), one_by_one=True)
+        except Exception as exc:
+            raise error from exc
         parts = [Batch(intake=[d], results=[], returned=[], unpublished=[]) for d in batch.intake]
         parts += [Batch(intake=[], results=[d], returned=[], unpublished=[]) for d in batch.results]
         parts += [Batch(intake=[], results=[], returned=[d], unpublished=[]) for d in batch.returned]
@@ -292,7 +301,7 @@ class AdmissionLoop:
             try:
                 committed = await self._decide_and_commit(part)
             except Exception as exc:
-                if not tied_to_input(exc):
+                if not tied_to_input(exc) or not (part.intake or part.results or part.returned):
                     raise
                 error = exc
                 await self._rebuild_core()
@@ -301,10 +310,6 @@ class AdmissionLoop:
             return
         deliveries = [*(("intake", d) for d in part.intake), *(("results", d) for d in part.results)]
         deliveries += [("returned", d) for d in part.returned]
-        if not deliveries:
-            # Refused admissions are no message: their leases will free their slots.
-            log.error("could not record %d refused admissions: %s", len(part.unpublished), error)
-            return
         ((source, delivery),) = deliveries
         detail = f"failed {MAX_MESSAGE_FAILURES} times alone: {type(error).__name__}: {error}"
         await self._set_aside(
