@@ -125,9 +125,7 @@ async def main(amqp_url: str, dependency: str, ttl: float) -> int:
         loop.add_signal_handler(sig, stop.set)
     connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": "bench-relay"})
     async with connection:
-        setup = await connection.channel()
-        await topology.declare_topology(setup, [dependency])
-        await setup.close()
+        await topology.declare_topology(connection, [dependency])
         publishing = await connection.channel(publisher_confirms=True)
         ready = await publishing.get_exchange(topology.READY_EXCHANGE, ensure=True)
         relay = Relay(ready, ttl)

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -226,6 +227,29 @@ class JanusConfig(_Strict):
         return [dep.to_policy(name) for name, dep in self.dependencies.items()]
 
 
+def read_secret_file(path: str | os.PathLike[str], variable: str) -> str:
+    """A secret from a file (Docker/Kubernetes secrets): its text, without the trailing newline."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise ConfigError(f"{variable}: {path} is empty")
+    return secret
+
+
+def secret_from_env(env: Mapping[str, str], name: str) -> str | None:
+    """JANUS_<NAME>, or the contents of the file JANUS_<NAME>_FILE names; never both."""
+    variable = f"JANUS_{name.upper()}"
+    direct, file = env.get(variable) or None, env.get(f"{variable}_FILE") or None
+    if direct is not None and file is not None:
+        raise ConfigError(f"set {variable} or {variable}_FILE, not both")
+    if file is not None:
+        return read_secret_file(file, f"{variable}_FILE")
+    return direct
+
+
 class Settings(BaseSettings):
     """Process settings: where things are and how the process behaves, from JANUS_* variables."""
 
@@ -234,6 +258,9 @@ class Settings(BaseSettings):
     config: Path | None = None
     amqp_url: str | None = None
     database_url: str | None = None
+    # Keep credentials out of the environment: the URL is read from this file instead.
+    amqp_url_file: Path | None = None
+    database_url_file: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 9464  # 0 disables the metrics endpoint
     leader_lease: float = Field(default=3.0, gt=0)  # seconds a leader's lease lasts unrenewed
@@ -244,6 +271,18 @@ class Settings(BaseSettings):
     db_timeout: float = Field(default=5.0, gt=0)  # connect and short statements (lease, tick)
     reconnect_max_delay: float = Field(default=5.0, gt=0)  # backoff cap after losing broker or DB
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _urls_from_files(self) -> Settings:
+        for name in ("amqp_url", "database_url"):
+            file: Path | None = getattr(self, f"{name}_file")
+            if file is None:
+                continue
+            variable = f"JANUS_{name.upper()}_FILE"
+            if getattr(self, name):
+                raise ConfigError(f"set JANUS_{name.upper()} or {variable}, not both")
+            setattr(self, name, read_secret_file(file, variable))
+        return self
 
 
 def _format_errors(error: ValidationError) -> str:
@@ -262,11 +301,12 @@ def _format_errors(error: ValidationError) -> str:
 def parse_config(
     data: dict[str, Any], source: str = "<config>", env: dict[str, str] | None = None
 ) -> JanusConfig:
-    """Validate a decoded config; JANUS_AMQP_URL / JANUS_DATABASE_URL override the file."""
+    """Validate a decoded config; JANUS_AMQP_URL / JANUS_DATABASE_URL (or the files that
+    JANUS_AMQP_URL_FILE / JANUS_DATABASE_URL_FILE name) override the file."""
     env = dict(os.environ) if env is None else env
     merged = dict(data)
     for key in ("amqp_url", "database_url"):
-        override = env.get(f"JANUS_{key.upper()}")
+        override = secret_from_env(env, key)
         if override:
             merged[key] = override
     try:

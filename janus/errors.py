@@ -28,6 +28,11 @@ class StoreError(JanusError):
     """PostgreSQL failed or refused; the in-memory core may be ahead of the database."""
 
 
+class StatementRefused(StoreError):
+    """PostgreSQL answered, and refused a statement for what it contained (bad data, a
+    constraint, a trigger): unlike a lost connection, retrying the same input fails again."""
+
+
 class LeadershipLost(StoreError):
     """This process no longer holds the leader lease: it must stop acting at once."""
 

@@ -24,9 +24,20 @@ MAX_ERROR_LENGTH = 2000
 # (up to 6 escaped bytes each), field names, and whitespace.
 ENVELOPE_BYTES = 8 * 1024
 
-# Identifiers end up in logs, metrics and SQL: no control characters.
+# A result is small: its fields, and an error the SDK truncates to MAX_ERROR_LENGTH characters
+# (up to 6 bytes each when escaped). Anything larger is refused before parsing.
+MAX_RESULT_BYTES = ENVELOPE_BYTES + 6 * MAX_ERROR_LENGTH
+MAX_ATTEMPT = 2**31 - 1  # PostgreSQL integer: no attempt number is larger
+
+# Identifiers end up in logs, metrics and SQL: no control characters, no line or paragraph
+# separators (they split a log line) and no bidirectional overrides (they disguise one).
 Identifier = Annotated[
-    str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+$",
+    ),
 ]
 
 
@@ -56,7 +67,7 @@ class ReadyMessage(_Wire):
 
 class ResultMessage(_Wire):
     job_id: Identifier
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     outcome: Literal["success", "failure"]
     error: str | None = None
     retry_after: float | None = Field(default=None, ge=0)
@@ -126,6 +137,8 @@ def decode_intake(
 
 def decode_result(body: bytes, content_type: str | None) -> ResultMessage:
     _check_content_type(content_type)
+    if len(body) > MAX_RESULT_BYTES:
+        raise ProtocolError("message_too_large", f"{len(body)} bytes; a result is at most {MAX_RESULT_BYTES}")
     try:
         return ResultMessage.model_validate_json(body)
     except ValidationError as exc:

@@ -36,6 +36,11 @@ class Metrics:
             ["source", "verdict"],
             registry=r,
         )
+        self.tick_failures = Counter(
+            "janus_tick_failures_total",
+            "Ticks that failed for what a message carried: retried message by message.",
+            registry=r,
+        )
         self.held = Gauge("janus_held_slots", "Admissions held (no result yet).", ["dependency"], registry=r)
         self.waiting = Gauge(
             "janus_waiting_jobs",

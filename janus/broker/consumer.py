@@ -36,6 +36,11 @@ async def ack_up_to(delivery: Delivery) -> None:
         raise BrokerError(f"could not ack deliveries: {exc!r}") from exc
 
 
+async def ack_one(delivery: Delivery) -> None:
+    assert delivery.delivery_tag is not None
+    await delivery.channel.basic_ack(delivery.delivery_tag, multiple=False)
+
+
 @dataclass(kw_only=True)
 class Consuming:
     channel: AbstractChannel

@@ -89,19 +89,28 @@ class Publisher:
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerError(f"the broker refused the outcome of {job.job_id!r}: {confirmation!r}")
 
-    async def set_aside(self, body: bytes, headers: dict[str, str], reason: str, detail: str) -> None:
-        """Move bad input to the rejected queue with its reason; confirmed before the caller acks it."""
-        message = aio_pika.Message(
-            body,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={**headers, topology.REASON_HEADER: reason, topology.DETAIL_HEADER: detail[:1000]},
+    async def set_aside(self, body: bytes, source: str, reason: str, detail: str) -> None:
+        """Move bad input to the rejected queue with its reason; confirmed before the caller acks it.
+
+        Through the raw channel, like admissions: a worker flooding janus.results with garbage
+        makes this a hot path (benchmarks/flood.py).
+        """
+        properties = spec.Basic.Properties(
+            delivery_mode=PERSISTENT,
+            headers={
+                topology.SOURCE_HEADER: source,
+                topology.REASON_HEADER: reason,
+                topology.DETAIL_HEADER: detail[:1000],
+            },
         )
         try:
-            await self._channel.default_exchange.publish(
-                message, routing_key=topology.REJECTED_QUEUE, mandatory=True
+            confirmation = await self._raw.basic_publish(
+                body, exchange="", routing_key=topology.REJECTED_QUEUE, properties=properties, mandatory=True
             )
         except BROKER_ERRORS as exc:
             raise BrokerError(f"could not set aside a rejected message: {exc!r}") from exc
+        if not isinstance(confirmation, spec.Basic.Ack):
+            raise BrokerError(f"the broker did not take a rejected message: {confirmation!r}")
 
     async def closed(self) -> None:
         """Returns when the publishing channel has closed (the broker closed it, or the connection)."""

@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 from aio_pika.exceptions import ChannelNotFoundEntity
+from pamqp.common import FieldTable
 
 T = TypeVar("T")
 
 PREFIX = "janus"
 INTAKE_EXCHANGE = f"{PREFIX}.intake"  # topic; producers publish, routing key = dependency
-INTAKE_QUEUE = f"{PREFIX}.intake"  # Janus's own queue on it, bound to every key
 READY_EXCHANGE = f"{PREFIX}.ready"  # direct; Janus publishes admissions, key = dependency
 RESULTS_EXCHANGE = f"{PREFIX}.results"  # fanout; workers publish outcomes
-RESULTS_QUEUE = f"{PREFIX}.results"
 RETURNED_EXCHANGE = f"{PREFIX}.returned"  # fanout; ready queues dead-letter here
-RETURNED_QUEUE = f"{PREFIX}.returned"
+# Janus's own queues live under "janus.q." so that no queue shares a name with an exchange:
+# a RabbitMQ permission regex matches both kinds, and a producer's right to write to the
+# exchange janus.intake must not also be a right to bind the queue Janus consumes.
+INTAKE_QUEUE = f"{PREFIX}.q.intake"  # bound to janus.intake with "#"
+RESULTS_QUEUE = f"{PREFIX}.q.results"  # bound to janus.results
+RETURNED_QUEUE = f"{PREFIX}.q.returned"  # bound to janus.returned
 REJECTED_QUEUE = f"{PREFIX}.rejected"  # bad input set aside with its reason
 OUTCOMES_EXCHANGE = f"{PREFIX}.outcomes"  # topic; Janus publishes terminal outcomes, key below
 
 REASON_HEADER = "x-janus-reason"
 DETAIL_HEADER = "x-janus-detail"
+SOURCE_HEADER = "x-janus-source"
 
 
 def ready_queue(dependency: str) -> str:
@@ -36,44 +42,89 @@ def outcome_key(dependency: str, outcome: str) -> str:
     return f"{dependency}.{outcome}"
 
 
-async def declare_intake_exchange(channel: AbstractChannel) -> AbstractExchange:
-    return await channel.declare_exchange(INTAKE_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExchangeSpec:
+    name: str
+    type: aio_pika.ExchangeType
 
 
-async def declare_results_exchange(channel: AbstractChannel) -> AbstractExchange:
-    return await channel.declare_exchange(RESULTS_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueSpec:
+    name: str
+    bound_to: str | None = None  # an exchange of SHARED_EXCHANGES
+    routing_key: str = ""
+
+
+# The shared topology: what broker definitions declare in a locked-down deployment
+# (deploy/rabbitmq/definitions.json, checked against this by a test), and what Janus
+# declares itself where it may (a development vhost). Ready queues are per dependency
+# and always Janus's own.
+SHARED_EXCHANGES = (
+    ExchangeSpec(name=INTAKE_EXCHANGE, type=aio_pika.ExchangeType.TOPIC),
+    ExchangeSpec(name=READY_EXCHANGE, type=aio_pika.ExchangeType.DIRECT),
+    ExchangeSpec(name=RESULTS_EXCHANGE, type=aio_pika.ExchangeType.FANOUT),
+    ExchangeSpec(name=RETURNED_EXCHANGE, type=aio_pika.ExchangeType.FANOUT),
+    ExchangeSpec(name=OUTCOMES_EXCHANGE, type=aio_pika.ExchangeType.TOPIC),
+)
+SHARED_QUEUES = (
+    QueueSpec(name=INTAKE_QUEUE, bound_to=INTAKE_EXCHANGE, routing_key="#"),
+    QueueSpec(name=RESULTS_QUEUE, bound_to=RESULTS_EXCHANGE),
+    QueueSpec(name=RETURNED_QUEUE, bound_to=RETURNED_EXCHANGE),
+    QueueSpec(name=REJECTED_QUEUE),
+)
+READY_QUEUE_ARGUMENTS: FieldTable = {"x-dead-letter-exchange": RETURNED_EXCHANGE}
 
 
 async def declare_ready_queue(channel: AbstractChannel, dependency: str) -> AbstractQueue:
     """A dependency's ready queue: admissions that expire or are rejected go back to Janus."""
-    ready = await channel.declare_exchange(READY_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
     queue = await channel.declare_queue(
-        ready_queue(dependency),
-        durable=True,
-        arguments={"x-dead-letter-exchange": RETURNED_EXCHANGE},
+        ready_queue(dependency), durable=True, arguments=READY_QUEUE_ARGUMENTS
     )
-    await queue.bind(ready, routing_key=dependency)
+    await queue.bind(READY_EXCHANGE, routing_key=dependency)
     return queue
 
 
-async def declare_topology(channel: AbstractChannel, dependencies: Iterable[str]) -> None:
-    """Everything Janus needs, idempotently, all durable."""
-    intake = await declare_intake_exchange(channel)
-    intake_queue = await channel.declare_queue(INTAKE_QUEUE, durable=True)
-    await intake_queue.bind(intake, routing_key="#")
+async def declare_topology(connection: AbstractConnection, dependencies: Iterable[str]) -> list[str]:
+    """Make sure everything Janus needs exists; returns the names it had to declare.
 
-    results = await declare_results_exchange(channel)
-    results_queue = await channel.declare_queue(RESULTS_QUEUE, durable=True)
-    await results_queue.bind(results)
+    Shared exchanges and queues are first checked passively (which needs no permission):
+    in a locked-down deployment the broker definitions declared them and Janus's user may
+    not. Only what is missing is declared (and its queue bound), which needs configure
+    rights: on a development vhost Janus therefore sets itself up. Ready queues are
+    declared every time (idempotent), with the rights Janus's user has on them.
+    """
+    declared: list[str] = []
+    channel = await connection.channel()
+    try:
+        for exchange in SHARED_EXCHANGES:
+            try:
+                await channel.get_exchange(exchange.name, ensure=True)
+            except ChannelNotFoundEntity:
+                channel = await _reopen(connection, channel)
+                await channel.declare_exchange(exchange.name, exchange.type, durable=True)
+                declared.append(exchange.name)
+        for spec in SHARED_QUEUES:
+            try:
+                await channel.get_queue(spec.name, ensure=True)
+            except ChannelNotFoundEntity:
+                channel = await _reopen(connection, channel)
+                queue = await channel.declare_queue(spec.name, durable=True)
+                if spec.bound_to is not None:
+                    await queue.bind(spec.bound_to, routing_key=spec.routing_key)
+                declared.append(spec.name)
+        for dependency in dependencies:
+            await declare_ready_queue(channel, dependency)
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return declared
 
-    returned = await channel.declare_exchange(RETURNED_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
-    returned_queue = await channel.declare_queue(RETURNED_QUEUE, durable=True)
-    await returned_queue.bind(returned)
 
-    await channel.declare_queue(REJECTED_QUEUE, durable=True)
-    await channel.declare_exchange(OUTCOMES_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-    for dependency in dependencies:
-        await declare_ready_queue(channel, dependency)
+async def _reopen(connection: AbstractConnection, channel: AbstractChannel) -> AbstractChannel:
+    """A failed passive declare closes its channel: carry on with a new one."""
+    if not channel.is_closed:
+        await channel.close()
+    return await connection.channel()
 
 
 async def await_queue(

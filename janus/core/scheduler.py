@@ -281,6 +281,10 @@ class Scheduler:
         self._next_seq = 0  # the last seq handed out
         self._tiebreak = 0
         self._scope_count = 0
+        # Jobs whose current attempt failed by its lease running out, waiting for their retry:
+        # a success for that attempt may still arrive, and completes the job (docs/protocol.md).
+        # In memory only: after a restart such a success is stale, which errs on the safe side.
+        self._lapsed: dict[str, int] = {}
         # Decisions use a clock that never goes back: a backward jump must not let
         # a pruned admission leave a rate window it still belongs to.
         self._clock_floor = float("-inf")
@@ -368,6 +372,7 @@ class Scheduler:
         lane = self._lanes[job.dependency]
         scope = lane.scopes[job.scope]
         current = self._jobs.pop(job_id, None)
+        self._lapsed.pop(job_id, None)
         if not kept:
             scope.stored -= 1
             lane.stored -= 1
@@ -547,6 +552,8 @@ class Scheduler:
         now = self._advance(now)
         taken = self._take_back(job_id, attempt)
         if isinstance(taken, Verdict):
+            if success and self._lapsed.get(job_id) == attempt:
+                return self._late_success(job_id, now)
             return Transition(verdict=taken)
         job, lane = taken
         if success:
@@ -605,7 +612,10 @@ class Scheduler:
                 continue  # finished or re-admitted since: the heap entry is stale
             job, lane = taken
             timeout = lane.policy.lease_timeout
-            transitions.append(self._fail(lane, job, f"lease timed out after {timeout:g}s", None, now))
+            transition = self._fail(lane, job, f"lease timed out after {timeout:g}s", None, now)
+            if transition.verdict is Verdict.RETRY_SCHEDULED:
+                self._lapsed[job_id] = attempt
+            transitions.append(transition)
         return transitions
 
     # -- the decision -------------------------------------------------------
@@ -898,12 +908,35 @@ class Scheduler:
         self._unpark_if_below_cap(lane, scope)
         return job, lane
 
+    def _late_success(self, job_id: str, now: float) -> Transition:
+        """The attempt whose lease ran out did succeed: the job is done, its retry cancelled.
+
+        Its slot was already freed when the lease ran out, and nothing else is freed now.
+        O(lane) to take it out of its queue: late successes are rare.
+        """
+        job = self._jobs[job_id]
+        lane = self._lanes[job.dependency]
+        scope = lane.scopes[job.scope]
+        if job_id in scope.again:  # eligible again, waiting for its turn
+            scope.again.remove(job_id)
+            lane.eligible -= 1
+            if not scope.eligible:
+                lane.fair.park(scope.name)
+        else:  # still in its backoff
+            lane.delayed = [entry for entry in lane.delayed if entry[2] != job_id]
+            heapq.heapify(lane.delayed)
+            scope.delayed -= 1
+        done = replace(job, state=JobState.SUCCEEDED, finished_at=now, last_error=None)
+        self._finish(lane, done)
+        return Transition(verdict=Verdict.SUCCEEDED, job=done)
+
     def _store(self, job: Job) -> None:
         self._jobs[job.job_id] = job
         self._changed[job.job_id] = job
 
     def _finish(self, lane: _Lane, job: Job) -> None:
         del self._jobs[job.job_id]
+        self._lapsed.pop(job.job_id, None)
         self._changed[job.job_id] = job
         self._maybe_retire(lane, lane.scopes[job.scope])
 
@@ -952,6 +985,7 @@ class Scheduler:
             last_error=job.last_error,
         )
         self._store(admitted)
+        self._lapsed.pop(job_id, None)
         lane.held.add(job_id)
         lane.eligible -= 1
         scope.held += 1

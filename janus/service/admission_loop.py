@@ -10,7 +10,12 @@ The order is what makes Janus durable:
      the admissions (confirms are awaited in the background; a refusal feeds
      back into the next tick).
 If anything fails between the core's decision and the commit, the core is ahead
-of the database: the error propagates and the process rebuilds from PostgreSQL.
+of the database. A lost connection or lease propagates (the term ends, the core is
+rebuilt from PostgreSQL). Any other failure may be tied to one message (PostgreSQL
+refused what it carried; a bug its content triggers): the core is rebuilt from
+PostgreSQL in place and the batch retried one message at a time, each up to
+MAX_MESSAGE_FAILURES times, after which that message alone is set aside. So no message
+can block the intake forever, and the good messages around it go through.
 """
 
 from __future__ import annotations
@@ -19,16 +24,16 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from janus.api.metrics import Metrics
-from janus.broker.consumer import Delivery, ack_up_to, content_type
+from janus.broker.consumer import Delivery, ack_one, ack_up_to, content_type
 from janus.broker.publisher import Publisher
 from janus.core.gates import GateEvent
 from janus.core.jobs import Admission, Job
 from janus.core.scheduler import Scheduler, Transition, Verdict
-from janus.errors import LeadershipLost, ProtocolError
+from janus.errors import JanusError, LeadershipLost, ProtocolError, StatementRefused
 from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result
 from janus.service.inbox import Batch, Inbox
 from janus.service.leadership import Term
@@ -43,6 +48,11 @@ LINGER = 0.005  # seconds
 CIRCUIT_LEVELS = {"closed": 0, "half_open": 1, "open": 2}  # janus_circuit_state
 TOP_SCOPES = 10  # per dependency, in the per-scope metrics
 SCOPE_METRICS_EVERY = 1.0  # seconds
+MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
+# A flood of results (bad ones included) is taken in slices: each tick, and so the wait of
+# every dependency's admissions, stays short (benchmarks/flood.py).
+MAX_RESULTS_PER_TICK = 256
+NO_EFFECT = frozenset({Verdict.UNKNOWN_JOB, Verdict.STALE_ATTEMPT})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -51,6 +61,25 @@ class _SetAside:
     source: str
     reason: str
     detail: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Committed:
+    """A tick decided and committed: what is left to do (set aside, ack, publish)."""
+
+    batch: Batch
+    set_aside: list[_SetAside]
+    admissions: list[Admission]
+    finished: list[Job]  # terminal now: their outcomes go to janus.outcomes
+    gate_events: list[GateEvent]
+
+
+def tied_to_input(error: Exception) -> bool:
+    """Could this failure of a tick be caused by a message in it (rather than by a lost
+    connection or lease, which retrying message by message cannot mend)?"""
+    if isinstance(error, StatementRefused):
+        return True
+    return not isinstance(error, JanusError | OSError)
 
 
 class _ThrottledLog:
@@ -85,6 +114,7 @@ class AdmissionLoop:
         max_payload_bytes: int,
         clock: Callable[[], float],
         publishing: asyncio.TaskGroup,
+        rebuild: Callable[[], Awaitable[Scheduler]],
     ) -> None:
         self._scheduler = scheduler
         self._session = session
@@ -95,6 +125,7 @@ class AdmissionLoop:
         self._max_payload = max_payload_bytes
         self._clock = clock
         self._publishing = publishing
+        self._rebuild = rebuild
         # A new term starts with one tick: restored jobs may be eligible with no delivery to wake us.
         self._next_wakeup: float | None = float("-inf")
         self._throttled = _ThrottledLog()
@@ -135,16 +166,32 @@ class AdmissionLoop:
             for waiter in waiters:
                 waiter.cancel()
 
+    @property
+    def scheduler(self) -> Scheduler:
+        """The core in use (replaced by a rebuild after a failed tick)."""
+        return self._scheduler
+
     async def drain_publishing(self) -> None:
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def tick(self) -> None:
         started = time.perf_counter()
-        batch = self._inbox.take()
+        batch = self._inbox.take(max_results=MAX_RESULTS_PER_TICK)
         self._last_batch = len(batch)
         if not self._term.may_act():
             raise LeadershipLost("the lease may have expired: not acting")
+        try:
+            committed = await self._decide_and_commit(batch)
+        except Exception as exc:
+            if not tied_to_input(exc) or not (batch.intake or batch.results or batch.returned):
+                raise  # no message to pin it on: a bug, which must stop the process, not loop
+            await self._isolate(batch, exc)
+        else:
+            await self._after_commit(committed, one_by_one=False)
+        self._observe(batch, started)
+
+    async def _decide_and_commit(self, batch: Batch) -> _Committed:
         await self._page_in()
         now = self._clock()
         set_aside: list[_SetAside] = []
@@ -170,18 +217,27 @@ class AdmissionLoop:
                 now=now,
             )
             payloads[message.job_id] = payload_text
-        for result in results:
-            self._count(
-                "result",
-                scheduler.on_result(
-                    job_id=result.job_id,
-                    attempt=result.attempt,
-                    success=result.outcome == "success",
-                    error=result.error,
-                    retry_after=result.retry_after,
-                    now=now,
-                ),
+        for delivery, result in results:
+            transition = scheduler.on_result(
+                job_id=result.job_id,
+                attempt=result.attempt,
+                success=result.outcome == "success",
+                error=result.error,
+                retry_after=result.retry_after,
+                now=now,
             )
+            self._count("result", transition)
+            if transition.verdict in NO_EFFECT:
+                # Unknown job, an attempt that is not current, a second report: it changed
+                # nothing and freed nothing; set aside so that a misbehaving worker shows.
+                set_aside.append(
+                    _SetAside(
+                        message=delivery,
+                        source="results",
+                        reason=transition.verdict.value,
+                        detail=f"job {result.job_id!r} attempt {result.attempt} ({result.outcome})",
+                    )
+                )
         for job_id, attempt in returned:
             self._count("returned", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
         for admission in batch.unpublished:
@@ -211,16 +267,85 @@ class AdmissionLoop:
         self._metrics.intake_messages.labels("accepted").inc(len(stored))
         self._metrics.intake_messages.labels("duplicate").inc(len(intake) - len(stored))
         self._next_wakeup = decision.next_wakeup
-        if set_aside:
-            await asyncio.gather(*(self._set_aside(item) for item in set_aside))
-        await self._ack(batch)
-        self._report_gates(gate_events)
-        finished = self._finished
-        if admissions or finished:
-            task = self._publishing.create_task(self._publish(admissions, finished))
+        return _Committed(
+            batch=batch,
+            set_aside=set_aside,
+            admissions=admissions,
+            finished=self._finished,
+            gate_events=gate_events,
+        )
+
+    async def _after_commit(self, committed: _Committed, *, one_by_one: bool) -> None:
+        self._report_gates(committed.gate_events)
+        # Admissions (and outcomes) first: they need not wait for bad input to be set aside.
+        if committed.admissions or committed.finished:
+            task = self._publishing.create_task(self._publish(committed.admissions, committed.finished))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-        self._observe(batch, started)
+        if committed.set_aside:
+            await asyncio.gather(*(self._set_aside(item) for item in committed.set_aside))
+        if one_by_one:
+            # Messages of a batch being isolated are acked singly: a multiple-ack would also
+            # ack the earlier ones still to be retried.
+            for delivery in (*committed.batch.intake, *committed.batch.results, *committed.batch.returned):
+                await ack_one(delivery)
+        else:
+            await self._ack(committed.batch)
+
+    # -- a tick that failed ---------------------------------------------------
+
+    async def _isolate(self, batch: Batch, error: Exception) -> None:
+        """Retry a failed batch message by message; set aside each that fails alone, again and again."""
+        self._metrics.tick_failures.inc()
+        log.warning(
+            "a tick of %d messages failed (%s); the core is rebuilt from PostgreSQL and the messages "
+            "are retried one by one",
+            len(batch),
+            error,
+            exc_info=not isinstance(error, StatementRefused),
+        )
+        await self._rebuild_core()
+        # First without any message: if that fails too, the messages are not the cause (a bug):
+        # the error stops the process rather than setting good messages aside one by one.
+        # Jobs revived by hand carry no message to blame: they go with this empty part.
+        nothing = Batch(intake=[], results=[], returned=[], unpublished=[], revived=batch.revived)
+        try:
+            await self._after_commit(await self._decide_and_commit(nothing), one_by_one=True)
+        except Exception as exc:
+            raise error from exc
+        parts = [Batch(intake=[d], results=[], returned=[], unpublished=[]) for d in batch.intake]
+        parts += [Batch(intake=[], results=[d], returned=[], unpublished=[]) for d in batch.results]
+        parts += [Batch(intake=[], results=[], returned=[d], unpublished=[]) for d in batch.returned]
+        if batch.unpublished:
+            parts.append(Batch(intake=[], results=[], returned=[], unpublished=batch.unpublished))
+        for part in parts:
+            await self._alone(part, error)
+
+    async def _alone(self, part: Batch, error: Exception) -> None:
+        for _ in range(MAX_MESSAGE_FAILURES):
+            try:
+                committed = await self._decide_and_commit(part)
+            except Exception as exc:
+                if not tied_to_input(exc) or not (part.intake or part.results or part.returned):
+                    raise
+                error = exc
+                await self._rebuild_core()
+                continue
+            await self._after_commit(committed, one_by_one=True)
+            return
+        deliveries = [*(("intake", d) for d in part.intake), *(("results", d) for d in part.results)]
+        deliveries += [("returned", d) for d in part.returned]
+        ((source, delivery),) = deliveries
+        detail = f"failed {MAX_MESSAGE_FAILURES} times alone: {type(error).__name__}: {error}"
+        await self._set_aside(
+            _SetAside(message=delivery, source=source, reason="processing_failed", detail=detail)
+        )
+        await ack_one(delivery)
+
+    async def _rebuild_core(self) -> None:
+        # The failed tick may have changed the core without committing: only PostgreSQL is right.
+        self._scheduler = await self._rebuild()
+        self._next_wakeup = float("-inf")
 
     async def _page_in(self) -> None:
         """Read the first attempts the core asked for: every earlier tick is committed, so the
@@ -266,11 +391,13 @@ class AdmissionLoop:
             decoded.append((intake, payload_text))
         return decoded
 
-    def _decode_results(self, batch: Batch, set_aside: list[_SetAside]) -> list[ResultMessage]:
+    def _decode_results(
+        self, batch: Batch, set_aside: list[_SetAside]
+    ) -> list[tuple[Delivery, ResultMessage]]:
         results = []
         for message in batch.results:
             try:
-                results.append(decode_result(message.body, content_type(message)))
+                results.append((message, decode_result(message.body, content_type(message))))
             except ProtocolError as exc:
                 set_aside.append(
                     _SetAside(message=message, source="results", reason=exc.reason, detail=exc.detail)
@@ -311,8 +438,7 @@ class AdmissionLoop:
             f"{item.source}:{item.reason}",
             f"set aside a message from {item.source}: {item.reason}: {item.detail}",
         )
-        headers = {"x-janus-source": item.source}
-        await self._publisher.set_aside(item.message.body, headers, item.reason, item.detail)
+        await self._publisher.set_aside(item.message.body, item.source, item.reason, item.detail)
 
     async def _ack(self, batch: Batch) -> None:
         # Each list holds every unacked delivery of its channel, in order: one

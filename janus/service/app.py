@@ -321,16 +321,23 @@ class Service:
         )
         return scheduler
 
+    async def _rebuild_in_term(self, store: Store) -> Scheduler:
+        """After a tick failed for what a message carried (admission_loop): the live core is
+        replaced, and /scopes and /why must answer from the new one."""
+        scheduler = await self._rebuild(store)
+        self.inspector.attach(scheduler, store)
+        return scheduler
+
     async def _run_term(
         self, store: Store, term: Term, connection: AbstractConnection, scheduler: Scheduler
     ) -> None:
         try:
-            setup = await connection.channel()
-            await topology.declare_topology(setup, scheduler.policies.keys())
-            await setup.close()
+            declared = await topology.declare_topology(connection, scheduler.policies.keys())
             publisher = await Publisher.open(connection)
         except BROKER_ERRORS as exc:
             raise BrokerError(f"setting up the broker failed: {exc!r}") from exc
+        if declared:
+            log.info("declared the missing topology %s", declared)
         inbox = Inbox()
         async with store.leader_session(term.holder, term.epoch) as session:
             await self._run_consumers(store, session, term, connection, scheduler, publisher, inbox)
@@ -361,6 +368,7 @@ class Service:
                 max_payload_bytes=self.config.max_payload_bytes,
                 clock=self.clock,
                 publishing=group,
+                rebuild=lambda: self._rebuild_in_term(store),
             )
             try:
                 consuming = [

@@ -58,14 +58,21 @@ class Inbox:
     def __len__(self) -> int:
         return len(self.intake) + len(self.results) + len(self.returned) + len(self.unpublished)
 
-    def take(self) -> Batch:
+    def take(self, max_results: int | None = None) -> Batch:
+        """Everything delivered so far; of the results, only the first `max_results` (the rest
+        stay for the next batch, in order: a flood of results must not make one batch huge)."""
+        results = self.results
+        rest: list[Delivery] = []
+        if max_results is not None and len(results) > max_results:
+            results, rest = results[:max_results], results[max_results:]
         batch = Batch(
             intake=self.intake,
-            results=self.results,
+            results=results,
             returned=self.returned,
             unpublished=self.unpublished,
             revived=self.revived,
         )
-        self.intake, self.results, self.returned, self.unpublished, self.revived = [], [], [], [], []
-        self.ready.clear()
+        self.intake, self.results, self.returned, self.unpublished, self.revived = [], rest, [], [], []
+        if not rest:
+            self.ready.clear()
         return batch

@@ -11,12 +11,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
+from asyncpg.exceptions._base import DataError as _ArgumentError  # client side: not encodable
 
 from janus.core.circuit import CircuitSnapshot, CircuitState
 from janus.core.gates import GateState
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.scheduler import PageRequest
-from janus.errors import LeadershipLost, StoreError
+from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
 
@@ -87,6 +88,17 @@ def _job(row: asyncpg.Record) -> Job:
         lease_deadline=row["lease_deadline"],
         last_error=row["last_error"],
     )
+
+
+# SQLSTATE classes of errors about what a statement carried, not about the server or the
+# connection: data exceptions, integrity violations, program limits (e.g. an index row too
+# large), and errors raised by PL/pgSQL (triggers).
+_DATA_ERROR_CLASSES = frozenset({"22", "23", "54", "P0"})
+
+
+def refused_for_its_data(exc: asyncpg.PostgresError) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in _DATA_ERROR_CLASSES
 
 
 class LeaderSession:
@@ -190,6 +202,12 @@ class LeaderSession:
                 [a.retry for a in admissions],
                 timeout=self._timeout,
             )
+        except asyncpg.PostgresError as exc:
+            if refused_for_its_data(exc):
+                raise StatementRefused(f"PostgreSQL refused the admission tick: {exc}") from exc
+            raise StoreError(f"admission tick failed: {exc}") from exc
+        except _ArgumentError as exc:
+            raise StatementRefused(f"an argument of the admission tick could not be encoded: {exc}") from exc
         except _DB_ERRORS as exc:
             raise StoreError(f"admission tick failed: {exc}") from exc
         assert row is not None

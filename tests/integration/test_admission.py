@@ -292,7 +292,8 @@ async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: s
             for i, (body, content_type, _) in enumerate(garbage):
                 await producer.submit(f"good-{i}", "api")
                 await intake.publish(aio_pika.Message(body, content_type=content_type), routing_key="api")
-            # A result that is not JSON, and one for a job that does not exist: neither changes anything.
+            # A result that is not JSON, and one for a job that does not exist: neither changes
+            # anything, both are set aside.
             results = await channel.get_exchange(topology.RESULTS_EXCHANGE)
             await results.publish(aio_pika.Message(b"garbage"), routing_key="")
             await results.publish(
@@ -303,10 +304,11 @@ async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: s
         rejected = await channel.get_queue(topology.REJECTED_QUEUE)
         reasons = []
         while (message := await rejected.get(no_ack=True, fail=False)) is not None:
-            reasons.append((message.headers[topology.REASON_HEADER], message.headers["x-janus-source"]))
+            reasons.append((message.headers[topology.REASON_HEADER], message.headers[topology.SOURCE_HEADER]))
         await connection.close()
     assert sorted(reasons) == sorted(
-        [(reason, "intake") for _, _, reason in garbage] + [("malformed_json", "results")]
+        [(reason, "intake") for _, _, reason in garbage]
+        + [("malformed_json", "results"), ("unknown_job", "results")]
     )
     rows = await job_rows(database)
     assert set(rows) == {f"good-{i}" for i in range(len(garbage))}

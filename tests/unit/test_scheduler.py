@@ -186,6 +186,53 @@ def test_lease_timeout_is_a_failed_attempt() -> None:
     assert dead.verdict is Verdict.DEAD
 
 
+@pytest.mark.parametrize("released", [False, True], ids=["in backoff", "eligible, waiting for a slot"])
+def test_a_late_success_after_the_lease_ran_out_completes_the_job(released: bool) -> None:
+    """Decided in docs/protocol.md: the work was done, so running it again would only repeat it."""
+    s = scheduler(concurrency=1, lease_timeout=5.0, retry=RetryPolicy(base_delay=10.0, jitter=0.0))
+    submit(s, "a", "b")
+    s.admit(0.0)  # "a" holds the only slot
+    (lapsed,) = s.expire_leases(5.0)
+    assert lapsed.verdict is Verdict.RETRY_SCHEDULED
+    (b,) = s.admit(5.0).admissions  # the slot went to "b"
+    assert b.job_id == "b"
+    if released:
+        assert s.admit(15.0).admissions == []  # "a" is eligible again but "b" holds the slot
+    s.drain_changes()
+    late = s.on_result(job_id="a", attempt=1, success=True, error=None, retry_after=None, now=16.0)
+    assert late.verdict is Verdict.SUCCEEDED
+    assert late.job is not None
+    assert late.job.state is JobState.SUCCEEDED
+    assert late.job.failures == 1
+    assert s.drain_changes().updated == [late.job]
+    assert s.stats()[0].held == 1, "frees no slot: the lease's expiry already did"
+    assert (s.stats()[0].ready, s.stats()[0].delayed) == (0, 0), "the retry is cancelled"
+    s.on_result(job_id="b", attempt=1, success=True, error=None, retry_after=None, now=17.0)
+    assert s.admit(100.0).admissions == [], "never admitted again"
+    again = s.on_result(job_id="a", attempt=1, success=True, error=None, retry_after=None, now=18.0)
+    assert again.verdict is Verdict.UNKNOWN_JOB
+
+
+def test_a_late_result_is_stale_once_the_job_was_admitted_again_or_failed_otherwise() -> None:
+    s = scheduler(lease_timeout=5.0, retry=RetryPolicy(base_delay=1.0, jitter=0.0))
+    submit(s, "a", "b")
+    s.admit(0.0)
+    s.expire_leases(5.0)
+    s.admit(6.0)  # both admitted again, attempt 2
+    stale = s.on_result(job_id="a", attempt=1, success=True, error=None, retry_after=None, now=7.0)
+    assert stale.verdict is Verdict.STALE_ATTEMPT
+    # A failure the worker reported is final for its attempt: a success for it afterwards is stale.
+    s.on_result(job_id="b", attempt=2, success=False, error="x", retry_after=None, now=7.0)
+    forged = s.on_result(job_id="b", attempt=2, success=True, error=None, retry_after=None, now=7.5)
+    assert forged.verdict is Verdict.STALE_ATTEMPT
+    # A late failure for a lapsed attempt changes nothing either.
+    s.expire_leases(11.0)  # "a" attempt 2 lapses
+    assert (
+        s.on_result(job_id="a", attempt=2, success=False, error="x", retry_after=None, now=12.0).verdict
+        is Verdict.STALE_ATTEMPT
+    )
+
+
 def test_restore_rebuilds_held_slots_backoffs_and_rate_windows() -> None:
     s = scheduler(concurrency=2, rate_limits=(RateLimit(count=3, window=10.0),))
     held = Job(

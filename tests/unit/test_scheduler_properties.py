@@ -99,6 +99,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         self.submitted: dict[str, str] = {}  # job -> dependency
         self.stored: dict[str, Job] = {}  # what the store holds: every change, committed after each step
         self.restarts = 0
+        self.lapsed: dict[str, int] = {}  # job -> attempt whose lease ran out, retry pending
 
     def _commit(self) -> None:
         """The shell writes every change of a step before it acts on it (one statement per tick)."""
@@ -168,6 +169,8 @@ class AdmissionMachine(RuleBasedStateMachine):
         for transition in self.scheduler.expire_leases(self.now):
             assert transition.job is not None
             self._on_failure(transition.job.job_id, transition.verdict, None)
+            if transition.verdict is Verdict.RETRY_SCHEDULED:
+                self.lapsed[transition.job.job_id] = transition.job.attempt
         decision = self.scheduler.admit(self.now)
         floor = self.scheduler.clock
         for admission in decision.admissions:
@@ -178,6 +181,7 @@ class AdmissionMachine(RuleBasedStateMachine):
             assert job_id not in self.held[dependency]
             assert job_id not in self.finished
             self.held[dependency][job_id] = admission.attempt
+            self.lapsed.pop(job_id, None)
             self.admissions[dependency].append(admission)
         if decision.next_wakeup is not None:
             assert decision.next_wakeup >= floor or decision.next_wakeup == floor
@@ -206,6 +210,7 @@ class AdmissionMachine(RuleBasedStateMachine):
             )
         rebuilt.advance_clock(self.now)  # as the service does: its clock starts at the term's start
         self.scheduler = rebuilt
+        self.lapsed.clear()  # the core keeps no memory of lapsed leases across a restart
 
     def _pick_held(self, data: st.DataObject) -> tuple[str, str, int] | None:
         candidates = sorted(
@@ -263,6 +268,8 @@ class AdmissionMachine(RuleBasedStateMachine):
         job = self.scheduler.job(job_id)
         current = job.attempt if job is not None and job.state is JobState.ADMITTED else None
         attempt = data.draw(st.integers(0, 6).filter(lambda a: a != current))
+        if outcome and self.lapsed.get(job_id) == attempt:
+            return  # a late success for a lapsed lease: late_success_completes_the_job
         transition = self.scheduler.on_result(
             job_id=job_id, attempt=attempt, success=outcome, error=None, retry_after=None, now=self.now
         )
@@ -272,6 +279,31 @@ class AdmissionMachine(RuleBasedStateMachine):
             Verdict.UNKNOWN_JOB,
         )
         assert self.scheduler.stats() == before
+
+    @rule(data=st.data())
+    def late_success_completes_the_job(self, data: st.DataObject) -> None:
+        """The worker whose lease ran out reports success while the job waits for its retry."""
+        if not self.lapsed:
+            return
+        job_id = data.draw(st.sampled_from(sorted(self.lapsed)))
+        attempt = self.lapsed.pop(job_id)
+        before = {s.dependency: s.held for s in self.scheduler.stats()}
+        transition = self.scheduler.on_result(
+            job_id=job_id, attempt=attempt, success=True, error=None, retry_after=None, now=self.now
+        )
+        assert transition.verdict is Verdict.SUCCEEDED
+        assert transition.job is not None
+        assert transition.job.state is JobState.SUCCEEDED
+        assert self.scheduler.job(job_id) is None
+        # No slot is freed: the lease's expiry freed it already.
+        assert {s.dependency: s.held for s in self.scheduler.stats()} == before
+        self.finished.add(job_id)
+        self._commit()
+        # A second report of the same attempt is stale now.
+        again = self.scheduler.on_result(
+            job_id=job_id, attempt=attempt, success=True, error=None, retry_after=None, now=self.now
+        )
+        assert again.verdict is Verdict.UNKNOWN_JOB
 
     def _on_failure(
         self, job_id: str, verdict: Verdict, retry_after: float | None, job: object = None
@@ -287,6 +319,7 @@ class AdmissionMachine(RuleBasedStateMachine):
             assert verdict is Verdict.DEAD
             assert current is None
             self.finished.add(job_id)
+            self.lapsed.pop(job_id, None)
             return
         assert verdict is Verdict.RETRY_SCHEDULED
         assert current is not None

@@ -1,0 +1,156 @@
+"""Least-privilege RabbitMQ definitions: the vhost, four users, their permissions, the shared topology.
+
+`rabbitmqctl import_definitions` (RabbitMQ 3.10, no management plugin needed) loads
+what `render` returns. Built from `janus.broker.topology`, so the names cannot drift;
+`deploy/rabbitmq/definitions.json` is its output with the defaults (no passwords),
+and a test keeps the two equal. docs/security.md explains every permission.
+
+    python -m janus.broker.definitions --vhost janus \\
+        --password-file janus=/run/secrets/amqp-janus --password-file producer=... \\
+        | rabbitmqctl import_definitions -
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from janus.broker import topology
+
+ROLES = ("janus", "producer", "worker", "monitoring")
+NOTHING = "^$"  # a permission regex that matches no resource name
+
+
+def _names(*names: str) -> str:
+    return "^(" + "|".join(re.escape(name) for name in names) + ")$"
+
+
+_READY_QUEUES = re.escape(topology.ready_queue("")) + ".+"
+
+# (configure, write, read) per role. RabbitMQ checks: declare/delete -> configure on the
+# entity; publish -> write on the exchange ("amq.default" for the default exchange);
+# consume/get/purge -> read on the queue; bind -> write on the queue and read on the
+# exchange; a queue declared with a dead-letter exchange -> read on the queue and write on
+# that exchange. Passive declares need no permission.
+PERMISSIONS: Mapping[str, tuple[str, str, str]] = {
+    "janus": (
+        f"^{_READY_QUEUES}$",  # declares the ready queue of each configured dependency
+        # publishes admissions and outcomes; binds ready queues; names janus.returned as their
+        # dead-letter exchange; sets bad input aside through the default exchange
+        f"^({re.escape(topology.READY_EXCHANGE)}|{_READY_QUEUES}|{re.escape(topology.RETURNED_EXCHANGE)}"
+        f"|{re.escape(topology.OUTCOMES_EXCHANGE)}|amq\\.default)$",
+        # consumes its own queues; binds ready queues to janus.ready; dead-lettering ready queues
+        f"^({re.escape(topology.PREFIX)}\\.q\\..+|{re.escape(topology.READY_EXCHANGE)}|{_READY_QUEUES})$",
+    ),
+    "producer": (NOTHING, _names(topology.INTAKE_EXCHANGE), NOTHING),
+    "worker": (NOTHING, _names(topology.RESULTS_EXCHANGE), f"^{_READY_QUEUES}$"),
+    # Over AMQP, reading means consuming (destructive): monitoring gets no AMQP rights at all.
+    # Passive declares (queue depths) need none; the management/Prometheus plugins use the tag.
+    "monitoring": (NOTHING, NOTHING, NOTHING),
+}
+TAGS: Mapping[str, list[str]] = {"janus": [], "producer": [], "worker": [], "monitoring": ["monitoring"]}
+
+
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))."""
+    salt = os.urandom(4) if salt is None else salt
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def render(
+    *,
+    vhost: str = "janus",
+    users: Mapping[str, str] | None = None,
+    passwords: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The definitions document. `users` maps a role to its user name (default: the role);
+    a role without a password gets an empty hash: it cannot log in until one is set."""
+    users = {role: (users or {}).get(role, role) for role in ROLES}
+    passwords = passwords or {}
+    return {
+        "rabbit_version": "3.10.8",
+        "vhosts": [{"name": vhost}],
+        "users": [
+            {
+                "name": users[role],
+                "password_hash": password_hash(passwords[role]) if role in passwords else "",
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": TAGS[role],
+            }
+            for role in ROLES
+        ],
+        "permissions": [
+            {"user": users[role], "vhost": vhost, "configure": c, "write": w, "read": r}
+            for role, (c, w, r) in PERMISSIONS.items()
+        ],
+        "exchanges": [
+            {
+                "name": exchange.name,
+                "vhost": vhost,
+                "type": exchange.type.value,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+            for exchange in topology.SHARED_EXCHANGES
+        ],
+        "queues": [
+            {"name": queue.name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": {}}
+            for queue in topology.SHARED_QUEUES
+        ],
+        "bindings": [
+            {
+                "source": queue.bound_to,
+                "vhost": vhost,
+                "destination": queue.name,
+                "destination_type": "queue",
+                "routing_key": queue.routing_key,
+                "arguments": {},
+            }
+            for queue in topology.SHARED_QUEUES
+            if queue.bound_to is not None
+        ],
+    }
+
+
+def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        role, sep, rest = value.partition("=")
+        if not sep or role not in ROLES:
+            raise SystemExit(
+                f"--{what} expects ROLE=VALUE with ROLE one of {', '.join(ROLES)}; got {value!r}"
+            )
+        pairs[role] = rest
+    return pairs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Print Janus's RabbitMQ definitions (JSON) on stdout.")
+    parser.add_argument("--vhost", default="janus")
+    parser.add_argument("--user", action="append", default=[], help="ROLE=NAME (default: the role's name)")
+    parser.add_argument(
+        "--password-file", action="append", default=[], help="ROLE=PATH: the password, read from a file"
+    )
+    args = parser.parse_args(argv)
+    passwords = {
+        role: Path(path).read_text(encoding="utf-8").strip()
+        for role, path in _pairs(args.password_file, "password-file").items()
+    }
+    document = render(vhost=args.vhost, users=_pairs(args.user, "user"), passwords=passwords)
+    json.dump(document, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

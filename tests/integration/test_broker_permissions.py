@@ -1,0 +1,260 @@
+"""Least privilege at the broker: the definitions of deploy/rabbitmq/, loaded into a vhost of this test's own.
+
+Users get names unique to the test run and are deleted at teardown (`guest` is never
+touched). Each refusal is asserted to be the broker's ACCESS_REFUSED (reply code 403):
+a publish without confirms is refused asynchronously, by closing the channel, so the
+test waits for the channel's close reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
+
+from janus.broker import topology
+from janus.broker.definitions import ROLES, render
+from janus.client import Producer, ReadyJob, Worker
+from janus.protocol import encode_result
+from tests.integration.harness import RecordLog, job_rows, make_config, running_janus, succeed
+from tests.services import Services
+
+pytestmark = pytest.mark.integration
+
+DEFINITIONS = Path(__file__).parents[2] / "deploy" / "rabbitmq" / "definitions.json"
+
+
+@dataclass(frozen=True)
+class LockedVhost:
+    vhost: str
+    users: dict[str, str]
+    password: str
+    host: str
+
+    def url(self, role: str) -> str:
+        return f"amqp://{self.users[role]}:{self.password}@{self.host}/{quote(self.vhost, safe='')}"
+
+
+async def _import(services: Services, document: dict[str, object]) -> None:
+    # The broker process reads the file itself: it must be readable by another user.
+    with tempfile.TemporaryDirectory() as directory:
+        os.chmod(directory, 0o755)
+        path = Path(directory) / "definitions.json"
+        path.write_text(json.dumps(document))
+        path.chmod(0o644)
+        await services.local.ctl("import_definitions", str(path))
+
+
+async def _connect_when_ready(url: str, timeout: float = 15.0) -> AbstractConnection:
+    # import_definitions returns before the import is done: wait until the user may log in.
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                return await aio_pika.connect(url)
+            except ProbableAuthenticationError:
+                await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def locked(services: Services) -> AsyncIterator[LockedVhost]:
+    tag = uuid.uuid4().hex[:8]
+    vhost = f"janus-test-locked-{tag}"
+    users = {role: f"janus-test-{tag}-{role}" for role in ROLES}
+    password = uuid.uuid4().hex
+    host = services.local.amqp_base.rsplit("@", 1)[1]
+    await services.create_vhost(vhost)  # also lets the test's admin (guest) in, for clean-up
+    try:
+        await _import(services, render(vhost=vhost, users=users, passwords=dict.fromkeys(ROLES, password)))
+        locked = LockedVhost(vhost=vhost, users=users, password=password, host=host)
+        for role in ROLES:
+            connection = await _connect_when_ready(locked.url(role))
+            await connection.close()
+        yield locked
+    finally:
+        await services.delete_vhost(vhost)
+        for user in users.values():
+            await services.local.ctl("delete_user", user, check=False)
+
+
+async def assert_refused(
+    connection: AbstractConnection, action: Callable[[AbstractChannel], Awaitable[object]]
+) -> None:
+    """`action` on a fresh channel ends with the broker closing it: ACCESS_REFUSED."""
+    channel = await connection.channel()
+    closed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def on_close(_: object, exc: BaseException | None) -> None:
+        if not closed.done():
+            closed.set_result(exc)
+
+    channel.close_callbacks.add(on_close)
+    try:
+        await action(channel)
+    except ChannelAccessRefused as exc:
+        reason: BaseException | None = exc
+    else:
+        reason = await asyncio.wait_for(closed, timeout=10)
+    assert isinstance(reason, ChannelAccessRefused), (
+        f"expected ACCESS_REFUSED, the channel closed with {reason!r}"
+    )
+    assert "ACCESS_REFUSED" in str(reason)
+
+
+async def publish_unconfirmed(channel: AbstractChannel, exchange: str, routing_key: str = "api") -> None:
+    raw = await channel.get_underlay_channel()
+    await raw.basic_publish(
+        b'{"job_id": "forged", "dependency": "api"}', exchange=exchange, routing_key=routing_key
+    )
+
+
+async def consume_one(channel: AbstractChannel, queue: str) -> None:
+    raw = await channel.get_underlay_channel()
+    await raw.basic_get(queue)
+
+
+async def bind(channel: AbstractChannel, queue: str, exchange: str) -> None:
+    raw = await channel.get_underlay_channel()
+    await raw.queue_bind(queue, exchange, routing_key="#")
+
+
+async def declare_janus_topology(locked: LockedVhost) -> None:
+    connection = await aio_pika.connect(locked.url("janus"))
+    async with connection:
+        assert await topology.declare_topology(connection, ["api"]) == [], "the definitions declare it all"
+
+
+def test_the_committed_definitions_are_what_render_gives() -> None:
+    # The deploy file is generated from janus.broker.topology: regenerate it with
+    # `python -m janus.broker.definitions > deploy/rabbitmq/definitions.json`.
+    assert json.loads(DEFINITIONS.read_text()) == render()
+
+
+async def test_a_worker_cannot_publish_where_janus_does_nor_bind(locked: LockedVhost) -> None:
+    await declare_janus_topology(locked)
+    worker = await aio_pika.connect(locked.url("worker"))
+    async with worker:
+        # Forging a job, or an admission straight into a ready queue (default exchange) or its exchange:
+        await assert_refused(worker, lambda ch: publish_unconfirmed(ch, topology.INTAKE_EXCHANGE))
+        await assert_refused(worker, lambda ch: publish_unconfirmed(ch, "", topology.ready_queue("api")))
+        await assert_refused(worker, lambda ch: publish_unconfirmed(ch, topology.READY_EXCHANGE))
+        await assert_refused(worker, lambda ch: publish_unconfirmed(ch, topology.RETURNED_EXCHANGE))
+        # Tapping Janus's exchanges with a queue of its own, or re-routing a ready queue:
+        await assert_refused(
+            worker, lambda ch: bind(ch, topology.ready_queue("api"), topology.INTAKE_EXCHANGE)
+        )
+        await assert_refused(
+            worker, lambda ch: bind(ch, topology.ready_queue("api"), topology.RESULTS_EXCHANGE)
+        )
+        await assert_refused(worker, lambda ch: ch.declare_queue("mine", durable=False))
+        await assert_refused(worker, lambda ch: consume_one(ch, topology.INTAKE_QUEUE))
+        await assert_refused(worker, lambda ch: consume_one(ch, topology.REJECTED_QUEUE))
+        # What it may do: take admissions, report results.
+        channel = await worker.channel()
+        await consume_one(channel, topology.ready_queue("api"))
+        await publish_unconfirmed(channel, topology.RESULTS_EXCHANGE, "")
+        await channel.close()
+
+
+async def test_a_producer_can_only_submit(locked: LockedVhost) -> None:
+    await declare_janus_topology(locked)
+    producer = await aio_pika.connect(locked.url("producer"))
+    async with producer:
+        await assert_refused(producer, lambda ch: publish_unconfirmed(ch, topology.RESULTS_EXCHANGE, ""))
+        await assert_refused(producer, lambda ch: publish_unconfirmed(ch, topology.READY_EXCHANGE))
+        await assert_refused(producer, lambda ch: consume_one(ch, topology.ready_queue("api")))
+        await assert_refused(producer, lambda ch: consume_one(ch, topology.INTAKE_QUEUE))
+        await assert_refused(producer, lambda ch: bind(ch, topology.INTAKE_QUEUE, topology.INTAKE_EXCHANGE))
+    async with await Producer.connect(locked.url("producer")) as sdk:
+        await sdk.submit("allowed", "api")  # confirmed: it may submit
+
+
+async def test_monitoring_sees_depths_and_can_take_nothing(locked: LockedVhost) -> None:
+    await declare_janus_topology(locked)
+    monitoring = await aio_pika.connect(locked.url("monitoring"))
+    async with monitoring:
+        channel = await monitoring.channel()
+        queue = await channel.declare_queue(topology.REJECTED_QUEUE, passive=True)
+        assert queue.declaration_result.message_count == 0
+        await channel.close()
+        await assert_refused(monitoring, lambda ch: consume_one(ch, topology.REJECTED_QUEUE))
+        await assert_refused(monitoring, lambda ch: consume_one(ch, topology.ready_queue("api")))
+        await assert_refused(monitoring, lambda ch: publish_unconfirmed(ch, topology.INTAKE_EXCHANGE))
+
+
+async def test_janus_cannot_touch_the_definitions_topology(locked: LockedVhost) -> None:
+    janus = await aio_pika.connect(locked.url("janus"))
+    async with janus:
+        await assert_refused(janus, lambda ch: ch.exchange_delete(topology.INTAKE_EXCHANGE))
+        await assert_refused(janus, lambda ch: ch.queue_delete(topology.INTAKE_QUEUE))
+        await assert_refused(janus, lambda ch: publish_unconfirmed(ch, topology.RESULTS_EXCHANGE, ""))
+
+
+async def test_janus_works_end_to_end_under_its_own_user(database: str, locked: LockedVhost) -> None:
+    """Janus, producer and worker each with its own user: jobs flow, expired admissions come back,
+    bad input is set aside, a forged result is set aside."""
+    config = make_config(
+        database,
+        locked.url("janus"),
+        {
+            "api": {"concurrency": 2, "admission_ttl": "0.3s", "lease_timeout": "10s"},
+            "mail": {"lease_timeout": "10s"},
+        },
+    )
+    log = RecordLog()
+
+    async def slow(job: ReadyJob) -> None:
+        await asyncio.sleep(
+            0.5
+        )  # one at a time, longer than the TTL: the other admission expires, comes back
+
+    async with running_janus(config) as service:
+        worker = Worker(
+            locked.url("worker"),
+            {"api": slow, "mail": succeed},
+            on_record=log.append,
+            prefetch=10,
+            max_in_flight=1,
+        )
+        await worker.start()
+        async with await Producer.connect(locked.url("producer")) as producer:
+            await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(6)])
+            await producer.submit("letter", "mail")
+            channel = await producer._connection.channel(publisher_confirms=True)
+            intake = await channel.get_exchange(topology.INTAKE_EXCHANGE, ensure=True)
+            await intake.publish(
+                aio_pika.Message(b"not json", content_type="application/json"), routing_key="api"
+            )
+        # The worker may publish a result, even a forged one; Janus sets it aside.
+        reporter = await aio_pika.connect(locked.url("worker"))
+        async with reporter:
+            reporting = await reporter.channel(publisher_confirms=True)
+            results = await reporting.get_exchange(topology.RESULTS_EXCHANGE, ensure=True)
+            forged = encode_result(job_id="ghost", attempt=1, outcome="success")
+            await results.publish(aio_pika.Message(forged, content_type="application/json"), routing_key="")
+        await log.wait_for(lambda _: len(log.succeeded()) == 7, timeout=40)
+        await worker.stop()
+        metrics = service.metrics.registry
+        returned = metrics.get_sample_value(
+            "janus_job_events_total", {"source": "returned", "verdict": "released"}
+        )
+        assert returned is not None
+        assert returned > 0, "expired admissions dead-lettered back to Janus"
+    rows = await job_rows(database)
+    assert {row["state"] for row in rows.values()} == {"succeeded"}
+    assert len(rows) == 7
+    monitoring = await aio_pika.connect(locked.url("monitoring"))
+    async with monitoring:
+        channel = await monitoring.channel()
+        rejected = await channel.declare_queue(topology.REJECTED_QUEUE, passive=True)
+        assert rejected.declaration_result.message_count == 2  # the garbage and the forgery
