@@ -382,21 +382,31 @@ class Store:
 
     # -- rebuilding the core ----------------------------------------------------
 
-    async def load_active_jobs(self) -> list[Job]:
+    async def _read(
+        self, name: str, *args: object, what: str, timeout: float | None = None
+    ) -> list[asyncpg.Record]:
+        """One named read on a pooled connection, with a deadline; driver errors become StoreError."""
         try:
-            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
-                rows = await connection.fetch(sql("load_active_jobs"))
+            async with asyncio.timeout(self.LONG_TIMEOUT if timeout is None else timeout):
+                async with self._pool.acquire() as connection:
+                    rows: list[asyncpg.Record] = await connection.fetch(sql(name), *args)
+                    return rows
         except _DB_ERRORS as exc:
-            raise StoreError(f"loading jobs failed: {exc}") from exc
+            raise StoreError(f"{what} failed: {exc}") from exc
+
+    async def _read_one(
+        self, name: str, *args: object, what: str, timeout: float | None = None
+    ) -> asyncpg.Record | None:
+        rows = await self._read(name, *args, what=what, timeout=timeout)
+        return rows[0] if rows else None
+
+    async def load_active_jobs(self) -> list[Job]:
+        rows = await self._read("load_active_jobs", what="loading jobs")
         return [_job(row) for row in rows]
 
     async def load_backlog(self) -> list[Backlog]:
         """Per scope, the first attempts waiting in the store (the leader pages them in)."""
-        try:
-            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
-                rows = await connection.fetch(sql("load_backlog"))
-        except _DB_ERRORS as exc:
-            raise StoreError(f"loading the backlog failed: {exc}") from exc
+        rows = await self._read("load_backlog", what="loading the backlog")
         return [
             Backlog(
                 dependency=row["dependency"],
@@ -409,11 +419,9 @@ class Store:
 
     async def job_position(self, job_id: str) -> JobPosition | None:
         """A job as stored, and how many first attempts of its scope wait before it."""
-        try:
-            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
-                row = await connection.fetchrow(sql("job_position"), job_id)
-        except _DB_ERRORS as exc:
-            raise StoreError(f"reading job {job_id!r} failed: {exc}") from exc
+        row = await self._read_one(
+            "job_position", job_id, what=f"reading job {job_id!r}", timeout=self.timeout
+        )
         if row is None:
             return None
         return JobPosition(
@@ -430,11 +438,7 @@ class Store:
 
     async def load_admissions_since(self, since: float) -> dict[str, list[tuple[str, float]]]:
         """Per dependency, (scope, admitted_at) of the admissions after `since`."""
-        try:
-            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
-                rows = await connection.fetch(sql("load_admissions_since"), since)
-        except _DB_ERRORS as exc:
-            raise StoreError(f"loading admissions failed: {exc}") from exc
+        rows = await self._read("load_admissions_since", since, what="loading admissions")
         history: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for row in rows:
             history[row["dependency"]].append((row["scope"], row["admitted_at"]))
@@ -442,31 +446,19 @@ class Store:
 
     async def job_states(self) -> dict[str, str]:
         """Every job's state (for the audit and operators), job_id -> state."""
-        try:
-            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
-                rows = await connection.fetch(sql("job_states"))
-        except _DB_ERRORS as exc:
-            raise StoreError(f"reading job states failed: {exc}") from exc
+        rows = await self._read("job_states", what="reading job states")
         return {row["job_id"]: row["state"] for row in rows}
 
     async def load_budget_admissions_since(self, since: float) -> dict[str, list[tuple[float, bool]]]:
         """Per dependency, (admitted_at, retry) of the admissions after `since`: the retry budgets."""
-        try:
-            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
-                rows = await connection.fetch(sql("load_budget_admissions_since"), since)
-        except _DB_ERRORS as exc:
-            raise StoreError(f"loading admissions failed: {exc}") from exc
+        rows = await self._read("load_budget_admissions_since", since, what="loading admissions")
         history: dict[str, list[tuple[float, bool]]] = defaultdict(list)
         for row in rows:
             history[row["dependency"]].append((row["admitted_at"], row["retry"]))
         return history
 
     async def load_gates(self) -> list[GateState]:
-        try:
-            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
-                rows = await connection.fetch(sql("load_gates"))
-        except _DB_ERRORS as exc:
-            raise StoreError(f"loading circuits and pauses failed: {exc}") from exc
+        rows = await self._read("load_gates", what="loading circuits and pauses")
         return [
             GateState(
                 dependency=row["dependency"],
@@ -517,30 +509,22 @@ class Store:
 
     async def retry_request_status(self, request: int) -> int | None:
         """How many jobs the leader revived for the request; None while it is pending."""
-        try:
-            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
-                row = await connection.fetchrow(sql("retry_request_status"), request)
-        except _DB_ERRORS as exc:
-            raise StoreError(f"reading the retry request failed: {exc}") from exc
+        row = await self._read_one(
+            "retry_request_status", request, what="reading the retry request", timeout=self.timeout
+        )
         if row is None or not row["handled"]:
             return None
         return int(row["revived"])
 
     async def job_state(self, job_id: str) -> dict[str, object] | None:
         """The job's row (state, dependency, scope, attempt, failures, last_error, finished_at)."""
-        try:
-            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
-                row = await connection.fetchrow(sql("job_state"), job_id)
-                return dict(row) if row is not None else None
-        except _DB_ERRORS as exc:
-            raise StoreError(f"reading job {job_id!r} failed: {exc}") from exc
+        row = await self._read_one("job_state", job_id, what=f"reading job {job_id!r}", timeout=self.timeout)
+        return dict(row) if row is not None else None
 
     async def error_history(self, job_id: str) -> list[FailedAttempt]:
-        try:
-            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
-                rows = await connection.fetch(sql("attempt_errors"), job_id)
-        except _DB_ERRORS as exc:
-            raise StoreError(f"reading the errors of {job_id!r} failed: {exc}") from exc
+        rows = await self._read(
+            "attempt_errors", job_id, what=f"reading the errors of {job_id!r}", timeout=self.timeout
+        )
         return [
             FailedAttempt(job_id=job_id, attempt=r["attempt"], failed_at=r["failed_at"], error=r["error"])
             for r in rows
