@@ -40,6 +40,7 @@ from pathlib import Path
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 
+from benchmarks.throughput import janus_env
 from janus.local_services import LocalServices
 from janus.store.migrate import migrate
 
@@ -218,17 +219,10 @@ async def run_one(
         load_seconds = await bulk_load(database_url, jobs, scopes) if jobs else 0.0
         config = workdir / "janus.toml"
         config.write_text(CONFIG, encoding="utf-8")
-        env = {
-            **os.environ,
-            "JANUS_AMQP_URL": amqp_url,
-            "JANUS_DATABASE_URL": database_url,
-            "JANUS_HTTP_PORT": "0",
-            "JANUS_LOG_LEVEL": "INFO",
-        }
+        env = janus_env(amqp_url, database_url)
         if lease is not None:
             env["JANUS_LEADER_LEASE"] = repr(lease)
             env["JANUS_LEADER_RENEW_EVERY"] = repr(lease / 4)
-        env.pop("JANUS_CONFIG", None)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ from benchmarks.throughput import (
     _check_worker,
     _start_producer,
     _start_worker,
+    janus_env,
 )
 from janus.broker import topology
 from janus.errors import JanusError
@@ -187,14 +187,7 @@ async def run(
             url, database_url = services.amqp_url(vhost), services.pg_url(database)
             config = workdir / "janus.toml"
             config.write_text(janus_config(rate_limit), encoding="utf-8")
-            env = {
-                **os.environ,
-                "JANUS_AMQP_URL": url,
-                "JANUS_DATABASE_URL": database_url,
-                "JANUS_HTTP_PORT": "0",
-                "JANUS_LOG_LEVEL": "INFO",
-            }
-            env.pop("JANUS_CONFIG", None)
+            env = janus_env(url, database_url)
             janus = await Child.start(
                 "janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env
             )

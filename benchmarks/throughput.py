@@ -176,6 +176,19 @@ BROKER_PROCESS = "beam.smp"  # RabbitMQ's Erlang VM: shared with whatever else u
 DATABASE_PROCESS = "postgres"
 
 
+def janus_env(amqp_url: str, database_url: str) -> dict[str, str]:
+    """The environment of a benchmarked `janus run`: URLs given, no HTTP port, INFO logs."""
+    env = {
+        **os.environ,
+        "JANUS_AMQP_URL": amqp_url,
+        "JANUS_DATABASE_URL": database_url,
+        "JANUS_HTTP_PORT": "0",
+        "JANUS_LOG_LEVEL": "INFO",
+    }
+    env.pop("JANUS_CONFIG", None)
+    return env
+
+
 def cpu_by_pid(name: str, cmdline_has: str | None = None) -> dict[int, float]:
     """User+system CPU seconds of every local process called `name` (and whose command line has
     `cmdline_has`: a PostgreSQL backend shows its database there)."""
@@ -444,14 +457,7 @@ async def run_janus(
     database_url = services.pg_url(database)
     config = workdir / "janus.toml"
     config.write_text(JANUS_CONFIG, encoding="utf-8")
-    env = {
-        **os.environ,
-        "JANUS_AMQP_URL": url,
-        "JANUS_DATABASE_URL": database_url,
-        "JANUS_HTTP_PORT": "0",
-        "JANUS_LOG_LEVEL": "INFO",
-    }
-    env.pop("JANUS_CONFIG", None)
+    env = janus_env(url, database_url)
     child = await Child.start("janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env)
     try:
         await child.wait_for_stderr("leading as", timeout=60.0)

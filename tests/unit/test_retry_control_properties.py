@@ -234,7 +234,7 @@ class RetryControlMachine(RuleBasedStateMachine):
     @rule()
     def nothing_is_lost(self) -> None:
         unfinished = set(self.submitted) - self.finished
-        total = sum(s.ready + s.delayed + s.held for s in self.scheduler.stats())
+        total = sum(s.ready + s.stored + s.delayed + s.held for s in self.scheduler.stats())
         assert total == len(unfinished)
 
     def teardown(self) -> None:
