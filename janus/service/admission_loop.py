@@ -454,11 +454,9 @@ class AdmissionLoop:
         if not finished:
             return
         # After the commit, like admissions; at most once (docs/protocol.md).
-        refused = await self._publisher.publish_outcomes(finished)
+        await self._publisher.publish_outcomes(finished)
         for job in finished:
             self._metrics.outcomes.labels(job.dependency, job.state.value).inc()
-        if refused:
-            log.warning("the broker refused %d outcome messages; they are not sent again", len(refused))
 
     async def _publish_admissions(self, admissions: list[Admission]) -> None:
         if not admissions:
