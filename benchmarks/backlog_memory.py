@@ -1,7 +1,9 @@
 """The leader's memory with a large backlog in PostgreSQL, and that admission still flows.
 
-For each of two runs, a fresh database (migrated) and a fresh RabbitMQ vhost:
+For each of three runs, a fresh database (migrated) and a fresh RabbitMQ vhost:
 - baseline: an empty backlog;
+- small: 50,000 waiting jobs over 50 scopes, which the core holds in memory whole: the
+  baseline of the flow (admissions per second), in the same run;
 - backlog: --jobs waiting first attempts (default 1,000,000) over --scopes scopes
   (default 10,000), bulk-loaded straight into janus.jobs with COPY (state 'waiting',
   attempt 0, increasing seq, the scopes interleaved).
@@ -12,7 +14,8 @@ one), the RSS right after the rebuild (before anything was admitted), then a wor
 process (benchmarks.load worker: succeeds every job) is started, and after --warmup
 seconds the admissions per second over --flow seconds (jobs admitted or succeeded in
 the store, counted at both ends), and the peak RSS over the whole run. The backlog's
-RSS figures are also given as a ratio of the baseline's.
+RSS figures are also given as a ratio of the baseline's, and the
+backlog's flow as a ratio of the small backlog's.
 
     .venv/bin/python -m benchmarks.backlog_memory [--jobs 1000000] [--scopes 10000] [--flow 25] [--lease S]
 
@@ -55,6 +58,10 @@ concurrency = 1000
 lease_timeout = "60s"
 admission_ttl = "30s"
 """
+# The flow baseline: a backlog small enough to sit in memory whole (50 scopes x 1,000 jobs,
+# within the core's 1,024 a scope), large enough not to run dry during the flow window.
+SMALL_JOBS = 50_000
+SMALL_SCOPES = 50
 COLUMNS = ("job_id", "dependency", "scope", "payload", "seq", "state", "attempt", "eligible_at", "created_at")
 MB = 1024 * 1024
 
@@ -312,8 +319,16 @@ async def run(jobs: int, scopes: int, warmup: float, flow: float, lease: float |
         workdir = Path(tmp)
         baseline = await run_one(local, "baseline", 0, scopes, warmup, min(flow, 5.0), workdir, lease)
         print(report(baseline, None), flush=True)
+        small = await run_one(local, "small", SMALL_JOBS, SMALL_SCOPES, warmup, flow, workdir, lease)
+        print(report(small, baseline), flush=True)
         backlog = await run_one(local, "backlog", jobs, scopes, warmup, flow, workdir, lease)
         print(report(backlog, baseline), flush=True)
+        small_rate = small.admitted / small.flow_seconds
+        backlog_rate = backlog.admitted / backlog.flow_seconds
+        print(
+            f"flow with {jobs:,} jobs over {scopes:,} scopes: {backlog_rate:,.0f}/s, "
+            f"x{backlog_rate / small_rate:.2f} of the {SMALL_JOBS:,}-job backlog's {small_rate:,.0f}/s"
+        )
 
 
 def main() -> None:

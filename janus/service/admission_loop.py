@@ -47,7 +47,11 @@ FULL_BATCH = 256  # ...unless this many are already waiting
 LINGER = 0.005  # seconds
 CIRCUIT_LEVELS = {"closed": 0, "half_open": 1, "open": 2}  # janus_circuit_state
 TOP_SCOPES = 10  # per dependency, in the per-scope metrics
-SCOPE_METRICS_EVERY = 1.0  # seconds
+SCOPE_METRICS_EVERY = 1.0  # seconds, at the least
+# The per-scope gauges scan every scope (O(scopes): about 0.1 s at 10,000 scopes, measured
+# with benchmarks/backlog_memory.py): the scan waits this many times its own last duration,
+# so it never takes more than 1/50 of the leader's time, however many scopes there are.
+SCOPE_METRICS_SHARE = 50
 MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
 # A flood of results (bad ones included) is taken in slices: each tick, and so the wait of
 # every dependency's admissions, stays short (benchmarks/flood.py).
@@ -135,16 +139,20 @@ class AdmissionLoop:
         self._finished: list[Job] = []
         self._failed: list[FailedAttempt] = []
         self._now = 0.0
-        self._scopes_observed = float("-inf")
         self._shown_scopes: dict[str, set[str]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop`; then one last tick for what was already delivered."""
-        while not stop.is_set():
-            await self._wait(stop)
+        # In the term's task group: if it fails, the term ends rather than limp on unobserved.
+        observing = self._publishing.create_task(self._observe_scopes_forever(), name="scope-metrics")
+        try:
+            while not stop.is_set():
+                await self._wait(stop)
+                await self.tick()
             await self.tick()
-        await self.tick()
-        await self.drain_publishing()
+            await self.drain_publishing()
+        finally:
+            observing.cancel()
 
     async def _wait(self, stop: asyncio.Event) -> None:
         if self._inbox.ready.is_set():
@@ -515,13 +523,18 @@ class AdmissionLoop:
             metrics.paused.labels(gate.dependency).set(1 if paused else 0)
         for dependency, parked in self._scheduler.retry_budget_parked().items():
             metrics.retry_budget_parked.labels(dependency).set(parked)
-        now = time.monotonic()
-        if now - self._scopes_observed >= SCOPE_METRICS_EVERY:
-            self._scopes_observed = now
+
+    async def _observe_scopes_forever(self) -> None:
+        """The per-scope gauges, on their own clock: an idle leader ticks seldom, but the age
+        of what waits keeps growing."""
+        while True:
+            started = time.monotonic()
             self._observe_scopes()
+            took = time.monotonic() - started
+            await asyncio.sleep(max(SCOPE_METRICS_EVERY, SCOPE_METRICS_SHARE * took))
 
     def _observe_scopes(self) -> None:
-        """Per-scope gauges for the largest backlogs only (O(scopes): once a second, not per tick)."""
+        """Per-scope gauges for the largest backlogs only (O(scopes): not per tick, see SCOPE_METRICS_SHARE)."""
         metrics, scheduler, now = self._metrics, self._scheduler, self._clock()
         for dependency in scheduler.policies:
             top = scheduler.scope_stats(dependency, top=TOP_SCOPES)

@@ -104,3 +104,46 @@ async def test_weights_3_to_1_split_admissions_3_to_1(database: str, vhost: str)
     # Both stayed backlogged (600 each, 400 admitted in all): the bound is 1/3 + 1.
     assert gap <= 1 / 3 + 1 + 1e-9
     assert abs(gold / 3 - free) <= 1 / 3 + 1 + 1e-9
+
+
+async def test_per_scope_metrics_show_the_largest_backlogs(database: str, vhost: str) -> None:
+    """The per-scope gauges cover the 10 largest backlogs only (a bounded label set), with
+    the dependency-wide aggregates beside them. No worker runs: one job holds the only slot."""
+    config = make_config(database, vhost, {"api": {"concurrency": 1, "lease_timeout": "30s"}})
+    # Scope s00 has 1 job, s01 two, ... s11 twelve: the top 10 are s02..s11.
+    jobs = [(f"s{n:02d}-{k}", "api", None, f"s{n:02d}") for n in range(12) for k in range(n + 1)]
+    async with running_janus(config) as service:
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many(jobs)
+        registry = service.metrics.registry
+
+        def waiting(scope: str) -> float | None:
+            return registry.get_sample_value(
+                "janus_scope_waiting_jobs", {"dependency": "api", "scope": scope}
+            )
+
+        async with asyncio.timeout(10):
+            # Gauges are refreshed once a second, ticks or not: wait until they show the top 10's
+            # 75 jobs (74 if the one holding the slot is among them).
+            while True:  # a registry has nothing to wait on: poll
+                if sum(waiting(f"s{n:02d}") or 0 for n in range(2, 12)) >= 74:
+                    break
+                await asyncio.sleep(0.2)
+        shown = {f"s{n:02d}": waiting(f"s{n:02d}") for n in range(12)}
+        held = {
+            scope: registry.get_sample_value("janus_scope_held_slots", {"dependency": "api", "scope": scope})
+            for scope in shown
+        }
+        oldest = registry.get_sample_value("janus_oldest_waiting_seconds", {"dependency": "api"})
+        active = registry.get_sample_value("janus_active_scopes", {"dependency": "api"})
+    assert shown["s00"] is None, shown  # not in the top 10: no series
+    assert shown["s01"] is None, shown
+    for n in range(2, 12):
+        scope = f"s{n:02d}"
+        # Its n+1 jobs wait, but for the one that holds the slot (in whichever scope it is).
+        assert shown[scope] == n + 1 - (held[scope] or 0), (scope, shown, held)
+    assert sum(v or 0 for v in held.values()) <= 1
+    assert active is not None
+    assert active >= 11  # every scope with a job still waiting
+    assert oldest is not None
+    assert oldest > 0
