@@ -142,7 +142,7 @@ class Metrics:
         )
         self.outcomes = Counter(
             "janus_outcomes_total",
-            "Terminal outcomes published to janus.outcomes (succeeded, dead).",
+            "Terminal outcomes published to janus.outcomes (succeeded, dead; as the dependency's outcomes key lists).",
             ["dependency", "outcome"],
             registry=r,
         )

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from janus.api.metrics import Metrics
@@ -119,6 +119,7 @@ class AdmissionLoop:
         clock: Callable[[], float],
         publishing: asyncio.TaskGroup,
         rebuild: Callable[[], Awaitable[Scheduler]],
+        published_outcomes: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._session = session
@@ -130,6 +131,8 @@ class AdmissionLoop:
         self._clock = clock
         self._publishing = publishing
         self._rebuild = rebuild
+        # Per dependency, the outcomes janus.outcomes carries (all of them if not given).
+        self._published_outcomes = published_outcomes
         # A new term starts with one tick: restored jobs may be eligible with no delivery to wake us.
         self._next_wakeup: float | None = float("-inf")
         self._throttled = _ThrottledLog()
@@ -461,6 +464,9 @@ class AdmissionLoop:
     async def _publish_outcomes(self, finished: list[Job]) -> None:
         if not finished:
             return
+        wanted = self._published_outcomes
+        if wanted is not None:
+            finished = [job for job in finished if job.state.value in wanted.get(job.dependency, ())]
         # After the commit, like admissions; at most once (docs/protocol.md).
         await self._publisher.publish_outcomes(finished)
         for job in finished:

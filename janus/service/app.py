@@ -369,6 +369,7 @@ class Service:
                 clock=self.clock,
                 publishing=group,
                 rebuild=lambda: self._rebuild_in_term(store),
+                published_outcomes=self.config.published_outcomes(),
             )
             try:
                 consuming = [

@@ -426,3 +426,51 @@ async def test_a_pause_and_an_open_circuit_outlive_their_leader(database: str, v
     # Half-open: one probe; only its success lets the rest through.
     probe = [r for r in after if r.dependency == "broken" and r.admitted_at == first_broken[0]]
     assert len(probe) == 1
+
+
+async def test_outcomes_publishes_only_the_kinds_configured(database: str, vhost: str) -> None:
+    """`outcomes = ["dead"]`: successes are not published. One channel carries every outcome in
+    the order of the ticks, so once the dead job's outcome (later) is in, a success outcome
+    would be too."""
+    config = make_config(
+        database,
+        vhost,
+        {
+            "api": {
+                "lease_timeout": "10s",
+                "retry": {"max_attempts": 2, "base_delay": "0.05s", "budget": 1.0},
+                "outcomes": ["dead"],
+            }
+        },
+    )
+    log = RecordLog()
+
+    async def api(job: ReadyJob) -> None:
+        if job.job_id == "doomed":
+            raise RuntimeError("declined")
+
+    keys: list[str] = []
+    got_outcome = asyncio.Event()
+
+    async def on_outcome(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            keys.append(message.routing_key or "")
+            got_outcome.set()
+
+    async with running_janus(config):
+        subscriber = await aio_pika.connect(vhost)
+        channel = await subscriber.channel()
+        exchange = await channel.get_exchange(topology.OUTCOMES_EXCHANGE, ensure=True)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key="#")
+        await queue.consume(on_outcome)
+        worker = Worker(vhost, {"api": api}, on_record=log.append)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit("fine", "api", None, scope="a")
+            await log.wait_for(lambda records: any(r.job_id == "fine" for r in records), timeout=30)
+            await producer.submit("doomed", "api", None, scope="a")
+        await asyncio.wait_for(got_outcome.wait(), timeout=30)
+        await worker.stop()
+        await subscriber.close()
+    assert keys == ["api.dead"]

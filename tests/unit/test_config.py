@@ -388,6 +388,7 @@ ERROR_CASES = [
     ),  # 10m > 5m
     ("zero_half_open_probes.toml", "dependencies.api.circuit.half_open_probes", "greater than or equal to 1"),
     ("circuit_enabled_not_a_boolean.toml", "dependencies.api.circuit.enabled", "valid boolean"),  # "no"
+    ("unknown_outcome.toml", "dependencies.api.outcomes.1", "'succeeded' or 'dead'"),  # "failed"
     ("zero_circuit_window.toml", "dependencies.api.circuit.window", "duration must be positive"),  # 0
     ("zero_weight.toml", "dependencies.api.fairness.weights.gold", "must be positive"),  # 0
     ("weight_not_a_number.toml", "dependencies.api.fairness.default_weight", "positive number"),  # "heavy"
