@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -141,6 +142,7 @@ class AdmissionLoop:
         # Per tick: finished jobs (their outcomes are published after the commit) and failed attempts.
         self._finished: list[Job] = []
         self._failed: list[FailedAttempt] = []
+        self._events: Counter[tuple[str, str]] = Counter()  # (source, verdict) of this tick
         self._now = 0.0
         self._shown_scopes: dict[str, set[str]] = {}
 
@@ -211,10 +213,13 @@ class AdmissionLoop:
         returned = self._decode_returned(batch, set_aside)
         scheduler = self._scheduler
         self._finished, self._failed, self._now = [], [], now
+        # Counted once committed: a tick that fails is retried message by message.
+        self._events = Counter()
+        revived: Counter[str] = Counter()
         for job in batch.revived:
             # Before the intake: a re-publication of a revived job in this batch is then a duplicate.
             if scheduler.job(job.job_id) is None and scheduler.restore(job):
-                self._metrics.revived.labels(job.dependency).inc()
+                revived[job.dependency] += 1
 
         payloads: dict[str, str | None] = {}
         for message, payload_text in intake:
@@ -275,6 +280,10 @@ class AdmissionLoop:
             for job_id in repeats:
                 scheduler.retract(job_id)
             admissions = [a for a in admissions if a.job_id not in repeats]
+        for dependency, count in revived.items():
+            self._metrics.revived.labels(dependency).inc(count)
+        for (source, verdict), count in self._events.items():
+            self._metrics.events.labels(source, verdict).inc(count)
         self._metrics.intake_messages.labels("accepted").inc(len(stored))
         self._metrics.intake_messages.labels("duplicate").inc(len(intake) - len(stored))
         self._next_wakeup = decision.next_wakeup
@@ -487,7 +496,7 @@ class AdmissionLoop:
             self._inbox.add_unpublished(failed)
 
     def _count(self, source: str, transition: Transition) -> None:
-        self._metrics.events.labels(source, transition.verdict.value).inc()
+        self._events[source, transition.verdict.value] += 1
         job = transition.job
         if job is None:
             return

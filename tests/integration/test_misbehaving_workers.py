@@ -325,6 +325,15 @@ async def test_a_message_that_fails_the_tick_is_retried_then_set_aside_and_the_r
         rejected = await rejected_messages(vhost, 2)
         await log.wait_for(lambda _: set(good) | {"carrier"} <= log.succeeded(), timeout=30)
         await worker.stop()
+        registry = service.metrics.registry
+        events = {"source": "result", "verdict": "succeeded"}
+        async with asyncio.timeout(10):
+            while True:  # the last results may still be on their way to Janus: poll the counter
+                if (registry.get_sample_value("janus_job_events_total", events) or 0) >= 21:
+                    break
+                await asyncio.sleep(0.05)
+        # Counted once though the failed ticks' messages were decided twice (then alone).
+        assert registry.get_sample_value("janus_job_events_total", events) == 21
         failures = service.metrics.registry.get_sample_value("janus_tick_failures_total")
         assert service.leading.is_set(), "Janus kept leading"
     reasons = sorted(
