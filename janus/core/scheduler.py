@@ -182,7 +182,9 @@ class _Lane:
     stored: int = 0  # of which first attempts left in the store
     delayed: list[tuple[float, int, str]] = field(default_factory=list)  # (eligible_at, seq, job)
     rate_parked: list[tuple[float, int, str]] = field(default_factory=list)  # (until, seq, scope)
-    retry_parked: set[str] = field(default_factory=set)
+    # Scopes parked for the retry budget, in the order they parked: they re-enter the fair queue
+    # in that order (a set would order them by string hash, which varies between processes).
+    retry_parked: dict[str, None] = field(default_factory=dict)
     retiring: list[tuple[float, int, str]] = field(default_factory=list)  # (at, seq, scope)
 
     def scope(self, name: str) -> _Scope:
@@ -880,11 +882,11 @@ class Scheduler:
             self._tiebreak += 1
             heapq.heappush(lane.rate_parked, (until, self._tiebreak, scope.name))
         elif reason is WaitReason.RETRY_BUDGET:
-            lane.retry_parked.add(scope.name)
+            lane.retry_parked[scope.name] = None
 
     def _unpark(self, lane: _Lane, scope: _Scope) -> None:
         if scope.parked is WaitReason.RETRY_BUDGET:
-            lane.retry_parked.discard(scope.name)
+            lane.retry_parked.pop(scope.name, None)
         scope.parked = None
         lane.wake(scope)
 
