@@ -93,13 +93,26 @@ class FairQueue(Generic[K]):
         heap, tokens = self._heap, self._token
         while heap and tokens.get(heap[0][2]) != heap[0][1]:
             heapq.heappop(heap)  # stale entries above the head (usually none: the caller peeked)
-        if not heap or heap[0][2] != key:
+        self.charge(key, stride(weight))
+
+    def charge(self, key: K, step: int) -> None:
+        """`serve` with the stride worked out (`stride(weight)`), for the scheduler's hot path:
+        the caller has just `peek`ed `key`, so the head of the heap is its live entry."""
+        heap = self._heap
+        if not heap or heap[0][2] != key or self._token.get(key) != heap[0][1]:
             raise ValueError(f"{key!r} is not the scope whose turn it is")
-        heapq.heappop(heap)
         key_pass = self._pass[key]
-        self.virtual_time = max(self.virtual_time, key_pass)
-        self._push(key, key_pass + stride(weight))
-        self._forget_idle()
+        if key_pass > self.virtual_time:
+            self.virtual_time = key_pass
+        # The served entry is the head: replace it in one sift (heapreplace) rather than pop and
+        # push. The heap does not grow, so no rebuild is due (only `activate` adds entries).
+        token = next(self._tokens)
+        key_pass += step
+        self._pass[key] = key_pass
+        self._token[key] = token
+        heapq.heapreplace(heap, (key_pass, token, key))
+        if self._idle and self._idle[0][0] <= self.virtual_time:
+            self._forget_idle()
 
     def rank(self, key: K) -> int:
         """How many eligible scopes come before `key` (O(eligible); for explanations only)."""
