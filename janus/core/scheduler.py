@@ -328,6 +328,8 @@ class Scheduler:
         self._next_seq = 0  # the last seq handed out
         self._tiebreak = 0
         self._scope_count = 0
+        self._per_scope_for = -1  # _per_scope() was worked out for this many scopes
+        self._per_scope_value = 0
         # Jobs whose current attempt failed by its lease running out, waiting for their retry:
         # a success for that attempt may still arrive, and completes the job (docs/protocol.md).
         # In memory only: after a restart such a success is stale, which errs on the safe side.
@@ -404,7 +406,7 @@ class Scheduler:
                 None,  # finished_at
             ),
         )
-        state = self._scope(lane, scope)
+        state = lane.scopes.get(scope) or self._scope(lane, scope)
         keep = not state.stored and len(state.fresh) < self._per_scope()
         self._changed[job_id] = job
         self._new[job_id] = (job, keep)
@@ -417,7 +419,8 @@ class Scheduler:
             lane.stored += 1
             self._want_page(lane, state)
         lane.eligible += 1
-        lane.wake(state)
+        if state.parked is None:  # lane.wake, spelled out: the scope has a job eligible now
+            lane.fair.activate(scope)
         return job
 
     def retract(self, job_id: str) -> None:
@@ -642,7 +645,7 @@ class Scheduler:
                 ),
             )
             self._finish(lane, done)
-            return Transition(Verdict.SUCCEEDED, done)
+            return new_value(Transition, (Verdict.SUCCEEDED, done))
         return self._fail(lane, job, error or "failed", retry_after, now)
 
     def on_returned(self, *, job_id: str, attempt: int, now: float) -> Transition:
@@ -882,8 +885,12 @@ class Scheduler:
         return self._clock_floor
 
     def _per_scope(self) -> int:
-        share = self._memory_budget // max(1, self._scope_count)
-        return max(self._min_per_scope, min(self._max_per_scope, share))
+        # Asked at every submission: worked out again only when the number of scopes changed.
+        if self._per_scope_for != self._scope_count:
+            share = self._memory_budget // max(1, self._scope_count)
+            self._per_scope_value = max(self._min_per_scope, min(self._max_per_scope, share))
+            self._per_scope_for = self._scope_count
+        return self._per_scope_value
 
     def _scope(self, lane: _Lane, name: str) -> _Scope:
         if name not in lane.scopes:
@@ -941,7 +948,8 @@ class Scheduler:
         lane.held.discard(job_id)
         scope = lane.scopes[job.scope]
         scope.held -= 1
-        self._unpark_if_below_cap(lane, scope)
+        if scope.parked is WaitReason.SCOPE_CONCURRENCY:
+            self._unpark_if_below_cap(lane, scope)
         return job, lane
 
     def _late_success(self, job_id: str, now: float) -> Transition:
@@ -972,9 +980,12 @@ class Scheduler:
 
     def _finish(self, lane: _Lane, job: Job) -> None:
         del self._jobs[job.job_id]
-        self._lapsed.pop(job.job_id, None)
+        if self._lapsed:
+            self._lapsed.pop(job.job_id, None)
         self._changed[job.job_id] = job
-        self._maybe_retire(lane, lane.scopes[job.scope])
+        scope = lane.scopes[job.scope]
+        if scope.parked is None and scope.held == 0:  # a scope holding a slot is not empty
+            self._maybe_retire(lane, scope)
 
     def _delay(self, lane: _Lane, scope: _Scope, job: Job) -> None:
         self._tiebreak += 1
