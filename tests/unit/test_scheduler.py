@@ -348,3 +348,23 @@ def test_transitions_carry_every_field_they_do_not_change() -> None:
                 assert getattr(after, field) == getattr(before, field), (name, field)
     assert (admitted.attempt, done.last_error) == (3, None)
     assert admission == Admission.of(admitted)
+
+
+def test_values_handed_to_the_shell_never_change() -> None:
+    """Jobs, admissions and transitions are immutable tuples, and every event makes new ones:
+    what the shell holds from an earlier call stays as it was."""
+    s = scheduler()
+    submitted = s.submit(job_id="a", dependency="api", scope="x", payload={"k": 1}, now=1.0)
+    kept = tuple(submitted)
+    (admission,) = s.admit(2.0).admissions
+    (admitted,) = s.drain_changes().new
+    transition = s.on_result(job_id="a", attempt=1, success=True, error=None, retry_after=None, now=3.0)
+    assert tuple(submitted) == kept
+    assert submitted.state is JobState.WAITING
+    assert admitted.state is JobState.ADMITTED
+    assert admission == Admission.of(admitted)
+    assert transition.job is not None
+    assert transition.job.state is JobState.SUCCEEDED
+    for value in (submitted, admission, transition):
+        with pytest.raises(AttributeError):
+            value.job_id = "b"  # type: ignore[misc,union-attr]
