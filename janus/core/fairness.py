@@ -108,7 +108,8 @@ class FairQueue(Generic[K]):
         """`serve` with the stride worked out (`stride(weight)`), for the scheduler's hot path:
         the caller has just `peek`ed `key`, so the head of the heap is its live entry."""
         heap, owner = self._heap, self._owner
-        if not heap or owner.get(heap[0] & TOKEN_MASK) != key:
+        served = heap[0] & TOKEN_MASK if heap else -1  # the token of the head entry
+        if owner.get(served) != key:
             raise ValueError(f"{key!r} is not the scope whose turn it is")
         key_pass = self._pass[key]
         if key_pass > self.virtual_time:
@@ -118,7 +119,7 @@ class FairQueue(Generic[K]):
         token = next(self._tokens)
         key_pass += step
         self._pass[key] = key_pass
-        del owner[self._token[key]]
+        del owner[served]
         self._token[key] = token
         owner[token] = key
         heapq.heapreplace(heap, key_pass << TOKEN_BITS | token)

@@ -30,7 +30,7 @@ import pytest
 
 from janus.core.jobs import Job, JobState
 from janus.core.policy import CircuitPolicy, DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
-from janus.core.scheduler import Scheduler
+from janus.core.scheduler import _NO_AGAIN, Scheduler
 
 TRACES = Path(__file__).with_name("core_traces.json")
 SEEDS = range(240)
@@ -277,6 +277,7 @@ def run(seed: int) -> str:
     for _ in range(STEPS):
         world.step()
     world.tick()
+    assert not _NO_AGAIN, "a job was queued on the empty queue the scopes share"
     return world.trace.hexdigest()
 
 
