@@ -999,7 +999,7 @@ class Scheduler:
             self._lapsed.pop(job.job_id, None)
         self._changed[job.job_id] = job
         scope = lane.scopes[job.scope]
-        if scope.parked is None and scope.held == 0:  # a scope holding a slot is not empty
+        if scope.parked is None and scope.empty:  # checked here first: the call is rarely needed
             self._maybe_retire(lane, scope)
 
     def _delay(self, lane: _Lane, scope: _Scope, job: Job) -> None:
