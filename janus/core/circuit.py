@@ -76,6 +76,15 @@ class CircuitBreaker:
             return False
         return self._probes < self.policy.half_open_probes
 
+    def probes_left(self, now: float) -> int | None:
+        """How many more admissions it allows at `now`: None while closed (no limit)."""
+        self._refresh(now)
+        if self._state is CircuitState.CLOSED:
+            return None
+        if self._state is CircuitState.OPEN:
+            return 0
+        return max(0, self.policy.half_open_probes - self._probes)
+
     def blocked_until(self, now: float) -> float | None:
         """When the clock alone may let an admission through: the end of the open period;
         None while half-open with every probe out (an outcome decides)."""
@@ -93,10 +102,11 @@ class CircuitBreaker:
 
     # -- events ---------------------------------------------------------------
 
-    def on_admit(self, now: float) -> None:
+    def on_admit(self, now: float, count: int = 1) -> None:
+        """`count` admissions at `now` (probes, if half-open)."""
         self._refresh(now)
         if self._state is CircuitState.HALF_OPEN:
-            self._probes += 1
+            self._probes += count
 
     def on_returned(self, admitted_at: float | None, now: float) -> None:
         """An admission came back unused: a probe that never ran is given back."""

@@ -32,6 +32,13 @@ K = TypeVar("K", bound=Hashable)
 
 SCALE = 1 << 40  # the stride of weight 1
 
+# Heap entries are single ints, pass << TOKEN_BITS | token, which order exactly as the pairs
+# (pass, token) (passes are >= 0, tokens < 2**64). Comparing two ints is several times cheaper
+# than comparing tuples, and a heap operation compares about 2 log2(n) times: at 10,000 scopes
+# this halved the cost of a decision (issue 3).
+TOKEN_BITS = 64
+TOKEN_MASK = (1 << TOKEN_BITS) - 1
+
 
 @functools.lru_cache(maxsize=1024)
 def stride(weight: float) -> int:
@@ -42,8 +49,11 @@ def stride(weight: float) -> int:
 class FairQueue(Generic[K]):
     def __init__(self) -> None:
         self._pass: dict[K, int] = {}  # eligible scopes, and idle ones whose pass is still ahead of V
-        self._token: dict[K, int] = {}  # eligible scopes -> their live heap entry
-        self._heap: list[tuple[int, int, K]] = []  # (pass, token, scope); stale when token differs
+        self._token: dict[K, int] = {}  # eligible scopes -> the token of their live heap entry
+        self._owner: dict[
+            int, K
+        ] = {}  # live tokens -> their scope; an entry whose token is not here is stale
+        self._heap: list[int] = []  # pass << TOKEN_BITS | token
         self._idle: list[tuple[int, int, K]] = []  # (pass, token, scope) of parked scopes, to forget
         self._tokens = itertools.count()
         self.virtual_time = 0
@@ -72,6 +82,7 @@ class FairQueue(Generic[K]):
         token = self._token.pop(key, None)
         if token is None:
             return
+        del self._owner[token]
         key_pass = self._pass[key]
         if key_pass > self.virtual_time:
             heapq.heappush(self._idle, (key_pass, token, key))
@@ -80,26 +91,40 @@ class FairQueue(Generic[K]):
 
     def peek(self) -> K | None:
         """The eligible scope with the smallest pass, or None."""
-        heap = self._heap
+        heap, owner = self._heap, self._owner
         while heap:
-            _, token, key = heap[0]
-            if self._token.get(key) == token:
+            key = owner.get(heap[0] & TOKEN_MASK)
+            if key is not None:
                 return key
             heapq.heappop(heap)
         return None
 
     def serve(self, key: K, weight: float) -> None:
         """Charge one admission to `key`, which must be what `peek` returned."""
-        heap, tokens = self._heap, self._token
-        while heap and tokens.get(heap[0][2]) != heap[0][1]:
-            heapq.heappop(heap)  # stale entries above the head (usually none: the caller peeked)
-        if not heap or heap[0][2] != key:
+        self.peek()  # drops stale entries above the head (usually none: the caller peeked)
+        self.charge(key, stride(weight))
+
+    def charge(self, key: K, step: int) -> None:
+        """`serve` with the stride worked out (`stride(weight)`), for the scheduler's hot path:
+        the caller has just `peek`ed `key`, so the head of the heap is its live entry."""
+        heap, owner = self._heap, self._owner
+        served = heap[0] & TOKEN_MASK if heap else -1  # the token of the head entry
+        if owner.get(served) != key:
             raise ValueError(f"{key!r} is not the scope whose turn it is")
-        heapq.heappop(heap)
         key_pass = self._pass[key]
-        self.virtual_time = max(self.virtual_time, key_pass)
-        self._push(key, key_pass + stride(weight))
-        self._forget_idle()
+        if key_pass > self.virtual_time:
+            self.virtual_time = key_pass
+        # The served entry is the head: replace it in one sift (heapreplace) rather than pop and
+        # push. The heap does not grow, so no rebuild is due (only `activate` adds entries).
+        token = next(self._tokens)
+        key_pass += step
+        self._pass[key] = key_pass
+        del owner[served]
+        self._token[key] = token
+        owner[token] = key
+        heapq.heapreplace(heap, key_pass << TOKEN_BITS | token)
+        if self._idle and self._idle[0][0] <= self.virtual_time:
+            self._forget_idle()
 
     def rank(self, key: K) -> int:
         """How many eligible scopes come before `key` (O(eligible); for explanations only)."""
@@ -111,12 +136,16 @@ class FairQueue(Generic[K]):
 
     def _push(self, key: K, key_pass: int) -> None:
         token = next(self._tokens)
+        old = self._token.get(key)
+        if old is not None:
+            del self._owner[old]
         self._pass[key] = key_pass
         self._token[key] = token
-        heapq.heappush(self._heap, (key_pass, token, key))
+        self._owner[token] = key
+        heapq.heappush(self._heap, key_pass << TOKEN_BITS | token)
         if len(self._heap) > 2 * len(self._token) + 64:
             # Many stale entries (parks, re-activations): rebuild rather than let them pile up.
-            self._heap = [(self._pass[k], t, k) for k, t in self._token.items()]
+            self._heap = [self._pass[k] << TOKEN_BITS | t for k, t in self._token.items()]
             heapq.heapify(self._heap)
 
     def _forget_idle(self) -> None:

@@ -93,11 +93,18 @@ class DependencyGates:
     def record(self, now: float, *, retry: bool) -> None:
         self.budget.record(now, retry=retry)
 
+    def record_many(self, now: float, *, admissions: int, retries: int) -> None:
+        self.budget.record_many(now, admissions=admissions, retries=retries)
+
     # -- events ---------------------------------------------------------------
 
-    def on_admit(self, now: float) -> None:
-        """An admission of the dependency (a probe, if the circuit is half-open)."""
-        self.circuit.on_admit(now)
+    def on_admit(self, now: float, count: int = 1) -> None:
+        """`count` admissions of the dependency at `now` (probes, if the circuit is half-open)."""
+        self.circuit.on_admit(now, count)
+
+    def probes_left(self, now: float) -> int | None:
+        """How many admissions the circuit allows at `now`; None: no limit (closed)."""
+        return self.circuit.probes_left(now)
 
     def on_outcome(self, *, failed: bool, admitted_at: float | None, now: float) -> None:
         self.circuit.record(failed=failed, admitted_at=admitted_at, now=now)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class JobState(StrEnum):
@@ -17,8 +17,14 @@ class JobState(StrEnum):
         return self in (JobState.SUCCEEDED, JobState.DEAD)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Job:
+# Job and Admission are NamedTuples rather than frozen dataclasses: the core builds one of
+# each per admission, and a frozen slots dataclass sets its 14 fields one by one through
+# object.__setattr__ (about 4 µs), where a tuple is built in one step (about 0.3 µs through
+# `tuple.__new__`). They stay immutable values with the same fields, keyword construction
+# and attribute access; `_replace` stands in for `dataclasses.replace`.
+
+
+class Job(NamedTuple):
     """A job as the store keeps it. Immutable: every transition makes a new value."""
 
     job_id: str
@@ -37,8 +43,7 @@ class Job:
     finished_at: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
     """A decision to let one job run now: what the ready message carries."""
 
     job_id: str
@@ -57,13 +62,18 @@ class Admission:
         if job.admitted_at is None or job.expires_at is None or job.lease_deadline is None:
             raise ValueError(f"job {job.job_id!r} is not admitted")
         return cls(
-            job_id=job.job_id,
-            dependency=job.dependency,
-            scope=job.scope,
-            payload=job.payload,
-            attempt=job.attempt,
-            admitted_at=job.admitted_at,
-            expires_at=job.expires_at,
-            lease_deadline=job.lease_deadline,
-            retry=job.failures > 0,
+            job.job_id,
+            job.dependency,
+            job.scope,
+            job.payload,
+            job.attempt,
+            job.admitted_at,
+            job.expires_at,
+            job.lease_deadline,
+            job.failures > 0,
         )
+
+
+# The hot paths of the scheduler build values positionally through this, skipping the
+# generated keyword-handling __new__ (half the cost again). Arguments in field order.
+new_value = tuple.__new__

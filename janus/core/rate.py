@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from itertools import repeat
 
 from janus.core.policy import RateLimit
 
@@ -43,6 +44,10 @@ class SlidingWindow:
 
     def record(self, at: float) -> None:
         self._stamps.append(at)
+
+    def record_many(self, at: float, count: int) -> None:
+        """`count` admissions at `at` (the scheduler records a batch of one decision at once)."""
+        self._stamps.extend(repeat(at, count))
 
     def restore(self, stamps: Iterable[float]) -> None:
         """Reload history after a restart or a takeover (in any order: the log is kept sorted)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
+from itertools import repeat
 
 from janus.core.policy import RetryPolicy
 
@@ -63,6 +64,17 @@ class RetryBudget:
     def record(self, at: float, *, retry: bool) -> None:
         self._log.append((at, retry))
         self._retries += retry
+
+    def record_many(self, at: float, *, admissions: int, retries: int) -> None:
+        """`admissions` admissions at `at`, `retries` of them retries (one decision's batch).
+
+        Their order in the log does not matter: entries with the same stamp leave the window
+        together (`_prune`), and `free_at` only counts at the boundaries between stamps.
+        """
+        log = self._log
+        log.extend(repeat((at, True), retries))
+        log.extend(repeat((at, False), admissions - retries))
+        self._retries += retries
 
     def restore(self, admissions: Iterable[tuple[float, bool]]) -> None:
         """Reload history after a restart or a takeover (in any order)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -174,7 +173,7 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
         assert await store.load_admissions_since(0.0) == {}
     finally:
         await store.close()
-    assert jobs == {"x": replace(admitted, seq=jobs["x"].seq)}, "first attempts stay in the store"
+    assert jobs == {"x": admitted._replace(seq=jobs["x"].seq)}, "first attempts stay in the store"
     (y,) = backlog
     assert (y.dependency, y.scope, y.waiting) == ("api", "t2", 1)
     assert history == {"api": [("t1", 102.0)]}
@@ -189,7 +188,7 @@ async def test_pages_bring_each_scopes_first_attempts_in_seq_order(database: str
         async with store.leader_session(holder, epoch) as session:
             jobs = [submitted(f"{scope}-{n}", scope) for n in range(5) for scope in ("a", "b", "c")]
             await session.tick(1.0, jobs, [], [])
-            retried = replace(jobs[0][0], attempt=1, failures=1)  # admitted before: not a first attempt
+            retried = jobs[0][0]._replace(attempt=1, failures=1)  # admitted before: not a first attempt
             await session.tick(2.0, [], [retried], [])
             pages = await session.load_pages(
                 [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
@@ -319,7 +318,7 @@ def test_an_admission_is_only_made_of_an_admitted_job() -> None:
 
 
 def test_transitions_carry_every_field_they_do_not_change() -> None:
-    """The hot paths build jobs field by field (not dataclasses.replace): none may be dropped."""
+    """The hot paths build jobs field by field (positionally, not with _replace): none may be dropped."""
     s = scheduler()
     # A retry, with every field that can be set away from its default.
     waiting = Job(
@@ -344,8 +343,28 @@ def test_transitions_carry_every_field_they_do_not_change() -> None:
         ("done", admitted, done, {"state", "finished_at", "last_error"}),
     ]
     for name, before, after, changed in steps:
-        for item in dataclasses.fields(Job):
-            if item.name not in changed:
-                assert getattr(after, item.name) == getattr(before, item.name), (name, item.name)
+        for field in Job._fields:
+            if field not in changed:
+                assert getattr(after, field) == getattr(before, field), (name, field)
     assert (admitted.attempt, done.last_error) == (3, None)
     assert admission == Admission.of(admitted)
+
+
+def test_values_handed_to_the_shell_never_change() -> None:
+    """Jobs, admissions and transitions are immutable tuples, and every event makes new ones:
+    what the shell holds from an earlier call stays as it was."""
+    s = scheduler()
+    submitted = s.submit(job_id="a", dependency="api", scope="x", payload={"k": 1}, now=1.0)
+    kept = tuple(submitted)
+    (admission,) = s.admit(2.0).admissions
+    (admitted,) = s.drain_changes().new
+    transition = s.on_result(job_id="a", attempt=1, success=True, error=None, retry_after=None, now=3.0)
+    assert tuple(submitted) == kept
+    assert submitted.state is JobState.WAITING
+    assert admitted.state is JobState.ADMITTED
+    assert admission == Admission.of(admitted)
+    assert transition.job is not None
+    assert transition.job.state is JobState.SUCCEEDED
+    for value in (submitted, admission, transition):
+        with pytest.raises(AttributeError):
+            value.job_id = "b"  # type: ignore[misc,union-attr]
