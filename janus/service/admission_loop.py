@@ -102,15 +102,17 @@ class _ThrottledLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def warn(self, key: str, message: str) -> None:
+    def warn(self, key: str, message: str, count: int = 1) -> None:
+        """`count` messages like this one: the first may be logged, the rest are counted."""
         now = time.monotonic()
         if now - self._last.get(key, float("-inf")) >= self._interval:
             extra = self._suppressed.pop(key, 0)
             suffix = f" ({extra} more like it since last logged)" if extra else ""
             log.warning("%s%s", message, suffix)
             self._last[key] = now
-        else:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            count -= 1
+        if count:
+            self._suppressed[key] = self._suppressed.get(key, 0) + count
 
 
 class AdmissionLoop:
@@ -315,7 +317,7 @@ class AdmissionLoop:
             # Messages of a batch being isolated are acked singly: a multiple-ack would also
             # ack the earlier ones still to be retried. (Rare: awaited, simply.)
             if committed.set_aside:
-                await asyncio.gather(*(self._set_aside(item) for item in committed.set_aside))
+                await self._set_aside(committed.set_aside)
             for delivery in (*batch.intake, *_flat(batch.results), *batch.returned):
                 await ack_one(delivery)
             return
@@ -344,7 +346,7 @@ class AdmissionLoop:
         """Set aside a channel's bad deliveries of one batch, then ack the batch (nothing is lost:
         a bad message is acked only after its copy is confirmed), after the channel's previous ack."""
         if bad:
-            await asyncio.gather(*(self._set_aside(item) for item in bad))
+            await self._set_aside(bad)
         if previous is not None:
             await previous
         await ack_up_to(last)
@@ -399,7 +401,7 @@ class AdmissionLoop:
         ((source, delivery),) = deliveries
         detail = f"failed {MAX_MESSAGE_FAILURES} times alone: {type(error).__name__}: {error}"
         await self._set_aside(
-            _SetAside(message=delivery, source=source, reason="processing_failed", detail=detail)
+            [_SetAside(message=delivery, source=source, reason="processing_failed", detail=detail)]
         )
         await ack_one(delivery)
 
@@ -505,15 +507,24 @@ class AdmissionLoop:
 
     # -- after the commit -----------------------------------------------------
 
-    async def _set_aside(self, item: _SetAside) -> None:
-        self._metrics.rejected_messages.labels(item.source, item.reason).inc()
-        if item.source == "intake":
-            self._metrics.intake_messages.labels("rejected").inc()
-        self._throttled.warn(
-            f"{item.source}:{item.reason}",
-            f"set aside a message from {item.source}: {item.reason}: {item.detail}",
+    async def _set_aside(self, items: list[_SetAside]) -> None:
+        # Counted and logged once per reason, not per message: a flood makes this a hot path.
+        first: dict[tuple[str, str], tuple[_SetAside, int]] = {}
+        for item in items:
+            key = (item.source, item.reason)
+            seen = first.get(key)
+            first[key] = (item, 1) if seen is None else (seen[0], seen[1] + 1)
+        for (source, reason), (item, count) in first.items():
+            self._metrics.rejected_messages.labels(source, reason).inc(count)
+            if source == "intake":
+                self._metrics.intake_messages.labels("rejected").inc(count)
+            self._throttled.warn(
+                f"{source}:{reason}", f"set aside a message from {source}: {reason}: {item.detail}", count
+            )
+        publisher = self._publisher
+        await asyncio.gather(
+            *(publisher.set_aside(i.message.body, i.source, i.reason, i.detail) for i in items)
         )
-        await self._publisher.set_aside(item.message.body, item.source, item.reason, item.detail)
 
     async def _publish(self, admissions: list[Admission], finished: list[Job]) -> None:
         await asyncio.gather(self._publish_admissions(admissions), self._publish_outcomes(finished))
