@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiormq.abc import AbstractChannel as RawChannel
@@ -162,6 +163,7 @@ class AdmissionLoop:
             await self.tick()
         await self.tick()
         while self._inbox.results_waiting():  # results are taken in slices: finish what was delivered
+            await self._inbox.ready.wait()  # (a queue may be held until its bad results are set aside)
             await self.tick()
         await self.drain_publishing()
 
@@ -326,12 +328,25 @@ class AdmissionLoop:
             bad.setdefault(item.message.channel, []).append(item)
         # Each list holds the oldest unacked deliveries of its channel, in order (one channel per
         # queue): one multiple-ack of the last covers the lot, once its bad ones are set aside.
-        for deliveries in (batch.intake, *batch.results.values(), batch.returned):
+        for deliveries in (batch.intake, batch.returned):
             if deliveries:
-                last = deliveries[-1]
-                channel = last.channel
-                previous = self._acking.get(channel)
-                self._acking[channel] = self._background(self._settle(bad.pop(channel, []), last, previous))
+                self._settle_in_order(deliveries[-1], bad)
+        for source, deliveries in batch.results.items():
+            if self._settle_in_order(deliveries[-1], bad):
+                # Held until set aside: its next slice gathers meanwhile (Inbox.hold).
+                self._inbox.hold(source)
+                self._acking[deliveries[-1].channel].add_done_callback(partial(self._release, source))
+
+    def _release(self, source: ResultSource, _: asyncio.Task[None]) -> None:
+        self._inbox.release(source)
+
+    def _settle_in_order(self, last: Delivery, bad: dict[RawChannel, list[_SetAside]]) -> bool:
+        """Set aside and ack a channel's part of the batch, after its previous part; whether it
+        had bad messages."""
+        channel = last.channel
+        set_aside = bad.pop(channel, [])
+        self._acking[channel] = self._background(self._settle(set_aside, last, self._acking.get(channel)))
+        return bool(set_aside)
 
     def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Under the term's task group: a failure (a lost broker) ends the term."""

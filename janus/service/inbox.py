@@ -52,6 +52,8 @@ class Inbox:
     revived: list[Job] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _turn: int = 0  # which results queue is served first next (round robin)
+    # Results queues whose last slice is still being set aside: not served until it is.
+    _held: set[ResultSource] = field(default_factory=set)
 
     async def on_intake(self, message: Delivery) -> None:
         self.intake.append(message)
@@ -60,13 +62,25 @@ class Inbox:
     def on_result(self, source: ResultSource) -> Callable[[Delivery], Coroutine[Any, Any, None]]:
         """The consumer callback of one results queue."""
         waiting = self.results.setdefault(source, [])
-        ready = self.ready
+        ready, held = self.ready, self._held
 
         async def append(message: Delivery) -> None:
             waiting.append(message)
-            ready.set()
+            if source not in held:
+                ready.set()
 
         return append
+
+    def hold(self, source: ResultSource) -> None:
+        """Serve this queue no more until `release`: while a slice of bad results is being set
+        aside, the queue's next deliveries gather into one slice, instead of a tick each few of
+        them (a flood then costs per slice, not per trickle), and other queues go on."""
+        self._held.add(source)
+
+    def release(self, source: ResultSource) -> None:
+        self._held.discard(source)
+        if self.results.get(source):
+            self.ready.set()
 
     async def on_returned(self, message: Delivery) -> None:
         self.returned.append(message)
@@ -90,7 +104,7 @@ class Inbox:
         """Everything delivered so far, except results: at most `per_queue` of each results queue
         (its oldest) and `total` in all, the queues taking turns to be served first. The rest stay,
         in order, for the next batch, and `ready` stays set."""
-        sources = [source for source, waiting in self.results.items() if waiting]
+        sources = [source for source, waiting in self.results.items() if waiting and source not in self._held]
         if sources:
             start = self._turn % len(sources)
             self._turn += 1
@@ -117,6 +131,6 @@ class Inbox:
             revived=self.revived,
         )
         self.intake, self.returned, self.unpublished, self.revived = [], [], [], []
-        if not self.results_waiting():
+        if not any(waiting and source not in self._held for source, waiting in self.results.items()):
             self.ready.clear()
         return batch

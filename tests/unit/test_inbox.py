@@ -63,3 +63,21 @@ async def test_the_total_cap_is_shared_in_turns() -> None:
         (source,) = batch.results
         served_first.append(source)
     assert sorted(served_first) == ["a", "b", "c"], "each queue gets a turn"
+
+
+async def test_a_held_queue_gathers_until_released() -> None:
+    inbox = Inbox()
+    flooded, healthy = inbox.on_result("x"), inbox.on_result("y")
+    await flooded(cast(Any, "x0"))
+    assert inbox.take(per_queue=10).results == {"x": ["x0"]}
+    inbox.hold("x")  # its slice is being set aside
+    for index in range(1, 4):
+        await flooded(cast(Any, f"x{index}"))
+    assert not inbox.ready.is_set(), "a held queue's deliveries do not wake the loop"
+    await healthy(cast(Any, "y0"))
+    assert inbox.ready.is_set()
+    assert inbox.take(per_queue=10).results == {"y": ["y0"]}, "other queues go on"
+    assert not inbox.ready.is_set()
+    inbox.release("x")
+    assert inbox.ready.is_set()
+    assert inbox.take(per_queue=10).results == {"x": deliveries("x1", "x2", "x3")}, "one slice"
