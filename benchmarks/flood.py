@@ -244,7 +244,8 @@ def report(phases: list[Phase], rejected: int) -> str:
         if phase.flood is not None:
             flooded = phase.flood["last"] - phase.flood["first"]
             line += (
-                f"\n{'':17}flood: {phase.flood['count']} bad results published in {flooded:.2f} s, "
+                f"\n{'':17}flood: {phase.flood['count']} bad results published in {flooded:.2f} s "
+                f"(the flooder's own cpu: {phase.flood['cpu']:.1f} s, on the same machine), "
                 f"all set aside {phase.set_aside_in:.2f} s after the first"
             )
         lines.append(line)
