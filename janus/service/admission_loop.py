@@ -60,12 +60,6 @@ MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
 # tick than any other (benchmarks/flood.py).
 RESULTS_PER_QUEUE_PER_TICK = 128
 MAX_RESULTS_PER_TICK = 512
-# A results queue whose slice had bad results is held (not served) until they are set aside,
-# and at least this long per bad result: one results queue's garbage gets at most 250 slots a
-# second of Janus's time (each costs about 0.5 ms of CPU), so on a busy machine a flood
-# drains slower rather than slowing every other dependency. Its own good results wait in
-# the same queue: the flooding worker's dependency pays, no other.
-HOLD_PER_BAD_RESULT = 0.004  # seconds
 NO_EFFECT = frozenset({Verdict.UNKNOWN_JOB, Verdict.STALE_ATTEMPT})
 
 
@@ -154,7 +148,6 @@ class AdmissionLoop:
         # Per consuming channel, the task that acks its last batch: the next waits for it, so a
         # multiple-ack never covers a bad message whose copy on janus.rejected is unconfirmed.
         self._acking: dict[RawChannel, asyncio.Task[None]] = {}
-        self._draining = False
         self._last_batch = 0
         # Per tick: finished jobs (their outcomes are published after the commit) and failed attempts.
         self._finished: list[Job] = []
@@ -168,8 +161,6 @@ class AdmissionLoop:
         while not stop.is_set():
             await self._wait(stop)
             await self.tick()
-        self._draining = True  # no more holding back a flooded queue: finish what was delivered
-        self._inbox.release_all()
         await self.tick()
         while self._inbox.results_waiting():  # results are taken in slices: finish what was delivered
             await self._inbox.ready.wait()  # (a queue may be held until its bad results are set aside)
@@ -341,28 +332,21 @@ class AdmissionLoop:
             if deliveries:
                 self._settle_in_order(deliveries[-1], bad)
         for source, deliveries in batch.results.items():
-            count = self._settle_in_order(deliveries[-1], bad)
-            if count:
-                # Held until set aside, and for a time per bad result: its next slice gathers
-                # meanwhile (Inbox.hold), and a flood gets a bounded share of Janus.
+            if self._settle_in_order(deliveries[-1], bad):
+                # Held until set aside: its next slice gathers meanwhile (Inbox.hold).
                 self._inbox.hold(source)
-                until = time.monotonic() + count * HOLD_PER_BAD_RESULT
-                self._acking[deliveries[-1].channel].add_done_callback(partial(self._release, source, until))
+                self._acking[deliveries[-1].channel].add_done_callback(partial(self._release, source))
 
-    def _release(self, source: ResultSource, until: float, _: asyncio.Task[None]) -> None:
-        delay = until - time.monotonic()
-        if delay > 0 and not self._draining:
-            asyncio.get_running_loop().call_later(delay, self._inbox.release, source)
-        else:
-            self._inbox.release(source)
+    def _release(self, source: ResultSource, _: asyncio.Task[None]) -> None:
+        self._inbox.release(source)
 
-    def _settle_in_order(self, last: Delivery, bad: dict[RawChannel, list[_SetAside]]) -> int:
-        """Set aside and ack a channel's part of the batch, after its previous part; how many bad
-        messages it had."""
+    def _settle_in_order(self, last: Delivery, bad: dict[RawChannel, list[_SetAside]]) -> bool:
+        """Set aside and ack a channel's part of the batch, after its previous part; whether it
+        had bad messages."""
         channel = last.channel
         set_aside = bad.pop(channel, [])
         self._acking[channel] = self._background(self._settle(set_aside, last, self._acking.get(channel)))
-        return len(set_aside)
+        return bool(set_aside)
 
     def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Under the term's task group: a failure (a lost broker) ends the term."""

@@ -77,10 +77,6 @@ class Inbox:
         them (a flood then costs per slice, not per trickle), and other queues go on."""
         self._held.add(source)
 
-    def release_all(self) -> None:
-        for source in list(self._held):
-            self.release(source)
-
     def release(self, source: ResultSource) -> None:
         self._held.discard(source)
         if self.results.get(source):
