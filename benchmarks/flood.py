@@ -1,18 +1,25 @@
 """Does a worker flooding janus.results with garbage slow the admissions of a well-behaved dependency?
 
-One `janus run` process (one unlimited dependency, a fresh database and vhost), the
-producer and worker processes of benchmarks.load, and three phases of --jobs jobs
-each on that same Janus: a baseline, the same load while a flooder process publishes
---flood bad results to janus.results, and a baseline again. Admissions per second =
-jobs / (first publish to the last result confirmed); each job is admitted once. The
-ratio compares the flood phase with the mean of the two baselines of the same run.
+One `janus run` process (a fresh database and vhost) with two dependencies: `bench`, the
+healthy one whose admissions are measured, and `flooded`. The producer and worker
+processes of benchmarks.load run `bench` jobs, in three phases of --jobs jobs each on
+that same Janus: a baseline, the same load while a flooder process publishes --flood bad
+results to janus.results, and a baseline again. Admissions per second = jobs / (first
+publish to the last result confirmed); each job is admitted once. The ratio compares the
+flood phase with the mean of the two baselines of the same run.
+
+--target other (the default, issue 6's case): the flood comes from a worker of `flooded`,
+routing key `flooded` (the only key its broker user may use), into that dependency's
+results queue. --target same: from a worker of `bench` itself, routing key `bench`, into
+the measured dependency's own results queue (routing cannot help there: only CPU counts).
 
 The flood is a mix a broken or hostile worker could send: not JSON; fields of the
-wrong type; results for jobs that never existed; forged results for the jobs being
-run, with an attempt that is not current. Janus must set every one aside on
+wrong type; results for jobs that never existed; forged results for the `bench` jobs
+being run, with an attempt that is not current. Janus must set every one aside on
 janus.rejected (checked at the end) while it keeps admitting.
 
-    .venv/bin/python -m benchmarks.flood [--jobs 5000] [--flood 10000] [--rate-limit 100/1s]
+    .venv/bin/python -m benchmarks.flood [--target other|same] [--jobs 5000] [--flood 10000]
+                                         [--rate-limit 100/1s]
 
 Unlimited (the default), the dependency's rate is what the machine can do, and the flood
 competes with it for CPU: the worst case. With --rate-limit, the dependency is limited
@@ -38,6 +45,7 @@ import aio_pika
 import asyncpg
 import uvloop
 
+from benchmarks.throughput import DEPENDENCY as MEASURED
 from benchmarks.throughput import (
     JANUS_CONFIG,
     PHASE_TIMEOUT,
@@ -54,6 +62,8 @@ from janus.broker import topology
 from janus.errors import JanusError
 from janus.protocol import CONTENT_TYPE
 
+FLOODED = "flooded"  # the other dependency: its worker floods (--target other)
+
 
 def bad_result(index: int, prefix: str, jobs: int) -> bytes:
     kind = index % 4
@@ -67,7 +77,9 @@ def bad_result(index: int, prefix: str, jobs: int) -> bytes:
     return json.dumps({"job_id": f"{prefix}-{index % jobs}", "attempt": 7, "outcome": "success"}).encode()
 
 
-async def flood(amqp_url: str, count: int, prefix: str, jobs: int, window: int = 500) -> dict[str, Any]:
+async def flood(
+    amqp_url: str, count: int, prefix: str, jobs: int, routing_key: str, window: int = 500
+) -> dict[str, Any]:
     connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": "bench-flooder"})
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -77,7 +89,7 @@ async def flood(amqp_url: str, count: int, prefix: str, jobs: int, window: int =
         pending: list[asyncio.Future[Any]] = []
         for index in range(count):
             message = aio_pika.Message(bad_result(index, prefix, jobs), content_type=CONTENT_TYPE)
-            pending.append(asyncio.ensure_future(results.publish(message, routing_key="")))
+            pending.append(asyncio.ensure_future(results.publish(message, routing_key=routing_key)))
             if len(pending) >= window:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -139,13 +151,14 @@ async def run_phase(
     workdir: Path,
     results_before: int,
     flood_count: int = 0,
+    routing_key: str = FLOODED,
 ) -> Phase:
     worker = await _start_worker(url, jobs, workdir)
     flooder: Child | None = None
     prefix = f"{name}-tp"
     if flood_count:
         args = ["-m", "benchmarks.flood", "flooder", "--amqp-url", url, "--count", str(flood_count)]
-        args += ["--prefix", prefix, "--jobs", str(jobs)]
+        args += ["--prefix", prefix, "--jobs", str(jobs), "--routing-key", routing_key]
         flooder = await Child.start("flooder", args, workdir)
         await flooder.expect("ready")
     cpu_before = coordinator.child.cpu()
@@ -167,14 +180,16 @@ async def run_phase(
 
 
 def janus_config(rate_limit: str | None) -> str:
-    if rate_limit is None:
-        return JANUS_CONFIG
-    return JANUS_CONFIG + f'rate_limits = ["{rate_limit}"]\n'
+    config = JANUS_CONFIG  # [dependencies.bench], unlimited
+    if rate_limit is not None:
+        config += f'rate_limits = ["{rate_limit}"]\n'
+    return config + f'\n[dependencies.{FLOODED}]\nlease_timeout = "60s"\n'
 
 
 async def run(
-    services: Services, jobs: int, flood_count: int, rate_limit: str | None = None
+    services: Services, jobs: int, flood_count: int, rate_limit: str | None = None, target: str = "other"
 ) -> tuple[list[Phase], int]:
+    routing_key = FLOODED if target == "other" else MEASURED
     tag = uuid.uuid4().hex[:8]
     vhost, database = f"janus-bench-flood-{tag}", f"janus_bench_flood_{tag}"
     with tempfile.TemporaryDirectory(prefix="janus-flood-") as tmp:
@@ -198,7 +213,9 @@ async def run(
                 [("baseline", 0), ("flood", flood_count), ("baseline-again", 0)]
             ):
                 phases.append(
-                    await run_phase(name, coordinator, url, database_url, jobs, workdir, index * jobs, count)
+                    await run_phase(
+                        name, coordinator, url, database_url, jobs, workdir, index * jobs, count, routing_key
+                    )
                 )
             rejected = await rejected_count(url)
             if rejected != flood_count:
@@ -227,7 +244,8 @@ def report(phases: list[Phase], rejected: int) -> str:
         if phase.flood is not None:
             flooded = phase.flood["last"] - phase.flood["first"]
             line += (
-                f"\n{'':17}flood: {phase.flood['count']} bad results published in {flooded:.2f} s, "
+                f"\n{'':17}flood: {phase.flood['count']} bad results published in {flooded:.2f} s "
+                f"(the flooder's own cpu: {phase.flood['cpu']:.1f} s, on the same machine), "
                 f"all set aside {phase.set_aside_in:.2f} s after the first"
             )
         lines.append(line)
@@ -251,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flooder.add_argument("--count", type=int, required=True)
     flooder.add_argument("--prefix", required=True)
     flooder.add_argument("--jobs", type=int, required=True)
+    flooder.add_argument("--routing-key", required=True)
     parser.add_argument("--jobs", type=int, default=5000, help="jobs per phase (default 5000)")
     parser.add_argument("--flood", type=int, default=10_000, help="bad results in the flood (default 10000)")
     parser.add_argument(
@@ -260,18 +279,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pg-base", default="postgresql://postgres@127.0.0.1:5432", help="PostgreSQL URL without db"
     )
     parser.add_argument("--rate-limit", help='the dependency\'s rate limit, e.g. "100/1s" (default: none)')
+    parser.add_argument(
+        "--target",
+        choices=("other", "same"),
+        default="other",
+        help=f"flood {FLOODED!r}'s results queue (other, default) or the measured {MEASURED!r}'s own (same)",
+    )
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl")
     args = parser.parse_args(argv)
     if args.role == "flooder":
-        print(json.dumps(uvloop.run(flood(args.amqp_url, args.count, args.prefix, args.jobs))), flush=True)
+        report_ = uvloop.run(flood(args.amqp_url, args.count, args.prefix, args.jobs, args.routing_key))
+        print(json.dumps(report_), flush=True)
         return 0
     services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=(args.rabbitmqctl,))
     try:
-        phases, rejected = uvloop.run(run(services, args.jobs, args.flood, args.rate_limit))
+        phases, rejected = uvloop.run(run(services, args.jobs, args.flood, args.rate_limit, args.target))
     except (BenchmarkError, JanusError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
-    print(f"dependency rate limit: {args.rate_limit or 'none'}")
+    flooded = FLOODED if args.target == "other" else MEASURED
+    print(
+        f"measured dependency {MEASURED!r}, rate limit: {args.rate_limit or 'none'}; flood into {flooded!r}"
+    )
     print(report(phases, rejected))
     return 0
 

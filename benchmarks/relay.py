@@ -2,7 +2,7 @@
 
 It consumes janus.intake, publishes each job to janus.ready (routing key = the
 dependency) with publisher confirms, pipelined, and acks the intake once the
-confirms of a batch are in; it consumes janus.results and acks them in batches.
+confirms of a batch are in; it consumes the dependency's results queue and acks them in batches.
 Its messages look to the broker and the workers exactly like Janus's admissions
 (persistent, mandatory, with the same per-message TTL), so that the difference
 between the two measures Janus's own work.
@@ -132,7 +132,7 @@ async def main(amqp_url: str, dependency: str, ttl: float) -> int:
         consuming = []
         for name, callback in (
             (topology.INTAKE_QUEUE, relay.on_intake),
-            (topology.RESULTS_QUEUE, relay.on_result),
+            (topology.results_queue(dependency), relay.on_result),
         ):
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=PREFETCH)

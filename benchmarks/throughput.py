@@ -249,7 +249,11 @@ class RelayCoordinator:
             deadline = time.monotonic() + timeout
             while True:
                 waiting = 0
-                for name in (topology.INTAKE_QUEUE, topology.ready_queue(DEPENDENCY), topology.RESULTS_QUEUE):
+                for name in (
+                    topology.INTAKE_QUEUE,
+                    topology.ready_queue(DEPENDENCY),
+                    topology.results_queue(DEPENDENCY),
+                ):
                     queue = await channel.declare_queue(name, passive=True)
                     waiting += queue.declaration_result.message_count or 0
                 if waiting == 0:

@@ -1,4 +1,4 @@
-"""The `janus` command: run, migrate, check-config, submit, scopes, why, jobs retry / jobs show, demo."""
+"""The `janus` command: run, migrate, check-config, broker-upgrade, submit, scopes, why, jobs retry / jobs show, demo."""
 
 from __future__ import annotations
 
@@ -68,6 +68,27 @@ async def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await store.close()
     print(f"applied migrations: {applied}" if applied else "schema is up to date")
+    return 0
+
+
+async def _cmd_broker_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    """Once, when upgrading from a Janus whose janus.results was a fanout (docs/protocol.md)."""
+    import aio_pika
+
+    from janus.broker import BROKER_ERRORS, topology
+
+    config = _config(args, settings)
+    try:
+        connection = await aio_pika.connect(config.amqp_url)
+    except BROKER_ERRORS as exc:
+        raise JanusError(f"cannot connect to RabbitMQ: {exc!r}") from exc
+    async with connection:
+        try:
+            deleted = await topology.upgrade_results_exchange(connection)
+            declared = await topology.declare_topology(connection, [p.name for p in config.policies()])
+        except BROKER_ERRORS as exc:
+            raise JanusError(f"upgrading the broker topology failed: {exc!r}") from exc
+    print(f"deleted: {', '.join(deleted) or 'nothing'}; declared: {', '.join(declared) or 'nothing'}")
     return 0
 
 
@@ -268,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(commands.add_parser("run", help="lead (or stand by) and admit jobs"))
     with_config(commands.add_parser("migrate", help="apply pending database migrations"))
     with_config(commands.add_parser("check-config", help="validate a configuration file"))
+    with_config(
+        commands.add_parser(
+            "broker-upgrade",
+            help="once: replace the fanout janus.results of earlier versions (needs a user that may delete it)",
+        )
+    )
     submit = with_config(commands.add_parser("submit", help="publish one job by hand"))
     submit.add_argument("job_id")
     submit.add_argument("dependency")
@@ -304,6 +331,7 @@ COMMANDS: dict[str, Command] = {
     "run": _cmd_run,
     "migrate": _cmd_migrate,
     "check-config": _cmd_check_config,
+    "broker-upgrade": _cmd_broker_upgrade,
     "submit": _cmd_submit,
     "scopes": _cmd_scopes,
     "why": _cmd_why,

@@ -39,3 +39,8 @@ class LeadershipLost(StoreError):
 
 class BrokerError(JanusError):
     """RabbitMQ failed or refused an operation."""
+
+
+class TopologyConflict(JanusError):
+    """The broker holds an exchange or queue Janus needs with other properties (such as the
+    fanout janus.results of earlier versions). Reconnecting cannot mend it: an operator must."""

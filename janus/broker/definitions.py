@@ -1,13 +1,14 @@
-"""Least-privilege RabbitMQ definitions: the vhost, four users, their permissions, the shared topology.
+"""Least-privilege RabbitMQ definitions: the vhost, the users, their permissions, the shared topology.
 
 `rabbitmqctl import_definitions` (RabbitMQ 3.10, no management plugin needed) loads
 what `render` returns. Built from `janus.broker.topology`, so the names cannot drift;
-`deploy/rabbitmq/definitions.json` is its output with the defaults (no passwords),
-and a test keeps the two equal. docs/security.md explains every permission.
+`deploy/rabbitmq/definitions.json` is its output for the dependencies of
+config/janus.toml (no passwords), and a test keeps the two equal. docs/security.md
+explains every permission.
 
-    python -m janus.broker.definitions --vhost janus \\
+    python -m janus.broker.definitions --vhost janus --dependency payments-api \\
         --password-file janus=/run/secrets/amqp-janus --password-file producer=... \\
-        | rabbitmqctl import_definitions -
+        --password-file worker-payments-api=... > /tmp/definitions.json
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from janus.broker import topology
 
 ROLES = ("janus", "producer", "worker", "monitoring")
 NOTHING = "^$"  # a permission regex that matches no resource name
+WORKER_ROLE_PREFIX = "worker-"  # + dependency: a worker of that dependency only
 
 
 def _names(*names: str) -> str:
@@ -34,6 +36,7 @@ def _names(*names: str) -> str:
 
 
 _READY_QUEUES = re.escape(topology.ready_queue("")) + ".+"
+_RESULTS_QUEUES = re.escape(topology.results_queue("")) + ".+"
 
 # (configure, write, read) per role. RabbitMQ checks: declare/delete -> configure on the
 # entity; publish -> write on the exchange ("amq.default" for the default exchange);
@@ -42,15 +45,20 @@ _READY_QUEUES = re.escape(topology.ready_queue("")) + ".+"
 # that exchange. Passive declares need no permission.
 PERMISSIONS: Mapping[str, tuple[str, str, str]] = {
     "janus": (
-        f"^{_READY_QUEUES}$",  # declares the ready queue of each configured dependency
-        # publishes admissions and outcomes; binds ready queues; names janus.returned as their
-        # dead-letter exchange; sets bad input aside through the default exchange
-        f"^({re.escape(topology.READY_EXCHANGE)}|{_READY_QUEUES}|{re.escape(topology.RETURNED_EXCHANGE)}"
-        f"|{re.escape(topology.OUTCOMES_EXCHANGE)}|amq\\.default)$",
-        # consumes its own queues; binds ready queues to janus.ready; dead-lettering ready queues
-        f"^({re.escape(topology.PREFIX)}\\.q\\..+|{re.escape(topology.READY_EXCHANGE)}|{_READY_QUEUES})$",
+        # declares the ready queue and the results queue of each configured dependency
+        f"^({_READY_QUEUES}|{_RESULTS_QUEUES})$",
+        # publishes admissions and outcomes; binds ready and results queues; names janus.returned
+        # as the ready queues' dead-letter exchange; sets bad input aside through the default exchange
+        f"^({re.escape(topology.READY_EXCHANGE)}|{_READY_QUEUES}|{_RESULTS_QUEUES}"
+        f"|{re.escape(topology.RETURNED_EXCHANGE)}|{re.escape(topology.OUTCOMES_EXCHANGE)}|amq\\.default)$",
+        # consumes its own queues; binds ready queues to janus.ready and results queues to
+        # janus.results; dead-lettering ready queues
+        f"^({re.escape(topology.PREFIX)}\\.q\\..+|{re.escape(topology.READY_EXCHANGE)}"
+        f"|{re.escape(topology.RESULTS_EXCHANGE)}|{_READY_QUEUES})$",
     ),
     "producer": (NOTHING, _names(topology.INTAKE_EXCHANGE), NOTHING),
+    # Any dependency's admissions and results: for a deployment where one team runs every
+    # worker. Give teams worker-<dependency> users instead (dependency_permissions).
     "worker": (NOTHING, _names(topology.RESULTS_EXCHANGE), f"^{_READY_QUEUES}$"),
     # Over AMQP, reading means consuming (destructive): monitoring gets no AMQP rights at all.
     # Passive declares (queue depths) need none; the management/Prometheus plugins use the tag.
@@ -59,22 +67,51 @@ PERMISSIONS: Mapping[str, tuple[str, str, str]] = {
 TAGS: Mapping[str, list[str]] = {"janus": [], "producer": [], "worker": [], "monitoring": ["monitoring"]}
 
 
+def worker_role(dependency: str) -> str:
+    return f"{WORKER_ROLE_PREFIX}{dependency}"
+
+
+def dependency_permissions(dependency: str) -> tuple[str, str, str]:
+    """A worker of one dependency: its ready queue only, and janus.results (with the routing
+    key restricted to its dependency by topic_permissions, below)."""
+    return (NOTHING, _names(topology.RESULTS_EXCHANGE), _names(topology.ready_queue(dependency)))
+
+
+def dependency_topic_write(dependency: str) -> str:
+    """Routing keys a worker of `dependency` may publish to janus.results with: its own name.
+    RabbitMQ checks it on every publish to the topic exchange (topic permissions); a user with
+    no topic permission on an exchange may use any key, hence the generic `worker` is trusted
+    with every dependency."""
+    return _names(dependency)
+
+
 def password_hash(password: str, salt: bytes | None = None) -> str:
     """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))."""
     salt = os.urandom(4) if salt is None else salt
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
+def roles(dependencies: Sequence[str] = ()) -> list[str]:
+    return [*ROLES, *(worker_role(dependency) for dependency in dependencies)]
+
+
 def render(
     *,
     vhost: str = "janus",
+    dependencies: Sequence[str] = (),
     users: Mapping[str, str] | None = None,
     passwords: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The definitions document. `users` maps a role to its user name (default: the role);
-    a role without a password gets an empty hash: it cannot log in until one is set."""
-    users = {role: (users or {}).get(role, role) for role in ROLES}
+    a role without a password gets an empty hash: it cannot log in until one is set. Each of
+    `dependencies` gets a role worker-<dependency> of its own."""
+    all_roles = roles(dependencies)
+    users = {role: (users or {}).get(role, role) for role in all_roles}
     passwords = passwords or {}
+    permissions = {
+        **PERMISSIONS,
+        **{worker_role(dependency): dependency_permissions(dependency) for dependency in dependencies},
+    }
     return {
         "rabbit_version": "3.10.8",
         "vhosts": [{"name": vhost}],
@@ -83,13 +120,23 @@ def render(
                 "name": users[role],
                 "password_hash": password_hash(passwords[role]) if role in passwords else "",
                 "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "tags": TAGS[role],
+                "tags": TAGS.get(role, []),
             }
-            for role in ROLES
+            for role in all_roles
         ],
         "permissions": [
             {"user": users[role], "vhost": vhost, "configure": c, "write": w, "read": r}
-            for role, (c, w, r) in PERMISSIONS.items()
+            for role, (c, w, r) in permissions.items()
+        ],
+        "topic_permissions": [
+            {
+                "user": users[worker_role(dependency)],
+                "vhost": vhost,
+                "exchange": topology.RESULTS_EXCHANGE,
+                "write": dependency_topic_write(dependency),
+                "read": NOTHING,
+            }
+            for dependency in dependencies
         ],
         "exchanges": [
             {
@@ -99,7 +146,7 @@ def render(
                 "durable": True,
                 "auto_delete": False,
                 "internal": False,
-                "arguments": {},
+                "arguments": dict(exchange.arguments or {}),
             }
             for exchange in topology.SHARED_EXCHANGES
         ],
@@ -122,13 +169,13 @@ def render(
     }
 
 
-def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
+def _pairs(values: Sequence[str], what: str, known: Sequence[str]) -> dict[str, str]:
     pairs = {}
     for value in values:
         role, sep, rest = value.partition("=")
-        if not sep or role not in ROLES:
+        if not sep or role not in known:
             raise SystemExit(
-                f"--{what} expects ROLE=VALUE with ROLE one of {', '.join(ROLES)}; got {value!r}"
+                f"--{what} expects ROLE=VALUE with ROLE one of {', '.join(known)}; got {value!r}"
             )
         pairs[role] = rest
     return pairs
@@ -137,16 +184,28 @@ def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print Janus's RabbitMQ definitions (JSON) on stdout.")
     parser.add_argument("--vhost", default="janus")
+    parser.add_argument(
+        "--dependency",
+        action="append",
+        default=[],
+        help="a dependency whose workers get a user of their own, worker-DEPENDENCY (repeatable)",
+    )
     parser.add_argument("--user", action="append", default=[], help="ROLE=NAME (default: the role's name)")
     parser.add_argument(
         "--password-file", action="append", default=[], help="ROLE=PATH: the password, read from a file"
     )
     args = parser.parse_args(argv)
+    known = roles(args.dependency)
     passwords = {
         role: Path(path).read_text(encoding="utf-8").strip()
-        for role, path in _pairs(args.password_file, "password-file").items()
+        for role, path in _pairs(args.password_file, "password-file", known).items()
     }
-    document = render(vhost=args.vhost, users=_pairs(args.user, "user"), passwords=passwords)
+    document = render(
+        vhost=args.vhost,
+        dependencies=args.dependency,
+        users=_pairs(args.user, "user", known),
+        passwords=passwords,
+    )
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

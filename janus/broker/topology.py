@@ -6,24 +6,38 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import unquote
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 from aio_pika.exceptions import ChannelNotFoundEntity
+from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 from pamqp.common import FieldTable
+
+from janus.errors import TopologyConflict
 
 T = TypeVar("T")
 
 PREFIX = "janus"
 INTAKE_EXCHANGE = f"{PREFIX}.intake"  # topic; producers publish, routing key = dependency
 READY_EXCHANGE = f"{PREFIX}.ready"  # direct; Janus publishes admissions, key = dependency
-RESULTS_EXCHANGE = f"{PREFIX}.results"  # fanout; workers publish outcomes
+# topic; workers publish results, routing key = their dependency. Topic, not direct: RabbitMQ's
+# topic permissions (which routing keys a user may publish with) apply to topic exchanges only,
+# and they are what keeps a worker of one dependency from reporting for another.
+RESULTS_EXCHANGE = f"{PREFIX}.results"
+# fanout; the alternate exchange of janus.results: results whose routing key no dependency's
+# queue is bound with (empty, unknown) end up here instead of vanishing.
+UNROUTABLE_EXCHANGE = f"{PREFIX}.unroutable"
 RETURNED_EXCHANGE = f"{PREFIX}.returned"  # fanout; ready queues dead-letter here
 # Janus's own queues live under "janus.q." so that no queue shares a name with an exchange:
 # a RabbitMQ permission regex matches both kinds, and a producer's right to write to the
 # exchange janus.intake must not also be a right to bind the queue Janus consumes.
 INTAKE_QUEUE = f"{PREFIX}.q.intake"  # bound to janus.intake with "#"
-RESULTS_QUEUE = f"{PREFIX}.q.results"  # bound to janus.results
+RESULTS_QUEUE_PREFIX = f"{PREFIX}.q.results."  # + dependency: bound to janus.results with its key
+UNROUTABLE_QUEUE = f"{PREFIX}.q.unroutable"  # bound to janus.unroutable; Janus sets all of it aside
+# Before results were routed per dependency (one fanout janus.results, one queue): only named to
+# tell operators how to upgrade (docs/protocol.md, "Upgrading").
+LEGACY_RESULTS_QUEUE = f"{PREFIX}.q.results"
 RETURNED_QUEUE = f"{PREFIX}.q.returned"  # bound to janus.returned
 REJECTED_QUEUE = f"{PREFIX}.rejected"  # bad input set aside with its reason
 OUTCOMES_EXCHANGE = f"{PREFIX}.outcomes"  # topic; Janus publishes terminal outcomes, key below
@@ -37,6 +51,11 @@ def ready_queue(dependency: str) -> str:
     return f"{PREFIX}.ready.{dependency}"
 
 
+def results_queue(dependency: str) -> str:
+    """Where Janus takes the results workers of `dependency` publish (routing key = dependency)."""
+    return f"{RESULTS_QUEUE_PREFIX}{dependency}"
+
+
 def outcome_key(dependency: str, outcome: str) -> str:
     """Routing key on janus.outcomes: "<dependency>.<outcome>" (outcome: succeeded, dead)."""
     return f"{dependency}.{outcome}"
@@ -46,6 +65,7 @@ def outcome_key(dependency: str, outcome: str) -> str:
 class ExchangeSpec:
     name: str
     type: aio_pika.ExchangeType
+    arguments: FieldTable | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,13 +82,19 @@ class QueueSpec:
 SHARED_EXCHANGES = (
     ExchangeSpec(name=INTAKE_EXCHANGE, type=aio_pika.ExchangeType.TOPIC),
     ExchangeSpec(name=READY_EXCHANGE, type=aio_pika.ExchangeType.DIRECT),
-    ExchangeSpec(name=RESULTS_EXCHANGE, type=aio_pika.ExchangeType.FANOUT),
+    # The alternate exchange first: definitions and declarations follow this order.
+    ExchangeSpec(name=UNROUTABLE_EXCHANGE, type=aio_pika.ExchangeType.FANOUT),
+    ExchangeSpec(
+        name=RESULTS_EXCHANGE,
+        type=aio_pika.ExchangeType.TOPIC,
+        arguments={"alternate-exchange": UNROUTABLE_EXCHANGE},
+    ),
     ExchangeSpec(name=RETURNED_EXCHANGE, type=aio_pika.ExchangeType.FANOUT),
     ExchangeSpec(name=OUTCOMES_EXCHANGE, type=aio_pika.ExchangeType.TOPIC),
 )
 SHARED_QUEUES = (
     QueueSpec(name=INTAKE_QUEUE, bound_to=INTAKE_EXCHANGE, routing_key="#"),
-    QueueSpec(name=RESULTS_QUEUE, bound_to=RESULTS_EXCHANGE),
+    QueueSpec(name=UNROUTABLE_QUEUE, bound_to=UNROUTABLE_EXCHANGE),
     QueueSpec(name=RETURNED_QUEUE, bound_to=RETURNED_EXCHANGE),
     QueueSpec(name=REJECTED_QUEUE),
 )
@@ -90,8 +116,10 @@ async def declare_topology(connection: AbstractConnection, dependencies: Iterabl
     Shared exchanges and queues are first checked passively (which needs no permission):
     in a locked-down deployment the broker definitions declared them and Janus's user may
     not. Only what is missing is declared (and its queue bound), which needs configure
-    rights: on a development vhost Janus therefore sets itself up. Ready queues are
-    declared every time (idempotent), with the rights Janus's user has on them.
+    rights: on a development vhost Janus therefore sets itself up. Ready and results queues
+    of each dependency are declared every time (idempotent), with the rights Janus's user
+    has on them. An existing janus.results of another type (the fanout of earlier versions)
+    raises TopologyConflict, naming the fix: Janus never deletes it by itself.
     """
     declared: list[str] = []
     channel = await connection.channel()
@@ -101,8 +129,10 @@ async def declare_topology(connection: AbstractConnection, dependencies: Iterabl
                 await channel.get_exchange(exchange.name, ensure=True)
             except ChannelNotFoundEntity:
                 channel = await _reopen(connection, channel)
-                await channel.declare_exchange(exchange.name, exchange.type, durable=True)
+                await _declare_exchange(channel, exchange)
                 declared.append(exchange.name)
+            else:
+                channel = await _check_results_exchange(connection, channel, exchange)
         for spec in SHARED_QUEUES:
             try:
                 await channel.get_queue(spec.name, ensure=True)
@@ -114,10 +144,93 @@ async def declare_topology(connection: AbstractConnection, dependencies: Iterabl
                 declared.append(spec.name)
         for dependency in dependencies:
             await declare_ready_queue(channel, dependency)
+            await declare_results_queue(channel, dependency)
     finally:
         if not channel.is_closed:
             await channel.close()
     return declared
+
+
+async def declare_results_queue(channel: AbstractChannel, dependency: str) -> AbstractQueue:
+    """A dependency's results queue: only results published with its name as routing key."""
+    queue = await channel.declare_queue(results_queue(dependency), durable=True)
+    await queue.bind(RESULTS_EXCHANGE, routing_key=dependency)
+    return queue
+
+
+async def _declare_exchange(channel: AbstractChannel, exchange: ExchangeSpec) -> None:
+    await channel.declare_exchange(exchange.name, exchange.type, durable=True, arguments=exchange.arguments)
+
+
+def upgrade_hint(vhost: str) -> str:
+    return (
+        f"the exchange {RESULTS_EXCHANGE!r} in vhost {vhost!r} exists with another type or arguments "
+        f"(the fanout of Janus before results were routed per dependency). Delete it once, with "
+        f"what it feeds: stop the workers, let Janus empty {LEGACY_RESULTS_QUEUE!r}, stop Janus, then "
+        f"`janus broker-upgrade --config PATH` (an AMQP user allowed to delete it; or the broker "
+        f"definitions, docs/security.md), and start the new Janus and workers"
+    )
+
+
+async def _check_results_exchange(
+    connection: AbstractConnection, channel: AbstractChannel, exchange: ExchangeSpec
+) -> AbstractChannel:
+    """A passive declare accepts an exchange of any type: redeclare janus.results as it must be.
+
+    PRECONDITION_FAILED means it differs (an old fanout would deliver every result to every
+    dependency's queue). ACCESS_REFUSED means a locked-down vhost, whose definitions are
+    trusted (docs/security.md says how to upgrade them).
+    """
+    if exchange.name != RESULTS_EXCHANGE:
+        return channel
+    try:
+        await _declare_exchange(channel, exchange)
+    except ChannelPreconditionFailed as exc:
+        raise TopologyConflict(upgrade_hint(connection_vhost(connection))) from exc
+    except ChannelAccessRefused:
+        pass
+    return await _reopen(connection, channel) if channel.is_closed else channel
+
+
+def connection_vhost(connection: AbstractConnection) -> str:
+    url = getattr(connection, "url", None)  # aio_pika.Connection has it; its interface does not say
+    path = str(getattr(url, "path", "/"))
+    return unquote(path[1:]) if path not in ("", "/") else "/"
+
+
+async def upgrade_results_exchange(connection: AbstractConnection) -> list[str]:
+    """Delete the fanout janus.results of earlier versions and its queue janus.q.results, once.
+
+    Refuses while janus.q.results still holds results (they would be lost: let the old Janus
+    consume them first). Returns what it deleted; declare_topology then declares the new one.
+    """
+    deleted: list[str] = []
+    channel = await connection.channel()
+    try:
+        try:
+            queue = await channel.declare_queue(LEGACY_RESULTS_QUEUE, passive=True)
+        except ChannelNotFoundEntity:
+            channel = await _reopen(connection, channel)
+        else:
+            waiting = queue.declaration_result.message_count or 0
+            if waiting:
+                raise TopologyConflict(
+                    f"{LEGACY_RESULTS_QUEUE!r} still holds {waiting} results: let the old Janus take "
+                    f"them (stop the workers first), then upgrade"
+                )
+            await channel.queue_delete(LEGACY_RESULTS_QUEUE, if_empty=True)
+            deleted.append(LEGACY_RESULTS_QUEUE)
+        try:
+            await channel.get_exchange(RESULTS_EXCHANGE, ensure=True)
+        except ChannelNotFoundEntity:
+            channel = await _reopen(connection, channel)
+        else:
+            await channel.exchange_delete(RESULTS_EXCHANGE)
+            deleted.append(RESULTS_EXCHANGE)
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return deleted
 
 
 async def _reopen(connection: AbstractConnection, channel: AbstractChannel) -> AbstractChannel:

@@ -177,7 +177,9 @@ class Worker:
         )
         await self._results.publish(
             aio_pika.Message(body, content_type=CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key="",
+            # Routed to this dependency's results queue; a worker user of another dependency may
+            # not use this key (RabbitMQ topic permissions, docs/security.md).
+            routing_key=job.dependency,
         )
 
     def _record(

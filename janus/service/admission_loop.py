@@ -6,9 +6,11 @@ The order is what makes Janus durable:
      time-outs to the core, admit, then write it all -- the new jobs, every changed
      job, every admission -- in ONE statement fenced by the leader lease; the store
      tells which "new" jobs it already had (finished), and those are retracted;
-  3. only after the commit: set aside the bad input, ack the batch, and publish
-     the admissions (confirms are awaited in the background; a refusal feeds
-     back into the next tick).
+  3. only after the commit: publish the admissions, set aside the bad input, and
+     ack the batch, all in the background (the next tick need not wait): a bad
+     message is acked only once its copy on janus.rejected is confirmed, and each
+     channel's multiple-acks go out in order (a refused admission feeds back into
+     the next tick).
 If anything fails between the core's decision and the commit, the core is ahead
 of the database. A lost connection or lease propagates (the term ends, the core is
 rebuilt from PostgreSQL). Any other failure may be tied to one message (PostgreSQL
@@ -25,9 +27,12 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
+from aiormq.abc import AbstractChannel as RawChannel
 from prometheus_client import Gauge
 
 from janus.api.metrics import Metrics
@@ -38,7 +43,7 @@ from janus.core.jobs import Admission, Job
 from janus.core.scheduler import Scheduler, Transition, Verdict
 from janus.errors import JanusError, LeadershipLost, ProtocolError, StatementRefused
 from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result
-from janus.service.inbox import Batch, Inbox
+from janus.service.inbox import UNROUTABLE, Batch, Inbox, ResultSource
 from janus.service.leadership import Term
 from janus.store.repository import FailedAttempt, LeaderSession
 
@@ -57,8 +62,10 @@ SCOPE_METRICS_EVERY = 1.0  # seconds, at the least
 SCOPE_METRICS_SHARE = 50
 MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
 # A flood of results (bad ones included) is taken in slices: each tick, and so the wait of
-# every dependency's admissions, stays short (benchmarks/flood.py).
-MAX_RESULTS_PER_TICK = 256
+# every dependency's admissions, stays short, and a flooded results queue gets no more of a
+# tick than any other (benchmarks/flood.py).
+RESULTS_PER_QUEUE_PER_TICK = 128
+MAX_RESULTS_PER_TICK = 512
 NO_EFFECT = frozenset({Verdict.UNKNOWN_JOB, Verdict.STALE_ATTEMPT})
 
 
@@ -81,6 +88,11 @@ class _Committed:
     gate_events: list[GateEvent]
 
 
+def _flat(results: dict[ResultSource, list[Delivery]]) -> Iterator[Delivery]:
+    for deliveries in results.values():
+        yield from deliveries
+
+
 def tied_to_input(error: Exception) -> bool:
     """Could this failure of a tick be caused by a message in it (rather than by a lost
     connection or lease, which retrying message by message cannot mend)?"""
@@ -97,15 +109,17 @@ class _ThrottledLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def warn(self, key: str, message: str) -> None:
+    def warn(self, key: str, message: str, count: int = 1) -> None:
+        """`count` messages like this one: the first may be logged, the rest are counted."""
         now = time.monotonic()
         if now - self._last.get(key, float("-inf")) >= self._interval:
             extra = self._suppressed.pop(key, 0)
             suffix = f" ({extra} more like it since last logged)" if extra else ""
             log.warning("%s%s", message, suffix)
             self._last[key] = now
-        else:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            count -= 1
+        if count:
+            self._suppressed[key] = self._suppressed.get(key, 0) + count
 
 
 class AdmissionLoop:
@@ -140,6 +154,9 @@ class AdmissionLoop:
         self._next_wakeup: float | None = float("-inf")
         self._throttled = _ThrottledLog()
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Per consuming channel, the task that acks its last batch: the next waits for it, so a
+        # multiple-ack never covers a bad message whose copy on janus.rejected is unconfirmed.
+        self._acking: dict[RawChannel, asyncio.Task[None]] = {}
         self._last_batch = 0
         # Per tick: finished jobs (their outcomes are published after the commit) and failed attempts.
         self._finished: list[Job] = []
@@ -158,6 +175,9 @@ class AdmissionLoop:
                 await self._wait(stop)
                 await self.tick()
             await self.tick()
+            while self._inbox.results_waiting():  # results are taken in slices: finish what was delivered
+                await self._inbox.ready.wait()  # (a queue may be held until its bad results are set aside)
+                await self.tick()
             await self.drain_publishing()
         finally:
             observing.cancel()
@@ -193,7 +213,7 @@ class AdmissionLoop:
 
     async def tick(self) -> None:
         started = time.perf_counter()
-        batch = self._inbox.take(max_results=MAX_RESULTS_PER_TICK)
+        batch = self._inbox.take(per_queue=RESULTS_PER_QUEUE_PER_TICK, total=MAX_RESULTS_PER_TICK)
         self._last_batch = len(batch)
         if not self._term.may_act():
             raise LeadershipLost("the lease may have expired: not acting")
@@ -236,7 +256,20 @@ class AdmissionLoop:
                 now=now,
             )
             payloads[message.job_id] = payload_text
-        for delivery, result in results:
+        for delivery, source, result in results:
+            held = scheduler.job(result.job_id)
+            if held is not None and held.dependency != source:
+                # Came through another dependency's results queue, so published by a worker of
+                # that one: it cannot speak for this job (docs/security.md).
+                set_aside.append(
+                    _SetAside(
+                        message=delivery,
+                        source="results",
+                        reason="wrong_dependency",
+                        detail=f"job {result.job_id!r} of {held.dependency!r} reported as {source!r}",
+                    )
+                )
+                continue
             transition = scheduler.on_result(
                 job_id=result.job_id,
                 attempt=result.attempt,
@@ -302,18 +335,58 @@ class AdmissionLoop:
         self._report_gates(committed.gate_events)
         # Admissions (and outcomes) first: they need not wait for bad input to be set aside.
         if committed.admissions or committed.finished:
-            task = self._publishing.create_task(self._publish(committed.admissions, committed.finished))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-        if committed.set_aside:
-            await asyncio.gather(*(self._set_aside(item) for item in committed.set_aside))
+            self._background(self._publish(committed.admissions, committed.finished))
+        batch = committed.batch
         if one_by_one:
             # Messages of a batch being isolated are acked singly: a multiple-ack would also
-            # ack the earlier ones still to be retried.
-            for delivery in (*committed.batch.intake, *committed.batch.results, *committed.batch.returned):
+            # ack the earlier ones still to be retried. (Rare: awaited, simply.)
+            if committed.set_aside:
+                await self._set_aside(committed.set_aside)
+            for delivery in (*batch.intake, *_flat(batch.results), *batch.returned):
                 await ack_one(delivery)
-        else:
-            await self._ack(committed.batch)
+            return
+        bad: dict[RawChannel, list[_SetAside]] = {}
+        for item in committed.set_aside:
+            bad.setdefault(item.message.channel, []).append(item)
+        # Each list holds the oldest unacked deliveries of its channel, in order (one channel per
+        # queue): one multiple-ack of the last covers the lot, once its bad ones are set aside.
+        for deliveries in (batch.intake, batch.returned):
+            if deliveries:
+                self._settle_in_order(deliveries[-1], bad)
+        for source, deliveries in batch.results.items():
+            if self._settle_in_order(deliveries[-1], bad):
+                # Held until set aside: its next slice gathers meanwhile (Inbox.hold).
+                self._inbox.hold(source)
+                self._acking[deliveries[-1].channel].add_done_callback(partial(self._release, source))
+
+    def _release(self, source: ResultSource, _: asyncio.Task[None]) -> None:
+        self._inbox.release(source)
+
+    def _settle_in_order(self, last: Delivery, bad: dict[RawChannel, list[_SetAside]]) -> bool:
+        """Set aside and ack a channel's part of the batch, after its previous part; whether it
+        had bad messages."""
+        channel = last.channel
+        set_aside = bad.pop(channel, [])
+        self._acking[channel] = self._background(self._settle(set_aside, last, self._acking.get(channel)))
+        return bool(set_aside)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Under the term's task group: a failure (a lost broker) ends the term."""
+        task = self._publishing.create_task(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return task
+
+    async def _settle(
+        self, bad: list[_SetAside], last: Delivery, previous: asyncio.Task[None] | None
+    ) -> None:
+        """Set aside a channel's bad deliveries of one batch, then ack the batch (nothing is lost:
+        a bad message is acked only after its copy is confirmed), after the channel's previous ack."""
+        if bad:
+            await self._set_aside(bad)
+        if previous is not None:
+            await previous
+        await ack_up_to(last)
 
     # -- a tick that failed ---------------------------------------------------
 
@@ -331,16 +404,20 @@ class AdmissionLoop:
         # First without any message: if that fails too, the messages are not the cause (a bug):
         # the error stops the process rather than setting good messages aside one by one.
         # Jobs revived by hand carry no message to blame: they go with this empty part.
-        nothing = Batch(intake=[], results=[], returned=[], unpublished=[], revived=batch.revived)
+        nothing = Batch(intake=[], results={}, returned=[], unpublished=[], revived=batch.revived)
         try:
             await self._after_commit(await self._decide_and_commit(nothing), one_by_one=True)
         except Exception as exc:
             raise error from exc
-        parts = [Batch(intake=[d], results=[], returned=[], unpublished=[]) for d in batch.intake]
-        parts += [Batch(intake=[], results=[d], returned=[], unpublished=[]) for d in batch.results]
-        parts += [Batch(intake=[], results=[], returned=[d], unpublished=[]) for d in batch.returned]
+        parts = [Batch(intake=[d], results={}, returned=[], unpublished=[]) for d in batch.intake]
+        parts += [
+            Batch(intake=[], results={source: [d]}, returned=[], unpublished=[])
+            for source, deliveries in batch.results.items()
+            for d in deliveries
+        ]
+        parts += [Batch(intake=[], results={}, returned=[d], unpublished=[]) for d in batch.returned]
         if batch.unpublished:
-            parts.append(Batch(intake=[], results=[], returned=[], unpublished=batch.unpublished))
+            parts.append(Batch(intake=[], results={}, returned=[], unpublished=batch.unpublished))
         for part in parts:
             await self._alone(part, error)
 
@@ -356,12 +433,12 @@ class AdmissionLoop:
                 continue
             await self._after_commit(committed, one_by_one=True)
             return
-        deliveries = [*(("intake", d) for d in part.intake), *(("results", d) for d in part.results)]
+        deliveries = [*(("intake", d) for d in part.intake), *(("results", d) for d in _flat(part.results))]
         deliveries += [("returned", d) for d in part.returned]
         ((source, delivery),) = deliveries
         detail = f"failed {MAX_MESSAGE_FAILURES} times alone: {type(error).__name__}: {error}"
         await self._set_aside(
-            _SetAside(message=delivery, source=source, reason="processing_failed", detail=detail)
+            [_SetAside(message=delivery, source=source, reason="processing_failed", detail=detail)]
         )
         await ack_one(delivery)
 
@@ -416,20 +493,34 @@ class AdmissionLoop:
 
     def _decode_results(
         self, batch: Batch, set_aside: list[_SetAside]
-    ) -> list[tuple[Delivery, ResultMessage]]:
+    ) -> list[tuple[Delivery, str, ResultMessage]]:
+        """The valid results, each with the dependency whose queue it came through."""
         results = []
-        for message in batch.results:
-            try:
-                results.append((message, decode_result(message.body, content_type(message))))
-            except ProtocolError as exc:
-                set_aside.append(
-                    _SetAside(message=message, source="results", reason=exc.reason, detail=exc.detail)
-                )
-            except Exception as exc:  # a decoder bug must not turn a message into a poison one
-                log.exception("result message could not be decoded")
-                set_aside.append(
-                    _SetAside(message=message, source="results", reason="undecodable", detail=repr(exc))
-                )
+        for source, deliveries in batch.results.items():
+            if source is UNROUTABLE:
+                # No dependency's queue took it: no worker user may have sent it for any job.
+                for message in deliveries:
+                    set_aside.append(
+                        _SetAside(
+                            message=message,
+                            source="results",
+                            reason="unroutable",
+                            detail=f"routing key {message.routing_key!r} names no configured dependency",
+                        )
+                    )
+                continue
+            for message in deliveries:
+                try:
+                    results.append((message, source, decode_result(message.body, content_type(message))))
+                except ProtocolError as exc:
+                    set_aside.append(
+                        _SetAside(message=message, source="results", reason=exc.reason, detail=exc.detail)
+                    )
+                except Exception as exc:  # a decoder bug must not turn a message into a poison one
+                    log.exception("result message could not be decoded")
+                    set_aside.append(
+                        _SetAside(message=message, source="results", reason="undecodable", detail=repr(exc))
+                    )
         return results
 
     def _decode_returned(self, batch: Batch, set_aside: list[_SetAside]) -> list[tuple[str, int]]:
@@ -453,22 +544,24 @@ class AdmissionLoop:
 
     # -- after the commit -----------------------------------------------------
 
-    async def _set_aside(self, item: _SetAside) -> None:
-        self._metrics.rejected_messages.labels(item.source, item.reason).inc()
-        if item.source == "intake":
-            self._metrics.intake_messages.labels("rejected").inc()
-        self._throttled.warn(
-            f"{item.source}:{item.reason}",
-            f"set aside a message from {item.source}: {item.reason}: {item.detail}",
+    async def _set_aside(self, items: list[_SetAside]) -> None:
+        # Counted and logged once per reason, not per message: a flood makes this a hot path.
+        first: dict[tuple[str, str], tuple[_SetAside, int]] = {}
+        for item in items:
+            key = (item.source, item.reason)
+            seen = first.get(key)
+            first[key] = (item, 1) if seen is None else (seen[0], seen[1] + 1)
+        for (source, reason), (item, count) in first.items():
+            self._metrics.rejected_messages.labels(source, reason).inc(count)
+            if source == "intake":
+                self._metrics.intake_messages.labels("rejected").inc(count)
+            self._throttled.warn(
+                f"{source}:{reason}", f"set aside a message from {source}: {reason}: {item.detail}", count
+            )
+        publisher = self._publisher
+        await asyncio.gather(
+            *(publisher.set_aside(i.message.body, i.source, i.reason, i.detail) for i in items)
         )
-        await self._publisher.set_aside(item.message.body, item.source, item.reason, item.detail)
-
-    async def _ack(self, batch: Batch) -> None:
-        # Each list holds every unacked delivery of its channel, in order: one
-        # multiple-ack of the last covers the lot.
-        for messages in (batch.intake, batch.results, batch.returned):
-            if messages:
-                await ack_up_to(messages[-1])
 
     async def _publish(self, admissions: list[Admission], finished: list[Job]) -> None:
         await asyncio.gather(self._publish_admissions(admissions), self._publish_outcomes(finished))

@@ -43,7 +43,7 @@ from janus.errors import BrokerError, LeadershipLost, StoreError
 from janus.service import leadership
 from janus.service.admission_loop import AdmissionLoop
 from janus.service.health import Health, Role
-from janus.service.inbox import Inbox
+from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
 from janus.store.repository import LeaderSession, Store
@@ -51,6 +51,8 @@ from janus.store.repository import LeaderSession, Store
 log = logging.getLogger("janus.service")
 
 PREFETCH = 2000  # unacked deliveries per consumer channel: bounds the inbox
+# Per results queue (one per dependency): bounds what one flooding worker can pile up in memory.
+RESULTS_PREFETCH = 1000
 PRUNE_EVERY = 60.0
 REVIVE_EVERY = 0.5  # how often the leader looks for `janus jobs retry` requests
 CLOSE_TIMEOUT = 2.0  # closing a broker connection that may be dead
@@ -352,10 +354,16 @@ class Service:
         publisher: Publisher,
         inbox: Inbox,
     ) -> None:
+        # A channel per queue: each results queue's deliveries are acked by multiple-acks of
+        # their own, whatever another dependency's queue holds (janus/service/inbox.py).
         consumers = [
-            (topology.INTAKE_QUEUE, inbox.on_intake),
-            (topology.RESULTS_QUEUE, inbox.on_result),
-            (topology.RETURNED_QUEUE, inbox.on_returned),
+            (topology.INTAKE_QUEUE, PREFETCH, inbox.on_intake),
+            *(
+                (topology.results_queue(dependency), RESULTS_PREFETCH, inbox.on_result(dependency))
+                for dependency in scheduler.policies
+            ),
+            (topology.UNROUTABLE_QUEUE, RESULTS_PREFETCH, inbox.on_result(UNROUTABLE)),
+            (topology.RETURNED_QUEUE, PREFETCH, inbox.on_returned),
         ]
         async with asyncio.TaskGroup() as group:
             loop = AdmissionLoop(
@@ -373,7 +381,8 @@ class Service:
             )
             try:
                 consuming = [
-                    await consume(connection, queue, PREFETCH, callback) for queue, callback in consumers
+                    await consume(connection, queue, prefetch, callback)
+                    for queue, prefetch, callback in consumers
                 ]
             except BROKER_ERRORS as exc:
                 raise BrokerError(f"cannot consume: {exc!r}") from exc

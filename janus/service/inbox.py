@@ -1,47 +1,86 @@
 """Deliveries waiting for the next admission tick.
 
-Consumers only append here; the admission loop takes everything at once, so one
-transaction and one multiple-ack per channel cover a whole batch. The broker's
-prefetch bounds how much can pile up.
+Consumers only append here; the admission loop takes a batch at once, so one
+transaction and one multiple-ack per channel cover it. The broker's prefetch bounds
+how much can pile up.
+
+Results are kept per source queue (one per dependency, and janus.q.unroutable), and
+each tick takes at most a slice of each, the queues served in turn: a worker flooding
+its own dependency's queue cannot crowd the results of another out of a tick. A slice is
+always the oldest deliveries of its queue, and each queue has a channel of its own, so a
+multiple-ack of a slice's last delivery covers that slice and nothing not yet taken.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from janus.broker.consumer import Delivery
 from janus.core.jobs import Admission, Job
+
+# The source of results that came through janus.q.unroutable: no dependency vouches for them.
+UNROUTABLE = None
+ResultSource = str | None  # a dependency (its results queue), or UNROUTABLE
 
 
 @dataclass(kw_only=True)
 class Batch:
     intake: list[Delivery]
-    results: list[Delivery]
+    results: dict[ResultSource, list[Delivery]]  # per source queue, oldest first
     returned: list[Delivery]
     unpublished: list[Admission]
     revived: list[Job] = field(default_factory=list)  # dead jobs made waiting again (janus jobs retry)
 
     def __len__(self) -> int:
-        return len(self.intake) + len(self.results) + len(self.returned) + len(self.unpublished)
+        return (
+            len(self.intake)
+            + sum(len(deliveries) for deliveries in self.results.values())
+            + len(self.returned)
+            + len(self.unpublished)
+        )
 
 
 @dataclass
 class Inbox:
     intake: list[Delivery] = field(default_factory=list)
-    results: list[Delivery] = field(default_factory=list)
+    results: dict[ResultSource, list[Delivery]] = field(default_factory=dict)
     returned: list[Delivery] = field(default_factory=list)
     unpublished: list[Admission] = field(default_factory=list)
     revived: list[Job] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _turn: int = 0  # which results queue is served first next (round robin)
+    # Results queues whose last slice is still being set aside: not served until it is.
+    _held: set[ResultSource] = field(default_factory=set)
 
     async def on_intake(self, message: Delivery) -> None:
         self.intake.append(message)
         self.ready.set()
 
-    async def on_result(self, message: Delivery) -> None:
-        self.results.append(message)
-        self.ready.set()
+    def on_result(self, source: ResultSource) -> Callable[[Delivery], Coroutine[Any, Any, None]]:
+        """The consumer callback of one results queue."""
+        waiting = self.results.setdefault(source, [])
+        ready, held = self.ready, self._held
+
+        async def append(message: Delivery) -> None:
+            waiting.append(message)
+            if source not in held:
+                ready.set()
+
+        return append
+
+    def hold(self, source: ResultSource) -> None:
+        """Serve this queue no more until `release`: while a slice of bad results is being set
+        aside, the queue's next deliveries gather into one slice, instead of a tick each few of
+        them (a flood then costs per slice, not per trickle), and other queues go on."""
+        self._held.add(source)
+
+    def release(self, source: ResultSource) -> None:
+        self._held.discard(source)
+        if self.results.get(source):
+            self.ready.set()
 
     async def on_returned(self, message: Delivery) -> None:
         self.returned.append(message)
@@ -55,16 +94,35 @@ class Inbox:
         self.revived.extend(jobs)
         self.ready.set()
 
-    def __len__(self) -> int:
-        return len(self.intake) + len(self.results) + len(self.returned) + len(self.unpublished)
+    def results_waiting(self) -> int:
+        return sum(len(deliveries) for deliveries in self.results.values())
 
-    def take(self, max_results: int | None = None) -> Batch:
-        """Everything delivered so far; of the results, only the first `max_results` (the rest
-        stay for the next batch, in order: a flood of results must not make one batch huge)."""
-        results = self.results
-        rest: list[Delivery] = []
-        if max_results is not None and len(results) > max_results:
-            results, rest = results[:max_results], results[max_results:]
+    def __len__(self) -> int:
+        return len(self.intake) + self.results_waiting() + len(self.returned) + len(self.unpublished)
+
+    def take(self, per_queue: int | None = None, total: int | None = None) -> Batch:
+        """Everything delivered so far, except results: at most `per_queue` of each results queue
+        (its oldest) and `total` in all, the queues taking turns to be served first. The rest stay,
+        in order, for the next batch, and `ready` stays set."""
+        sources = [source for source, waiting in self.results.items() if waiting and source not in self._held]
+        if sources:
+            start = self._turn % len(sources)
+            self._turn += 1
+            sources = sources[start:] + sources[:start]
+        budget = total
+        results: dict[ResultSource, list[Delivery]] = {}
+        for source in sources:
+            waiting = self.results[source]
+            count = len(waiting)
+            if per_queue is not None:
+                count = min(count, per_queue)
+            if budget is not None:
+                count = min(count, budget)
+                budget -= count
+            if count == 0:
+                break
+            results[source] = waiting[:count]
+            del waiting[:count]  # in place: the consumer callback appends to this very list
         batch = Batch(
             intake=self.intake,
             results=results,
@@ -72,7 +130,7 @@ class Inbox:
             unpublished=self.unpublished,
             revived=self.revived,
         )
-        self.intake, self.results, self.returned, self.unpublished, self.revived = [], rest, [], [], []
-        if not rest:
+        self.intake, self.returned, self.unpublished, self.revived = [], [], [], []
+        if not any(waiting and source not in self._held for source, waiting in self.results.items()):
             self.ready.clear()
         return batch

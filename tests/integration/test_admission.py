@@ -295,9 +295,10 @@ async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: s
             # A result that is not JSON, and one for a job that does not exist: neither changes
             # anything, both are set aside.
             results = await channel.get_exchange(topology.RESULTS_EXCHANGE)
-            await results.publish(aio_pika.Message(b"garbage"), routing_key="")
+            await results.publish(aio_pika.Message(b"garbage"), routing_key="api")
             await results.publish(
-                aio_pika.Message(b'{"job_id": "ghost", "attempt": 1, "outcome": "success"}'), routing_key=""
+                aio_pika.Message(b'{"job_id": "ghost", "attempt": 1, "outcome": "success"}'),
+                routing_key="api",
             )
         await log.wait_for(lambda _: len(log.succeeded()) == len(garbage), timeout=20)
         await worker.stop()
@@ -444,7 +445,9 @@ async def test_a_stale_result_changes_nothing(database: str, vhost: str) -> None
                 database, lambda rows: rows.get("target") is not None and rows["target"]["failures"] == 1, 20
             )
             forged = encode_result(job_id="target", attempt=1, outcome="success")
-            await results.publish(aio_pika.Message(forged, content_type="application/json"), routing_key="")
+            await results.publish(
+                aio_pika.Message(forged, content_type="application/json"), routing_key="api"
+            )
             await log.wait_for(lambda _: "target" in log.succeeded(), timeout=20)
         await worker.stop()
         stale = service.metrics.registry.get_sample_value(

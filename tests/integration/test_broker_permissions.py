@@ -24,15 +24,18 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
 
 from janus.broker import topology
-from janus.broker.definitions import ROLES, render
+from janus.broker.definitions import render, roles, worker_role
 from janus.client import Producer, ReadyJob, Worker
+from janus.config import load_config
 from janus.protocol import encode_result
 from tests.integration.harness import RecordLog, job_rows, make_config, running_janus, succeed
 from tests.services import Services
 
 pytestmark = pytest.mark.integration
 
-DEFINITIONS = Path(__file__).parents[2] / "deploy" / "rabbitmq" / "definitions.json"
+ROOT = Path(__file__).parents[2]
+DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
+DEPENDENCIES = ("api", "mail")  # each gets a worker user of its own: worker-api, worker-mail
 
 
 @dataclass(frozen=True)
@@ -70,14 +73,17 @@ async def _connect_when_ready(url: str, timeout: float = 15.0) -> AbstractConnec
 async def locked(services: Services) -> AsyncIterator[LockedVhost]:
     tag = uuid.uuid4().hex[:8]
     vhost = f"janus-test-locked-{tag}"
-    users = {role: f"janus-test-{tag}-{role}" for role in ROLES}
+    users = {role: f"janus-test-{tag}-{role}" for role in roles(DEPENDENCIES)}
     password = uuid.uuid4().hex
     host = services.local.amqp_base.rsplit("@", 1)[1]
     await services.create_vhost(vhost)  # also lets the test's admin (guest) in, for clean-up
     try:
-        await _import(services, render(vhost=vhost, users=users, passwords=dict.fromkeys(ROLES, password)))
+        document = render(
+            vhost=vhost, dependencies=DEPENDENCIES, users=users, passwords=dict.fromkeys(users, password)
+        )
+        await _import(services, document)
         locked = LockedVhost(vhost=vhost, users=users, password=password, host=host)
-        for role in ROLES:
+        for role in users:
             connection = await _connect_when_ready(locked.url(role))
             await connection.close()
         yield locked
@@ -131,13 +137,18 @@ async def bind(channel: AbstractChannel, queue: str, exchange: str) -> None:
 async def declare_janus_topology(locked: LockedVhost) -> None:
     connection = await aio_pika.connect(locked.url("janus"))
     async with connection:
-        assert await topology.declare_topology(connection, ["api"]) == [], "the definitions declare it all"
+        declared = await topology.declare_topology(connection, DEPENDENCIES)
+        assert declared == [], "the definitions declare it all"
 
 
 def test_the_committed_definitions_are_what_render_gives() -> None:
-    # The deploy file is generated from janus.broker.topology: regenerate it with
-    # `python -m janus.broker.definitions > deploy/rabbitmq/definitions.json`.
-    assert json.loads(DEFINITIONS.read_text()) == render()
+    # The deploy file is generated from janus.broker.topology, for config/janus.toml's dependencies:
+    # `python -m janus.broker.definitions --dependency payments-api --dependency email
+    #  > deploy/rabbitmq/definitions.json`.
+    config = load_config(ROOT / "config" / "janus.toml")
+    dependencies = [policy.name for policy in config.policies()]
+    assert dependencies == ["payments-api", "email"]
+    assert json.loads(DEFINITIONS.read_text()) == render(dependencies=dependencies)
 
 
 async def test_a_worker_cannot_publish_where_janus_does_nor_bind(locked: LockedVhost) -> None:
@@ -162,7 +173,41 @@ async def test_a_worker_cannot_publish_where_janus_does_nor_bind(locked: LockedV
         # What it may do: take admissions, report results.
         channel = await worker.channel()
         await consume_one(channel, topology.ready_queue("api"))
-        await publish_unconfirmed(channel, topology.RESULTS_EXCHANGE, "")
+        await consume_one(channel, topology.ready_queue("mail"))
+        # The generic worker has no topic permissions: any routing key (docs/security.md).
+        await publish_unconfirmed(channel, topology.RESULTS_EXCHANGE, "mail")
+        await channel.close()
+
+
+async def publish_result(channel: AbstractChannel, routing_key: str) -> None:
+    raw = await channel.get_underlay_channel()
+    body = encode_result(job_id="forged", attempt=1, outcome="success")
+    await raw.basic_publish(body, exchange=topology.RESULTS_EXCHANGE, routing_key=routing_key)
+
+
+async def test_a_dependencys_worker_reports_and_takes_for_its_dependency_only(locked: LockedVhost) -> None:
+    await declare_janus_topology(locked)
+    worker = await aio_pika.connect(locked.url(worker_role("api")))
+    async with worker:
+        # A result routed to another dependency, or to none (the catch-all): refused by the
+        # broker's topic permissions on janus.results, so it never reaches Janus.
+        await assert_refused(worker, lambda ch: publish_result(ch, "mail"))
+        await assert_refused(worker, lambda ch: publish_result(ch, ""))
+        await assert_refused(worker, lambda ch: publish_result(ch, "api.x"))
+        await assert_refused(worker, lambda ch: publish_result(ch, "#"))
+        # Another dependency's admissions:
+        await assert_refused(worker, lambda ch: consume_one(ch, topology.ready_queue("mail")))
+        # Janus's queues and exchanges, as for the generic worker:
+        await assert_refused(worker, lambda ch: consume_one(ch, topology.results_queue("api")))
+        await assert_refused(worker, lambda ch: publish_unconfirmed(ch, topology.INTAKE_EXCHANGE))
+        await assert_refused(
+            worker, lambda ch: bind(ch, topology.ready_queue("api"), topology.RESULTS_EXCHANGE)
+        )
+        # What it may do: take its own admissions, report with its own key (confirmed).
+        channel = await worker.channel(publisher_confirms=True)
+        await consume_one(channel, topology.ready_queue("api"))
+        results = await channel.get_exchange(topology.RESULTS_EXCHANGE, ensure=True)
+        await results.publish(aio_pika.Message(b"{}"), routing_key="api")
         await channel.close()
 
 
@@ -219,14 +264,13 @@ async def test_janus_works_end_to_end_under_its_own_user(database: str, locked: 
         )  # one at a time, longer than the TTL: the other admission expires, comes back
 
     async with running_janus(config) as service:
+        # A worker of each dependency, each under its dependency's user.
         worker = Worker(
-            locked.url("worker"),
-            {"api": slow, "mail": succeed},
-            on_record=log.append,
-            prefetch=10,
-            max_in_flight=1,
+            locked.url(worker_role("api")), {"api": slow}, on_record=log.append, prefetch=10, max_in_flight=1
         )
         await worker.start()
+        mailer = Worker(locked.url(worker_role("mail")), {"mail": succeed}, on_record=log.append)
+        await mailer.start()
         async with await Producer.connect(locked.url("producer")) as producer:
             await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(6)])
             await producer.submit("letter", "mail")
@@ -236,14 +280,17 @@ async def test_janus_works_end_to_end_under_its_own_user(database: str, locked: 
                 aio_pika.Message(b"not json", content_type="application/json"), routing_key="api"
             )
         # The worker may publish a result, even a forged one; Janus sets it aside.
-        reporter = await aio_pika.connect(locked.url("worker"))
+        reporter = await aio_pika.connect(locked.url(worker_role("api")))
         async with reporter:
             reporting = await reporter.channel(publisher_confirms=True)
             results = await reporting.get_exchange(topology.RESULTS_EXCHANGE, ensure=True)
             forged = encode_result(job_id="ghost", attempt=1, outcome="success")
-            await results.publish(aio_pika.Message(forged, content_type="application/json"), routing_key="")
+            await results.publish(
+                aio_pika.Message(forged, content_type="application/json"), routing_key="api"
+            )
         await log.wait_for(lambda _: len(log.succeeded()) == 7, timeout=40)
         await worker.stop()
+        await mailer.stop()
         metrics = service.metrics.registry
         returned = metrics.get_sample_value(
             "janus_job_events_total", {"source": "returned", "verdict": "released"}

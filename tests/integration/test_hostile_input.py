@@ -155,7 +155,8 @@ class World:
         await self.intake.publish(aio_pika.Message(body, content_type=content_type), routing_key="api")
 
     async def publish_result(self, body: bytes, content_type: str | None) -> None:
-        await self.results.publish(aio_pika.Message(body, content_type=content_type), routing_key="")
+        # Through api's results queue, as a misbehaving worker of api would.
+        await self.results.publish(aio_pika.Message(body, content_type=content_type), routing_key="api")
 
     async def valid_job(self, job_id: str, dependency: str = "api") -> None:
         await self.publish_intake(intake(job_id=job_id, dependency=dependency, payload={"n": 1}), JSON)
