@@ -12,13 +12,16 @@ flood phase with the mean of the two baselines of the same run.
 routing key `flooded` (the only key its broker user may use), into that dependency's
 results queue. --target same: from a worker of `bench` itself, routing key `bench`, into
 the measured dependency's own results queue (routing cannot help there: only CPU counts).
+--target none, the control: the same flood, published the same way, into a queue nobody
+reads. Janus does nothing with it, so what the flood costs `bench` then is the flooder's
+and RabbitMQ's share of the machine, not Janus's: compare the other targets with it.
 
 The flood is a mix a broken or hostile worker could send: not JSON; fields of the
 wrong type; results for jobs that never existed; forged results for the `bench` jobs
 being run, with an attempt that is not current. Janus must set every one aside on
 janus.rejected (checked at the end) while it keeps admitting.
 
-    .venv/bin/python -m benchmarks.flood [--target other|same] [--jobs 5000] [--flood 10000]
+    .venv/bin/python -m benchmarks.flood [--target other|same|none] [--jobs 5000] [--flood 10000]
                                          [--rate-limit 100/1s]
 
 Unlimited (the default), the dependency's rate is what the machine can do, and the flood
@@ -63,6 +66,7 @@ from janus.errors import JanusError
 from janus.protocol import CONTENT_TYPE
 
 FLOODED = "flooded"  # the other dependency: its worker floods (--target other)
+SINK = "bench-flood-sink"  # the queue nobody reads (--target none)
 
 
 def bad_result(index: int, prefix: str, jobs: int) -> bytes:
@@ -83,7 +87,11 @@ async def flood(
     connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": "bench-flooder"})
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        results = await channel.get_exchange(topology.RESULTS_EXCHANGE, ensure=True)
+        if routing_key == SINK:  # the control: a durable queue like a results queue, unread
+            await channel.declare_queue(SINK, durable=True)
+            results = channel.default_exchange
+        else:
+            results = await channel.get_exchange(topology.RESULTS_EXCHANGE, ensure=True)
         print("ready", flush=True)
         cpu, first = time.process_time(), time.time()
         pending: list[asyncio.Future[Any]] = []
@@ -163,7 +171,8 @@ async def run_phase(
         await flooder.expect("ready")
     cpu_before = coordinator.child.cpu()
     producer = await _start_producer(url, jobs, prefix, workdir)
-    flooding = [flooder.report(), set_aside_all(url, flood_count)] if flooder else []
+    set_aside = set_aside_all(url, flood_count if routing_key != SINK else 0)
+    flooding = [flooder.report(), set_aside] if flooder else []
     reports = await asyncio.gather(producer.report(), worker.report(), *flooding)
     produced, worked = reports[0], reports[1]
     _check_worker(worked, jobs)
@@ -175,7 +184,7 @@ async def run_phase(
         janus_cpu=coordinator.child.cpu() - cpu_before,
         admitted_rate=await admitted_rate(database_url, prefix),
         flood=reports[2] if flooder else None,
-        set_aside_in=reports[3] - reports[2]["first"] if flooder else None,
+        set_aside_in=reports[3] - reports[2]["first"] if flooder and routing_key != SINK else None,
     )
 
 
@@ -189,7 +198,7 @@ def janus_config(rate_limit: str | None) -> str:
 async def run(
     services: Services, jobs: int, flood_count: int, rate_limit: str | None = None, target: str = "other"
 ) -> tuple[list[Phase], int]:
-    routing_key = FLOODED if target == "other" else MEASURED
+    routing_key = {"other": FLOODED, "same": MEASURED, "none": SINK}[target]
     tag = uuid.uuid4().hex[:8]
     vhost, database = f"janus-bench-flood-{tag}", f"janus_bench_flood_{tag}"
     with tempfile.TemporaryDirectory(prefix="janus-flood-") as tmp:
@@ -218,8 +227,9 @@ async def run(
                     )
                 )
             rejected = await rejected_count(url)
-            if rejected != flood_count:
-                raise BenchmarkError(f"{rejected} messages set aside, expected the {flood_count} bad results")
+            expected = 0 if target == "none" else flood_count
+            if rejected != expected:
+                raise BenchmarkError(f"{rejected} messages set aside, expected {expected}")
             code = await janus.stop()
             if code != 0:
                 raise BenchmarkError(f"janus exited {code} on SIGTERM\n{janus.stderr_tail()}")
@@ -246,7 +256,11 @@ def report(phases: list[Phase], rejected: int) -> str:
             line += (
                 f"\n{'':17}flood: {phase.flood['count']} bad results published in {flooded:.2f} s "
                 f"(the flooder's own cpu: {phase.flood['cpu']:.1f} s, on the same machine), "
-                f"all set aside {phase.set_aside_in:.2f} s after the first"
+                + (
+                    f"all set aside {phase.set_aside_in:.2f} s after the first"
+                    if phase.set_aside_in is not None
+                    else "into a queue Janus does not read"
+                )
             )
         lines.append(line)
     baseline = (phases[0].rate + phases[2].rate) / 2
@@ -281,9 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate-limit", help='the dependency\'s rate limit, e.g. "100/1s" (default: none)')
     parser.add_argument(
         "--target",
-        choices=("other", "same"),
+        choices=("other", "same", "none"),
         default="other",
-        help=f"flood {FLOODED!r}'s results queue (other, default) or the measured {MEASURED!r}'s own (same)",
+        help=f"flood {FLOODED!r}'s results queue (other, default), the measured {MEASURED!r}'s own "
+        "(same), or a queue nobody reads (none: the control)",
     )
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl")
     args = parser.parse_args(argv)
@@ -297,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BenchmarkError, JanusError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
-    flooded = FLOODED if args.target == "other" else MEASURED
+    flooded = {"other": FLOODED, "same": MEASURED, "none": f"{SINK} (read by nobody)"}[args.target]
     print(
         f"measured dependency {MEASURED!r}, rate limit: {args.rate_limit or 'none'}; flood into {flooded!r}"
     )
