@@ -1,4 +1,4 @@
-"""Confirmed, pipelined publishing of admissions and of input set aside; outcomes unconfirmed."""
+"""Confirmed, pipelined publishing of admissions (and of input set aside)."""
 
 from __future__ import annotations
 
@@ -19,13 +19,9 @@ PERSISTENT = 2
 
 
 class Publisher:
-    def __init__(
-        self, channel: AbstractChannel, raw: RawChannel, outcomes: AbstractChannel, outcomes_raw: RawChannel
-    ) -> None:
+    def __init__(self, channel: AbstractChannel, raw: RawChannel) -> None:
         self._channel = channel
         self._raw = raw
-        self._outcomes = outcomes
-        self._outcomes_raw = outcomes_raw
 
     @classmethod
     async def open(cls, connection: aio_pika.abc.AbstractConnection) -> Publisher:
@@ -34,12 +30,7 @@ class Publisher:
         await channel.get_exchange(topology.READY_EXCHANGE, ensure=True)
         # Admissions go out through the underlying aiormq channel: an aio_pika.Message per
         # admission costs more CPU than the rest of the publish (see benchmarks/).
-        # Outcomes are at most once (docs/protocol.md), so they need no confirm: on a channel
-        # of their own without confirms, one costs about 190 µs of CPU instead of 300.
-        outcomes = await connection.channel(publisher_confirms=False)
-        return cls(
-            channel, await channel.get_underlay_channel(), outcomes, await outcomes.get_underlay_channel()
-        )
+        return cls(channel, await channel.get_underlay_channel())
 
     async def publish_admissions(self, admissions: Sequence[Admission]) -> list[Admission]:
         """Publish all at once, wait for every confirm; returns the admissions the broker refused."""
@@ -73,25 +64,30 @@ class Publisher:
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerError(f"the broker refused admission {admission.job_id!r}: {confirmation!r}")
 
-    async def publish_outcomes(self, jobs: Sequence[Job]) -> None:
-        """Publish finished jobs' outcomes: at most once, unconfirmed, not mandatory (nobody
-        need listen). A channel the broker closes ends the term (`closed`)."""
+    async def publish_outcomes(self, jobs: Sequence[Job]) -> list[Job]:
+        """Publish finished jobs' outcomes (not mandatory: nobody need listen); the ones refused."""
         if not jobs:
-            return
-        raw = self._outcomes_raw
-        try:
-            for job in jobs:
-                properties = spec.Basic.Properties(
-                    content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=job.job_id
-                )
-                await raw.basic_publish(
-                    encode_outcome(job),
-                    exchange=topology.OUTCOMES_EXCHANGE,
-                    routing_key=topology.outcome_key(job.dependency, job.state.value),
-                    properties=properties,
-                )
-        except BROKER_ERRORS as exc:
-            raise BrokerError(f"could not publish outcomes: {exc!r}") from exc
+            return []
+        outcomes = await asyncio.gather(*(self._publish_outcome(job) for job in jobs), return_exceptions=True)
+        failed = [job for job, outcome in zip(jobs, outcomes, strict=True) if outcome is not None]
+        if failed and self._channel.is_closed:
+            raise BrokerError("the publishing channel closed") from next(
+                o for o in outcomes if isinstance(o, BaseException)
+            )
+        return failed
+
+    async def _publish_outcome(self, job: Job) -> None:
+        properties = spec.Basic.Properties(
+            content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=job.job_id
+        )
+        confirmation = await self._raw.basic_publish(
+            encode_outcome(job),
+            exchange=topology.OUTCOMES_EXCHANGE,
+            routing_key=topology.outcome_key(job.dependency, job.state.value),
+            properties=properties,
+        )
+        if not isinstance(confirmation, spec.Basic.Ack):
+            raise BrokerError(f"the broker refused the outcome of {job.job_id!r}: {confirmation!r}")
 
     async def set_aside(self, body: bytes, source: str, reason: str, detail: str) -> None:
         """Move bad input to the rejected queue with its reason; confirmed before the caller acks it.
@@ -117,17 +113,8 @@ class Publisher:
             raise BrokerError(f"the broker did not take a rejected message: {confirmation!r}")
 
     async def closed(self) -> None:
-        """Returns when a publishing channel has closed (the broker closed it, or the connection)."""
-        waiters = [
-            asyncio.ensure_future(self._channel.closed()),
-            asyncio.ensure_future(self._outcomes.closed()),
-        ]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        """Returns when the publishing channel has closed (the broker closed it, or the connection)."""
+        await self._channel.closed()
 
     async def close(self) -> None:
-        await self._outcomes.close()
         await self._channel.close()

@@ -573,10 +573,11 @@ class AdmissionLoop:
         if wanted is not None:
             finished = [job for job in finished if job.state.value in wanted.get(job.dependency, ())]
         # After the commit, like admissions; at most once (docs/protocol.md).
-        await self._publisher.publish_outcomes(finished)
-        # Counted per label set, not per job: labels() costs as much as the rest of the count.
+        refused = await self._publisher.publish_outcomes(finished)
         for (dependency, outcome), count in Counter((j.dependency, j.state.value) for j in finished).items():
             self._metrics.outcomes.labels(dependency, outcome).inc(count)
+        if refused:
+            log.warning("the broker refused %d outcome messages; they are not sent again", len(refused))
 
     async def _publish_admissions(self, admissions: list[Admission]) -> None:
         if not admissions:
