@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -249,6 +249,23 @@ async def test_retry_after_pauses_the_whole_dependency(database: str, vhost: str
     assert report.ok, report.summary()
 
 
+@asynccontextmanager
+async def outcomes_subscriber(
+    vhost: str, binding: str, on_outcome: Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """A queue of our own bound to janus.outcomes, consumed by `on_outcome`, for the block's length."""
+    subscriber = await aio_pika.connect(vhost)
+    try:
+        channel = await subscriber.channel()
+        exchange = await channel.get_exchange(topology.OUTCOMES_EXCHANGE, ensure=True)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key=binding)
+        await queue.consume(on_outcome)
+        yield
+    finally:
+        await subscriber.close()
+
+
 async def janus_cli(*args: str, database: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -293,13 +310,7 @@ async def test_dead_jobs_keep_their_errors_publish_outcomes_and_can_be_retried(
         async with asyncio.timeout(30), got_outcome:
             await got_outcome.wait_for(lambda: len(outcomes) >= count)
 
-    async with running_janus(config):
-        subscriber = await aio_pika.connect(vhost)
-        channel = await subscriber.channel()
-        exchange = await channel.get_exchange(topology.OUTCOMES_EXCHANGE, ensure=True)
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, routing_key="api.*")
-        await queue.consume(on_outcome)
+    async with running_janus(config), outcomes_subscriber(vhost, "api.*", on_outcome):
         worker = Worker(vhost, {"api": api}, on_record=log.append)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
@@ -337,7 +348,6 @@ async def test_dead_jobs_keep_their_errors_publish_outcomes_and_can_be_retried(
         assert "made 1 dead jobs eligible again" in out
         await wait_outcomes(5)
         await worker.stop()
-        await subscriber.close()
 
     keys = [(key, body["job_id"]) for key, body in outcomes[3:]]
     assert sorted(keys) == [("api.succeeded", "doomed-a"), ("api.succeeded", "doomed-b")]
@@ -457,13 +467,7 @@ async def test_outcomes_publishes_only_the_kinds_configured(database: str, vhost
             keys.append(message.routing_key or "")
             got_outcome.set()
 
-    async with running_janus(config):
-        subscriber = await aio_pika.connect(vhost)
-        channel = await subscriber.channel()
-        exchange = await channel.get_exchange(topology.OUTCOMES_EXCHANGE, ensure=True)
-        queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(exchange, routing_key="#")
-        await queue.consume(on_outcome)
+    async with running_janus(config), outcomes_subscriber(vhost, "#", on_outcome):
         worker = Worker(vhost, {"api": api}, on_record=log.append)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
@@ -472,5 +476,4 @@ async def test_outcomes_publishes_only_the_kinds_configured(database: str, vhost
             await producer.submit("doomed", "api", None, scope="a")
         await asyncio.wait_for(got_outcome.wait(), timeout=30)
         await worker.stop()
-        await subscriber.close()
     assert keys == ["api.dead"]

@@ -31,6 +31,7 @@ import pytest
 from janus.core.jobs import Job, JobState
 from janus.core.policy import CircuitPolicy, DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
 from janus.core.scheduler import _NO_AGAIN, Scheduler
+from tests.unit.store_pages import page_for
 
 TRACES = Path(__file__).with_name("core_traces.json")
 SEEDS = range(240)
@@ -224,18 +225,7 @@ class _World:
     def tick(self) -> None:
         core = self.scheduler
         for request in core.page_requests(max_rows=self.rng.choice([4, 4096])):
-            page = sorted(
-                (
-                    job
-                    for job in self.stored.values()
-                    if job.dependency == request.dependency
-                    and job.scope == request.scope
-                    and job.state is JobState.WAITING
-                    and job.attempt == 0
-                    and job.seq > request.after_seq
-                ),
-                key=lambda job: job.seq,
-            )[: request.limit]
+            page = page_for(request, self.stored.values())
             self.record("page", [request, core.load_page(request, page)])
         self.record("expired", core.expire_leases(self.now))
         decision = core.admit(self.now, limit=self.rng.choice([None, None, 1, 2, 5]))

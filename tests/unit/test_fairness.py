@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from janus.core.fairness import SCALE, FairQueue, stride
-from janus.core.jobs import Job, JobState
+from janus.core.jobs import Job
 from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit
 from janus.core.scheduler import Scheduler, WaitReason
+from tests.unit.store_pages import page_for
 
 weights = st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 10.0])
 
@@ -206,18 +207,7 @@ def fair_scheduler(
 def serve_pages(s: Scheduler, store: dict[str, Job]) -> None:
     """The shell's part: read the first attempts the core asks for from the store."""
     for request in s.page_requests():
-        page = sorted(
-            (
-                job
-                for job in store.values()
-                if job.dependency == request.dependency
-                and job.scope == request.scope
-                and job.state is JobState.WAITING
-                and job.attempt == 0
-                and job.seq > request.after_seq
-            ),
-            key=lambda job: job.seq,
-        )[: request.limit]
+        page = page_for(request, store.values())
         assert s.load_page(request, page)
 
 

@@ -28,6 +28,7 @@ from janus.core.backoff import backoff_ceiling
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
 from janus.core.scheduler import Scheduler, Verdict
+from tests.unit.store_pages import page_for
 
 SCOPES = ["s1", "s2", "s3"]
 
@@ -149,18 +150,7 @@ class AdmissionMachine(RuleBasedStateMachine):
     def _serve_pages(self) -> None:
         """What the shell does at the start of a tick: read the scopes' next first attempts."""
         for request in self.scheduler.page_requests():
-            page = sorted(
-                (
-                    job
-                    for job in self.stored.values()
-                    if job.dependency == request.dependency
-                    and job.scope == request.scope
-                    and job.state is JobState.WAITING
-                    and job.attempt == 0
-                    and job.seq > request.after_seq
-                ),
-                key=lambda job: job.seq,
-            )[: request.limit]
+            page = page_for(request, self.stored.values())
             assert self.scheduler.load_page(request, page), "the core's count of stored jobs drifted"
 
     @rule()
