@@ -84,7 +84,7 @@ class _Committed:
     batch: Batch
     set_aside: list[_SetAside]
     admissions: list[Admission]
-    finished: list[Job]  # terminal now: their outcomes go to janus.outcomes
+    finished: list[Job]  # terminal now, with an outcome the dependency publishes to janus.outcomes
     gate_events: list[GateEvent]
 
 
@@ -569,9 +569,6 @@ class AdmissionLoop:
     async def _publish_outcomes(self, finished: list[Job]) -> None:
         if not finished:
             return
-        wanted = self._published_outcomes
-        if wanted is not None:
-            finished = [job for job in finished if job.state.value in wanted.get(job.dependency, ())]
         # After the commit, like admissions; at most once (docs/protocol.md).
         refused = await self._publisher.publish_outcomes(finished)
         for (dependency, outcome), count in Counter((j.dependency, j.state.value) for j in finished).items():
@@ -594,12 +591,17 @@ class AdmissionLoop:
             log.warning("the broker refused %d admissions; they will wait again", len(failed))
             self._inbox.add_unpublished(failed)
 
+    def _publishes(self, job: Job) -> bool:
+        """Is the outcome of this finished job one its dependency's `outcomes` key lists?"""
+        wanted = self._published_outcomes
+        return wanted is None or job.state.value in wanted.get(job.dependency, ())
+
     def _count(self, source: str, transition: Transition) -> None:
         self._events[source, transition.verdict.value] += 1
         job = transition.job
         if job is None:
             return
-        if transition.verdict in (Verdict.SUCCEEDED, Verdict.DEAD):
+        if transition.verdict in (Verdict.SUCCEEDED, Verdict.DEAD) and self._publishes(job):
             self._finished.append(job)
         if transition.verdict in (Verdict.RETRY_SCHEDULED, Verdict.DEAD) and job.last_error is not None:
             self._failed.append(
