@@ -184,10 +184,16 @@ class AdmissionLoop:
 
     async def _wait(self, stop: asyncio.Event) -> None:
         if self._inbox.ready.is_set():
-            if self._last_batch >= BUSY_BATCH and len(self._inbox) < FULL_BATCH:
+            if (
+                self._last_batch >= BUSY_BATCH
+                and self._inbox.servable(RESULTS_PER_QUEUE_PER_TICK) < FULL_BATCH
+            ):
                 # Under load, a moment's wait makes the next statement bigger: PostgreSQL's cost
                 # is mostly per statement (benchmarks/tick_statement.py: a job costs it ten times
                 # less in a batch of fifty than alone), and CPU is what the pipeline runs short of.
+                # Counted as the next tick can take them: a flood waiting in a held queue (or
+                # beyond a slice) would otherwise stop the lingering, and every other
+                # dependency's ticks would shrink (benchmarks/flood.py).
                 await asyncio.sleep(LINGER)
             return
         timeout = None

@@ -97,6 +97,15 @@ class Inbox:
     def results_waiting(self) -> int:
         return sum(len(deliveries) for deliveries in self.results.values())
 
+    def servable(self, per_queue: int | None = None) -> int:
+        """What the next `take(per_queue)` could hand out (before its total cap): held queues do not
+        count, and a results queue counts no more than `per_queue`."""
+        held, cap = self._held, per_queue if per_queue is not None else len(self)
+        results = sum(
+            min(len(waiting), cap) for source, waiting in self.results.items() if source not in held
+        )
+        return len(self.intake) + results + len(self.returned) + len(self.unpublished)
+
     def __len__(self) -> int:
         return len(self.intake) + self.results_waiting() + len(self.returned) + len(self.unpublished)
 

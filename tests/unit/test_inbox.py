@@ -78,6 +78,11 @@ async def test_a_held_queue_gathers_until_released() -> None:
     assert inbox.ready.is_set()
     assert inbox.take(per_queue=10).results == {"y": ["y0"]}, "other queues go on"
     assert not inbox.ready.is_set()
+    assert (len(inbox), inbox.servable()) == (3, 0), "a held queue's deliveries cannot be served"
+    await inbox.on_intake(cast(Any, "job"))
+    assert inbox.servable() == 1
+    inbox.release("x")
+    assert (inbox.servable(), inbox.servable(per_queue=2)) == (4, 3), "as a take could serve them"
     inbox.release("x")
     assert inbox.ready.is_set()
     assert inbox.take(per_queue=10).results == {"x": deliveries("x1", "x2", "x3")}, "one slice"
