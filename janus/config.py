@@ -217,6 +217,9 @@ class JanusConfig(_Strict):
     amqp_url: str = DEFAULT_AMQP_URL
     database_url: str = DEFAULT_DATABASE_URL
     max_payload_bytes: int = Field(default=64 * 1024, ge=1, strict=True)
+    # Per results queue: bad results set aside in any window; beyond it the queue waits, so a
+    # flooding worker cannot take the leader's CPU from other dependencies (janus/core/flood.py).
+    bad_results_limit: RateLimitSpec = RateLimit(count=200, window=1.0)
     dependencies: dict[str, DependencyConfig] = Field(min_length=1)
 
     @field_validator("dependencies")

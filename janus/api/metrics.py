@@ -24,6 +24,13 @@ class Metrics:
         self.admissions = Counter(
             "janus_admissions_total", "Admissions published to workers.", ["dependency"], registry=r
         )
+        self.bad_results_held = Counter(
+            "janus_bad_results_held_total",
+            "Times a results queue was held because more of its results were bad than "
+            "bad_results_limit allows; the rest waited in the broker.",
+            ["queue"],
+            registry=r,
+        )
         self.publish_failures = Counter(
             "janus_publish_failures_total",
             "Admissions the broker refused; the job waits again, no attempt charged.",

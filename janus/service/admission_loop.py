@@ -36,10 +36,13 @@ from aiormq.abc import AbstractChannel as RawChannel
 from prometheus_client import Gauge
 
 from janus.api.metrics import Metrics
+from janus.broker import topology
 from janus.broker.consumer import Delivery, ack_one, ack_up_to, content_type
 from janus.broker.publisher import Publisher
+from janus.core.flood import BadInputLimit
 from janus.core.gates import GateEvent
 from janus.core.jobs import Admission, Job
+from janus.core.policy import RateLimit
 from janus.core.scheduler import Scheduler, Transition, Verdict
 from janus.errors import JanusError, LeadershipLost, ProtocolError, StatementRefused
 from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result
@@ -137,6 +140,7 @@ class AdmissionLoop:
         publishing: asyncio.TaskGroup,
         rebuild: Callable[[], Awaitable[Scheduler]],
         published_outcomes: Mapping[str, frozenset[str]] | None = None,
+        bad_results_limit: RateLimit | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._session = session
@@ -150,6 +154,12 @@ class AdmissionLoop:
         self._rebuild = rebuild
         # Per dependency, the outcomes janus.outcomes carries (all of them if not given).
         self._published_outcomes = published_outcomes
+        # Per results queue, the bad results it may have set aside per window (None: no limit).
+        self._bad_results_limit = bad_results_limit
+        self._bad_results: dict[ResultSource, BadInputLimit] = {}
+        self._serve_again: dict[ResultSource, float] = {}  # a held queue: when its limit lets it go
+        self._limit_timers: dict[ResultSource, asyncio.TimerHandle] = {}  # queues held by the limit alone
+        self._stopping = False
         # A new term starts with one tick: restored jobs may be eligible with no delivery to wake us.
         self._next_wakeup: float | None = float("-inf")
         self._throttled = _ThrottledLog()
@@ -175,12 +185,17 @@ class AdmissionLoop:
                 await self._wait(stop)
                 await self.tick()
             await self.tick()
+            # What was delivered is finished without the bad-results limit: the rest of a flood
+            # stays in the broker for the next leader, and stopping must not take a window per slice.
+            self._stopping = True
+            self._lift_limit_holds()
             while self._inbox.results_waiting():  # results are taken in slices: finish what was delivered
                 await self._inbox.ready.wait()  # (a queue may be held until its bad results are set aside)
                 await self.tick()
             await self.drain_publishing()
         finally:
             observing.cancel()
+            self._lift_limit_holds()
 
     async def _wait(self, stop: asyncio.Event) -> None:
         if self._inbox.ready.is_set():
@@ -360,13 +375,52 @@ class AdmissionLoop:
             if deliveries:
                 self._settle_in_order(deliveries[-1], bad)
         for source, deliveries in batch.results.items():
+            bad_count = len(bad.get(deliveries[-1].channel, ()))
             if self._settle_in_order(deliveries[-1], bad):
-                # Held until set aside: its next slice gathers meanwhile (Inbox.hold).
+                # Held until set aside: its next slice gathers meanwhile (Inbox.hold); and, if
+                # its bad results went over the limit, until the limit lets it go.
                 self._inbox.hold(source)
+                self._serve_again[source] = self._charge_bad_results(source, bad_count)
                 self._acking[deliveries[-1].channel].add_done_callback(partial(self._release, source))
 
+    def _charge_bad_results(self, source: ResultSource, count: int) -> float:
+        """When this results queue may be served again, now that `count` more of its results were
+        bad (the clock's time; now or earlier if within the limit)."""
+        if self._bad_results_limit is None:
+            return float("-inf")
+        limit = self._bad_results.get(source)
+        if limit is None:
+            limit = self._bad_results[source] = BadInputLimit(self._bad_results_limit)
+        now = self._clock()
+        serve_again = limit.charge(count, now)
+        if serve_again > now:
+            queue = topology.UNROUTABLE_QUEUE if source is UNROUTABLE else topology.results_queue(source)
+            self._metrics.bad_results_held.labels(queue).inc()
+            self._throttled.warn(
+                f"held:{queue}",
+                f"{queue} is held for {serve_again - now:.2f} s: more than {self._bad_results_limit} of "
+                "its results were bad; the rest wait in the broker",
+            )
+        return serve_again
+
     def _release(self, source: ResultSource, _: asyncio.Task[None]) -> None:
+        """Its bad results are set aside: serve the queue again, once its limit allows."""
+        wait = self._serve_again.pop(source, float("-inf")) - self._clock()
+        if wait > 0 and not self._stopping:
+            timer = asyncio.get_running_loop().call_later(wait, self._release_after_limit, source)
+            self._limit_timers[source] = timer
+        else:
+            self._inbox.release(source)
+
+    def _release_after_limit(self, source: ResultSource) -> None:
+        del self._limit_timers[source]
         self._inbox.release(source)
+
+    def _lift_limit_holds(self) -> None:
+        for source, timer in self._limit_timers.items():
+            timer.cancel()
+            self._inbox.release(source)
+        self._limit_timers.clear()
 
     def _settle_in_order(self, last: Delivery, bad: dict[RawChannel, list[_SetAside]]) -> bool:
         """Set aside and ack a channel's part of the batch, after its previous part; whether it

@@ -378,6 +378,7 @@ class Service:
                 publishing=group,
                 rebuild=lambda: self._rebuild_in_term(store),
                 published_outcomes=self.config.published_outcomes(),
+                bad_results_limit=self.config.bad_results_limit,
             )
             try:
                 consuming = [

@@ -171,6 +171,82 @@ async def test_a_flooded_results_queue_does_not_hold_back_another_dependencys_re
     assert await queue_depth(vhost, topology.results_queue("x")) == 0
 
 
+def held_total(service: Service, dependency: str) -> float:
+    value = service.metrics.registry.get_sample_value(
+        "janus_bad_results_held_total", {"queue": topology.results_queue(dependency)}
+    )
+    return value or 0.0
+
+
+async def test_a_flood_past_the_bad_results_limit_waits_in_its_own_queue(database: str, vhost: str) -> None:
+    """x's queue holds 2,000 bad results and y's one good result. With bad_results_limit 200/1s,
+    Janus sets x's aside at most 200 - 1 + one slice (128) per second, holding x's queue in
+    between, while y's result goes through at once; all 2,000 end up set aside (janus/core/flood.py)."""
+    limit, window, bad = 200, 1.0, 2000
+    config = make_config(database, vhost, DEPENDENCIES, bad_results_limit=f"{limit}/{window:g}s")
+    log = RecordLog()
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held_until_released(job: ReadyJob) -> None:
+        started.set()
+        await release.wait()
+
+    async with running_janus(config):
+        worker = Worker(vhost, {"y": held_until_released}, on_record=log.append)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit("job-y", "y")
+        await asyncio.wait_for(started.wait(), timeout=20)
+    await publish_results(vhost, [(f"garbage {index}".encode(), "x") for index in range(bad)])
+    release.set()
+    await log.wait_for(lambda _: "job-y" in log.succeeded(), timeout=20)
+    await worker.stop()
+
+    loop = asyncio.get_running_loop()
+    async with running_janus(config) as service:
+        await until(lambda: succeeded(service) >= 1, timeout=60, every=0)
+        assert rejected(service, "malformed_json") < bad / 2, "y's result waited behind x's flood"
+        # (time, set aside so far), looked at on every turn of the loop, kept when it changed.
+        seen: list[tuple[float, float]] = [(loop.time(), rejected(service, "malformed_json"))]
+
+        def all_set_aside() -> bool:
+            count = rejected(service, "malformed_json")
+            if count != seen[-1][1]:
+                seen.append((loop.time(), count))
+            return count >= bad
+
+        await until(all_set_aside, timeout=120, every=0)
+        assert held_total(service, "x") >= 1
+        assert held_total(service, "y") == 0
+    # In every window, at most limit - 1 + 128 charged; the metric counts a slice only once it
+    # is set aside, which may be late by a slice: so at most one slice more is seen.
+    most = max(later - earlier for start, earlier in seen for end, later in seen if 0 <= end - start < window)
+    assert most <= limit - 1 + 2 * 128, f"{most:.0f} bad results set aside within {window:g} s"
+    assert await queue_depth(vhost, topology.results_queue("x")) == 0
+    rows = await job_rows(database)
+    assert (rows["job-y"]["state"], rows["job-y"]["failures"]) == ("succeeded", 0)
+
+
+async def test_stopping_does_not_wait_for_the_bad_results_limit(database: str, vhost: str) -> None:
+    """A queue held by its limit (here 50 per 10 s) is let go when Janus stops: what was delivered
+    is set aside, the rest stays queued for the next leader; nothing is lost, and the stop does
+    not take a window per slice."""
+    bad = 1000
+    config = make_config(database, vhost, DEPENDENCIES, bad_results_limit="50/10s")
+    async with running_janus(config):
+        pass  # declares the topology
+    await publish_results(vhost, [(f"garbage {index}".encode(), "x") for index in range(bad)])
+    loop = asyncio.get_running_loop()
+    async with running_janus(config) as service:
+        await until(lambda: held_total(service, "x") >= 1, timeout=20)
+        stopping = loop.time()
+    stopped_in = loop.time() - stopping
+    set_aside = rejected(service, "malformed_json")
+    assert stopped_in < 10, f"stopping took {stopped_in:.1f} s"
+    assert set_aside > 50 + 128, "the delivered bad results were set aside on stopping"
+    assert set_aside + await queue_depth(vhost, topology.results_queue("x")) == bad
+
+
 async def test_an_old_fanout_results_exchange_is_refused_with_the_fix(database: str, vhost: str) -> None:
     connection = await aio_pika.connect(vhost)
     async with connection:
