@@ -48,8 +48,8 @@ import aio_pika
 import asyncpg
 import uvloop
 
-from benchmarks.throughput import DEPENDENCY as MEASURED
 from benchmarks.throughput import (
+    BROKER_PROCESS,
     JANUS_CONFIG,
     PHASE_TIMEOUT,
     BenchmarkError,
@@ -59,8 +59,11 @@ from benchmarks.throughput import (
     _check_worker,
     _start_producer,
     _start_worker,
+    cpu_by_pid,
+    cpu_spent,
     janus_env,
 )
+from benchmarks.throughput import DEPENDENCY as MEASURED
 from janus.broker import topology
 from janus.errors import JanusError
 from janus.protocol import CONTENT_TYPE
@@ -87,11 +90,10 @@ async def flood(
     connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": "bench-flooder"})
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        if routing_key == SINK:  # the control: a durable queue like a results queue, unread
-            await channel.declare_queue(SINK, durable=True)
-            results = channel.default_exchange
-        else:
-            results = await channel.get_exchange(topology.RESULTS_EXCHANGE, ensure=True)
+        results = await channel.get_exchange(topology.RESULTS_EXCHANGE, ensure=True)
+        if routing_key == SINK:  # the control: routed like results, into a durable queue nobody reads
+            sink = await channel.declare_queue(SINK, durable=True)
+            await sink.bind(results, routing_key=SINK)
         print("ready", flush=True)
         cpu, first = time.process_time(), time.time()
         pending: list[asyncio.Future[Any]] = []
@@ -110,7 +112,10 @@ class Phase:
     name: str
     jobs: int
     seconds: float
-    janus_cpu: float
+    janus_cpu: float  # until Janus caught up, the flood's set-asides included
+    # While the jobs ran (first publish to the worker's last job): Janus's and RabbitMQ's CPU.
+    janus_cpu_running: float
+    broker_cpu_running: float
     admitted_rate: float  # by the admissions' own times: how fast Janus decided, whatever the workers did
     flood: dict[str, Any] | None = None
     set_aside_in: float | None = None  # from the flood's first publish until Janus had set aside all
@@ -169,11 +174,21 @@ async def run_phase(
         args += ["--prefix", prefix, "--jobs", str(jobs), "--routing-key", routing_key]
         flooder = await Child.start("flooder", args, workdir)
         await flooder.expect("ready")
-    cpu_before = coordinator.child.cpu()
+    cpu_before, broker_before = coordinator.child.cpu(), cpu_by_pid(BROKER_PROCESS)
     producer = await _start_producer(url, jobs, prefix, workdir)
-    set_aside = set_aside_all(url, flood_count if routing_key != SINK else 0)
-    flooding = [flooder.report(), set_aside] if flooder else []
-    reports = await asyncio.gather(producer.report(), worker.report(), *flooding)
+    running: list[float] = []
+
+    async def worker_done() -> dict[str, Any]:
+        worked = await worker.report()
+        running.extend(
+            [coordinator.child.cpu() - cpu_before, cpu_spent(broker_before, cpu_by_pid(BROKER_PROCESS))]
+        )
+        return worked
+
+    flooding = []
+    if flooder:
+        flooding = [flooder.report(), set_aside_all(url, flood_count if routing_key != SINK else 0)]
+    reports = await asyncio.gather(producer.report(), worker_done(), *flooding)
     produced, worked = reports[0], reports[1]
     _check_worker(worked, jobs)
     await coordinator.caught_up(results_before + jobs, timeout=PHASE_TIMEOUT)
@@ -182,21 +197,30 @@ async def run_phase(
         jobs=jobs,
         seconds=worked["done_at"] - produced["first_publish"],
         janus_cpu=coordinator.child.cpu() - cpu_before,
+        janus_cpu_running=running[0],
+        broker_cpu_running=running[1],
         admitted_rate=await admitted_rate(database_url, prefix),
         flood=reports[2] if flooder else None,
         set_aside_in=reports[3] - reports[2]["first"] if flooder and routing_key != SINK else None,
     )
 
 
-def janus_config(rate_limit: str | None) -> str:
+def janus_config(rate_limit: str | None, bad_results_limit: str | None = None) -> str:
     config = JANUS_CONFIG  # [dependencies.bench], unlimited
+    if bad_results_limit is not None:  # a top-level key: before the first table
+        config = f'bad_results_limit = "{bad_results_limit}"\n' + config
     if rate_limit is not None:
         config += f'rate_limits = ["{rate_limit}"]\n'
     return config + f'\n[dependencies.{FLOODED}]\nlease_timeout = "60s"\n'
 
 
 async def run(
-    services: Services, jobs: int, flood_count: int, rate_limit: str | None = None, target: str = "other"
+    services: Services,
+    jobs: int,
+    flood_count: int,
+    rate_limit: str | None = None,
+    target: str = "other",
+    bad_results_limit: str | None = None,
 ) -> tuple[list[Phase], int]:
     routing_key = {"other": FLOODED, "same": MEASURED, "none": SINK}[target]
     tag = uuid.uuid4().hex[:8]
@@ -210,7 +234,7 @@ async def run(
             await services.create_database(database)
             url, database_url = services.amqp_url(vhost), services.pg_url(database)
             config = workdir / "janus.toml"
-            config.write_text(janus_config(rate_limit), encoding="utf-8")
+            config.write_text(janus_config(rate_limit, bad_results_limit), encoding="utf-8")
             env = janus_env(url, database_url)
             janus = await Child.start(
                 "janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env
@@ -250,6 +274,8 @@ def report(phases: list[Phase], rejected: int) -> str:
             f"{phase.name:<15}: {phase.jobs} jobs in {phase.seconds:5.2f} s = {phase.rate:5.0f} jobs/s at the "
             f"worker, {phase.admitted_rate:5.0f} admissions/s by admitted_at; "
             f"janus cpu {phase.janus_cpu / phase.jobs * 1e6:.0f} µs/job"
+            f"\n{'':17}while the jobs ran: janus {phase.janus_cpu_running / phase.seconds:.2f} core, "
+            f"rabbitmq {phase.broker_cpu_running / phase.seconds:.2f} core"
         )
         if phase.flood is not None:
             flooded = phase.flood["last"] - phase.flood["first"]
@@ -300,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"flood {FLOODED!r}'s results queue (other, default), the measured {MEASURED!r}'s own "
         "(same), or a queue nobody reads (none: the control)",
     )
+    parser.add_argument(
+        "--bad-results-limit",
+        help="Janus's bad_results_limit, e.g. \"1000000/1s\" to take it out of the way (default: Janus's)",
+    )
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl")
     args = parser.parse_args(argv)
     if args.role == "flooder":
@@ -308,13 +338,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=(args.rabbitmqctl,))
     try:
-        phases, rejected = uvloop.run(run(services, args.jobs, args.flood, args.rate_limit, args.target))
+        phases, rejected = uvloop.run(
+            run(services, args.jobs, args.flood, args.rate_limit, args.target, args.bad_results_limit)
+        )
     except (BenchmarkError, JanusError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     flooded = {"other": FLOODED, "same": MEASURED, "none": f"{SINK} (read by nobody)"}[args.target]
     print(
-        f"measured dependency {MEASURED!r}, rate limit: {args.rate_limit or 'none'}; flood into {flooded!r}"
+        f"measured dependency {MEASURED!r}, rate limit: {args.rate_limit or 'none'}; flood into {flooded!r}; "
+        f"bad_results_limit: {args.bad_results_limit or 'default'}"
     )
     print(report(phases, rejected))
     return 0
