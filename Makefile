@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install services demo test lint unit bench
+.PHONY: install services demo test lint unit bench compose-secrets
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Janus needs Python 3.11+"'
@@ -30,6 +30,10 @@ test: install services lint
 
 unit: install
 	$(PY) -m pytest -q tests/unit
+
+# docker-compose.yml's broker passwords and Janus's AMQP URL, random, in deploy/secrets/ (kept if there).
+compose-secrets: install
+	$(PY) -m janus.broker.definitions --config config/janus.toml --password-dir deploy/secrets --create-passwords
 
 bench: install services
 	$(PY) benchmarks/throughput.py

@@ -9,6 +9,13 @@ explains every permission.
     python -m janus.broker.definitions --vhost janus --dependency payments-api \\
         --password-file janus=/run/secrets/amqp-janus --password-file producer=... \\
         --password-file worker-payments-api=... > /tmp/definitions.json
+
+docker-compose.yml uses the other way: the dependencies from Janus's config, and each role's
+password from a file named after it in one directory, created (random) where missing
+together with Janus's own AMQP URL (`make compose-secrets`):
+
+    python -m janus.broker.definitions --config config/janus.toml \\
+        --password-dir deploy/secrets --create-passwords --output definitions.json
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from janus.broker import topology
 
@@ -169,6 +178,36 @@ def render(
     }
 
 
+JANUS_URL_FILE = "janus-amqp-url"  # in a password directory: Janus's own URL, for JANUS_AMQP_URL_FILE
+
+
+def create_passwords(
+    directory: Path, all_roles: Sequence[str], *, host: str, vhost: str, janus_user: str = "janus"
+) -> list[Path]:
+    """A random password in `directory`/ROLE for each role that has none, and Janus's AMQP URL
+    (its user, its password, `host`, `vhost`) in `directory`/janus-amqp-url; the files created.
+
+    Readable by all (0644): a container runs as a user of its own, not the host's. Fine for a
+    development machine; in production, give each secret to its one reader (Docker or
+    Kubernetes secrets) instead."""
+    directory.mkdir(parents=True, exist_ok=True)
+    created = []
+    for role in all_roles:
+        path = directory / role
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")  # URL-safe: no quoting
+            path.chmod(0o644)
+            created.append(path)
+    url = directory / JANUS_URL_FILE
+    janus_password = (directory / "janus").read_text(encoding="utf-8").strip()
+    text = f"amqp://{quote(janus_user, safe='')}:{janus_password}@{host}/{quote(vhost, safe='')}\n"
+    if not url.exists() or url.read_text(encoding="utf-8") != text:
+        url.write_text(text, encoding="utf-8")
+        url.chmod(0o644)
+        created.append(url)
+    return created
+
+
 def _pairs(values: Sequence[str], what: str, known: Sequence[str]) -> dict[str, str]:
     pairs = {}
     for value in values:
@@ -181,7 +220,7 @@ def _pairs(values: Sequence[str], what: str, known: Sequence[str]) -> dict[str, 
     return pairs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Print Janus's RabbitMQ definitions (JSON) on stdout.")
     parser.add_argument("--vhost", default="janus")
     parser.add_argument(
@@ -194,20 +233,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--password-file", action="append", default=[], help="ROLE=PATH: the password, read from a file"
     )
+    parser.add_argument(
+        "--config", type=Path, help="Janus's config: each of its dependencies gets a worker user"
+    )
+    parser.add_argument(
+        "--password-dir",
+        type=Path,
+        help="the password of each role read from the file DIR/ROLE, where there is one",
+    )
+    parser.add_argument(
+        "--create-passwords",
+        action="store_true",
+        help="first write a random password for every role with none in --password-dir, and DIR/"
+        f"{JANUS_URL_FILE} (Janus's AMQP URL); print the definitions only with --output",
+    )
+    parser.add_argument("--janus-host", default="rabbitmq:5672", help=f"HOST:PORT in DIR/{JANUS_URL_FILE}")
+    parser.add_argument("--output", type=Path, help="write the definitions there (default: standard output)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    known = roles(args.dependency)
-    passwords = {
-        role: Path(path).read_text(encoding="utf-8").strip()
+    dependencies = list(args.dependency)
+    if args.config is not None:
+        from janus.config import load_config  # only here: the plain rendering needs no config
+
+        dependencies += [
+            name for name in load_config(args.config, env={}).dependencies if name not in dependencies
+        ]
+    known = roles(dependencies)
+    users = _pairs(args.user, "user", known)
+    passwords: dict[str, str] = {}
+    if args.password_dir is not None:
+        if args.create_passwords:
+            created = create_passwords(
+                args.password_dir,
+                known,
+                host=args.janus_host,
+                vhost=args.vhost,
+                janus_user=users.get("janus", "janus"),
+            )
+            for path in created:
+                print(f"created {path}", file=sys.stderr)
+        for role in known:
+            path = args.password_dir / role
+            if path.is_file():
+                passwords[role] = path.read_text(encoding="utf-8").strip()
+    elif args.create_passwords:
+        parser.error("--create-passwords needs --password-dir")
+    passwords.update(
+        (role, Path(path).read_text(encoding="utf-8").strip())
         for role, path in _pairs(args.password_file, "password-file", known).items()
-    }
+    )
     document = render(
         vhost=args.vhost,
-        dependencies=args.dependency,
-        users=_pairs(args.user, "user", known),
+        dependencies=dependencies,
+        users=users,
         passwords=passwords,
     )
-    json.dump(document, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    text = json.dumps(document, indent=2) + "\n"
+    if args.output is not None:
+        args.output.write_text(text, encoding="utf-8")
+    elif not args.create_passwords:
+        sys.stdout.write(text)
     return 0
 
 
