@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 from janus.broker import topology
 
-ROLES = ("janus", "producer", "worker", "monitoring")
+ROLES = ("janus", "producer", "worker", "monitoring", "subscriber")
 NOTHING = "^$"  # a permission regex that matches no resource name
 WORKER_ROLE_PREFIX = "worker-"  # + dependency: a worker of that dependency only
 
@@ -46,6 +46,7 @@ def _names(*names: str) -> str:
 
 _READY_QUEUES = re.escape(topology.ready_queue("")) + ".+"
 _RESULTS_QUEUES = re.escape(topology.results_queue("")) + ".+"
+_SUBSCRIBER_QUEUES = re.escape(topology.SUBSCRIBER_QUEUE_PREFIX) + ".+"
 
 # (configure, write, read) per role. RabbitMQ checks: declare/delete -> configure on the
 # entity; publish -> write on the exchange ("amq.default" for the default exchange);
@@ -72,8 +73,21 @@ PERMISSIONS: Mapping[str, tuple[str, str, str]] = {
     # Over AMQP, reading means consuming (destructive): monitoring gets no AMQP rights at all.
     # Passive declares (queue depths) need none; the management/Prometheus plugins use the tag.
     "monitoring": (NOTHING, NOTHING, NOTHING),
+    # Whoever wants jobs' outcomes: its own janus.sub.* queues, bound to janus.outcomes (a bind
+    # takes write on the queue and read on the exchange), and consumed; nothing of Janus's.
+    "subscriber": (
+        f"^{_SUBSCRIBER_QUEUES}$",
+        f"^{_SUBSCRIBER_QUEUES}$",
+        f"^({re.escape(topology.OUTCOMES_EXCHANGE)}|{_SUBSCRIBER_QUEUES})$",
+    ),
 }
-TAGS: Mapping[str, list[str]] = {"janus": [], "producer": [], "worker": [], "monitoring": ["monitoring"]}
+TAGS: Mapping[str, list[str]] = {
+    "janus": [],
+    "producer": [],
+    "worker": [],
+    "monitoring": ["monitoring"],
+    "subscriber": [],
+}
 
 
 def worker_role(dependency: str) -> str:

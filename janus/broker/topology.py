@@ -41,6 +41,8 @@ LEGACY_RESULTS_QUEUE = f"{PREFIX}.q.results"
 RETURNED_QUEUE = f"{PREFIX}.q.returned"  # bound to janus.returned
 REJECTED_QUEUE = f"{PREFIX}.rejected"  # bad input set aside with its reason
 OUTCOMES_EXCHANGE = f"{PREFIX}.outcomes"  # topic; Janus publishes terminal outcomes, key below
+# A subscriber's own queues for outcomes (the `subscriber` broker user may make only these).
+SUBSCRIBER_QUEUE_PREFIX = f"{PREFIX}.sub."
 
 REASON_HEADER = "x-janus-reason"
 DETAIL_HEADER = "x-janus-detail"

@@ -237,6 +237,34 @@ async def test_monitoring_sees_depths_and_can_take_nothing(locked: LockedVhost) 
         await assert_refused(monitoring, lambda ch: publish_unconfirmed(ch, topology.INTAKE_EXCHANGE))
 
 
+async def test_a_subscriber_gets_outcomes_in_its_own_queue_and_nothing_else(locked: LockedVhost) -> None:
+    await declare_janus_topology(locked)
+    mine = topology.SUBSCRIBER_QUEUE_PREFIX + "alerts"
+    subscriber = await aio_pika.connect(locked.url("subscriber"))
+    async with subscriber:
+        channel = await subscriber.channel()
+        queue = await channel.declare_queue(mine, durable=True)
+        await queue.bind(topology.OUTCOMES_EXCHANGE, routing_key="*.dead")
+        # Janus publishes an outcome (as it does after a commit): it reaches the subscriber's queue.
+        janus = await aio_pika.connect(locked.url("janus"))
+        async with janus:
+            janus_channel = await janus.channel(publisher_confirms=True)
+            outcomes = await janus_channel.get_exchange(topology.OUTCOMES_EXCHANGE, ensure=False)
+            await outcomes.publish(aio_pika.Message(b'{"job_id": "j"}'), routing_key="api.dead")
+        async with asyncio.timeout(10), queue.iterator(no_ack=True) as messages:
+            message = await anext(messages)
+        assert message.body == b'{"job_id": "j"}'
+        await channel.close()
+        await assert_refused(subscriber, lambda ch: bind(ch, mine, topology.READY_EXCHANGE))
+        await assert_refused(subscriber, lambda ch: bind(ch, mine, topology.INTAKE_EXCHANGE))
+        await assert_refused(subscriber, lambda ch: publish_unconfirmed(ch, topology.OUTCOMES_EXCHANGE))
+        await assert_refused(subscriber, lambda ch: publish_unconfirmed(ch, topology.INTAKE_EXCHANGE))
+        await assert_refused(subscriber, lambda ch: consume_one(ch, topology.INTAKE_QUEUE))
+        await assert_refused(subscriber, lambda ch: consume_one(ch, topology.ready_queue("api")))
+        await assert_refused(subscriber, lambda ch: consume_one(ch, topology.REJECTED_QUEUE))
+        await assert_refused(subscriber, lambda ch: ch.declare_queue("not-a-subscriber-queue"))
+
+
 async def test_janus_cannot_touch_the_definitions_topology(locked: LockedVhost) -> None:
     janus = await aio_pika.connect(locked.url("janus"))
     async with janus:
