@@ -16,6 +16,7 @@ import pytest
 
 from janus.broker import topology
 from janus.client import Producer, ReadyJob, Worker
+from janus.config import JanusConfig
 from janus.errors import TopologyConflict
 from janus.protocol import encode_result
 from janus.service.app import Service
@@ -123,13 +124,10 @@ async def test_each_dependency_has_its_results_queue_and_the_rest_is_set_aside(
         assert await queue_depth(vhost, topology.results_queue(dependency)) == 0
 
 
-async def test_a_flooded_results_queue_does_not_hold_back_another_dependencys_results(
-    database: str, vhost: str
-) -> None:
-    """2,000 bad results wait in x's queue and one good result in y's when Janus starts: y's is
-    applied within the first slices, long before the flood is set aside (with one queue for all,
-    it came after all 2,000). Asserted on counts, not times."""
-    config = make_config(database, vhost, DEPENDENCIES)
+async def queue_behind_a_flood(config: JanusConfig, vhost: str, flood: list[tuple[bytes, str]]) -> None:
+    """Janus runs job-y of y, and stops while y's worker holds it; `flood` is published (Janus
+    down), then y's worker reports job-y: its result waits in y's queue behind nothing, the
+    flood in the queues it was routed to."""
     log = RecordLog()
     started, release = asyncio.Event(), asyncio.Event()
 
@@ -143,18 +141,27 @@ async def test_a_flooded_results_queue_does_not_hold_back_another_dependencys_re
         async with await Producer.connect(vhost) as producer:
             await producer.submit("job-y", "y")
         await asyncio.wait_for(started.wait(), timeout=20)
-    # Janus is down, job-y held. x's worker floods x's queue; y's worker then reports job-y.
+    await publish_results(vhost, flood)
+    release.set()
+    await log.wait_for(lambda _: "job-y" in log.succeeded(), timeout=20)
+    await worker.stop()
+    assert await queue_depth(vhost, topology.results_queue("y")) == 1
+
+
+async def test_a_flooded_results_queue_does_not_hold_back_another_dependencys_results(
+    database: str, vhost: str
+) -> None:
+    """2,000 bad results wait in x's queue and one good result in y's when Janus starts: y's is
+    applied within the first slices, long before the flood is set aside (with one queue for all,
+    it came after all 2,000). Asserted on counts, not times."""
+    config = make_config(database, vhost, DEPENDENCIES)
     flood = []
     for index in range(2000):
         if index % 2:
             flood.append((f"garbage {index}".encode(), "x"))
         else:  # forged failures of job-y through x's queue: each must change nothing
             flood.append((encode_result(job_id="job-y", attempt=1, outcome="failure", error="forged"), "x"))
-    await publish_results(vhost, flood)
-    release.set()
-    await log.wait_for(lambda _: "job-y" in log.succeeded(), timeout=20)
-    await worker.stop()
-    assert await queue_depth(vhost, topology.results_queue("y")) == 1
+    await queue_behind_a_flood(config, vhost, flood)
     assert await queue_depth(vhost, topology.results_queue("x")) == 2000
 
     async with running_janus(config) as service:
@@ -184,23 +191,7 @@ async def test_a_flood_past_the_bad_results_limit_waits_in_its_own_queue(databas
     between, while y's result goes through at once; all 2,000 end up set aside (janus/core/flood.py)."""
     limit, window, bad = 200, 1.0, 2000
     config = make_config(database, vhost, DEPENDENCIES, bad_results_limit=f"{limit}/{window:g}s")
-    log = RecordLog()
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def held_until_released(job: ReadyJob) -> None:
-        started.set()
-        await release.wait()
-
-    async with running_janus(config):
-        worker = Worker(vhost, {"y": held_until_released}, on_record=log.append)
-        await worker.start()
-        async with await Producer.connect(vhost) as producer:
-            await producer.submit("job-y", "y")
-        await asyncio.wait_for(started.wait(), timeout=20)
-    await publish_results(vhost, [(f"garbage {index}".encode(), "x") for index in range(bad)])
-    release.set()
-    await log.wait_for(lambda _: "job-y" in log.succeeded(), timeout=20)
-    await worker.stop()
+    await queue_behind_a_flood(config, vhost, [(f"garbage {index}".encode(), "x") for index in range(bad)])
 
     loop = asyncio.get_running_loop()
     async with running_janus(config) as service:
