@@ -385,13 +385,14 @@ class AdmissionLoop:
 
     def _charge_bad_results(self, source: ResultSource, count: int) -> float:
         """When this results queue may be served again, now that `count` more of its results were
-        bad (the clock's time; now or earlier if within the limit)."""
+        bad: a time of the event loop's monotonic clock (a wall clock set back would hold the queue
+        for as long), now or earlier if within the limit."""
         if self._bad_results_limit is None:
             return float("-inf")
         limit = self._bad_results.get(source)
         if limit is None:
             limit = self._bad_results[source] = BadInputLimit(self._bad_results_limit)
-        now = self._clock()
+        now = asyncio.get_running_loop().time()
         serve_again = limit.charge(count, now)
         if serve_again > now:
             queue = topology.UNROUTABLE_QUEUE if source is UNROUTABLE else topology.results_queue(source)
@@ -405,10 +406,10 @@ class AdmissionLoop:
 
     def _release(self, source: ResultSource, _: asyncio.Task[None]) -> None:
         """Its bad results are set aside: serve the queue again, once its limit allows."""
-        wait = self._serve_again.pop(source, float("-inf")) - self._clock()
-        if wait > 0 and not self._stopping:
-            timer = asyncio.get_running_loop().call_later(wait, self._release_after_limit, source)
-            self._limit_timers[source] = timer
+        loop = asyncio.get_running_loop()
+        serve_again = self._serve_again.pop(source, float("-inf"))
+        if serve_again > loop.time() and not self._stopping:
+            self._limit_timers[source] = loop.call_at(serve_again, self._release_after_limit, source)
         else:
             self._inbox.release(source)
 
