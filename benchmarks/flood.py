@@ -15,6 +15,9 @@ the measured dependency's own results queue (routing cannot help there: only CPU
 --target none, the control: the same flood, published the same way, into a queue nobody
 reads. Janus does nothing with it, so what the flood costs `bench` then is the flooder's
 and RabbitMQ's share of the machine, not Janus's: compare the other targets with it.
+--target held: the same, but a consumer in the flooder process takes a prefetch of 1,000 from
+that queue and never acks, as Janus's consumer of a flooded queue holds its deliveries: what
+a consumed flood costs the broker, still without Janus.
 
 The flood is a mix a broken or hostile worker could send: not JSON; fields of the
 wrong type; results for jobs that never existed; forged results for the `bench` jobs
@@ -70,6 +73,8 @@ from janus.protocol import CONTENT_TYPE
 
 FLOODED = "flooded"  # the other dependency: its worker floods (--target other)
 SINK = "bench-flood-sink"  # the queue nobody reads (--target none)
+HELD_SINK = "bench-flood-held"  # the queue with a consumer that never acks (--target held)
+SINKS = (SINK, HELD_SINK)
 
 
 def bad_result(index: int, prefix: str, jobs: int) -> bytes:
@@ -91,9 +96,20 @@ async def flood(
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         results = await channel.get_exchange(topology.RESULTS_EXCHANGE, ensure=True)
-        if routing_key == SINK:  # the control: routed like results, into a durable queue nobody reads
-            sink = await channel.declare_queue(SINK, durable=True)
-            await sink.bind(results, routing_key=SINK)
+        if routing_key in SINKS:  # the controls: routed like results, into a durable queue Janus never reads
+            sink = await channel.declare_queue(routing_key, durable=True)
+            await sink.bind(results, routing_key=routing_key)
+        if routing_key == HELD_SINK:
+            # Takes a prefetch of 1,000, as Janus's consumer of a results queue does, and never
+            # acks: what a consumed flood costs the broker, without Janus (while the flooder runs).
+            holder = await connection.channel()
+            await holder.set_qos(prefetch_count=1000)
+            kept: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+            async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                kept.append(message)
+
+            await (await holder.get_queue(routing_key)).consume(keep, no_ack=False)
         print("ready", flush=True)
         cpu, first = time.process_time(), time.time()
         pending: list[asyncio.Future[Any]] = []
@@ -187,7 +203,7 @@ async def run_phase(
 
     flooding = []
     if flooder:
-        flooding = [flooder.report(), set_aside_all(url, flood_count if routing_key != SINK else 0)]
+        flooding = [flooder.report(), set_aside_all(url, flood_count if routing_key not in SINKS else 0)]
     reports = await asyncio.gather(producer.report(), worker_done(), *flooding)
     produced, worked = reports[0], reports[1]
     _check_worker(worked, jobs)
@@ -201,7 +217,7 @@ async def run_phase(
         broker_cpu_running=running[1],
         admitted_rate=await admitted_rate(database_url, prefix),
         flood=reports[2] if flooder else None,
-        set_aside_in=reports[3] - reports[2]["first"] if flooder and routing_key != SINK else None,
+        set_aside_in=reports[3] - reports[2]["first"] if flooder and routing_key not in SINKS else None,
     )
 
 
@@ -222,7 +238,7 @@ async def run(
     target: str = "other",
     bad_results_limit: str | None = None,
 ) -> tuple[list[Phase], int]:
-    routing_key = {"other": FLOODED, "same": MEASURED, "none": SINK}[target]
+    routing_key = {"other": FLOODED, "same": MEASURED, "none": SINK, "held": HELD_SINK}[target]
     tag = uuid.uuid4().hex[:8]
     vhost, database = f"janus-bench-flood-{tag}", f"janus_bench_flood_{tag}"
     with tempfile.TemporaryDirectory(prefix="janus-flood-") as tmp:
@@ -251,7 +267,7 @@ async def run(
                     )
                 )
             rejected = await rejected_count(url)
-            expected = 0 if target == "none" else flood_count
+            expected = 0 if routing_key in SINKS else flood_count
             if rejected != expected:
                 raise BenchmarkError(f"{rejected} messages set aside, expected {expected}")
             code = await janus.stop()
@@ -321,10 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate-limit", help='the dependency\'s rate limit, e.g. "100/1s" (default: none)')
     parser.add_argument(
         "--target",
-        choices=("other", "same", "none"),
+        choices=("other", "same", "none", "held"),
         default="other",
         help=f"flood {FLOODED!r}'s results queue (other, default), the measured {MEASURED!r}'s own "
-        "(same), or a queue nobody reads (none: the control)",
+        "(same), a queue nobody reads (none: the control), or one that a consumer other than Janus "
+        "takes 1,000 of and never acks (held: the broker's share of a consumed flood)",
     )
     parser.add_argument(
         "--bad-results-limit",
@@ -344,7 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BenchmarkError, JanusError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
-    flooded = {"other": FLOODED, "same": MEASURED, "none": f"{SINK} (read by nobody)"}[args.target]
+    flooded = {
+        "other": FLOODED,
+        "same": MEASURED,
+        "none": f"{SINK} (read by nobody)",
+        "held": f"{HELD_SINK} (1,000 taken, never acked)",
+    }[args.target]
     print(
         f"measured dependency {MEASURED!r}, rate limit: {args.rate_limit or 'none'}; flood into {flooded!r}; "
         f"bad_results_limit: {args.bad_results_limit or 'default'}"
