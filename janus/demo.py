@@ -18,7 +18,9 @@ import itertools
 import logging
 import os
 import random
+import sys
 import time
+import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from janus.local_services import LocalServices, check_database_name
 from janus.service.app import Service, ServiceOptions
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
-VHOST = "janus-demo"
+VHOST_PREFIX = "janus-demo-"  # + a tag of the run: two demos on one broker do not meet
 LOCAL = LocalServices()
 START_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 120.0  # after production ends, how long the last jobs may take
@@ -495,8 +497,18 @@ async def run_demo(*, duration: float, database: str) -> int:
         # The service's routine INFO lines would break up the progress display.
         logging.getLogger("janus").setLevel(logging.WARNING)
     check_database_name(database)
+    in_use = await LOCAL.connections_to(database)
+    if in_use:
+        # Recreating it would cut another demo (or anything else) off its database mid-run.
+        print(
+            f"janus demo: the database {database} has {in_use} open connection(s), another demo's "
+            "perhaps: stop it, or choose another with --database NAME",
+            file=sys.stderr,
+        )
+        return 2
+    vhost = f"{VHOST_PREFIX}{uuid.uuid4().hex[:8]}"
     config = load_config(CONFIG_PATH).model_copy(
-        update={"database_url": LOCAL.pg_url(database), "amqp_url": LOCAL.amqp_url(VHOST)}
+        update={"database_url": LOCAL.pg_url(database), "amqp_url": LOCAL.amqp_url(vhost)}
     )
     policies = config.policies()
     rng = random.Random()
@@ -512,11 +524,11 @@ async def run_demo(*, duration: float, database: str) -> int:
     try:
         await LOCAL.create_database(database, replace=True)
         try:
-            await LOCAL.create_vhost(VHOST, replace=True)
+            await LOCAL.create_vhost(vhost)
             outcome = await _run(world, config)
         finally:
             with contextlib.suppress(JanusError):
-                await LOCAL.delete_vhost(VHOST)
+                await LOCAL.delete_vhost(vhost)
     except asyncio.CancelledError:  # Ctrl-C while setting up: nothing runs yet
         _take_back_cancellation()
         outcome = None
@@ -525,7 +537,7 @@ async def run_demo(*, duration: float, database: str) -> int:
         return 130
     code = _print_summary(world, outcome)
     print(
-        f"\nThe vhost {VHOST} is deleted; the jobs stay in PostgreSQL:\n"
+        f"\nThe vhost {vhost} is deleted; the jobs stay in PostgreSQL:\n"
         f"  psql {config.database_url} -c "
         "'SELECT dependency, state, count(*) FROM janus.jobs GROUP BY 1, 2 ORDER BY 1, 2'"
     )

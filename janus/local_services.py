@@ -71,6 +71,20 @@ class LocalServices:
             statements.append(f'CREATE DATABASE "{name}"')
         await self._admin(statements)
 
+    async def connections_to(self, name: str) -> int:
+        """How many sessions are connected to the database `name` (0 if it does not exist)."""
+        try:
+            connection = await asyncpg.connect(self.pg_url("postgres"))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise JanusError(f"cannot connect to PostgreSQL at {self.pg_base}: {exc}") from exc
+        try:
+            count = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name
+            )
+        finally:
+            await connection.close()
+        return int(count)
+
     async def drop_database(self, name: str) -> None:
         check_database_name(name)
         await self._admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'])
