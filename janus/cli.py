@@ -34,8 +34,10 @@ def _config(args: argparse.Namespace, settings: Settings) -> JanusConfig:
 async def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from janus.api.http import serve
     from janus.service.app import Service, ServiceOptions, install_signal_handlers
+    from janus.service.gc_pauses import tune_for_run
 
     config = _config(args, settings)
+    tune_for_run()
     options = ServiceOptions.from_settings(settings)
     service = Service(config, options)
     server = None

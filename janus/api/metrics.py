@@ -105,6 +105,13 @@ class Metrics:
             buckets=(1, 4, 16, 64, 256, 1024, 4096),
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "janus_gc_pause_seconds",
+            "Pauses of the event loop by Python's cyclic garbage collector, by generation.",
+            ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
         self.is_leader = Gauge("janus_is_leader", "1 while this process leads.", registry=r)
         self.leader_epoch = Gauge(
             "janus_leader_epoch", "The epoch of this process's current term.", registry=r

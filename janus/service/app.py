@@ -42,6 +42,7 @@ from janus.core.scheduler import Scheduler
 from janus.errors import BrokerError, LeadershipLost, StoreError
 from janus.service import leadership
 from janus.service.admission_loop import AdmissionLoop
+from janus.service.gc_pauses import GcPauseObserver
 from janus.service.health import Health, Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
@@ -135,6 +136,14 @@ class Service:
     async def run(self) -> None:
         """Until `stop`: connect, stand by or lead; recover from losing the broker or the database."""
         log.info("starting as %s", self.identity)
+        gc_pauses = GcPauseObserver(self.metrics.gc_pause)
+        gc_pauses.install()
+        try:
+            await self._run_until_stopped()
+        finally:
+            gc_pauses.remove()
+
+    async def _run_until_stopped(self) -> None:
         while not self.stop.is_set():
             failure: BaseException | None = None
             try:
