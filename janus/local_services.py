@@ -8,8 +8,9 @@ an isolated database, and remove them afterwards. Not used by `janus run`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -73,16 +74,10 @@ class LocalServices:
 
     async def connections_to(self, name: str) -> int:
         """How many sessions are connected to the database `name` (0 if it does not exist)."""
-        try:
-            connection = await asyncpg.connect(self.pg_url("postgres"))
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise JanusError(f"cannot connect to PostgreSQL at {self.pg_base}: {exc}") from exc
-        try:
+        async with self._maintenance() as connection:
             count = await connection.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name
             )
-        finally:
-            await connection.close()
         return int(count)
 
     async def drop_database(self, name: str) -> None:
@@ -90,13 +85,19 @@ class LocalServices:
         await self._admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'])
 
     async def _admin(self, statements: list[str]) -> None:
+        async with self._maintenance() as connection:
+            for statement in statements:
+                await connection.execute(statement)
+
+    @contextlib.asynccontextmanager
+    async def _maintenance(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection to the `postgres` database, closed after."""
         try:
             connection = await asyncpg.connect(self.pg_url("postgres"))
         except (OSError, asyncpg.PostgresError) as exc:
             raise JanusError(f"cannot connect to PostgreSQL at {self.pg_base}: {exc}") from exc
         try:
-            for statement in statements:
-                await connection.execute(statement)
+            yield connection
         finally:
             await connection.close()
 
