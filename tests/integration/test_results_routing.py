@@ -234,7 +234,7 @@ async def test_stopping_does_not_wait_for_the_bad_results_limit(database: str, v
     stopped_in = loop.time() - stopping
     set_aside = rejected(service, "malformed_json")
     assert stopped_in < 10, f"stopping took {stopped_in:.1f} s"
-    assert set_aside > 50 + 128, "the delivered bad results were set aside on stopping"
+    assert set_aside > 128, "more than the first slice: what was delivered was set aside on stopping"
     assert set_aside + await queue_depth(vhost, topology.results_queue("x")) == bad
 
 
