@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractChannel
@@ -16,6 +17,7 @@ from janus.errors import BrokerError
 from janus.protocol import CONTENT_TYPE, encode_outcome, encode_ready
 
 PERSISTENT = 2
+T = TypeVar("T")
 
 
 class Publisher:
@@ -34,12 +36,15 @@ class Publisher:
 
     async def publish_admissions(self, admissions: Sequence[Admission]) -> list[Admission]:
         """Publish all at once, wait for every confirm; returns the admissions the broker refused."""
-        if not admissions:
+        return await self._publish_all(admissions, self._publish_one)
+
+    async def _publish_all(self, items: Sequence[T], publish_one: Callable[[T], Awaitable[None]]) -> list[T]:
+        """Each item published at once (pipelined), every confirm awaited; the items the broker
+        refused. A closed channel is raised, not returned: nothing more can be published on it."""
+        if not items:
             return []
-        outcomes = await asyncio.gather(
-            *(self._publish_one(admission) for admission in admissions), return_exceptions=True
-        )
-        failed = [a for a, outcome in zip(admissions, outcomes, strict=True) if outcome is not None]
+        outcomes = await asyncio.gather(*(publish_one(item) for item in items), return_exceptions=True)
+        failed = [item for item, outcome in zip(items, outcomes, strict=True) if outcome is not None]
         if failed and self._channel.is_closed:
             raise BrokerError("the publishing channel closed") from next(
                 o for o in outcomes if isinstance(o, BaseException)
@@ -66,15 +71,7 @@ class Publisher:
 
     async def publish_outcomes(self, jobs: Sequence[Job]) -> list[Job]:
         """Publish finished jobs' outcomes (not mandatory: nobody need listen); the ones refused."""
-        if not jobs:
-            return []
-        outcomes = await asyncio.gather(*(self._publish_outcome(job) for job in jobs), return_exceptions=True)
-        failed = [job for job, outcome in zip(jobs, outcomes, strict=True) if outcome is not None]
-        if failed and self._channel.is_closed:
-            raise BrokerError("the publishing channel closed") from next(
-                o for o in outcomes if isinstance(o, BaseException)
-            )
-        return failed
+        return await self._publish_all(jobs, self._publish_outcome)
 
     async def _publish_outcome(self, job: Job) -> None:
         properties = spec.Basic.Properties(
