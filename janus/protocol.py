@@ -41,6 +41,13 @@ Identifier = Annotated[
 ]
 
 
+# Said instead of the pattern itself, which is unreadable.
+_IDENTIFIER_PATTERN = {
+    "string_pattern_mismatch": "must not contain control characters, line or paragraph separators, "
+    "or bidirectional overrides"
+}
+
+
 class _Wire(BaseModel):
     # Strict: "attempt": "1" is a type error, not a silent coercion. Unknown fields
     # are ignored so that the protocol can grow without breaking old peers.
@@ -103,7 +110,8 @@ def _explain(error: ValidationError) -> ProtocolError:
     if first["type"] in ("model_type", "model_attributes_type"):
         return ProtocolError("not_an_object", "the message must be a JSON object")
     details = "; ".join(
-        f"{'.'.join(str(p) for p in item['loc']) or 'message'}: {item['msg']}" for item in error.errors()[:5]
+        f"{'.'.join(str(p) for p in item['loc']) or 'message'}: {_IDENTIFIER_PATTERN.get(item['type'], item['msg'])}"
+        for item in error.errors()[:5]
     )
     return ProtocolError("invalid_fields", details)
 
@@ -133,6 +141,27 @@ def decode_intake(
     if len(payload_text.encode()) > max_payload_bytes:
         raise ProtocolError("payload_too_large", f"payload over {max_payload_bytes} bytes")
     return message, payload_text
+
+
+def check_identifiers(*, job_id: str, dependency: str, scope: str) -> None:
+    """Raise ProtocolError (Janus's reason) if Janus would set aside a job with these identifiers."""
+    try:
+        IntakeMessage(job_id=job_id, dependency=dependency, scope=scope)
+    except ValidationError as exc:
+        raise _explain(exc) from None
+
+
+def encode_checked_intake(
+    *, job_id: str, dependency: str, scope: str, payload: JsonValue, max_payload_bytes: int | None = None
+) -> bytes:
+    """The intake message, or ProtocolError with the reason Janus would set it aside for (the
+    payload cap is checked only if given: it is Janus's configuration)."""
+    try:
+        body = encode_intake(job_id=job_id, dependency=dependency, scope=scope, payload=payload)
+    except ValueError:
+        raise ProtocolError("invalid_fields", "payload: NaN and Infinity are not JSON numbers") from None
+    decode_intake(body, CONTENT_TYPE, max_payload_bytes if max_payload_bytes is not None else len(body))
+    return body
 
 
 def decode_result(body: bytes, content_type: str | None) -> ResultMessage:

@@ -28,11 +28,11 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
-import aio_pika
 from aio_pika.abc import AbstractConnection
 
 from janus.api.metrics import Metrics
 from janus.broker import BROKER_ERRORS, topology
+from janus.broker.connect import connect as broker_connect
 from janus.broker.consumer import Consuming, consume
 from janus.broker.publisher import Publisher
 from janus.config import JanusConfig, Settings
@@ -165,6 +165,8 @@ class Service:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=delay)
+            if self.stop.is_set():
+                log.info("stopping while reconnecting: nothing is held, nothing to drain")
         self.health.become(Role.STOPPING)
 
     async def _connected(self) -> None:
@@ -273,15 +275,10 @@ class Service:
         heartbeat = None
         if "heartbeat" not in parse_qs(urlsplit(url).query):  # the URL's own setting wins
             heartbeat = self.options.amqp_heartbeat
-        try:
-            return await aio_pika.connect(
-                url,
-                timeout=self.options.db_timeout,
-                heartbeat=heartbeat,
-                client_properties={"connection_name": f"janus-{self.identity}-{purpose}"},
-            )
-        except BROKER_ERRORS as exc:
-            raise BrokerError(f"cannot connect to RabbitMQ: {exc!r}") from exc
+        # Refused credentials or vhost raise ConnectionSettingsError, which is not recoverable.
+        return await broker_connect(
+            url, name=f"janus-{self.identity}-{purpose}", timeout=self.options.db_timeout, heartbeat=heartbeat
+        )
 
     @staticmethod
     async def _close_broker(connection: AbstractConnection) -> None:
@@ -471,5 +468,11 @@ class Service:
 
 def install_signal_handlers(service: Service) -> None:
     loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        if not service.stop.is_set():
+            log.info("%s received: stopping", sig.name)
+        service.stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop.set)
+        loop.add_signal_handler(sig, stop, sig)

@@ -20,6 +20,7 @@ from janus.core.scheduler import PageRequest
 from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
+from janus.store.refusals import settings_error
 
 # What a lost, refused or hung database raises through asyncpg: all become StoreError here.
 # InterfaceError covers a connection that died under us (ConnectionDoesNotExistError), and
@@ -295,8 +296,8 @@ class Store:
                     "plan_cache_mode": "force_generic_plan",
                 },
             )
-        except _DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        except (*_DB_ERRORS, ValueError) as exc:
+            raise settings_error(exc, url) or StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         return cls(pool, timeout)
 
     async def close(self) -> None:

@@ -234,3 +234,8 @@ SELECT j.job_id, j.dependency, j.scope, j.state, j.attempt, j.failures, j.seq, j
        ) END AS ahead
   FROM janus.jobs AS j
  WHERE j.job_id = $1;
+
+-- name: database_exists
+-- params: $1 database name
+-- On a maintenance connection (janus migrate --create): is there a database of that name?
+SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);

@@ -1,0 +1,63 @@
+"""The `janus` command: one module per command group, and one way to end (janus.cli.exits).
+
+run, migrate, broker-upgrade (run.py); check-config (check.py); submit (submit.py);
+scopes, why (inspect.py); jobs show, jobs retry (jobs.py); demo (demo.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from janus.cli import check, demo, inspect, jobs, run, submit
+from janus.cli.common import Command, load_settings, run_async
+from janus.cli.exits import finish
+from janus.config import Settings
+from janus.errors import ConfigError
+
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+COMMANDS: dict[str, Command] = {
+    "run": run.run,
+    "migrate": run.migrate,
+    "check-config": check.check_config,
+    "broker-upgrade": run.broker_upgrade,
+    "submit": submit.submit,
+    "scopes": inspect.scopes,
+    "why": inspect.why,
+    "demo": demo.demo,
+    "jobs retry": jobs.retry,
+    "jobs show": jobs.show,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="janus", description="Admission control for background jobs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in (run, check, submit, inspect, jobs, demo):
+        module.add_parsers(commands)
+    return parser
+
+
+def _configure_logging(settings: Settings) -> None:
+    level = os.environ.get("JANUS_LOG_LEVEL", settings.log_level).upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise ConfigError(f"invalid environment: JANUS_LOG_LEVEL: unknown level {level!r}")
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def command() -> int:
+        settings = load_settings()
+        _configure_logging(settings)
+        name = f"jobs {args.jobs_command}" if args.command == "jobs" else args.command
+        return run_async(COMMANDS[name](args, settings))
+
+    return finish(command)
