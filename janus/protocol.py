@@ -66,10 +66,14 @@ class ReadyMessage(_Wire):
     dependency: str
     scope: str
     payload: JsonValue = None
-    attempt: int
+    attempt: int  # the admission's sequence number: fencing; echoed in the result
     admitted_at: float
     expires_at: float
     lease_expires_at: float | None = None
+    # The job's tries in its current life (failed attempts + 1) and the most it gets; absent
+    # from a Janus older than these fields. `attempt` also counts admissions nobody took.
+    try_number: int | None = None
+    max_attempts: int | None = None
 
 
 class ResultMessage(_Wire):
@@ -192,6 +196,8 @@ def encode_ready(admission: Admission) -> bytes:
             "admitted_at": admission.admitted_at,
             "expires_at": admission.expires_at,
             "lease_expires_at": admission.lease_deadline,
+            "try_number": admission.failures + 1,
+            "max_attempts": admission.max_attempts,
         },
         separators=(",", ":"),
         ensure_ascii=False,
@@ -214,12 +220,15 @@ def encode_result(
     outcome: Literal["success", "failure"],
     error: str | None = None,
     retry_after: float | None = None,
+    throttled: bool = False,
 ) -> bytes:
     body: dict[str, object] = {"job_id": job_id, "attempt": attempt, "outcome": outcome}
     if error is not None:
         body["error"] = error[:MAX_ERROR_LENGTH]
     if retry_after is not None:
         body["retry_after"] = retry_after
+    if throttled:
+        body["throttled"] = True  # reserved (docs/protocol.md): Janus ignores it for now
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 

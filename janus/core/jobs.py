@@ -55,9 +55,11 @@ class Admission(NamedTuple):
     expires_at: float
     lease_deadline: float
     retry: bool = False  # the job had failed before: counts against the retry budget
+    failures: int = 0  # the job's failed attempts in its current life: this is try failures + 1
+    max_attempts: int | None = None  # of its dependency's retry policy (None: not known here)
 
     @classmethod
-    def of(cls, job: Job) -> Admission:
+    def of(cls, job: Job, max_attempts: int | None = None) -> Admission:
         """The admission of a job in the ADMITTED state: everything is already on the job."""
         if job.admitted_at is None or job.expires_at is None or job.lease_deadline is None:
             raise ValueError(f"job {job.job_id!r} is not admitted")
@@ -71,6 +73,8 @@ class Admission(NamedTuple):
             job.expires_at,
             job.lease_deadline,
             job.failures > 0,
+            job.failures,
+            max_attempts,
         )
 
 

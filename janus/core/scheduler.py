@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,6 +34,7 @@ class WaitReason(StrEnum):
     RETRY_BUDGET = "retry_budget"  # a retry, and the dependency's retries are over budget
     PAUSED = "paused"  # a worker's retry_after pauses the whole dependency
     CIRCUIT = "circuit"  # the dependency's circuit is open, or half-open with every probe out
+    NO_WORKER = "no_worker"  # nobody consumes the dependency's ready queue
     BACKOFF = "backoff"  # a retry, not eligible before `eligible_at`
     FAIR_SHARE = "fair_share"  # other scopes are further below their fair share
     QUEUED = "queued"  # earlier jobs of its own scope go first
@@ -108,7 +109,7 @@ class LaneStats:
     stored: int  # eligible first attempts left in the store until their scope needs them
     delayed: int  # waiting for backoff
     held: int  # admitted, no result yet
-    scopes: int  # scopes with eligible jobs
+    scopes: int  # scopes with eligible jobs (those held back by a cap of their own included)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -212,6 +213,7 @@ class _Lane:
     # in that order (a set would order them by string hash, which varies between processes).
     retry_parked: dict[str, None] = field(default_factory=dict)
     retiring: list[tuple[float, int, str]] = field(default_factory=list)  # (at, seq, scope)
+    parked: Counter[WaitReason] = field(default_factory=Counter)  # scopes out of `fair`, by reason
 
     def scope(self, name: str) -> _Scope:
         found = self.scopes.get(name)
@@ -361,6 +363,11 @@ class Scheduler:
     @property
     def policies(self) -> Mapping[str, DependencyPolicy]:
         return {name: lane.policy for name, lane in self._lanes.items()}
+
+    def observe_workers(self, dependency: str, consumers: int, queue: str) -> bool:
+        """The broker's count of consumers of the dependency's ready queue (named `queue`); with
+        none, nothing of it is admitted (core/workers.py). True if that changed either way."""
+        return self._lanes[dependency].gate.workers.observe(consumers, queue)
 
     def update_policy(self, policy: DependencyPolicy) -> None:
         """A config reload: new weights and caps apply from the next decision on.
@@ -765,7 +772,8 @@ class Scheduler:
                 stored=lane.stored,
                 delayed=len(lane.delayed),
                 held=len(lane.held),
-                scopes=len(lane.fair),
+                # Scopes at a cap of their own are out of the fair queue, and still wait.
+                scopes=len(lane.fair) + lane.parked.total(),
             )
             for name, lane in self._lanes.items()
         ]
@@ -839,6 +847,32 @@ class Scheduler:
         """Jobs of a scope in memory that go before any of its first attempts still in the store."""
         state = self._lanes[dependency].scopes.get(scope)
         return len(state.fresh) + len(state.again) if state is not None else 0
+
+    def lane_blocks(self, dependency: str, now: float) -> list[WhyWaiting]:
+        """What holds a dependency's waiting jobs back: its own limits and gates, and how many
+        scopes a cap of their own holds (the same `block` and parking `why_scope` explains per job)."""
+        now = max(now, self._clock_floor)
+        lane = self._lanes[dependency]
+        reasons: list[WhyWaiting] = []
+        block = lane.block(now)
+        if block is not None:
+            reasons.append(WhyWaiting(reason=block.reason, detail=block.limit, until=block.until))
+        fairness = lane.policy.fairness
+        for reason, count in lane.parked.items():
+            if count <= 0:
+                continue
+            scopes = f"{count} scope{'s' if count != 1 else ''}"
+            if reason is WaitReason.SCOPE_CONCURRENCY:
+                detail = f"{scopes} at scope concurrency {fairness.scope_concurrency}"
+                until = None
+            elif reason is WaitReason.SCOPE_RATE:
+                detail = f"{scopes} at a scope rate limit ({', '.join(map(str, fairness.scope_rate_limits))})"
+                until = lane.rate_parked[0][0] if lane.rate_parked else None
+            else:
+                detail = f"{scopes} whose next job is a retry over the retry budget"
+                until = lane.retry_gate.retry_free_at(now)
+            reasons.append(WhyWaiting(reason=reason, detail=detail, until=until))
+        return reasons
 
     def why_scope(
         self, dependency: str, scope_name: str, now: float, *, ahead_in_scope: int = 0
@@ -933,6 +967,7 @@ class Scheduler:
 
     def _park(self, lane: _Lane, scope: _Scope, reason: WaitReason, until: float | None) -> None:
         scope.parked = reason
+        lane.parked[reason] += 1
         lane.fair.park(scope.name)
         if reason is WaitReason.SCOPE_RATE and until is not None:
             self._tiebreak += 1
@@ -943,6 +978,8 @@ class Scheduler:
     def _unpark(self, lane: _Lane, scope: _Scope) -> None:
         if scope.parked is WaitReason.RETRY_BUDGET:
             lane.retry_parked.pop(scope.name, None)
+        if scope.parked is not None:
+            lane.parked[scope.parked] -= 1
         scope.parked = None
         lane.wake(scope)
 
@@ -1061,6 +1098,7 @@ class Scheduler:
         scope_windows = bool(fairness.scope_rate_limits)  # every scope has windows, or none has
         capped = fairness.scope_concurrency is not None or scope_windows
         expires_at, lease_deadline = now + policy.admission_ttl, now + policy.lease_timeout
+        max_attempts = policy.retry.max_attempts
         admitted_state = JobState.ADMITTED
         leases: list[tuple[str, int]] = []
         room = 0  # admissions the dependency's limits allow before `block` must be asked again
@@ -1182,6 +1220,8 @@ class Scheduler:
                         expires_at,
                         lease_deadline,
                         failures > 0,  # retry
+                        failures,
+                        max_attempts,
                     ),
                 )
             )

@@ -47,6 +47,7 @@ from janus.service.health import Health, Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
+from janus.service.worker_watch import POLL_EVERY, WorkerWatch
 from janus.store.repository import LeaderSession, Store
 
 log = logging.getLogger("janus.service")
@@ -72,6 +73,7 @@ class ServiceOptions:
     reconnect: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(max_attempts=1, base_delay=0.1, max_delay=5.0, jitter=0.5)
     )
+    worker_poll_every: float = POLL_EVERY  # how often the leader counts each ready queue's consumers
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceOptions:
@@ -128,6 +130,7 @@ class Service:
         self._clock_offset = 0.0
         self._rng = random.Random()
         self._failures = 0  # consecutive failed attempts to get going: the backoff's exponent
+        self._worker_counts: dict[str, int] = {}  # consumers per ready queue, as last counted
 
     def clock(self) -> float:
         """Unix seconds on the database's clock, so that skew between hosts cannot break a window."""
@@ -316,6 +319,7 @@ class Service:
             scheduler.restore_budget(dependency, flagged)
         for gate in await store.load_gates():
             scheduler.restore_gate(gate)
+        self._tell_workers(scheduler, self._worker_counts)  # observed, not stored: told again
         scheduler.advance_clock(self.clock())
         held = sum(s.held for s in scheduler.stats())
         log.info(
@@ -371,6 +375,8 @@ class Service:
             (topology.UNROUTABLE_QUEUE, RESULTS_PREFETCH, inbox.on_result(UNROUTABLE)),
             (topology.RETURNED_QUEUE, PREFETCH, inbox.on_returned),
         ]
+        workers = WorkerWatch(connection, scheduler.policies, self.options.worker_poll_every)
+        self._tell_workers(scheduler, await workers.poll())  # known before the first admission
         async with asyncio.TaskGroup() as group:
             loop = AdmissionLoop(
                 scheduler=scheduler,
@@ -394,6 +400,12 @@ class Service:
             except BROKER_ERRORS as exc:
                 raise BrokerError(f"cannot consume: {exc!r}") from exc
             watch = group.create_task(self._watch_broker(connection, publisher, consuming), name="broker")
+
+            def on_counts(counts: dict[str, int]) -> None:
+                if self._tell_workers(loop.scheduler, counts):
+                    inbox.ready.set()  # a tick now: a dependency's workers came (or went)
+
+            counting = group.create_task(workers.run(on_counts), name="worker-watch")
             self.leading.set()
             self.health.become(Role.LEADING, epoch=term.epoch)
             self._failures = 0
@@ -405,6 +417,20 @@ class Service:
             group.create_task(self._revive(store, term, scheduler, inbox, draining), name="revive-dead-jobs")
             await loop.run(draining)
             watch.cancel()
+            counting.cancel()
+        await workers.close()
+
+    def _tell_workers(self, scheduler: Scheduler, counts: dict[str, int]) -> bool:
+        """The core learns each ready queue's consumer count; True if a dependency's changed
+        between none and some (its admissions pause or resume)."""
+        self._worker_counts = counts
+        changed = False
+        for dependency, consumers in counts.items():
+            self.metrics.ready_consumers.labels(dependency).set(consumers)
+            if scheduler.knows(dependency):
+                queue = topology.ready_queue(dependency)
+                changed = scheduler.observe_workers(dependency, consumers, queue) or changed
+        return changed
 
     @staticmethod
     async def _watch_broker(

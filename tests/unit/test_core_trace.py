@@ -113,6 +113,7 @@ class _World:
         self.serial = 0
         self.stored: dict[str, Job] = {}
         self.held: dict[str, int] = {}  # job -> attempt
+        self.workers: dict[str, int] = {}  # dependency -> consumers of its ready queue, as last seen
         self.admitted: dict[str, list[tuple[str, float, bool]]] = defaultdict(list)  # (scope, at, retry)
         self.retractable: list[str] = []
         self.trace = hashlib.sha256()
@@ -220,6 +221,7 @@ class _World:
         self.record("gates", core.gate_states())
         self.record("drain_gates", core.drain_gates())
         self.record("retry_parked", core.retry_budget_parked())
+        self.record("lane_blocks", core.lane_blocks(dependency, self.now))
         self.record("clock", core.clock)
 
     def tick(self) -> None:
@@ -228,6 +230,10 @@ class _World:
             page = page_for(request, self.stored.values())
             self.record("page", [request, core.load_page(request, page)])
         self.record("expired", core.expire_leases(self.now))
+        if self.rng.random() < 0.1:  # a dependency's workers come or go (the broker's consumer count)
+            dependency = self.rng.choice(list(self.policies))
+            self.workers[dependency] = consumers = self.rng.choice([0, 0, 1, 3])
+            self.record("workers", core.observe_workers(dependency, consumers, f"janus.ready.{dependency}"))
         decision = core.admit(self.now, limit=self.rng.choice([None, None, 1, 2, 5]))
         self.record("admit", decision)
         for admission in decision.admissions:
@@ -258,6 +264,8 @@ class _World:
             core.restore_budget(dependency, [(at, retry) for _, at, retry in recent])
         for state in gates:
             core.restore_gate(state)
+        for dependency, consumers in self.workers.items():  # observed, not persisted: told again
+            core.observe_workers(dependency, consumers, f"janus.ready.{dependency}")
         core.advance_clock(self.now)
         self.retractable = []
 
