@@ -1,7 +1,7 @@
 """The `janus` command: one module per command group, and one way to end (janus.cli.exits).
 
 run, migrate, broker-upgrade (run.py); check-config (check.py); submit (submit.py);
-scopes, why (inspect.py); jobs show, jobs retry (jobs.py); demo (demo.py).
+scopes, why (inspect.py); jobs show, jobs retry (jobs.py); worker (worker.py); demo (demo.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from janus.cli import check, demo, inspect, jobs, run, submit
+from janus.cli import check, demo, inspect, jobs, run, submit, worker
 from janus.cli.common import Command, load_settings, run_async
 from janus.cli.exits import finish
 from janus.config import Settings
@@ -33,13 +33,14 @@ COMMANDS: dict[str, Command] = {
     "demo": demo.demo,
     "jobs retry": jobs.retry,
     "jobs show": jobs.show,
+    "worker": worker.worker,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="janus", description="Admission control for background jobs.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (run, check, submit, inspect, jobs, demo):
+    for module in (run, check, submit, inspect, jobs, worker, demo):
         module.add_parsers(commands)
     return parser
 
