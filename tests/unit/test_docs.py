@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,15 @@ from pydantic import BaseModel
 
 import janus.cli
 from janus.api.metrics import Metrics
-from janus.config import CircuitConfig, DependencyConfig, FairnessConfig, JanusConfig, RetryConfig, Settings
+from janus.config import (
+    CircuitConfig,
+    DependencyConfig,
+    FairnessConfig,
+    JanusConfig,
+    RetryConfig,
+    Settings,
+    parse_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -128,6 +137,14 @@ def test_configuration_reference_shows_every_key_and_variable() -> None:
         assert f"`JANUS_{field.upper()}`" in text, (
             f"docs/configuration.md does not list JANUS_{field.upper()}"
         )
+
+
+@pytest.mark.parametrize("path", [README, CONFIGURATION], ids=lambda p: p.name)
+def test_policy_examples_are_valid(path: Path) -> None:
+    blocks = re.findall(r"^```toml\n(.*?)^```", path.read_text(encoding="utf-8"), re.M | re.S)
+    assert blocks, f"no policy example in {path.name}"
+    for block in blocks:
+        parse_config(tomllib.loads(block), source=path.name, env={})  # raises ConfigError, naming the key
 
 
 def test_benchmarks_doc_covers_every_benchmark_and_runs_only_real_ones() -> None:
