@@ -400,24 +400,23 @@ class Service:
             except BROKER_ERRORS as exc:
                 raise BrokerError(f"cannot consume: {exc!r}") from exc
             watch = group.create_task(self._watch_broker(connection, publisher, consuming), name="broker")
+            draining = asyncio.Event()
 
             def on_counts(counts: dict[str, int]) -> None:
                 if self._tell_workers(loop.scheduler, counts):
                     inbox.ready.set()  # a tick now: a dependency's workers came (or went)
 
-            counting = group.create_task(workers.run(on_counts), name="worker-watch")
+            group.create_task(workers.run(on_counts, draining), name="worker-watch")
             self.leading.set()
             self.health.become(Role.LEADING, epoch=term.epoch)
             self._failures = 0
             self.metrics.recovering.set(0)
             log.info("admitting as %s in epoch %d", self.identity, term.epoch)
-            draining = asyncio.Event()
             group.create_task(self._drain_on_stop(draining, consuming), name="drain-on-stop")
             group.create_task(self._prune(store, term, scheduler, draining), name="prune-admissions")
             group.create_task(self._revive(store, term, scheduler, inbox, draining), name="revive-dead-jobs")
             await loop.run(draining)
             watch.cancel()
-            counting.cancel()
         await workers.close()
 
     def _tell_workers(self, scheduler: Scheduler, counts: dict[str, int]) -> bool:

@@ -52,13 +52,15 @@ class WorkerWatch:
         self.counts = counts
         return counts
 
-    async def run(self, on_counts: OnCounts) -> None:
-        """Poll until cancelled (a supervised task of the term); `on_counts` after every poll."""
-        while True:
+    async def run(self, on_counts: OnCounts, until: asyncio.Event) -> None:
+        """Poll until `until` is set (a supervised task of the term); `on_counts` after every
+        poll. Never cancelled mid-poll at a clean stop: a cancelled declare closes its channel."""
+        while not until.is_set():
             started = time.monotonic()
             on_counts(await self.poll())
             took = time.monotonic() - started
-            await asyncio.sleep(max(self._every, SHARE * took))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(until.wait(), max(self._every, SHARE * took))
 
     async def _consumers(self, queue: str) -> int:
         if self._channel is None or self._channel.is_closed:
@@ -80,7 +82,12 @@ class WorkerWatch:
                 level = logging.INFO if before is None else logging.WARNING
                 log.log(level, "no worker is consuming %s: admissions to %s wait for one", queue, dependency)
             elif consumers and before == 0:
-                log.info("%s has %d consumers again: admissions to %s resume", queue, consumers, dependency)
+                log.info(
+                    "a worker consumes %s (%d consumers): admissions to %s resume",
+                    queue,
+                    consumers,
+                    dependency,
+                )
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:

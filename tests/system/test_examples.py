@@ -1,8 +1,8 @@
 """The examples the README shows, run as a reader would run them, against a real `janus run`.
 
-examples/python/quickstart.py is the README's SDK example (the README includes it or links
-it); tasks.py and submit.py are the tour: a worker started from the shell, jobs submitted
-from a plain script, then `janus why` and `janus jobs show`.
+examples/python/quickstart.py is the README's SDK example (the README links it); tasks.py and
+submit.py are the README's tour: a worker started from the shell, jobs submitted from a plain
+script, then `janus why` and `janus jobs show`.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ async def test_the_tour_worker_from_the_shell_jobs_from_a_script(
         "payments-api=tasks:charge",
         "email=tasks:send_email",
         cwd=EXAMPLES,
-        env={**os.environ, "JANUS_AMQP_URL": vhost},
+        env={**os.environ, "JANUS_AMQP_URL": vhost, "CALL_SECONDS": "0.05"},  # a fast API, for a test
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
