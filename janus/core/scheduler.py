@@ -296,6 +296,12 @@ class _Lane:
         return None
 
 
+def _blocked(lane: _Lane, now: float) -> list[WhyWaiting]:
+    """What holds the whole dependency back at `now`, as a reason of `why` (none, or one)."""
+    block = lane.block(now)
+    return [] if block is None else [WhyWaiting(reason=block.reason, detail=block.limit, until=block.until)]
+
+
 # How many first attempts of one scope to keep in memory: the leader's memory follows
 # the number of active scopes, not the backlog (the rest stay in the store, paged in).
 MEMORY_BUDGET = 100_000  # first attempts in memory over all scopes, when there are few scopes
@@ -853,10 +859,7 @@ class Scheduler:
         scopes a cap of their own holds (the same `block` and parking `why_scope` explains per job)."""
         now = max(now, self._clock_floor)
         lane = self._lanes[dependency]
-        reasons: list[WhyWaiting] = []
-        block = lane.block(now)
-        if block is not None:
-            reasons.append(WhyWaiting(reason=block.reason, detail=block.limit, until=block.until))
+        reasons = _blocked(lane, now)
         fairness = lane.policy.fairness
         for reason, count in lane.parked.items():
             if count <= 0:
@@ -880,10 +883,7 @@ class Scheduler:
         """Why the next job of a scope (behind `ahead_in_scope` others of its scope) waits."""
         now = max(now, self._clock_floor)
         lane = self._lanes[dependency]
-        reasons: list[WhyWaiting] = []
-        block = lane.block(now)
-        if block is not None:
-            reasons.append(WhyWaiting(reason=block.reason, detail=block.limit, until=block.until))
+        reasons = _blocked(lane, now)
         scope = lane.scopes.get(scope_name)
         if scope is not None:
             cap = lane.scope_cap(scope, now)
