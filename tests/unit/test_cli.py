@@ -63,6 +63,7 @@ def test_a_bug_is_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- one line and exit code 2 for what a user typed wrong, never a traceback -------------------
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "janus.toml"
+CASES = Path(__file__).resolve().parent / "config_cases"
 
 
 @pytest.mark.parametrize(
@@ -94,6 +95,9 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "janus.toml"
             {},
             "unknown dependency 'nope': the configuration has email, payments-api",
         ),
+        # policy files that used to end in a traceback
+        (["check-config", "--config", str(CASES / "not_utf8.toml")], {}, "not UTF-8 (byte 23)"),
+        (["check-config", "--config", str(CASES / "nested_too_deep.toml")], {}, "nested too deeply"),
         # the environment is read inside the error handling too
         (
             ["check-config", "--config", str(CONFIG)],
