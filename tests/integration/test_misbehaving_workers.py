@@ -109,10 +109,13 @@ class Misbehaving:
             await self.connection.close()
             self.connection = None
 
-    def records(self) -> list[WorkRecord]:
+    def records(self, janus_ahead: float) -> list[WorkRecord]:
         """What this worker held, as the audit counts it: from its admission until its lease ends.
 
-        Both ends on Janus's clock: Janus frees the slot at the lease's end, not before."""
+        Janus frees the slot at the lease's end on its own clock, the database's, which it reckons
+        `janus_ahead` seconds ahead of this process's. The healthy worker's records are on this
+        process's clock: so are these, or an error in that reckoning (half a round trip to the
+        database, more under load) would show as an overlap that never happened."""
         records = []
         for job, received in self.taken:
             if self.behaviour in ("never acks", "purges its queue"):
@@ -127,8 +130,8 @@ class Misbehaving:
                     admitted_at=job.admitted_at,
                     expires_at=job.expires_at,
                     received_at=received,
-                    started_at=job.admitted_at,
-                    finished_at=job.lease_expires_at,
+                    started_at=job.admitted_at - janus_ahead,
+                    finished_at=job.lease_expires_at - janus_ahead,
                     outcome="failure",
                     error="misbehaved",
                 )
@@ -146,7 +149,8 @@ async def test_a_misbehaving_worker_loses_nothing_and_breaks_no_limit(
     log = RecordLog()
     bad = Misbehaving(vhost, behaviour)
 
-    async with running_janus(config):
+    async with running_janus(config) as service:
+        janus_ahead = service.clock() - time.time()
         await bad.start()
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([(job_id, "api", None, "default") for job_id in JOBS])
@@ -165,7 +169,7 @@ async def test_a_misbehaving_worker_loses_nothing_and_breaks_no_limit(
         rows = await job_rows(database)
         admissions = await admission_times(database)
 
-    records = [*log.records, *bad.records()]
+    records = [*log.records, *bad.records(janus_ahead)]
     report = audit(records, policies(config), expected_jobs=JOBS)
     assert report.ok, report.summary()
     assert report.dependencies["api"].worst_concurrency <= 2
