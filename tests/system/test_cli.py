@@ -126,7 +126,7 @@ async def test_scopes_and_why_ask_the_leader(
     port = free_port()
     janus = janus_process(config, "janus", {**FAST_TIMINGS, "JANUS_HTTP_PORT": str(port)})
     await janus.start()
-    await janus.wait_leading()
+    await janus.wait_admitting(timeout=20)  # its topology declared: a job published now is routed
     url = f"http://127.0.0.1:{port}"
     jobs = [("gold-0", "gold"), ("free-0", "free"), ("gold-1", "gold"), ("gold-2", "gold")]
     async with await Producer.connect(vhost) as producer:

@@ -41,7 +41,7 @@ async def start_janus(
     }
     janus = janus_process(config, env=env)
     await janus.start()
-    await janus.wait_leading()
+    await janus.wait_admitting(timeout=20)  # its topology declared: a job published now is routed
     return janus
 
 
