@@ -39,11 +39,12 @@ from janus.api.metrics import Metrics
 from janus.broker import topology
 from janus.broker.consumer import Delivery, ack_one, ack_up_to, content_type
 from janus.broker.publisher import Publisher
+from janus.core.decisions import Transition, Verdict
 from janus.core.flood import BadInputLimit
 from janus.core.gates import GateEvent
 from janus.core.jobs import Admission, Job
 from janus.core.policy import RateLimit
-from janus.core.scheduler import Scheduler, Transition, Verdict
+from janus.core.scheduler import Scheduler
 from janus.errors import JanusError, LeadershipLost, ProtocolError, StatementRefused
 from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result
 from janus.service.inbox import UNROUTABLE, Batch, Inbox, ResultSource

@@ -14,9 +14,9 @@ import asyncpg
 from asyncpg.exceptions._base import DataError as _ArgumentError  # client side: not encodable
 
 from janus.core.circuit import CircuitSnapshot, CircuitState
+from janus.core.decisions import PageRequest
 from janus.core.gates import GateState
 from janus.core.jobs import Admission, Job, JobState
-from janus.core.scheduler import PageRequest
 from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql

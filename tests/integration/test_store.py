@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from janus.core.decisions import PageRequest
 from janus.core.jobs import Admission, Job, JobState
-from janus.core.scheduler import PageRequest
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import available_migrations
 from janus.store.repository import Store

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from janus.core.decisions import PageRequest
 from janus.core.jobs import Job, JobState
-from janus.core.scheduler import PageRequest
 
 
 def page_for(request: PageRequest, stored: Iterable[Job]) -> list[Job]:

@@ -29,8 +29,9 @@ from pathlib import Path
 import pytest
 
 from janus.core.jobs import Job, JobState
+from janus.core.lane import NO_AGAIN
 from janus.core.policy import CircuitPolicy, DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
-from janus.core.scheduler import _NO_AGAIN, Scheduler
+from janus.core.scheduler import Scheduler
 from tests.unit.store_pages import page_for
 
 TRACES = Path(__file__).with_name("core_traces.json")
@@ -267,7 +268,7 @@ def run(seed: int) -> str:
     for _ in range(STEPS):
         world.step()
     world.tick()
-    assert not _NO_AGAIN, "a job was queued on the empty queue the scopes share"
+    assert not NO_AGAIN, "a job was queued on the empty queue the scopes share"
     return world.trace.hexdigest()
 
 

@@ -15,10 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from janus.core.decisions import WaitReason
 from janus.core.fairness import SCALE, FairQueue, stride
 from janus.core.jobs import Job
 from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit
-from janus.core.scheduler import Scheduler, WaitReason
+from janus.core.scheduler import Scheduler
 from tests.unit.store_pages import page_for
 
 weights = st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 10.0])

@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from janus.core.circuit import CircuitBreaker, CircuitState
+from janus.core.decisions import WaitReason
 from janus.core.pause import pause_for
 from janus.core.policy import CircuitPolicy, DependencyPolicy, RetryPolicy
 from janus.core.retry_budget import RetryBudget
-from janus.core.scheduler import Scheduler, WaitReason
+from janus.core.scheduler import Scheduler
 
 # -- retry budget ---------------------------------------------------------------
 

@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from janus.core.circuit import CircuitState
+from janus.core.decisions import Verdict
 from janus.core.gates import GateState
 from janus.core.jobs import Admission, Job
 from janus.core.policy import CircuitPolicy, DependencyPolicy, RateLimit, RetryPolicy
-from janus.core.scheduler import Scheduler, Verdict
+from janus.core.scheduler import Scheduler
 
 
 @st.composite

@@ -6,9 +6,10 @@ import random
 
 import pytest
 
+from janus.core.decisions import Changes, Verdict, WaitReason
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy
-from janus.core.scheduler import Changes, Scheduler, Verdict, WaitReason
+from janus.core.scheduler import Scheduler
 
 
 def scheduler(**policy: object) -> Scheduler:

@@ -25,9 +25,10 @@ from hypothesis.stateful import (
 
 from janus.audit import max_in_window
 from janus.core.backoff import backoff_ceiling
+from janus.core.decisions import Verdict
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
-from janus.core.scheduler import Scheduler, Verdict
+from janus.core.scheduler import Scheduler
 from tests.unit.store_pages import page_for
 
 SCOPES = ["s1", "s2", "s3"]

@@ -1,0 +1,188 @@
+"""The admission decision of one dependency: which of its eligible jobs run now, in fair order.
+
+This is the hot path of the core, so it is written for speed, with the same decisions as
+asking every limit before every admission:
+- The dependency's own limits (pause, circuit, concurrency, rate windows) change within one
+  decision only through its own admissions: `Lane.room` says once how many they allow, and
+  `Lane.block` is asked again only when that many have been admitted. The admissions are told
+  to the rate windows, the retry budget and the circuit in batches (`Lane.record_admissions`),
+  always before anything reads them: before `block` and `room`, before a scope's retry asks
+  the budget, and at the end.
+- Scope caps are checked per admission (a scope may be served again in the same decision),
+  but only if the dependency has any.
+- The admitted job and its admission are built positionally (`janus.core.jobs.new_value`); the
+  lease deadline goes into one heap entry for the whole batch.
+"""
+
+from __future__ import annotations
+
+from janus.core.decisions import Blocked, WaitReason
+from janus.core.jobs import Admission, Job, JobState, new_value
+from janus.core.lane import Lane
+
+
+def admit_lane(
+    lane: Lane,
+    now: float,
+    budget: int,
+    admissions: list[Admission],
+    blocked: list[Blocked],
+    wakeups: list[float],
+) -> int:
+    """Admit from one dependency while `budget` (-1: no limit) and its limits allow; returns
+    the budget left. Appends to `admissions`, `blocked` and `wakeups`."""
+    fair = lane.fair
+    if fair.peek() is None:
+        return budget
+    policy = lane.policy
+    ledger = lane.ledger
+    scopes, jobs, changed, lapsed, held = lane.scopes, ledger.jobs, ledger.changed, ledger.lapsed, lane.held
+    fairness = policy.fairness
+    scope_windows = bool(fairness.scope_rate_limits)  # every scope has windows, or none has
+    capped = fairness.scope_concurrency is not None or scope_windows
+    expires_at, lease_deadline = now + policy.admission_ttl, now + policy.lease_timeout
+    admitted_state = JobState.ADMITTED
+    leases: list[tuple[str, int]] = []
+    room = 0  # admissions the dependency's limits allow before `block` must be asked again
+    pending = retries = 0  # admitted, not yet recorded (record_admissions)
+    while budget != 0:
+        name = fair.peek()
+        if name is None:
+            break
+        if room <= 0:
+            if pending:
+                lane.record_admissions(now, pending, retries)
+                pending = retries = 0
+            opened = _room(lane, now, blocked, wakeups)
+            if opened is None:
+                break
+            room = opened
+        scope = scopes[name]
+        if capped:
+            cap = lane.scope_cap(scope, now)
+            if cap is not None:
+                lane.park(scope, cap[0], cap[2])
+                continue
+        job_id: str | None
+        if scope.again:
+            if pending:  # next_job may ask the retry budget
+                lane.record_admissions(now, pending, retries)
+                pending = retries = 0
+            job_id = lane.next_job(scope, now)
+        else:
+            job_id = scope.fresh.popleft() if scope.fresh else None
+        if job_id is None:
+            if scope.stored and not scope.fresh:
+                _wait_for_page(lane, name, now, blocked, wakeups)
+                break
+            lane.park(scope, WaitReason.RETRY_BUDGET, None)
+            continue
+        # One unpacking is cheaper than eight attribute reads. Field order of `Job`.
+        (
+            _,  # job_id
+            dependency,
+            scope_name,
+            payload,
+            seq,
+            _,  # state
+            attempt,
+            failures,
+            eligible_at,
+            _,  # admitted_at
+            _,  # expires_at
+            _,  # lease_deadline
+            last_error,
+            _,  # finished_at
+        ) = jobs[job_id]
+        attempt += 1
+        admitted = new_value(
+            Job,
+            (
+                job_id,
+                dependency,
+                scope_name,
+                payload,
+                seq,
+                admitted_state,
+                attempt,
+                failures,
+                eligible_at,
+                now,  # admitted_at
+                expires_at,
+                lease_deadline,
+                last_error,
+                None,  # finished_at
+            ),
+        )
+        jobs[job_id] = admitted
+        changed[job_id] = admitted
+        if lapsed:
+            lapsed.pop(job_id, None)
+        held.add(job_id)
+        lane.eligible -= 1
+        scope.held += 1
+        scope.admitted += 1
+        if scope_windows:
+            for window in scope.windows:
+                window.record(now)
+        pending += 1
+        if failures:
+            retries += 1
+        fair.charge(name, scope.stride)
+        if not (scope.fresh or scope.again or scope.stored):
+            fair.park(name)
+        elif scope.stored:
+            lane.want_page(scope)
+        leases.append((job_id, attempt))
+        admissions.append(
+            new_value(
+                Admission,
+                (
+                    job_id,
+                    dependency,
+                    scope_name,
+                    payload,
+                    attempt,
+                    now,
+                    expires_at,
+                    lease_deadline,
+                    failures > 0,  # retry
+                ),
+            )
+        )
+        budget -= 1
+        room -= 1
+    if pending:
+        lane.record_admissions(now, pending, retries)
+    if leases:
+        ledger.add_leases(lease_deadline, leases)
+    return budget
+
+
+def _room(lane: Lane, now: float, blocked: list[Blocked], wakeups: list[float]) -> int | None:
+    """How many admissions the dependency's own limits allow now; None if one of them blocks it
+    (then said in `blocked`, with when it frees by the clock in `wakeups`)."""
+    block = lane.block(now)
+    if block is not None:
+        blocked.append(block)
+        if block.until is not None:
+            wakeups.append(block.until)
+        return None
+    return lane.room(now)
+
+
+def _wait_for_page(lane: Lane, name: str, now: float, blocked: list[Blocked], wakeups: list[float]) -> None:
+    """The scope whose turn it is has its next jobs in the store: the lane stops rather than pass
+    over the scope's turn (which would bend the fairness bound); the next tick pages them in."""
+    dependency = lane.policy.name
+    blocked.append(
+        Blocked(
+            dependency=dependency,
+            reason=WaitReason.PAGING,
+            limit=f"reading scope {name!r}",
+            until=now,
+            waiting=lane.eligible,
+        )
+    )
+    lane.pager.urgent[(dependency, name)] = None
+    wakeups.append(now)
