@@ -10,14 +10,14 @@ asking every limit before every admission:
   the budget, and at the end.
 - Scope caps are checked per admission (a scope may be served again in the same decision),
   but only if the dependency has any.
-- The admitted job and its admission are built positionally (`janus.core.jobs.new_value`); the
+- The admitted job and its admission are built positionally (`janus.core.jobs.admitted`); the
   lease deadline goes into one heap entry for the whole batch.
 """
 
 from __future__ import annotations
 
 from janus.core.decisions import Blocked, WaitReason
-from janus.core.jobs import Admission, Job, JobState, new_value
+from janus.core.jobs import Admission, admitted
 from janus.core.lane import Lane
 
 
@@ -41,7 +41,6 @@ def admit_lane(
     scope_windows = bool(fairness.scope_rate_limits)  # every scope has windows, or none has
     capped = fairness.scope_concurrency is not None or scope_windows
     expires_at, lease_deadline = now + policy.admission_ttl, now + policy.lease_timeout
-    admitted_state = JobState.ADMITTED
     leases: list[tuple[str, int]] = []
     room = 0  # admissions the dependency's limits allow before `block` must be asked again
     pending = retries = 0  # admitted, not yet recorded (record_admissions)
@@ -77,45 +76,9 @@ def admit_lane(
                 break
             lane.park(scope, WaitReason.RETRY_BUDGET, None)
             continue
-        # One unpacking is cheaper than eight attribute reads. Field order of `Job`.
-        (
-            _,  # job_id
-            dependency,
-            scope_name,
-            payload,
-            seq,
-            _,  # state
-            attempt,
-            failures,
-            eligible_at,
-            _,  # admitted_at
-            _,  # expires_at
-            _,  # lease_deadline
-            last_error,
-            _,  # finished_at
-        ) = jobs[job_id]
-        attempt += 1
-        admitted = new_value(
-            Job,
-            (
-                job_id,
-                dependency,
-                scope_name,
-                payload,
-                seq,
-                admitted_state,
-                attempt,
-                failures,
-                eligible_at,
-                now,  # admitted_at
-                expires_at,
-                lease_deadline,
-                last_error,
-                None,  # finished_at
-            ),
-        )
-        jobs[job_id] = admitted
-        changed[job_id] = admitted
+        job, admission = admitted(jobs[job_id], now, expires_at, lease_deadline)
+        jobs[job_id] = job
+        changed[job_id] = job
         if lapsed:
             lapsed.pop(job_id, None)
         held.add(job_id)
@@ -126,30 +89,15 @@ def admit_lane(
             for window in scope.windows:
                 window.record(now)
         pending += 1
-        if failures:
+        if admission.retry:
             retries += 1
         fair.charge(name, scope.stride)
         if not (scope.fresh or scope.again or scope.stored):
             fair.park(name)
         elif scope.stored:
             lane.want_page(scope)
-        leases.append((job_id, attempt))
-        admissions.append(
-            new_value(
-                Admission,
-                (
-                    job_id,
-                    dependency,
-                    scope_name,
-                    payload,
-                    attempt,
-                    now,
-                    expires_at,
-                    lease_deadline,
-                    failures > 0,  # retry
-                ),
-            )
-        )
+        leases.append((job_id, admission.attempt))
+        admissions.append(admission)
         budget -= 1
         room -= 1
     if pending:

@@ -31,7 +31,7 @@ from janus.core.decisions import (
 )
 from janus.core.fairness import stride
 from janus.core.gates import GateEvent, GateState
-from janus.core.jobs import Admission, Job, JobState, new_value
+from janus.core.jobs import Admission, Job, JobState, first_attempt, new_value, succeeded
 from janus.core.lane import Lane, Ledger
 from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET, MIN_PER_SCOPE, PAGE_ROWS_PER_TICK, Pager
 from janus.core.policy import DependencyPolicy, RateLimit
@@ -104,25 +104,8 @@ class Scheduler:
         if job_id in self._jobs or job_id in self._new:
             raise ValueError(f"job {job_id!r} is already known")
         self._next_seq += 1
-        # Built positionally (jobs.new_value): this is on the path of every job.
-        job = new_value(
-            Job,
-            (
-                job_id,
-                dependency,
-                scope,
-                payload,
-                self._next_seq,  # seq
-                JobState.WAITING,
-                0,  # attempt
-                0,  # failures
-                now,  # eligible_at
-                None,  # admitted_at
-                None,  # expires_at
-                None,  # lease_deadline
-                None,  # last_error
-                None,  # finished_at
-            ),
+        job = first_attempt(
+            job_id=job_id, dependency=dependency, scope=scope, payload=payload, seq=self._next_seq, now=now
         )
         state = lane.scopes.get(scope) or lane.scope(scope)
         keep = not state.stored and len(state.fresh) < self._pager.per_scope()
@@ -340,27 +323,7 @@ class Scheduler:
         job, lane = taken
         if success:
             lane.gate.on_outcome(failed=False, admitted_at=job.admitted_at, now=now)
-            # Built positionally (jobs.new_value): every job ends here. Field order of `Job`;
-            # last_error is cleared.
-            done = new_value(
-                Job,
-                (
-                    job_id,
-                    job.dependency,
-                    job.scope,
-                    job.payload,
-                    job.seq,
-                    JobState.SUCCEEDED,
-                    job.attempt,
-                    job.failures,
-                    job.eligible_at,
-                    job.admitted_at,
-                    job.expires_at,
-                    job.lease_deadline,
-                    None,
-                    now,
-                ),
-            )
+            done = succeeded(job, now)
             self._finish(lane, done)
             return new_value(Transition, (Verdict.SUCCEEDED, done))
         return self._fail(lane, job, error or "failed", retry_after, now)
@@ -555,7 +518,7 @@ class Scheduler:
             lane.delayed = [entry for entry in lane.delayed if entry[2] != job_id]
             heapq.heapify(lane.delayed)
             scope.delayed -= 1
-        done = job._replace(state=JobState.SUCCEEDED, finished_at=now, last_error=None)
+        done = succeeded(job, now)
         self._finish(lane, done)
         return Transition(verdict=Verdict.SUCCEEDED, job=done)
 
