@@ -10,14 +10,15 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.fairness import FairQueue, stride
-from janus.core.gates import DependencyGates
+from janus.core.gates import DependencyGates, GateState
 from janus.core.jobs import Job
 from janus.core.paging import Pager
-from janus.core.policy import DependencyPolicy
+from janus.core.policy import DependencyPolicy, RateLimit
 from janus.core.rate import SlidingWindow
 
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
@@ -142,6 +143,53 @@ class Lane:
         pager = self.pager
         if scope.stored and not scope.paging and len(scope.fresh) <= pager.per_scope() // 2:
             pager.wanted[(self.policy.name, scope.name)] = None
+
+    def update_policy(self, policy: DependencyPolicy) -> None:
+        """New weights and caps from the next decision on; the windows keep their admissions."""
+        old = self.policy
+        if tuple(policy.rate_limits) != tuple(old.rate_limits):
+            self.windows = _rewindowed(self.windows, policy.rate_limits)
+        self.policy = policy
+        for scope in self.scopes.values():
+            scope.stride = stride(policy.fairness.weight(scope.name))
+        if tuple(policy.fairness.scope_rate_limits) != tuple(old.fairness.scope_rate_limits):
+            for scope in self.scopes.values():
+                scope.windows = _rewindowed(scope.windows, policy.fairness.scope_rate_limits)
+        for scope in list(self.scopes.values()):
+            if scope.parked in (WaitReason.SCOPE_CONCURRENCY, WaitReason.SCOPE_RATE):
+                self.unpark(scope)  # re-checked against the new caps at its next turn
+
+    # -- rebuilding from the store ---------------------------------------------------
+
+    def restore_backlog(self, name: str, count: int) -> None:
+        """`count` first attempts of scope `name` wait in the store."""
+        scope = self.scope(name)
+        scope.stored += count
+        self.stored += count
+        self.eligible += count
+        self.want_page(scope)
+        self.wake(scope)
+
+    def restore_admissions(self, admissions: Iterable[tuple[str, float]]) -> float | None:
+        """Reload the admission history, (scope, admitted_at); returns the latest, if any."""
+        admissions = sorted(admissions, key=lambda pair: pair[1])
+        stamps = [stamp for _, stamp in admissions]
+        for window in self.windows:
+            window.restore(stamps)
+        if self.policy.fairness.scope_rate_limits:
+            by_scope: dict[str, list[float]] = {}
+            for scope, stamp in admissions:
+                by_scope.setdefault(scope, []).append(stamp)
+            for scope, scope_stamps in by_scope.items():
+                for window in self.scope(scope).windows:
+                    window.restore(scope_stamps)
+        return stamps[-1] if stamps else None
+
+    def restore_gate(self, state: GateState) -> None:
+        """Go on with a previous leader's circuit and pause (after the held jobs are restored)."""
+        jobs = self.ledger.jobs
+        held = [job.admitted_at for job_id in self.held if (job := jobs[job_id]).admitted_at is not None]
+        self.gate.restore(state, held)
 
     # -- the dependency's own limits ---------------------------------------------
 
@@ -302,3 +350,12 @@ class Lane:
                 continue  # admitted again since it was queued here; queued again when it empties
             del self.scopes[name]
             self.pager.scopes -= 1
+
+
+def _rewindowed(windows: list[SlidingWindow], limits: Iterable[RateLimit]) -> list[SlidingWindow]:
+    """New windows on new limits, holding every admission the old ones still held."""
+    stamps = sorted({stamp for window in windows for stamp in window.stamps()})
+    fresh = [SlidingWindow(limit) for limit in limits]
+    for window in fresh:
+        window.restore(stamps)
+    return fresh

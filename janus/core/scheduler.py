@@ -29,13 +29,12 @@ from janus.core.decisions import (
     WaitReason,
     WhyWaiting,
 )
-from janus.core.fairness import stride
 from janus.core.gates import GateEvent, GateState
 from janus.core.jobs import Admission, Job, JobState, first_attempt, new_value, succeeded
 from janus.core.lane import Lane, Ledger
 from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET, MIN_PER_SCOPE, PAGE_ROWS_PER_TICK, Pager
-from janus.core.policy import DependencyPolicy, RateLimit
-from janus.core.rate import SlidingWindow
+from janus.core.policy import DependencyPolicy
+from janus.core.rebuild import Snapshot
 
 
 class Scheduler:
@@ -77,19 +76,7 @@ class Scheduler:
         Rate and concurrency history stays; scope windows are rebuilt on the new limits
         with the admissions they still hold.
         """
-        lane = self._lanes[policy.name]
-        old_scope_limits = lane.policy.fairness.scope_rate_limits
-        if tuple(policy.rate_limits) != tuple(lane.policy.rate_limits):
-            lane.windows = _rewindowed(lane.windows, policy.rate_limits)
-        lane.policy = policy
-        for scope in lane.scopes.values():
-            scope.stride = stride(policy.fairness.weight(scope.name))
-        if tuple(policy.fairness.scope_rate_limits) != tuple(old_scope_limits):
-            for scope in lane.scopes.values():
-                scope.windows = _rewindowed(scope.windows, policy.fairness.scope_rate_limits)
-        for scope in list(lane.scopes.values()):
-            if scope.parked in (WaitReason.SCOPE_CONCURRENCY, WaitReason.SCOPE_RATE):
-                lane.unpark(scope)  # re-checked against the new caps at its next turn
+        self._lanes[policy.name].update_policy(policy)
 
     def submit(self, *, job_id: str, dependency: str, scope: str, payload: object, now: float) -> Job:
         """A new job, eligible at once.
@@ -155,12 +142,53 @@ class Scheduler:
             lane.fair.park(scope.name)
         lane.maybe_retire(scope)
 
-    def restore(self, job: Job) -> bool:
-        """Reload a non-terminal job from the store. False if its dependency is not configured.
+    @classmethod
+    def rebuilt(
+        cls,
+        policies: Iterable[DependencyPolicy],
+        snapshot: Snapshot,
+        now: float,
+        rng: random.Random,
+        *,
+        memory_budget: int = MEMORY_BUDGET,
+        per_scope: tuple[int, int] = (MIN_PER_SCOPE, MAX_PER_SCOPE),
+    ) -> Scheduler:
+        """A core rebuilt from the store at `now`, the start of a term: the jobs it held, the
+        backlogs, and every budget (rate windows, retry budgets, circuits, pauses) as the last
+        leader left them. What belongs to dependencies no longer configured is left out."""
+        core = cls(policies, rng, memory_budget=memory_budget, per_scope=per_scope)
+        lanes = core._lanes
+        for job in snapshot.jobs:
+            core.restore(job)
+        for entry in snapshot.backlog:
+            backlog_lane = lanes.get(entry.dependency)
+            if backlog_lane is not None and entry.waiting > 0:
+                backlog_lane.restore_backlog(entry.scope, entry.waiting)
+            core._next_seq = max(core._next_seq, entry.max_seq)
+        core._next_seq = max(core._next_seq, snapshot.max_seq)
+        for dependency, admissions in snapshot.admissions.items():
+            lane = lanes.get(dependency)
+            latest = lane.restore_admissions(admissions) if lane is not None else None
+            if latest is not None:
+                core._clock_floor = max(core._clock_floor, latest)
+        for dependency, flagged in snapshot.budget_admissions.items():
+            if (lane := lanes.get(dependency)) is not None:
+                lane.gate.budget.restore(flagged)
+        for state in snapshot.gates:
+            if (lane := lanes.get(state.dependency)) is not None:
+                lane.restore_gate(state)
+        # Admissions older than every rate window are not reloaded: without this floor, a clock
+        # that jumps back after a takeover could stamp a new admission into a window beside them.
+        core._advance(now)
+        return core
 
-        The shell restores held jobs and jobs admitted before (retries), and leaves a
-        scope's first attempts in the store (`restore_backlog`); restoring a first
-        attempt here keeps it in memory.
+    def restore(self, job: Job) -> bool:
+        """Hold an unfinished job from the store (rebuilding, or a dead job made waiting again).
+        False if it is finished or its dependency is not configured.
+
+        A rebuild restores held jobs and jobs admitted before (retries), and leaves a scope's
+        first attempts in the store (`Snapshot.backlog`); restoring a first attempt here keeps
+        it in memory.
         """
         lane = self._lanes.get(job.dependency)
         if lane is None or job.state.terminal:
@@ -188,42 +216,6 @@ class Scheduler:
         else:
             lane.delay(scope, job)
         return True
-
-    def restore_backlog(self, dependency: str, scope: str, *, count: int, max_seq: int) -> None:
-        """A scope's first attempts left in the store (`count` of them, seq up to `max_seq`)."""
-        lane = self._lanes.get(dependency)
-        if lane is None or count <= 0:
-            return
-        state = lane.scope(scope)
-        state.stored += count
-        lane.stored += count
-        lane.eligible += count
-        self._next_seq = max(self._next_seq, max_seq)
-        lane.want_page(state)
-        lane.wake(state)
-
-    def restore_admissions(self, dependency: str, admissions: Iterable[tuple[str, float]]) -> None:
-        """Reload the admission history, (scope, admitted_at), that still falls inside the windows."""
-        lane = self._lanes.get(dependency)
-        if lane is None:
-            return
-        admissions = sorted(admissions, key=lambda pair: pair[1])
-        stamps = [stamp for _, stamp in admissions]
-        for window in lane.windows:
-            window.restore(stamps)
-        if lane.policy.fairness.scope_rate_limits:
-            by_scope: dict[str, list[float]] = {}
-            for scope, stamp in admissions:
-                by_scope.setdefault(scope, []).append(stamp)
-            for scope, scope_stamps in by_scope.items():
-                for window in lane.scope(scope).windows:
-                    window.restore(scope_stamps)
-        if stamps:
-            self._clock_floor = max(self._clock_floor, stamps[-1])
-
-    def note_seq(self, seq: int) -> None:
-        """The highest seq the store has handed out: new jobs go after it."""
-        self._next_seq = max(self._next_seq, seq)
 
     def page_requests(self, max_rows: int = PAGE_ROWS_PER_TICK) -> list[PageRequest]:
         """Scopes whose first attempts in memory run low while more wait in the store.
@@ -287,22 +279,6 @@ class Scheduler:
             lane.wake(scope)
             lane.want_page(scope)
         return consistent
-
-    def restore_budget(self, dependency: str, admissions: Iterable[tuple[float, bool]]) -> None:
-        """Reload the admissions (at, retry) still inside the retry budget's window."""
-        lane = self._lanes.get(dependency)
-        if lane is not None:
-            lane.gate.budget.restore(admissions)
-
-    def restore_gate(self, state: GateState) -> None:
-        """Go on with a previous leader's circuit and pause; call after restoring the jobs."""
-        lane = self._lanes.get(state.dependency)
-        if lane is None:
-            return
-        held = [
-            job.admitted_at for job_id in lane.held if (job := self._jobs[job_id]).admitted_at is not None
-        ]
-        lane.gate.restore(state, held)
 
     def on_result(
         self,
@@ -472,12 +448,6 @@ class Scheduler:
     def clock(self) -> float:
         return self._clock_floor
 
-    def advance_clock(self, now: float) -> None:
-        """Start a rebuilt core's clock at the time its term starts. Admissions older than every
-        rate window are not reloaded, so without this floor a clock that jumps back after a
-        takeover could stamp a new admission into a window beside them."""
-        self._advance(now)
-
     # -- internals ----------------------------------------------------------
 
     def _advance(self, now: float) -> float:
@@ -566,12 +536,3 @@ class Scheduler:
         self._store(waiting)
         lane.delay(lane.scopes[job.scope], waiting)
         return Transition(verdict=Verdict.RETRY_SCHEDULED, job=waiting)
-
-
-def _rewindowed(windows: list[SlidingWindow], limits: Iterable[RateLimit]) -> list[SlidingWindow]:
-    """New windows on new limits, holding every admission the old ones still held."""
-    stamps = sorted({stamp for window in windows for stamp in window.stamps()})
-    fresh = [SlidingWindow(limit) for limit in limits]
-    for window in fresh:
-        window.restore(stamps)
-    return fresh

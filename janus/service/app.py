@@ -38,6 +38,7 @@ from janus.broker.publisher import Publisher
 from janus.config import JanusConfig, Settings
 from janus.core.backoff import retry_delay
 from janus.core.policy import RetryPolicy
+from janus.core.rebuild import history_since
 from janus.core.scheduler import Scheduler
 from janus.errors import BrokerError, LeadershipLost, StoreError
 from janus.service import leadership
@@ -294,41 +295,21 @@ class Service:
 
     async def _rebuild(self, store: Store) -> Scheduler:
         """Every budget from PostgreSQL, before the first admission of the term."""
-        scheduler = Scheduler(self.config.policies(), random.Random())
-        jobs = await store.load_active_jobs()
-        skipped = sum(1 for job in jobs if not scheduler.restore(job))
-        backlog = await store.load_backlog()
-        for entry in backlog:
-            scheduler.note_seq(entry.max_seq)
-            if scheduler.knows(entry.dependency):
-                scheduler.restore_backlog(
-                    entry.dependency, entry.scope, count=entry.waiting, max_seq=entry.max_seq
-                )
-            else:
-                skipped += entry.waiting
+        policies = self.config.policies()
+        admissions_since, budget_since = history_since(policies, self.clock())
+        snapshot = await store.snapshot(admissions_since=admissions_since, budget_since=budget_since)
+        scheduler = Scheduler.rebuilt(policies, snapshot, self.clock(), random.Random())
+        skipped = snapshot.unconfigured(scheduler.policies)
         if skipped:
             log.warning("%d unfinished jobs belong to dependencies no longer configured; they wait", skipped)
-        longest = max((p.longest_window for p in scheduler.policies.values()), default=0.0)
-        history = await store.load_admissions_since(self.clock() - longest - 1.0)
-        for dependency, admissions in history.items():
-            scheduler.restore_admissions(dependency, admissions)
-        # Retry control: the budgets' windows, and the circuits and pauses as the last leader left them.
-        budget_window = max((p.retry.budget_window for p in scheduler.policies.values()), default=0.0)
-        budgets = await store.load_budget_admissions_since(self.clock() - budget_window - 1.0)
-        for dependency, flagged in budgets.items():
-            scheduler.restore_budget(dependency, flagged)
-        for gate in await store.load_gates():
-            scheduler.restore_gate(gate)
-        scheduler.advance_clock(self.clock())
-        held = sum(s.held for s in scheduler.stats())
         log.info(
             "rebuilt from PostgreSQL: %d unfinished jobs in memory (%d held), %d first attempts "
             "in %d scopes left in the store, %d admissions in rate windows",
-            len(jobs),
-            held,
-            sum(entry.waiting for entry in backlog),
-            len(backlog),
-            sum(len(v) for v in history.values()),
+            len(snapshot.jobs),
+            sum(s.held for s in scheduler.stats()),
+            sum(entry.waiting for entry in snapshot.backlog),
+            len(snapshot.backlog),
+            sum(len(v) for v in snapshot.admissions.values()),
         )
         return scheduler
 

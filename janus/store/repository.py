@@ -17,6 +17,7 @@ from janus.core.circuit import CircuitSnapshot, CircuitState
 from janus.core.decisions import PageRequest
 from janus.core.gates import GateState
 from janus.core.jobs import Admission, Job, JobState
+from janus.core.rebuild import Backlog, Snapshot
 from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
@@ -31,14 +32,6 @@ _DB_ERRORS = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Backlog:
-    dependency: str
-    scope: str
-    waiting: int
-    max_seq: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -87,6 +80,25 @@ def _job(row: asyncpg.Record) -> Job:
         expires_at=row["expires_at"],
         lease_deadline=row["lease_deadline"],
         last_error=row["last_error"],
+    )
+
+
+def _backlog(row: asyncpg.Record) -> Backlog:
+    return Backlog(
+        dependency=row["dependency"], scope=row["scope"], waiting=row["waiting"], max_seq=row["max_seq"]
+    )
+
+
+def _gate(row: asyncpg.Record) -> GateState:
+    return GateState(
+        dependency=row["dependency"],
+        circuit=CircuitSnapshot(
+            state=CircuitState(row["circuit_state"]),
+            since=row["circuit_since"],
+            open_until=row["open_until"],
+            open_for=row["open_for"],
+        ),
+        pause_until=row["pause_until"],
     )
 
 
@@ -400,22 +412,35 @@ class Store:
         rows = await self._read(name, *args, what=what, timeout=timeout)
         return rows[0] if rows else None
 
-    async def load_active_jobs(self) -> list[Job]:
-        rows = await self._read("load_active_jobs", what="loading jobs")
-        return [_job(row) for row in rows]
-
-    async def load_backlog(self) -> list[Backlog]:
-        """Per scope, the first attempts waiting in the store (the leader pages them in)."""
-        rows = await self._read("load_backlog", what="loading the backlog")
-        return [
-            Backlog(
-                dependency=row["dependency"],
-                scope=row["scope"],
-                waiting=row["waiting"],
-                max_seq=row["max_seq"],
-            )
-            for row in rows
-        ]
+    async def snapshot(self, *, admissions_since: float, budget_since: float) -> Snapshot:
+        """What a new core is rebuilt from (`Scheduler.rebuilt`), read as of one moment: the
+        unfinished jobs it holds, the backlogs, the admissions after `admissions_since` (rate
+        windows) and after `budget_since` (retry budgets), and the circuits and pauses."""
+        try:
+            async with (
+                asyncio.timeout(self.LONG_TIMEOUT),
+                self._pool.acquire() as connection,
+                connection.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                jobs = [_job(row) for row in await connection.fetch(sql("load_active_jobs"))]
+                backlog = [_backlog(row) for row in await connection.fetch(sql("load_backlog"))]
+                admissions: dict[str, list[tuple[str, float]]] = defaultdict(list)
+                for row in await connection.fetch(sql("load_admissions_since"), admissions_since):
+                    admissions[row["dependency"]].append((row["scope"], row["admitted_at"]))
+                budgets: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+                for row in await connection.fetch(sql("load_budget_admissions_since"), budget_since):
+                    budgets[row["dependency"]].append((row["admitted_at"], row["retry"]))
+                gates = [_gate(row) for row in await connection.fetch(sql("load_gates"))]
+        except _DB_ERRORS as exc:
+            raise StoreError(f"loading what the core is rebuilt from failed: {exc}") from exc
+        return Snapshot(
+            jobs=jobs,
+            backlog=backlog,
+            admissions=dict(admissions),
+            budget_admissions=dict(budgets),
+            gates=gates,
+            max_seq=max([*(job.seq for job in jobs), *(entry.max_seq for entry in backlog)], default=0),
+        )
 
     async def job_position(self, job_id: str) -> JobPosition | None:
         """A job as stored, and how many first attempts of its scope wait before it."""
@@ -436,42 +461,10 @@ class Store:
             ahead_in_scope=row["ahead"],
         )
 
-    async def load_admissions_since(self, since: float) -> dict[str, list[tuple[str, float]]]:
-        """Per dependency, (scope, admitted_at) of the admissions after `since`."""
-        rows = await self._read("load_admissions_since", since, what="loading admissions")
-        history: dict[str, list[tuple[str, float]]] = defaultdict(list)
-        for row in rows:
-            history[row["dependency"]].append((row["scope"], row["admitted_at"]))
-        return history
-
     async def job_states(self) -> dict[str, str]:
         """Every job's state (for the audit and operators), job_id -> state."""
         rows = await self._read("job_states", what="reading job states")
         return {row["job_id"]: row["state"] for row in rows}
-
-    async def load_budget_admissions_since(self, since: float) -> dict[str, list[tuple[float, bool]]]:
-        """Per dependency, (admitted_at, retry) of the admissions after `since`: the retry budgets."""
-        rows = await self._read("load_budget_admissions_since", since, what="loading admissions")
-        history: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-        for row in rows:
-            history[row["dependency"]].append((row["admitted_at"], row["retry"]))
-        return history
-
-    async def load_gates(self) -> list[GateState]:
-        rows = await self._read("load_gates", what="loading circuits and pauses")
-        return [
-            GateState(
-                dependency=row["dependency"],
-                circuit=CircuitSnapshot(
-                    state=CircuitState(row["circuit_state"]),
-                    since=row["circuit_since"],
-                    open_until=row["open_until"],
-                    open_for=row["open_for"],
-                ),
-                pause_until=row["pause_until"],
-            )
-            for row in rows
-        ]
 
     # -- dead jobs --------------------------------------------------------------
 

@@ -90,10 +90,12 @@ async def test_one_lease_holder_at_a_time_and_the_fence_stops_a_deposed_leader(d
                 await tx.prune_admissions(0.0)
         await store.release(second, second_epoch)
         assert await store.try_acquire(first, 5.0) == 3, "released: taken at once, in a new epoch"
-        backlog = await store.load_backlog()
+        snapshot = await store.snapshot(admissions_since=0.0, budget_since=0.0)
     finally:
         await store.close()
-    assert [(b.scope, b.waiting) for b in backlog] == [("s", 1)], "the deposed leader's write never landed"
+    assert [(b.scope, b.waiting) for b in snapshot.backlog] == [("s", 1)], (
+        "the deposed leader's write never landed"
+    )
 
 
 async def test_a_takeover_waits_for_the_leaders_open_transaction(database: str) -> None:
@@ -165,18 +167,20 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
             ghost = Job(job_id="ghost", dependency="api", scope="t1", payload=None)
             with pytest.raises(StoreError, match="updated 0 of 1"):
                 await tx.tick(103.0, [], [ghost], [])
-        jobs = {job.job_id: job for job in await store.load_active_jobs()}
-        backlog = await store.load_backlog()
-        history = await store.load_admissions_since(101.0)
+        snapshot = await store.snapshot(admissions_since=101.0, budget_since=50.0)
         assert await store.prune_admissions(holder, epoch, before=101.0) == 0
         assert await store.prune_admissions(holder, epoch, before=102.0) == 1, "admitted_at <= before goes"
-        assert await store.load_admissions_since(0.0) == {}
+        pruned = await store.snapshot(admissions_since=0.0, budget_since=0.0)
     finally:
         await store.close()
+    jobs = {job.job_id: job for job in snapshot.jobs}
     assert jobs == {"x": admitted._replace(seq=jobs["x"].seq)}, "first attempts stay in the store"
-    (y,) = backlog
+    (y,) = snapshot.backlog
     assert (y.dependency, y.scope, y.waiting) == ("api", "t2", 1)
-    assert history == {"api": [("t1", 102.0)]}
+    assert snapshot.max_seq == max(jobs["x"].seq, y.max_seq)
+    assert snapshot.admissions == {"api": [("t1", 102.0)]}
+    assert snapshot.budget_admissions == {"api": [(102.0, False)]}
+    assert (pruned.admissions, pruned.budget_admissions) == ({}, {})
 
 
 async def test_pages_bring_each_scopes_first_attempts_in_seq_order(database: str) -> None:
