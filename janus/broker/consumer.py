@@ -12,14 +12,14 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractConnection
-from aiormq.abc import AbstractChannel as RawChannel
-from aiormq.abc import DeliveredMessage
+import aio_pika.abc
+from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from janus.broker import BROKER_ERRORS
 from janus.errors import BrokerError
 
 Delivery = DeliveredMessage
+RawChannel = AbstractChannel  # the channel a delivery came on: its acks go there
 OnDelivery = Callable[[Delivery], Coroutine[Any, Any, None]]
 
 
@@ -43,7 +43,7 @@ async def ack_one(delivery: Delivery) -> None:
 
 @dataclass(kw_only=True)
 class Consuming:
-    channel: AbstractChannel
+    channel: aio_pika.abc.AbstractChannel
     raw: RawChannel
     consumer_tag: str
 
@@ -53,7 +53,7 @@ class Consuming:
 
 
 async def consume(
-    connection: AbstractConnection, queue: str, prefetch: int, on_delivery: OnDelivery
+    connection: aio_pika.abc.AbstractConnection, queue: str, prefetch: int, on_delivery: OnDelivery
 ) -> Consuming:
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=prefetch)

@@ -48,6 +48,7 @@ from janus.service.health import Health, Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
+from janus.service.tick import TickOptions
 from janus.store.repository import LeaderSession, Store
 
 log = logging.getLogger("janus.service")
@@ -363,11 +364,13 @@ class Service:
                 inbox=inbox,
                 term=term,
                 metrics=self.metrics,
-                max_payload_bytes=self.config.max_payload_bytes,
+                options=TickOptions(
+                    max_payload_bytes=self.config.max_payload_bytes,
+                    published_outcomes=self.config.published_outcomes(),
+                ),
                 clock=self.clock,
                 publishing=group,
                 rebuild=lambda: self._rebuild_in_term(store),
-                published_outcomes=self.config.published_outcomes(),
                 bad_results_limit=self.config.bad_results_limit,
             )
             try:
