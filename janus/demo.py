@@ -26,7 +26,6 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 from pydantic import JsonValue
 
 from janus.audit import AuditReport, audit
@@ -36,6 +35,7 @@ from janus.core.policy import DependencyPolicy
 from janus.errors import JanusError
 from janus.local_services import LocalServices, check_database_name
 from janus.service.app import Service, ServiceOptions
+from janus.store.repository import Store
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 VHOST_PREFIX = "janus-demo-"  # + a tag of the run: two demos on one broker do not meet
@@ -260,15 +260,12 @@ class Recorded:
     finished: int  # succeeded or dead: Janus has processed the job's last result
 
 
-async def _recorded(db: asyncpg.Connection) -> Recorded:
-    rows = await db.fetch(
-        "SELECT job_id, dependency, last_error FROM janus.jobs WHERE state = 'dead' ORDER BY finished_at"
-    )
-    finished = await db.fetchval("SELECT count(*) FROM janus.jobs WHERE state IN ('succeeded', 'dead')")
+async def _recorded(store: Store) -> Recorded:
+    dead = await store.dead_jobs()
     return Recorded(
-        dead={row["job_id"]: row["dependency"] for row in rows},
-        last_errors={row["job_id"]: row["last_error"] or "" for row in rows},
-        finished=int(finished),
+        dead={job.job_id: job.dependency for job in dead},
+        last_errors={job.job_id: job.last_error or "" for job in dead},
+        finished=await store.finished_count(),
     )
 
 
@@ -403,7 +400,7 @@ class Outcome:
 
 
 async def _watch(
-    world: World, service_task: asyncio.Task[None], production: asyncio.Task[None], db: asyncpg.Connection
+    world: World, service_task: asyncio.Task[None], production: asyncio.Task[None], store: Store
 ) -> Outcome:
     """Print progress once a second until every job has finished, or the deadline passes."""
     loop = asyncio.get_running_loop()
@@ -414,7 +411,7 @@ async def _watch(
         second += 1
         await asyncio.sleep(max(start + second - loop.time(), 0.0))
         elapsed = loop.time() - start
-        recorded = await _recorded(db)
+        recorded = await _recorded(store)
         if service_task.done():
             return Outcome(elapsed=elapsed, recorded=recorded, problem="Janus stopped during the run")
         if production.done():
@@ -450,11 +447,11 @@ async def _run(world: World, config: JanusConfig) -> Outcome | None:
     service = world.service
     service_task = asyncio.create_task(service.run(), name="janus")
     workers: list[Worker] = []
-    db: asyncpg.Connection | None = None
+    store: Store | None = None
     outcome: Outcome | None = None
     try:
         await _until_leading(service, service_task)
-        db = await asyncpg.connect(config.database_url)
+        store = await Store.connect(config.database_url, application_name="janus-demo")
         for index in range(1, WORKERS + 1):
             worker = Worker(
                 config.amqp_url,
@@ -467,7 +464,7 @@ async def _run(world: World, config: JanusConfig) -> Outcome | None:
         async with await Producer.connect(config.amqp_url, name="janus-demo-producer") as producer:
             production = asyncio.create_task(_produce(producer, world.load), name="producer")
             try:
-                outcome = await _watch(world, service_task, production, db)
+                outcome = await _watch(world, service_task, production, store)
             finally:
                 # Before the connection closes under it; whatever it failed with by now is a
                 # consequence of why the run ended, which is reported instead.
@@ -485,8 +482,8 @@ async def _run(world: World, config: JanusConfig) -> Outcome | None:
             await asyncio.sleep(max(p.admission_ttl for p in world.policies))
         for worker in workers:
             await worker.stop()  # running handlers finish and report first
-        if db is not None:
-            await db.close()
+        if store is not None:
+            await store.close()
     if outcome is not None and janus_error is not None:
         outcome.problem = f"Janus failed: {_describe(janus_error)}"
     return outcome

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
-from asyncpg.exceptions._base import DataError as _ArgumentError  # client side: not encodable
 
 from janus.core.circuit import CircuitSnapshot, CircuitState
 from janus.core.decisions import PageRequest
@@ -20,7 +19,7 @@ from janus.core.jobs import Admission, Job, JobState
 from janus.core.rebuild import Backlog, Snapshot
 from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import migrate
-from janus.store.queries import sql
+from janus.store.queries import bind, sql
 
 # What a lost, refused or hung database raises through asyncpg: all become StoreError here.
 # InterfaceError covers a connection that died under us (ConnectionDoesNotExistError), and
@@ -58,11 +57,136 @@ class FailedAttempt:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class DeadJob:
+    job_id: str
+    dependency: str
+    last_error: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RetryRequest:
     id: int
     job_id: str | None
     dependency: str | None
     scope: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TickParams:
+    """The `tick` statement's parameters, by the names queries.sql gives them: one array per column."""
+
+    holder: uuid.UUID
+    epoch: int
+    now: float
+    # New jobs, in their latest state (perhaps already admitted).
+    new_job_ids: list[str]
+    new_dependencies: list[str]
+    new_scopes: list[str]
+    new_payloads: list[str | None]  # JSON text
+    new_states: list[str]
+    new_attempts: list[int]
+    new_eligible_at: list[float]
+    new_admitted_at: list[float | None]
+    new_expires_at: list[float | None]
+    new_lease_deadlines: list[float | None]
+    new_seqs: list[int]
+    # Jobs already stored, changed.
+    changed_job_ids: list[str]
+    changed_states: list[str]
+    changed_attempts: list[int]
+    changed_failures: list[int]
+    changed_eligible_at: list[float]
+    changed_admitted_at: list[float | None]
+    changed_expires_at: list[float | None]
+    changed_lease_deadlines: list[float | None]
+    changed_last_errors: list[str | None]
+    changed_finished_at: list[float | None]
+    # Admissions.
+    admitted_job_ids: list[str]
+    admitted_attempts: list[int]
+    admitted_dependencies: list[str]
+    admitted_scopes: list[str]
+    admitted_at: list[float]
+    admitted_retries: list[bool]
+
+    @classmethod
+    def of(
+        cls,
+        holder: uuid.UUID,
+        epoch: int,
+        now: float,
+        new: Sequence[tuple[Job, str | None]],
+        updated: Sequence[Job],
+        admissions: Sequence[Admission],
+    ) -> TickParams:
+        jobs = [job for job, _ in new]
+        return cls(
+            holder=holder,
+            epoch=epoch,
+            now=now,
+            new_job_ids=[j.job_id for j in jobs],
+            new_dependencies=[j.dependency for j in jobs],
+            new_scopes=[j.scope for j in jobs],
+            new_payloads=[payload for _, payload in new],
+            new_states=[j.state.value for j in jobs],
+            new_attempts=[j.attempt for j in jobs],
+            new_eligible_at=[j.eligible_at for j in jobs],
+            new_admitted_at=[j.admitted_at for j in jobs],
+            new_expires_at=[j.expires_at for j in jobs],
+            new_lease_deadlines=[j.lease_deadline for j in jobs],
+            new_seqs=[j.seq for j in jobs],
+            changed_job_ids=[j.job_id for j in updated],
+            changed_states=[j.state.value for j in updated],
+            changed_attempts=[j.attempt for j in updated],
+            changed_failures=[j.failures for j in updated],
+            changed_eligible_at=[j.eligible_at for j in updated],
+            changed_admitted_at=[j.admitted_at for j in updated],
+            changed_expires_at=[j.expires_at for j in updated],
+            changed_lease_deadlines=[j.lease_deadline for j in updated],
+            changed_last_errors=[j.last_error for j in updated],
+            changed_finished_at=[j.finished_at for j in updated],
+            admitted_job_ids=[a.job_id for a in admissions],
+            admitted_attempts=[a.attempt for a in admissions],
+            admitted_dependencies=[a.dependency for a in admissions],
+            admitted_scopes=[a.scope for a in admissions],
+            admitted_at=[a.admitted_at for a in admissions],
+            admitted_retries=[a.retry for a in admissions],
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryControlParams:
+    """The `tick_retry_control` statement's parameters, by name: one array per column."""
+
+    now: float
+    failed_job_ids: list[str]
+    failed_attempts: list[int]
+    failed_at: list[float]
+    failed_errors: list[str]
+    gate_dependencies: list[str]
+    circuit_states: list[str]
+    circuit_since: list[float | None]
+    open_until: list[float | None]
+    open_for: list[float | None]
+    pause_until: list[float | None]
+
+    @classmethod
+    def of(
+        cls, now: float, failed: Sequence[FailedAttempt], gates: Sequence[GateState]
+    ) -> RetryControlParams:
+        return cls(
+            now=now,
+            failed_job_ids=[f.job_id for f in failed],
+            failed_attempts=[f.attempt for f in failed],
+            failed_at=[f.failed_at for f in failed],
+            failed_errors=[f.error for f in failed],
+            gate_dependencies=[g.dependency for g in gates],
+            circuit_states=[g.circuit.state.value for g in gates],
+            circuit_since=[g.circuit.since for g in gates],
+            open_until=[g.circuit.open_until for g in gates],
+            open_for=[g.circuit.open_for for g in gates],
+            pause_until=[g.pause_until for g in gates],
+        )
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -154,17 +278,7 @@ class LeaderSession:
                 inserted = await self._tick(now, new, updated, admissions)
                 await self._connection.fetchrow(
                     sql("tick_retry_control"),
-                    now,
-                    [f.job_id for f in failed],
-                    [f.attempt for f in failed],
-                    [f.failed_at for f in failed],
-                    [f.error for f in failed],
-                    [g.dependency for g in gates],
-                    [g.circuit.state.value for g in gates],
-                    [g.circuit.since for g in gates],
-                    [g.circuit.open_until for g in gates],
-                    [g.circuit.open_for for g in gates],
-                    [g.pause_until for g in gates],
+                    *bind("tick_retry_control", RetryControlParams.of(now, failed, gates)),
                     timeout=self._timeout,
                 )
                 return inserted
@@ -178,48 +292,19 @@ class LeaderSession:
         updated: Sequence[Job],
         admissions: Sequence[Admission],
     ) -> set[str]:
-        jobs = [job for job, _ in new]
+        params = TickParams.of(self._holder, self._epoch, now, new, updated, admissions)
         try:
-            row = await self._connection.fetchrow(
-                sql("tick"),
-                self._holder,
-                self._epoch,
-                now,
-                [j.job_id for j in jobs],
-                [j.dependency for j in jobs],
-                [j.scope for j in jobs],
-                [payload for _, payload in new],
-                [j.state.value for j in jobs],
-                [j.attempt for j in jobs],
-                [j.eligible_at for j in jobs],
-                [j.admitted_at for j in jobs],
-                [j.expires_at for j in jobs],
-                [j.lease_deadline for j in jobs],
-                [j.job_id for j in updated],
-                [j.state.value for j in updated],
-                [j.attempt for j in updated],
-                [j.failures for j in updated],
-                [j.eligible_at for j in updated],
-                [j.admitted_at for j in updated],
-                [j.expires_at for j in updated],
-                [j.lease_deadline for j in updated],
-                [j.last_error for j in updated],
-                [j.finished_at for j in updated],
-                [a.job_id for a in admissions],
-                [a.attempt for a in admissions],
-                [a.dependency for a in admissions],
-                [a.scope for a in admissions],
-                [a.admitted_at for a in admissions],
-                [j.seq for j in jobs],
-                [a.retry for a in admissions],
-                timeout=self._timeout,
-            )
+            row = await self._connection.fetchrow(sql("tick"), *bind("tick", params), timeout=self._timeout)
         except asyncpg.PostgresError as exc:
             if refused_for_its_data(exc):
                 raise StatementRefused(f"PostgreSQL refused the admission tick: {exc}") from exc
             raise StoreError(f"admission tick failed: {exc}") from exc
-        except _ArgumentError as exc:
-            raise StatementRefused(f"an argument of the admission tick could not be encoded: {exc}") from exc
+        except asyncpg.InterfaceError as exc:
+            if isinstance(exc, ValueError):  # asyncpg's client-side DataError: an argument it cannot encode
+                raise StatementRefused(
+                    f"an argument of the admission tick could not be encoded: {exc}"
+                ) from exc
+            raise StoreError(f"admission tick failed: {exc}") from exc
         except _DB_ERRORS as exc:
             raise StoreError(f"admission tick failed: {exc}") from exc
         assert row is not None
@@ -465,6 +550,19 @@ class Store:
         """Every job's state (for the audit and operators), job_id -> state."""
         rows = await self._read("job_states", what="reading job states")
         return {row["job_id"]: row["state"] for row in rows}
+
+    async def dead_jobs(self) -> list[DeadJob]:
+        """Every dead job, in the order they died."""
+        rows = await self._read("dead_jobs", what="reading the dead jobs", timeout=self.timeout)
+        return [
+            DeadJob(job_id=row["job_id"], dependency=row["dependency"], last_error=row["last_error"])
+            for row in rows
+        ]
+
+    async def finished_count(self) -> int:
+        """How many jobs have finished (succeeded or dead)."""
+        row = await self._read_one("finished_count", what="counting finished jobs", timeout=self.timeout)
+        return int(row["finished"]) if row is not None else 0
 
     # -- dead jobs --------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import pytest
 
 from janus.core.decisions import PageRequest
 from janus.core.jobs import Admission, Job, JobState
-from janus.errors import LeadershipLost, StoreError
+from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import available_migrations
 from janus.store.repository import Store
 from tests.services import Services
@@ -209,3 +209,25 @@ async def test_pages_bring_each_scopes_first_attempts_in_seq_order(database: str
         [],
     ]
     assert pages[0][0] == jobs[3][0]
+
+
+async def test_an_argument_the_driver_cannot_encode_is_refused_for_its_data(database: str) -> None:
+    """A value asyncpg cannot send (an attempt beyond PostgreSQL's integer) is StatementRefused:
+    the admission loop then retries the batch message by message instead of ending the term."""
+    store = await Store.connect(database)
+    try:
+        holder = uuid.uuid4()
+        epoch = await store.try_acquire(holder, 5.0)
+        assert epoch is not None
+        job, payload = submitted("huge")
+        async with store.leader_session(holder, epoch) as session:
+            with pytest.raises(StatementRefused, match="invalid input for query argument"):
+                await session.tick(1.0, [(job._replace(attempt=2**40), payload)], [], [])
+            assert await session.tick(1.0, [(job, payload)], [], []) == {"huge"}, "the session goes on"
+    finally:
+        await store.close()
+
+
+async def test_an_unreachable_database_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
+        await Store.connect("postgresql://postgres@127.0.0.1:1/janus", timeout=2.0)
