@@ -24,7 +24,7 @@ import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
 
 from pydantic import JsonValue
 
@@ -37,7 +37,8 @@ from janus.local_services import LocalServices, check_database_name
 from janus.service.app import Service, ServiceOptions
 from janus.store.repository import Store
 
-CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+# The policy the demo runs with: package data, so that an installed Janus has it too.
+DEMO_POLICY = resources.files("janus").joinpath("demo.toml")
 VHOST_PREFIX = "janus-demo-"  # + a tag of the run: two demos on one broker do not meet
 LOCAL = LocalServices()
 START_TIMEOUT = 30.0
@@ -75,7 +76,7 @@ PROFILES = {
         latency=(0.02, 0.15), failure_rate=0.30, burst_per_second=8.0, trickle_per_second=1.5
     ),
 }
-# For dependencies someone adds to config/demo.toml.
+# For dependencies someone adds to the demo's policy (janus/demo.toml).
 DEFAULT_PROFILE = Profile(
     latency=(0.02, 0.15), failure_rate=0.10, burst_per_second=5.0, trickle_per_second=1.0
 )
@@ -504,7 +505,9 @@ async def run_demo(*, duration: float, database: str) -> int:
         )
         return 2
     vhost = f"{VHOST_PREFIX}{uuid.uuid4().hex[:8]}"
-    config = load_config(CONFIG_PATH).model_copy(
+    with resources.as_file(DEMO_POLICY) as policy_file:
+        policy = load_config(policy_file)
+    config = policy.model_copy(
         update={"database_url": LOCAL.pg_url(database), "amqp_url": LOCAL.amqp_url(vhost)}
     )
     policies = config.policies()
@@ -550,7 +553,7 @@ def _print_intro(world: World, config: JanusConfig) -> None:
         f"Janus demo: {load.duration:g}s of traffic from {1 + len(LIGHT_TENANTS)} tenants to "
         f"{len(world.policies)} simulated APIs, then until every job has finished."
     )
-    print(f"  policy    {CONFIG_PATH}")
+    print(f"  policy    {DEMO_POLICY}")
     print(f"  database  {config.database_url} (recreated)")
     print(f"  broker    {config.amqp_url} (new vhost)\n")
     width = max(len(p.name) for p in world.policies)
