@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.jobs import Admission, admitted
-from janus.core.lane import Lane
+from janus.core.lane import Lane, Scope
 
 
 def admit_lane(
@@ -31,15 +31,12 @@ def admit_lane(
 ) -> int:
     """Admit from one dependency while `budget` (-1: no limit) and its limits allow; returns
     the budget left. Appends to `admissions`, `blocked` and `wakeups`."""
-    fair = lane.fair
+    policy, ledger, fair = lane.policy, lane.ledger, lane.fair
     if fair.peek() is None:
         return budget
-    policy = lane.policy
-    ledger = lane.ledger
     scopes, jobs, changed, lapsed, held = lane.scopes, ledger.jobs, ledger.changed, ledger.lapsed, lane.held
-    fairness = policy.fairness
-    scope_windows = bool(fairness.scope_rate_limits)  # every scope has windows, or none has
-    capped = fairness.scope_concurrency is not None or scope_windows
+    scope_windows = bool(policy.fairness.scope_rate_limits)  # every scope has windows, or none has
+    capped = policy.fairness.scope_concurrency is not None or scope_windows
     expires_at, lease_deadline = now + policy.admission_ttl, now + policy.lease_timeout
     leases: list[tuple[str, int]] = []
     room = 0  # admissions the dependency's limits allow before `block` must be asked again
@@ -70,11 +67,9 @@ def admit_lane(
             job_id = lane.next_job(scope, now)
         else:
             job_id = scope.fresh.popleft() if scope.fresh else None
-        if job_id is None:
-            if scope.stored and not scope.fresh:
-                _wait_for_page(lane, name, now, blocked, wakeups)
+        if job_id is None:  # its next job is in the store, or a retry over the budget
+            if _stalled(lane, scope, now, blocked, wakeups):
                 break
-            lane.park(scope, WaitReason.RETRY_BUDGET, None)
             continue
         job, admission = admitted(jobs[job_id], now, expires_at, lease_deadline)
         jobs[job_id] = job
@@ -119,10 +114,14 @@ def _room(lane: Lane, now: float, blocked: list[Blocked], wakeups: list[float]) 
     return lane.room(now)
 
 
-def _wait_for_page(lane: Lane, name: str, now: float, blocked: list[Blocked], wakeups: list[float]) -> None:
-    """The scope whose turn it is has its next jobs in the store: the lane stops rather than pass
-    over the scope's turn (which would bend the fairness bound); the next tick pages them in."""
-    dependency = lane.policy.name
+def _stalled(lane: Lane, scope: Scope, now: float, blocked: list[Blocked], wakeups: list[float]) -> bool:
+    """The scope whose turn it is has no job to admit now: it is parked for the retry budget,
+    or, if its next jobs are in the store, the lane stops (True) rather than pass over the
+    scope's turn (which would bend the fairness bound); the next tick pages them in."""
+    if not (scope.stored and not scope.fresh):
+        lane.park(scope, WaitReason.RETRY_BUDGET, None)
+        return False
+    dependency, name = lane.policy.name, scope.name
     blocked.append(
         Blocked(
             dependency=dependency,
@@ -134,3 +133,4 @@ def _wait_for_page(lane: Lane, name: str, now: float, blocked: list[Blocked], wa
     )
     lane.pager.urgent[(dependency, name)] = None
     wakeups.append(now)
+    return True

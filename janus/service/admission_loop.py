@@ -36,7 +36,7 @@ from janus.service.inbox import Batch, Inbox
 from janus.service.leadership import Term
 from janus.service.observe import Observer
 from janus.service.tick import SetAside, TickOptions, TickResult, deliveries, run_tick
-from janus.store.repository import LeaderSession
+from janus.store.session import LeaderSession
 
 BUSY_BATCH = 4  # a tick with this many messages means the next one should wait to grow
 FULL_BATCH = 256  # ...unless this many are already waiting

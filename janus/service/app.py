@@ -46,7 +46,8 @@ from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
 from janus.service.tick import TickOptions
-from janus.store.repository import LeaderSession, Store
+from janus.store.repository import Store
+from janus.store.session import LeaderSession
 
 log = logging.getLogger("janus.service")
 

@@ -25,7 +25,8 @@ from janus.core.scheduler import Scheduler
 from janus.errors import ProtocolError
 from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result, decode_returned
 from janus.service.inbox import UNROUTABLE, Batch
-from janus.store.repository import FailedAttempt, LeaderSession
+from janus.store.rows import FailedAttempt
+from janus.store.session import LeaderSession
 
 log = logging.getLogger("janus.admission")
 

@@ -1,9 +1,10 @@
-"""The only code that talks to PostgreSQL. asyncpg errors do not leave this module."""
+"""The store: the pool, leadership, the snapshot a new term rebuilds from, housekeeping, and what
+operators ask. With store/session.py (the leader's ticks) the only code that talks to
+PostgreSQL; asyncpg's errors become StoreError before they leave."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -12,25 +13,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from janus.core.circuit import CircuitSnapshot, CircuitState
-from janus.core.decisions import PageRequest
-from janus.core.gates import GateState
-from janus.core.jobs import Admission, Job, JobState
-from janus.core.rebuild import Backlog, Snapshot
-from janus.errors import LeadershipLost, StatementRefused, StoreError
+from janus.core.jobs import Job, JobState
+from janus.core.rebuild import Snapshot
+from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import migrate
-from janus.store.queries import bind, sql
-
-# What a lost, refused or hung database raises through asyncpg: all become StoreError here.
-# InterfaceError covers a connection that died under us (ConnectionDoesNotExistError), and
-# InternalClientError a connection left mid-operation by a cancelled statement.
-_DB_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
+from janus.store.queries import sql
+from janus.store.rows import DB_ERRORS, FailedAttempt, backlog_from_row, gate_from_row, job_from_row
+from janus.store.session import LeaderSession
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,16 +36,6 @@ class JobPosition:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class FailedAttempt:
-    """One line of a job's error history."""
-
-    job_id: str
-    attempt: int
-    failed_at: float
-    error: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class DeadJob:
     job_id: str
     dependency: str
@@ -69,272 +48,6 @@ class RetryRequest:
     job_id: str | None
     dependency: str | None
     scope: str | None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class TickParams:
-    """The `tick` statement's parameters, by the names queries.sql gives them: one array per column."""
-
-    holder: uuid.UUID
-    epoch: int
-    now: float
-    # New jobs, in their latest state (perhaps already admitted).
-    new_job_ids: list[str]
-    new_dependencies: list[str]
-    new_scopes: list[str]
-    new_payloads: list[str | None]  # JSON text
-    new_states: list[str]
-    new_attempts: list[int]
-    new_eligible_at: list[float]
-    new_admitted_at: list[float | None]
-    new_expires_at: list[float | None]
-    new_lease_deadlines: list[float | None]
-    new_seqs: list[int]
-    # Jobs already stored, changed.
-    changed_job_ids: list[str]
-    changed_states: list[str]
-    changed_attempts: list[int]
-    changed_failures: list[int]
-    changed_eligible_at: list[float]
-    changed_admitted_at: list[float | None]
-    changed_expires_at: list[float | None]
-    changed_lease_deadlines: list[float | None]
-    changed_last_errors: list[str | None]
-    changed_finished_at: list[float | None]
-    # Admissions.
-    admitted_job_ids: list[str]
-    admitted_attempts: list[int]
-    admitted_dependencies: list[str]
-    admitted_scopes: list[str]
-    admitted_at: list[float]
-    admitted_retries: list[bool]
-
-    @classmethod
-    def of(
-        cls,
-        holder: uuid.UUID,
-        epoch: int,
-        now: float,
-        new: Sequence[tuple[Job, str | None]],
-        updated: Sequence[Job],
-        admissions: Sequence[Admission],
-    ) -> TickParams:
-        jobs = [job for job, _ in new]
-        return cls(
-            holder=holder,
-            epoch=epoch,
-            now=now,
-            new_job_ids=[j.job_id for j in jobs],
-            new_dependencies=[j.dependency for j in jobs],
-            new_scopes=[j.scope for j in jobs],
-            new_payloads=[payload for _, payload in new],
-            new_states=[j.state.value for j in jobs],
-            new_attempts=[j.attempt for j in jobs],
-            new_eligible_at=[j.eligible_at for j in jobs],
-            new_admitted_at=[j.admitted_at for j in jobs],
-            new_expires_at=[j.expires_at for j in jobs],
-            new_lease_deadlines=[j.lease_deadline for j in jobs],
-            new_seqs=[j.seq for j in jobs],
-            changed_job_ids=[j.job_id for j in updated],
-            changed_states=[j.state.value for j in updated],
-            changed_attempts=[j.attempt for j in updated],
-            changed_failures=[j.failures for j in updated],
-            changed_eligible_at=[j.eligible_at for j in updated],
-            changed_admitted_at=[j.admitted_at for j in updated],
-            changed_expires_at=[j.expires_at for j in updated],
-            changed_lease_deadlines=[j.lease_deadline for j in updated],
-            changed_last_errors=[j.last_error for j in updated],
-            changed_finished_at=[j.finished_at for j in updated],
-            admitted_job_ids=[a.job_id for a in admissions],
-            admitted_attempts=[a.attempt for a in admissions],
-            admitted_dependencies=[a.dependency for a in admissions],
-            admitted_scopes=[a.scope for a in admissions],
-            admitted_at=[a.admitted_at for a in admissions],
-            admitted_retries=[a.retry for a in admissions],
-        )
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RetryControlParams:
-    """The `tick_retry_control` statement's parameters, by name: one array per column."""
-
-    now: float
-    failed_job_ids: list[str]
-    failed_attempts: list[int]
-    failed_at: list[float]
-    failed_errors: list[str]
-    gate_dependencies: list[str]
-    circuit_states: list[str]
-    circuit_since: list[float | None]
-    open_until: list[float | None]
-    open_for: list[float | None]
-    pause_until: list[float | None]
-
-    @classmethod
-    def of(
-        cls, now: float, failed: Sequence[FailedAttempt], gates: Sequence[GateState]
-    ) -> RetryControlParams:
-        return cls(
-            now=now,
-            failed_job_ids=[f.job_id for f in failed],
-            failed_attempts=[f.attempt for f in failed],
-            failed_at=[f.failed_at for f in failed],
-            failed_errors=[f.error for f in failed],
-            gate_dependencies=[g.dependency for g in gates],
-            circuit_states=[g.circuit.state.value for g in gates],
-            circuit_since=[g.circuit.since for g in gates],
-            open_until=[g.circuit.open_until for g in gates],
-            open_for=[g.circuit.open_for for g in gates],
-            pause_until=[g.pause_until for g in gates],
-        )
-
-
-def _job(row: asyncpg.Record) -> Job:
-    return Job(
-        job_id=row["job_id"],
-        dependency=row["dependency"],
-        scope=row["scope"],
-        payload=json.loads(row["payload"]) if row["payload"] is not None else None,
-        seq=row["seq"],
-        state=JobState(row["state"]),
-        attempt=row["attempt"],
-        failures=row["failures"],
-        eligible_at=row["eligible_at"],
-        admitted_at=row["admitted_at"],
-        expires_at=row["expires_at"],
-        lease_deadline=row["lease_deadline"],
-        last_error=row["last_error"],
-    )
-
-
-def _backlog(row: asyncpg.Record) -> Backlog:
-    return Backlog(
-        dependency=row["dependency"], scope=row["scope"], waiting=row["waiting"], max_seq=row["max_seq"]
-    )
-
-
-def _gate(row: asyncpg.Record) -> GateState:
-    return GateState(
-        dependency=row["dependency"],
-        circuit=CircuitSnapshot(
-            state=CircuitState(row["circuit_state"]),
-            since=row["circuit_since"],
-            open_until=row["open_until"],
-            open_for=row["open_for"],
-        ),
-        pause_until=row["pause_until"],
-    )
-
-
-# SQLSTATE classes of errors about what a statement carried, not about the server or the
-# connection: data exceptions, integrity violations, program limits (e.g. an index row too
-# large), and errors raised by PL/pgSQL (triggers).
-_DATA_ERROR_CLASSES = frozenset({"22", "23", "54", "P0"})
-
-
-def refused_for_its_data(exc: asyncpg.PostgresError) -> bool:
-    state = getattr(exc, "sqlstate", None) or ""
-    return state[:2] in _DATA_ERROR_CLASSES
-
-
-class LeaderSession:
-    """The leader's own connection for a term: one statement per admission tick.
-
-    Held for the whole term rather than taken from the pool per tick, so that no tick
-    pays for the pool's connection reset, and the tick statement stays prepared.
-    """
-
-    def __init__(
-        self, connection: asyncpg.Connection, holder: uuid.UUID, epoch: int, timeout: float = 5.0
-    ) -> None:
-        self._connection = connection
-        self._holder = holder
-        self._epoch = epoch
-        self._timeout = timeout
-
-    async def tick(
-        self,
-        now: float,
-        new: Sequence[tuple[Job, str | None]],
-        updated: Sequence[Job],
-        admissions: Sequence[Admission],
-        *,
-        failed: Sequence[FailedAttempt] = (),
-        gates: Sequence[GateState] = (),
-    ) -> set[str]:
-        """Write one tick atomically, fenced by the lease; returns the ids of the new jobs stored.
-
-        `new` pairs each submitted job (in its latest state) with its payload as JSON text.
-        A submitted job whose id the store already had is not written, nor its admission.
-        A tick that failed attempts or changed a dependency's gates writes them too, in the
-        same transaction (a second statement only then: most ticks have neither).
-        """
-        if not (new or updated or admissions or failed or gates):
-            return set()
-        try:
-            if not (failed or gates):
-                return await self._tick(now, new, updated, admissions)
-            async with self._connection.transaction():
-                inserted = await self._tick(now, new, updated, admissions)
-                await self._connection.fetchrow(
-                    sql("tick_retry_control"),
-                    *bind("tick_retry_control", RetryControlParams.of(now, failed, gates)),
-                    timeout=self._timeout,
-                )
-                return inserted
-        except _DB_ERRORS as exc:
-            raise StoreError(f"admission tick failed: {exc}") from exc
-
-    async def _tick(
-        self,
-        now: float,
-        new: Sequence[tuple[Job, str | None]],
-        updated: Sequence[Job],
-        admissions: Sequence[Admission],
-    ) -> set[str]:
-        params = TickParams.of(self._holder, self._epoch, now, new, updated, admissions)
-        try:
-            row = await self._connection.fetchrow(sql("tick"), *bind("tick", params), timeout=self._timeout)
-        except asyncpg.PostgresError as exc:
-            if refused_for_its_data(exc):
-                raise StatementRefused(f"PostgreSQL refused the admission tick: {exc}") from exc
-            raise StoreError(f"admission tick failed: {exc}") from exc
-        except asyncpg.InterfaceError as exc:
-            if isinstance(exc, ValueError):  # asyncpg's client-side DataError: an argument it cannot encode
-                raise StatementRefused(
-                    f"an argument of the admission tick could not be encoded: {exc}"
-                ) from exc
-            raise StoreError(f"admission tick failed: {exc}") from exc
-        except _DB_ERRORS as exc:
-            raise StoreError(f"admission tick failed: {exc}") from exc
-        assert row is not None
-        if row["leading"] == 0:
-            raise LeadershipLost(f"lease for epoch {self._epoch} is no longer held: the tick wrote nothing")
-        if row["updated"] != len(updated):
-            # Every changed job was stored by an earlier tick; a miss means the core and the
-            # database disagree, and only a rebuild from the database can settle it.
-            raise StoreError(f"tick updated {row['updated']} of {len(updated)} changed jobs")
-        return set(row["inserted"])
-
-    async def load_pages(self, requests: Sequence[PageRequest]) -> list[list[Job]]:
-        """The next first attempts of each requested scope (one list per request, in seq order)."""
-        if not requests:
-            return []
-        try:
-            rows = await self._connection.fetch(
-                sql("load_pages"),
-                [r.dependency for r in requests],
-                [r.scope for r in requests],
-                [r.after_seq for r in requests],
-                [r.limit for r in requests],
-                timeout=self._timeout,
-            )
-        except _DB_ERRORS as exc:
-            raise StoreError(f"paging waiting jobs failed: {exc}") from exc
-        pages: list[list[Job]] = [[] for _ in requests]
-        for row in rows:
-            pages[row["ord"] - 1].append(_job(row))
-        return pages
 
 
 class FencedTransaction:
@@ -361,7 +74,7 @@ class FencedTransaction:
             sql("revive_dead_jobs"), now, request.job_id, request.dependency, request.scope, list(configured)
         )
         await self._connection.execute(sql("finish_retry_request"), request.id, len(rows))
-        return [_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
 
 class Store:
@@ -392,7 +105,7 @@ class Store:
                     "plan_cache_mode": "force_generic_plan",
                 },
             )
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         return cls(pool, timeout)
 
@@ -400,7 +113,7 @@ class Store:
         """Gracefully, within the timeout; a database that does not answer gets its connections cut."""
         try:
             await asyncio.wait_for(self._pool.close(), self.timeout)
-        except _DB_ERRORS:
+        except DB_ERRORS:
             self._pool.terminate()
 
     def terminate(self) -> None:
@@ -411,7 +124,7 @@ class Store:
         try:
             async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
                 return await migrate(connection)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"migrating the schema failed: {exc}") from exc
 
     # -- leadership -----------------------------------------------------------
@@ -425,7 +138,7 @@ class Store:
                     if epoch is not None:
                         await connection.execute(sql("record_term"), epoch, holder)
                 return int(epoch) if epoch is not None else None
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"leader election failed: {exc}") from exc
 
     async def renew(
@@ -440,7 +153,7 @@ class Store:
             ):
                 renewed = await connection.fetchval(sql("renew_lease"), holder, epoch, lease_seconds)
                 return renewed is not None
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"lease renewal failed: {exc}") from exc
 
     async def release(self, holder: uuid.UUID, epoch: int, timeout: float | None = None) -> None:
@@ -450,7 +163,7 @@ class Store:
                 self._pool.acquire() as connection,
             ):
                 await connection.execute(sql("release_lease"), holder, epoch)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"lease release failed: {exc}") from exc
 
     @asynccontextmanager
@@ -459,7 +172,7 @@ class Store:
         try:
             async with self._pool.acquire(timeout=self.timeout) as connection:
                 yield LeaderSession(connection, holder, epoch, self.timeout)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"leader connection failed: {exc}") from exc
 
     @asynccontextmanager
@@ -474,7 +187,7 @@ class Store:
                 if await connection.fetchval(sql("fence"), holder, epoch) is None:
                     raise LeadershipLost(f"lease for epoch {epoch} is no longer held")
                 yield FencedTransaction(connection)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"leader transaction failed: {exc}") from exc
 
     # -- rebuilding the core ----------------------------------------------------
@@ -488,7 +201,7 @@ class Store:
                 async with self._pool.acquire() as connection:
                     rows: list[asyncpg.Record] = await connection.fetch(sql(name), *args)
                     return rows
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"{what} failed: {exc}") from exc
 
     async def _read_one(
@@ -507,16 +220,16 @@ class Store:
                 self._pool.acquire() as connection,
                 connection.transaction(isolation="repeatable_read", readonly=True),
             ):
-                jobs = [_job(row) for row in await connection.fetch(sql("load_active_jobs"))]
-                backlog = [_backlog(row) for row in await connection.fetch(sql("load_backlog"))]
+                jobs = [job_from_row(row) for row in await connection.fetch(sql("load_active_jobs"))]
+                backlog = [backlog_from_row(row) for row in await connection.fetch(sql("load_backlog"))]
                 admissions: dict[str, list[tuple[str, float]]] = defaultdict(list)
                 for row in await connection.fetch(sql("load_admissions_since"), admissions_since):
                     admissions[row["dependency"]].append((row["scope"], row["admitted_at"]))
                 budgets: dict[str, list[tuple[float, bool]]] = defaultdict(list)
                 for row in await connection.fetch(sql("load_budget_admissions_since"), budget_since):
                     budgets[row["dependency"]].append((row["admitted_at"], row["retry"]))
-                gates = [_gate(row) for row in await connection.fetch(sql("load_gates"))]
-        except _DB_ERRORS as exc:
+                gates = [gate_from_row(row) for row in await connection.fetch(sql("load_gates"))]
+        except DB_ERRORS as exc:
             raise StoreError(f"loading what the core is rebuilt from failed: {exc}") from exc
         return Snapshot(
             jobs=jobs,
@@ -574,7 +287,7 @@ class Store:
             async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
                 if not await connection.fetchval(sql("retry_requests_pending")):
                     return []
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"reading retry requests failed: {exc}") from exc
         revived: list[Job] = []
         async with self.leader_transaction(holder, epoch) as tx:
@@ -594,7 +307,7 @@ class Store:
             ):
                 matching = await connection.fetchval(sql("count_dead_jobs"), job_id, dependency, scope)
                 request = await connection.fetchval(sql("request_retry"), job_id, dependency, scope)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"recording the retry request failed: {exc}") from exc
         return int(request), int(matching)
 
@@ -629,5 +342,5 @@ class Store:
         try:
             async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
                 return float(await connection.fetchval(sql("database_time")))
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"reading the database clock failed: {exc}") from exc

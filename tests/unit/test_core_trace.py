@@ -7,7 +7,7 @@ time. This test replays seeded random schedules through the public API of `Sched
 results, returns, retractions, policy reloads, crashes rebuilt from a simulated store,
 and every inspection call) and compares a digest of everything the core returned with
 the digest recorded in `core_traces.json`, from the implementation before the hot path
-was optimised (issue 3).
+was optimised.
 
 If a change of behaviour is intended, say why in the commit and record again:
 

@@ -20,7 +20,7 @@ from janus.errors import StoreError
 from janus.store import migrate
 from janus.store.migrate import available_migrations
 from janus.store.queries import bind, compile_named, parse_blocks, queries, query, sql
-from janus.store.repository import RetryControlParams, TickParams
+from janus.store.session import RetryControlParams, TickParams
 
 RAW = resources.files("janus.store").joinpath("sql/queries.sql").read_text(encoding="utf-8")
 # A parameter: positional ("$1") or named (":holder", never the "::" of a cast).

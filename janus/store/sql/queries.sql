@@ -46,7 +46,7 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 --         :changed_lease_deadlines, :changed_last_errors, :changed_finished_at,
 --         :admitted_job_ids, :admitted_attempts, :admitted_dependencies, :admitted_scopes,
 --         :admitted_at, :admitted_retries (the job had failed before: counts against the retry budget)
--- (named: bound by name from store.repository.TickParams, one array per column)
+-- (named: bound by name from store.session.TickParams, one array per column)
 -- Everything one admission tick writes, as ONE statement (one round trip, its own transaction).
 -- The lease row is locked FOR SHARE first: no takeover can commit before this statement does,
 -- and if this process no longer holds the lease, every part writes nothing and `leading` is 0.
@@ -102,7 +102,7 @@ SELECT (SELECT count(*) FROM lease) AS leading,
 -- params: :now, :failed_job_ids, :failed_attempts, :failed_at, :failed_errors,
 --         :gate_dependencies, :circuit_states, :circuit_since, :open_until, :open_for,
 --         :pause_until
--- (named: bound by name from store.repository.RetryControlParams, one array per column)
+-- (named: bound by name from store.session.RetryControlParams, one array per column)
 -- In the tick's transaction, after the tick statement (whose lease lock it shares), and only
 -- when the tick failed attempts or changed a circuit or a pause: the error history, and
 -- the gates a new leader must go on with.
