@@ -79,6 +79,8 @@ class Admission(NamedTuple):
 # keyword-handling __new__. Arguments in field order: only the builders below use it for
 # `Job` and `Admission`.
 new_value = tuple.__new__
+# A module global is read faster than an enum member through its class, at every admission.
+_WAITING, _ADMITTED, _SUCCEEDED = JobState.WAITING, JobState.ADMITTED, JobState.SUCCEEDED
 
 
 def first_attempt(*, job_id: str, dependency: str, scope: str, payload: object, seq: int, now: float) -> Job:
@@ -91,7 +93,7 @@ def first_attempt(*, job_id: str, dependency: str, scope: str, payload: object, 
             scope,
             payload,
             seq,
-            JobState.WAITING,
+            _WAITING,
             0,  # attempt
             0,  # failures
             now,  # eligible_at
@@ -132,7 +134,7 @@ def admitted(job: Job, now: float, expires_at: float, lease_deadline: float) -> 
                 scope,
                 payload,
                 seq,
-                JobState.ADMITTED,
+                _ADMITTED,
                 attempt,
                 failures,
                 eligible_at,
@@ -186,7 +188,7 @@ def succeeded(job: Job, now: float) -> Job:
             scope,
             payload,
             seq,
-            JobState.SUCCEEDED,
+            _SUCCEEDED,
             attempt,
             failures,
             eligible_at,
