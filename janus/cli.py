@@ -75,21 +75,16 @@ async def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _cmd_broker_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     """Once, when upgrading from a Janus whose janus.results was a fanout (docs/protocol.md)."""
-    import aio_pika
-
-    from janus.broker import BROKER_ERRORS, topology
+    from janus.broker import connection as broker
+    from janus.broker import topology
 
     config = _config(args, settings)
+    connection = await broker.connect(config.amqp_url, name="janus-broker-upgrade")
     try:
-        connection = await aio_pika.connect(config.amqp_url)
-    except BROKER_ERRORS as exc:
-        raise JanusError(f"cannot connect to RabbitMQ: {exc!r}") from exc
-    async with connection:
-        try:
-            deleted = await topology.upgrade_results_exchange(connection)
-            declared = await topology.declare_topology(connection, [p.name for p in config.policies()])
-        except BROKER_ERRORS as exc:
-            raise JanusError(f"upgrading the broker topology failed: {exc!r}") from exc
+        deleted = await topology.upgrade_results_exchange(connection)
+        declared = await topology.declare_topology(connection, [p.name for p in config.policies()])
+    finally:
+        await broker.close(connection)
     print(f"deleted: {', '.join(deleted) or 'nothing'}; declared: {', '.join(declared) or 'nothing'}")
     return 0
 
