@@ -26,7 +26,6 @@ MODES = (
     "ignores-expires-at",
     "no-lease-cutoff",
     "empty-routing-key",
-    "attempt-not-echoed",
     "no-confirms",
 )
 LEASE_MARGIN = 0.5
@@ -62,7 +61,7 @@ async def main(mode: str) -> None:
             await message.ack()
         body = encode_result(
             job_id=job.job_id,
-            attempt=1 if mode == "attempt-not-echoed" else job.attempt,
+            attempt=job.attempt,
             outcome="success" if error is None else "failure",
             error=error,
             retry_after=retry_after,
