@@ -55,7 +55,7 @@ def as_json(report: Report) -> dict[str, Any]:
     return {
         "ok": report.ok,
         "vhost": report.vhost,
-        "problem": report.problem or None,
+        "problems": report.problems,
         "rules": [{"rule": r.rule, "passed": r.passed, "detail": r.detail} for r in report.rules],
         "worker_output": report.worker_output[-40:],
     }
@@ -66,8 +66,7 @@ def render(report: Report, command: str) -> str:
     lines += [f"{'PASS' if r.passed else 'FAIL'} {r.rule}: {r.detail}" for r in report.rules]
     passed = sum(r.passed for r in report.rules)
     lines.append(f"{passed} of {len(report.rules)} rules passed")
-    if report.problem:
-        lines.append(f"the run did not complete: {report.problem}")
+    lines += [f"the run did not complete: {problem}" for problem in report.problems]
     if not report.ok and report.worker_output:
         lines.append("the worker's last output:")
         lines += [f"  {line}" for line in report.worker_output[-20:]]

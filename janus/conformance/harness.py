@@ -70,7 +70,9 @@ class Report:
     vhost: str
     rules: list[RuleResult]
     worker_output: list[str]
-    problem: str = ""  # what kept the run from completing (the rules then say what was not seen)
+    problems: list[str] = field(
+        default_factory=list
+    )  # what kept a phase from completing (the rules say what was not seen)
 
     @property
     def ok(self) -> bool:
@@ -174,6 +176,7 @@ class _Run:
         self.dependency = options.dependency
         self.run_id = f"conformance-{uuid.uuid4().hex[:8]}"
         self.seen = Observations(dependency=self.dependency, cases=[])
+        self.problems: list[str] = []  # what kept a phase from completing
         self._changed = asyncio.Condition()
         self.worker = WorkerProcess(options.worker_command, self._worker_env())
 
@@ -188,7 +191,6 @@ class _Run:
         }
 
     async def run(self) -> Report:
-        problem = ""
         try:
             connection = await aio_pika.connect(
                 self.url, client_properties={"connection_name": "janus-conformance"}
@@ -204,7 +206,7 @@ class _Run:
             try:
                 await self._phases(channel, ready)
             except (_WorkerGone, TimeoutError) as exc:
-                problem = str(exc)
+                self.problems.append(str(exc))
             finally:
                 await self.worker.stop()
                 if not self.fresh:  # a given vhost: leave no admission of this run behind
@@ -212,7 +214,10 @@ class _Run:
         if self.log_path.exists():
             self.seen.starts = contract.read_starts(self.log_path.read_text(encoding="utf-8"))
         return Report(
-            vhost=self.vhost, rules=judge(self.seen), worker_output=list(self.worker.output), problem=problem
+            vhost=self.vhost,
+            rules=judge(self.seen),
+            worker_output=list(self.worker.output),
+            problems=self.problems,
         )
 
     async def _listen(self, channel: AbstractChannel) -> None:
@@ -308,11 +313,13 @@ class _Run:
         confirms = asyncio.create_task(self._count_confirm_channels())
         try:
             await self._wait("the first phase's results and dead letters", lambda: self._answered(cases))
-            # Watch past the end of the longest handler: a late or second result shows then.
-            quiet_until = max(case.handler_ends_at for case in cases) + self.options.settle
-            await asyncio.sleep(max(quiet_until - time.time(), self.options.settle))
+        except TimeoutError as exc:
+            self.problems.append(str(exc))  # the rules say what is missing; the kill still tells
         finally:
             self.seen.confirm_channels, self.seen.confirm_check_problem = await confirms
+        # Watch past the end of the longest handler: a late or second result shows then.
+        quiet_until = max(case.handler_ends_at for case in cases) + self.options.settle
+        await asyncio.sleep(max(quiet_until - time.time(), self.options.settle))
 
         await self._kill_mid_handler(channel, ready, ready_queue)
 

@@ -24,6 +24,7 @@ from janus.protocol import CONTENT_TYPE, decode_ready, encode_result
 MODES = (
     "acks-after-work",
     "ignores-expires-at",
+    "drops-expired",
     "no-lease-cutoff",
     "empty-routing-key",
     "no-confirms",
@@ -43,7 +44,10 @@ async def main(mode: str) -> None:
     async def work(message: AbstractIncomingMessage) -> None:
         job = decode_ready(message.body)
         if mode != "ignores-expires-at" and time.time() >= job.expires_at:
-            await message.reject(requeue=False)
+            if mode == "drops-expired":
+                await message.ack()  # gone: Janus gets its slot back only when the lease ends
+            else:
+                await message.reject(requeue=False)
             return
         if mode != "acks-after-work":
             await message.ack()
