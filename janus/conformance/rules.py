@@ -183,6 +183,11 @@ class RuleResult:
     detail: str
 
 
+def _verdict(rule: str, problems: Sequence[str], passed: str) -> RuleResult:
+    """Failed with the problems found, or passed with what shows it."""
+    return _fail(rule, problems) if problems else RuleResult(rule=rule, passed=True, detail=passed)
+
+
 def _fail(rule: str, problems: Sequence[str]) -> RuleResult:
     shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
     return RuleResult(rule=rule, passed=False, detail=shown)
@@ -206,11 +211,7 @@ def expired_rejected(seen: Observations) -> RuleResult:
         problems.append("its handler ran")
     if seen.results_for(case):
         problems.append(f"{len(seen.results_for(case))} result(s) published for it")
-    if problems:
-        return _fail(rule, problems)
-    return RuleResult(
-        rule=rule, passed=True, detail="dead-lettered unstarted (rejected, requeue=false), no result"
-    )
+    return _verdict(rule, problems, "dead-lettered unstarted (rejected, requeue=false), no result")
 
 
 def ack_before_start(seen: Observations) -> RuleResult:
@@ -228,9 +229,7 @@ def ack_before_start(seen: Observations) -> RuleResult:
         )
     if any(r.job_id == kill.case.job_id for r in seen.returns):
         problems.append("the admission was dead-lettered after its handler started")
-    if problems:
-        return _fail(rule, problems)
-    return RuleResult(rule=rule, passed=True, detail="killed mid-handler: the admission was not redelivered")
+    return _verdict(rule, problems, "killed mid-handler: the admission was not redelivered")
 
 
 def one_result_per_admission(seen: Observations) -> RuleResult:
@@ -249,11 +248,7 @@ def one_result_per_admission(seen: Observations) -> RuleResult:
     strays = {job: n for job, n in counts.items() if job not in ours}
     if strays:
         problems.append(f"results for no admission of this run: {strays}")
-    if problems:
-        return _fail(rule, problems)
-    return RuleResult(
-        rule=rule, passed=True, detail=f"{len(seen.results)} results, one per started admission"
-    )
+    return _verdict(rule, problems, f"{len(seen.results)} results, one per started admission")
 
 
 def result_fields(seen: Observations) -> RuleResult:
@@ -272,9 +267,7 @@ def result_fields(seen: Observations) -> RuleResult:
             problems.append(f"{who}: delivery_mode {result.delivery_mode}, not 2 (persistent)")
     if not seen.results:
         problems.append("no result arrived")
-    if problems:
-        return _fail(rule, problems)
-    return RuleResult(rule=rule, passed=True, detail="every result decodes, JSON, persistent")
+    return _verdict(rule, problems, "every result decodes, JSON, persistent")
 
 
 def routing_key(seen: Observations) -> RuleResult:
@@ -305,11 +298,9 @@ def attempt_echoed(seen: Observations) -> RuleResult:
             checked += 1
             if decoded.attempt != case.attempt:
                 problems.append(f"{case.kind}: attempt {decoded.attempt}, the admission's is {case.attempt}")
-    if problems:
-        return _fail(rule, problems)
     if not checked:
-        return _fail(rule, ["no readable result to check"])
-    return RuleResult(rule=rule, passed=True, detail=f"{checked} results carry their admission's attempt")
+        problems.append("no readable result to check")
+    return _verdict(rule, problems, f"{checked} results carry their admission's attempt")
 
 
 def _only_result(seen: Observations, case: Case | None) -> tuple[ResultSeen, ResultMessage] | str:
@@ -337,13 +328,8 @@ def outcome(seen: Observations) -> RuleResult:
             problems.append(f"{kind}: outcome {decoded.outcome!r}, the handler's was {wanted!r}")
         elif wanted == "failure" and not decoded.error:
             problems.append(f"{kind}: a failure without its error")
-    if problems:
-        return _fail(rule, problems)
-    return RuleResult(
-        rule=rule,
-        passed=True,
-        detail="a handler that returns reports success, one that raises a failure with its error",
-    )
+    passed = "a handler that returns reports success, one that raises a failure with its error"
+    return _verdict(rule, problems, passed)
 
 
 def retry_after(seen: Observations) -> RuleResult:
@@ -379,11 +365,7 @@ def lease_cutoff(seen: Observations) -> RuleResult:
     margin = case.lease_expires_at - result.received_at
     if margin <= 0:
         problems.append(f"its result arrived {-margin:.3f}s after lease_expires_at")
-    if problems:
-        return _fail(rule, problems)
-    return RuleResult(
-        rule=rule, passed=True, detail=f"cut off: a failure arrived {margin:.3f}s before lease_expires_at"
-    )
+    return _verdict(rule, problems, f"cut off: a failure arrived {margin:.3f}s before lease_expires_at")
 
 
 def publisher_confirms(seen: Observations) -> RuleResult:
