@@ -25,7 +25,7 @@ from tests.system.janus_process import JanusProcess
 
 pytestmark = pytest.mark.system
 
-# Both limits bind in turn: 3 handlers of 50–250 ms could run about 20 calls a second, the
+# Both limits bind in turn: 3 handlers of 20–120 ms could run over 30 calls a second, the
 # rate allows 10.
 CONFIG = """
 database_url = "{database}"
@@ -60,7 +60,7 @@ def jobs() -> list[dict[str, Any]]:
             "job_id": f"job-{i}",
             "dependency": "api",
             "scope": f"tenant-{i % 3}",
-            "payload": {"work_ms": 50 + (i * 37) % 200, "fail_first": planned_failures(i)},
+            "payload": {"work_ms": 20 + (i * 37) % 100, "fail_first": planned_failures(i)},
         }
         for i in range(JOBS)
     ]
