@@ -235,6 +235,8 @@ def ack_before_start(seen: Observations) -> RuleResult:
 def one_result_per_admission(seen: Observations) -> RuleResult:
     rule = "one_result_per_admission"
     problems = []
+    if not any(case.kind not in (Kind.EXPIRED, Kind.KILLED) for case in seen.cases):
+        problems.append("no admission to run was published (the run stopped before)")
     counts = Counter(result.job_id() or "<unreadable>" for result in seen.results)
     ours = {case.job_id for case in seen.cases}
     for case in seen.cases:

@@ -234,6 +234,10 @@ def test_a_worker_that_did_nothing_fails_every_rule() -> None:
     assert failed(Observations(dependency=DEPENDENCY, cases=cases)) == set(RULE_NAMES)
 
 
+def test_a_run_that_published_nothing_fails_every_rule() -> None:
+    assert failed(Observations(dependency=DEPENDENCY, cases=[])) == set(RULE_NAMES)
+
+
 def test_every_rule_has_a_breach_that_fails_it() -> None:
     assert set().union(*(rules for _, _, rules in BREACHES)) == set(RULE_NAMES)
 
