@@ -63,10 +63,10 @@ def as_json(report: Report) -> dict[str, Any]:
 
 def render(report: Report, command: str) -> str:
     lines = [f"janus conformance: `{command}` on vhost {report.vhost}"]
+    lines += [f"the run did not complete: {problem}" for problem in report.problems]
     lines += [f"{'PASS' if r.passed else 'FAIL'} {r.rule}: {r.detail}" for r in report.rules]
     passed = sum(r.passed for r in report.rules)
     lines.append(f"{passed} of {len(report.rules)} rules passed")
-    lines += [f"the run did not complete: {problem}" for problem in report.problems]
     if not report.ok and report.worker_output:
         lines.append("the worker's last output:")
         lines += [f"  {line}" for line in report.worker_output[-20:]]
