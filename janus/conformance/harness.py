@@ -403,14 +403,14 @@ class _Run:
                 lease_deadline=case.lease_expires_at,
             )
         )
-        ttl_ms = round((case.expires_at - case.admitted_at) * 1000)
+        ttl_ms = round((case.expires_at - time.time()) * 1000)
         message = aio_pika.Message(
             body,
             content_type=CONTENT_TYPE,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=case.job_id,
-            # As Janus sets it; not on the expired admission, which the worker must refuse
-            # itself (the broker would otherwise drop it unseen).
+            # As Janus sets it (the admission's TTL); not on the expired admission, which the
+            # worker must refuse itself (the broker would otherwise drop it unseen).
             expiration=ttl_ms / 1000 if ttl_ms > 0 else None,
         )
         await ready.publish(message, routing_key=self.dependency)

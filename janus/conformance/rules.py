@@ -68,16 +68,22 @@ def plan(run_id: str, now: float) -> list[Case]:
     none is 1, so that a worker which does not echo the attempt shows."""
 
     def case(
-        kind: Kind, attempt: int, steps: Instructions, *, ttl: float = TTL, lease: float = LEASE
+        kind: Kind,
+        attempt: int,
+        steps: Instructions,
+        *,
+        ttl: float = TTL,
+        lease: float = LEASE,
+        admitted: float = now,
     ) -> Case:
         return Case(
             kind=kind,
             job_id=f"{run_id}-{kind.value}",
             attempt=attempt,
             instructions=steps,
-            admitted_at=now,
-            expires_at=now + ttl,
-            lease_expires_at=now + lease,
+            admitted_at=admitted,
+            expires_at=admitted + ttl,
+            lease_expires_at=admitted + lease,
         )
 
     return [
@@ -93,7 +99,7 @@ def plan(run_id: str, now: float) -> list[Case]:
         case(Kind.FAIL, 2, Instructions(outcome="failure", error="instructed to fail")),
         case(Kind.RETRY_AFTER, 5, Instructions(retry_after=RETRY_AFTER_SECONDS)),
         # Already expired when it arrives (as after a wait in a worker's buffer, or clock skew).
-        case(Kind.EXPIRED, 4, Instructions(), ttl=-1.0),
+        case(Kind.EXPIRED, 4, Instructions(), ttl=SHORT_TTL, admitted=now - SHORT_TTL - 1.0),
     ]
 
 
