@@ -167,6 +167,10 @@ export async function startWorker({
         log(`the broker cancelled the consumer of ${janus.readyQueue(dependency)} (queue deleted?)`);
         return;
       }
+      if (stopping) {
+        channel.nack(message, false, true); // not started: back to the queue for another worker
+        return;
+      }
       waiting.push({ channel, message, receivedAt: janus.nowSeconds() });
       pump();
     });
@@ -179,7 +183,7 @@ export async function startWorker({
     await Promise.allSettled(consumers.map(({ channel, consumerTag }) => channel.cancel(consumerTag)));
     // Not started: back to the queue for another worker (closing the channels would do the same).
     for (const { channel, message } of waiting.splice(0)) channel.nack(message, false, true);
-    await Promise.allSettled([...running]);
+    while (running.size > 0) await Promise.allSettled([...running]);
     await connection.close();
   }
 
