@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="Janus, producers and workers on the local services")
     demo.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
     demo.add_argument("--database", default="janus_demo", help="database to (re)create for the demo")
-    conformance_cli.add_parser(commands)
+    conformance_cli.add_parsers(commands)
     return parser
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from janus.conformance.harness import Report
 
 
-def add_parser(commands: Any) -> None:
+def add_parsers(commands: Any) -> None:
     """Register the command on the `janus` subcommand parsers."""
     sub: argparse.ArgumentParser = commands.add_parser(
         "conformance",
