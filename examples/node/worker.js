@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import amqp from 'amqplib';
 import * as janus from './janus.js';
 
@@ -17,12 +18,14 @@ const BUILTIN_HANDLERS = {
   conformance: './handlers/conformance.js',
 };
 const CUT_OFF = Symbol('cut off');
-const PUBLISH_TRIES = 3;
+const PUBLISH_TRIES = 3; // nacks of one result before giving it up (the lease then fails the attempt)
+const RECONNECT_DELAYS = [0.1, 0.2, 0.5, 1, 2, 5]; // seconds between tries, the last repeated
 
 /**
  * Consume the ready queues of `dependencies` and run `handle(job, { signal })` for each
- * admission. Returns { stop, closed }: stop() stops taking work, lets running handlers finish
- * and report, and disconnects; closed rejects if the connection is lost.
+ * admission. Returns { stop }: stop() stops taking work, lets running handlers finish and
+ * report, and disconnects. A lost connection is opened again (with backoff): running
+ * handlers go on, and their results are published once it is back.
  */
 export async function startWorker({
   url,
@@ -35,28 +38,83 @@ export async function startWorker({
   log = (line) => console.error(line),
   name = 'janus-node-worker',
 }) {
-  const connection = await amqp.connect(url, { clientProperties: { connection_name: name } });
   let stopping = false;
-  const closed = new Promise((resolve, reject) => {
-    connection.on('error', () => {}); // 'close' follows with the same error
-    connection.on('close', (error) => (stopping ? resolve() : reject(error ?? new Error('connection closed'))));
-  });
-  closed.catch(() => {}); // the caller may not wait on it; the rejection is still delivered to those who do
-
-  await janus.waitFor(connection, (ch) => ch.checkExchange(janus.RESULTS_EXCHANGE), { what: janus.RESULTS_EXCHANGE });
-  for (const dependency of dependencies) {
-    const queue = janus.readyQueue(dependency);
-    await janus.waitFor(connection, (ch) => ch.checkQueue(queue), { what: queue });
-  }
-  // Results go out on a confirm channel: a result counts as sent once the broker has it.
-  const results = await connection.createConfirmChannel();
-  results.on('error', (error) => log(`results channel: ${error.message}`));
-
+  let session = null; // { connection, results, consumers } while connected
+  let connected = deferred(); // resolves with the session once there is one
   // Admissions delivered but not started wait here, unacked, until a handler is free: the
   // expiry check happens when one is, so an admission that expired while waiting goes back.
-  const waiting = [];
+  let waiting = [];
   const running = new Set();
-  const consumers = [];
+
+  async function open() {
+    const connection = await amqp.connect(url, { clientProperties: { connection_name: name } });
+    connection.on('error', () => {}); // 'close' follows with the same error
+    try {
+      await janus.waitFor(connection, (ch) => ch.checkExchange(janus.RESULTS_EXCHANGE), {
+        what: janus.RESULTS_EXCHANGE,
+      });
+      for (const dependency of dependencies) {
+        const queue = janus.readyQueue(dependency);
+        await janus.waitFor(connection, (ch) => ch.checkQueue(queue), { what: queue });
+      }
+      // Results go out on a confirm channel: a result counts as sent once the broker has it.
+      const results = await connection.createConfirmChannel();
+      results.on('error', (error) => log(`results channel: ${error.message}`));
+      const consumers = [];
+      for (const dependency of dependencies) consumers.push(await consume(connection, dependency));
+      const opened = { connection, results, consumers };
+      connection.on('close', (error) => lost(opened, error));
+      return opened;
+    } catch (error) {
+      connection.close().catch(() => {});
+      throw error;
+    }
+  }
+
+  async function consume(connection, dependency) {
+    const channel = await connection.createChannel();
+    channel.on('error', (error) => log(`ready channel of ${dependency}: ${error.message}`));
+    await channel.prefetch(prefetch);
+    const { consumerTag } = await channel.consume(janus.readyQueue(dependency), (message) => {
+      if (message === null) {
+        log(`the broker cancelled the consumer of ${janus.readyQueue(dependency)} (queue deleted?)`);
+        return;
+      }
+      if (stopping) {
+        channel.nack(message, false, true); // not started: back to the queue for another worker
+        return;
+      }
+      waiting.push({ channel, message, receivedAt: janus.nowSeconds() });
+      pump();
+    });
+    return { channel, consumerTag };
+  }
+
+  function lost(which, error) {
+    if (session !== which) return;
+    session = null;
+    connected = deferred();
+    // The broker puts unacked deliveries back in the queue: the waiting ones are not ours any more.
+    waiting = [];
+    if (stopping && running.size === 0) return;
+    log(`connection lost (${error?.message ?? 'closed'}): opening it again`);
+    reconnect();
+  }
+
+  async function reconnect() {
+    for (let tries = 0; ; tries += 1) {
+      try {
+        session = await open();
+        connected.resolve(session);
+        log('connected again');
+        return;
+      } catch (error) {
+        const delay = RECONNECT_DELAYS[Math.min(tries, RECONNECT_DELAYS.length - 1)];
+        log(`cannot connect (${error.message}): trying again in ${delay}s`);
+        await sleep(delay * 1000);
+      }
+    }
+  }
 
   function record(job, fields) {
     onRecord({
@@ -100,6 +158,13 @@ export async function startWorker({
   async function run(job, receivedAt) {
     await ackSent();
     const startedAt = janus.nowSeconds();
+    if (startedAt >= job.expires_at) {
+      // Acked, so it cannot go back: report it failed, unstarted (it expired during the ack).
+      const error = 'expired before it could start';
+      record(job, { received_at: receivedAt, finished_at: startedAt, outcome: 'failure', error });
+      await publishResult(job, janus.encodeResult({ job, error }));
+      return;
+    }
     const controller = new AbortController();
     let timer;
     const cutOff = new Promise((resolve) => {
@@ -134,7 +199,7 @@ export async function startWorker({
     await publishResult(job, janus.encodeResult({ job, error, retryAfter }));
   }
 
-  function publishOnce(job, body) {
+  function publishOn(results, job, body) {
     return new Promise((resolve, reject) => {
       const options = { contentType: janus.CONTENT_TYPE, deliveryMode: janus.PERSISTENT };
       results.publish(janus.RESULTS_EXCHANGE, job.dependency, body, options, (error) =>
@@ -144,13 +209,18 @@ export async function startWorker({
   }
 
   async function publishResult(job, body) {
-    // A nack means the broker did not take it: publishing again cannot count twice. If it
-    // never gets through, Janus counts the attempt as failed when the lease ends.
-    for (let tries = 1; ; tries += 1) {
+    // Until one copy is confirmed: again after a nack, and again over the next connection if
+    // this one is lost before the confirm. The broker may have taken an earlier copy: Janus
+    // applies one and sets the others aside, harmlessly. Given up after a few nacks, the
+    // attempt fails when its lease ends.
+    for (let nacks = 0; ; ) {
+      const current = await connected.promise;
       try {
-        return await publishOnce(job, body);
+        return await publishOn(current.results, job, body);
       } catch (error) {
-        if (tries >= PUBLISH_TRIES) {
+        if (session !== current) continue; // lost with the connection: publish again on the next
+        nacks += 1;
+        if (nacks >= PUBLISH_TRIES) {
           log(`result of ${job.job_id} attempt ${job.attempt} not published: ${error.message}`);
           return;
         }
@@ -158,36 +228,32 @@ export async function startWorker({
     }
   }
 
-  for (const dependency of dependencies) {
-    const channel = await connection.createChannel();
-    channel.on('error', (error) => log(`ready channel of ${dependency}: ${error.message}`));
-    await channel.prefetch(prefetch);
-    const { consumerTag } = await channel.consume(janus.readyQueue(dependency), (message) => {
-      if (message === null) {
-        log(`the broker cancelled the consumer of ${janus.readyQueue(dependency)} (queue deleted?)`);
-        return;
-      }
-      if (stopping) {
-        channel.nack(message, false, true); // not started: back to the queue for another worker
-        return;
-      }
-      waiting.push({ channel, message, receivedAt: janus.nowSeconds() });
-      pump();
-    });
-    consumers.push({ channel, consumerTag });
-  }
-
   async function stop() {
     if (stopping) return;
     stopping = true;
-    await Promise.allSettled(consumers.map(({ channel, consumerTag }) => channel.cancel(consumerTag)));
+    const current = session;
+    if (current !== null) {
+      await Promise.allSettled(current.consumers.map(({ channel, consumerTag }) => channel.cancel(consumerTag)));
+    }
     // Not started: back to the queue for another worker (closing the channels would do the same).
     for (const { channel, message } of waiting.splice(0)) channel.nack(message, false, true);
     while (running.size > 0) await Promise.allSettled([...running]);
-    await connection.close();
+    const last = session;
+    session = null;
+    if (last !== null) await last.connection.close();
   }
 
-  return { stop, closed };
+  session = await open();
+  connected.resolve(session);
+  return { stop };
+}
+
+function deferred() {
+  let resolve;
+  const promise = new Promise((settle) => {
+    resolve = settle;
+  });
+  return { promise, resolve };
 }
 
 // amqplib queues frames and writes them to the socket from a setImmediate callback: two turns
@@ -254,7 +320,6 @@ async function main() {
       );
     });
   }
-  await worker.closed;
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

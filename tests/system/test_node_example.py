@@ -1,7 +1,8 @@
 """The Node.js example (examples/node) end to end against a real `janus run`: its producer
 submits the jobs, its worker runs them (some fail first and are retried) under a rate limit
-and a concurrency limit, and the worker's own records (one JSON line per admission it saw)
-show every job succeeded once, concurrency held and starts per rate window held."""
+and a concurrency limit, loses its connection mid-stream (closed by the broker) and opens it
+again, and the worker's own records (one JSON line per admission it saw) show every job
+succeeded once, concurrency held and starts per rate window held."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -94,6 +97,30 @@ async def wait_for_records(
             await asyncio.sleep(0.1)
 
 
+async def close_connection_of(amqp_url: str, connection_name: str) -> None:
+    """Close, from the broker, the connection that client opened on the URL's vhost."""
+    vhost = unquote(urlsplit(amqp_url).path[1:])
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "vhost", "client_properties"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pids = [
+        line.split("\t")[0]
+        for line in listed.stdout.splitlines()
+        if line.split("\t")[1:2] == [vhost] and f'{{"connection_name","{connection_name}"}}' in line
+    ]
+    assert len(pids) == 1, listed.stdout
+    await asyncio.to_thread(
+        subprocess.run,
+        ["rabbitmqctl", "close_connection", pids[0], "closed by the test"],
+        capture_output=True,
+        check=True,
+    )
+
+
 async def test_the_node_producer_and_worker_run_every_job_once_within_the_limits(
     database: str, vhost: str, tmp_path: Path, janus_process: Callable[[Path, str], JanusProcess]
 ) -> None:
@@ -133,15 +160,20 @@ async def test_the_node_producer_and_worker_run_every_job_once_within_the_limits
         assert producer.returncode == 0, err.decode()
         assert json.loads(out) == {"published": JOBS, "failed": []}
 
-        def all_succeeded(records: list[WorkRecord]) -> bool:
-            return {r.job_id for r in records if r.outcome == "success"} >= expected
+        def succeeded(count: int) -> Callable[[list[WorkRecord]], bool]:
+            return lambda records: len({r.job_id for r in records if r.outcome == "success"}) >= count
 
-        await wait_for_records(records_path, all_succeeded, worker, timeout=120)
+        await wait_for_records(records_path, succeeded(JOBS // 3), worker, timeout=120)
+        # Handlers run on and report over the next connection; deliveries not started go back.
+        await close_connection_of(vhost, "janus-node-worker")
+        await wait_for_records(records_path, succeeded(JOBS), worker, timeout=120)
     finally:
         if worker.returncode is None:
             worker.send_signal(signal.SIGTERM)
         _, worker_err = await asyncio.wait_for(worker.communicate(), timeout=30)
     assert worker.returncode == 0, worker_err.decode()
+    assert "connection lost" in worker_err.decode()
+    assert "connected again" in worker_err.decode()
     await janus.terminate()
 
     records = read_records(records_path)
