@@ -1,8 +1,9 @@
 """The Node.js example (examples/node) end to end against a real `janus run`: its producer
 submits the jobs, its worker runs them (some fail first and are retried) under a rate limit
-and a concurrency limit, loses its connection mid-stream (closed by the broker) and opens it
-again, and the worker's own records (one JSON line per admission it saw) show every job
-succeeded once, concurrency held and starts per rate window held."""
+and a concurrency limit; half-way the broker closes the worker's connection, the worker opens
+it again and runs the second half over it. The worker's own records (one JSON line per
+admission it saw) show every job succeeded once, concurrency held and starts per rate window
+held."""
 
 from __future__ import annotations
 
@@ -97,6 +98,48 @@ async def wait_for_records(
             await asyncio.sleep(0.1)
 
 
+class WorkerLog:
+    """The worker's stderr, line by line, with a way to wait for a line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.lines: list[str] = []
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read(process))
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def wait_for(self, text: str, timeout: float) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: any(text in line for line in self.lines))
+
+    async def done(self) -> None:
+        await self._reader
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+async def produce(env: dict[str, str], batch: list[dict[str, Any]]) -> None:
+    """Submit `batch` with the Node producer; every job must be published."""
+    producer = await asyncio.create_subprocess_exec(
+        "node",
+        str(PRODUCER),
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines = "".join(json.dumps(job) + "\n" for job in batch).encode()
+    out, err = await asyncio.wait_for(producer.communicate(lines), timeout=60)
+    assert producer.returncode == 0, err.decode()
+    assert json.loads(out) == {"published": len(batch), "failed": []}
+
+
 async def close_connection_of(amqp_url: str, connection_name: str) -> None:
     """Close, from the broker, the connection that client opened on the URL's vhost."""
     vhost = unquote(urlsplit(amqp_url).path[1:])
@@ -145,35 +188,29 @@ async def test_the_node_producer_and_worker_run_every_job_once_within_the_limits
     worker = await asyncio.create_subprocess_exec(
         "node", str(WORKER), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
+    log = WorkerLog(worker)
     expected = {job["job_id"] for job in jobs()}
+
+    def succeeded(count: int) -> Callable[[list[WorkRecord]], bool]:
+        return lambda records: len({r.job_id for r in records if r.outcome == "success"}) >= count
+
     try:
-        producer = await asyncio.create_subprocess_exec(
-            "node",
-            str(PRODUCER),
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        lines = "".join(json.dumps(job) + "\n" for job in jobs()).encode()
-        out, err = await asyncio.wait_for(producer.communicate(lines), timeout=60)
-        assert producer.returncode == 0, err.decode()
-        assert json.loads(out) == {"published": JOBS, "failed": []}
-
-        def succeeded(count: int) -> Callable[[list[WorkRecord]], bool]:
-            return lambda records: len({r.job_id for r in records if r.outcome == "success"}) >= count
-
-        await wait_for_records(records_path, succeeded(JOBS // 3), worker, timeout=120)
-        # Handlers run on and report over the next connection; deliveries not started go back.
+        await produce(env, jobs()[: JOBS // 2])
+        await wait_for_records(records_path, succeeded(JOBS // 4), worker, timeout=120)
+        # Handlers still running go on and report over the next connection; deliveries not
+        # started go back to the queue. The second half is published once the worker is back,
+        # so that it runs over the new connection.
         await close_connection_of(vhost, "janus-node-worker")
+        await log.wait_for("connected again", timeout=60)
+        await produce(env, jobs()[JOBS // 2 :])
         await wait_for_records(records_path, succeeded(JOBS), worker, timeout=120)
     finally:
         if worker.returncode is None:
             worker.send_signal(signal.SIGTERM)
-        _, worker_err = await asyncio.wait_for(worker.communicate(), timeout=30)
-    assert worker.returncode == 0, worker_err.decode()
-    assert "connection lost" in worker_err.decode()
-    assert "connected again" in worker_err.decode()
+        await asyncio.wait_for(worker.wait(), timeout=30)
+        await log.done()
+    assert worker.returncode == 0, log.text()
+    assert "connection lost" in log.text()
     await janus.terminate()
 
     records = read_records(records_path)
