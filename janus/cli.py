@@ -1,4 +1,4 @@
-"""The `janus` command: run, migrate, check-config, broker-upgrade, submit, scopes, why, jobs retry / jobs show, demo."""
+"""The `janus` command: run, migrate, check-config, broker-upgrade, submit, scopes, why, jobs retry / jobs show, demo, conformance."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from janus.config import JanusConfig, Settings, load_config
+from janus.conformance import cli as conformance_cli
 from janus.errors import JanusError
 
 
@@ -319,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="Janus, producers and workers on the local services")
     demo.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
     demo.add_argument("--database", default="janus_demo", help="database to (re)create for the demo")
+    conformance_cli.add_parsers(commands)
     return parser
 
 
@@ -335,6 +337,7 @@ COMMANDS: dict[str, Command] = {
     "demo": _cmd_demo,
     "jobs retry": _cmd_jobs_retry,
     "jobs show": _cmd_jobs_show,
+    "conformance": conformance_cli.command,
 }
 
 
