@@ -1,4 +1,4 @@
-"""The `janus` command: run, migrate, check-config, broker-upgrade, submit, scopes, why, jobs retry / jobs show, demo."""
+"""The `janus` command: run, migrate, check-config, broker-upgrade, submit, scopes, why, jobs retry / jobs show, demo, simulate."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from janus.config import JanusConfig, Settings, load_config
 from janus.errors import JanusError
+from janus.simulate import command as simulate_command
 
 
 def _run(coroutine: Coroutine[Any, Any, int]) -> int:
@@ -274,6 +275,10 @@ async def _cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    return simulate_command.run(args)
+
+
 async def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from janus.demo import run_demo
 
@@ -324,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="Janus, producers and workers on the local services")
     demo.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
     demo.add_argument("--database", default="janus_demo", help="database to (re)create for the demo")
+    simulate_command.add_parser(commands)
     return parser
 
 
@@ -338,6 +344,7 @@ COMMANDS: dict[str, Command] = {
     "scopes": _cmd_scopes,
     "why": _cmd_why,
     "demo": _cmd_demo,
+    "simulate": _cmd_simulate,
     "jobs retry": _cmd_jobs_retry,
     "jobs show": _cmd_jobs_show,
 }
