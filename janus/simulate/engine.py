@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from janus.client.worker import LEASE_SAFETY
 from janus.core.decisions import Blocked, Verdict, WaitReason
 from janus.core.jobs import Admission, Job
+from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET
 from janus.core.policy import DependencyPolicy
 from janus.core.scheduler import Scheduler
 from janus.service.tick import MAX_ADMISSIONS_PER_TICK
@@ -36,6 +37,8 @@ from janus.simulate.workload import ServiceModel, WorkerModel, Workload
 _ARRIVE, _FINISH, _RESULT, _RETURN, _DELIVER, _EXPIRE, _WAKE = range(7)
 
 _CLOCK_ONLY = frozenset({WaitReason.RATE, WaitReason.PAUSED})
+# Up to this many scopes the core keeps the same number of first attempts in memory per scope.
+_CONSTANT_SHARE_SCOPES = MEMORY_BUDGET // MAX_PER_SCOPE
 
 # drain_changes hands the store what changed; nothing here reads it, so it is drained in
 # large batches only to bound the memory of the core's change log. The gates' events carry
@@ -141,6 +144,7 @@ class Simulation:
         self._arrived_at: dict[str, float] = {}  # jobs not admitted yet
         self._open = 0  # jobs neither succeeded nor dead
         self._jobs = 0
+        self._scopes = 0  # (dependency, scope) pairs seen
         self._wake_at = float("inf")
         self._blocked: list[Blocked] = []  # the dependencies held back by a limit after the last tick
         self._last_tick = 0.0
@@ -261,16 +265,21 @@ class Simulation:
     def _held_by_clock(self, now: float) -> bool:
         """May the results gathered for `now` be applied without the admission step?
 
-        Yes when every one is of a dependency that the last decision found held by a limit
-        that only the clock lifts, and not before a later instant (a rate window, a
-        retry_after pause): a result cannot lift either (a failure may only lengthen a pause),
-        so `admit` at `now` would admit nothing, and the clock's own wakeup is already
-        scheduled. Nothing else reached Janus at `now` (no new job, no unused admission, no
-        wakeup due), so no other dependency changed either. What `admit` would also have
-        done at `now` -- backoffs that ended and scope caps that lifted re-entering the fair
-        queue -- happens at the next admission step in the same order, as nothing else can
-        enter a queue in between.
+        Yes when every one is a success of a dependency that the last decision found held by
+        a limit that only the clock lifts, and not before a later instant (a rate window, a
+        retry_after pause). A success lifts neither, so `admit` at `now` would admit nothing,
+        and the wakeup for the limit is already scheduled; nothing else reached Janus at
+        `now` (no new job, no unused admission, no wakeup due), so no other dependency
+        changed. A failure is not skipped: its retry's backoff end is a new wakeup, and it
+        may pause the dependency or open its circuit, which `admit` would report.
+
+        What `admit` does besides admitting -- forgetting scopes that emptied -- then happens
+        at the next admission step instead; the only thing that reads it is the core's
+        per-scope share of its memory, which is constant while there are few scopes. With
+        more, every result gets its admission step.
         """
+        if self._scopes > _CONSTANT_SHARE_SCOPES:
+            return False
         held = {
             block.dependency
             for block in self._blocked
@@ -278,7 +287,7 @@ class Simulation:
         }
         if not held:
             return False
-        return all(admission.dependency in held for admission, _, _, _ in self._results)
+        return all(not failed and admission.dependency in held for admission, failed, _, _ in self._results)
 
     def _drain(self) -> None:
         """Take what the core keeps for the store and the logs: its change log, and the gates' events."""
@@ -313,6 +322,7 @@ class Simulation:
             log = scopes.get(scope)
             if log is None:
                 log = scopes[scope] = ScopeLog()
+                self._scopes += 1
             log.arrived.append(now)
             if timeline is not None:
                 timeline.append((now, "arrived", job_id, dependency, scope, 0, ""))
