@@ -22,6 +22,7 @@ from array import array
 from collections import defaultdict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from janus.client.worker import LEASE_SAFETY
 from janus.core.decisions import Blocked, Verdict, WaitReason
@@ -139,6 +140,7 @@ class Simulation:
         }
         self._logs = {name: DependencyLog() for name in self._policies}
         self._heap: list[tuple[float, int, int, object]] = []
+        self._batches: dict[tuple[float, int], list[Any]] = {}  # (at, kind) -> its heap entry's items
         self._serial = 0
         self._stored: dict[tuple[str, str], deque[Job]] = defaultdict(deque)  # first attempts paged out
         self._arrived_at: dict[str, float] = {}  # jobs not admitted yet
@@ -166,6 +168,7 @@ class Simulation:
         now = 0.0
         pop = heapq.heappop
         arrivals, results, returned = self._arrivals, self._results, self._returned
+        batches = self._batches
         while heap:
             now = heap[0][0]
             if horizon is not None and now > horizon:
@@ -175,25 +178,29 @@ class Simulation:
             while heap and heap[0][0] == now:
                 _, _, kind, data = pop(heap)
                 events += 1
-                if kind == _FINISH:
-                    self._finish(now, data)  # type: ignore[arg-type]
-                elif kind == _ARRIVE:
+                if kind == _ARRIVE:
                     assert isinstance(data, _Arrivals)
                     self._arrive(now, data)
-                elif kind == _RESULT:
-                    results.append(data)  # type: ignore[arg-type]
-                elif kind == _DELIVER:
-                    assert isinstance(data, tuple)
-                    self._deliver(now, data[0])
-                elif kind == _RETURN:
-                    assert isinstance(data, tuple)
-                    returned.append(data[0])
-                elif kind == _EXPIRE:
-                    self._expire(now, data)  # type: ignore[arg-type]
-                else:
+                    continue
+                if kind == _WAKE:
                     if now >= self._wake_at:
                         self._wake_at = float("inf")
                     wake = True
+                    continue
+                del batches[(now, kind)]  # what is scheduled for `now` from here on is a new batch
+                if kind == _FINISH:
+                    for call in data:  # type: ignore[attr-defined]
+                        self._finish(now, call)
+                elif kind == _RESULT:
+                    results.extend(data)  # type: ignore[arg-type]
+                elif kind == _DELIVER:
+                    for admission in data:  # type: ignore[attr-defined]
+                        self._deliver(now, admission)
+                elif kind == _RETURN:
+                    returned.extend(data)  # type: ignore[arg-type]
+                else:
+                    for expired in data:  # type: ignore[attr-defined]
+                        self._expire(now, expired)
             if wake or arrivals or returned:
                 self._tick(now)
             elif results:
@@ -218,6 +225,15 @@ class Simulation:
         self._serial += 1
         heapq.heappush(self._heap, (at, self._serial, kind, data))
 
+    def _later(self, at: float, kind: int, item: object) -> None:
+        """Schedule `item` at `at`: everything of one kind due at one instant is one heap entry."""
+        batch = self._batches.get((at, kind))
+        if batch is None:
+            batch = self._batches[(at, kind)] = []
+            self._serial += 1
+            heapq.heappush(self._heap, (at, self._serial, kind, batch))
+        batch.append(item)
+
     def _next_arrival(self, jobs: Iterator[tuple[float, str, str, str]]) -> None:
         head = next(jobs, None)
         if head is not None:
@@ -236,21 +252,28 @@ class Simulation:
 
     def _tick(self, now: float) -> None:
         scheduler = self._scheduler
-        self._account_limits(now)
+        if self._blocked:
+            self._account_limits(now)
+        else:
+            self._last_tick = now
         while True:
             self._ticks += 1
             paged = self._page_in()
-            self._submit(now)
-            self._apply_results(now)
-            self._take_back(now)
+            if self._arrivals:
+                self._submit(now)
+            if self._results:
+                self._apply_results(now)
+            if self._returned:
+                self._take_back(now)
             for transition in scheduler.expire_leases(now):
                 self._finished(transition.verdict, transition.job, now)
             decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
             if self._ticks % _DRAIN_EVERY == 0:
                 self._drain()
             self._blocked = decision.blocked
+            admitted = self._admitted
             for admission in decision.admissions:
-                self._admitted(now, admission)
+                admitted(now, admission)
             wakeup = decision.next_wakeup
             if wakeup is None or wakeup > now:
                 break
@@ -415,7 +438,7 @@ class Simulation:
             )
         delay = self._pools[admission.dependency].model.start_delay
         if delay > 0:
-            self._push(now + delay, _DELIVER, (admission,))
+            self._later(now + delay, _DELIVER, admission)
         else:
             self._deliver(now, admission)
 
@@ -430,7 +453,7 @@ class Simulation:
         key = (admission.job_id, admission.attempt)
         pool.queue.append(key)
         pool.waiting[key] = admission
-        self._push(admission.expires_at, _EXPIRE, (admission.dependency, key))
+        self._later(admission.expires_at, _EXPIRE, (admission.dependency, key))
 
     def _expire(self, now: float, data: tuple[str, tuple[str, int]]) -> None:
         """An admission still waiting for a handler at its expiry: the broker dead-letters it."""
@@ -441,7 +464,7 @@ class Simulation:
 
     def _return(self, now: float, admission: Admission) -> None:
         delay = self._pools[admission.dependency].model.report_delay
-        self._push(now + delay, _RETURN, (admission,))
+        self._later(now + delay, _RETURN, admission)
 
     def _start(self, now: float, pool: _Pool, admission: Admission) -> None:
         if now >= admission.expires_at:
@@ -482,7 +505,7 @@ class Simulation:
             self._timeline.append(
                 (now, "started", admission.job_id, dependency, admission.scope, admission.attempt, "")
             )
-        self._push(end, _FINISH, (admission, failed, error, retry_after))
+        self._later(end, _FINISH, (admission, failed, error, retry_after))
 
     def _finish(self, now: float, data: tuple[Admission, bool, str | None, float | None]) -> None:
         admission, failed, error, _ = data
@@ -503,7 +526,7 @@ class Simulation:
             )
         delay = pool.model.report_delay
         if delay > 0:
-            self._push(now + delay, _RESULT, data)
+            self._later(now + delay, _RESULT, data)
         else:
             self._results.append(data)
         queue, waiting = pool.queue, pool.waiting

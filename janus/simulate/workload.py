@@ -20,10 +20,10 @@ import re
 import tomllib
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -222,9 +222,8 @@ class WorkloadConfig(_Strict):
 # -- the values the simulation runs on ------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Answer:
-    """What the dependency does with one call."""
+class Answer(NamedTuple):
+    """What the dependency does with one call (a NamedTuple: one is made per simulated call)."""
 
     duration: float
     failed: bool
@@ -256,6 +255,7 @@ class ServiceModel:
     outages: tuple[tuple[float, float], ...] = ()
     capacity: RateLimit | None = None
     throttle_retry_after: float | None = None
+    constant: Answer | None = field(default=None, init=False, repr=False, compare=False)
 
     def draws(self, seed: int, job_id: str, attempt: int) -> tuple[float, float]:
         """Two uniform draws in [0, 1) for this call, a function of (seed, job, attempt) alone."""
@@ -268,22 +268,28 @@ class ServiceModel:
     def answer(self, seed: int, job_id: str, attempt: int, at: float, *, throttled: bool = False) -> Answer:
         """The answer to the call of `attempt` of `job_id` started at `at` (the caller, which
         counts the calls, says whether it is beyond the capacity)."""
+        if self.constant is not None and not throttled and not self.outages:
+            return self.constant  # nothing to draw
         u_duration, u_failure = self.draws(seed, job_id, attempt)
         error_duration = self.error_duration or self.duration
         if throttled:
             return Answer(
-                duration=error_duration.sample(u_duration),
-                failed=True,
-                error="429 throttled: beyond the capacity",
-                retry_after=self.throttle_retry_after,
-                throttled=True,
+                error_duration.sample(u_duration),
+                True,
+                "429 throttled: beyond the capacity",
+                self.throttle_retry_after,
+                True,
             )
         if self.outages and self.in_outage(at):
-            return Answer(duration=error_duration.sample(u_duration), failed=True, error="503 outage")
-        failed = u_failure < self.failure_probability
-        return Answer(
-            duration=self.duration.sample(u_duration), failed=failed, error="500 failed" if failed else None
-        )
+            return Answer(error_duration.sample(u_duration), True, "503 outage")
+        if u_failure < self.failure_probability:
+            return Answer(self.duration.sample(u_duration), True, "500 failed")
+        return Answer(self.duration.sample(u_duration), False)
+
+    def __post_init__(self) -> None:
+        # A fixed duration and no failures: every (non-throttled, non-outage) call gets one answer.
+        if self.duration.kind == "constant" and self.failure_probability == 0.0:
+            object.__setattr__(self, "constant", Answer(self.duration.a, False))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
