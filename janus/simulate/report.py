@@ -119,6 +119,14 @@ def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
+def _stretch(k: int, width: float) -> str:
+    """The k-th stretch of `width` seconds, in one unit for the whole table."""
+    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if width >= size or unit == "s":
+            return f"{k * width / size:g}{unit}-{(k + 1) * width / size:g}{unit}"
+    raise AssertionError("unreachable")
+
+
 def _rate(count: int, width: float) -> str:
     per_second = count / width
     return f"{per_second:.0f}" if per_second >= 100 else f"{per_second:.1f}"
@@ -144,7 +152,7 @@ def admissions_table(log: DependencyLog, end: float) -> list[str]:
     )
     rows = [header]
     for k in range(buckets):
-        row = [f"{seconds(k * width)}-{seconds((k + 1) * width)}", _rate(total[k], width)]
+        row = [_stretch(k, width), _rate(total[k], width)]
         if len(columns) > 1:
             row += [_rate(column[k], width) for _, column in columns]
         rows.append(row)
