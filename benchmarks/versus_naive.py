@@ -761,6 +761,7 @@ async def run(args: argparse.Namespace) -> int:
                 finally:
                     await stack.stop()
                 results[scenario][stack.name] = result
+                (workdir / f"calls-{scenario}-{stack.name}.json").write_text(json.dumps(result.calls))
                 shown = ", ".join(f"{k} {fmt(v)}" for k, v in result.figures.items())
                 print(
                     f"{scenario:<11} {stack.name:<6} ({time.monotonic() - began:.0f}s): {shown}", flush=True

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from janus.core.policy import RateLimit
 from janus.simulate.engine import DependencyLog, Outcome, ScopeLog
 
 # Bucket widths the admissions table may use, in seconds: the smallest giving at most MAX_ROWS rows.
@@ -46,6 +47,16 @@ class Figures:
         if self.first_arrival is None or self.last_finished is None:
             return None
         return self.last_finished - self.first_arrival
+
+
+def promised_windows(limit: RateLimit, admission_ttl: float) -> tuple[float, float]:
+    """(the span over which the core counts a limit's admissions, the window in which the workers'
+    starts stay within COUNT): a worker starts an admission within admission_ttl, so starts hold
+    over the span less the TTL. The span is the limit's window, or more for a limit that counts
+    starts (`RateLimit.admission_window`, where the core has it)."""
+    admission_window = getattr(limit, "admission_window", None)
+    span = limit.window if admission_window is None else float(admission_window(admission_ttl))
+    return span, span - admission_ttl
 
 
 def percentile(ordered: Sequence[float], share: float) -> float | None:

@@ -31,6 +31,7 @@ import pytest
 from janus.audit import audit, max_in_window
 from janus.client import Producer, ReadyJob, Worker
 from janus.config import load_config
+from janus.simulate.report import promised_windows
 from janus.simulate.workload import load_workload
 from tests.integration.harness import RecordLog, policies
 from tests.system.janus_process import JanusProcess
@@ -258,7 +259,7 @@ async def test_simulation_predicts_a_real_run(
         for limit in policy.rate_limits:
             sim_times = [float(r["t"]) for r in sim_admitted]
             real_times = [r.admitted_at for r in real]
-            start_window = limit.window - policy.admission_ttl
+            span, start_window = promised_windows(limit, policy.admission_ttl)
             worst_starts = (
                 max_in_window(sim_started, start_window),
                 max_in_window(real_started, start_window),
@@ -269,9 +270,9 @@ async def test_simulation_predicts_a_real_run(
             assert worst_starts == (limit.count, limit.count), lines[-1]
             for times in (sim_times, real_times):
                 first = min(times)
-                full = int((max(times) - first) // limit.window)
+                full = int((max(times) - first) // span)
                 per_window = [
-                    sum(1 for t in times if first + k * limit.window <= t < first + (k + 1) * limit.window)
+                    sum(1 for t in times if first + k * span <= t < first + (k + 1) * span)
                     for k in range(full)
                 ]
                 assert per_window == [limit.count] * full, per_window
