@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import os
 import threading
 import time
 from collections import deque
@@ -118,7 +119,12 @@ def serve(limiter: Limiter, latency: float) -> ThreadingHTTPServer:
             else:
                 self._answer(404)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # The default backlog of 5 drops the SYNs of a burst of connections, and each dropped
+        # one is retried a second later: calls would reach the API a second after they started.
+        request_queue_size = 1024
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     return server
 
@@ -153,7 +159,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="a rate-limited fake API for benchmarks/versus_naive.py")
     parser.add_argument("--limit", default="20/1s", help="COUNT/SECONDS accepted in any sliding window")
     parser.add_argument("--latency", type=float, default=0.02, help="seconds an accepted call takes")
+    parser.add_argument(
+        "--nice", type=int, default=0, help="change this process's priority (negative: higher)"
+    )
     args = parser.parse_args()
+    if args.nice:
+        # The API must not be the one late: on a busy machine its arrival times would bunch up.
+        with contextlib.suppress(PermissionError):
+            os.nice(args.nice)
     count, window = args.limit.split("/")
     server = serve(Limiter(int(count), float(window.removesuffix("s") or 1)), args.latency)
     print(json.dumps({"port": server.server_address[1]}), flush=True)

@@ -4,8 +4,9 @@ One run, one fake API process (benchmarks/fake_api.py: at most LIMIT calls per s
 sliding window, 429 beyond, and 503 to everything during an outage), and two stacks with the
 same number of worker processes:
 
-- naive: Celery over the same RabbitMQ (a vhost of its own), --workers worker processes of
-  --handlers threads each, the API's limit as Celery's `rate_limit` (which each worker applies
+- naive: Celery over the same RabbitMQ (a vhost of its own), --workers worker nodes of
+  --handlers prefork child processes each (Celery's default pool: with the threads pool a
+  worker's rate limiter runs only about once a second), the API's limit as Celery's `rate_limit` (which each worker applies
   on its own: celery issue 5732), retries with `autoretry_for` and `retry_backoff`, FIFO;
 - Janus: the same worker processes (the SDK `Worker`, --handlers handlers each) behind a real
   `janus run`, the limit in Janus's policy.
@@ -213,7 +214,7 @@ class Naive(Stack):
                     "benchmarks.versus_naive",
                     "worker",
                     "--pool",
-                    "threads",
+                    "prefork",
                     "--concurrency",
                     str(self.options.handlers),
                     "-n",
@@ -730,6 +731,8 @@ async def run(args: argparse.Namespace) -> int:
             f"{args.limit}/1",
             "--latency",
             str(API_LATENCY),
+            "--nice",
+            "-5",
         ],
         {},
         workdir / "fake-api.log",
