@@ -6,7 +6,9 @@ reaches Janus, or the core asked to be woken, the driver makes the calls a tick 
 makes (`janus/service/tick.py`), in its order and with `now` = the event's time: page in what
 the core asked for from the (simulated) store, submit the new jobs, apply the results, take back
 the unused admissions, expire leases, `admit`, drain the changes and the gates. Nothing is
-stepped at a fixed interval, so idle time costs nothing.
+stepped at a fixed interval, so idle time costs nothing; what is due at one instant is one heap
+entry; and a success that reaches a dependency held by a rate window or a pause is applied
+without the admission step, which could not admit anything then (`_held_by_clock`).
 
 The workers are modelled as the SDK worker behaves: an admission reaches a worker pool after
 `start_delay`, waits there for a free handler, is refused unstarted if it has expired (or is
