@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="Janus, producers and workers on the local services")
     demo.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
     demo.add_argument("--database", default="janus_demo", help="database to (re)create for the demo")
-    simulate_command.add_parser(commands)
+    simulate_command.add_parsers(commands)
     return parser
 
 

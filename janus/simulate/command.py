@@ -15,7 +15,7 @@ from janus.simulate.report import render, write_timeline
 from janus.simulate.workload import load_workload
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "simulate", help="run the scheduler on a virtual clock against a workload: what a policy will do"
     )
