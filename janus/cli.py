@@ -1,4 +1,4 @@
-"""The `janus` command: run, migrate, check-config, broker-upgrade, submit, scopes, why, jobs retry / jobs show, demo, conformance."""
+"""The `janus` command: run, migrate, check-config, broker-upgrade, submit, scopes, why, jobs retry / jobs show, demo, conformance, simulate."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 from janus.config import JanusConfig, Settings, load_config
 from janus.conformance import cli as conformance_cli
 from janus.errors import JanusError
+from janus.simulate import command as simulate_command
 
 
 def _run(coroutine: Coroutine[Any, Any, int]) -> int:
@@ -270,6 +271,10 @@ async def _cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    return simulate_command.run(args)
+
+
 async def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from janus.demo import run_demo
 
@@ -321,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
     demo.add_argument("--database", default="janus_demo", help="database to (re)create for the demo")
     conformance_cli.add_parsers(commands)
+    simulate_command.add_parsers(commands)
     return parser
 
 
@@ -335,6 +341,7 @@ COMMANDS: dict[str, Command] = {
     "scopes": _cmd_scopes,
     "why": _cmd_why,
     "demo": _cmd_demo,
+    "simulate": _cmd_simulate,
     "jobs retry": _cmd_jobs_retry,
     "jobs show": _cmd_jobs_show,
     "conformance": conformance_cli.command,
