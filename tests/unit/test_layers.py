@@ -90,12 +90,14 @@ ALLOWED = {
     },
 }
 
-# Where each driver may be imported: nowhere else speaks SQL or AMQP.
+# Where each driver may be imported: nowhere else speaks SQL or AMQP. The conformance harness
+# plays Janus's side of the broker against a worker under test: a broker client like the SDK.
+AMQP_HOMES = ("janus.broker", "janus.client", "janus.conformance")
 DRIVERS = {
     "asyncpg": ("janus.store", "janus.local_services"),
-    "aio_pika": ("janus.broker", "janus.client"),
-    "aiormq": ("janus.broker", "janus.client"),
-    "pamqp": ("janus.broker", "janus.client"),
+    "aio_pika": AMQP_HOMES,
+    "aiormq": AMQP_HOMES,
+    "pamqp": AMQP_HOMES,
 }
 
 
