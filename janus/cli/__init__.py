@@ -1,7 +1,9 @@
 """The `janus` command: one module per command group, and one way to end (janus.cli.exits).
 
 run, migrate, broker-upgrade (run.py); check-config (check.py); submit (submit.py);
-scopes, why (inspect.py); jobs show, jobs retry (jobs.py); worker (worker.py); demo (demo.py).
+scopes, why (inspect.py); jobs show, jobs retry (jobs.py); worker (worker.py); demo (demo.py);
+conformance (janus/conformance/cli.py) and simulate (janus/simulate/command.py) register
+themselves from their own packages.
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ from janus.cli import check, demo, inspect, jobs, run, submit, worker
 from janus.cli.common import Command, load_settings, run_async
 from janus.cli.exits import finish
 from janus.config import Settings
+from janus.conformance import cli as conformance_cli
 from janus.errors import ConfigError
+from janus.simulate import command as simulate_command
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+async def simulate(args: argparse.Namespace, settings: Settings) -> int:
+    return simulate_command.run(args)
+
 
 COMMANDS: dict[str, Command] = {
     "run": run.run,
@@ -31,9 +40,11 @@ COMMANDS: dict[str, Command] = {
     "scopes": inspect.scopes,
     "why": inspect.why,
     "demo": demo.demo,
+    "simulate": simulate,
     "jobs retry": jobs.retry,
     "jobs show": jobs.show,
     "worker": worker.worker,
+    "conformance": conformance_cli.command,
 }
 
 
@@ -42,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for module in (run, check, submit, inspect, jobs, worker, demo):
         module.add_parsers(commands)
+    conformance_cli.add_parsers(commands)
+    simulate_command.add_parsers(commands)
     return parser
 
 

@@ -93,16 +93,17 @@ async def migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 async def broker_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     """Once, when upgrading from a Janus whose janus.results was a fanout (docs/protocol.md)."""
-    from janus.broker import BROKER_ERRORS, topology
-    from janus.broker.connect import connect
+    from janus.broker import connection as broker
+    from janus.broker import topology
 
     config = config_of(args, settings)
-    connection = await connect(config.amqp_url, name="janus-broker-upgrade", timeout=settings.db_timeout)
-    async with connection:
-        try:
-            deleted = await topology.upgrade_results_exchange(connection)
-            declared = await topology.declare_topology(connection, [p.name for p in config.policies()])
-        except BROKER_ERRORS as exc:
-            raise JanusError(f"upgrading the broker topology failed: {exc!r}") from exc
+    connection = await broker.connect(
+        config.amqp_url, name="janus-broker-upgrade", timeout=settings.db_timeout
+    )
+    try:
+        deleted = await topology.upgrade_results_exchange(connection)
+        declared = await topology.declare_topology(connection, [p.name for p in config.policies()])
+    finally:
+        await broker.close(connection)
     print(f"deleted: {', '.join(deleted) or 'nothing'}; declared: {', '.join(declared) or 'nothing'}")
     return 0

@@ -12,7 +12,7 @@ from aio_pika.exceptions import ChannelNotFoundEntity, DeliveryError
 from pydantic import JsonValue
 
 from janus.broker import BROKER_ERRORS, topology
-from janus.broker.connect import connect
+from janus.broker.connection import connect
 from janus.errors import BrokerError, ProtocolError, TopologyMissing
 from janus.protocol import CONTENT_TYPE, check_identifiers, encode_intake
 from janus.urls import redact

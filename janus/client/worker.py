@@ -41,7 +41,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import ChannelNotFoundEntity
 
 from janus.broker import BROKER_ERRORS, topology
-from janus.broker.connect import connect
+from janus.broker.connection import connect
 from janus.errors import BrokerError, ProtocolError, TopologyMissing
 from janus.protocol import CONTENT_TYPE, ReadyMessage, decode_ready, encode_result
 from janus.urls import redact

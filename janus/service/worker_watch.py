@@ -1,10 +1,9 @@
 """How many consumers each ready queue has, as the broker counts them, polled by the leader.
 
-A passive declare of a queue answers its consumer count (and needs no permission). The
-leader asks for every dependency on its own budget, off the tick path: at most once per
+The leader asks for every dependency on its own budget, off the tick path: at most once per
 `every`, and never more than 1/SHARE of its time however many dependencies there are.
 The core pauses admissions to a dependency with none (core/workers.py: `no_worker`).
-A queue that does not exist has no consumer either.
+A queue that does not exist has no consumer either (broker/ready_consumers.py).
 """
 
 from __future__ import annotations
@@ -15,11 +14,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from aio_pika.abc import AbstractChannel, AbstractConnection
-from aiormq.exceptions import ChannelNotFoundEntity
-
-from janus.broker import BROKER_ERRORS, topology
-from janus.errors import BrokerError
+from janus.broker import topology
+from janus.broker.connection import Connection
+from janus.broker.ready_consumers import ConsumerCounter
 
 log = logging.getLogger("janus.workers")
 
@@ -32,22 +29,18 @@ OnCounts = Callable[[dict[str, int]], None]
 
 class WorkerWatch:
     def __init__(
-        self, connection: AbstractConnection, dependencies: Iterable[str], every: float = POLL_EVERY
+        self, connection: Connection, dependencies: Iterable[str], every: float = POLL_EVERY
     ) -> None:
-        self._connection = connection
+        self._counter = ConsumerCounter(connection)
         self._dependencies = list(dependencies)
         self._every = every
-        self._channel: AbstractChannel | None = None
         self.counts: dict[str, int] = {}
 
     async def poll(self) -> dict[str, int]:
         """Every dependency's consumer count now (BrokerError if the broker fails)."""
         counts: dict[str, int] = {}
-        try:
-            for dependency in self._dependencies:
-                counts[dependency] = await self._consumers(topology.ready_queue(dependency))
-        except BROKER_ERRORS as exc:
-            raise BrokerError(f"counting the consumers of the ready queues failed: {exc!r}") from exc
+        for dependency in self._dependencies:
+            counts[dependency] = await self._counter.count(topology.ready_queue(dependency))
         self._log_changes(counts)
         self.counts = counts
         return counts
@@ -61,17 +54,6 @@ class WorkerWatch:
             took = time.monotonic() - started
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(until.wait(), max(self._every, SHARE * took))
-
-    async def _consumers(self, queue: str) -> int:
-        if self._channel is None or self._channel.is_closed:
-            self._channel = await self._connection.channel()
-        raw = await self._channel.get_underlay_channel()
-        try:
-            declared = await raw.queue_declare(queue, passive=True)
-        except ChannelNotFoundEntity:
-            self._channel = None  # the failed declare closed it
-            return 0
-        return declared.consumer_count or 0
 
     def _log_changes(self, counts: dict[str, int]) -> None:
         for dependency, consumers in counts.items():
@@ -90,7 +72,4 @@ class WorkerWatch:
                 )
 
     async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            # The connection may be gone already: nothing to save.
-            with contextlib.suppress(*BROKER_ERRORS):
-                await self._channel.close()
+        await self._counter.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from janus.client import Producer, ReadyJob, Worker
+from janus.core.decisions import WaitReason
+from janus.store.repository import Store
 from tests.integration.harness import RecordLog, eventually, make_config, running_janus, wait_for_states
 
 pytestmark = pytest.mark.integration
@@ -60,3 +62,24 @@ async def test_no_worker_no_admission_then_the_first_worker_gets_first_tries(
                 database, lambda rows: rows.get("late") is not None and rows["late"]["attempt"] > 0, QUIET
             )
         assert registry.get_sample_value("janus_ready_consumers", {"dependency": "api"}) == 0
+
+
+async def test_a_core_rebuilt_in_the_term_still_knows_nobody_consumes(database: str, vhost: str) -> None:
+    """The consumer counts are observed, never stored: a rebuild (the one a tick failing for its
+    input makes, as the one at a term's start) is told them again, or it would admit at once."""
+    config = make_config(database, vhost, {"api": POLICY})
+    async with running_janus(config) as service:
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit("job-0", "api")
+        await wait_for_states(database, lambda rows: len(rows) == 1, timeout=10)
+        store = await Store.connect(config.database_url)
+        try:
+            rebuilt = await service._rebuild(store)
+        finally:
+            await store.close()
+        (block,) = rebuilt.lane_blocks("api", service.clock())
+        assert (block.reason, block.detail) == (
+            WaitReason.NO_WORKER,
+            "no worker is consuming janus.ready.api",
+        )
+        assert rebuilt.admit(service.clock()).admissions == []
