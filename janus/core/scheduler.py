@@ -21,7 +21,7 @@ from janus.core.fairness import FairQueue, stride
 from janus.core.gates import DependencyGates, GateEvent, GateState
 from janus.core.jobs import Admission, Job, JobState, new_value
 from janus.core.policy import DependencyPolicy
-from janus.core.rate import SlidingWindow
+from janus.core.rate import SlidingWindow, admission_windows, rebuild_windows, same_windows
 
 
 class WaitReason(StrEnum):
@@ -219,7 +219,7 @@ class _Lane:
             fairness = self.policy.fairness
             found = self.scopes[name] = _Scope(
                 name=name,
-                windows=[SlidingWindow(limit) for limit in fairness.scope_rate_limits],
+                windows=admission_windows(fairness.scope_rate_limits, self.policy.admission_ttl),
                 stride=stride(fairness.weight(name)),
             )
         return found
@@ -321,7 +321,7 @@ class Scheduler:
             gate = DependencyGates(policy)
             self._lanes[policy.name] = _Lane(
                 policy=policy,
-                windows=[SlidingWindow(limit) for limit in policy.rate_limits],
+                windows=admission_windows(policy.rate_limits, policy.admission_ttl),
                 gate=gate,
                 retry_gate=gates.get(policy.name) or gate,
             )
@@ -369,21 +369,16 @@ class Scheduler:
         with the admissions they still hold.
         """
         lane = self._lanes[policy.name]
-        old_scope_limits = lane.policy.fairness.scope_rate_limits
-        if tuple(policy.rate_limits) != tuple(lane.policy.rate_limits):
-            stamps = sorted({stamp for window in lane.windows for stamp in window.stamps()})
-            lane.windows = [SlidingWindow(limit) for limit in policy.rate_limits]
-            for window in lane.windows:
-                window.restore(stamps)
+        ttl = policy.admission_ttl
+        if not same_windows(lane.windows, policy.rate_limits, ttl):
+            lane.windows = rebuild_windows(lane.windows, policy.rate_limits, ttl)
         lane.policy = policy
         for scope in lane.scopes.values():
             scope.stride = stride(policy.fairness.weight(scope.name))
-        if tuple(policy.fairness.scope_rate_limits) != tuple(old_scope_limits):
-            for scope in lane.scopes.values():
-                stamps = sorted({stamp for window in scope.windows for stamp in window.stamps()})
-                scope.windows = [SlidingWindow(limit) for limit in policy.fairness.scope_rate_limits]
-                for window in scope.windows:
-                    window.restore(stamps)
+        scope_limits = policy.fairness.scope_rate_limits
+        for scope in lane.scopes.values():
+            if not same_windows(scope.windows, scope_limits, ttl):
+                scope.windows = rebuild_windows(scope.windows, scope_limits, ttl)
         for scope in list(lane.scopes.values()):
             if scope.parked in (WaitReason.SCOPE_CONCURRENCY, WaitReason.SCOPE_RATE):
                 self._unpark(lane, scope)  # re-checked against the new caps at its next turn

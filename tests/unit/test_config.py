@@ -24,7 +24,7 @@ from janus.config import (
     parse_duration,
     parse_rate_limit,
 )
-from janus.core.policy import CircuitPolicy, FairnessPolicy, RateLimit, RetryPolicy
+from janus.core.policy import CircuitPolicy, FairnessPolicy, RateCounting, RateLimit, RetryPolicy
 from janus.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,6 +98,32 @@ def test_a_minimal_file_takes_every_default(tmp_path: Path) -> None:
         max_open_for=300.0,
         half_open_probes=3,
     )
+
+
+def test_a_rate_limit_counts_starts_unless_it_says_admissions(tmp_path: Path) -> None:
+    text = """
+[dependencies.api]
+rate_limits = ["20/1s", { limit = "1000/1m", counts = "admissions" }, { limit = "5/100ms", counts = "starts" }]
+admission_ttl = "50ms"
+
+[dependencies.api.fairness]
+scope_rate_limits = [{ limit = "2/1s" }, { limit = "30/1m", counts = "admissions" }]
+"""
+    [policy] = load_config(write(tmp_path, text), env={}).policies()
+    starts, admissions = RateCounting.STARTS, RateCounting.ADMISSIONS
+    assert policy.rate_limits == (
+        RateLimit(count=20, window=1.0, counts=starts),
+        RateLimit(count=1000, window=60.0, counts=admissions),
+        RateLimit(count=5, window=0.1, counts=starts),
+    )
+    assert policy.fairness.scope_rate_limits == (
+        RateLimit(count=2, window=1.0),
+        RateLimit(count=30, window=60.0, counts=admissions),
+    )
+    # The span admissions are counted over: the window, plus the TTL for a limit that counts starts.
+    spans = [limit.admission_window(policy.admission_ttl) for limit in policy.rate_limits]
+    assert spans == pytest.approx([1.05, 60.0, 0.15])
+    assert policy.longest_window == 60.0
 
 
 def test_retry_control_keys_are_read(tmp_path: Path) -> None:
@@ -403,6 +429,14 @@ ERROR_CASES = [
     ),
     ("bad_scope_rate_limit.toml", "dependencies.api.fairness.scope_rate_limits.0", "invalid duration '1w'"),
     ("unknown_fairness_key.toml", "dependencies.api.fairness.weight", "unknown key"),  # typo of weights
+    ("rate_limit_unknown_counts.toml", "dependencies.api.rate_limits.0", "invalid counts 'calls'"),
+    ("rate_limit_table_unknown_key.toml", "dependencies.api.rate_limits.1", "unknown key 'count'"),
+    (
+        "rate_limit_table_without_limit.toml",
+        "dependencies.api.fairness.scope_rate_limits.0",
+        "a rate limit table needs 'limit'",
+    ),
+    ("bad_results_limit_table.toml", "bad_results_limit", "a rate limit is a string"),  # no meaning to pick
 ]
 
 
@@ -473,12 +507,38 @@ def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) ->
         "payments-api: 100/1s, 2000/60s; concurrency 20; lease 30s; admission ttl 2s; up to 5 attempts" in out
     )
     assert "email: 10/1s; concurrency 5; lease 300s; admission ttl 0.1s; up to 5 attempts" in out
+    # What each limit means, and the span Janus counts its admissions over.
+    assert (
+        "  rate 10/1s counts starts: at most 10 calls start in any 1s; admissions counted over 1.1s\n" in out
+    )
     assert (
         "  retries <= 20% of admissions per 10s (at least 10); retry_after up to 600s; "
         "circuit opens at 50% failed of >= 20 outcomes in 30s, for 10s..300s, 3 probes"
     ) in out
     assert out.rstrip().endswith("configuration is valid")
     assert "janus:" not in err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_check_config_says_what_each_rate_limit_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = """
+[dependencies.api]
+rate_limits = ["20/1s", { limit = "1000/1m", counts = "admissions" }]
+admission_ttl = "100ms"
+
+[dependencies.api.fairness]
+scope_rate_limits = ["5/1s"]
+"""
+    assert main(["check-config", "--config", str(write(tmp_path, text))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:4] == [
+        "  rate 20/1s counts starts: at most 20 calls start in any 1s; admissions counted over 1.1s",
+        "  rate 1000/60s counts admissions: at most 1000 admissions in any 60s (starts: in any 59.9s); "
+        "admissions counted over 60s",
+        "  scope rate 5/1s counts starts: at most 5 calls start per scope in any 1s; admissions counted over 1.1s",
+    ]
 
 
 @pytest.mark.usefixtures("clean_env")
