@@ -29,7 +29,7 @@ from pathlib import Path
 import asyncpg
 from pydantic import JsonValue
 
-from janus.audit import AuditReport, audit
+from janus.audit import AuditReport, audit, start_window
 from janus.client import Producer, ReadyJob, RetryAfter, Worker, WorkRecord
 from janus.config import JanusConfig, load_config
 from janus.core.policy import DependencyPolicy
@@ -96,10 +96,10 @@ class ApiError(Exception):
 class SimulatedApi:
     """An external API that checks its own rate limits on every call, as a real one answering 429 would.
 
-    Janus promises at most COUNT admissions in any window T, and a worker may start
-    an admission up to admission_ttl after it was made. At the API, by call time,
-    the promise is therefore COUNT calls in any T − admission_ttl (janus.audit checks
-    the same), and that is what this API enforces: a 429 here is a broken promise.
+    A limit COUNT/T that counts starts (the default) promises at most COUNT calls in any
+    window T at the API, by call time; one that counts admissions promises COUNT calls
+    in any T − admission_ttl (`janus.audit.start_window`, which the audit checks too).
+    That is what this API enforces: a 429 here is a broken promise.
     """
 
     def __init__(
@@ -110,7 +110,9 @@ class SimulatedApi:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.profile = profile
-        self.windows = [(limit.count, limit.window - policy.admission_ttl) for limit in policy.rate_limits]
+        self.windows = [
+            (limit.count, start_window(limit, policy.admission_ttl)) for limit in policy.rate_limits
+        ]
         self._calls: list[deque[float]] = [deque() for _ in self.windows]
         self._rng = rng
         self._clock = clock
@@ -575,8 +577,8 @@ def _print_intro(world: World, config: JanusConfig) -> None:
         f"\nTenants: {HEAVY_TENANT} publishes {burst} jobs at once; {', '.join(LIGHT_TENANTS)} publish "
         f"{trickle:g} jobs/s each;\n{DUPLICATES_PER_SECOND:g} job ids a second are published again "
         "(they must not run twice).\n"
-        "Each API counts its calls over the rate window less admission_ttl (a worker may start a job\n"
-        "that long after its admission) and answers 429 past its limits: with Janus in front, never.\n"
+        "Each API counts its calls over its rate windows, by call time, and answers 429 past its\n"
+        "limits: with Janus in front, never.\n"
         "Columns: admitted in the last window / limit; most calls in flight in the last second /\n"
         "concurrency; waiting jobs (eligible + in retry backoff); jobs done, retries, dead jobs; 429s.\n",
         flush=True,

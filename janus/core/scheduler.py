@@ -22,6 +22,7 @@ from janus.core.gates import DependencyGates, GateEvent, GateState
 from janus.core.jobs import Admission, Job, JobState, new_value
 from janus.core.policy import DependencyPolicy
 from janus.core.rate import SlidingWindow, admission_windows, rebuild_windows, same_windows
+from janus.core.repeats import ERROR_OF_A_BARE_FAILURE, lease_timeout_error
 
 
 class WaitReason(StrEnum):
@@ -633,6 +634,9 @@ class Scheduler:
         job, lane = taken
         if success:
             lane.gate.on_outcome(failed=False, admitted_at=job.admitted_at, now=now)
+            if retry_after is not None:
+                # The call succeeded, and the dependency still asked to back off (docs/protocol.md).
+                lane.gate.pause(retry_after, now)
             # Built positionally (jobs.new_value): every job ends here. Field order of `Job`;
             # last_error is cleared.
             done = new_value(
@@ -656,7 +660,7 @@ class Scheduler:
             )
             self._finish(lane, done)
             return new_value(Transition, (Verdict.SUCCEEDED, done))
-        return self._fail(lane, job, error or "failed", retry_after, now)
+        return self._fail(lane, job, error or ERROR_OF_A_BARE_FAILURE, retry_after, now)
 
     def on_returned(self, *, job_id: str, attempt: int, now: float) -> Transition:
         """The admission came back unused (expired in the queue, rejected, or unpublishable)."""
@@ -695,8 +699,7 @@ class Scheduler:
             if isinstance(taken, Verdict):
                 continue  # finished or re-admitted since: the heap entry is stale
             job, lane = taken
-            timeout = lane.policy.lease_timeout
-            transition = self._fail(lane, job, f"lease timed out after {timeout:g}s", None, now)
+            transition = self._fail(lane, job, lease_timeout_error(lane.policy.lease_timeout), None, now)
             if transition.verdict is Verdict.RETRY_SCHEDULED:
                 self._lapsed[job_id] = attempt
             transitions.append(transition)

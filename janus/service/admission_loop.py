@@ -48,6 +48,7 @@ from janus.errors import JanusError, LeadershipLost, ProtocolError, StatementRef
 from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result
 from janus.service.inbox import UNROUTABLE, Batch, Inbox, ResultSource
 from janus.service.leadership import Term
+from janus.service.unapplied import Unapplied
 from janus.store.repository import FailedAttempt, LeaderSession
 
 log = logging.getLogger("janus.admission")
@@ -69,7 +70,6 @@ MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
 # tick than any other (benchmarks/flood.py).
 RESULTS_PER_QUEUE_PER_TICK = 128
 MAX_RESULTS_PER_TICK = 512
-NO_EFFECT = frozenset({Verdict.UNKNOWN_JOB, Verdict.STALE_ATTEMPT})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -277,6 +277,9 @@ class AdmissionLoop:
                 now=now,
             )
             payloads[message.job_id] = payload_text
+        # Results that change nothing are set aside with the reason the store tells (a repeat of
+        # an applied result, a stale attempt...: core/repeats.py), so that a misbehaving worker shows.
+        unapplied = Unapplied()
         for delivery, source, result in results:
             held = scheduler.job(result.job_id)
             if held is not None and held.dependency != source:
@@ -300,17 +303,7 @@ class AdmissionLoop:
                 now=now,
             )
             self._count("result", transition)
-            if transition.verdict in NO_EFFECT:
-                # Unknown job, an attempt that is not current, a second report: it changed
-                # nothing and freed nothing; set aside so that a misbehaving worker shows.
-                set_aside.append(
-                    _SetAside(
-                        message=delivery,
-                        source="results",
-                        reason=transition.verdict.value,
-                        detail=f"job {result.job_id!r} attempt {result.attempt} ({result.outcome})",
-                    )
-                )
+            unapplied.note(delivery, source, result, transition.verdict)
         for job_id, attempt in returned:
             self._count("returned", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
         for admission in batch.unpublished:
@@ -321,6 +314,8 @@ class AdmissionLoop:
         decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
         changes = scheduler.drain_changes()
         gates, gate_events = scheduler.drain_gates()
+        for delivery, reason, detail in await unapplied.explain(self._session):
+            set_aside.append(_SetAside(message=delivery, source="results", reason=reason, detail=detail))
         stored = await self._session.tick(
             now,
             [(job, payloads[job.job_id]) for job in changes.new],
@@ -533,7 +528,9 @@ class AdmissionLoop:
         decoded = []
         for message in batch.intake:
             try:
-                intake, payload_text = decode_intake(message.body, content_type(message), self._max_payload)
+                intake, payload_text = decode_intake(
+                    message.body, content_type(message), self._max_payload, routing_key=message.routing_key
+                )
                 if not self._scheduler.knows(intake.dependency):
                     raise ProtocolError(
                         "unknown_dependency", f"dependency {intake.dependency!r} is not configured"

@@ -16,6 +16,7 @@ from asyncpg.exceptions._base import DataError as _ArgumentError  # client side:
 from janus.core.circuit import CircuitSnapshot, CircuitState
 from janus.core.gates import GateState
 from janus.core.jobs import Admission, Job, JobState
+from janus.core.repeats import StoredAttempt
 from janus.core.scheduler import PageRequest
 from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import migrate
@@ -218,6 +219,30 @@ class LeaderSession:
             # database disagree, and only a rebuild from the database can settle it.
             raise StoreError(f"tick updated {row['updated']} of {len(updated)} changed jobs")
         return set(row["inserted"])
+
+    async def reported_attempts(self, reported: Sequence[tuple[str, int]]) -> list[StoredAttempt | None]:
+        """For each (job_id, attempt) a result reported: what the store holds of the job and of
+        that attempt (None if it never had the job)."""
+        if not reported:
+            return []
+        try:
+            rows = await self._connection.fetch(
+                sql("reported_attempts"),
+                [job_id for job_id, _ in reported],
+                [attempt for _, attempt in reported],
+                timeout=self._timeout,
+            )
+        except _DB_ERRORS as exc:
+            raise StoreError(f"looking up reported attempts failed: {exc}") from exc
+        found: list[StoredAttempt | None] = [None] * len(reported)
+        for row in rows:
+            found[row["ord"] - 1] = StoredAttempt(
+                dependency=row["dependency"],
+                state=JobState(row["state"]),
+                last_attempt=row["attempt"],
+                error=row["error"],
+            )
+        return found
 
     async def load_pages(self, requests: Sequence[PageRequest]) -> list[list[Job]]:
         """The next first attempts of each requested scope (one list per request, in seq order)."""

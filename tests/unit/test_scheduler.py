@@ -180,6 +180,21 @@ def test_retry_after_sets_the_floor_of_the_next_attempt_within_max_retry_after()
     assert b.eligible_at == 61.0, "a buggy retry_after is clamped at max_retry_after (not at max_delay)"
 
 
+def test_retry_after_with_a_success_pauses_the_dependency_and_finishes_the_job() -> None:
+    s = scheduler(retry=RetryPolicy(max_retry_after=60.0))
+    submit(s, "a", "b")
+    s.admit(0.0)
+    done = s.on_result(job_id="a", attempt=1, success=True, error=None, retry_after=3.0, now=1.0)
+    assert done.verdict is Verdict.SUCCEEDED
+    s.on_result(job_id="b", attempt=1, success=True, error=None, retry_after=None, now=1.0)
+    submit(s, "c", now=1.0)
+    decision = s.admit(2.0)
+    assert decision.admissions == []
+    (blocked,) = decision.blocked
+    assert (blocked.reason, blocked.until) == (WaitReason.PAUSED, 4.0)
+    assert [a.job_id for a in s.admit(4.0).admissions] == ["c"]
+
+
 def test_lease_timeout_is_a_failed_attempt() -> None:
     s = scheduler(lease_timeout=5.0, retry=RetryPolicy(max_attempts=2, base_delay=1.0, jitter=0.0))
     submit(s, "a")
