@@ -8,8 +8,8 @@ payload ({"t": unix seconds}), so the worker can tell how long it took to arrive
       one JSON line: first publish time, last confirm time, CPU seconds.
   python -m benchmarks.load worker --amqp-url URL --expect N [--latencies] [--holds]
           [--dependency D ...] [--prefetch P] [--handler-ms MS]
-      prints "ready" once consuming; after N jobs have run and their results are
-      confirmed, prints one JSON line: completion time, outcomes, CPU seconds and,
+      prints "ready" once consuming; after N jobs have run (or on SIGTERM) and their
+      results are confirmed, prints one JSON line: completion time, outcomes, CPU seconds and,
       with --latencies, each job's delay from publish to receipt; with --holds, each
       admission's [dependency, admitted_at, received_at, started_at] (how long the
       worker held it before starting, and where).
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -127,6 +128,8 @@ async def work(
     options: dict[str, Any] = {} if prefetch is None else {"prefetch": prefetch}
     handlers = dict.fromkeys(dependencies, handler)
     worker = Worker(amqp_url, handlers, on_record=on_record, name="bench-worker", **options)
+    # SIGTERM ends the run as reaching `expect` does: several workers share one stream of jobs.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, enough.set)
     await worker.start()
     print("ready", flush=True)
     cpu = time.process_time()

@@ -6,10 +6,11 @@ process (benchmarks.load), each variant on a vhost and database of its own:
   hold   How long protocol-following workers (the SDK Worker, default prefetch) hold an
          admission before starting it: admitted_at (Janus's decision) to started_at, split
          into admitted -> received (Janus's commit and publish, the broker) and received ->
-         started (waiting in the worker for a free handler). Variants: a flood with no limit
-         (Janus at its top rate, the machine busy), a saturated rate limit (admissions come in
-         bursts of COUNT), and a concurrency limit close to the workers' handlers. The default
-         `admission_ttl` is chosen from these (docs/decisions.md).
+         started (waiting in the worker for a free handler). Variants: saturated rate limits
+         (admissions come in bursts of COUNT) with bursts the workers' handlers can and cannot
+         take at once, a concurrency limit below the handlers, and a flood with no limit (Janus
+         admits faster than the workers take: a queue). The default `admission_ttl` is chosen
+         from these (docs/decisions.md).
 
   cost   One Janus, two dependencies with the same limit, one counting starts (the default)
          and one counting admissions, both saturated at once by the same producer and worker
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 import tempfile
 import time
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import uvloop
 
 from benchmarks.throughput import PHASE_TIMEOUT, BenchmarkError, Child, _percentile, janus_env
@@ -89,14 +92,36 @@ async def janus_running(
             await services.delete_vhost(vhost)
 
 
+async def finished(database_url: str, jobs: int, timeout: float = PHASE_TIMEOUT) -> None:
+    """Return once Janus has recorded `jobs` successes (workers share the stream unevenly)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while await connection.fetchval("SELECT count(*) FROM janus.jobs WHERE state = 'succeeded'") < jobs:
+            if time.monotonic() >= deadline:
+                raise BenchmarkError(f"Janus did not finish {jobs} jobs within {timeout:g}s")
+            await asyncio.sleep(0.1)  # the job table has nothing to wait on
+    finally:
+        await connection.close()
+
+
 async def run_variant(services: LocalServices, variant: Variant, workdir: Path) -> list[list[Any]]:
     """Every admission the workers saw: [dependency, admitted_at, received_at, started_at]."""
-    async with janus_running(services, variant.config, workdir) as (url, _):
+    async with janus_running(services, variant.config, workdir) as (url, database_url):
         total = variant.jobs * len(variant.dependencies)
         workers = []
         for index in range(variant.workers):
-            share = total // variant.workers + (1 if index < total % variant.workers else 0)
-            args = ["-m", "benchmarks.load", "worker", "--amqp-url", url, "--expect", str(share), "--holds"]
+            # Each runs until told to stop: the broker shares the jobs out unevenly.
+            args = [
+                "-m",
+                "benchmarks.load",
+                "worker",
+                "--amqp-url",
+                url,
+                "--expect",
+                str(total + 1),
+                "--holds",
+            ]
             args += ["--timeout", str(PHASE_TIMEOUT), "--handler-ms", repr(variant.handler_ms)]
             for dependency in variant.dependencies:
                 args += ["--dependency", dependency]
@@ -108,12 +133,18 @@ async def run_variant(services: LocalServices, variant: Variant, workdir: Path) 
             args = ["-m", "benchmarks.load", "producer", "--amqp-url", url, "--jobs", str(variant.jobs)]
             args += ["--prefix", f"{variant.name}-{dependency}", "--dependency", dependency]
             producers.append(await Child.start(f"producer-{dependency}", args, workdir))
-        reports = await asyncio.gather(*(child.report() for child in [*producers, *workers]))
+        await asyncio.gather(*(child.report() for child in producers))
+        await finished(database_url, total)
+        for worker in workers:
+            worker.process.send_signal(signal.SIGTERM)
+        reports = await asyncio.gather(*(child.report() for child in workers))
     holds: list[list[Any]] = []
-    for report in reports[len(producers) :]:
+    for report in reports:
         if report["timed_out"]:
             raise BenchmarkError(f"{variant.name}: a worker timed out, it saw {report['outcomes']}")
         holds.extend(report["holds"])
+    if sum(1 for hold in holds if hold[3] is not None) < total:
+        raise BenchmarkError(f"{variant.name}: the workers started {len(holds)} admissions of {total} jobs")
     return holds
 
 
@@ -141,24 +172,40 @@ def hold_report(name: str, holds: list[list[Any]]) -> str:
 
 
 def hold_variants(jobs: int) -> list[Variant]:
+    # A TTL no hold reaches, and limits that count admissions: every hold is measured whole.
     ttl = 'admission_ttl = "30s"\nlease_timeout = "60s"\n'
+
+    def rate(limit: str) -> str:
+        return f'rate_limits = [{{ limit = "{limit}", counts = "admissions" }}]\n'
+
     return [
+        # Workers with room for every burst: a burst of 100 meets 100 free handlers.
+        Variant(
+            name="rate 100/1s saturated, 20 ms calls (bursts of 100, 100 handlers)",
+            config=f"[dependencies.bench]\n{rate('100/1s')}{ttl}",
+            dependencies=("bench",),
+            jobs=max(jobs // 10, 300),
+            handler_ms=20.0,
+        ),
+        # Steady admissions, as slots free: fewer slots than handlers.
+        Variant(
+            name="concurrency 40 of 100 handlers, 20 ms calls",
+            config=f"[dependencies.bench]\nconcurrency = 40\n{ttl}",
+            dependencies=("bench",),
+            jobs=max(jobs // 2, 1000),
+            handler_ms=20.0,
+        ),
+        # Bursts larger than the handlers: the last of a burst waits for the first to finish.
+        Variant(
+            name="rate 400/2s saturated, 20 ms calls (bursts of 400, 100 handlers)",
+            config=f"[dependencies.bench]\n{rate('400/2s')}{ttl}",
+            dependencies=("bench",),
+            jobs=max(jobs // 5, 1200),
+            handler_ms=20.0,
+        ),
+        # No limit at all: Janus admits faster than the workers take, admissions queue.
         Variant(
             name="flood, no limit", config=f"[dependencies.bench]\n{ttl}", dependencies=("bench",), jobs=jobs
-        ),
-        Variant(
-            name="rate 500/1s saturated, 20 ms calls",
-            config=f'[dependencies.bench]\nrate_limits = ["500/1s"]\n{ttl}',
-            dependencies=("bench",),
-            jobs=max(jobs // 2, 1000),
-            handler_ms=20.0,
-        ),
-        Variant(
-            name="concurrency 90 of 100 handlers, 20 ms calls",
-            config=f"[dependencies.bench]\nconcurrency = 90\n{ttl}",
-            dependencies=("bench",),
-            jobs=max(jobs // 2, 1000),
-            handler_ms=20.0,
         ),
     ]
 

@@ -59,8 +59,8 @@ class WorkRecord:
     attempt: int
     admitted_at: float
     expires_at: float
-    received_at: float
-    started_at: float | None  # None: refused because it had expired
+    received_at: float  # when the delivery reached the worker (before it waited for a free handler)
+    started_at: float | None  # None: refused because it had expired (or expired while being taken)
     finished_at: float | None
     outcome: Literal["success", "failure", "expired"]
     error: str | None = None
@@ -174,18 +174,21 @@ class Worker:
             self._connection = None
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        arrived = self._clock()
         await self._handlers_free.acquire()
         try:
-            started = await self._take(message)
+            started = await self._take(message, arrived)
         except BaseException:
             self._handlers_free.release()
             raise
         if not started:
             self._handlers_free.release()
 
-    async def _take(self, message: AbstractIncomingMessage) -> bool:
-        """Start the admission's handler (True), or hand the admission back unstarted (False)."""
-        received = self._clock()
+    async def _take(self, message: AbstractIncomingMessage, received: float) -> bool:
+        """Start the admission's handler (True), or hand the admission back unstarted (False).
+
+        `received`: when the delivery reached this worker (it may have waited for a free handler)."""
+        now = self._clock()
         try:
             job = decode_ready(message.body)
         except ProtocolError as exc:
@@ -194,7 +197,7 @@ class Worker:
             log.error("unreadable admission, returned to Janus: %s", exc)
             await self._settle(message, ack=False)
             return False
-        if received >= job.expires_at:
+        if now >= job.expires_at:
             # Too late to start: hand the admission back to Janus unstarted.
             await self._settle(message, ack=False)
             self._record(job, received, None, None, "expired")
@@ -222,12 +225,17 @@ class Worker:
 
     async def _work(self, job: ReadyJob, received: float) -> None:
         handler = self._handlers[job.dependency]
-        started = self._clock()
+        now = self._clock()
+        started: float | None = now
         error: str | None = None
         retry_after: float | None = None
         try:
-            if job.lease_expires_at is not None:
-                budget = job.lease_expires_at - LEASE_SAFETY - started
+            if now >= job.expires_at:
+                # The ack took us past expires_at (a stalled event loop): starting now would break
+                # the rate promise. Acked, it cannot be handed back: report it failed, unstarted.
+                started, error = None, "not started: the admission expired while it was being taken"
+            elif job.lease_expires_at is not None:
+                budget = job.lease_expires_at - LEASE_SAFETY - now
                 await asyncio.wait_for(handler(job), timeout=max(budget, 0.0))
             else:
                 await handler(job)
@@ -237,7 +245,7 @@ class Worker:
             error = "handler did not finish within the lease"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-        finished = self._clock()
+        finished = self._clock() if started is not None else None
         outcome: Literal["success", "failure"] = "success" if error is None else "failure"
         self._record(job, received, started, finished, outcome, error)
         body = encode_result(
