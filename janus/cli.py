@@ -12,8 +12,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from janus.config import JanusConfig, Settings, load_config
-from janus.core.policy import DependencyPolicy, RateCounting
+from janus.config import JanusConfig, Settings, describe_rate_limits, load_config
 from janus.errors import JanusError
 
 
@@ -104,7 +103,7 @@ async def _cmd_check_config(args: argparse.Namespace, settings: Settings) -> int
             f"{policy.name}: {limits}; concurrency {concurrency}; lease {policy.lease_timeout:g}s; "
             f"admission ttl {policy.admission_ttl:g}s; up to {policy.retry.max_attempts} attempts"
         )
-        for line in _rate_meanings(policy):
+        for line in describe_rate_limits(policy):
             print(f"  {line}")
         retry, circuit = policy.retry, policy.circuit
         opens = (
@@ -120,28 +119,6 @@ async def _cmd_check_config(args: argparse.Namespace, settings: Settings) -> int
         )
     print("configuration is valid")
     return 0
-
-
-def _rate_meanings(policy: DependencyPolicy) -> list[str]:
-    """What each rate limit of a dependency promises, and the span Janus counts admissions over."""
-    ttl = policy.admission_ttl
-    lines = []
-    for kind, limits in (("rate", policy.rate_limits), ("scope rate", policy.fairness.scope_rate_limits)):
-        for limit in limits:
-            span = limit.admission_window(ttl)
-            per = "per scope " if kind == "scope rate" else ""
-            if limit.counts is RateCounting.STARTS:
-                meaning = f"at most {limit.count} calls start {per}in any {limit.window:g}s"
-            else:
-                meaning = (
-                    f"at most {limit.count} admissions {per}in any {limit.window:g}s "
-                    f"(starts: in any {limit.window - ttl:g}s)"
-                )
-            lines.append(
-                f"{kind} {limit.count}/{limit.window:g}s counts {limit.counts.value}: {meaning}; "
-                f"admissions counted over {span:g}s"
-            )
-    return lines
 
 
 async def _cmd_submit(args: argparse.Namespace, settings: Settings) -> int:

@@ -223,7 +223,8 @@ class DependencyConfig(_Strict):
         limits = tuple(self.rate_limits)
         ttl = self.admission_ttl
         if ttl is None:
-            ttl = min(default_admission_ttl(limits), self.lease_timeout / 2)
+            every = (*limits, *self.fairness.scope_rate_limits)  # a scope's limits pay the TTL too
+            ttl = min(default_admission_ttl(every), self.lease_timeout / 2)
         return DependencyPolicy(
             name=name,
             rate_limits=limits,
@@ -262,6 +263,29 @@ class JanusConfig(_Strict):
     def published_outcomes(self) -> dict[str, frozenset[str]]:
         """Per dependency, the terminal outcomes (job states) published to janus.outcomes."""
         return {name: frozenset(dep.outcomes) for name, dep in self.dependencies.items()}
+
+
+def describe_rate_limits(policy: DependencyPolicy) -> list[str]:
+    """What each rate limit of a dependency promises, and the span Janus counts its admissions over
+    (`janus check-config` prints it)."""
+    ttl = policy.admission_ttl
+    lines = []
+    for kind, limits in (("rate", policy.rate_limits), ("scope rate", policy.fairness.scope_rate_limits)):
+        for limit in limits:
+            span = limit.admission_window(ttl)
+            per = "per scope " if kind == "scope rate" else ""
+            if limit.counts is RateCounting.STARTS:
+                meaning = f"at most {limit.count} calls start {per}in any {limit.window:g}s"
+            else:
+                meaning = (
+                    f"at most {limit.count} admissions {per}in any {limit.window:g}s "
+                    f"(starts: in any {limit.window - ttl:g}s)"
+                )
+            lines.append(
+                f"{kind} {limit.count}/{limit.window:g}s counts {limit.counts.value}: {meaning}; "
+                f"admissions counted over {span:g}s"
+            )
+    return lines
 
 
 def read_secret_file(path: str | os.PathLike[str], variable: str) -> str:

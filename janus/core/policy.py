@@ -181,7 +181,13 @@ class DependencyPolicy:
 
 
 def default_admission_ttl(rate_limits: tuple[RateLimit, ...]) -> float:
-    """A tenth of the shortest rate window, else 30 s (docs/protocol.md explains why)."""
+    """A tenth of the shortest rate window (the dependency's or its scopes'), else 30 s.
+
+    A limit that counts starts costs up to ttl / (T + ttl) of its rate when it binds, so a
+    tenth of the window costs at most 9 %. And a limit that binds admits up to COUNT at
+    once: a tenth of T lets workers start such a burst before it expires if they can start
+    calls ten times as fast as the limit's average rate (docs/decisions.md, the figures).
+    """
     if not rate_limits:
         return 30.0
     return min(limit.window for limit in rate_limits) / 10.0

@@ -54,7 +54,7 @@ def test_example_config_validates_with_the_values_it_states() -> None:
     assert payments.rate_limits == (RateLimit(count=100, window=1.0), RateLimit(count=2000, window=60.0))
     assert payments.concurrency == 20
     assert payments.lease_timeout == 30.0
-    assert payments.admission_ttl == 2.0
+    assert payments.admission_ttl == 0.2
     assert payments.retry == RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=60.0, jitter=0.5)
 
     assert payments.fairness == FairnessPolicy(
@@ -271,6 +271,7 @@ def test_rate_limit_text_round_trips(count: int, number: int, unit: str) -> None
 ADMISSION_TTL_DEFAULTS = [
     # (rate_limits, lease_timeout or None for the default, expected admission_ttl)
     ([], None, 30.0),  # no limit: 30 s; lease 300 s / 2 = 150 s does not bind
+    (["100/1s", {"limit": "10/1m", "counts": "admissions"}], None, 0.1),  # whatever the limits count
     ([], "40s", 20.0),  # no limit, short lease: half the lease binds
     (["100/1s", "2000/1m"], None, 0.1),  # a tenth of the *shortest* window
     (["2000/1m", "100/1s"], None, 0.1),  # ... whatever the order
@@ -281,8 +282,14 @@ ADMISSION_TTL_DEFAULTS = [
 ]
 
 
+def test_a_scope_rate_limit_shortens_the_default_admission_ttl() -> None:
+    dependency = {"rate_limits": ["100/10s"], "fairness": {"scope_rate_limits": ["2/500ms"]}}
+    [policy] = parse_config({"dependencies": {"api": dependency}}, env={}).policies()
+    assert policy.admission_ttl == pytest.approx(0.05)  # a tenth of the scope's window: it pays the TTL too
+
+
 @pytest.mark.parametrize(("limits", "lease", "ttl"), ADMISSION_TTL_DEFAULTS)
-def test_default_admission_ttl(limits: list[str], lease: str | None, ttl: float) -> None:
+def test_default_admission_ttl(limits: list[object], lease: str | None, ttl: float) -> None:
     dependency: dict[str, object] = {"rate_limits": limits}
     if lease is not None:
         dependency["lease_timeout"] = lease
@@ -504,7 +511,8 @@ def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) ->
     assert main(["check-config", "--config", str(EXAMPLE)]) == 0
     out, err = capsys.readouterr()
     assert (
-        "payments-api: 100/1s, 2000/60s; concurrency 20; lease 30s; admission ttl 2s; up to 5 attempts" in out
+        "payments-api: 100/1s, 2000/60s; concurrency 20; lease 30s; admission ttl 0.2s; up to 5 attempts"
+        in out
     )
     assert "email: 10/1s; concurrency 5; lease 300s; admission ttl 0.1s; up to 5 attempts" in out
     # What each limit means, and the span Janus counts its admissions over.
