@@ -316,3 +316,39 @@ async def test_the_worker_publishes_a_result_again_after_losing_its_connection(
     assert report.ok, report.summary()
     rows = await job_rows(database)
     assert rows["held"]["failures"] == 0, "its result arrived: the attempt did not run out its lease"
+
+
+async def test_the_worker_never_starts_an_admission_that_expired_while_it_was_taken(
+    database: str, vhost: str
+) -> None:
+    """Acked, an admission cannot be handed back: if the ack took the worker past expires_at (a
+    stalled event loop, here a clock that jumps), it reports a failure and does not start it."""
+    config = make_config(
+        database, vhost, {"api": {**API, "retry": {"base_delay": "0.1s", "max_delay": "0.1s"}}}
+    )
+    log = RecordLog()
+    ran: list[int] = []
+    readings = iter([0.0, 0.0, 100.0])  # arrival, the check before the ack, the start after it
+
+    def clock() -> float:
+        return time.time() + next(readings, 0.0)
+
+    async def handler(job: ReadyJob) -> None:
+        ran.append(job.attempt)
+
+    async with running_janus(config):
+        worker = Worker(vhost, {"api": handler}, on_record=log.append, clock=clock)
+        await worker.start()
+        try:
+            async with await Producer.connect(vhost) as producer:
+                await producer.submit("late", "api")
+            await log.wait_for(lambda records: any(r.outcome == "success" for r in records), timeout=20)
+        finally:
+            await worker.stop()
+    first, *_, last = log.records
+    assert (first.attempt, first.outcome, first.started_at) == (1, "failure", None)
+    assert first.error == "not started: the admission expired while it was being taken"
+    assert (last.attempt, last.outcome) == (2, "success")
+    assert ran == [2]
+    rows = await job_rows(database)
+    assert (rows["late"]["state"], rows["late"]["failures"]) == ("succeeded", 1)
