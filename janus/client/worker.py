@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
+from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 
 from janus.broker import BROKER_ERRORS, topology
 from janus.errors import ProtocolError
@@ -33,8 +40,11 @@ LEASE_SAFETY = 0.1
 # long, doubling up to the cap.
 RECONNECT_FIRST_DELAY = 0.1
 RECONNECT_MAX_DELAY = 5.0
-# What a lost connection, or a broker that refuses or nacks a publish, raises through aio-pika.
+# What a lost connection or channel, or a broker that nacks a publish, raises through aio-pika.
 _LOST = BROKER_ERRORS
+# The broker closed the channel over this very publish, and would again: the worker's user may
+# not publish with this routing key, or janus.results is gone. Not retried.
+_REFUSED = (ChannelAccessRefused, ChannelNotFoundEntity)
 
 
 class RetryAfter(Exception):
@@ -91,7 +101,9 @@ class Worker:
         self._clock = clock
         self._name = name
         self._connection: AbstractConnection | None = None
+        self._results_channel: AbstractChannel | None = None
         self._results: AbstractExchange | None = None
+        self._reopening = asyncio.Lock()  # one task reopens a closed results channel, the others wait
         self._tasks: set[asyncio.Task[None]] = set()
         self._consuming: list[tuple[AbstractQueue, str]] = []
         self._connected = asyncio.Event()  # set while a connection is up, its exchange and consumers ready
@@ -110,7 +122,9 @@ class Worker:
         lost = asyncio.Event()
         connection.close_callbacks.add(lambda *_: lost.set())
         try:
-            _, results = await topology.await_exchange(connection, topology.RESULTS_EXCHANGE, confirms=True)
+            channel, results = await topology.await_exchange(
+                connection, topology.RESULTS_EXCHANGE, confirms=True
+            )
             consuming = []
             for dependency in self._handlers if self._taking else ():
                 _, queue = await topology.await_queue(
@@ -120,7 +134,8 @@ class Worker:
         except BaseException:
             await connection.close()
             raise
-        self._connection, self._results, self._consuming, self._lost = connection, results, consuming, lost
+        self._connection, self._results_channel, self._results = connection, channel, results
+        self._consuming, self._lost = consuming, lost
         self._connected.set()
 
     async def _stay_connected(self) -> None:
@@ -272,6 +287,9 @@ class Worker:
                     routing_key=job.dependency,
                 )
                 return
+            except _REFUSED as exc:
+                log.error("%s: the broker refused the result of %r: %r", self._name, job.job_id, exc)
+                return  # Janus counts the attempt failed when its lease ends
             except _LOST as exc:
                 log.warning(
                     "%s: the result of %r attempt %d was not confirmed (%r); publishing it again",
@@ -282,6 +300,23 @@ class Worker:
                 )
             await asyncio.sleep(delay)
             delay = min(2 * delay, RECONNECT_MAX_DELAY)
+            await self._reopen_results(results)
+
+    async def _reopen_results(self, failed: AbstractExchange) -> None:
+        """A new results channel if the broker closed the one `failed` was on while the connection
+        stayed up (a lost connection is replaced by `_stay_connected` instead)."""
+        async with self._reopening:
+            connection, channel = self._connection, self._results_channel
+            if self._results is not failed or connection is None or connection.is_closed:
+                return  # reopened meanwhile, or the connection itself is being replaced
+            if channel is not None and not channel.is_closed:
+                return
+            try:
+                self._results_channel, self._results = await topology.await_exchange(
+                    connection, topology.RESULTS_EXCHANGE, confirms=True, timeout=RECONNECT_MAX_DELAY
+                )
+            except _LOST as exc:
+                log.warning("%s: reopening the results channel failed: %r", self._name, exc)
 
     def _record(
         self,

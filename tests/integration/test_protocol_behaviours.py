@@ -352,3 +352,30 @@ async def test_the_worker_never_starts_an_admission_that_expired_while_it_was_ta
     assert ran == [2]
     rows = await job_rows(database)
     assert (rows["late"]["state"], rows["late"]["failures"]) == ("succeeded", 1)
+
+
+async def test_the_worker_reopens_a_results_channel_the_broker_closed(database: str, vhost: str) -> None:
+    """A channel error (here a passive declare of a missing exchange on the worker's results
+    channel) closes only that channel: the next result is published on a new one."""
+    config = make_config(database, vhost, {"api": API})
+    log = RecordLog()
+    async with running_janus(config):
+        worker = Worker(vhost, {"api": succeed_at_once}, on_record=log.append)
+        await worker.start()
+        try:
+            channel = worker._results_channel  # the channel results go out on
+            assert channel is not None
+            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                await channel.declare_exchange("janus.test-missing", passive=True)
+            async with await Producer.connect(vhost) as producer:
+                await producer.submit("after", "api")
+            rows = await wait_for_states(
+                database, lambda r: r.get("after", {"state": ""})["state"] == "succeeded", 20
+            )
+        finally:
+            await worker.stop()
+    assert rows["after"]["failures"] == 0
+
+
+async def succeed_at_once(job: ReadyJob) -> None:
+    return None
