@@ -263,6 +263,7 @@ async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: s
         (b'{"dependency": "api"}', "application/json", "invalid_fields"),
         (b'{"job_id": 5, "dependency": "api"}', "application/json", "invalid_fields"),
         (b'{"job_id": "x", "dependency": "nope"}', "application/json", "unknown_dependency"),
+        (b'{"job_id": "y", "dependency": "api"}', "application/json", "routing_mismatch"),  # key "mail"
         (
             json.dumps({"job_id": "big", "dependency": "api", "payload": "x" * 70_000}).encode(),
             "application/json",
@@ -289,9 +290,12 @@ async def test_bad_input_is_set_aside_and_the_rest_flows(database: str, vhost: s
         channel = await connection.channel(publisher_confirms=True)
         intake = await channel.get_exchange(topology.INTAKE_EXCHANGE)
         async with await Producer.connect(vhost) as producer:
-            for i, (body, content_type, _) in enumerate(garbage):
+            for i, (body, content_type, reason) in enumerate(garbage):
                 await producer.submit(f"good-{i}", "api")
-                await intake.publish(aio_pika.Message(body, content_type=content_type), routing_key="api")
+                # Routed by the body's dependency, as producers must, except for the one row
+                # that tests a key naming another dependency.
+                key = "nope" if b'"nope"' in body else "mail" if reason == "routing_mismatch" else "api"
+                await intake.publish(aio_pika.Message(body, content_type=content_type), routing_key=key)
             # A result that is not JSON, and one for a job that does not exist: neither changes
             # anything, both are set aside.
             results = await channel.get_exchange(topology.RESULTS_EXCHANGE)
