@@ -8,7 +8,7 @@ results to janus.results, and a baseline again. Admissions per second = jobs / (
 publish to the last result confirmed); each job is admitted once. The ratio compares the
 flood phase with the mean of the two baselines of the same run.
 
---target other (the default, issue 6's case): the flood comes from a worker of `flooded`,
+--target other (the default): the flood comes from a worker of `flooded`,
 routing key `flooded` (the only key its broker user may use), into that dependency's
 results queue. --target same: from a worker of `bench` itself, routing key `bench`, into
 the measured dependency's own results queue (routing cannot help there: only CPU counts).

@@ -22,7 +22,7 @@ import psutil  # type: ignore[import-untyped]
 from janus.core.jobs import Admission, Job, JobState
 from janus.local_services import LocalServices
 from janus.store.migrate import migrate
-from janus.store.repository import LeaderSession
+from janus.store.session import LeaderSession
 
 BATCHES = (1, 5, 15, 50, 150)
 

@@ -1,4 +1,4 @@
-"""The `janus` command: run, migrate, check-config, broker-upgrade, submit, scopes, why, jobs retry / jobs show, demo."""
+"""The `janus` command: run, migrate, check-config, broker-upgrade, submit, scopes, why, jobs retry / jobs show, demo, conformance, simulate."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from janus.config import JanusConfig, Settings, describe_rate_limits, load_config
+from janus.conformance import cli as conformance_cli
 from janus.errors import JanusError
+from janus.simulate import command as simulate_command
 
 
 def _run(coroutine: Coroutine[Any, Any, int]) -> int:
@@ -75,21 +77,16 @@ async def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _cmd_broker_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     """Once, when upgrading from a Janus whose janus.results was a fanout (docs/protocol.md)."""
-    import aio_pika
-
-    from janus.broker import BROKER_ERRORS, topology
+    from janus.broker import connection as broker
+    from janus.broker import topology
 
     config = _config(args, settings)
+    connection = await broker.connect(config.amqp_url, name="janus-broker-upgrade")
     try:
-        connection = await aio_pika.connect(config.amqp_url)
-    except BROKER_ERRORS as exc:
-        raise JanusError(f"cannot connect to RabbitMQ: {exc!r}") from exc
-    async with connection:
-        try:
-            deleted = await topology.upgrade_results_exchange(connection)
-            declared = await topology.declare_topology(connection, [p.name for p in config.policies()])
-        except BROKER_ERRORS as exc:
-            raise JanusError(f"upgrading the broker topology failed: {exc!r}") from exc
+        deleted = await topology.upgrade_results_exchange(connection)
+        declared = await topology.declare_topology(connection, [p.name for p in config.policies()])
+    finally:
+        await broker.close(connection)
     print(f"deleted: {', '.join(deleted) or 'nothing'}; declared: {', '.join(declared) or 'nothing'}")
     return 0
 
@@ -276,6 +273,10 @@ async def _cmd_jobs_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    return simulate_command.run(args)
+
+
 async def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from janus.demo import run_demo
 
@@ -326,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="Janus, producers and workers on the local services")
     demo.add_argument("--duration", type=float, default=40.0, help="seconds of traffic")
     demo.add_argument("--database", default="janus_demo", help="database to (re)create for the demo")
+    conformance_cli.add_parsers(commands)
+    simulate_command.add_parsers(commands)
     return parser
 
 
@@ -340,8 +343,10 @@ COMMANDS: dict[str, Command] = {
     "scopes": _cmd_scopes,
     "why": _cmd_why,
     "demo": _cmd_demo,
+    "simulate": _cmd_simulate,
     "jobs retry": _cmd_jobs_retry,
     "jobs show": _cmd_jobs_show,
+    "conformance": conformance_cli.command,
 }
 
 

@@ -206,8 +206,8 @@ class DependencyConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
-    # Terminal outcomes published to janus.outcomes. Each costs Janus a publish (about a fifth
-    # of its CPU per job): a dependency nobody subscribes to for successes can keep only "dead".
+    # Terminal outcomes published to janus.outcomes. Each costs Janus a publish (a good part of
+    # its CPU per job): a dependency nobody subscribes to for successes can keep only "dead".
     outcomes: list[Outcome] = Field(default_factory=lambda: list(OUTCOMES))
 
     @model_validator(mode="after")

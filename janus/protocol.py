@@ -155,6 +155,19 @@ def decode_result(body: bytes, content_type: str | None) -> ResultMessage:
         raise _explain(exc) from None
 
 
+def decode_returned(body: bytes) -> tuple[str, int]:
+    """A ready message that came back unused (dead-lettered to janus.returned: expired in its
+    queue, or rejected by a worker): the job_id and attempt of that admission."""
+    try:
+        message = json.loads(body)
+        job_id, attempt = message["job_id"], message["attempt"]
+        if not isinstance(job_id, str) or not isinstance(attempt, int):
+            raise TypeError("job_id must be a string and attempt an integer")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError("malformed_returned", str(exc)) from None
+    return job_id, attempt
+
+
 def decode_ready(body: bytes) -> ReadyMessage:
     try:
         return ReadyMessage.model_validate_json(body)

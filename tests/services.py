@@ -100,9 +100,17 @@ def discover() -> Services | None:
         f"postgresql://postgres:postgres@{postgres.get_container_host_ip()}:{postgres.get_exposed_port(5432)}"
     )
     amqp = f"amqp://guest:guest@{rabbit.get_container_host_ip()}:{rabbit.get_exposed_port(5672)}"
-    container_id = rabbit.get_wrapped_container().id
-    services = Services(
-        pg_dsn_base=pg, amqp_base=amqp, rabbitmqctl=["docker", "exec", container_id, "rabbitmqctl"]
-    )
+    services = in_containers(pg, amqp, rabbit.get_wrapped_container().id)
     services._containers.extend([postgres, rabbit])
     return services
+
+
+def in_containers(pg_base: str, amqp_base: str, rabbit_container: str) -> Services:
+    """Services in Docker containers: the broker administered through `docker exec`."""
+    return Services(
+        local=LocalServices(
+            pg_base=pg_base,
+            amqp_base=amqp_base,
+            rabbitmqctl=("docker", "exec", rabbit_container, "rabbitmqctl"),
+        )
+    )

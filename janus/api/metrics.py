@@ -8,7 +8,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        for declare in (self._messages, self._backlog, self._process, self._retry_control):
+            declare(self.registry)
+
+    def _messages(self, r: CollectorRegistry) -> None:
+        """What happens to the messages Janus takes and sends."""
         self.intake_messages = Counter(
             "janus_intake_messages_total",
             "Intake messages handled, by outcome (accepted, duplicate, rejected).",
@@ -48,6 +52,9 @@ class Metrics:
             "Ticks that failed for what a message carried: retried message by message.",
             registry=r,
         )
+
+    def _backlog(self, r: CollectorRegistry) -> None:
+        """What waits and what is held, per dependency and per scope."""
         self.held = Gauge("janus_held_slots", "Admissions held (no result yet).", ["dependency"], registry=r)
         self.waiting = Gauge(
             "janus_waiting_jobs",
@@ -93,6 +100,9 @@ class Metrics:
         self.pages_loaded = Counter(
             "janus_backlog_pages_total", "Pages of waiting first attempts read from PostgreSQL.", registry=r
         )
+
+    def _process(self, r: CollectorRegistry) -> None:
+        """The leader process: its ticks, its pauses, its terms."""
         self.tick_seconds = Histogram(
             "janus_tick_seconds",
             "Duration of one admission tick (decide, commit, ack).",
@@ -128,7 +138,9 @@ class Metrics:
             registry=r,
         )
 
-        # Retry control (issue 4): small label sets, one series per dependency (and kind).
+    def _retry_control(self, r: CollectorRegistry) -> None:
+        """Circuits, pauses, the retry budget, outcomes and revived jobs."""
+        # Retry control: small label sets, one series per dependency (and kind).
         self.circuit_state = Gauge(
             "janus_circuit_state",
             "Circuit of each dependency: 0 closed, 1 half-open, 2 open.",

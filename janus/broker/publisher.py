@@ -6,12 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-import aio_pika
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
 
-from janus.broker import BROKER_ERRORS, topology
+from janus.broker import broker_errors, topology
 from janus.core.jobs import Admission, Job
 from janus.errors import BrokerError
 from janus.protocol import CONTENT_TYPE, encode_outcome, encode_ready
@@ -26,13 +25,18 @@ class Publisher:
         self._raw = raw
 
     @classmethod
-    async def open(cls, connection: aio_pika.abc.AbstractConnection) -> Publisher:
-        # on_return_raises: `mandatory` publishes that no queue takes fail loudly.
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        await channel.get_exchange(topology.READY_EXCHANGE, ensure=True)
-        # Admissions go out through the underlying aiormq channel: an aio_pika.Message per
-        # admission costs more CPU than the rest of the publish (see benchmarks/).
-        return cls(channel, await channel.get_underlay_channel())
+    async def open(cls, connection: AbstractConnection) -> Publisher:
+        with broker_errors("opening the publishing channel failed"):
+            # on_return_raises: `mandatory` publishes that no queue takes fail loudly.
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel.get_exchange(topology.READY_EXCHANGE, ensure=True)
+            # Admissions go out through the underlying aiormq channel: an aio_pika.Message per
+            # admission costs more CPU than the rest of the publish (see benchmarks/).
+            return cls(channel, await channel.get_underlay_channel())
+
+    @property
+    def channel(self) -> AbstractChannel:
+        return self._channel
 
     async def publish_admissions(self, admissions: Sequence[Admission]) -> list[Admission]:
         """Publish all at once, wait for every confirm; returns the admissions the broker refused."""
@@ -100,18 +104,13 @@ class Publisher:
                 topology.DETAIL_HEADER: detail[:1000],
             },
         )
-        try:
+        with broker_errors("could not set aside a rejected message"):
             confirmation = await self._raw.basic_publish(
                 body, exchange="", routing_key=topology.REJECTED_QUEUE, properties=properties, mandatory=True
             )
-        except BROKER_ERRORS as exc:
-            raise BrokerError(f"could not set aside a rejected message: {exc!r}") from exc
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerError(f"the broker did not take a rejected message: {confirmation!r}")
 
-    async def closed(self) -> None:
-        """Returns when the publishing channel has closed (the broker closed it, or the connection)."""
-        await self._channel.closed()
-
     async def close(self) -> None:
-        await self._channel.close()
+        with broker_errors("closing the publishing channel failed"):
+            await self._channel.close()

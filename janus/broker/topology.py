@@ -14,6 +14,7 @@ from aio_pika.exceptions import ChannelNotFoundEntity
 from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 from pamqp.common import FieldTable
 
+from janus.broker import broker_errors
 from janus.errors import TopologyConflict
 
 T = TypeVar("T")
@@ -113,6 +114,12 @@ async def declare_ready_queue(channel: AbstractChannel, dependency: str) -> Abst
 
 
 async def declare_topology(connection: AbstractConnection, dependencies: Iterable[str]) -> list[str]:
+    """Make sure everything Janus needs exists (`_declare_topology`); BrokerError if the broker fails."""
+    with broker_errors("declaring the broker topology failed"):
+        return await _declare_topology(connection, dependencies)
+
+
+async def _declare_topology(connection: AbstractConnection, dependencies: Iterable[str]) -> list[str]:
     """Make sure everything Janus needs exists; returns the names it had to declare.
 
     Shared exchanges and queues are first checked passively (which needs no permission):
@@ -201,6 +208,13 @@ def connection_vhost(connection: AbstractConnection) -> str:
 
 
 async def upgrade_results_exchange(connection: AbstractConnection) -> list[str]:
+    """Delete the fanout janus.results of earlier versions and its queue janus.q.results, once
+    (`_upgrade_results_exchange`); BrokerError if the broker fails."""
+    with broker_errors("upgrading the broker topology failed"):
+        return await _upgrade_results_exchange(connection)
+
+
+async def _upgrade_results_exchange(connection: AbstractConnection) -> list[str]:
     """Delete the fanout janus.results of earlier versions and its queue janus.q.results, once.
 
     Refuses while janus.q.results still holds results (they would be lost: let the old Janus

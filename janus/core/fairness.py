@@ -33,9 +33,9 @@ K = TypeVar("K", bound=Hashable)
 SCALE = 1 << 40  # the stride of weight 1
 
 # Heap entries are single ints, pass << TOKEN_BITS | token, which order exactly as the pairs
-# (pass, token) (passes are >= 0, tokens < 2**64). Comparing two ints is several times cheaper
-# than comparing tuples, and a heap operation compares about 2 log2(n) times: at 10,000 scopes
-# this halved the cost of a decision (issue 3).
+# (pass, token) (passes are >= 0, tokens < 2**64). Comparing two ints is much cheaper than
+# comparing tuples, and every admission pays O(log scopes) comparisons: with many scopes they
+# are most of the cost of a decision (benchmarks/fairness_core.py).
 TOKEN_BITS = 64
 TOKEN_MASK = (1 << TOKEN_BITS) - 1
 

@@ -1,9 +1,8 @@
 """How much of a results queue's bad input the leader handles per window.
 
 Every bad result (unknown job, stale attempt, garbage) costs the leader CPU to consume,
-decode and copy to janus.rejected: about half a millisecond, mostly the AMQP client
-(README, "A flood of bad results"). A worker that floods its results queue would take
-that CPU from every other dependency. So each results queue has a `limit` on the bad
+decode and copy to janus.rejected, mostly in the AMQP client (benchmarks/flood.py). A
+worker that floods its results queue would take that CPU from every other dependency. So each results queue has a `limit` on the bad
 results set aside from it: once a slice takes it over the limit, the queue is not served
 again until the window has room, and the rest of the flood waits in the broker (durable,
 unacked, nothing lost). Good results in the same queue wait behind the flood: that queue

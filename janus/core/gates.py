@@ -3,7 +3,7 @@
 One `DependencyGates` per dependency bundles the Retry-After pause, the circuit breaker and
 the retry budget, so that the scheduler asks one object two questions -- "may anything of
 this dependency be admitted now?" (`block`, checked with the lane's own limits) and "may a
-retry be admitted now?" (`allows_retry`: it is the lane's `RetryGate`) -- and tells it what
+retry be admitted now?" (`allows_retry`, the retry budget) -- and tells it what
 happened (admissions, outcomes, returns, pauses).
 Its state changes come back as values: a `GateState` to persist (a new leader goes on from
 it) and `GateEvent`s to log and count.
@@ -82,16 +82,13 @@ class DependencyGates:
             )
         return None
 
-    # The scheduler's RetryGate: the retry budget.
+    # The retry budget: may a retry be admitted now, and when may one be.
 
     def allows_retry(self, now: float) -> bool:
         return self.budget.allows_retry(now)
 
     def retry_free_at(self, now: float) -> float | None:
         return self.budget.free_at(now)
-
-    def record(self, now: float, *, retry: bool) -> None:
-        self.budget.record(now, retry=retry)
 
     def record_many(self, now: float, *, admissions: int, retries: int) -> None:
         self.budget.record_many(now, admissions=admissions, retries=retries)

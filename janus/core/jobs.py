@@ -18,10 +18,11 @@ class JobState(StrEnum):
 
 
 # Job and Admission are NamedTuples rather than frozen dataclasses: the core builds one of
-# each per admission, and a frozen slots dataclass sets its 14 fields one by one through
-# object.__setattr__ (about 4 µs), where a tuple is built in one step (about 0.3 µs through
-# `tuple.__new__`). They stay immutable values with the same fields, keyword construction
-# and attribute access; `_replace` stands in for `dataclasses.replace`.
+# each per admission, and a frozen slots dataclass sets its fields one by one through
+# object.__setattr__, where a tuple is built in one step. They stay immutable values with
+# the same fields, keyword construction and attribute access; `_replace` stands in for
+# `dataclasses.replace`. The builders at the end of this module are the only code that
+# builds or unpacks them by position (tests/unit/test_jobs.py pins their fields).
 
 
 class Job(NamedTuple):
@@ -62,18 +63,139 @@ class Admission(NamedTuple):
         if job.admitted_at is None or job.expires_at is None or job.lease_deadline is None:
             raise ValueError(f"job {job.job_id!r} is not admitted")
         return cls(
-            job.job_id,
-            job.dependency,
-            job.scope,
-            job.payload,
-            job.attempt,
-            job.admitted_at,
-            job.expires_at,
-            job.lease_deadline,
-            job.failures > 0,
+            job_id=job.job_id,
+            dependency=job.dependency,
+            scope=job.scope,
+            payload=job.payload,
+            attempt=job.attempt,
+            admitted_at=job.admitted_at,
+            expires_at=job.expires_at,
+            lease_deadline=job.lease_deadline,
+            retry=job.failures > 0,
         )
 
 
-# The hot paths of the scheduler build values positionally through this, skipping the
-# generated keyword-handling __new__ (half the cost again). Arguments in field order.
+# The hot paths build values positionally through this, skipping the generated
+# keyword-handling __new__. Arguments in field order: only the builders below use it for
+# `Job` and `Admission`.
 new_value = tuple.__new__
+# A module global is read faster than an enum member through its class, at every admission.
+_WAITING, _ADMITTED, _SUCCEEDED = JobState.WAITING, JobState.ADMITTED, JobState.SUCCEEDED
+
+
+def first_attempt(*, job_id: str, dependency: str, scope: str, payload: object, seq: int, now: float) -> Job:
+    """A job just submitted: waiting, eligible at `now`, never admitted."""
+    return new_value(
+        Job,
+        (
+            job_id,
+            dependency,
+            scope,
+            payload,
+            seq,
+            _WAITING,
+            0,  # attempt
+            0,  # failures
+            now,  # eligible_at
+            None,  # admitted_at
+            None,  # expires_at
+            None,  # lease_deadline
+            None,  # last_error
+            None,  # finished_at
+        ),
+    )
+
+
+def admitted(job: Job, now: float, expires_at: float, lease_deadline: float) -> tuple[Job, Admission]:
+    """The job admitted at `now` (its next attempt), and that admission."""
+    (
+        job_id,
+        dependency,
+        scope,
+        payload,
+        seq,
+        _,  # state
+        attempt,
+        failures,
+        eligible_at,
+        _,  # admitted_at
+        _,  # expires_at
+        _,  # lease_deadline
+        last_error,
+        _,  # finished_at
+    ) = job  # one unpacking is cheaper than eight attribute reads
+    attempt += 1
+    return (
+        new_value(
+            Job,
+            (
+                job_id,
+                dependency,
+                scope,
+                payload,
+                seq,
+                _ADMITTED,
+                attempt,
+                failures,
+                eligible_at,
+                now,  # admitted_at
+                expires_at,
+                lease_deadline,
+                last_error,
+                None,  # finished_at
+            ),
+        ),
+        new_value(
+            Admission,
+            (
+                job_id,
+                dependency,
+                scope,
+                payload,
+                attempt,
+                now,  # admitted_at
+                expires_at,
+                lease_deadline,
+                failures > 0,  # retry
+            ),
+        ),
+    )
+
+
+def succeeded(job: Job, now: float) -> Job:
+    """The job finished with success at `now`: everything else kept, its last error cleared."""
+    (
+        job_id,
+        dependency,
+        scope,
+        payload,
+        seq,
+        _,  # state
+        attempt,
+        failures,
+        eligible_at,
+        admitted_at,
+        expires_at,
+        lease_deadline,
+        _,  # last_error
+        _,  # finished_at
+    ) = job
+    return new_value(
+        Job,
+        (
+            job_id,
+            dependency,
+            scope,
+            payload,
+            seq,
+            _SUCCEEDED,
+            attempt,
+            failures,
+            eligible_at,
+            admitted_at,
+            expires_at,
+            lease_deadline,
+            None,  # last_error
+            now,  # finished_at
+        ),
+    )

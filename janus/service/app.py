@@ -6,8 +6,8 @@ What happens next depends on what failed (docs/failover.md):
 
 - the lease (another process took it, or it could not be renewed in time): step
   down and stand by again on the same database pool;
-- the broker or the database (StoreError, BrokerError, a driver's connection
-  error): the in-memory core may be ahead of the database, so it is dropped with
+- the broker or the database (StoreError, BrokerError: the adapters translate their
+  drivers' errors into these): the in-memory core may be ahead of the database, so it is dropped with
   the term; the lease is released if the database still answers; every
   connection is cut; after a capped exponential backoff with jitter the process
   starts again by the normal path (connect, acquire the lease, rebuild from
@@ -26,18 +26,16 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
-
-import aio_pika
-from aio_pika.abc import AbstractConnection
 
 from janus.api.metrics import Metrics
-from janus.broker import BROKER_ERRORS, topology
+from janus.broker import connection as broker
+from janus.broker import topology
 from janus.broker.consumer import Consuming, consume
 from janus.broker.publisher import Publisher
 from janus.config import JanusConfig, Settings
 from janus.core.backoff import retry_delay
 from janus.core.policy import RetryPolicy
+from janus.core.rebuild import history_since
 from janus.core.scheduler import Scheduler
 from janus.errors import BrokerError, LeadershipLost, StoreError
 from janus.service import leadership
@@ -47,7 +45,9 @@ from janus.service.health import Health, Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
-from janus.store.repository import LeaderSession, Store
+from janus.service.tick import TickOptions
+from janus.store.repository import Store
+from janus.store.session import LeaderSession
 
 log = logging.getLogger("janus.service")
 
@@ -56,11 +56,10 @@ PREFETCH = 2000  # unacked deliveries per consumer channel: bounds the inbox
 RESULTS_PREFETCH = 1000
 PRUNE_EVERY = 60.0
 REVIVE_EVERY = 0.5  # how often the leader looks for `janus jobs retry` requests
-CLOSE_TIMEOUT = 2.0  # closing a broker connection that may be dead
 
 # Errors that mean "the broker or the database is gone or refuses": the process recovers.
-RECOVERABLE: tuple[type[Exception], ...] = (StoreError, BrokerError, *BROKER_ERRORS)
-_CLOSING_ERRORS: tuple[type[Exception], ...] = (*BROKER_ERRORS, RuntimeError)
+# The adapters (store/, broker/) raise nothing else for a lost or refusing service.
+RECOVERABLE: tuple[type[Exception], ...] = (StoreError, BrokerError)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -172,7 +171,7 @@ class Service:
         or the broker fails (raised; the caller reconnects)."""
         store = await self._connect_store()
         clean = False
-        probe: AbstractConnection | None = None
+        probe: broker.Connection | None = None
         try:
             applied = await store.migrate()
             if applied:
@@ -210,7 +209,7 @@ class Service:
             clean = True
         finally:
             if probe is not None:
-                await self._close_broker(probe)
+                await broker.close(probe)
             if clean:
                 await store.close()
             else:
@@ -266,69 +265,33 @@ class Service:
             await self._run_term(store, term, connection, scheduler)
         finally:
             self.inspector.detach()
-            await self._close_broker(connection)
+            await broker.close(connection)
 
-    async def _connect_broker(self, purpose: str = "term") -> AbstractConnection:
-        url = self.config.amqp_url
-        heartbeat = None
-        if "heartbeat" not in parse_qs(urlsplit(url).query):  # the URL's own setting wins
-            heartbeat = self.options.amqp_heartbeat
-        try:
-            return await aio_pika.connect(
-                url,
-                timeout=self.options.db_timeout,
-                heartbeat=heartbeat,
-                client_properties={"connection_name": f"janus-{self.identity}-{purpose}"},
-            )
-        except BROKER_ERRORS as exc:
-            raise BrokerError(f"cannot connect to RabbitMQ: {exc!r}") from exc
-
-    @staticmethod
-    async def _close_broker(connection: AbstractConnection) -> None:
-        if connection.is_closed:
-            return
-        try:
-            await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
-        except _CLOSING_ERRORS as exc:  # it may be dead already: nothing to save
-            log.debug("closing the broker connection: %r", exc)
+    async def _connect_broker(self, purpose: str = "term") -> broker.Connection:
+        return await broker.connect(
+            self.config.amqp_url,
+            name=f"janus-{self.identity}-{purpose}",
+            timeout=self.options.db_timeout,
+            heartbeat=self.options.amqp_heartbeat,
+        )
 
     async def _rebuild(self, store: Store) -> Scheduler:
         """Every budget from PostgreSQL, before the first admission of the term."""
-        scheduler = Scheduler(self.config.policies(), random.Random())
-        jobs = await store.load_active_jobs()
-        skipped = sum(1 for job in jobs if not scheduler.restore(job))
-        backlog = await store.load_backlog()
-        for entry in backlog:
-            scheduler.note_seq(entry.max_seq)
-            if scheduler.knows(entry.dependency):
-                scheduler.restore_backlog(
-                    entry.dependency, entry.scope, count=entry.waiting, max_seq=entry.max_seq
-                )
-            else:
-                skipped += entry.waiting
+        policies = self.config.policies()
+        admissions_since, budget_since = history_since(policies, self.clock())
+        snapshot = await store.snapshot(admissions_since=admissions_since, budget_since=budget_since)
+        scheduler = Scheduler.rebuilt(policies, snapshot, self.clock(), random.Random())
+        skipped = snapshot.unconfigured(scheduler.policies)
         if skipped:
             log.warning("%d unfinished jobs belong to dependencies no longer configured; they wait", skipped)
-        longest = max((p.longest_window for p in scheduler.policies.values()), default=0.0)
-        history = await store.load_admissions_since(self.clock() - longest - 1.0)
-        for dependency, admissions in history.items():
-            scheduler.restore_admissions(dependency, admissions)
-        # Retry control: the budgets' windows, and the circuits and pauses as the last leader left them.
-        budget_window = max((p.retry.budget_window for p in scheduler.policies.values()), default=0.0)
-        budgets = await store.load_budget_admissions_since(self.clock() - budget_window - 1.0)
-        for dependency, flagged in budgets.items():
-            scheduler.restore_budget(dependency, flagged)
-        for gate in await store.load_gates():
-            scheduler.restore_gate(gate)
-        scheduler.advance_clock(self.clock())
-        held = sum(s.held for s in scheduler.stats())
         log.info(
             "rebuilt from PostgreSQL: %d unfinished jobs in memory (%d held), %d first attempts "
             "in %d scopes left in the store, %d admissions in rate windows",
-            len(jobs),
-            held,
-            sum(entry.waiting for entry in backlog),
-            len(backlog),
-            sum(len(v) for v in history.values()),
+            len(snapshot.jobs),
+            sum(s.held for s in scheduler.stats()),
+            sum(entry.waiting for entry in snapshot.backlog),
+            len(snapshot.backlog),
+            sum(len(v) for v in snapshot.admissions.values()),
         )
         return scheduler
 
@@ -340,13 +303,10 @@ class Service:
         return scheduler
 
     async def _run_term(
-        self, store: Store, term: Term, connection: AbstractConnection, scheduler: Scheduler
+        self, store: Store, term: Term, connection: broker.Connection, scheduler: Scheduler
     ) -> None:
-        try:
-            declared = await topology.declare_topology(connection, scheduler.policies.keys())
-            publisher = await Publisher.open(connection)
-        except BROKER_ERRORS as exc:
-            raise BrokerError(f"setting up the broker failed: {exc!r}") from exc
+        declared = await topology.declare_topology(connection, scheduler.policies.keys())
+        publisher = await Publisher.open(connection)
         if declared:
             log.info("declared the missing topology %s", declared)
         inbox = Inbox()
@@ -358,7 +318,7 @@ class Service:
         store: Store,
         session: LeaderSession,
         term: Term,
-        connection: AbstractConnection,
+        connection: broker.Connection,
         scheduler: Scheduler,
         publisher: Publisher,
         inbox: Inbox,
@@ -382,21 +342,22 @@ class Service:
                 inbox=inbox,
                 term=term,
                 metrics=self.metrics,
-                max_payload_bytes=self.config.max_payload_bytes,
+                options=TickOptions(
+                    max_payload_bytes=self.config.max_payload_bytes,
+                    published_outcomes=self.config.published_outcomes(),
+                ),
                 clock=self.clock,
                 publishing=group,
                 rebuild=lambda: self._rebuild_in_term(store),
-                published_outcomes=self.config.published_outcomes(),
                 bad_results_limit=self.config.bad_results_limit,
             )
-            try:
-                consuming = [
-                    await consume(connection, queue, prefetch, callback)
-                    for queue, prefetch, callback in consumers
-                ]
-            except BROKER_ERRORS as exc:
-                raise BrokerError(f"cannot consume: {exc!r}") from exc
-            watch = group.create_task(self._watch_broker(connection, publisher, consuming), name="broker")
+            consuming = [
+                await consume(connection, queue, prefetch, callback)
+                for queue, prefetch, callback in consumers
+            ]
+            channels = [("the publishing channel", publisher.channel)]
+            channels += [("a consuming channel", consumer.channel) for consumer in consuming]
+            watch = group.create_task(broker.closing(connection, channels), name="broker")
             self.leading.set()
             self.health.become(Role.LEADING, epoch=term.epoch)
             self._failures = 0
@@ -408,25 +369,6 @@ class Service:
             group.create_task(self._revive(store, term, scheduler, inbox, draining), name="revive-dead-jobs")
             await loop.run(draining)
             watch.cancel()
-
-    @staticmethod
-    async def _watch_broker(
-        connection: AbstractConnection, publisher: Publisher, consuming: list[Consuming]
-    ) -> None:
-        """End the term as soon as the connection or any of our channels closes: an idle leader
-        would otherwise notice only at its next publish or ack (heartbeats catch silent deaths)."""
-        watched = {
-            asyncio.ensure_future(connection.closed()): "the connection to RabbitMQ",
-            asyncio.ensure_future(publisher.closed()): "the publishing channel",
-        }
-        for consumer in consuming:
-            watched[asyncio.ensure_future(consumer.channel.closed())] = "a consuming channel"
-        try:
-            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in watched:
-                waiter.cancel()
-        raise BrokerError(f"{watched[next(iter(done))]} closed")
 
     async def _drain_on_stop(self, draining: asyncio.Event, consuming: list[Consuming]) -> None:
         await self.stop.wait()

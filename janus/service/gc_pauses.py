@@ -1,13 +1,12 @@
 """The leader's garbage-collector pauses: tuned down, and measured.
 
 CPython's cyclic collector stops the event loop while it runs. With its default
-thresholds (700, 10, 10) and a backlog of tens of thousands of jobs in the core, a full
-(generation 2) collection ran about once a second in `janus run` and took up to 340 ms:
-2.2 s of a 35 s throughput run, and the seconds-long latency tails of some runs
-(README, "Throughput"). Janus's state is mostly acyclic (tuples, strings, numbers,
+thresholds and a large backlog of jobs in the core, full (generation 2) collections come
+often and each is long: they made the latency tails of throughput runs
+(benchmarks/throughput.py). Janus's state is mostly acyclic (tuples, strings, numbers,
 dicts, freed by reference counting), so the young generation can be allowed to grow much
-larger before a collection: RUN_THRESHOLDS made full collections about 15 times rarer in
-the same run and cut Janus's total collector time from 3.1 s to 0.8 s.
+larger before a collection: RUN_THRESHOLDS makes full collections far rarer, and
+janus_gc_pause_seconds shows what pauses remain.
 """
 
 from __future__ import annotations

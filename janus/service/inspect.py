@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from janus.core.scheduler import Scheduler, WhyWaiting
+from janus.core.decisions import WhyWaiting
+from janus.core.scheduler import Scheduler
 from janus.store.repository import Store
 
 Answer = tuple[bool, dict[str, Any]]

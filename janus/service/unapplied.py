@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from janus.broker.consumer import Delivery
+from janus.core.decisions import Verdict
 from janus.core.repeats import DUPLICATE_RESULT, StoredAttempt, explain
-from janus.core.scheduler import Verdict
 from janus.protocol import ResultMessage
 
 _NO_EFFECT = frozenset({Verdict.UNKNOWN_JOB, Verdict.STALE_ATTEMPT})

@@ -1,17 +1,32 @@
-"""Named SQL blocks from `sql/queries.sql`, loaded once.
+"""Named SQL blocks from `sql/queries.sql`, loaded once, and the binding of named parameters.
 
 Hand-rolled rather than aiosql: we want the exact text asyncpg prepares (plain
 `$n` parameters, `unnest` arrays for batches) and nothing between the two; the
 format is a few lines to read. See docs/decisions.md.
+
+A block takes either positional `$n` parameters or named `:name` ones. A named block is
+compiled to `$n` once, in the order its names first appear, and called with `bind(name,
+params)`: each value is taken from the attribute of that name, so a statement with many
+parameters cannot be passed them out of order.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, fields, is_dataclass
 from functools import cache
 from importlib import resources
 
 _BLOCK = re.compile(r"^-- name: (?P<name>[a-z_]+)\s*$", re.MULTILINE)
+# `:name`, not the `::` of a cast (`$1::text[]`, `:ids::text[]`).
+NAMED_PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+_POSITIONAL = re.compile(r"\$\d")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    text: str  # as asyncpg prepares it: `$n` parameters
+    names: tuple[str, ...]  # a named block's parameters, $1 first; () for a positional block
 
 
 def parse_blocks(text: str) -> dict[str, str]:
@@ -31,11 +46,56 @@ def parse_blocks(text: str) -> dict[str, str]:
     return blocks
 
 
+def compile_named(name: str, text: str) -> Query:
+    """`:name` parameters to `$n`, numbered in the order they first appear."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    compiled = NAMED_PARAMETER.sub(number, text)
+    if names and _POSITIONAL.search(text):
+        raise ValueError(f"query {name!r} mixes $n and :name parameters")
+    return Query(text=compiled, names=tuple(names))
+
+
 @cache
 def queries() -> dict[str, str]:
     text = resources.files("janus.store").joinpath("sql/queries.sql").read_text(encoding="utf-8")
     return parse_blocks(text)
 
 
+@cache
+def query(name: str) -> Query:
+    return compile_named(name, queries()[name])
+
+
 def sql(name: str) -> str:
-    return queries()[name]
+    """The text of a block, as asyncpg prepares it."""
+    return query(name).text
+
+
+def bind(name: str, params: object) -> list[object]:
+    """The arguments of the named block `name`, in its order: each from `params`' attribute of
+    that name. `params` (a dataclass) must have exactly the block's parameters."""
+    names = query(name).names
+    _check(name, type(params))
+    return [getattr(params, parameter) for parameter in names]
+
+
+_FITTING: set[tuple[str, type]] = set()  # (query, params class) pairs already checked
+
+
+def _check(name: str, kind: type) -> None:
+    if (name, kind) in _FITTING:
+        return
+    names = query(name).names
+    if not names:
+        raise ValueError(f"query {name!r} takes positional parameters, not named ones")
+    given = {field.name for field in fields(kind)} if is_dataclass(kind) else set()
+    if given != set(names):
+        missing, extra = sorted(set(names) - given), sorted(given - set(names))
+        raise ValueError(f"{kind.__name__} does not fit query {name!r}: missing {missing}, extra {extra}")
+    _FITTING.add((name, kind))

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from janus.core.decisions import PageRequest
 from janus.core.jobs import Admission, Job, JobState
-from janus.core.scheduler import PageRequest
-from janus.errors import LeadershipLost, StoreError
+from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.migrate import available_migrations
 from janus.store.repository import Store
 from tests.services import Services
@@ -90,10 +90,12 @@ async def test_one_lease_holder_at_a_time_and_the_fence_stops_a_deposed_leader(d
                 await tx.prune_admissions(0.0)
         await store.release(second, second_epoch)
         assert await store.try_acquire(first, 5.0) == 3, "released: taken at once, in a new epoch"
-        backlog = await store.load_backlog()
+        snapshot = await store.snapshot(admissions_since=0.0, budget_since=0.0)
     finally:
         await store.close()
-    assert [(b.scope, b.waiting) for b in backlog] == [("s", 1)], "the deposed leader's write never landed"
+    assert [(b.scope, b.waiting) for b in snapshot.backlog] == [("s", 1)], (
+        "the deposed leader's write never landed"
+    )
 
 
 async def test_a_takeover_waits_for_the_leaders_open_transaction(database: str) -> None:
@@ -165,18 +167,20 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
             ghost = Job(job_id="ghost", dependency="api", scope="t1", payload=None)
             with pytest.raises(StoreError, match="updated 0 of 1"):
                 await tx.tick(103.0, [], [ghost], [])
-        jobs = {job.job_id: job for job in await store.load_active_jobs()}
-        backlog = await store.load_backlog()
-        history = await store.load_admissions_since(101.0)
+        snapshot = await store.snapshot(admissions_since=101.0, budget_since=50.0)
         assert await store.prune_admissions(holder, epoch, before=101.0) == 0
         assert await store.prune_admissions(holder, epoch, before=102.0) == 1, "admitted_at <= before goes"
-        assert await store.load_admissions_since(0.0) == {}
+        pruned = await store.snapshot(admissions_since=0.0, budget_since=0.0)
     finally:
         await store.close()
+    jobs = {job.job_id: job for job in snapshot.jobs}
     assert jobs == {"x": admitted._replace(seq=jobs["x"].seq)}, "first attempts stay in the store"
-    (y,) = backlog
+    (y,) = snapshot.backlog
     assert (y.dependency, y.scope, y.waiting) == ("api", "t2", 1)
-    assert history == {"api": [("t1", 102.0)]}
+    assert snapshot.max_seq == max(jobs["x"].seq, y.max_seq)
+    assert snapshot.admissions == {"api": [("t1", 102.0)]}
+    assert snapshot.budget_admissions == {"api": [(102.0, False)]}
+    assert (pruned.admissions, pruned.budget_admissions) == ({}, {})
 
 
 async def test_pages_bring_each_scopes_first_attempts_in_seq_order(database: str) -> None:
@@ -205,3 +209,25 @@ async def test_pages_bring_each_scopes_first_attempts_in_seq_order(database: str
         [],
     ]
     assert pages[0][0] == jobs[3][0]
+
+
+async def test_an_argument_the_driver_cannot_encode_is_refused_for_its_data(database: str) -> None:
+    """A value asyncpg cannot send (an attempt beyond PostgreSQL's integer) is StatementRefused:
+    the admission loop then retries the batch message by message instead of ending the term."""
+    store = await Store.connect(database)
+    try:
+        holder = uuid.uuid4()
+        epoch = await store.try_acquire(holder, 5.0)
+        assert epoch is not None
+        job, payload = submitted("huge")
+        async with store.leader_session(holder, epoch) as session:
+            with pytest.raises(StatementRefused, match="invalid input for query argument"):
+                await session.tick(1.0, [(job._replace(attempt=2**40), payload)], [], [])
+            assert await session.tick(1.0, [(job, payload)], [], []) == {"huge"}, "the session goes on"
+    finally:
+        await store.close()
+
+
+async def test_an_unreachable_database_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
+        await Store.connect("postgresql://postgres@127.0.0.1:1/janus", timeout=2.0)

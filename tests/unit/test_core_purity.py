@@ -1,4 +1,4 @@
-"""The core stays pure: no I/O imports, no clock, no randomness of its own (STYLE.md, principles 1-2).
+"""The core stays pure: no I/O imports, no clock, no randomness of its own (time and randomness are parameters).
 
 Checked on the source with `ast`, so an import inside a function or behind
 `if TYPE_CHECKING` is caught as well; the checker is itself tested on snippets

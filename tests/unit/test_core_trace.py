@@ -7,7 +7,7 @@ time. This test replays seeded random schedules through the public API of `Sched
 results, returns, retractions, policy reloads, crashes rebuilt from a simulated store,
 and every inspection call) and compares a digest of everything the core returned with
 the digest recorded in `core_traces.json`, from the implementation before the hot path
-was optimised (issue 3).
+was optimised.
 
 If a change of behaviour is intended, say why in the commit and record again:
 
@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from janus.core.jobs import Job, JobState
+from janus.core.lane import NO_AGAIN
 from janus.core.policy import (
     CircuitPolicy,
     DependencyPolicy,
@@ -37,8 +38,8 @@ from janus.core.policy import (
     RateLimit,
     RetryPolicy,
 )
-from janus.core.scheduler import _NO_AGAIN, Scheduler
-from tests.unit.store_pages import page_for
+from janus.core.scheduler import Scheduler
+from tests.unit.simulated_store import page_for, snapshot_of
 
 TRACES = Path(__file__).with_name("core_traces.json")
 SEEDS = range(240)
@@ -251,24 +252,23 @@ class _World:
         """A new leader, from the store alone (as `crash_and_rebuild` in the property tests)."""
         self.commit()
         self.restarts += 1
-        gates = self.scheduler.gate_states()  # what the old leader persisted
-        core = self.scheduler = self._new_core(self.restarts)
-        backlog: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for job in sorted(self.stored.values(), key=lambda job: job.seq):
-            if job.state is JobState.WAITING and job.attempt == 0:
-                backlog[(job.dependency, job.scope)].append(job.seq)
-            elif not job.state.terminal:
-                self.record("restore", core.restore(job))
-        for (dependency, scope), seqs in backlog.items():
-            core.restore_backlog(dependency, scope, count=len(seqs), max_seq=max(seqs))
-        core.note_seq(max((job.seq for job in self.stored.values()), default=0))
-        for dependency, admissions in self.admitted.items():
-            recent = [a for a in admissions if a[1] > self.now - 10.0]
-            core.restore_admissions(dependency, [(scope, at) for scope, at, _ in recent])
-            core.restore_budget(dependency, [(at, retry) for _, at, retry in recent])
-        for state in gates:
-            core.restore_gate(state)
-        core.advance_clock(self.now)
+        snapshot = snapshot_of(
+            self.stored.values(),
+            self.admitted,
+            admissions_since=self.now - 10.0,
+            budget_since=self.now - 10.0,
+            gates=self.scheduler.gate_states(),  # what the old leader persisted
+        )
+        core = self.scheduler = Scheduler.rebuilt(
+            self.policies.values(),
+            snapshot,
+            self.now,
+            random.Random(self.restarts),
+            per_scope=self.per_scope,
+            memory_budget=12,
+        )
+        for job in snapshot.jobs:
+            self.record("restore", core.job(job.job_id) is not None)
         self.retractable = []
 
 
@@ -277,7 +277,7 @@ def run(seed: int) -> str:
     for _ in range(STEPS):
         world.step()
     world.tick()
-    assert not _NO_AGAIN, "a job was queued on the empty queue the scopes share"
+    assert not NO_AGAIN, "a job was queued on the empty queue the scopes share"
     return world.trace.hexdigest()
 
 

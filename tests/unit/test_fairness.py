@@ -15,11 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from janus.core.decisions import WaitReason
 from janus.core.fairness import SCALE, FairQueue, stride
 from janus.core.jobs import Job
 from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit
-from janus.core.scheduler import Scheduler, WaitReason
-from tests.unit.store_pages import page_for
+from janus.core.rebuild import Backlog, Snapshot
+from janus.core.scheduler import Scheduler
+from tests.unit.simulated_store import page_for
 
 weights = st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 10.0])
 
@@ -370,9 +372,10 @@ def test_pages_are_read_a_bounded_amount_per_tick_in_fair_order() -> None:
             s.submit(job_id=f"{scope}-{n}", dependency="api", scope=f"s{scope}", payload=None, now=0.0)
     commit(s, store)
     # A new leader: everything is in the store, and all 50 scopes want a page at once.
-    rebuilt = fair_scheduler(concurrency=100, per_scope=(4, 4))
-    for scope in range(50):
-        rebuilt.restore_backlog("api", f"s{scope}", count=10, max_seq=500)
+    backlog = [Backlog(dependency="api", scope=f"s{scope}", waiting=10, max_seq=500) for scope in range(50)]
+    rebuilt = Scheduler.rebuilt(
+        s.policies.values(), Snapshot(backlog=backlog, max_seq=500), 0.0, random.Random(1), per_scope=(4, 4)
+    )
     first = rebuilt.page_requests(max_rows=40)
     assert [r.scope for r in first] == [f"s{n}" for n in range(10)], "10 pages of 4: the budget, in order"
     second = rebuilt.page_requests(max_rows=40)

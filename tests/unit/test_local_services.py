@@ -6,6 +6,7 @@ import pytest
 
 from janus.errors import JanusError
 from janus.local_services import LocalServices, check_database_name
+from tests.services import in_containers
 
 
 @pytest.mark.parametrize(
@@ -29,3 +30,13 @@ def test_plain_names_pass_and_urls_are_built_per_vhost() -> None:
     local = LocalServices()
     assert local.amqp_url("janus/test") == "amqp://guest:guest@127.0.0.1:5672/janus%2Ftest"
     assert local.pg_url("janus_demo") == "postgresql://postgres@127.0.0.1:5432/janus_demo"
+
+
+def test_services_in_containers_are_administered_through_docker_exec() -> None:
+    # The tests' fallback where no local services answer but a Docker engine does.
+    services = in_containers(
+        "postgresql://postgres:pw@10.0.0.2:32768", "amqp://guest:guest@10.0.0.3:32769", "c0ffee"
+    )
+    assert services.pg_dsn("jt_x") == "postgresql://postgres:pw@10.0.0.2:32768/jt_x"
+    assert services.amqp_url("janus-test") == "amqp://guest:guest@10.0.0.3:32769/janus-test"
+    assert services.local.rabbitmqctl == ("docker", "exec", "c0ffee", "rabbitmqctl")

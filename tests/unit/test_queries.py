@@ -7,6 +7,7 @@ calling them agrees with them (names exist, argument counts match).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from importlib import resources
 from pathlib import Path
@@ -18,10 +19,12 @@ import janus
 from janus.errors import StoreError
 from janus.store import migrate
 from janus.store.migrate import available_migrations
-from janus.store.queries import parse_blocks, queries, sql
+from janus.store.queries import bind, compile_named, parse_blocks, queries, query, sql
+from janus.store.session import RetryControlParams, TickParams
 
 RAW = resources.files("janus.store").joinpath("sql/queries.sql").read_text(encoding="utf-8")
-PARAM = re.compile(r"\$(\d+)")
+# A parameter: positional ("$1") or named (":holder", never the "::" of a cast).
+PARAM = re.compile(r"\$\d+|(?<![:\w]):[a-z_][a-z0-9_]*")
 
 
 def raw_blocks() -> dict[str, list[str]]:
@@ -43,26 +46,27 @@ def raw_blocks() -> dict[str, list[str]]:
     return blocks
 
 
-def listed_params(lines: list[str]) -> set[int] | None:
-    """The `$n` named by the "-- params:" comment and its indented continuation lines; None if absent."""
-    listed: set[int] | None = None
+def listed_params(lines: list[str]) -> set[str] | None:
+    """The parameters ("$1", ":holder") the "-- params:" comment and its indented continuation
+    lines name; None if absent."""
+    listed: set[str] | None = None
     for line in lines:
         if listed is None:
             if line.startswith("-- params:"):
                 text = line.removeprefix("-- params:").strip()
-                listed = set() if text == "none" else {int(n) for n in PARAM.findall(text)}
+                listed = set() if text == "none" else set(PARAM.findall(text))
                 if text != "none":
-                    assert listed, f"'-- params:' must list $n or say 'none', got {text!r}"
-        elif re.match(r"^--\s{2,}\$\d", line):  # "--         $7 expires_at, ..."
-            listed |= {int(n) for n in PARAM.findall(line)}
+                    assert listed, f"'-- params:' must list $n or :name, or say 'none', got {text!r}"
+        elif re.match(r"^--\s{2,}[$:][\w]", line):  # "--         $7 expires_at, ..." or "--   :now, ..."
+            listed |= set(PARAM.findall(line))
         else:
             break
     return listed
 
 
-def used_params(lines: list[str]) -> set[int]:
+def used_params(lines: list[str]) -> set[str]:
     code = "\n".join(line.split("--", 1)[0] for line in lines)
-    return {int(n) for n in PARAM.findall(code)}
+    return set(PARAM.findall(code))
 
 
 BLOCKS = raw_blocks()
@@ -77,7 +81,7 @@ def test_every_named_block_is_loaded() -> None:
 @pytest.mark.parametrize("name", sorted(BLOCKS))
 def test_block_is_one_statement_without_comments(name: str) -> None:
     text = sql(name)
-    assert text == queries()[name]
+    assert text == compile_named(name, queries()[name]).text, "as written, or its :names numbered"
     assert text
     assert text.strip() == text
     assert not any(line.lstrip().startswith("--") for line in text.splitlines())
@@ -93,16 +97,33 @@ def test_params_comment_lists_exactly_the_parameters_used(name: str) -> None:
     assert listed is not None, f"{name} has no '-- params:' comment right after its name"
     used = used_params(lines)
     assert used == listed, f"{name}: uses {sorted(used)}, lists {sorted(listed)}"
+    positional = {p for p in used if p.startswith("$")}
+    assert not positional or positional == used, f"{name} mixes $n and :name parameters"
     # PostgreSQL infers a type for every $n up to the highest: a gap fails at PREPARE.
-    assert used == set(range(1, len(used) + 1)), f"{name}: parameters are not $1..$n"
+    assert positional == {f"${n}" for n in range(1, len(positional) + 1)}, (
+        f"{name}: parameters are not $1..$n"
+    )
 
 
 READ_HELPERS = {"_read", "_read_one"}  # janus/store/repository.py: they call sql(name) themselves
 
 
-def _sql_calls() -> list[tuple[str, int, str]]:
-    """(query name, positional arguments passed with it, where) for every `f(sql("name"), ...)`
-    and every `self._read("name", ...)` in janus/."""
+def _bound_to(arg: ast.expr) -> str | None:
+    """The query name of a `*bind("name", params)` argument, if it is one."""
+    if (
+        isinstance(arg, ast.Starred)
+        and isinstance(arg.value, ast.Call)
+        and isinstance(arg.value.func, ast.Name)
+        and arg.value.func.id == "bind"
+        and isinstance(arg.value.args[0], ast.Constant)
+    ):
+        return str(arg.value.args[0].value)
+    return None
+
+
+def _sql_calls() -> list[tuple[str, int | None, str]]:
+    """(query name, positional arguments passed with it or None if bound by name, where) for
+    every `f(sql("name"), ...)` and every `self._read("name", ...)` in janus/."""
     found = []
     for path in Path(janus.__file__).parent.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -127,8 +148,13 @@ def _sql_calls() -> list[tuple[str, int, str]]:
                 and len(first.args) == 1
                 and isinstance(first.args[0], ast.Constant)
             ):
+                name, where = first.args[0].value, f"{path.name}:{node.lineno}"
+                if len(node.args) == 2 and _bound_to(node.args[1]) is not None:
+                    assert _bound_to(node.args[1]) == name, f"{where}: sql({name!r}) bound to another query"
+                    found.append((name, None, where))
+                    continue
                 assert not any(isinstance(arg, ast.Starred) for arg in node.args)
-                found.append((first.args[0].value, len(node.args) - 1, f"{path.name}:{node.lineno}"))
+                found.append((name, len(node.args) - 1, where))
     return found
 
 
@@ -144,7 +170,13 @@ def test_the_code_uses_every_block_and_only_existing_ones() -> None:
 def test_each_call_passes_as_many_arguments_as_the_block_has_parameters(
     name: str, arguments: int, where: str
 ) -> None:
-    assert arguments == len(used_params(BLOCKS[name])), f"{where}: sql({name!r}) with {arguments} arguments"
+    if arguments is None:  # bound by name: bind() checks its params class against the block
+        assert query(name).names, f"{where}: {name!r} takes $n parameters, not named ones"
+    else:
+        assert not query(name).names, f"{where}: {name!r} takes named parameters: pass *bind({name!r}, ...)"
+        assert arguments == len(used_params(BLOCKS[name])), (
+            f"{where}: sql({name!r}) with {arguments} arguments"
+        )
 
 
 # -- parse_blocks -------------------------------------------------------------
@@ -200,20 +232,62 @@ def test_unknown_query_name_is_a_key_error() -> None:
 
 CHECKER = [
     # (block lines, listed, used): the helpers above must see what a reviewer would
-    (["-- params: $1 a, $2 b", "SELECT $1, $2;"], {1, 2}, {1, 2}),  # plain
+    (["-- params: $1 a, $2 b", "SELECT $1, $2;"], {"$1", "$2"}, {"$1", "$2"}),  # plain
     (["-- params: none", "SELECT 1;"], set(), set()),  # none
-    (["-- params: $1 a,", "--         $2 b", "SELECT $1, $2;"], {1, 2}, {1, 2}),  # continued listing
-    (["-- params: $1 a", "-- $2 is only mentioned here", "SELECT $1 -- $3 in a comment", ";"], {1}, {1}),
+    (["-- params: $1 a,", "--         $2 b", "SELECT $1, $2;"], {"$1", "$2"}, {"$1", "$2"}),  # continued
+    (
+        ["-- params: $1 a", "-- $2 is only mentioned here", "SELECT $1 -- $3 in a comment", ";"],
+        {"$1"},
+        {"$1"},
+    ),
     # ^ a prose comment does not extend the listing; a trailing comment is not code
-    (["-- params: $1", "SELECT $1, $10;"], {1}, {1, 10}),  # $10 is ten, not one
-    (["SELECT $1;"], None, {1}),  # no listing at all
+    (["-- params: $1", "SELECT $1, $10;"], {"$1"}, {"$1", "$10"}),  # $10 is ten, not one
+    (["SELECT $1;"], None, {"$1"}),  # no listing at all
+    (["-- params: :a,", "--     :b_2", "SELECT :a::int, :b_2;"], {":a", ":b_2"}, {":a", ":b_2"}),  # named
+    (["-- params: :a (note: text)", "SELECT :a::text[];"], {":a"}, {":a"}),  # a cast and a colon in prose
 ]
 
 
 @pytest.mark.parametrize(("lines", "listed", "used"), CHECKER)
-def test_param_helpers(lines: list[str], listed: set[int] | None, used: set[int]) -> None:
+def test_param_helpers(lines: list[str], listed: set[str] | None, used: set[str]) -> None:
     assert listed_params(lines) == listed
     assert used_params(lines) == used
+
+
+# -- named parameters -----------------------------------------------------------
+
+
+def test_named_parameters_are_numbered_in_the_order_they_first_appear() -> None:
+    compiled = compile_named("q", "SELECT :b::int[], :a, x::text FROM t WHERE y = :b")
+    assert compiled.text == "SELECT $1::int[], $2, x::text FROM t WHERE y = $1"
+    assert compiled.names == ("b", "a")
+    assert compile_named("q", "SELECT $1::int").names == ()
+    with pytest.raises(ValueError, match="mixes"):
+        compile_named("q", "SELECT :a, $2")
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), [("tick", TickParams), ("tick_retry_control", RetryControlParams)]
+)
+def test_each_params_class_has_exactly_its_statements_parameters(name: str, params: type) -> None:
+    # bind() refuses a class that does not fit; this says so without a database.
+    assert {f.name for f in dataclasses.fields(params)} == set(query(name).names)
+
+
+def test_bind_takes_each_value_by_its_name() -> None:
+    params = RetryControlParams.of(7.0, [], [])
+    arguments = bind("tick_retry_control", params)
+    assert arguments == [getattr(params, name) for name in query("tick_retry_control").names]
+    assert arguments[query("tick_retry_control").names.index("now")] == 7.0
+
+    @dataclasses.dataclass
+    class Short:
+        now: float
+
+    with pytest.raises(ValueError, match="missing"):
+        bind("tick_retry_control", Short(now=1.0))
+    with pytest.raises(ValueError, match="positional"):
+        bind("load_pages", params)
 
 
 # -- migrations ---------------------------------------------------------------

@@ -14,10 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from janus.core.circuit import CircuitBreaker, CircuitState
+from janus.core.decisions import WaitReason
 from janus.core.pause import pause_for
 from janus.core.policy import CircuitPolicy, DependencyPolicy, RetryPolicy
+from janus.core.rebuild import Snapshot
 from janus.core.retry_budget import RetryBudget
-from janus.core.scheduler import Scheduler, WaitReason
+from janus.core.scheduler import Scheduler
 
 # -- retry budget ---------------------------------------------------------------
 
@@ -412,12 +414,10 @@ def test_retry_after_pauses_the_dependency_and_a_rebuild_keeps_the_pause() -> No
     states, events = s.drain_gates()
     assert [e.kind for e in events] == ["retry_after_clamped", "paused"]
     # A new leader, from what the store holds.
-    rebuilt = _scheduler(retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0, max_retry_after=60.0))
-    for job_id in ("x", "y"):
-        job = s.job(job_id)
-        assert job is not None
-        rebuilt.restore(job)
-    for state in states:
-        rebuilt.restore_gate(state)
+    unfinished = [job for job_id in ("x", "y") if (job := s.job(job_id)) is not None]
+    assert len(unfinished) == 2
+    rebuilt = Scheduler.rebuilt(
+        s.policies.values(), Snapshot(jobs=unfinished, gates=states, max_seq=2), 2.0, random.Random(1)
+    )
     assert rebuilt.admit(60.9).admissions == []
     assert sorted(a.job_id for a in rebuilt.admit(61.0).admissions) == ["x", "y"]

@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from janus.core.circuit import CircuitState
+from janus.core.decisions import Verdict
 from janus.core.gates import GateState
 from janus.core.jobs import Admission, Job
 from janus.core.policy import CircuitPolicy, DependencyPolicy, RateLimit, RetryPolicy
-from janus.core.scheduler import Scheduler, Verdict
+from janus.core.scheduler import Scheduler
+from tests.unit.simulated_store import snapshot_of
 
 
 @st.composite
@@ -203,16 +205,20 @@ class RetryControlMachine(RuleBasedStateMachine):
     @rule()
     def crash_and_rebuild(self) -> None:
         """A new leader: jobs, the admission history (with retry flags) and the gates from the store."""
-        rebuilt = Scheduler(self.policies.values(), random.Random(self.step))
-        for job in self.stored.values():
-            if not job.state.terminal:
-                assert rebuilt.restore(job)
-        for dependency, admissions in self.admissions.items():
-            recent = [a for _, a in admissions if a.admitted_at > self.now - 10.0]
-            rebuilt.restore_admissions(dependency, [(a.scope, a.admitted_at) for a in recent])
-            rebuilt.restore_budget(dependency, [(a.admitted_at, a.retry) for a in recent])
-        for state in self.gates_stored.values():
-            rebuilt.restore_gate(state)
+        history = {
+            dependency: [(a.scope, a.admitted_at, a.retry) for _, a in admissions]
+            for dependency, admissions in self.admissions.items()
+        }
+        snapshot = snapshot_of(
+            self.stored.values(),
+            history,
+            admissions_since=self.now - 10.0,
+            budget_since=self.now - 10.0,
+            gates=list(self.gates_stored.values()),
+            first_attempts_in_memory=True,  # this model pages nothing: every waiting job in memory
+        )
+        rebuilt = Scheduler.rebuilt(self.policies.values(), snapshot, self.now, random.Random(self.step))
+        assert all(rebuilt.job(job.job_id) is not None for job in snapshot.jobs)
         self.scheduler = rebuilt
 
     # -- invariants -------------------------------------------------------------

@@ -6,9 +6,11 @@ import random
 
 import pytest
 
+from janus.core.decisions import Changes, Verdict, WaitReason
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.policy import DependencyPolicy, RateCounting, RateLimit, RetryPolicy
-from janus.core.scheduler import Changes, Scheduler, Verdict, WaitReason
+from janus.core.rebuild import Snapshot
+from janus.core.scheduler import Scheduler
 
 
 def scheduler(**policy: object) -> Scheduler:
@@ -276,14 +278,14 @@ def test_restore_rebuilds_held_slots_backoffs_and_rate_windows() -> None:
     ready = Job(job_id="r", dependency="api", scope="x", payload=None, eligible_at=90.0)
     ready2 = Job(job_id="r2", dependency="api", scope="y", payload=None, eligible_at=91.0)
     orphan = Job(job_id="o", dependency="gone", scope="x", payload=None)
-    assert [s.restore(job) for job in (held, backing_off, ready, ready2, orphan)] == [
-        True,
-        True,
-        True,
-        True,
-        False,
-    ]
-    s.restore_admissions("api", [("x", 93.0), ("y", 95.0)])
+    snapshot = Snapshot(
+        jobs=[held, backing_off, ready, ready2, orphan],
+        admissions={"api": [("x", 93.0), ("y", 95.0)], "gone": [("x", 99.0)]},
+        max_seq=0,
+    )
+    s = Scheduler.rebuilt(s.policies.values(), snapshot, 96.0, random.Random(1))
+    assert [s.job(job.job_id) is not None for job in snapshot.jobs] == [True, True, True, True, False]
+    assert snapshot.unconfigured(s.policies) == 1
     decision = s.admit(100.0)
     # One slot is held and two admissions are in the window: one more of each is left.
     assert [a.job_id for a in decision.admissions] == ["r"]

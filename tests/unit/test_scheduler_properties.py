@@ -25,10 +25,12 @@ from hypothesis.stateful import (
 
 from janus.audit import max_in_window
 from janus.core.backoff import backoff_ceiling
+from janus.core.decisions import Verdict
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.policy import DependencyPolicy, FairnessPolicy, RateCounting, RateLimit, RetryPolicy
-from janus.core.scheduler import Scheduler, Verdict
-from tests.unit.store_pages import page_for
+from janus.core.rebuild import history_since
+from janus.core.scheduler import Scheduler
+from tests.unit.simulated_store import page_for, snapshot_of
 
 SCOPES = ["s1", "s2", "s3"]
 
@@ -188,24 +190,19 @@ class AdmissionMachine(RuleBasedStateMachine):
     def crash_and_rebuild(self) -> None:
         """kill -9 and a new leader: everything the core knew is rebuilt from the store alone,
         as the service does (unfinished jobs, and admissions within the longest window)."""
-        rebuilt = Scheduler(self.policies.values(), random.Random(self.restarts), per_scope=self.per_scope)
+        admissions_since, budget_since = history_since(self.policies.values(), self.now)
+        history = {
+            dependency: [(a.scope, a.admitted_at, a.retry) for a in admissions]
+            for dependency, admissions in self.admissions.items()
+        }
+        snapshot = snapshot_of(
+            self.stored.values(), history, admissions_since=admissions_since, budget_since=budget_since
+        )
+        rebuilt = Scheduler.rebuilt(
+            self.policies.values(), snapshot, self.now, random.Random(self.restarts), per_scope=self.per_scope
+        )
         self.restarts += 1
-        backlog: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for job in self.stored.values():
-            if job.state is JobState.WAITING and job.attempt == 0:
-                backlog[(job.dependency, job.scope)].append(job.seq)  # left in the store, paged in
-            elif not job.state.terminal:
-                assert rebuilt.restore(job)
-        for (dependency, scope), seqs in backlog.items():
-            rebuilt.restore_backlog(dependency, scope, count=len(seqs), max_seq=max(seqs))
-        rebuilt.note_seq(max((job.seq for job in self.stored.values()), default=0))
-        longest = max(p.longest_window for p in self.policies.values())
-        for dependency, admissions in self.admissions.items():
-            rebuilt.restore_admissions(
-                dependency,
-                [(a.scope, a.admitted_at) for a in admissions if a.admitted_at > self.now - longest - 1.0],
-            )
-        rebuilt.advance_clock(self.now)  # as the service does: its clock starts at the term's start
+        assert all(rebuilt.job(job.job_id) is not None for job in snapshot.jobs)
         self.scheduler = rebuilt
         self.lapsed.clear()  # the core keeps no memory of lapsed leases across a restart
 

@@ -1,5 +1,6 @@
 -- Named queries: a block starts with "-- name: NAME", followed by a comment line
--- "-- params:" listing its positional parameters. Loaded once by janus/store/queries.py.
+-- "-- params:" listing its parameters: positional ($1, $2, ...) or, for the long statements,
+-- named (:holder, :now, ...; bound by name). Loaded once by janus/store/queries.py.
 
 -- name: fence
 -- params: $1 holder uuid, $2 epoch
@@ -36,14 +37,16 @@ RETURNING extract(epoch FROM expires_at)::double precision;
 UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 
 -- name: tick
--- params: $1 holder uuid, $2 epoch, $3 now,
---         $4 new job ids, $5 dependencies, $6 scopes, $7 payloads (JSON text or NULL), $8 states,
---         $9 attempts, $10 eligible_at, $11 admitted_at, $12 expires_at, $13 lease_deadline,
---         $14 changed job ids, $15 states, $16 attempts, $17 failures, $18 eligible_at,
---         $19 admitted_at, $20 expires_at, $21 lease_deadline, $22 last_error, $23 finished_at,
---         $24 admitted job ids, $25 attempts, $26 dependencies, $27 scopes, $28 admitted_at,
---         $29 new jobs' seq,
---         $30 retry flags (the job had failed before: counts against the retry budget)
+-- params: :holder uuid, :epoch, :now,
+--         :new_job_ids, :new_dependencies, :new_scopes, :new_payloads (JSON text or NULL),
+--         :new_states, :new_attempts, :new_eligible_at, :new_admitted_at, :new_expires_at,
+--         :new_lease_deadlines, :new_seqs,
+--         :changed_job_ids, :changed_states, :changed_attempts, :changed_failures,
+--         :changed_eligible_at, :changed_admitted_at, :changed_expires_at,
+--         :changed_lease_deadlines, :changed_last_errors, :changed_finished_at,
+--         :admitted_job_ids, :admitted_attempts, :admitted_dependencies, :admitted_scopes,
+--         :admitted_at, :admitted_retries (the job had failed before: counts against the retry budget)
+-- (named: bound by name from store.session.TickParams, one array per column)
 -- Everything one admission tick writes, as ONE statement (one round trip, its own transaction).
 -- The lease row is locked FOR SHARE first: no takeover can commit before this statement does,
 -- and if this process no longer holds the lease, every part writes nothing and `leading` is 0.
@@ -53,14 +56,16 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 -- service retracts it before publishing anything).
 WITH lease AS (
     SELECT epoch FROM janus.leader
-     WHERE holder = $1 AND epoch = $2 AND expires_at > now()
+     WHERE holder = :holder AND epoch = :epoch AND expires_at > now()
        FOR SHARE
 ), inserted AS (
     INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, attempt, eligible_at,
                             admitted_at, expires_at, lease_deadline, created_at, seq)
-    SELECT j, d, s, p::jsonb, st, a, e, ad, ex, l, $3, q
-      FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
-                  $10::float8[], $11::float8[], $12::float8[], $13::float8[], $29::bigint[])
+    SELECT j, d, s, p::jsonb, st, a, e, ad, ex, l, :now, q
+      FROM unnest(:new_job_ids::text[], :new_dependencies::text[], :new_scopes::text[],
+                  :new_payloads::text[], :new_states::text[], :new_attempts::int[],
+                  :new_eligible_at::float8[], :new_admitted_at::float8[], :new_expires_at::float8[],
+                  :new_lease_deadlines::float8[], :new_seqs::bigint[])
            AS t(j, d, s, p, st, a, e, ad, ex, l, q)
      WHERE EXISTS (SELECT 1 FROM lease)
         ON CONFLICT (job_id) DO NOTHING
@@ -70,19 +75,22 @@ WITH lease AS (
        SET state = u.state, attempt = u.attempt, failures = u.failures, eligible_at = u.eligible_at,
            admitted_at = u.admitted_at, expires_at = u.expires_at, lease_deadline = u.lease_deadline,
            last_error = u.last_error, finished_at = u.finished_at
-      FROM unnest($14::text[], $15::text[], $16::int[], $17::int[], $18::float8[], $19::float8[],
-                  $20::float8[], $21::float8[], $22::text[], $23::float8[])
+      FROM unnest(:changed_job_ids::text[], :changed_states::text[], :changed_attempts::int[],
+                  :changed_failures::int[], :changed_eligible_at::float8[], :changed_admitted_at::float8[],
+                  :changed_expires_at::float8[], :changed_lease_deadlines::float8[],
+                  :changed_last_errors::text[], :changed_finished_at::float8[])
            AS u(job_id, state, attempt, failures, eligible_at, admitted_at, expires_at, lease_deadline,
                 last_error, finished_at)
      WHERE j.job_id = u.job_id AND EXISTS (SELECT 1 FROM lease)
     RETURNING 1
 ), admitted AS (
     INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch, retry)
-    SELECT j, a, d, s, t, $2, r
-      FROM unnest($24::text[], $25::int[], $26::text[], $27::text[], $28::float8[], $30::bool[])
+    SELECT j, a, d, s, t, :epoch, r
+      FROM unnest(:admitted_job_ids::text[], :admitted_attempts::int[], :admitted_dependencies::text[],
+                  :admitted_scopes::text[], :admitted_at::float8[], :admitted_retries::bool[])
            AS u(j, a, d, s, t, r)
      WHERE EXISTS (SELECT 1 FROM lease)
-       AND (j <> ALL ($4::text[]) OR j IN (SELECT job_id FROM inserted))
+       AND (j <> ALL (:new_job_ids::text[]) OR j IN (SELECT job_id FROM inserted))
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM lease) AS leading,
@@ -91,22 +99,26 @@ SELECT (SELECT count(*) FROM lease) AS leading,
        (SELECT count(*) FROM admitted) AS admitted;
 
 -- name: tick_retry_control
--- params: $1 now, $2 failed job ids, $3 attempts, $4 failed_at, $5 errors,
---         $6 dependencies, $7 circuit states, $8 circuit since, $9 open_until, $10 open_for,
---         $11 pause_until
+-- params: :now, :failed_job_ids, :failed_attempts, :failed_at, :failed_errors,
+--         :gate_dependencies, :circuit_states, :circuit_since, :open_until, :open_for,
+--         :pause_until
+-- (named: bound by name from store.session.RetryControlParams, one array per column)
 -- In the tick's transaction, after the tick statement (whose lease lock it shares), and only
 -- when the tick failed attempts or changed a circuit or a pause: the error history, and
 -- the gates a new leader must go on with.
 WITH errors AS (
     INSERT INTO janus.attempt_errors (job_id, attempt, failed_at, error)
-    SELECT j, a, f, e FROM unnest($2::text[], $3::int[], $4::float8[], $5::text[]) AS u(j, a, f, e)
+    SELECT j, a, f, e
+      FROM unnest(:failed_job_ids::text[], :failed_attempts::int[], :failed_at::float8[],
+                  :failed_errors::text[]) AS u(j, a, f, e)
         ON CONFLICT (job_id, attempt) DO NOTHING
     RETURNING 1
 ), gates AS (
     INSERT INTO janus.dependency_gates AS g (dependency, circuit_state, circuit_since, open_until, open_for,
                                              pause_until, updated_at)
-    SELECT d, s, si, ou, o, p, $1
-      FROM unnest($6::text[], $7::text[], $8::float8[], $9::float8[], $10::float8[], $11::float8[])
+    SELECT d, s, si, ou, o, p, :now
+      FROM unnest(:gate_dependencies::text[], :circuit_states::text[], :circuit_since::float8[],
+                  :open_until::float8[], :open_for::float8[], :pause_until::float8[])
            AS u(d, s, si, ou, o, p)
         ON CONFLICT (dependency) DO UPDATE
        SET circuit_state = excluded.circuit_state, circuit_since = excluded.circuit_since,
@@ -214,6 +226,15 @@ SELECT dependency, scope, admitted_at FROM janus.admissions WHERE admitted_at > 
 -- params: none
 -- Every job's state: what the audit compares with the workers' records.
 SELECT job_id, state FROM janus.jobs;
+
+-- name: dead_jobs
+-- params: none
+-- The jobs Janus gave up on, in the order they died.
+SELECT job_id, dependency, last_error FROM janus.jobs WHERE state = 'dead' ORDER BY finished_at;
+
+-- name: finished_count
+-- params: none
+SELECT count(*) AS finished FROM janus.jobs WHERE state IN ('succeeded', 'dead');
 
 -- name: prune_admissions
 -- params: $1 keep admissions after this time

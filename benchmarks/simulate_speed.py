@@ -1,0 +1,120 @@
+"""Simulated jobs per second of wall time of `janus simulate`, by the shape of the workload.
+
+No I/O: `janus.simulate.simulate` (the production Scheduler on a virtual clock) run in this
+process on three workloads, each --repeat times; the figure is the best run (and the median).
+What a job costs the simulation depends mostly on how many admission steps (ticks) it takes:
+the core's `admit()` is called once per instant at which something reaches Janus, so jobs that
+share instants share the cost.
+
+- burst: tenants publish their backlogs at once; a rate limit admits them in whole windows, and
+  calls of a fixed duration end together. Few ticks per job.
+- steady: an hour of Poisson arrivals with a rate and a concurrency limit, lognormal call times
+  and a few failures (retries): realistic traffic, about one tick per job.
+- continuous: a concurrency-bound backlog with uniformly spread call times: every result is an
+  instant of its own, and frees a slot, so each job costs an admission step for its result and
+  one when its (stale) lease deadline comes up, as in the service. The slowest shape.
+
+    .venv/bin/python -m benchmarks.simulate_speed [--repeat 3] [--scale 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
+from janus.simulate import parse_workload, simulate
+
+
+def shapes(scale: float) -> dict[str, tuple[list[DependencyPolicy], Mapping[str, Any]]]:
+    def n(count: int) -> int:
+        return max(1, round(count * scale))
+
+    burst = (
+        [
+            DependencyPolicy(
+                name="api",
+                rate_limits=(RateLimit(count=2000, window=1.0),),
+                admission_ttl=0.1,
+                lease_timeout=30.0,
+                fairness=FairnessPolicy(weights={"t0": 3.0}),
+            )
+        ],
+        {
+            "arrivals": [{"dependency": "api", "scope": f"t{i}", "count": n(20_000)} for i in range(10)],
+            "services": {"api": {"duration": "200ms"}},
+            "workers": {"api": {"start_delay": "5ms"}},
+        },
+    )
+    steady = (
+        [
+            DependencyPolicy(
+                name="api",
+                rate_limits=(RateLimit(count=100, window=1.0), RateLimit(count=5000, window=60.0)),
+                concurrency=40,
+                admission_ttl=0.1,
+                lease_timeout=30.0,
+                retry=RetryPolicy(max_attempts=4),
+            )
+        ],
+        {
+            "arrivals": [
+                {
+                    "dependency": "api",
+                    "scope": f"t{i}",
+                    "rate": 8,
+                    "stop": f"{n(3600)}s",
+                    "spacing": "poisson",
+                }
+                for i in range(10)
+            ],
+            "services": {
+                "api": {"duration": {"lognormal": "150ms", "sigma": 0.6}, "failure_probability": 0.02}
+            },
+            "workers": {"api": {"slots": 60, "start_delay": "5ms"}},
+        },
+    )
+    continuous = (
+        [DependencyPolicy(name="api", concurrency=50, admission_ttl=1.0, lease_timeout=30.0)],
+        {
+            "arrivals": [{"dependency": "api", "scope": f"t{i}", "count": n(10_000)} for i in range(10)],
+            "services": {"api": {"duration": {"uniform": ["50ms", "150ms"]}}},
+        },
+    )
+    return {"burst": burst, "steady": steady, "continuous": continuous}
+
+
+def run(policies: list[DependencyPolicy], data: Mapping[str, Any]) -> tuple[int, int, float, float]:
+    """(jobs, ticks, wall seconds, simulated seconds) of one run."""
+    workload = parse_workload(data, [policy.name for policy in policies])
+    gc.collect()
+    started = time.perf_counter()
+    outcome = simulate(policies, workload, seed=1)
+    elapsed = time.perf_counter() - started
+    assert outcome.unfinished == 0
+    return outcome.jobs, outcome.ticks, elapsed, outcome.end
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every workload's size")
+    args = parser.parse_args()
+    print(f"{'workload':<12}{'jobs':>9}{'ticks/job':>11}{'simulated':>11}{'best jobs/s':>13}{'median':>10}")
+    for name, (policies, data) in shapes(args.scale).items():
+        runs = [run(policies, data) for _ in range(args.repeat)]
+        jobs, ticks, _, simulated = runs[0]
+        rates = [jobs / elapsed for _, _, elapsed, _ in runs]
+        print(
+            f"{name:<12}{jobs:>9,}{ticks / jobs:>11.2f}{simulated:>10.0f}s"
+            f"{max(rates):>13,.0f}{statistics.median(rates):>10,.0f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

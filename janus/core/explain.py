@@ -1,0 +1,110 @@
+"""Answers for operators, from a lane as it is now: why a job or a scope waits, and the figures
+of each dependency and scope (`janus why`, `janus scopes`, the metrics). Reads only."""
+
+from __future__ import annotations
+
+import heapq
+
+from janus.core.decisions import LaneStats, ScopeStats, WaitReason, WhyWaiting
+from janus.core.jobs import Job
+from janus.core.lane import Lane
+
+
+def why_job(lane: Lane, job: Job, now: float) -> list[WhyWaiting]:
+    """Why a waiting job held in memory waits, most immediate reason first (`now`: the core's clock)."""
+    scope = lane.scopes[job.scope]
+    if job.eligible_at > now:
+        return [
+            WhyWaiting(
+                reason=WaitReason.BACKOFF,
+                detail=f"retry {job.failures + 1} after {job.failures} failed attempts",
+                until=job.eligible_at,
+            )
+        ]
+    job_id = job.job_id
+    queue = scope.fresh if job.attempt == 0 else scope.again
+    ahead = queue.index(job_id) if job_id in queue else 0
+    if job.attempt == 0:
+        ahead += len(scope.again)  # a simplification: retries may also go first
+    return why_scope(lane, job.scope, now, ahead_in_scope=ahead)
+
+
+def why_scope(lane: Lane, scope_name: str, now: float, *, ahead_in_scope: int = 0) -> list[WhyWaiting]:
+    """Why the next job of a scope (behind `ahead_in_scope` others of its scope) waits."""
+    reasons: list[WhyWaiting] = []
+    block = lane.block(now)
+    if block is not None:
+        reasons.append(WhyWaiting(reason=block.reason, detail=block.limit, until=block.until))
+    scope = lane.scopes.get(scope_name)
+    if scope is not None:
+        cap = lane.scope_cap(scope, now)
+        if cap is not None:
+            reasons.append(WhyWaiting(reason=cap[0], detail=cap[1], until=cap[2]))
+        elif scope.parked is WaitReason.RETRY_BUDGET:
+            reasons.append(
+                WhyWaiting(
+                    reason=WaitReason.RETRY_BUDGET,
+                    detail="the dependency's retries are over budget",
+                    until=lane.gate.retry_free_at(now),
+                )
+            )
+        if scope.paging or (scope.stored and not scope.fresh):
+            reasons.append(WhyWaiting(reason=WaitReason.PAGING, detail="being read from the store"))
+        if scope_name in lane.fair:
+            rank = lane.fair.rank(scope_name)
+            if rank:
+                reasons.append(
+                    WhyWaiting(
+                        reason=WaitReason.FAIR_SHARE,
+                        detail=f"behind {rank} other scopes further below their fair share",
+                    )
+                )
+    if ahead_in_scope:
+        reasons.append(
+            WhyWaiting(reason=WaitReason.QUEUED, detail=f"behind {ahead_in_scope} earlier jobs of its scope")
+        )
+    return reasons
+
+
+def in_memory_ahead(lane: Lane, scope: str) -> int:
+    """Jobs of a scope in memory that go before any of its first attempts still in the store."""
+    state = lane.scopes.get(scope)
+    return len(state.fresh) + len(state.again) if state is not None else 0
+
+
+def lane_stats(lane: Lane) -> LaneStats:
+    return LaneStats(
+        dependency=lane.policy.name,
+        ready=lane.eligible - lane.stored,
+        stored=lane.stored,
+        delayed=len(lane.delayed),
+        held=len(lane.held),
+        scopes=len(lane.fair),
+    )
+
+
+def scope_stats(lane: Lane, top: int | None) -> list[ScopeStats]:
+    """Per scope, the largest backlogs first (`top` of them; O(scopes))."""
+    scopes = lane.scopes.values()
+    chosen = (
+        heapq.nlargest(top, scopes, key=lambda s: s.eligible + s.delayed)
+        if top is not None
+        else sorted(scopes, key=lambda s: -(s.eligible + s.delayed))
+    )
+    return [
+        ScopeStats(
+            dependency=lane.policy.name,
+            scope=scope.name,
+            waiting=scope.eligible + scope.delayed,
+            held=scope.held,
+            admitted=scope.admitted,
+            oldest_waiting_since=lane.oldest(scope),
+        )
+        for scope in chosen
+    ]
+
+
+def oldest_waiting_since(lane: Lane) -> float | None:
+    """eligible_at of the dependency's oldest eligible job in memory (O(scopes))."""
+    heads = (lane.oldest(scope) for scope in lane.scopes.values())
+    return min((head for head in heads if head is not None), default=None)

@@ -1,0 +1,352 @@
+"""One dependency's state in the core: its scopes and their queues, its limits and gates, the fair
+queue between its scopes, and the jobs it parks, delays and retires.
+
+The admission decision itself (`core/admission.py`) and the scheduler work on these; nothing
+outside the core sees them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from janus.core.decisions import Blocked, WaitReason
+from janus.core.fairness import FairQueue, stride
+from janus.core.gates import DependencyGates, GateState
+from janus.core.jobs import Job
+from janus.core.paging import Pager
+from janus.core.policy import DependencyPolicy
+from janus.core.rate import SlidingWindow, admission_windows, rebuild_windows, same_windows
+
+UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
+
+# Most scopes never have a job eligible again (a retry, or an admission returned unused): they
+# share this empty deque until their first one (`Scope.add_again`), instead of each holding a
+# deque of its own that `admit` reads at every admission: with many scopes that read is a
+# cache miss on the hot path. Never append to it.
+NO_AGAIN: deque[str] = deque()
+
+ScopeCap = tuple[WaitReason, str, float | None]  # (reason, limit, until)
+
+
+@dataclass(kw_only=True, slots=True)
+class Ledger:
+    """The jobs the core holds, shared by its lanes."""
+
+    jobs: dict[str, Job] = field(
+        default_factory=dict
+    )  # non-terminal, in memory (first attempts may be stored only)
+    changed: dict[str, Job] = field(default_factory=dict)  # since the last drain, latest state each
+    # Jobs whose current attempt failed by its lease running out, waiting for their retry:
+    # a success for that attempt may still arrive, and completes the job (docs/protocol.md).
+    # In memory only: after a restart such a success is stale, which errs on the safe side.
+    lapsed: dict[str, int] = field(default_factory=dict)
+    # Lease deadlines, lazy (finished jobs' entries stay until they come up): one entry per
+    # batch of admissions sharing a deadline, (deadline, serial, [(job_id, attempt), ...]),
+    # so that an admission costs a list append rather than a push on a heap as long as the
+    # leases held. `Scheduler.expire_leases` handles due entries in (deadline, job_id, attempt) order.
+    leases: list[tuple[float, int, list[tuple[str, int]]]] = field(default_factory=list)
+    lease_serial: itertools.count[int] = field(default_factory=itertools.count)
+
+    def add_leases(self, deadline: float, batch: list[tuple[str, int]]) -> None:
+        heapq.heappush(self.leases, (deadline, next(self.lease_serial), batch))
+
+
+@dataclass(kw_only=True, eq=False, slots=True)  # slots: faster attribute access on the hot path
+class Scope:
+    """One scope of one dependency: its waiting jobs, its slots, its caps."""
+
+    name: str
+    windows: list[SlidingWindow]
+    stride: int  # fairness.stride of its weight, worked out once (and again on a policy change)
+    fresh: deque[str] = field(default_factory=deque)  # first attempts in memory, in seq order
+    again: deque[str] = field(
+        default_factory=lambda: NO_AGAIN
+    )  # admitted before, eligible again, in that order
+    stored: int = 0  # first attempts only in the store: seq > loaded_upto
+    loaded_upto: int = 0
+    paging: bool = False  # a page request is out
+    held: int = 0
+    delayed: int = 0
+    admitted: int = 0
+    parked: WaitReason | None = None  # at a cap of its own: out of the fair queue until it lifts
+
+    def add_again(self, job_id: str) -> None:
+        """A job admitted before is eligible again: it queues behind the others."""
+        if self.again is NO_AGAIN:
+            self.again = deque()
+        self.again.append(job_id)
+
+    @property
+    def eligible(self) -> int:
+        return len(self.fresh) + len(self.again) + self.stored
+
+    @property
+    def empty(self) -> bool:
+        return not (self.fresh or self.again or self.stored or self.held or self.delayed)
+
+
+@dataclass(kw_only=True, slots=True)
+class Lane:
+    """Per-dependency state: budgets, scopes, and the fair queue between them."""
+
+    policy: DependencyPolicy
+    windows: list[SlidingWindow]
+    gate: DependencyGates  # Retry-After pause, circuit breaker, retry budget (core/gates.py)
+    ledger: Ledger  # shared by every lane of the scheduler
+    pager: Pager  # shared by every lane of the scheduler
+    held: set[str] = field(default_factory=set)
+    scopes: dict[str, Scope] = field(default_factory=dict)
+    fair: FairQueue[str] = field(default_factory=FairQueue)
+    eligible: int = 0  # jobs eligible now, over all scopes (in memory or stored)
+    stored: int = 0  # of which first attempts left in the store
+    delayed: list[tuple[float, int, str]] = field(default_factory=list)  # (eligible_at, seq, job)
+    rate_parked: list[tuple[float, int, str]] = field(default_factory=list)  # (until, seq, scope)
+    # Scopes parked for the retry budget, in the order they parked: they re-enter the fair queue
+    # in that order (a set would order them by string hash, which varies between processes).
+    retry_parked: dict[str, None] = field(default_factory=dict)
+    retiring: list[tuple[float, int, str]] = field(default_factory=list)  # (at, seq, scope)
+    tiebreak: int = 0  # the `seq` of this lane's heap entries: equal times keep their order
+
+    @classmethod
+    def of(cls, policy: DependencyPolicy, ledger: Ledger, pager: Pager) -> Lane:
+        return cls(
+            policy=policy,
+            windows=admission_windows(policy.rate_limits, policy.admission_ttl),
+            gate=DependencyGates(policy),
+            ledger=ledger,
+            pager=pager,
+        )
+
+    def scope(self, name: str) -> Scope:
+        """The scope `name`, made (and counted) on first use."""
+        found = self.scopes.get(name)
+        if found is None:
+            fairness = self.policy.fairness
+            found = self.scopes[name] = Scope(
+                name=name,
+                windows=admission_windows(fairness.scope_rate_limits, self.policy.admission_ttl),
+                stride=stride(fairness.weight(name)),
+            )
+            self.pager.scopes += 1
+        return found
+
+    def wake(self, scope: Scope) -> None:
+        if scope.parked is None and scope.eligible:
+            self.fair.activate(scope.name)
+
+    def want_page(self, scope: Scope) -> None:
+        """Ask for the scope's next stored first attempts once its in-memory ones run low."""
+        pager = self.pager
+        if scope.stored and not scope.paging and len(scope.fresh) <= pager.per_scope() // 2:
+            pager.wanted[(self.policy.name, scope.name)] = None
+
+    def update_policy(self, policy: DependencyPolicy) -> None:
+        """New weights and caps from the next decision on; the windows keep their admissions."""
+        ttl = policy.admission_ttl
+        if not same_windows(self.windows, policy.rate_limits, ttl):
+            self.windows = rebuild_windows(self.windows, policy.rate_limits, ttl)
+        self.policy = policy
+        scope_limits = policy.fairness.scope_rate_limits
+        for scope in self.scopes.values():
+            scope.stride = stride(policy.fairness.weight(scope.name))
+            if not same_windows(scope.windows, scope_limits, ttl):
+                scope.windows = rebuild_windows(scope.windows, scope_limits, ttl)
+        for scope in list(self.scopes.values()):
+            if scope.parked in (WaitReason.SCOPE_CONCURRENCY, WaitReason.SCOPE_RATE):
+                self.unpark(scope)  # re-checked against the new caps at its next turn
+
+    # -- rebuilding from the store ---------------------------------------------------
+
+    def restore_backlog(self, name: str, count: int) -> None:
+        """`count` first attempts of scope `name` wait in the store."""
+        scope = self.scope(name)
+        scope.stored += count
+        self.stored += count
+        self.eligible += count
+        self.want_page(scope)
+        self.wake(scope)
+
+    def restore_admissions(self, admissions: Iterable[tuple[str, float]]) -> float | None:
+        """Reload the admission history, (scope, admitted_at); returns the latest, if any."""
+        admissions = sorted(admissions, key=lambda pair: pair[1])
+        stamps = [stamp for _, stamp in admissions]
+        for window in self.windows:
+            window.restore(stamps)
+        if self.policy.fairness.scope_rate_limits:
+            by_scope: dict[str, list[float]] = {}
+            for scope, stamp in admissions:
+                by_scope.setdefault(scope, []).append(stamp)
+            for scope, scope_stamps in by_scope.items():
+                for window in self.scope(scope).windows:
+                    window.restore(scope_stamps)
+        return stamps[-1] if stamps else None
+
+    def restore_gate(self, state: GateState) -> None:
+        """Go on with a previous leader's circuit and pause (after the held jobs are restored)."""
+        jobs = self.ledger.jobs
+        held = [job.admitted_at for job_id in self.held if (job := jobs[job_id]).admitted_at is not None]
+        self.gate.restore(state, held)
+
+    # -- the dependency's own limits ---------------------------------------------
+
+    def block(self, now: float) -> Blocked | None:
+        """Which of the dependency's own limits stops every admission at `now`, if one does."""
+        policy = self.policy
+        gate = self.gate.block(now)
+        if gate is not None:
+            return Blocked(
+                dependency=policy.name,
+                reason=WaitReason(gate.reason.value),
+                limit=gate.limit,
+                until=gate.until,
+                waiting=self.eligible,
+            )
+        if policy.concurrency is not None and len(self.held) >= policy.concurrency:
+            return Blocked(
+                dependency=policy.name,
+                reason=WaitReason.CONCURRENCY,
+                limit=f"concurrency {policy.concurrency}",
+                until=None,
+                waiting=self.eligible,
+            )
+        for window in self.windows:
+            if window.room(now) <= 0:
+                return Blocked(
+                    dependency=policy.name,
+                    reason=WaitReason.RATE,
+                    limit=f"rate {window.limit}",
+                    until=window.free_at(now),
+                    waiting=self.eligible,
+                )
+        return None
+
+    def room(self, now: float) -> int:
+        """How many admissions the dependency's own limits allow at `now`, where `block` is None:
+        concurrency, every rate window, and the probes of a half-open circuit (UNLIMITED if none).
+
+        The admission works this out once and then admits that many without asking `block`
+        again: nothing but its own admissions changes these limits within one decision."""
+        room = UNLIMITED
+        concurrency = self.policy.concurrency
+        if concurrency is not None:
+            room = concurrency - len(self.held)
+        for window in self.windows:
+            room = min(room, window.room(now))
+        probes = self.gate.probes_left(now)
+        if probes is not None:
+            room = min(room, probes)
+        return room
+
+    def record_admissions(self, now: float, count: int, retries: int) -> None:
+        """Tell the dependency's rate windows, retry budget and circuit about `count` admissions
+        at `now` (`retries` of them retries): the admission records them in batches (see `room`)."""
+        for window in self.windows:
+            window.record_many(now, count)
+        self.gate.record_many(now, admissions=count, retries=retries)
+        self.gate.on_admit(now, count)
+
+    def scope_cap(self, scope: Scope, now: float) -> ScopeCap | None:
+        """The scope's own cap that stops it now: (reason, limit, until)."""
+        cap = self.policy.fairness.scope_concurrency
+        if cap is not None and scope.held >= cap:
+            return WaitReason.SCOPE_CONCURRENCY, f"scope concurrency {cap}", None
+        for window in scope.windows:
+            if window.room(now) <= 0:
+                return WaitReason.SCOPE_RATE, f"scope rate {window.limit}", window.free_at(now)
+        return None
+
+    # -- scopes in and out of the fair queue --------------------------------------
+
+    def next_job(self, scope: Scope, now: float) -> str | None:
+        """The scope's job to admit next: the one eligible first, retries only within budget."""
+        fresh, again, jobs = scope.fresh, scope.again, self.ledger.jobs
+        if again:
+            head = jobs[again[0]]
+            retry_ok = head.failures == 0 or self.gate.allows_retry(now)
+            if retry_ok and (not fresh or head.eligible_at <= jobs[fresh[0]].eligible_at):
+                if scope.stored and not fresh:
+                    return None  # the stored first attempts may have become eligible earlier
+                again.popleft()
+                return head.job_id
+        if fresh:
+            return fresh.popleft()
+        return None
+
+    def park(self, scope: Scope, reason: WaitReason, until: float | None) -> None:
+        scope.parked = reason
+        self.fair.park(scope.name)
+        if reason is WaitReason.SCOPE_RATE and until is not None:
+            self.tiebreak += 1
+            heapq.heappush(self.rate_parked, (until, self.tiebreak, scope.name))
+        elif reason is WaitReason.RETRY_BUDGET:
+            self.retry_parked[scope.name] = None
+
+    def unpark(self, scope: Scope) -> None:
+        if scope.parked is WaitReason.RETRY_BUDGET:
+            self.retry_parked.pop(scope.name, None)
+        scope.parked = None
+        self.wake(scope)
+
+    def unpark_if_below_cap(self, scope: Scope) -> None:
+        if scope.parked is WaitReason.SCOPE_CONCURRENCY:
+            cap = self.policy.fairness.scope_concurrency
+            if cap is None or scope.held < cap:
+                self.unpark(scope)
+
+    def delay(self, scope: Scope, job: Job) -> None:
+        """A retry waits for its backoff (`eligible_at`)."""
+        self.tiebreak += 1
+        scope.delayed += 1
+        heapq.heappush(self.delayed, (job.eligible_at, self.tiebreak, job.job_id))
+
+    def release_due(self, now: float) -> None:
+        """Backoffs that ended and scope caps that lifted by `now`: back in the fair queue."""
+        delayed, jobs = self.delayed, self.ledger.jobs
+        while delayed and delayed[0][0] <= now:
+            _, _, job_id = heapq.heappop(delayed)
+            scope = self.scopes[jobs[job_id].scope]
+            scope.delayed -= 1
+            scope.add_again(job_id)
+            self.eligible += 1
+            self.wake(scope)
+        parked = self.rate_parked
+        while parked and parked[0][0] <= now:
+            _, _, name = heapq.heappop(parked)
+            capped = self.scopes.get(name)
+            if capped is not None and capped.parked is WaitReason.SCOPE_RATE:
+                self.unpark(capped)
+        if self.retry_parked and self.gate.allows_retry(now):
+            for name in list(self.retry_parked):
+                self.unpark(self.scopes[name])
+
+    def oldest(self, scope: Scope) -> float | None:
+        """eligible_at of the scope's oldest eligible job in memory."""
+        jobs = self.ledger.jobs
+        heads = [jobs[queue[0]].eligible_at for queue in (scope.fresh, scope.again) if queue]
+        return min(heads, default=None)
+
+    # -- forgetting empty scopes ----------------------------------------------------
+
+    def maybe_retire(self, scope: Scope) -> None:
+        """Forget an empty scope once its own rate windows are clear (its fair-share pass is kept)."""
+        if not scope.empty or scope.parked is not None:
+            return
+        clear_at = max((window.clear_at() for window in scope.windows), default=float("-inf"))
+        self.tiebreak += 1
+        heapq.heappush(self.retiring, (clear_at, self.tiebreak, scope.name))
+
+    def retire_due(self, now: float) -> None:
+        retiring = self.retiring
+        while retiring and retiring[0][0] <= now:
+            _, _, name = heapq.heappop(retiring)
+            scope = self.scopes.get(name)
+            if scope is None or not scope.empty or scope.parked is not None or name in self.fair:
+                continue
+            if any(window.clear_at() > now for window in scope.windows):
+                continue  # admitted again since it was queued here; queued again when it empties
+            del self.scopes[name]
+            self.pager.scopes -= 1

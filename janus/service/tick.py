@@ -1,0 +1,364 @@
+"""One admission tick as a function: a batch and the core in, a `TickResult` out.
+
+Decode the batch (bad input is set aside, never raised), drive the core (revived jobs, new
+jobs, results, returned admissions, lease time-outs, then admit), and write it all -- the new
+jobs, every changed job, every admission -- in ONE statement fenced by the leader lease. The
+store says which "new" jobs it already had (finished long ago: the core forgets finished
+jobs); those are retracted before anything about them leaves the process.
+
+Nothing here publishes, acks or counts: the admission loop does that after the commit, from
+the returned value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from janus.broker.consumer import Delivery, content_type
+from janus.core.decisions import AdmitDecision, Changes, Transition, Verdict
+from janus.core.gates import GateEvent, GateState
+from janus.core.jobs import Admission, Job
+from janus.core.scheduler import Scheduler
+from janus.errors import ProtocolError
+from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result, decode_returned
+from janus.service.inbox import UNROUTABLE, Batch
+from janus.service.unapplied import Unapplied
+from janus.store.rows import FailedAttempt
+from janus.store.session import LeaderSession
+
+log = logging.getLogger("janus.admission")
+
+MAX_ADMISSIONS_PER_TICK = 2000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TickOptions:
+    max_payload_bytes: int
+    # Per dependency, the outcomes janus.outcomes carries (all of them if None).
+    published_outcomes: Mapping[str, frozenset[str]] | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SetAside:
+    """A message to move to janus.rejected, with its reason, before it is acked."""
+
+    message: Delivery
+    source: str  # intake, results, returned
+    reason: str
+    detail: str
+
+
+@dataclass(kw_only=True, slots=True)
+class Decided:
+    """What the core decided for one batch, before it is written."""
+
+    batch: Batch
+    now: float
+    set_aside: list[SetAside]
+    intake: int  # valid intake messages (new jobs and duplicates)
+    payloads: dict[str, str | None]  # per new job, its payload as JSON text
+    changes: Changes
+    decision: AdmitDecision
+    gates: list[GateState]
+    gate_events: list[GateEvent]
+    # Results that changed nothing: set aside with the reason the store tells, before the commit.
+    unapplied: Unapplied = field(default_factory=Unapplied)
+    failed: list[FailedAttempt] = field(default_factory=list)  # the error history to write
+    finished: list[Job] = field(default_factory=list)  # terminal now, with an outcome to publish
+    events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, verdict)
+    revived: Counter[str] = field(default_factory=Counter)  # per dependency
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TickResult:
+    """A tick decided and committed: what is left to do (publish, set aside, ack) and to count."""
+
+    batch: Batch
+    set_aside: list[SetAside]
+    admissions: list[Admission]
+    finished: list[Job]
+    gate_events: list[GateEvent]
+    events: Counter[tuple[str, str]]
+    revived: Counter[str]
+    accepted: int  # new jobs stored
+    duplicates: int  # intake messages of jobs the core or the store already had
+    pages: int  # scopes paged in from the store
+    next_wakeup: float | None  # when the core may admit more by the clock alone
+
+
+async def run_tick(
+    batch: Batch,
+    scheduler: Scheduler,
+    session: LeaderSession,
+    clock: Callable[[], float],
+    options: TickOptions,
+) -> TickResult:
+    """Page in, decide, and commit one batch; raises what the store raises (nothing is then committed)."""
+    pages = await page_in(scheduler, session)
+    decided = decide(batch, scheduler, clock(), options)
+    changes, payloads = decided.changes, decided.payloads
+    # Results that changed nothing are set aside with the reason the store tells (a repeat of an
+    # applied result, a stale attempt...: core/repeats.py), so that a misbehaving worker shows.
+    for delivery, reason, detail in await decided.unapplied.explain(session):
+        decided.set_aside.append(SetAside(message=delivery, source="results", reason=reason, detail=detail))
+    stored = await session.tick(
+        decided.now,
+        [(job, payloads[job.job_id]) for job in changes.new],
+        changes.updated,
+        decided.decision.admissions,
+        failed=decided.failed,
+        gates=decided.gates,
+    )
+    # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
+    # which the core could not tell from new ones: they are retracted unpublished.
+    admissions = decided.decision.admissions
+    if len(stored) < len(changes.new):
+        repeats = {job.job_id for job in changes.new} - stored
+        for job_id in repeats:
+            scheduler.retract(job_id)
+        admissions = [a for a in admissions if a.job_id not in repeats]
+    return TickResult(
+        batch=batch,
+        set_aside=decided.set_aside,
+        admissions=admissions,
+        finished=decided.finished,
+        gate_events=decided.gate_events,
+        events=decided.events,
+        revived=decided.revived,
+        accepted=len(stored),
+        duplicates=decided.intake - len(stored),
+        pages=pages,
+        next_wakeup=decided.decision.next_wakeup,
+    )
+
+
+async def page_in(scheduler: Scheduler, session: LeaderSession) -> int:
+    """Read the first attempts the core asked for (every earlier tick is committed, so the store
+    holds exactly the backlog the core counts); returns how many scopes were paged in."""
+    requests = scheduler.page_requests()
+    if not requests:
+        return 0
+    pages = await session.load_pages(requests)
+    for request, page in zip(requests, pages, strict=True):
+        if not scheduler.load_page(request, page):
+            log.warning(
+                "scope %r of %r had fewer waiting jobs in the store than counted; corrected",
+                request.scope,
+                request.dependency,
+            )
+    return len(requests)
+
+
+def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions) -> Decided:
+    """Decode the batch and apply it to the core at `now`, then admit: no I/O."""
+    set_aside: list[SetAside] = []
+    intake = _decode_intake(batch, scheduler, options.max_payload_bytes, set_aside)
+    results = _decode_results(batch, set_aside)
+    returned = _decode_returned(batch, set_aside)
+    tally = _Tally(now=now, published_outcomes=options.published_outcomes)
+    revived = _revive(batch, scheduler)  # before the intake: a re-publication of one is a duplicate
+    payloads = _submit(intake, scheduler, now)
+    unapplied = Unapplied()
+    for delivery, source, result in results:
+        _apply_result(delivery, source, result, scheduler, now, tally, set_aside, unapplied)
+    for job_id, attempt in returned:
+        tally.count("returned", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
+    for admission in batch.unpublished:
+        tally.count(
+            "unpublished", scheduler.on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now)
+        )
+    for transition in scheduler.expire_leases(now):
+        tally.count("lease_timeout", transition)
+    decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
+    changes = scheduler.drain_changes()
+    gates, gate_events = scheduler.drain_gates()
+    return Decided(
+        batch=batch,
+        now=now,
+        set_aside=set_aside,
+        intake=len(intake),
+        payloads=payloads,
+        changes=changes,
+        decision=decision,
+        gates=gates,
+        gate_events=gate_events,
+        unapplied=unapplied,
+        failed=tally.failed,
+        finished=tally.finished,
+        events=tally.events,
+        revived=revived,
+    )
+
+
+@dataclass(kw_only=True, slots=True)
+class _Tally:
+    """What the core's transitions in one tick add up to."""
+
+    now: float
+    published_outcomes: Mapping[str, frozenset[str]] | None
+    events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    finished: list[Job] = field(default_factory=list)
+    failed: list[FailedAttempt] = field(default_factory=list)
+
+    def count(self, source: str, transition: Transition) -> None:
+        self.events[source, transition.verdict.value] += 1
+        job = transition.job
+        if job is None:
+            return
+        if transition.verdict in (Verdict.SUCCEEDED, Verdict.DEAD) and self._publishes(job):
+            self.finished.append(job)
+        if transition.verdict in (Verdict.RETRY_SCHEDULED, Verdict.DEAD) and job.last_error is not None:
+            self.failed.append(
+                FailedAttempt(
+                    job_id=job.job_id, attempt=job.attempt, failed_at=self.now, error=job.last_error
+                )
+            )
+
+    def _publishes(self, job: Job) -> bool:
+        """Is the outcome of this finished job one its dependency's `outcomes` key lists?"""
+        wanted = self.published_outcomes
+        return wanted is None or job.state.value in wanted.get(job.dependency, ())
+
+
+def _revive(batch: Batch, scheduler: Scheduler) -> Counter[str]:
+    """Dead jobs `janus jobs retry` made waiting again: the core holds them from now on."""
+    revived: Counter[str] = Counter()
+    for job in batch.revived:
+        if scheduler.job(job.job_id) is None and scheduler.restore(job):
+            revived[job.dependency] += 1
+    return revived
+
+
+def _submit(
+    intake: list[tuple[IntakeMessage, str | None]], scheduler: Scheduler, now: float
+) -> dict[str, str | None]:
+    """Submit the new jobs; a repeat of a job in this batch or still unfinished: the first one wins.
+    Returns each submitted job's payload as JSON text."""
+    payloads: dict[str, str | None] = {}
+    for message, payload_text in intake:
+        if message.job_id in payloads or scheduler.job(message.job_id) is not None:
+            continue
+        scheduler.submit(
+            job_id=message.job_id,
+            dependency=message.dependency,
+            scope=message.scope,
+            payload=message.payload,
+            now=now,
+        )
+        payloads[message.job_id] = payload_text
+    return payloads
+
+
+def _apply_result(
+    delivery: Delivery,
+    source: str,
+    result: ResultMessage,
+    scheduler: Scheduler,
+    now: float,
+    tally: _Tally,
+    set_aside: list[SetAside],
+    unapplied: Unapplied,
+) -> None:
+    held = scheduler.job(result.job_id)
+    if held is not None and held.dependency != source:
+        # Came through another dependency's results queue, so published by a worker of
+        # that one: it cannot speak for this job (docs/security.md).
+        detail = f"job {result.job_id!r} of {held.dependency!r} reported as {source!r}"
+        set_aside.append(
+            SetAside(message=delivery, source="results", reason="wrong_dependency", detail=detail)
+        )
+        return
+    transition = scheduler.on_result(
+        job_id=result.job_id,
+        attempt=result.attempt,
+        success=result.outcome == "success",
+        error=result.error,
+        retry_after=result.retry_after,
+        now=now,
+    )
+    tally.count("result", transition)
+    unapplied.note(delivery, source, result, transition.verdict)
+
+
+# -- decoding -------------------------------------------------------------------
+
+
+def _decode_intake(
+    batch: Batch, scheduler: Scheduler, max_payload: int, set_aside: list[SetAside]
+) -> list[tuple[IntakeMessage, str | None]]:
+    """The valid intake messages, each with its payload as JSON text."""
+    decoded = []
+    for message in batch.intake:
+        try:
+            intake, payload_text = decode_intake(
+                message.body, content_type(message), max_payload, routing_key=message.routing_key
+            )
+            if not scheduler.knows(intake.dependency):
+                raise ProtocolError(
+                    "unknown_dependency", f"dependency {intake.dependency!r} is not configured"
+                )
+        except ProtocolError as exc:
+            set_aside.append(SetAside(message=message, source="intake", reason=exc.reason, detail=exc.detail))
+            continue
+        except Exception as exc:  # a decoder bug must not turn a message into a poison one
+            log.exception("intake message could not be decoded")
+            set_aside.append(
+                SetAside(message=message, source="intake", reason="undecodable", detail=repr(exc))
+            )
+            continue
+        decoded.append((intake, payload_text))
+    return decoded
+
+
+def _decode_results(batch: Batch, set_aside: list[SetAside]) -> list[tuple[Delivery, str, ResultMessage]]:
+    """The valid results, each with the dependency whose queue it came through."""
+    results = []
+    for source, deliveries in batch.results.items():
+        if source is UNROUTABLE:
+            # No dependency's queue took it: no worker user may have sent it for any job.
+            for message in deliveries:
+                detail = f"routing key {message.routing_key!r} names no configured dependency"
+                set_aside.append(
+                    SetAside(message=message, source="results", reason="unroutable", detail=detail)
+                )
+            continue
+        for message in deliveries:
+            try:
+                results.append((message, source, decode_result(message.body, content_type(message))))
+            except ProtocolError as exc:
+                set_aside.append(
+                    SetAside(message=message, source="results", reason=exc.reason, detail=exc.detail)
+                )
+            except Exception as exc:  # a decoder bug must not turn a message into a poison one
+                log.exception("result message could not be decoded")
+                set_aside.append(
+                    SetAside(message=message, source="results", reason="undecodable", detail=repr(exc))
+                )
+    return results
+
+
+def _decode_returned(batch: Batch, set_aside: list[SetAside]) -> list[tuple[str, int]]:
+    """Dead-lettered ready messages: (job_id, attempt) of admissions that came back unused."""
+    returned = []
+    for message in batch.returned:
+        try:
+            returned.append(decode_returned(message.body))
+        except ProtocolError as exc:
+            set_aside.append(
+                SetAside(message=message, source="returned", reason=exc.reason, detail=exc.detail)
+            )
+    return returned
+
+
+def deliveries(batch: Batch) -> Iterator[tuple[str, Delivery]]:
+    """Every delivery of the batch with its source, intake first."""
+    for delivery in batch.intake:
+        yield "intake", delivery
+    for results in batch.results.values():
+        for delivery in results:
+            yield "results", delivery
+    for delivery in batch.returned:
+        yield "returned", delivery

@@ -1,0 +1,22 @@
+"""`janus simulate`: the production scheduler on a virtual clock, against a workload file.
+
+`workload` reads the workload file (arrivals, how each dependency answers, the workers);
+`engine` plays it through the same `Scheduler` calls the service's tick makes; `report` turns
+the run into figures and text, and the timeline CSV; `plot` draws it (matplotlib, optional).
+docs/simulate.md says what it can and cannot know.
+"""
+
+from __future__ import annotations
+
+from janus.simulate.engine import Outcome, Simulation, simulate
+from janus.simulate.workload import Workload, WorkloadError, load_workload, parse_workload
+
+__all__ = [
+    "Outcome",
+    "Simulation",
+    "Workload",
+    "WorkloadError",
+    "load_workload",
+    "parse_workload",
+    "simulate",
+]

@@ -1,0 +1,556 @@
+"""The virtual-clock driver: the production `Scheduler` against a workload, event by event.
+
+A heap of timed events (arrivals, admissions reaching a worker, calls ending, results and unused
+admissions reaching Janus, the core's own wakeups) is played in time order. Whenever something
+reaches Janus, or the core asked to be woken, the driver makes the calls a tick of the service
+makes (`janus/service/tick.py`), in its order and with `now` = the event's time: page in what
+the core asked for from the (simulated) store, submit the new jobs, apply the results, take back
+the unused admissions, expire leases, `admit`, drain the changes and the gates. Nothing is
+stepped at a fixed interval, so idle time costs nothing; what is due at one instant is one heap
+entry; and a success that reaches a dependency held by a rate window or a pause is applied
+without the admission step, which could not admit anything then (`_held_by_clock`).
+
+The workers are modelled as the SDK worker behaves: an admission reaches a worker pool after
+`start_delay`, waits there for a free handler, is refused unstarted if it has expired (or is
+dead-lettered by the broker when its TTL ends in the queue), and a handler that would outlive
+its lease is cut `LEASE_SAFETY` before the lease ends and reports a failure.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from array import array
+from collections import defaultdict, deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from janus.client.worker import LEASE_SAFETY
+from janus.core.decisions import Blocked, Verdict, WaitReason
+from janus.core.jobs import Admission, Job
+from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET
+from janus.core.policy import DependencyPolicy
+from janus.core.scheduler import Scheduler
+from janus.service.tick import MAX_ADMISSIONS_PER_TICK
+from janus.simulate.workload import ServiceModel, WorkerModel, Workload
+
+# Event kinds. At one instant every event is handled before the tick, so their order there
+# matters only for the worker pools (a handler freed at t may take an admission delivered at t).
+_ARRIVE, _FINISH, _RESULT, _RETURN, _DELIVER, _EXPIRE, _WAKE = range(7)
+
+_CLOCK_ONLY = frozenset({WaitReason.RATE, WaitReason.PAUSED})
+# Up to this many scopes the core keeps the same number of first attempts in memory per scope.
+_CONSTANT_SHARE_SCOPES = MEMORY_BUDGET // MAX_PER_SCOPE
+
+# drain_changes hands the store what changed; nothing here reads it, so it is drained in
+# large batches only to bound the memory of the core's change log. The gates' events carry
+# their own times, so they are taken at the same pace.
+_DRAIN_EVERY = 4096
+
+Row = tuple[float, str, str, str, str, int, str]  # t, event, job_id, dependency, scope, attempt, detail
+
+
+@dataclass(kw_only=True, slots=True)
+class ScopeLog:
+    """What happened to one scope of one dependency."""
+
+    arrived: array[float] = field(default_factory=lambda: array("d"))
+    admitted: array[float] = field(default_factory=lambda: array("d"))
+    waits: array[float] = field(default_factory=lambda: array("d"))  # arrival to first admission
+    finished: array[float] = field(default_factory=lambda: array("d"))  # succeeded or dead
+    retries: int = 0  # admissions of jobs that had failed before
+    succeeded: int = 0
+    dead: int = 0
+    returned: int = 0  # admissions that came back unused
+
+
+@dataclass(kw_only=True, slots=True)
+class DependencyLog:
+    scopes: dict[str, ScopeLog] = field(default_factory=dict)
+    started: array[float] = field(default_factory=lambda: array("d"))  # calls made
+    failed_calls: int = 0
+    throttled: int = 0
+    lease_cut: int = 0  # handlers cut at the lease's end
+    at_limit: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # limit -> seconds
+    gate_events: list[tuple[float, str, str]] = field(default_factory=list)  # (t, kind, detail)
+
+
+@dataclass(kw_only=True, slots=True)
+class Outcome:
+    """Everything a run produced, for the report, the plot and the timeline."""
+
+    policies: Mapping[str, DependencyPolicy]
+    dependencies: dict[str, DependencyLog]
+    end: float  # the virtual time of the last event handled
+    unfinished: int  # jobs neither succeeded nor dead when the run ended
+    jobs: int
+    ticks: int
+    events: int
+    timeline: list[Row] | None
+
+
+class _Pool:
+    """The handlers of one dependency across all its workers, and the admissions waiting for one."""
+
+    __slots__ = ("busy", "calls", "capacity", "model", "queue", "service", "waiting")
+
+    def __init__(self, model: WorkerModel, service: ServiceModel | None) -> None:
+        self.model = model
+        self.service = service
+        self.busy = 0
+        self.queue: deque[tuple[str, int]] = deque()
+        self.waiting: dict[tuple[str, int], Admission] = {}
+        self.capacity = service.capacity if service is not None else None
+        self.calls: deque[float] = deque()  # accepted calls still inside the capacity window
+
+    def free(self) -> bool:
+        slots = self.model.slots
+        return slots is None or self.busy < slots
+
+    def throttles(self, at: float) -> bool:
+        """Is a call at `at` beyond the dependency's capacity? (If not, it is counted.)"""
+        capacity = self.capacity
+        if capacity is None:
+            return False
+        calls, window = self.calls, capacity.window
+        while calls and calls[0] + window <= at:
+            calls.popleft()
+        if len(calls) >= capacity.count:
+            return True
+        calls.append(at)
+        return False
+
+
+class Simulation:
+    def __init__(
+        self,
+        policies: Sequence[DependencyPolicy],
+        workload: Workload,
+        *,
+        seed: int = 0,
+        timeline: bool = False,
+    ) -> None:
+        self._policies = {policy.name: policy for policy in policies}
+        self._workload = workload
+        self._seed = seed
+        self._scheduler = Scheduler(policies, random.Random(seed))
+        self._arrivals_rng = random.Random(f"arrivals-{seed}")
+        self._pools = {
+            name: _Pool(workload.workers.get(name, WorkerModel()), workload.services.get(name))
+            for name in self._policies
+        }
+        self._logs = {name: DependencyLog() for name in self._policies}
+        self._heap: list[tuple[float, int, int, object]] = []
+        self._batches: dict[tuple[float, int], list[Any]] = {}  # (at, kind) -> its heap entry's items
+        self._serial = 0
+        self._stored: dict[tuple[str, str], deque[Job]] = defaultdict(deque)  # first attempts paged out
+        self._arrived_at: dict[str, float] = {}  # jobs not admitted yet
+        self._open = 0  # jobs neither succeeded nor dead
+        self._jobs = 0
+        self._scopes = 0  # (dependency, scope) pairs seen
+        self._wake_at = float("inf")
+        self._blocked: list[Blocked] = []  # the dependencies held back by a limit after the last tick
+        self._last_tick = 0.0
+        self._ticks = 0
+        self._timeline: list[Row] | None = [] if timeline else None
+        # Inputs gathered for the next tick, in the order the tick applies them.
+        self._arrivals: list[tuple[float, str, str, str]] = []
+        self._results: list[tuple[Admission, bool, str | None, float | None]] = []
+        self._returned: list[Admission] = []
+
+    # -- the run -----------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        heap = self._heap
+        for stream in self._workload.streams:
+            self._next_arrival(stream.jobs(self._arrivals_rng))
+        horizon = self._workload.horizon
+        events = 0
+        now = 0.0
+        pop = heapq.heappop
+        arrivals, results, returned = self._arrivals, self._results, self._returned
+        batches = self._batches
+        while heap:
+            now = heap[0][0]
+            if horizon is not None and now > horizon:
+                now = horizon
+                break
+            wake = False
+            while heap and heap[0][0] == now:
+                _, _, kind, data = pop(heap)
+                events += 1
+                if kind == _ARRIVE:
+                    assert isinstance(data, _Arrivals)
+                    self._arrive(now, data)
+                    continue
+                if kind == _WAKE:
+                    if now >= self._wake_at:
+                        self._wake_at = float("inf")
+                    wake = True
+                    continue
+                del batches[(now, kind)]  # what is scheduled for `now` from here on is a new batch
+                if kind == _FINISH:
+                    for call in data:  # type: ignore[attr-defined]
+                        self._finish(now, call)
+                elif kind == _RESULT:
+                    results.extend(data)  # type: ignore[arg-type]
+                elif kind == _DELIVER:
+                    for admission in data:  # type: ignore[attr-defined]
+                        self._deliver(now, admission)
+                elif kind == _RETURN:
+                    returned.extend(data)  # type: ignore[arg-type]
+                else:
+                    for expired in data:  # type: ignore[attr-defined]
+                        self._expire(now, expired)
+            if wake or arrivals or returned:
+                self._tick(now)
+            elif results:
+                if self._held_by_clock(now):
+                    self._apply_results(now)
+                else:
+                    self._tick(now)
+        self._drain()
+        self._account_limits(now)
+        return Outcome(
+            policies=self._policies,
+            dependencies=self._logs,
+            end=now,
+            unfinished=self._open,
+            jobs=self._jobs,
+            ticks=self._ticks,
+            events=events,
+            timeline=self._timeline,
+        )
+
+    def _push(self, at: float, kind: int, data: object) -> None:
+        self._serial += 1
+        heapq.heappush(self._heap, (at, self._serial, kind, data))
+
+    def _later(self, at: float, kind: int, item: object) -> None:
+        """Schedule `item` at `at`: everything of one kind due at one instant is one heap entry."""
+        batch = self._batches.get((at, kind))
+        if batch is None:
+            batch = self._batches[(at, kind)] = []
+            self._serial += 1
+            heapq.heappush(self._heap, (at, self._serial, kind, batch))
+        batch.append(item)
+
+    def _next_arrival(self, jobs: Iterator[tuple[float, str, str, str]]) -> None:
+        head = next(jobs, None)
+        if head is not None:
+            self._push(head[0], _ARRIVE, _Arrivals(head, jobs))
+
+    def _arrive(self, now: float, arrivals: _Arrivals) -> None:
+        """The stream's jobs that arrive at `now` (a burst is taken at once, not through the heap)."""
+        self._arrivals.append(arrivals.head)
+        for job in arrivals.rest:
+            if job[0] != now:
+                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest))
+                return
+            self._arrivals.append(job)
+
+    # -- a tick, as the service makes it -------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        scheduler = self._scheduler
+        if self._blocked:
+            self._account_limits(now)
+        else:
+            self._last_tick = now
+        while True:
+            self._ticks += 1
+            paged = self._page_in()
+            if self._arrivals:
+                self._submit(now)
+            if self._results:
+                self._apply_results(now)
+            if self._returned:
+                self._take_back(now)
+            for transition in scheduler.expire_leases(now):
+                self._finished(transition.verdict, transition.job, now)
+            decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
+            if self._ticks % _DRAIN_EVERY == 0:
+                self._drain()
+            self._blocked = decision.blocked
+            admitted = self._admitted
+            for admission in decision.admissions:
+                admitted(now, admission)
+            wakeup = decision.next_wakeup
+            if wakeup is None or wakeup > now:
+                break
+            # Cut short (a full tick, or a scope's page to read): the service ticks again at once.
+            if not (decision.admissions or paged):
+                wakeup = None  # no progress at this instant: the next event will tick again
+                break
+        if wakeup is not None and wakeup < self._wake_at:
+            self._wake_at = wakeup
+            self._push(wakeup, _WAKE, None)
+
+    def _held_by_clock(self, now: float) -> bool:
+        """May the results gathered for `now` be applied without the admission step?
+
+        Yes when every one is a success of a dependency that the last decision found held by
+        a limit that only the clock lifts, and not before a later instant (a rate window, a
+        retry_after pause). A success lifts neither, so `admit` at `now` would admit nothing,
+        and the wakeup for the limit is already scheduled; nothing else reached Janus at
+        `now` (no new job, no unused admission, no wakeup due), so no other dependency
+        changed. A failure is not skipped: its retry's backoff end is a new wakeup, and it
+        may pause the dependency or open its circuit, which `admit` would report; so may a
+        success that carries a `retry_after` (it pauses the dependency).
+
+        What `admit` does besides admitting -- forgetting scopes that emptied -- then happens
+        at the next admission step instead; the only thing that reads it is the core's
+        per-scope share of its memory, which is constant while there are few scopes. With
+        more, every result gets its admission step.
+        """
+        if self._scopes > _CONSTANT_SHARE_SCOPES:
+            return False
+        held = {
+            block.dependency
+            for block in self._blocked
+            if block.reason in _CLOCK_ONLY and block.until is not None and block.until > now
+        }
+        if not held:
+            return False
+        return all(
+            not failed and retry_after is None and admission.dependency in held
+            for admission, failed, _, retry_after in self._results
+        )
+
+    def _drain(self) -> None:
+        """Take what the core keeps for the store and the logs: its change log, and the gates' events."""
+        self._scheduler.drain_changes()
+        _, gate_events = self._scheduler.drain_gates()
+        for event in gate_events:
+            self._logs[event.dependency].gate_events.append((event.at, event.kind, event.detail))
+
+    def _page_in(self) -> int:
+        """Read the first attempts the core asked for from the simulated store; how many pages."""
+        scheduler = self._scheduler
+        requests = scheduler.page_requests()
+        for request in requests:
+            stored = self._stored[(request.dependency, request.scope)]
+            page = [stored.popleft() for _ in range(min(request.limit, len(stored)))]
+            scheduler.load_page(request, page)
+        return len(requests)
+
+    def _submit(self, now: float) -> None:
+        arrivals = self._arrivals
+        if not arrivals:
+            return
+        scheduler, logs, arrived_at, timeline = self._scheduler, self._logs, self._arrived_at, self._timeline
+        for _, job_id, dependency, scope in arrivals:
+            job = scheduler.submit(job_id=job_id, dependency=dependency, scope=scope, payload=None, now=now)
+            if scheduler.job(job_id) is None:  # the core keeps only the head of a backlog
+                self._stored[(dependency, scope)].append(job)
+            arrived_at[job_id] = now
+            self._jobs += 1
+            self._open += 1
+            scopes = logs[dependency].scopes
+            log = scopes.get(scope)
+            if log is None:
+                log = scopes[scope] = ScopeLog()
+                self._scopes += 1
+            log.arrived.append(now)
+            if timeline is not None:
+                timeline.append((now, "arrived", job_id, dependency, scope, 0, ""))
+        arrivals.clear()
+
+    def _apply_results(self, now: float) -> None:
+        results = self._results
+        if not results:
+            return
+        on_result = self._scheduler.on_result
+        for admission, failed, error, retry_after in results:
+            transition = on_result(
+                job_id=admission.job_id,
+                attempt=admission.attempt,
+                success=not failed,
+                error=error,
+                retry_after=retry_after,
+                now=now,
+            )
+            self._finished(transition.verdict, transition.job, now)
+        results.clear()
+
+    def _take_back(self, now: float) -> None:
+        returned = self._returned
+        if not returned:
+            return
+        on_returned = self._scheduler.on_returned
+        for admission in returned:
+            transition = on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now)
+            if transition.verdict is Verdict.RELEASED:
+                self._logs[admission.dependency].scopes[admission.scope].returned += 1
+                if self._timeline is not None:
+                    self._timeline.append(
+                        (
+                            now,
+                            "returned",
+                            admission.job_id,
+                            admission.dependency,
+                            admission.scope,
+                            admission.attempt,
+                            "",
+                        )
+                    )
+        returned.clear()
+
+    def _finished(self, verdict: Verdict, job: Job | None, now: float) -> None:
+        if job is None or verdict not in (Verdict.SUCCEEDED, Verdict.DEAD):
+            return
+        log = self._logs[job.dependency].scopes[job.scope]
+        log.finished.append(now)
+        self._open -= 1
+        if verdict is Verdict.SUCCEEDED:
+            log.succeeded += 1
+        else:
+            log.dead += 1
+            if self._timeline is not None:
+                self._timeline.append(
+                    (now, "dead", job.job_id, job.dependency, job.scope, job.attempt, job.last_error or "")
+                )
+
+    def _account_limits(self, now: float) -> None:
+        """The time since the last tick, to the limit each dependency was held at by it."""
+        elapsed = now - self._last_tick
+        if elapsed > 0:
+            for block in self._blocked:
+                self._logs[block.dependency].at_limit[f"{block.reason.value} ({block.limit})"] += elapsed
+        self._last_tick = now
+
+    # -- the workers ---------------------------------------------------------------------
+
+    def _admitted(self, now: float, admission: Admission) -> None:
+        log = self._logs[admission.dependency].scopes[admission.scope]
+        log.admitted.append(now)
+        if admission.retry:
+            log.retries += 1
+        arrived = self._arrived_at.pop(admission.job_id, None)
+        if arrived is not None:
+            log.waits.append(now - arrived)
+        if self._timeline is not None:
+            self._timeline.append(
+                (
+                    now,
+                    "admitted",
+                    admission.job_id,
+                    admission.dependency,
+                    admission.scope,
+                    admission.attempt,
+                    "",
+                )
+            )
+        delay = self._pools[admission.dependency].model.start_delay
+        if delay > 0:
+            self._later(now + delay, _DELIVER, admission)
+        else:
+            self._deliver(now, admission)
+
+    def _deliver(self, now: float, admission: Admission) -> None:
+        pool = self._pools[admission.dependency]
+        queue, waiting = pool.queue, pool.waiting
+        while queue and queue[0] not in waiting:
+            queue.popleft()  # dead-lettered while waiting
+        if pool.free() and not queue:
+            self._start(now, pool, admission)
+            return
+        key = (admission.job_id, admission.attempt)
+        pool.queue.append(key)
+        pool.waiting[key] = admission
+        self._later(admission.expires_at, _EXPIRE, (admission.dependency, key))
+
+    def _expire(self, now: float, data: tuple[str, tuple[str, int]]) -> None:
+        """An admission still waiting for a handler at its expiry: the broker dead-letters it."""
+        dependency, key = data
+        admission = self._pools[dependency].waiting.pop(key, None)
+        if admission is not None:
+            self._return(now, admission)
+
+    def _return(self, now: float, admission: Admission) -> None:
+        delay = self._pools[admission.dependency].model.report_delay
+        self._later(now + delay, _RETURN, admission)
+
+    def _start(self, now: float, pool: _Pool, admission: Admission) -> None:
+        if now >= admission.expires_at:
+            self._return(now, admission)  # too late to start: refused unstarted
+            return
+        service = pool.service
+        dependency = admission.dependency
+        log = self._logs[dependency]
+        pool.busy += 1
+        log.started.append(now)
+        if service is None:
+            duration, failed, error, retry_after = 0.0, False, None, None
+        else:
+            answer = service.answer(
+                self._seed, admission.job_id, admission.attempt, now, throttled=pool.throttles(now)
+            )
+            duration, failed, error, retry_after = (
+                answer.duration,
+                answer.failed,
+                answer.error,
+                answer.retry_after,
+            )
+            if answer.throttled:
+                log.throttled += 1
+        end = now + duration
+        cut = admission.lease_deadline - LEASE_SAFETY
+        if end > cut:
+            end, failed, error, retry_after = (
+                max(cut, now),
+                True,
+                "handler did not finish within the lease",
+                None,
+            )
+            log.lease_cut += 1
+        if failed:
+            log.failed_calls += 1
+        if self._timeline is not None:
+            self._timeline.append(
+                (now, "started", admission.job_id, dependency, admission.scope, admission.attempt, "")
+            )
+        self._later(end, _FINISH, (admission, failed, error, retry_after))
+
+    def _finish(self, now: float, data: tuple[Admission, bool, str | None, float | None]) -> None:
+        admission, failed, error, _ = data
+        pool = self._pools[admission.dependency]
+        pool.busy -= 1
+        if self._timeline is not None:
+            detail = f"failure: {error}" if failed else "success"
+            self._timeline.append(
+                (
+                    now,
+                    "finished",
+                    admission.job_id,
+                    admission.dependency,
+                    admission.scope,
+                    admission.attempt,
+                    detail,
+                )
+            )
+        delay = pool.model.report_delay
+        if delay > 0:
+            self._later(now + delay, _RESULT, data)
+        else:
+            self._results.append(data)
+        queue, waiting = pool.queue, pool.waiting
+        while queue and pool.free():
+            next_admission = waiting.pop(queue.popleft(), None)
+            if next_admission is not None:
+                self._start(now, pool, next_admission)
+
+
+@dataclass(slots=True)
+class _Arrivals:
+    """The next arrival of a stream, and the rest of it."""
+
+    head: tuple[float, str, str, str]
+    rest: Iterator[tuple[float, str, str, str]]
+
+
+def simulate(
+    policies: Sequence[DependencyPolicy], workload: Workload, *, seed: int = 0, timeline: bool = False
+) -> Outcome:
+    return Simulation(policies, workload, seed=seed, timeline=timeline).run()

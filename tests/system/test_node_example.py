@@ -1,0 +1,226 @@
+"""The Node.js example (examples/node) end to end against a real `janus run`: its producer
+submits the jobs, its worker runs them (some fail first and are retried) under a rate limit
+and a concurrency limit; half-way the broker closes the worker's connection, the worker opens
+it again and runs the second half over it. The worker's own records (one JSON line per
+admission it saw) show every job succeeded once, concurrency held and starts per rate window
+held."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from janus.audit import audit_database
+from janus.client import WorkRecord
+from janus.config import load_config
+from tests.integration.harness import policies
+from tests.node_example import PRODUCER, WORKER, node_example
+from tests.system.janus_process import JanusProcess
+
+pytestmark = pytest.mark.system
+
+# Both limits bind in turn: 3 handlers of 20–120 ms could run over 30 calls a second, the
+# rate allows 10.
+CONFIG = """
+database_url = "{database}"
+amqp_url = "{amqp}"
+
+[dependencies.api]
+rate_limits = ["10/1s"]
+concurrency = 3
+lease_timeout = "5s"
+admission_ttl = "0.3s"
+
+[dependencies.api.retry]
+base_delay = "0.1s"
+max_delay = "0.3s"
+max_attempts = 5
+budget = 1.0  # a third of the jobs fail first: retries must not wait on the budget
+
+[dependencies.api.circuit]
+enabled = false  # nor on an open circuit
+"""
+JOBS = 40
+
+
+def planned_failures(i: int) -> int:
+    """How many tries of job i fail before one succeeds (the example handler's `fail_first`)."""
+    return 2 if i % 7 == 0 else 1 if i % 3 == 0 else 0
+
+
+def jobs() -> list[dict[str, Any]]:
+    return [
+        {
+            "job_id": f"job-{i}",
+            "dependency": "api",
+            "scope": f"tenant-{i % 3}",
+            "payload": {"work_ms": 20 + (i * 37) % 100, "fail_first": planned_failures(i)},
+        }
+        for i in range(JOBS)
+    ]
+
+
+def read_records(path: Path) -> list[WorkRecord]:
+    """The worker's records: whole lines only (one may be half-written while it runs)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        entry.pop("lease_expires_at", None)
+        records.append(WorkRecord(**entry))
+    return records
+
+
+async def wait_for_records(
+    path: Path, done: Callable[[list[WorkRecord]], bool], worker: asyncio.subprocess.Process, timeout: float
+) -> list[WorkRecord]:
+    """Poll the records file (a file sends no events) until `done`, failing early if the worker exits."""
+    async with asyncio.timeout(timeout):
+        while True:
+            records = read_records(path)
+            if done(records):
+                return records
+            assert worker.returncode is None, "the Node worker exited"
+            await asyncio.sleep(0.1)
+
+
+class WorkerLog:
+    """The worker's stderr, line by line, with a way to wait for a line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.lines: list[str] = []
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read(process))
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def wait_for(self, text: str, timeout: float) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: any(text in line for line in self.lines))
+
+    async def done(self) -> None:
+        await self._reader
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+async def produce(env: dict[str, str], batch: list[dict[str, Any]]) -> None:
+    """Submit `batch` with the Node producer; every job must be published."""
+    producer = await asyncio.create_subprocess_exec(
+        "node",
+        str(PRODUCER),
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines = "".join(json.dumps(job) + "\n" for job in batch).encode()
+    out, err = await asyncio.wait_for(producer.communicate(lines), timeout=60)
+    assert producer.returncode == 0, err.decode()
+    assert json.loads(out) == {"published": len(batch), "failed": []}
+
+
+async def close_connection_of(amqp_url: str, connection_name: str) -> None:
+    """Close, from the broker, the connection that client opened on the URL's vhost."""
+    vhost = unquote(urlsplit(amqp_url).path[1:])
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "vhost", "client_properties"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pids = [
+        line.split("\t")[0]
+        for line in listed.stdout.splitlines()
+        if line.split("\t")[1:2] == [vhost] and f'{{"connection_name","{connection_name}"}}' in line
+    ]
+    assert len(pids) == 1, listed.stdout
+    await asyncio.to_thread(
+        subprocess.run,
+        ["rabbitmqctl", "close_connection", pids[0], "closed by the test"],
+        capture_output=True,
+        check=True,
+    )
+
+
+async def test_the_node_producer_and_worker_run_every_job_once_within_the_limits(
+    database: str, vhost: str, tmp_path: Path, janus_process: Callable[[Path, str], JanusProcess]
+) -> None:
+    node_example()
+    config_path = tmp_path / "janus.toml"
+    config_path.write_text(CONFIG.format(database=database, amqp=vhost))
+    config = load_config(config_path, env={})
+    janus = janus_process(config_path, "janus")
+    await janus.start()
+    await janus.wait_leading()
+
+    records_path = tmp_path / "records.jsonl"
+    env = {
+        **os.environ,
+        "JANUS_AMQP_URL": vhost,
+        "JANUS_DEPENDENCIES": "api",
+        "JANUS_HANDLER": "example",
+        "JANUS_RECORDS": str(records_path),
+        # More handlers than the concurrency limit: Janus's limit is what must hold.
+        "JANUS_MAX_IN_FLIGHT": "8",
+    }
+    worker = await asyncio.create_subprocess_exec(
+        "node", str(WORKER), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    log = WorkerLog(worker)
+    expected = {job["job_id"] for job in jobs()}
+
+    def succeeded(count: int) -> Callable[[list[WorkRecord]], bool]:
+        return lambda records: len({r.job_id for r in records if r.outcome == "success"}) >= count
+
+    try:
+        await produce(env, jobs()[: JOBS // 2])
+        await wait_for_records(records_path, succeeded(JOBS // 4), worker, timeout=120)
+        # Handlers still running go on and report over the next connection; deliveries not
+        # started go back to the queue. The second half is published once the worker is back,
+        # so that it runs over the new connection.
+        await close_connection_of(vhost, "janus-node-worker")
+        await log.wait_for("connected again", timeout=60)
+        await produce(env, jobs()[JOBS // 2 :])
+        await wait_for_records(records_path, succeeded(JOBS), worker, timeout=120)
+    finally:
+        if worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), timeout=30)
+        await log.done()
+    assert worker.returncode == 0, log.text()
+    assert "connection lost" in log.text()
+    await janus.terminate()
+
+    records = read_records(records_path)
+    report = await audit_database(records, policies(config), database, expected_jobs=expected)
+    assert report.ok, report.summary()
+    assert Counter(r.job_id for r in records if r.outcome == "success") == Counter(expected)
+    # Every planned failure was a try of its own, retried by Janus: none lost, none extra.
+    failures = Counter(r.job_id for r in records if r.outcome == "failure")
+    assert failures == Counter({f"job-{i}": planned_failures(i) for i in range(JOBS) if planned_failures(i)})
+    api = report.dependencies["api"]
+    # The limits were reached, so that holding them meant something.
+    assert api.worst_concurrency == 3, report.summary()
+    assert api.worst_rate["10/1s"] == 10, report.summary()

@@ -1,0 +1,279 @@
+"""`janus simulate` against a real `janus run`: the same policy and workload, and workers that play the
+workload's service model, compared from the workers' side.
+
+The workers answer each (job, attempt) as the simulation does (`ServiceModel.answer` draws from a
+hash of the seed, the job and the attempt, so both runs give every call the same duration and
+outcome). What differs is what the simulation cannot know: the broker's and the database's
+latency and the batching of ticks (in the workload as a fixed `start_delay` and `report_delay`),
+and when the real leader first sees each job. So the comparison is:
+- per dependency, the makespan within 5 %;
+- per scope, the admissions of every prefix of the dependency's admissions within the fairness
+  bound (docs/fairness.md: two backlogged scopes keep |a_i/w_i - a_j/w_j| <= 1/w_i + 1/w_j in
+  each run, so a scope's count in the two runs differs by at most 2);
+- the rate-limited dependency's steady rate exactly: COUNT admissions in every window the limit
+  counts over, and COUNT starts in the busiest window, in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from janus.audit import audit, max_in_window
+from janus.client import Producer, ReadyJob, Worker
+from janus.config import load_config
+from janus.simulate.report import promised_windows
+from janus.simulate.workload import load_workload
+from tests.integration.harness import RecordLog, policies
+from tests.system.janus_process import JanusProcess
+
+pytestmark = pytest.mark.system
+
+SEED = 11
+
+POLICY = """
+database_url = "{database}"
+amqp_url = "{amqp}"
+
+# Rate-bound: two tenants, short calls.
+[dependencies.api]
+rate_limits = ["20/1s"]
+admission_ttl = "200ms"
+lease_timeout = "10s"
+
+# Concurrency-bound: long calls that sometimes fail, weighted tenants. No jitter: a retry's
+# backoff is then the same in both runs (the real leader's random source is its own).
+[dependencies.slow]
+concurrency = 6
+admission_ttl = "1s"
+lease_timeout = "10s"
+[dependencies.slow.retry]
+base_delay = "300ms"
+max_delay = "1s"
+jitter = 0
+max_attempts = 3
+[dependencies.slow.fairness]
+weights = {{ gold = 3 }}
+"""
+
+WORKLOAD = """
+[[arrivals]]
+dependency = "api"
+scope = "a"
+count = 150
+
+[[arrivals]]
+dependency = "api"
+scope = "b"
+count = 50
+
+[[arrivals]]
+dependency = "slow"
+scope = "gold"
+count = 24
+
+[[arrivals]]
+dependency = "slow"
+scope = "free"
+count = 24
+
+[services.api]
+duration = "50ms"
+
+[services.slow]
+duration = { uniform = ["800ms", "1600ms"] }
+failure_probability = 0.15
+
+# What publishing, delivery and a tick take on this machine, roughly.
+[workers.api]
+start_delay = "10ms"
+report_delay = "10ms"
+
+[workers.slow]
+start_delay = "10ms"
+report_delay = "10ms"
+"""
+
+
+def simulated(config: Path, workload: Path, tmp_path: Path) -> list[dict[str, str]]:
+    """`janus simulate` as a user runs it; its timeline rows."""
+    timeline = tmp_path / "timeline.csv"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "janus.cli",
+            "simulate",
+            "--config",
+            str(config),
+            "--workload",
+            str(workload),
+            "--seed",
+            str(SEED),
+            "--timeline",
+            str(timeline),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    print(result.stdout)
+    with timeline.open(encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def prefix_counts(scopes_in_order: list[str]) -> list[Counter[str]]:
+    counts: list[Counter[str]] = []
+    running: Counter[str] = Counter()
+    for scope in scopes_in_order:
+        running[scope] += 1
+        counts.append(running.copy())
+    return counts
+
+
+def backlogged_prefix(order: list[tuple[str, bool]]) -> int:
+    """How many admissions were made while every scope still had first attempts waiting:
+    the position of the first scope's last first attempt. `order`: (scope, first attempt?)."""
+    last_first: dict[str, int] = {}
+    for index, (scope, first) in enumerate(order):
+        if first:
+            last_first[scope] = index
+    return min(last_first.values())
+
+
+async def test_simulation_predicts_a_real_run(
+    database: str, vhost: str, tmp_path: Path, janus_process: Callable[[Path, str], JanusProcess]
+) -> None:
+    config_path = tmp_path / "janus.toml"
+    config_path.write_text(POLICY.format(database=database, amqp=vhost), encoding="utf-8")
+    workload_path = tmp_path / "workload.toml"
+    workload_path.write_text(WORKLOAD, encoding="utf-8")
+    config = load_config(config_path, env={})
+    workload = load_workload(workload_path, [p.name for p in config.policies()])
+
+    rows = simulated(config_path, workload_path, tmp_path)
+
+    # -- the real run: the same jobs, workers that play the same service model -----------
+    log = RecordLog()
+    start = 0.0
+
+    def play(dependency: str) -> Callable[[ReadyJob], object]:
+        service = workload.services[dependency]
+
+        async def handler(job: ReadyJob) -> None:
+            answer = service.answer(SEED, job.job_id, job.attempt, time.time() - start)
+            await asyncio.sleep(answer.duration)
+            if answer.failed:
+                raise RuntimeError(answer.error)
+
+        return handler
+
+    janus = janus_process(config_path, "janus")
+    await janus.start()
+    await janus.wait_leading()
+    worker = Worker(vhost, {"api": play("api"), "slow": play("slow")}, on_record=log.append)  # type: ignore[dict-item]
+    await worker.start()
+    jobs = [job for stream in workload.streams for job in stream.jobs(random.Random(SEED))]
+    # Interleaved by scope, as the simulation has them all at t = 0 before its first decision.
+    by_scope: dict[str, list[tuple[str, str, None, str]]] = {}
+    for _, job_id, dependency, scope in jobs:
+        by_scope.setdefault(f"{dependency}/{scope}", []).append((job_id, dependency, None, scope))
+    interleaved = [job for group in zip(*by_scope.values(), strict=False) for job in group]
+    interleaved += [job for group in by_scope.values() for job in group[len(interleaved) // len(by_scope) :]]
+    assert sorted(j[0] for j in interleaved) == sorted(j[1] for j in jobs)
+    dead: set[str] = set()
+    try:
+        async with await Producer.connect(vhost) as producer:
+            start = time.time()
+            await producer.submit_many(interleaved)
+
+        def done(records: list[object]) -> bool:
+            finished = log.succeeded() | {
+                r.job_id for r in log.records if r.outcome == "failure" and r.attempt >= 3
+            }
+            return len(finished) == len(jobs)
+
+        await log.wait_for(done, timeout=90)
+    finally:
+        await worker.stop()
+        assert await janus.terminate() == 0, janus.output()
+    dead = {r.job_id for r in log.records if r.outcome == "failure" and r.attempt >= 3}
+    report = audit(log.records, policies(config), expected_jobs=[j[1] for j in jobs], dead_jobs=dead)
+    assert report.ok, report.summary()
+    assert not [r for r in log.records if r.outcome == "expired"], "an admission went unused: tune the test"
+
+    lines = []
+    for dependency, policy in policies(config).items():
+        sim_admitted = [r for r in rows if r["dependency"] == dependency and r["event"] == "admitted"]
+        sim_finished = [
+            float(r["t"]) for r in rows if r["dependency"] == dependency and r["event"] == "finished"
+        ]
+        sim_started = [
+            float(r["t"]) for r in rows if r["dependency"] == dependency and r["event"] == "started"
+        ]
+        real = sorted(
+            (r for r in log.records if r.dependency == dependency), key=lambda r: (r.admitted_at, r.job_id)
+        )
+        real_finished = [r.finished_at - start for r in real if r.finished_at is not None]
+        real_started = [r.started_at - start for r in real if r.started_at is not None]
+
+        # Makespan: the same jobs, the same answers, within 5 %.
+        sim_makespan, real_makespan = max(sim_finished), max(real_finished)
+        lines.append(
+            f"{dependency}: makespan simulated {sim_makespan:.2f}s, real {real_makespan:.2f}s "
+            f"({real_makespan / sim_makespan - 1:+.1%}); admissions {len(sim_admitted)} / {len(real)}"
+        )
+        assert abs(real_makespan - sim_makespan) <= 0.05 * sim_makespan, lines[-1]
+
+        # Fair share: every prefix while all scopes are backlogged, within the bound.
+        sim_order = [(r["scope"], r["attempt"] == "1") for r in sim_admitted]
+        real_order = [(r.scope, r.attempt == 1) for r in real]
+        stretch = min(backlogged_prefix(sim_order), backlogged_prefix(real_order))
+        sim_counts = prefix_counts([scope for scope, _ in sim_order])
+        real_counts = prefix_counts([scope for scope, _ in real_order])
+        # The real leader's admissions of one tick share admitted_at, and their order within it
+        # is not seen: compare after each tick (the last admission of each admitted_at).
+        tick_ends = [n for n in range(len(real) - 1) if real[n].admitted_at != real[n + 1].admitted_at]
+        worst = max(
+            abs(sim_counts[n][scope] - real_counts[n][scope])
+            for n in tick_ends
+            if n < stretch
+            for scope in {s for s, _ in sim_order}
+        )
+        lines.append(f"  over the first {stretch} admissions, a scope's count differs by at most {worst}")
+        assert stretch >= 20
+        assert worst <= 2, lines[-1]
+
+        # The rate limit: exactly COUNT in every window it counts over, in both runs.
+        for limit in policy.rate_limits:
+            sim_times = [float(r["t"]) for r in sim_admitted]
+            real_times = [r.admitted_at for r in real]
+            span, start_window = promised_windows(limit, policy.admission_ttl)
+            worst_starts = (
+                max_in_window(sim_started, start_window),
+                max_in_window(real_started, start_window),
+            )
+            lines.append(
+                f"  {limit}: busiest window of starts simulated {worst_starts[0]}, real {worst_starts[1]}"
+            )
+            assert worst_starts == (limit.count, limit.count), lines[-1]
+            for times in (sim_times, real_times):
+                first = min(times)
+                full = int((max(times) - first) // span)
+                per_window = [
+                    sum(1 for t in times if first + k * span <= t < first + (k + 1) * span)
+                    for k in range(full)
+                ]
+                assert per_window == [limit.count] * full, per_window
+    print("\n".join(lines))
