@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from janus.config import JanusConfig, Settings, load_config
+from janus.config import JanusConfig, Settings, describe_rate_limits, load_config
 from janus.conformance import cli as conformance_cli
 from janus.errors import JanusError
 from janus.simulate import command as simulate_command
@@ -100,6 +100,8 @@ async def _cmd_check_config(args: argparse.Namespace, settings: Settings) -> int
             f"{policy.name}: {limits}; concurrency {concurrency}; lease {policy.lease_timeout:g}s; "
             f"admission ttl {policy.admission_ttl:g}s; up to {policy.retry.max_attempts} attempts"
         )
+        for line in describe_rate_limits(policy):
+            print(f"  {line}")
         retry, circuit = policy.retry, policy.circuit
         opens = (
             f"circuit opens at {circuit.failure_threshold:.0%} failed of >= {circuit.min_outcomes} outcomes "

@@ -1,4 +1,10 @@
-"""Publish job references to janus.intake, with publisher confirms."""
+"""Publish job references to janus.intake, with publisher confirms and `mandatory`.
+
+A publish no queue takes (Janus's intake queue not declared yet, a vhost without it) is
+returned by the broker (basic.return) *before* its confirm, and the confirm then succeeds:
+a producer that only awaits confirms loses the job silently. `submit` raises `NotRouted`
+for it instead (aio-pika matches the return to its publish by `message_id`, the job id).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,12 @@ from types import TracebackType
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aiormq import spec
+from aiormq.exceptions import DeliveryError
 from pydantic import JsonValue
 
-from janus.broker import topology
+from janus.broker import BROKER_ERRORS, topology
+from janus.errors import BrokerError, NotRouted
 from janus.protocol import CONTENT_TYPE, encode_intake
 
 
@@ -41,7 +50,17 @@ class Producer:
         )
         # mandatory: a job no queue takes (Janus's topology not declared yet) is an error
         # the caller sees, never a silent loss.
-        await self._exchange.publish(message, routing_key=dependency, mandatory=True)
+        try:
+            await self._exchange.publish(message, routing_key=dependency, mandatory=True)
+        except DeliveryError as exc:
+            if isinstance(exc.frame, spec.Basic.Return):
+                raise NotRouted(
+                    f"no queue took job {job_id!r} (routing key {dependency!r}): the broker returned it "
+                    f"({exc.frame.reply_text}); is Janus's topology declared on this vhost?"
+                ) from exc
+            raise BrokerError(f"the broker refused job {job_id!r}: {exc}") from exc
+        except BROKER_ERRORS as exc:
+            raise BrokerError(f"publishing job {job_id!r} failed: {exc!r}") from exc
 
     async def submit_many(self, jobs: Iterable[tuple[str, str, JsonValue, str]], *, window: int = 500) -> int:
         """Publish (job_id, dependency, payload, scope) tuples with up to `window` confirms in flight."""
