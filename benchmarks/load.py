@@ -6,10 +6,13 @@ payload ({"t": unix seconds}), so the worker can tell how long it took to arrive
   python -m benchmarks.load producer --amqp-url URL --jobs N --prefix P [--rate R]
       publishes N jobs (as fast as confirms allow, or paced at R jobs/s) and prints
       one JSON line: first publish time, last confirm time, CPU seconds.
-  python -m benchmarks.load worker --amqp-url URL --expect N [--latencies]
-      prints "ready" once consuming; after N jobs have run and their results are
-      confirmed, prints one JSON line: completion time, outcomes, CPU seconds and,
-      with --latencies, each job's delay from publish to receipt.
+  python -m benchmarks.load worker --amqp-url URL --expect N [--latencies] [--holds]
+          [--dependency D ...] [--prefetch P] [--handler-ms MS]
+      prints "ready" once consuming; after N jobs have run (or on SIGTERM) and their
+      results are confirmed, prints one JSON line: completion time, outcomes, CPU seconds and,
+      with --latencies, each job's delay from publish to receipt; with --holds, each
+      admission's [dependency, admitted_at, received_at, started_at] (how long the
+      worker held it before starting, and where).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -84,10 +88,19 @@ async def _paced(
 
 
 async def work(
-    amqp_url: str, expect: int, dependency: str, keep_latencies: bool, timeout: float
+    amqp_url: str,
+    expect: int,
+    dependencies: list[str],
+    keep_latencies: bool,
+    timeout: float,
+    *,
+    keep_holds: bool = False,
+    prefetch: int | None = None,
+    handler_seconds: float = 0.0,
 ) -> dict[str, Any]:
     sent: dict[str, float] = {}
     latencies: list[float] = []
+    holds: list[tuple[str, float, float, float | None]] = []
     outcomes: dict[str, int] = {}
     first_received: float | None = None
     enough = asyncio.Event()
@@ -96,6 +109,8 @@ async def work(
         published = job.payload.get("t") if isinstance(job.payload, dict) else None
         if isinstance(published, float):
             sent[job.job_id] = published
+        if handler_seconds:
+            await asyncio.sleep(handler_seconds)  # the call to the dependency
 
     def on_record(record: WorkRecord) -> None:
         nonlocal first_received
@@ -105,10 +120,16 @@ async def work(
         published = sent.pop(record.job_id, None)
         if keep_latencies and published is not None:
             latencies.append(record.received_at - published)
+        if keep_holds:
+            holds.append((record.dependency, record.admitted_at, record.received_at, record.started_at))
         if sum(outcomes.values()) >= expect:
             enough.set()
 
-    worker = Worker(amqp_url, {dependency: handler}, on_record=on_record, name="bench-worker")
+    options: dict[str, Any] = {} if prefetch is None else {"prefetch": prefetch}
+    handlers = dict.fromkeys(dependencies, handler)
+    worker = Worker(amqp_url, handlers, on_record=on_record, name="bench-worker", **options)
+    # SIGTERM ends the run as reaching `expect` does: several workers share one stream of jobs.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, enough.set)
     await worker.start()
     print("ready", flush=True)
     cpu = time.process_time()
@@ -129,6 +150,7 @@ async def work(
         "done_at": done,
         "cpu": cpu,
         "latencies": latencies,
+        "holds": holds,
     }
 
 
@@ -145,8 +167,13 @@ def cli(argv: list[str] | None = None) -> int:
     worker = roles.add_parser("worker")
     worker.add_argument("--amqp-url", required=True)
     worker.add_argument("--expect", type=int, required=True, help="stop after this many jobs")
-    worker.add_argument("--dependency", default="bench")
+    worker.add_argument(
+        "--dependency", action="append", help="handled dependency (repeatable; default bench)"
+    )
     worker.add_argument("--latencies", action="store_true", help="report each job's publish-to-receipt delay")
+    worker.add_argument("--holds", action="store_true", help="report each admission's times (see above)")
+    worker.add_argument("--prefetch", type=int, help="the SDK worker's prefetch (default: its own)")
+    worker.add_argument("--handler-ms", type=float, default=0.0, help="each job's handler sleeps this long")
     worker.add_argument("--timeout", type=float, default=240.0, help="give up after this many seconds")
     args = parser.parse_args(argv)
     if args.role == "producer":
@@ -154,7 +181,18 @@ def cli(argv: list[str] | None = None) -> int:
             produce(args.amqp_url, args.prefix, args.jobs, args.dependency, args.rate, args.window)
         )
     else:
-        report = uvloop.run(work(args.amqp_url, args.expect, args.dependency, args.latencies, args.timeout))
+        report = uvloop.run(
+            work(
+                args.amqp_url,
+                args.expect,
+                args.dependency or ["bench"],
+                args.latencies,
+                args.timeout,
+                keep_holds=args.holds,
+                prefetch=args.prefetch,
+                handler_seconds=args.handler_ms / 1000,
+            )
+        )
     print(json.dumps(report), flush=True)
     return 1 if report.get("timed_out") else 0
 

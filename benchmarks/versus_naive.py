@@ -301,11 +301,8 @@ class Janus(Stack):
 def janus_policy(limit: int, database_url: str, amqp_url: str) -> str:
     """The API's limit in Janus's policy. A limit counts starts at the workers over windows of
     T (protocol.md); the API counts arrivals, a loopback hop later, so the window gets 5 % of
-    margin. A Janus whose limits count admissions needs T + admission_ttl for the same promise."""
-    from janus.core.policy import RateLimit
-
-    counts_starts = hasattr(RateLimit, "admission_window")
-    window = "1.05s" if counts_starts else "1.15s"
+    margin."""
+    window = "1.05s"
     return f"""\
 # Written by benchmarks/versus_naive.py.
 database_url = "{database_url}"

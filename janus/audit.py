@@ -1,11 +1,14 @@
 """Check the invariants from the workers' side: the shared judge of the demo and the tests.
 
 Pure functions over `WorkRecord`s (what workers saw), the core's policies and,
-when given, the job table's final states. A rate limit is checked by `admitted_at`
-over every window [t, t + T) that starts at an admission (the densest windows
-always do), and by worker start times over windows of T - admission_ttl;
-concurrency by the most handlers running at once. `audit_database` reads the job
-table (through the store) and returns the same one report.
+when given, the job table's final states. A rate limit COUNT/T is checked where it
+promises: by the workers' start times in every window [t, t + T) (a limit that counts
+starts, the default) or [t, t + T - admission_ttl) (one that counts admissions), and by
+`admitted_at` over every window of the span Janus counts admissions over (T + ttl, or
+T); the densest windows always start at a record, so those are the ones counted. A
+scope's rate limits the same way, per scope. Concurrency by the most handlers running
+at once. `audit_database` reads the job table (through the store) and returns the same
+one report.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from janus.client.worker import WorkRecord
-from janus.core.policy import DependencyPolicy
+from janus.core.policy import DependencyPolicy, RateCounting, RateLimit
 
 
 def max_in_window(times: Sequence[float], window: float) -> int:
@@ -44,12 +47,30 @@ def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
     return best
 
 
+def start_window(limit: RateLimit, admission_ttl: float) -> float:
+    """The windows a limit bounds the workers' starts in: T if it counts starts, else T - ttl
+    (not positive: it bounds no start window)."""
+    return limit.window if limit.counts is RateCounting.STARTS else limit.window - admission_ttl
+
+
+def worst_of_limit(
+    limit: RateLimit, admission_ttl: float, admitted: Sequence[float], started: Sequence[float]
+) -> tuple[int, int]:
+    """(most admissions in one window of the limit's span, most starts in one of its start windows)."""
+    starts = start_window(limit, admission_ttl)
+    worst_start = max_in_window(started, starts) if starts > 0 else 0
+    return max_in_window(admitted, limit.admission_window(admission_ttl)), worst_start
+
+
 @dataclass(kw_only=True)
 class DependencyAudit:
     dependency: str
     admissions_seen: int
-    worst_rate: dict[str, int] = field(default_factory=dict)  # "COUNT/Ts" -> most in one window
-    worst_start_rate: dict[str, int] = field(default_factory=dict)  # over T - ttl, by start time
+    # "COUNT/Ts" (a scope's: "scope COUNT/Ts", the worst scope) -> most admissions in one window
+    # of the span Janus counts them over
+    worst_rate: dict[str, int] = field(default_factory=dict)
+    # the same keys -> most starts in one window of T (T - ttl for a limit counting admissions)
+    worst_start_rate: dict[str, int] = field(default_factory=dict)
     worst_concurrency: int = 0
     rate_excess: int = 0  # > 0: a limit was broken by this many
     concurrency_excess: int = 0
@@ -94,7 +115,10 @@ class AuditReport:
         lines = []
         for audit in self.dependencies.values():
             rates = (
-                ", ".join(f"{limit}: worst {worst}" for limit, worst in audit.worst_rate.items())
+                ", ".join(
+                    f"{limit}: worst {audit.worst_start_rate.get(limit, 0)} starts, {worst} admissions"
+                    for limit, worst in audit.worst_rate.items()
+                )
                 or "no rate limit"
             )
             lines.append(
@@ -135,18 +159,23 @@ def audit(
     for name, policy in policies.items():
         seen = by_dependency.get(name, [])
         result = DependencyAudit(dependency=name, admissions_seen=len(seen))
-        admitted = [r.admitted_at for r in seen]
-        started = [r.started_at for r in seen if r.started_at is not None]
+        ttl = policy.admission_ttl
         excess = 0
-        for limit in policy.rate_limits:
-            worst = max_in_window(admitted, limit.window)
-            result.worst_rate[str(limit)] = worst
-            excess = max(excess, worst - limit.count)
-            start_window = limit.window - policy.admission_ttl
-            if start_window > 0:
-                worst_start = max_in_window(started, start_window)
-                result.worst_start_rate[str(limit)] = worst_start
-                excess = max(excess, worst_start - limit.count)
+        groups: list[tuple[str, Sequence[RateLimit], list[WorkRecord]]] = [("", policy.rate_limits, seen)]
+        if policy.fairness.scope_rate_limits:
+            by_scope: dict[str, list[WorkRecord]] = defaultdict(list)
+            for record in seen:
+                by_scope[record.scope].append(record)
+            groups += [("scope ", policy.fairness.scope_rate_limits, group) for group in by_scope.values()]
+        for prefix, limits, group in groups:
+            admitted = [r.admitted_at for r in group]
+            started = [r.started_at for r in group if r.started_at is not None]
+            for limit in limits:
+                key = f"{prefix}{limit}"
+                worst, worst_start = worst_of_limit(limit, ttl, admitted, started)
+                result.worst_rate[key] = max(result.worst_rate.get(key, 0), worst)
+                result.worst_start_rate[key] = max(result.worst_start_rate.get(key, 0), worst_start)
+                excess = max(excess, worst - limit.count, worst_start - limit.count)
         result.rate_excess = excess
         result.worst_concurrency = max_overlap(
             (r.started_at, r.finished_at)

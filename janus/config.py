@@ -30,6 +30,7 @@ from janus.core.policy import (
     CircuitPolicy,
     DependencyPolicy,
     FairnessPolicy,
+    RateCounting,
     RateLimit,
     RetryPolicy,
     default_admission_ttl,
@@ -86,8 +87,30 @@ def parse_rate_limit(value: object) -> RateLimit:
     return RateLimit(count=count, window=window)
 
 
+_LIMIT_KEYS = ("limit", "counts")
+_COUNTINGS = ", ".join(repr(c.value) for c in RateCounting)
+
+
+def parse_limit_entry(value: object) -> RateLimit:
+    """An entry of `rate_limits` or `scope_rate_limits`: "COUNT/DURATION" (counting starts), or
+    a table { limit = "COUNT/DURATION", counts = "starts" | "admissions" }."""
+    if not isinstance(value, dict):
+        return parse_rate_limit(value)
+    unknown = sorted(str(key) for key in value if key not in _LIMIT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in a rate limit table (keys: limit, counts)")
+    if "limit" not in value:
+        raise ValueError("a rate limit table needs 'limit', e.g. { limit = '100/1s', counts = 'admissions' }")
+    limit = parse_rate_limit(value["limit"])
+    counts = value.get("counts", RateCounting.STARTS.value)
+    if not isinstance(counts, str) or counts not in {c.value for c in RateCounting}:
+        raise ValueError(f"invalid counts {counts!r}: one of {_COUNTINGS}")
+    return RateLimit(count=limit.count, window=limit.window, counts=RateCounting(counts))
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-RateLimitSpec = Annotated[RateLimit, BeforeValidator(parse_rate_limit)]
+RateLimitSpec = Annotated[RateLimit, BeforeValidator(parse_rate_limit)]  # a plain "COUNT/DURATION"
+LimitEntry = Annotated[RateLimit, BeforeValidator(parse_limit_entry)]  # plain, or the table form
 
 
 class _Strict(BaseModel):
@@ -161,7 +184,7 @@ class FairnessConfig(_Strict):
     default_weight: Weight = 1.0
     weights: dict[str, Weight] = Field(default_factory=dict)
     scope_concurrency: int | None = Field(default=None, ge=1, strict=True)
-    scope_rate_limits: list[RateLimitSpec] = Field(default_factory=list)
+    scope_rate_limits: list[LimitEntry] = Field(default_factory=list)
 
     def to_policy(self) -> FairnessPolicy:
         return FairnessPolicy(
@@ -177,7 +200,7 @@ OUTCOMES: tuple[Outcome, ...] = ("succeeded", "dead")
 
 
 class DependencyConfig(_Strict):
-    rate_limits: list[RateLimitSpec] = Field(default_factory=list)
+    rate_limits: list[LimitEntry] = Field(default_factory=list)
     concurrency: int | None = Field(default=None, ge=1, strict=True)
     lease_timeout: Duration = 300.0
     admission_ttl: Duration | None = None
@@ -201,7 +224,8 @@ class DependencyConfig(_Strict):
         limits = tuple(self.rate_limits)
         ttl = self.admission_ttl
         if ttl is None:
-            ttl = min(default_admission_ttl(limits), self.lease_timeout / 2)
+            every = (*limits, *self.fairness.scope_rate_limits)  # a scope's limits pay the TTL too
+            ttl = min(default_admission_ttl(every), self.lease_timeout / 2)
         return DependencyPolicy(
             name=name,
             rate_limits=limits,
@@ -246,6 +270,29 @@ class JanusConfig(_Strict):
     def published_outcomes(self) -> dict[str, frozenset[str]]:
         """Per dependency, the terminal outcomes (job states) published to janus.outcomes."""
         return {name: frozenset(dep.outcomes) for name, dep in self.dependencies.items()}
+
+
+def describe_rate_limits(policy: DependencyPolicy) -> list[str]:
+    """What each rate limit of a dependency promises, and the span Janus counts its admissions over
+    (`janus check-config` prints it)."""
+    ttl = policy.admission_ttl
+    lines = []
+    for kind, limits in (("rate", policy.rate_limits), ("scope rate", policy.fairness.scope_rate_limits)):
+        for limit in limits:
+            span = limit.admission_window(ttl)
+            per = "per scope " if kind == "scope rate" else ""
+            if limit.counts is RateCounting.STARTS:
+                meaning = f"at most {limit.count} calls start {per}in any {limit.window:g}s"
+            else:
+                meaning = (
+                    f"at most {limit.count} admissions {per}in any {limit.window:g}s "
+                    f"(starts: in any {limit.window - ttl:g}s)"
+                )
+            lines.append(
+                f"{kind} {limit.count}/{limit.window:g}s counts {limit.counts.value}: {meaning}; "
+                f"admissions counted over {span:g}s"
+            )
+    return lines
 
 
 def read_secret_file(path: str | os.PathLike[str], variable: str) -> str:

@@ -52,6 +52,11 @@ class TopologyMissing(BrokerError):
     vhost (it never ran there, or not with that dependency)."""
 
 
+class NotRouted(BrokerError):
+    """A `mandatory` publish that no queue took: the broker returned it (basic.return), and
+    the confirm that follows says nothing about it. The message is lost unless published again."""
+
+
 class TopologyConflict(JanusError):
     """The broker holds an exchange or queue Janus needs with other properties (such as the
     fanout janus.results of earlier versions). Reconnecting cannot mend it: an operator must."""

@@ -121,9 +121,14 @@ def _explain(error: ValidationError) -> ProtocolError:
 
 
 def decode_intake(
-    body: bytes, content_type: str | None, max_payload_bytes: int
+    body: bytes, content_type: str | None, max_payload_bytes: int, *, routing_key: str | None = None
 ) -> tuple[IntakeMessage, str | None]:
-    """The validated intake message and its payload as JSON text (None when absent)."""
+    """The validated intake message and its payload as JSON text (None when absent).
+
+    With its delivery's `routing_key`: a body whose `dependency` is not that key is refused
+    (`routing_mismatch`), since the broker's per-dependency producer permissions judge the key.
+    A missing `content_type` is taken as JSON (many clients set none); any other is refused.
+    """
     _check_content_type(content_type)
     if len(body) > max_payload_bytes + ENVELOPE_BYTES:
         # Refused before parsing: a huge message must not cost a huge parse.
@@ -132,6 +137,11 @@ def decode_intake(
         message = IntakeMessage.model_validate_json(body)
     except ValidationError as exc:
         raise _explain(exc) from None
+    if routing_key is not None and routing_key != message.dependency:
+        raise ProtocolError(
+            "routing_mismatch",
+            f"published with routing key {routing_key!r} for dependency {message.dependency!r}",
+        )
     if message.payload is None:
         return message, None
     try:

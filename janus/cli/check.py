@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from janus.cli.common import config_of, with_config
-from janus.config import Settings
+from janus.config import Settings, describe_rate_limits
 
 
 def add_parsers(commands: Any) -> None:
@@ -22,6 +22,8 @@ async def check_config(args: argparse.Namespace, settings: Settings) -> int:
             f"{policy.name}: {limits}; concurrency {concurrency}; lease {policy.lease_timeout:g}s; "
             f"admission ttl {policy.admission_ttl:g}s; up to {policy.retry.max_attempts} attempts"
         )
+        for line in describe_rate_limits(policy):
+            print(f"  {line}")
         retry, circuit = policy.retry, policy.circuit
         opens = (
             f"circuit opens at {circuit.failure_threshold:.0%} failed of >= {circuit.min_outcomes} outcomes "

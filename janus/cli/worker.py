@@ -3,8 +3,8 @@
 The functions are imported as Celery, Dramatiq and RQ import theirs (the current directory
 first on the path); each runs with the SDK's guarantees (janus.client.worker). SIGTERM or
 Ctrl-C drains: no new admissions, running ones finish and report, then the process exits 0;
-a second one exits at once. Losing RabbitMQ ends the process (exit 1) for its supervisor
-to restart: what ran unreported is freed by Janus when its lease ends.
+a second one exits at once. A lost connection to RabbitMQ is replaced by the SDK, which
+publishes again every result not yet confirmed.
 """
 
 from __future__ import annotations
@@ -169,19 +169,9 @@ async def _until_stopped(running: Any) -> int:
 
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
-    lost = asyncio.ensure_future(running.disconnected())
-    stop = asyncio.ensure_future(stopping.wait())
-    try:
-        await asyncio.wait({lost, stop}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop.cancel()
-    if not stopping.is_set():
-        log.error(
-            "lost the connection to RabbitMQ: stopping (Janus frees what ran unreported when its lease ends)"
-        )
-        await running.abort()
-        return 1
-    lost.cancel()
+    # A lost connection is the SDK's to replace (it reconnects and publishes unconfirmed results
+    # again): this only waits for a signal.
+    await stopping.wait()
     await running.stop()
     for sig in signals:
         loop.remove_signal_handler(sig)

@@ -1,4 +1,10 @@
-"""Publish job references to janus.intake, with publisher confirms."""
+"""Publish job references to janus.intake, with publisher confirms and `mandatory`.
+
+A publish no queue takes (Janus's intake queue not declared yet, a vhost without it) is
+returned by the broker (basic.return) *before* its confirm, and the confirm then succeeds:
+a producer that only awaits confirms loses the job silently. `submit` raises `NotRouted`
+for it instead (aio-pika matches the return to its publish by `message_id`, the job id).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,14 @@ from types import TracebackType
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
-from aio_pika.exceptions import ChannelNotFoundEntity, DeliveryError
+from aio_pika.exceptions import ChannelNotFoundEntity
+from aiormq import spec
+from aiormq.exceptions import DeliveryError
 from pydantic import JsonValue
 
 from janus.broker import BROKER_ERRORS, topology
 from janus.broker.connection import connect
-from janus.errors import BrokerError, ProtocolError, TopologyMissing
+from janus.errors import BrokerError, NotRouted, ProtocolError, TopologyMissing
 from janus.protocol import CONTENT_TYPE, check_identifiers, encode_intake
 from janus.urls import redact
 
@@ -77,10 +85,12 @@ class Producer:
         try:
             await self._exchange.publish(message, routing_key=dependency, mandatory=True)
         except DeliveryError as exc:
-            raise BrokerError(
-                f"RabbitMQ did not take job {job_id!r}: no queue is bound to {topology.INTAKE_EXCHANGE} "
-                f"for it ({exc})"
-            ) from exc
+            if isinstance(exc.frame, spec.Basic.Return):
+                raise NotRouted(
+                    f"no queue took job {job_id!r} (routing key {dependency!r}): the broker returned it "
+                    f"({exc.frame.reply_text}); is Janus's topology declared on this vhost?"
+                ) from exc
+            raise BrokerError(f"the broker refused job {job_id!r}: {exc}") from exc
         except BROKER_ERRORS as exc:
             raise BrokerError(f"publishing job {job_id!r} failed: {exc!r}") from exc
 

@@ -27,7 +27,7 @@ class BadInputLimit:
     __slots__ = ("_latest", "_window")
 
     def __init__(self, limit: RateLimit) -> None:
-        self._window = SlidingWindow(limit)
+        self._window = SlidingWindow(limit, limit.window)  # counts what it is charged, nothing else
         self._latest = float("-inf")  # SlidingWindow needs non-decreasing times
 
     def charge(self, count: int, now: float) -> float:

@@ -18,8 +18,8 @@ from janus.core.fairness import FairQueue, stride
 from janus.core.gates import DependencyGates, GateState
 from janus.core.jobs import Job
 from janus.core.paging import Pager
-from janus.core.policy import DependencyPolicy, RateLimit
-from janus.core.rate import SlidingWindow
+from janus.core.policy import DependencyPolicy
+from janus.core.rate import SlidingWindow, admission_windows, rebuild_windows, same_windows
 
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
 
@@ -116,7 +116,7 @@ class Lane:
     def of(cls, policy: DependencyPolicy, ledger: Ledger, pager: Pager) -> Lane:
         return cls(
             policy=policy,
-            windows=[SlidingWindow(limit) for limit in policy.rate_limits],
+            windows=admission_windows(policy.rate_limits, policy.admission_ttl),
             gate=DependencyGates(policy),
             ledger=ledger,
             pager=pager,
@@ -129,7 +129,7 @@ class Lane:
             fairness = self.policy.fairness
             found = self.scopes[name] = Scope(
                 name=name,
-                windows=[SlidingWindow(limit) for limit in fairness.scope_rate_limits],
+                windows=admission_windows(fairness.scope_rate_limits, self.policy.admission_ttl),
                 stride=stride(fairness.weight(name)),
             )
             self.pager.scopes += 1
@@ -147,15 +147,15 @@ class Lane:
 
     def update_policy(self, policy: DependencyPolicy) -> None:
         """New weights and caps from the next decision on; the windows keep their admissions."""
-        old = self.policy
-        if tuple(policy.rate_limits) != tuple(old.rate_limits):
-            self.windows = _rewindowed(self.windows, policy.rate_limits)
+        ttl = policy.admission_ttl
+        if not same_windows(self.windows, policy.rate_limits, ttl):
+            self.windows = rebuild_windows(self.windows, policy.rate_limits, ttl)
         self.policy = policy
+        scope_limits = policy.fairness.scope_rate_limits
         for scope in self.scopes.values():
             scope.stride = stride(policy.fairness.weight(scope.name))
-        if tuple(policy.fairness.scope_rate_limits) != tuple(old.fairness.scope_rate_limits):
-            for scope in self.scopes.values():
-                scope.windows = _rewindowed(scope.windows, policy.fairness.scope_rate_limits)
+            if not same_windows(scope.windows, scope_limits, ttl):
+                scope.windows = rebuild_windows(scope.windows, scope_limits, ttl)
         for scope in list(self.scopes.values()):
             if scope.parked in (WaitReason.SCOPE_CONCURRENCY, WaitReason.SCOPE_RATE):
                 self.unpark(scope)  # re-checked against the new caps at its next turn
@@ -354,12 +354,3 @@ class Lane:
                 continue  # admitted again since it was queued here; queued again when it empties
             del self.scopes[name]
             self.pager.scopes -= 1
-
-
-def _rewindowed(windows: list[SlidingWindow], limits: Iterable[RateLimit]) -> list[SlidingWindow]:
-    """New windows on new limits, holding every admission the old ones still held."""
-    stamps = sorted({stamp for window in windows for stamp in window.stamps()})
-    fresh = [SlidingWindow(limit) for limit in limits]
-    for window in fresh:
-        window.restore(stamps)
-    return fresh

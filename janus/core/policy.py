@@ -8,21 +8,61 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
+
+
+class RateCounting(StrEnum):
+    """What a rate limit counts in its windows of T (the `counts` key of a limit)."""
+
+    # At most COUNT calls *start* in any window of T, at the workers (the default): what the
+    # dependency sees, for workers that follow the protocol (no start at or after `expires_at`).
+    STARTS = "starts"
+    # At most COUNT admissions in any window of T, on Janus's side: starts then hold only over
+    # windows of T - admission_ttl. More throughput, for dependencies that do not count strictly.
+    ADMISSIONS = "admissions"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RateLimit:
-    """At most `count` admissions in any window of `window` seconds (sliding, exact)."""
+    """At most `count` starts (or admissions: `counts`) in any window of `window` seconds."""
 
     count: int
     window: float
+    counts: RateCounting = RateCounting.STARTS
 
     def __post_init__(self) -> None:
         if self.count < 1:
             raise ValueError("rate limit count must be at least 1")
         if self.window <= 0:
             raise ValueError("rate limit window must be positive")
+
+    def admission_window(self, admission_ttl: float) -> float:
+        """The span over which Janus counts admissions so that the limit holds as `counts` says.
+
+        `admissions`: the window itself. `starts`: the window plus `admission_ttl`; this is
+        exactly enough, and no smaller span is:
+
+        *Sufficient.* A protocol-following worker starts an admission made at `a` at some
+        `s` in [a, a + ttl). Take any window [t, t + T) (or [t, t + T]) of start times. Every
+        admission that starts in it has a > s - ttl >= t - ttl and a <= s <= t + T, so it
+        lies in (t - ttl, t + T]. Let x be the earliest admission in that interval: all of
+        them lie in [x, x + T + ttl), since x > t - ttl. At most COUNT admissions lie in any
+        such half-open window of T + ttl (the sliding log holds that exactly), hence at most
+        COUNT starts in [t, t + T].
+
+        *Necessary.* Suppose COUNT + 1 admissions a_0 <= ... <= a_COUNT lie within a span
+        shorter than T + ttl, i.e. a_COUNT < a_0 + T + ttl. Let t = max(a_0, a_COUNT - T) + e
+        for an e > 0 small enough that t < a_0 + ttl (possible since a_COUNT - T < a_0 + ttl), and
+        let each admission start at max(a_i, t): a delay in [0, ttl), since a_i >= a_0 >
+        t - ttl. All COUNT + 1 starts lie in [t, t + T), since a_i <= a_COUNT < t + T. So
+        workers that follow the protocol could make the dependency see COUNT + 1 calls in one
+        window of T. Counting over T + ttl is therefore the least a scheduler can do that
+        knows only admission times (it learns of starts only through results, later).
+        """
+        if self.counts is RateCounting.ADMISSIONS:
+            return self.window
+        return self.window + admission_ttl
 
     def __str__(self) -> str:
         return f"{self.count}/{self.window:g}s"
@@ -108,10 +148,6 @@ class FairnessPolicy:
     def weight(self, scope: str) -> float:
         return self.weights.get(scope, self.default_weight)
 
-    @property
-    def longest_scope_window(self) -> float:
-        return max((limit.window for limit in self.scope_rate_limits), default=0.0)
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DependencyPolicy:
@@ -138,13 +174,20 @@ class DependencyPolicy:
 
     @property
     def longest_window(self) -> float:
-        """The longest rate window, the dependency's or a scope's: how far back history matters."""
-        own = max((limit.window for limit in self.rate_limits), default=0.0)
-        return max(own, self.fairness.longest_scope_window)
+        """The longest span admissions are counted over (`RateLimit.admission_window`), the
+        dependency's or a scope's: how far back admission history matters."""
+        limits = (*self.rate_limits, *self.fairness.scope_rate_limits)
+        return max((limit.admission_window(self.admission_ttl) for limit in limits), default=0.0)
 
 
 def default_admission_ttl(rate_limits: tuple[RateLimit, ...]) -> float:
-    """A tenth of the shortest rate window, else 30 s (docs/protocol.md explains why)."""
+    """A tenth of the shortest rate window (the dependency's or its scopes'), else 30 s.
+
+    A limit that counts starts costs up to ttl / (T + ttl) of its rate when it binds, so a
+    tenth of the window costs at most 9 %. And a limit that binds admits up to COUNT at
+    once: a tenth of T lets workers start such a burst before it expires if they can start
+    calls ten times as fast as the limit's average rate (docs/decisions.md, the figures).
+    """
     if not rate_limits:
         return 30.0
     return min(limit.window for limit in rate_limits) / 10.0

@@ -38,7 +38,7 @@ class Snapshot:
     # that order). First attempts stay in the store: `backlog`.
     jobs: Sequence[Job] = ()
     backlog: Sequence[Backlog] = ()
-    # Per dependency, (scope, admitted_at) of the admissions in its longest rate window.
+    # Per dependency, (scope, admitted_at) of the admissions in the longest span of its rate windows.
     admissions: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
     # Per dependency, (admitted_at, retry) of the admissions in its retry budget's window.
     budget_admissions: Mapping[str, Sequence[tuple[float, bool]]] = field(default_factory=dict)

@@ -35,6 +35,7 @@ from janus.core.lane import Lane, Ledger
 from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET, MIN_PER_SCOPE, PAGE_ROWS_PER_TICK, Pager
 from janus.core.policy import DependencyPolicy
 from janus.core.rebuild import Snapshot
+from janus.core.repeats import ERROR_OF_A_BARE_FAILURE, lease_timeout_error
 
 
 class Scheduler:
@@ -304,10 +305,13 @@ class Scheduler:
         job, lane = taken
         if success:
             lane.gate.on_outcome(failed=False, admitted_at=job.admitted_at, now=now)
+            if retry_after is not None:
+                # The call succeeded, and the dependency still asked to back off (docs/protocol.md).
+                lane.gate.pause(retry_after, now)
             done = succeeded(job, now)
             self._finish(lane, done)
             return new_value(Transition, (Verdict.SUCCEEDED, done))
-        return self._fail(lane, job, error or "failed", retry_after, now)
+        return self._fail(lane, job, error or ERROR_OF_A_BARE_FAILURE, retry_after, now)
 
     def on_returned(self, *, job_id: str, attempt: int, now: float) -> Transition:
         """The admission came back unused (expired in the queue, rejected, or unpublishable)."""
@@ -346,8 +350,7 @@ class Scheduler:
             if isinstance(taken, Verdict):
                 continue  # finished or re-admitted since: the heap entry is stale
             job, lane = taken
-            timeout = lane.policy.lease_timeout
-            transition = self._fail(lane, job, f"lease timed out after {timeout:g}s", None, now)
+            transition = self._fail(lane, job, lease_timeout_error(lane.policy.lease_timeout), None, now)
             if transition.verdict is Verdict.RETRY_SCHEDULED:
                 self._lapsed[job_id] = attempt
             transitions.append(transition)

@@ -48,8 +48,8 @@ def print_intro(world: World, config: JanusConfig, policy_file: Traversable) -> 
         f"\nTenants: {HEAVY_TENANT} publishes {burst} jobs at once; {', '.join(LIGHT_TENANTS)} publish "
         f"{trickle:g} jobs/s each;\n{DUPLICATES_PER_SECOND:g} job ids a second are published again "
         "(they must not run twice).\n"
-        "Each API counts its calls over the rate window less admission_ttl (a worker may start a job\n"
-        "that long after its admission) and answers 429 past its limits: with Janus in front, never.\n"
+        "Each API counts its calls over its rate windows, by call time, and answers 429 past its\n"
+        "limits: with Janus in front, never.\n"
         "Columns: admitted in the last window / limit; most calls in flight in the last second /\n"
         "concurrency; waiting jobs (eligible + in retry backoff); jobs done, retries, dead jobs; 429s.\n",
         flush=True,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from pydantic import JsonValue
 
+from janus.audit import start_window
 from janus.client import Producer, ReadyJob, RetryAfter, WorkRecord
 from janus.core.policy import DependencyPolicy
 from janus.service.app import Service
@@ -67,10 +68,10 @@ class ApiError(Exception):
 class SimulatedApi:
     """An external API that checks its own rate limits on every call, as a real one answering 429 would.
 
-    Janus promises at most COUNT admissions in any window T, and a worker may start
-    an admission up to admission_ttl after it was made. At the API, by call time,
-    the promise is therefore COUNT calls in any T − admission_ttl (janus.audit checks
-    the same), and that is what this API enforces: a 429 here is a broken promise.
+    A limit COUNT/T that counts starts (the default) promises at most COUNT calls in any
+    window T at the API, by call time; one that counts admissions promises COUNT calls
+    in any T − admission_ttl (`janus.audit.start_window`, which the audit checks too).
+    That is what this API enforces: a 429 here is a broken promise.
     """
 
     def __init__(
@@ -81,7 +82,9 @@ class SimulatedApi:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.profile = profile
-        self.windows = [(limit.count, limit.window - policy.admission_ttl) for limit in policy.rate_limits]
+        self.windows = [
+            (limit.count, start_window(limit, policy.admission_ttl)) for limit in policy.rate_limits
+        ]
         self._calls: list[deque[float]] = [deque() for _ in self.windows]
         self._rng = rng
         self._clock = clock

@@ -25,13 +25,13 @@ from janus.core.scheduler import Scheduler
 from janus.errors import ProtocolError
 from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result, decode_returned
 from janus.service.inbox import UNROUTABLE, Batch
+from janus.service.unapplied import Unapplied
 from janus.store.rows import FailedAttempt
 from janus.store.session import LeaderSession
 
 log = logging.getLogger("janus.admission")
 
 MAX_ADMISSIONS_PER_TICK = 2000
-NO_EFFECT = frozenset({Verdict.UNKNOWN_JOB, Verdict.STALE_ATTEMPT})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -64,6 +64,8 @@ class Decided:
     decision: AdmitDecision
     gates: list[GateState]
     gate_events: list[GateEvent]
+    # Results that changed nothing: set aside with the reason the store tells, before the commit.
+    unapplied: Unapplied = field(default_factory=Unapplied)
     failed: list[FailedAttempt] = field(default_factory=list)  # the error history to write
     finished: list[Job] = field(default_factory=list)  # terminal now, with an outcome to publish
     events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, verdict)
@@ -98,6 +100,10 @@ async def run_tick(
     pages = await page_in(scheduler, session)
     decided = decide(batch, scheduler, clock(), options)
     changes, payloads = decided.changes, decided.payloads
+    # Results that changed nothing are set aside with the reason the store tells (a repeat of an
+    # applied result, a stale attempt...: core/repeats.py), so that a misbehaving worker shows.
+    for delivery, reason, detail in await decided.unapplied.explain(session):
+        decided.set_aside.append(SetAside(message=delivery, source="results", reason=reason, detail=detail))
     stored = await session.tick(
         decided.now,
         [(job, payloads[job.job_id]) for job in changes.new],
@@ -155,8 +161,9 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
     tally = _Tally(now=now, published_outcomes=options.published_outcomes)
     revived = _revive(batch, scheduler)  # before the intake: a re-publication of one is a duplicate
     payloads = _submit(intake, scheduler, now)
+    unapplied = Unapplied()
     for delivery, source, result in results:
-        _apply_result(delivery, source, result, scheduler, now, tally, set_aside)
+        _apply_result(delivery, source, result, scheduler, now, tally, set_aside, unapplied)
     for job_id, attempt in returned:
         tally.count("returned", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
     for admission in batch.unpublished:
@@ -178,6 +185,7 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
         decision=decision,
         gates=gates,
         gate_events=gate_events,
+        unapplied=unapplied,
         failed=tally.failed,
         finished=tally.finished,
         events=tally.events,
@@ -252,6 +260,7 @@ def _apply_result(
     now: float,
     tally: _Tally,
     set_aside: list[SetAside],
+    unapplied: Unapplied,
 ) -> None:
     held = scheduler.job(result.job_id)
     if held is not None and held.dependency != source:
@@ -271,13 +280,7 @@ def _apply_result(
         now=now,
     )
     tally.count("result", transition)
-    if transition.verdict in NO_EFFECT:
-        # Unknown job, an attempt that is not current, a second report: it changed nothing and
-        # freed nothing; set aside so that a misbehaving worker shows.
-        detail = f"job {result.job_id!r} attempt {result.attempt} ({result.outcome})"
-        set_aside.append(
-            SetAside(message=delivery, source="results", reason=transition.verdict.value, detail=detail)
-        )
+    unapplied.note(delivery, source, result, transition.verdict)
 
 
 # -- decoding -------------------------------------------------------------------
@@ -290,7 +293,9 @@ def _decode_intake(
     decoded = []
     for message in batch.intake:
         try:
-            intake, payload_text = decode_intake(message.body, content_type(message), max_payload)
+            intake, payload_text = decode_intake(
+                message.body, content_type(message), max_payload, routing_key=message.routing_key
+            )
             if not scheduler.knows(intake.dependency):
                 raise ProtocolError(
                     "unknown_dependency", f"dependency {intake.dependency!r} is not configured"

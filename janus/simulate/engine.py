@@ -296,7 +296,8 @@ class Simulation:
         and the wakeup for the limit is already scheduled; nothing else reached Janus at
         `now` (no new job, no unused admission, no wakeup due), so no other dependency
         changed. A failure is not skipped: its retry's backoff end is a new wakeup, and it
-        may pause the dependency or open its circuit, which `admit` would report.
+        may pause the dependency or open its circuit, which `admit` would report; so may a
+        success that carries a `retry_after` (it pauses the dependency).
 
         What `admit` does besides admitting -- forgetting scopes that emptied -- then happens
         at the next admission step instead; the only thing that reads it is the core's
@@ -312,7 +313,10 @@ class Simulation:
         }
         if not held:
             return False
-        return all(not failed and admission.dependency in held for admission, failed, _, _ in self._results)
+        return all(
+            not failed and retry_after is None and admission.dependency in held
+            for admission, failed, _, retry_after in self._results
+        )
 
     def _drain(self) -> None:
         """Take what the core keeps for the store and the logs: its change log, and the gates' events."""

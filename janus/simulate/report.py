@@ -50,12 +50,11 @@ class Figures:
 
 
 def promised_windows(limit: RateLimit, admission_ttl: float) -> tuple[float, float]:
-    """(the span over which the core counts a limit's admissions, the window in which the workers'
-    starts stay within COUNT): a worker starts an admission within admission_ttl, so starts hold
-    over the span less the TTL. The span is the limit's window, or more for a limit that counts
-    starts (`RateLimit.admission_window`, where the core has it)."""
-    admission_window = getattr(limit, "admission_window", None)
-    span = limit.window if admission_window is None else float(admission_window(admission_ttl))
+    """(the span over which the core counts a limit's admissions, `RateLimit.admission_window`;
+    the window in which the workers' starts stay within COUNT): a worker starts an admission
+    within admission_ttl, so starts hold over the span less the TTL, which is the limit's own
+    window for a limit that counts starts."""
+    span = limit.admission_window(admission_ttl)
     return span, span - admission_ttl
 
 

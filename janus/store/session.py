@@ -1,5 +1,5 @@
 """The leader's own connection for a term: the admission tick's statements, fenced by the lease,
-and the pages of stored first attempts."""
+the pages of stored first attempts, and what the store knows of results the core could not apply."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import asyncpg
 
 from janus.core.decisions import PageRequest
 from janus.core.gates import GateState
-from janus.core.jobs import Admission, Job
+from janus.core.jobs import Admission, Job, JobState
+from janus.core.repeats import StoredAttempt
 from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.queries import bind, sql
 from janus.store.rows import DB_ERRORS, FailedAttempt, job_from_row, refused_for_its_data
@@ -233,3 +234,27 @@ class LeaderSession:
         for row in rows:
             pages[row["ord"] - 1].append(job_from_row(row))
         return pages
+
+    async def reported_attempts(self, reported: Sequence[tuple[str, int]]) -> list[StoredAttempt | None]:
+        """For each (job_id, attempt) a result reported: what the store holds of the job and of
+        that attempt (None if it never had the job)."""
+        if not reported:
+            return []
+        try:
+            rows = await self._connection.fetch(
+                sql("reported_attempts"),
+                [job_id for job_id, _ in reported],
+                [attempt for _, attempt in reported],
+                timeout=self._timeout,
+            )
+        except DB_ERRORS as exc:
+            raise StoreError(f"looking up reported attempts failed: {exc}") from exc
+        found: list[StoredAttempt | None] = [None] * len(reported)
+        for row in rows:
+            found[row["ord"] - 1] = StoredAttempt(
+                dependency=row["dependency"],
+                state=JobState(row["state"]),
+                last_attempt=row["attempt"],
+                error=row["error"],
+            )
+        return found

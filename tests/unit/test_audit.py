@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from janus.audit import audit, max_in_window, max_overlap, retry_budget_excess
 from janus.client.worker import WorkRecord
-from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy
+from janus.core.policy import DependencyPolicy, FairnessPolicy, RateCounting, RateLimit, RetryPolicy
 
 MAX_IN_WINDOW = [
     # (times, window, expected)
@@ -109,8 +109,9 @@ def record(job_id: str, admitted: float, *, attempt: int = 1, **changes: Any) ->
     return replace(base, **changes)
 
 
-# Two per 10 s, one at a time, every job succeeds once.
-CLEAN = [record("a", 0.0), record("b", 1.0), record("c", 10.0), record("d", 11.0)]
+# Two per 10 s, one at a time, every job succeeds once. The limit counts starts, so Janus
+# counts admissions over 10 s + the 1 s TTL: c and d come 11 s after a and b.
+CLEAN = [record("a", 0.0), record("b", 1.0), record("c", 11.0), record("d", 12.0)]
 
 
 def test_a_clean_run_passes() -> None:
@@ -118,8 +119,10 @@ def test_a_clean_run_passes() -> None:
     assert report.ok, report.summary()
     api = report.dependencies["api"]
     assert api.admissions_seen == 4
-    assert api.worst_rate == {"2/10s": 2}  # the limit was reached, so holding it means something
-    assert api.worst_start_rate == {"2/10s": 2}  # starts over 10 - 1 = 9 s
+    assert api.worst_rate == {
+        "2/10s": 2
+    }  # admissions over 11 s: the limit was reached, so holding it means something
+    assert api.worst_start_rate == {"2/10s": 2}  # starts over 10 s
     assert api.worst_concurrency == 1
     assert (api.rate_excess, api.concurrency_excess) == (0, 0)
     assert (report.lost, report.duplicate_starts, report.repeated_successes) == ([], [], [])
@@ -132,7 +135,7 @@ VIOLATIONS = [
     # (records, expected jobs, dead jobs, what the report must show)
     (CLEAN, ["a", "b", "c", "d", "e"], [], {"lost": ["e"]}),  # "e" never ran
     (
-        [*CLEAN[:3], record("d", 11.0, outcome="failure")],
+        [*CLEAN[:3], record("d", 12.0, outcome="failure")],
         ["a", "b", "c", "d"],
         [],
         {"lost": ["d"]},
@@ -150,18 +153,29 @@ VIOLATIONS = [
         [record("a", 0.0), record("b", 4.0), record("c", 9.9)],
         ["a", "b", "c"],
         [],
-        {"rate_excess": 1, "worst_rate": {"2/10s": 3}},
-    ),  # three admissions in [0, 10)
+        {"rate_excess": 1, "worst_rate": {"2/10s": 3}, "worst_start_rate": {"2/10s": 3}},
+    ),  # three admissions and three starts in [0, 10)
     (
         [
-            record("a", 0.0, started_at=5.0, finished_at=5.1),  # started long after its admission expired
-            record("b", 9.5, started_at=9.6, finished_at=9.7),
-            record("c", 10.5, started_at=10.6, finished_at=10.7),
+            record("a", 0.0, started_at=0.9, finished_at=0.95),
+            record("b", 0.0, started_at=0.95, finished_at=0.99),
+            record("c", 10.0, started_at=10.0, finished_at=10.1),
         ],
         ["a", "b", "c"],
         [],
+        {"rate_excess": 1, "worst_rate": {"2/10s": 3}, "worst_start_rate": {"2/10s": 3}},
+    ),  # two admissions per [t, t + 10), as a limit counting admissions allows: three starts in [0.9, 10.9)
+    (
+        [
+            record("a", 0.0, started_at=10.5, finished_at=10.6),  # started long after its admission expired
+            record("b", 1.0),
+            record("c", 11.0),
+            record("d", 12.0),
+        ],
+        ["a", "b", "c", "d"],
+        [],
         {"rate_excess": 1, "worst_rate": {"2/10s": 2}, "worst_start_rate": {"2/10s": 3}},
-    ),  # admissions within the limit, but three starts within 10 - ttl = 9 s
+    ),  # admissions within the limit, but three starts in [10.5, 20.5)
     (
         [record("a", 0.0, finished_at=3.0), record("b", 1.0)],
         ["a", "b"],
@@ -194,9 +208,9 @@ def test_each_violation_is_caught(
 
 NOT_VIOLATIONS = [
     # (records, expected jobs, dead jobs) that must pass
-    ([*CLEAN[:3], record("d", 11.0, outcome="failure")], ["a", "b", "c", "d"], ["d"]),  # d is dead: not lost
+    ([*CLEAN[:3], record("d", 12.0, outcome="failure")], ["a", "b", "c", "d"], ["d"]),  # d is dead: not lost
     (
-        [record("a", 0.0, outcome="failure"), record("a", 6.0, attempt=2)],
+        [record("a", 0.0, outcome="failure"), record("a", 11.0, attempt=2)],
         ["a"],
         [],
     ),  # a retry is a new attempt, not a duplicate start
@@ -275,6 +289,42 @@ def test_the_worst_excess_is_over_all_dependencies() -> None:
     assert not report.ok
 
 
+def test_a_limit_counting_admissions_is_judged_by_its_own_promise() -> None:
+    """`counts = "admissions"`: COUNT admissions in [t, t + T), so COUNT starts in T - ttl only."""
+    policy = replace(API, rate_limits=(RateLimit(count=2, window=10.0, counts=RateCounting.ADMISSIONS),))
+    # Two admissions per [t, t + 10): three starts in 10 s, as that meaning allows.
+    allowed = [record("a", 0.0, started_at=0.9), record("b", 0.0, started_at=0.95), record("c", 10.0)]
+    report = audit(allowed, {"api": policy}, expected_jobs=["a", "b", "c"])
+    assert report.ok, report.summary()
+    assert report.dependencies["api"].worst_rate == {"2/10s": 2}
+    assert report.dependencies["api"].worst_start_rate == {"2/10s": 2}  # over 10 - 1 = 9 s
+    broken = [
+        record("a", 0.0, started_at=5.0, finished_at=5.1),  # started long after its admission expired
+        record("b", 9.5, started_at=9.6, finished_at=9.7),
+        record("c", 10.5, started_at=10.6, finished_at=10.7),
+    ]
+    api = audit(broken, {"api": policy}, expected_jobs=["a", "b", "c"]).dependencies["api"]
+    assert (api.worst_rate, api.worst_start_rate, api.rate_excess) == ({"2/10s": 2}, {"2/10s": 3}, 1)
+
+
+def test_a_scope_rate_limit_is_checked_per_scope() -> None:
+    scoped = FairnessPolicy(scope_rate_limits=(RateLimit(count=1, window=5.0),))
+    policy = replace(API, rate_limits=(), concurrency=None, fairness=scoped)
+    # One start per scope per 5 s (so admissions 6 s apart, with the 1 s TTL): x at 0 and 6, y at 0.5.
+    fine = [record("a", 0.0), record("b", 0.5, scope="y"), record("c", 6.0)]
+    report = audit(fine, {"api": policy}, expected_jobs=["a", "b", "c"])
+    assert report.ok, report.summary()
+    assert report.dependencies["api"].worst_start_rate == {"scope 1/5s": 1}
+    # y's admissions 4.9 s apart: its two starts fall in one window of 5 s.
+    crowded = [record("a", 0.0), record("b", 0.5, scope="y"), record("d", 5.4, scope="y")]
+    api = audit(crowded, {"api": policy}).dependencies["api"]
+    assert (api.worst_rate, api.worst_start_rate, api.rate_excess) == (
+        {"scope 1/5s": 2},
+        {"scope 1/5s": 2},
+        1,
+    )
+
+
 # -- the job table as the second witness -------------------------------------
 
 TABLE_CASES = [
@@ -302,7 +352,7 @@ def test_the_job_table_must_agree_with_the_workers(
 
 
 def test_a_job_the_table_holds_dead_is_not_lost() -> None:
-    records = [*CLEAN, record("e", 20.0, outcome="failure")]
+    records = [*CLEAN, record("e", 23.0, outcome="failure")]
     states = {"a": "succeeded", "b": "succeeded", "c": "succeeded", "d": "succeeded", "e": "dead"}
     report = audit(records, POLICIES, expected_jobs=[*states], job_states=states)
     assert report.ok, report.summary()

@@ -164,7 +164,7 @@ WINDOW_SCENARIOS: list[tuple[str, RateLimit, list[Step]]] = [
     ids=[s[0] for s in WINDOW_SCENARIOS],
 )
 def test_sliding_window(limit: RateLimit, steps: list[Step]) -> None:
-    window = SlidingWindow(limit)
+    window = SlidingWindow(limit, limit.window)
     for step in steps:
         match step:
             case ("record", float() as at):
@@ -210,7 +210,7 @@ def test_sliding_window_never_exceeds_its_limit(
     count: int, window: float, start: float, schedule: list[tuple[float, int]]
 ) -> None:
     limit = RateLimit(count=count, window=window)
-    sliding = SlidingWindow(limit)
+    sliding = SlidingWindow(limit, limit.window)
     admitted: list[float] = []
     now = start
     for advance, attempts in schedule:
@@ -228,7 +228,7 @@ def test_sliding_window_never_exceeds_its_limit(
         # free_at is exact: room at that instant, none an instant before.
         free = sliding.free_at(now)
         assert free >= now
-        probe = SlidingWindow(limit)
+        probe = SlidingWindow(limit, limit.window)
         probe.restore(admitted)
         if free > now:
             assert probe.room(math.nextafter(free, -math.inf)) == 0
@@ -254,7 +254,7 @@ def test_restore_in_any_order_equals_recording_in_order(
     count: int, window: float, stamps: list[float]
 ) -> None:
     limit = RateLimit(count=count, window=window)
-    recorded, restored = SlidingWindow(limit), SlidingWindow(limit)
+    recorded, restored = SlidingWindow(limit, limit.window), SlidingWindow(limit, limit.window)
     for stamp in sorted(stamps):
         recorded.record(stamp)
     restored.restore(random.Random(len(stamps)).sample(stamps, len(stamps)))
@@ -263,7 +263,7 @@ def test_restore_in_any_order_equals_recording_in_order(
         free = restored.free_at(now)
         assert free == recorded.free_at(now)
         # Exact even when a takeover restored more than COUNT: room at free_at, none just before.
-        before, at = SlidingWindow(limit), SlidingWindow(limit)
+        before, at = SlidingWindow(limit, limit.window), SlidingWindow(limit, limit.window)
         before.restore(stamps)
         at.restore(stamps)
         if free > now:

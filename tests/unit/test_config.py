@@ -24,7 +24,7 @@ from janus.config import (
     parse_duration,
     parse_rate_limit,
 )
-from janus.core.policy import CircuitPolicy, FairnessPolicy, RateLimit, RetryPolicy
+from janus.core.policy import CircuitPolicy, FairnessPolicy, RateCounting, RateLimit, RetryPolicy
 from janus.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def test_example_config_validates_with_the_values_it_states() -> None:
     assert payments.rate_limits == (RateLimit(count=100, window=1.0), RateLimit(count=2000, window=60.0))
     assert payments.concurrency == 20
     assert payments.lease_timeout == 30.0
-    assert payments.admission_ttl == 2.0
+    assert payments.admission_ttl == 0.2
     assert payments.retry == RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=60.0, jitter=0.5)
 
     assert payments.fairness == FairnessPolicy(
@@ -98,6 +98,32 @@ def test_a_minimal_file_takes_every_default(tmp_path: Path) -> None:
         max_open_for=300.0,
         half_open_probes=3,
     )
+
+
+def test_a_rate_limit_counts_starts_unless_it_says_admissions(tmp_path: Path) -> None:
+    text = """
+[dependencies.api]
+rate_limits = ["20/1s", { limit = "1000/1m", counts = "admissions" }, { limit = "5/100ms", counts = "starts" }]
+admission_ttl = "50ms"
+
+[dependencies.api.fairness]
+scope_rate_limits = [{ limit = "2/1s" }, { limit = "30/1m", counts = "admissions" }]
+"""
+    [policy] = load_config(write(tmp_path, text), env={}).policies()
+    starts, admissions = RateCounting.STARTS, RateCounting.ADMISSIONS
+    assert policy.rate_limits == (
+        RateLimit(count=20, window=1.0, counts=starts),
+        RateLimit(count=1000, window=60.0, counts=admissions),
+        RateLimit(count=5, window=0.1, counts=starts),
+    )
+    assert policy.fairness.scope_rate_limits == (
+        RateLimit(count=2, window=1.0),
+        RateLimit(count=30, window=60.0, counts=admissions),
+    )
+    # The span admissions are counted over: the window, plus the TTL for a limit that counts starts.
+    spans = [limit.admission_window(policy.admission_ttl) for limit in policy.rate_limits]
+    assert spans == pytest.approx([1.05, 60.0, 0.15])
+    assert policy.longest_window == 60.0
 
 
 def test_retry_control_keys_are_read(tmp_path: Path) -> None:
@@ -245,6 +271,7 @@ def test_rate_limit_text_round_trips(count: int, number: int, unit: str) -> None
 ADMISSION_TTL_DEFAULTS = [
     # (rate_limits, lease_timeout or None for the default, expected admission_ttl)
     ([], None, 30.0),  # no limit: 30 s; lease 300 s / 2 = 150 s does not bind
+    (["100/1s", {"limit": "10/1m", "counts": "admissions"}], None, 0.1),  # whatever the limits count
     ([], "40s", 20.0),  # no limit, short lease: half the lease binds
     (["100/1s", "2000/1m"], None, 0.1),  # a tenth of the *shortest* window
     (["2000/1m", "100/1s"], None, 0.1),  # ... whatever the order
@@ -255,8 +282,14 @@ ADMISSION_TTL_DEFAULTS = [
 ]
 
 
+def test_a_scope_rate_limit_shortens_the_default_admission_ttl() -> None:
+    dependency = {"rate_limits": ["100/10s"], "fairness": {"scope_rate_limits": ["2/500ms"]}}
+    [policy] = parse_config({"dependencies": {"api": dependency}}, env={}).policies()
+    assert policy.admission_ttl == pytest.approx(0.05)  # a tenth of the scope's window: it pays the TTL too
+
+
 @pytest.mark.parametrize(("limits", "lease", "ttl"), ADMISSION_TTL_DEFAULTS)
-def test_default_admission_ttl(limits: list[str], lease: str | None, ttl: float) -> None:
+def test_default_admission_ttl(limits: list[object], lease: str | None, ttl: float) -> None:
     dependency: dict[str, object] = {"rate_limits": limits}
     if lease is not None:
         dependency["lease_timeout"] = lease
@@ -407,6 +440,14 @@ ERROR_CASES = [
     ("nested_too_deep.toml", None, "nested too deeply"),  # 5,000 nested arrays: was a RecursionError
     ("amqp_url_bad_port.toml", "amqp_url", "invalid port 'abc'"),  # was a ValueError when connecting
     ("database_url_bad_port.toml", "database_url", "invalid port '99999'"),  # out of range
+    ("rate_limit_unknown_counts.toml", "dependencies.api.rate_limits.0", "invalid counts 'calls'"),
+    ("rate_limit_table_unknown_key.toml", "dependencies.api.rate_limits.1", "unknown key 'count'"),
+    (
+        "rate_limit_table_without_limit.toml",
+        "dependencies.api.fairness.scope_rate_limits.0",
+        "a rate limit table needs 'limit'",
+    ),
+    ("bad_results_limit_table.toml", "bad_results_limit", "a rate limit is a string"),  # no meaning to pick
 ]
 
 
@@ -474,15 +515,42 @@ def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) ->
     assert main(["check-config", "--config", str(EXAMPLE)]) == 0
     out, err = capsys.readouterr()
     assert (
-        "payments-api: 100/1s, 2000/60s; concurrency 20; lease 30s; admission ttl 2s; up to 5 attempts" in out
+        "payments-api: 100/1s, 2000/60s; concurrency 20; lease 30s; admission ttl 0.2s; up to 5 attempts"
+        in out
     )
     assert "email: 10/1s; concurrency 5; lease 300s; admission ttl 0.1s; up to 5 attempts" in out
+    # What each limit means, and the span Janus counts its admissions over.
+    assert (
+        "  rate 10/1s counts starts: at most 10 calls start in any 1s; admissions counted over 1.1s\n" in out
+    )
     assert (
         "  retries <= 20% of admissions per 10s (at least 10); retry_after up to 600s; "
         "circuit opens at 50% failed of >= 20 outcomes in 30s, for 10s..300s, 3 probes"
     ) in out
     assert out.rstrip().endswith("configuration is valid")
     assert "janus:" not in err
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_check_config_says_what_each_rate_limit_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = """
+[dependencies.api]
+rate_limits = ["20/1s", { limit = "1000/1m", counts = "admissions" }]
+admission_ttl = "100ms"
+
+[dependencies.api.fairness]
+scope_rate_limits = ["5/1s"]
+"""
+    assert main(["check-config", "--config", str(write(tmp_path, text))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:4] == [
+        "  rate 20/1s counts starts: at most 20 calls start in any 1s; admissions counted over 1.1s",
+        "  rate 1000/60s counts admissions: at most 1000 admissions in any 60s (starts: in any 59.9s); "
+        "admissions counted over 60s",
+        "  scope rate 5/1s counts starts: at most 5 calls start per scope in any 1s; admissions counted over 1.1s",
+    ]
 
 
 @pytest.mark.usefixtures("clean_env")

@@ -38,7 +38,14 @@ import pytest
 from janus.core.circuit import CircuitSnapshot
 from janus.core.jobs import Job, JobState
 from janus.core.lane import NO_AGAIN
-from janus.core.policy import CircuitPolicy, DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
+from janus.core.policy import (
+    CircuitPolicy,
+    DependencyPolicy,
+    FairnessPolicy,
+    RateCounting,
+    RateLimit,
+    RetryPolicy,
+)
 from janus.core.scheduler import Scheduler
 from tests.unit.simulated_store import page_for, snapshot_of
 
@@ -46,6 +53,7 @@ TRACES = Path(__file__).with_name("core_traces.json")
 SEEDS = range(240)
 STEPS = 400
 DEPENDENCIES = ("alpha", "beta", "gamma")
+ADMISSIONS = RateCounting.ADMISSIONS
 
 
 # Fields added to the core's values since the traces were recorded: left out of the digest.
@@ -98,8 +106,10 @@ def _policy(rng: random.Random, name: str) -> DependencyPolicy:
     scopes = [f"s{i}" for i in range(6)]
     return DependencyPolicy(
         name=name,
+        # Counting admissions: the meaning every limit had when the traces were recorded, which
+        # the option must keep exactly (limits that count starts only widen the span).
         rate_limits=tuple(
-            RateLimit(count=rng.randint(1, 8), window=rng.choice([0.5, 1.0, 2.5]))
+            RateLimit(count=rng.randint(1, 8), window=rng.choice([0.5, 1.0, 2.5]), counts=ADMISSIONS)
             for _ in range(rng.choice([0, 0, 1, 2]))
         ),
         concurrency=rng.choice([None, None, 1, 3, 6]),
@@ -129,7 +139,7 @@ def _policy(rng: random.Random, name: str) -> DependencyPolicy:
             weights={s: rng.choice([0.25, 1.0, 4.0]) for s in rng.sample(scopes, rng.randint(0, 3))},
             scope_concurrency=rng.choice([None, None, 1, 2]),
             scope_rate_limits=tuple(
-                RateLimit(count=rng.randint(1, 3), window=rng.choice([0.5, 2.5]))
+                RateLimit(count=rng.randint(1, 3), window=rng.choice([0.5, 2.5]), counts=ADMISSIONS)
                 for _ in range(rng.choice([0, 0, 1]))
             ),
         ),

@@ -320,13 +320,14 @@ def test_a_scope_rate_limit_holds_and_does_not_stall_the_dependency() -> None:
         s.submit(job_id=f"b-{n}", dependency="api", scope="b", payload=None, now=0.0)
     decision = s.admit(0.0)
     assert sorted(a.job_id for a in decision.admissions) == ["a-0", "a-1", "b-0", "b-1"]
-    assert decision.next_wakeup == 10.0
+    # The limit counts starts: admissions are counted over 10 s + the admission TTL (30 s).
+    assert decision.next_wakeup == 40.0
     why = s.why("a-2", 5.0)
     assert why is not None
     assert why[0].reason is WaitReason.SCOPE_RATE
-    assert why[0].until == 10.0
-    assert len(s.admit(9.999).admissions) == 0
-    assert len(s.admit(10.0).admissions) == 4
+    assert why[0].until == 40.0
+    assert len(s.admit(39.999).admissions) == 0
+    assert len(s.admit(40.0).admissions) == 4
 
 
 def test_why_names_the_dependency_limit_and_the_scopes_ahead() -> None:

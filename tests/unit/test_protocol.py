@@ -29,6 +29,7 @@ from janus.protocol import (
 )
 
 CAP = 64 * 1024
+JSON = "application/json"
 
 
 def body(**fields: Any) -> bytes:
@@ -143,6 +144,47 @@ def test_content_type(content_type: str | None, accepted: bool) -> None:
                 decode()
             assert caught.value.reason == "wrong_content_type"
             assert repr(content_type) in caught.value.detail
+
+
+ROUTING_KEYS = [
+    # (routing key of the delivery, the body's dependency, accepted)
+    ("api", "api", True),  # the key producers must use
+    (None, "api", True),  # no key given to the decoder: the body alone is judged
+    ("mail", "api", False),  # a producer allowed to publish for mail, naming api in the body
+    ("", "api", False),  # an empty key (janus.q.intake is bound with "#", so it arrives)
+    ("API", "api", False),  # keys are compared exactly, like the broker's permissions do
+    ("api.x", "api", False),  # a longer topic key
+]
+
+
+@pytest.mark.parametrize(("routing_key", "dependency", "accepted"), ROUTING_KEYS)
+def test_intake_routing_key_must_be_the_dependency(
+    routing_key: str | None, dependency: str, accepted: bool
+) -> None:
+    raw = body(job_id="j1", dependency=dependency)
+    if accepted:
+        assert decode_intake(raw, JSON, CAP, routing_key=routing_key)[0].dependency == dependency
+        return
+    with pytest.raises(ProtocolError) as caught:
+        decode_intake(raw, JSON, CAP, routing_key=routing_key)
+    assert caught.value.reason == "routing_mismatch"
+    assert repr(routing_key) in caught.value.detail
+
+
+def test_a_body_that_does_not_parse_is_judged_before_its_routing_key() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_intake(b'{"job_id": 1}', JSON, CAP, routing_key="mail")
+    assert caught.value.reason == "invalid_fields"
+
+
+def test_an_omitted_payload_reaches_the_worker_as_null() -> None:
+    message, payload_text = decode_intake(body(job_id="j1", dependency="api"), JSON, CAP)
+    assert (message.payload, payload_text) == (None, None)
+    admission = Admission(
+        job_id="j1", dependency="api", scope="default", payload=None, attempt=1,
+        admitted_at=1.0, expires_at=2.0, lease_deadline=10.0,
+    )  # fmt: skip
+    assert json.loads(encode_ready(admission))["payload"] is None  # present, null: never absent
 
 
 def test_content_type_is_checked_before_the_body() -> None:

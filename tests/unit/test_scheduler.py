@@ -8,7 +8,7 @@ import pytest
 
 from janus.core.decisions import Changes, Verdict, WaitReason
 from janus.core.jobs import Admission, Job, JobState
-from janus.core.policy import DependencyPolicy, RateLimit, RetryPolicy
+from janus.core.policy import DependencyPolicy, RateCounting, RateLimit, RetryPolicy
 from janus.core.rebuild import Snapshot
 from janus.core.scheduler import Scheduler
 
@@ -48,8 +48,18 @@ def test_admission_values_carry_the_deadlines() -> None:
     [
         # concurrency binds: no time frees it, only a released slot
         ({"concurrency": 2}, 5, 2, WaitReason.CONCURRENCY, "concurrency 2", None),
-        # a rate limit binds: it frees when the oldest admission leaves the window
-        ({"rate_limits": (RateLimit(count=3, window=10.0),)}, 5, 3, WaitReason.RATE, "rate 3/10s", 10.0),
+        # a rate limit binds: it frees when the oldest admission leaves its span, the window
+        # plus the admission TTL (1 s): a worker may start it until then
+        ({"rate_limits": (RateLimit(count=3, window=10.0),)}, 5, 3, WaitReason.RATE, "rate 3/10s", 11.0),
+        # ...or the window alone, for a limit that counts admissions
+        (
+            {"rate_limits": (RateLimit(count=3, window=10.0, counts=RateCounting.ADMISSIONS),)},
+            5,
+            3,
+            WaitReason.RATE,
+            "rate 3/10s",
+            10.0,
+        ),
         # the tighter of two limits is the one named
         (
             {"rate_limits": (RateLimit(count=5, window=1.0), RateLimit(count=2, window=60.0))},
@@ -57,7 +67,7 @@ def test_admission_values_carry_the_deadlines() -> None:
             2,
             WaitReason.RATE,
             "rate 2/60s",
-            60.0,
+            61.0,
         ),
         # concurrency is checked before rate when both bind
         (
@@ -172,6 +182,21 @@ def test_retry_after_sets_the_floor_of_the_next_attempt_within_max_retry_after()
     assert b.eligible_at == 61.0, "a buggy retry_after is clamped at max_retry_after (not at max_delay)"
 
 
+def test_retry_after_with_a_success_pauses_the_dependency_and_finishes_the_job() -> None:
+    s = scheduler(retry=RetryPolicy(max_retry_after=60.0))
+    submit(s, "a", "b")
+    s.admit(0.0)
+    done = s.on_result(job_id="a", attempt=1, success=True, error=None, retry_after=3.0, now=1.0)
+    assert done.verdict is Verdict.SUCCEEDED
+    s.on_result(job_id="b", attempt=1, success=True, error=None, retry_after=None, now=1.0)
+    submit(s, "c", now=1.0)
+    decision = s.admit(2.0)
+    assert decision.admissions == []
+    (blocked,) = decision.blocked
+    assert (blocked.reason, blocked.until) == (WaitReason.PAUSED, 4.0)
+    assert [a.job_id for a in s.admit(4.0).admissions] == ["c"]
+
+
 def test_lease_timeout_is_a_failed_attempt() -> None:
     s = scheduler(lease_timeout=5.0, retry=RetryPolicy(max_attempts=2, base_delay=1.0, jitter=0.0))
     submit(s, "a")
@@ -269,7 +294,7 @@ def test_restore_rebuilds_held_slots_backoffs_and_rate_windows() -> None:
     decision = s.admit(101.0)
     assert decision.admissions == []
     assert decision.blocked[0].limit == "rate 3/10s"
-    assert decision.blocked[0].until == 103.0
+    assert decision.blocked[0].until == 104.0  # 93 + the 10 s window + the 1 s admission TTL
 
 
 def test_a_backward_clock_jump_cannot_reopen_a_window() -> None:
@@ -279,9 +304,9 @@ def test_a_backward_clock_jump_cannot_reopen_a_window() -> None:
     # The host clock jumps back an hour: decisions keep using the latest time seen.
     decision = s.admit(100.0 - 3600.0)
     assert decision.admissions == []
-    assert decision.blocked[0].until == 110.0
-    (second,) = s.admit(110.0).admissions
-    assert second.admitted_at == 110.0
+    assert decision.blocked[0].until == 111.0  # the window and the admission TTL after 100
+    (second,) = s.admit(111.0).admissions
+    assert second.admitted_at == 111.0
 
 
 def test_a_repeat_the_store_already_had_is_retracted_without_a_trace() -> None:

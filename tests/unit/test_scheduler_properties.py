@@ -27,7 +27,7 @@ from janus.audit import max_in_window
 from janus.core.backoff import backoff_ceiling
 from janus.core.decisions import Verdict
 from janus.core.jobs import Admission, Job, JobState
-from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
+from janus.core.policy import DependencyPolicy, FairnessPolicy, RateCounting, RateLimit, RetryPolicy
 from janus.core.rebuild import history_since
 from janus.core.scheduler import Scheduler
 from tests.unit.simulated_store import page_for, snapshot_of
@@ -39,6 +39,7 @@ rate_limits = st.lists(
         RateLimit,
         count=st.integers(1, 6),
         window=st.sampled_from([0.5, 1.0, 2.5, 10.0]),
+        counts=st.sampled_from(RateCounting),
     ),
     max_size=2,
 ).map(tuple)
@@ -58,7 +59,13 @@ fairness_policies = st.builds(
     weights=st.dictionaries(st.sampled_from(SCOPES), st.sampled_from([0.25, 1.0, 4.0]), max_size=3),
     scope_concurrency=st.none() | st.integers(1, 3),
     scope_rate_limits=st.lists(
-        st.builds(RateLimit, count=st.integers(1, 3), window=st.sampled_from([0.5, 2.5])), max_size=1
+        st.builds(
+            RateLimit,
+            count=st.integers(1, 3),
+            window=st.sampled_from([0.5, 2.5]),
+            counts=st.sampled_from(RateCounting),
+        ),
+        max_size=1,
     ).map(tuple),
 )
 
@@ -126,7 +133,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         """Move to just before an admission leaves a window: where an off-by-one would show."""
         edges = sorted(
             {
-                admission.admitted_at + limit.window - epsilon
+                admission.admitted_at + limit.admission_window(policy.admission_ttl) - epsilon
                 for name, policy in self.policies.items()
                 for limit in policy.rate_limits
                 for admission in self.admissions[name][-8:]
@@ -357,12 +364,15 @@ class AdmissionMachine(RuleBasedStateMachine):
         for name, policy in self.policies.items():
             stamps = [a.admitted_at for a in self.admissions[name]]
             assert stamps == sorted(stamps), "admissions must be stamped on a monotonic clock"
+            # Over each limit's span (T + admission_ttl when it counts starts): what keeps the
+            # starts of workers that follow the protocol within COUNT per T (tests/unit/test_rate_meaning.py).
+            ttl = policy.admission_ttl
             for limit in policy.rate_limits:
-                assert max_in_window(stamps, limit.window) <= limit.count
+                assert max_in_window(stamps, limit.admission_window(ttl)) <= limit.count
             for scope in SCOPES:
                 scope_stamps = [a.admitted_at for a in self.admissions[name] if a.scope == scope]
                 for limit in policy.fairness.scope_rate_limits:
-                    assert max_in_window(scope_stamps, limit.window) <= limit.count
+                    assert max_in_window(scope_stamps, limit.admission_window(ttl)) <= limit.count
 
     @invariant()
     def scope_concurrency_never_exceeded(self) -> None:

@@ -6,6 +6,7 @@ integration tests; here every kind of input meets the core and comes back as dat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ import pytest
 from janus.broker.consumer import Delivery
 from janus.core.jobs import JobState
 from janus.core.policy import DependencyPolicy, RetryPolicy
+from janus.core.repeats import StoredAttempt
 from janus.core.scheduler import Scheduler
 from janus.errors import ProtocolError
 from janus.protocol import decode_returned, encode_intake, encode_result
@@ -31,7 +33,8 @@ def delivery(body: bytes, routing_key: str = "", content_type: str | None = "app
 
 
 def intake(job_id: str, dependency: str = "api") -> Delivery:
-    return delivery(encode_intake(job_id=job_id, dependency=dependency, scope="s", payload={"n": 1}))
+    body = encode_intake(job_id=job_id, dependency=dependency, scope="s", payload={"n": 1})
+    return delivery(body, routing_key=dependency)  # producers route intake by its dependency
 
 
 def batch(**parts: Any) -> Batch:
@@ -59,6 +62,9 @@ def test_bad_intake_is_set_aside_and_a_repeat_in_the_batch_is_a_duplicate() -> N
                 intake("a"),
                 intake("a"),  # the same job again: the first one wins
                 intake("b", dependency="nobody"),
+                delivery(
+                    encode_intake(job_id="c", dependency="api", scope="s", payload=None), routing_key="other"
+                ),
                 delivery(b"{not json"),
                 delivery(b"{}", content_type="text/plain"),
             ],
@@ -71,6 +77,7 @@ def test_bad_intake_is_set_aside_and_a_repeat_in_the_batch_is_a_duplicate() -> N
     )
     assert [(s.source, s.reason) for s in decided.set_aside] == [
         ("intake", "unknown_dependency"),
+        ("intake", "routing_mismatch"),
         ("intake", "malformed_json"),
         ("intake", "wrong_content_type"),
         ("results", "unroutable"),
@@ -98,10 +105,22 @@ def test_results_move_jobs_and_results_that_cannot_speak_for_a_job_are_set_aside
     }
     decided = decide(batch(results=results), scheduler, 2.0, OPTIONS)
     assert [(s.reason, s.detail) for s in decided.set_aside] == [
-        ("unknown_job", "job 'a' attempt 1 (success)"),  # finished: the core forgot it
         ("wrong_dependency", "job 'c' of 'other' reported as 'api'"),
+    ]
+    # The results that changed nothing are told apart with the store (asked only about those the
+    # tick itself cannot explain), before the commit: here a store that never had `ghost`.
+    asked: list[list[tuple[str, int]]] = []
+
+    async def reported_attempts(reported: list[tuple[str, int]]) -> list[StoredAttempt | None]:
+        asked.append(reported)
+        return [None for _ in reported]
+
+    explained = asyncio.run(decided.unapplied.explain(SimpleNamespace(reported_attempts=reported_attempts)))
+    assert [(reason, detail) for _, reason, detail in explained] == [
+        ("duplicate_result", "job 'a' attempt 1 (success): applied earlier in the same tick"),
         ("unknown_job", "job 'ghost' attempt 1 (success)"),
     ]
+    assert asked == [[("ghost", 1)]]
     assert decided.events == {("result", "succeeded"): 1, ("result", "dead"): 1, ("result", "unknown_job"): 2}
     assert sorted((j.job_id, j.state) for j in decided.finished) == [
         ("a", JobState.SUCCEEDED),

@@ -260,3 +260,13 @@ SELECT j.job_id, j.dependency, j.scope, j.state, j.attempt, j.failures, j.seq, j
 -- params: $1 database name
 -- On a maintenance connection (janus migrate --create): is there a database of that name?
 SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
+
+-- name: reported_attempts
+-- params: $1 job ids, $2 attempts (one reported result per index)
+-- For the rare results the core could not apply: the job's dependency, state and latest attempt,
+-- and the error recorded for the reported attempt if it failed (core/repeats.py tells a repeat
+-- of an applied result from a stale one with them). No row for a job the store never had.
+SELECT r.ord, j.dependency, j.state, j.attempt, e.error
+  FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS r(job_id, attempt, ord)
+  JOIN janus.jobs AS j ON j.job_id = r.job_id
+  LEFT JOIN janus.attempt_errors AS e ON e.job_id = r.job_id AND e.attempt = r.attempt;
