@@ -36,6 +36,7 @@ from janus.core.policy import (
     default_admission_ttl,
 )
 from janus.errors import ConfigError
+from janus.urls import check_port
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/janus"
@@ -246,6 +247,12 @@ class JanusConfig(_Strict):
     bad_results_limit: RateLimitSpec = RateLimit(count=200, window=1.0)
     dependencies: dict[str, DependencyConfig] = Field(min_length=1)
 
+    @field_validator("amqp_url", "database_url")
+    @classmethod
+    def _port(cls, value: str) -> str:
+        check_port(value)  # a port like "abc" would otherwise fail only when connecting
+        return value
+
     @field_validator("dependencies")
     @classmethod
     def _names(cls, value: dict[str, DependencyConfig]) -> dict[str, DependencyConfig]:
@@ -382,8 +389,13 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {file}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {file}: not UTF-8 (byte {exc.start + 1})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML in {file}: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and tables recursively: no policy nests this deep.
+        raise ConfigError(f"invalid TOML in {file}: nested too deeply") from None
     return parse_config(data, str(file), env)

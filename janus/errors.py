@@ -15,6 +15,12 @@ class ConfigError(JanusError):
     """The configuration file or environment is invalid; the message names the key."""
 
 
+class ConnectionSettingsError(ConfigError):
+    """The broker or the database refused the connection settings themselves: a missing
+    database or vhost, credentials refused, a malformed URL. Unlike an outage (refused or
+    timed-out connections), reconnecting cannot mend it: the process says so and stops."""
+
+
 class ProtocolError(JanusError):
     """A message on the wire does not follow docs/protocol.md."""
 
@@ -39,6 +45,11 @@ class LeadershipLost(StoreError):
 
 class BrokerError(JanusError):
     """RabbitMQ failed or refused an operation."""
+
+
+class TopologyMissing(BrokerError):
+    """An exchange or queue a client needs does not exist: Janus has not declared it on this
+    vhost (it never ran there, or not with that dependency)."""
 
 
 class NotRouted(BrokerError):

@@ -41,6 +41,13 @@ Identifier = Annotated[
 ]
 
 
+# Said instead of the pattern itself, which is unreadable.
+_IDENTIFIER_PATTERN = {
+    "string_pattern_mismatch": "must not contain control characters, line or paragraph separators, "
+    "or bidirectional overrides"
+}
+
+
 class _Wire(BaseModel):
     # Strict: "attempt": "1" is a type error, not a silent coercion. Unknown fields
     # are ignored so that the protocol can grow without breaking old peers.
@@ -59,10 +66,14 @@ class ReadyMessage(_Wire):
     dependency: str
     scope: str
     payload: JsonValue = None
-    attempt: int
+    attempt: int  # the admission's sequence number: fencing; echoed in the result
     admitted_at: float
     expires_at: float
     lease_expires_at: float | None = None
+    # The job's tries in its current life (failed attempts + 1) and the most it gets; absent
+    # from a Janus older than these fields. `attempt` also counts admissions nobody took.
+    try_number: int | None = None
+    max_attempts: int | None = None
 
 
 class ResultMessage(_Wire):
@@ -103,7 +114,8 @@ def _explain(error: ValidationError) -> ProtocolError:
     if first["type"] in ("model_type", "model_attributes_type"):
         return ProtocolError("not_an_object", "the message must be a JSON object")
     details = "; ".join(
-        f"{'.'.join(str(p) for p in item['loc']) or 'message'}: {item['msg']}" for item in error.errors()[:5]
+        f"{'.'.join(str(p) for p in item['loc']) or 'message'}: {_IDENTIFIER_PATTERN.get(item['type'], item['msg'])}"
+        for item in error.errors()[:5]
     )
     return ProtocolError("invalid_fields", details)
 
@@ -143,6 +155,27 @@ def decode_intake(
     if len(payload_text.encode()) > max_payload_bytes:
         raise ProtocolError("payload_too_large", f"payload over {max_payload_bytes} bytes")
     return message, payload_text
+
+
+def check_identifiers(*, job_id: str, dependency: str, scope: str) -> None:
+    """Raise ProtocolError (Janus's reason) if Janus would set aside a job with these identifiers."""
+    try:
+        IntakeMessage(job_id=job_id, dependency=dependency, scope=scope)
+    except ValidationError as exc:
+        raise _explain(exc) from None
+
+
+def encode_checked_intake(
+    *, job_id: str, dependency: str, scope: str, payload: JsonValue, max_payload_bytes: int | None = None
+) -> bytes:
+    """The intake message, or ProtocolError with the reason Janus would set it aside for (the
+    payload cap is checked only if given: it is Janus's configuration)."""
+    try:
+        body = encode_intake(job_id=job_id, dependency=dependency, scope=scope, payload=payload)
+    except ValueError:
+        raise ProtocolError("invalid_fields", "payload: NaN and Infinity are not JSON numbers") from None
+    decode_intake(body, CONTENT_TYPE, max_payload_bytes if max_payload_bytes is not None else len(body))
+    return body
 
 
 def decode_result(body: bytes, content_type: str | None) -> ResultMessage:
@@ -186,6 +219,8 @@ def encode_ready(admission: Admission) -> bytes:
             "admitted_at": admission.admitted_at,
             "expires_at": admission.expires_at,
             "lease_expires_at": admission.lease_deadline,
+            "try_number": admission.failures + 1,
+            "max_attempts": admission.max_attempts,
         },
         separators=(",", ":"),
         ensure_ascii=False,
@@ -208,12 +243,15 @@ def encode_result(
     outcome: Literal["success", "failure"],
     error: str | None = None,
     retry_after: float | None = None,
+    throttled: bool = False,
 ) -> bytes:
     body: dict[str, object] = {"job_id": job_id, "attempt": attempt, "outcome": outcome}
     if error is not None:
         body["error"] = error[:MAX_ERROR_LENGTH]
     if retry_after is not None:
         body["retry_after"] = retry_after
+    if throttled:
+        body["throttled"] = True  # reserved (docs/protocol.md): Janus ignores it for now
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -153,6 +153,13 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.ready_consumers = Gauge(
+            "janus_ready_consumers",
+            "Consumers of each dependency's ready queue, as the leader last counted them; "
+            "with 0, nothing of the dependency is admitted (wait reason no_worker).",
+            ["dependency"],
+            registry=r,
+        )
         self.retry_budget_parked = Gauge(
             "janus_retry_budget_parked_scopes",
             "Scopes whose next job is a retry waiting for the dependency's retry budget.",

@@ -1,4 +1,10 @@
-"""A connection to RabbitMQ: opening it, noticing when it or a channel of it closes, closing it."""
+"""A connection to RabbitMQ: opening it, noticing when it or a channel of it closes, closing it.
+
+Opening tells the broker's refusals from its outages: credentials refused, a vhost that does
+not exist (or that the user may not open) and a malformed URL are `ConnectionSettingsError`,
+which trying again cannot mend, so the caller says so once and stops; a refused or timed-out
+connection is an outage (`BrokerError`), and Janus reconnects with backoff.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +16,23 @@ from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.exceptions import (
+    AuthenticationError,
+    ConnectionNotAllowed,
+    InvalidFrameError,
+    ProbableAuthenticationError,
+)
 
-from janus.broker import BROKER_ERRORS, broker_errors
-from janus.errors import BrokerError
+from janus.broker import BROKER_ERRORS
+from janus.errors import BrokerError, ConnectionSettingsError
+from janus.urls import check_port, redact, url_path_name, url_user
 
 log = logging.getLogger("janus.broker")
 
 Connection = AbstractConnection
 CLOSE_TIMEOUT = 2.0  # closing a connection that may be dead
 _CLOSING_ERRORS: tuple[type[Exception], ...] = (*BROKER_ERRORS, RuntimeError)
+_CONNECT_ERRORS: tuple[type[Exception], ...] = (*BROKER_ERRORS, ValueError)  # ValueError: the URL
 
 
 async def connect(
@@ -26,12 +40,37 @@ async def connect(
 ) -> Connection:
     """A connection named `name` (shown by the broker); `heartbeat` in seconds unless the URL
     sets its own (0: the broker's choice)."""
-    if "heartbeat" in parse_qs(urlsplit(url).query):  # the URL's own setting wins
-        heartbeat = None
-    with broker_errors("cannot connect to RabbitMQ"):
+    try:
+        check_port(url)
+        if "heartbeat" in parse_qs(urlsplit(url).query):  # the URL's own setting wins
+            heartbeat = None
         return await aio_pika.connect(
             url, timeout=timeout, heartbeat=heartbeat, client_properties={"connection_name": name}
         )
+    except _CONNECT_ERRORS as exc:
+        refused = settings_error(exc, url)
+        if refused is not None:
+            raise refused from exc
+        raise BrokerError(f"cannot connect to RabbitMQ at {redact(url)}: {exc!r}") from exc
+
+
+def settings_error(exc: BaseException, url: str) -> ConnectionSettingsError | None:
+    """The refusal of the connection settings themselves that `exc` means, if it does."""
+    where = f"RabbitMQ at {redact(url)}"
+    if isinstance(exc, ProbableAuthenticationError | AuthenticationError):
+        return ConnectionSettingsError(f"{where} refused the credentials of user {url_user(url)!r}")
+    if isinstance(exc, ConnectionNotAllowed) or (
+        isinstance(exc, InvalidFrameError) and "Connection.Close" in str(exc)
+    ):
+        # The broker closes the handshake at Connection.Open: the vhost is missing, or closed to the user.
+        vhost = url_path_name(url) or "/"
+        return ConnectionSettingsError(
+            f"{where} refused vhost {vhost!r}: it does not exist, or user {url_user(url)!r} "
+            f"has no permissions on it"
+        )
+    if isinstance(exc, ValueError):
+        return ConnectionSettingsError(f"invalid AMQP URL {redact(url)}: {exc}")
+    return None
 
 
 async def close(connection: Connection) -> None:

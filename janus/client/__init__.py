@@ -1,6 +1,16 @@
 """The small SDK for producers and workers (docs/protocol.md is the contract it follows)."""
 
 from janus.client.producer import Producer
-from janus.client.worker import ReadyJob, RetryAfter, Worker, WorkRecord
+from janus.client.sync_producer import SyncProducer, submit
+from janus.client.worker import ReadyJob, RetryAfter, Throttled, Worker, WorkRecord
 
-__all__ = ["Producer", "ReadyJob", "RetryAfter", "Worker", "WorkRecord"]
+__all__ = [
+    "Producer",
+    "ReadyJob",
+    "RetryAfter",
+    "SyncProducer",
+    "Throttled",
+    "Worker",
+    "WorkRecord",
+    "submit",
+]

@@ -14,13 +14,19 @@ from types import TracebackType
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.exceptions import ChannelNotFoundEntity
 from aiormq import spec
 from aiormq.exceptions import DeliveryError
 from pydantic import JsonValue
 
 from janus.broker import BROKER_ERRORS, topology
-from janus.errors import BrokerError, NotRouted
-from janus.protocol import CONTENT_TYPE, encode_intake
+from janus.broker.connection import connect
+from janus.errors import BrokerError, NotRouted, ProtocolError, TopologyMissing
+from janus.protocol import CONTENT_TYPE, check_identifiers, encode_intake
+from janus.urls import redact
+
+# How long `connect` waits for Janus's exchange by default: Janus may be starting up.
+CONNECT_TIMEOUT = 30.0
 
 
 class Producer:
@@ -32,16 +38,42 @@ class Producer:
         self._exchange = exchange
 
     @classmethod
-    async def connect(cls, amqp_url: str, *, name: str = "janus-producer") -> Producer:
-        connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": name})
-        channel, exchange = await topology.await_exchange(connection, topology.INTAKE_EXCHANGE, confirms=True)
+    async def connect(
+        cls, amqp_url: str, *, name: str = "janus-producer", timeout: float = CONNECT_TIMEOUT
+    ) -> Producer:
+        """Connect, and wait up to `timeout` seconds for janus.intake (Janus declares it).
+
+        Raises ConnectionSettingsError (credentials, vhost, URL), BrokerError (RabbitMQ does not
+        answer) or TopologyMissing (no janus.intake: Janus has never run on this vhost)."""
+        connection = await connect(amqp_url, name=name, timeout=timeout)
+        try:
+            channel, exchange = await topology.await_exchange(
+                connection, topology.INTAKE_EXCHANGE, confirms=True, timeout=timeout
+            )
+        except ChannelNotFoundEntity:
+            await connection.close()
+            raise TopologyMissing(
+                f"no exchange {topology.INTAKE_EXCHANGE!r} on {redact(amqp_url)}: Janus has never run on "
+                f"this vhost (start janus run with it, or load the broker definitions)"
+            ) from None
+        except BaseException:
+            await connection.close()
+            raise
         return cls(connection, channel, exchange)
 
     async def submit(
         self, job_id: str, dependency: str, payload: JsonValue = None, *, scope: str = "default"
     ) -> None:
-        """Publish one job; returns once the broker has confirmed it. Safe to repeat: Janus deduplicates."""
-        body = encode_intake(job_id=job_id, dependency=dependency, scope=scope, payload=payload)
+        """Publish one job; returns once the broker has confirmed it. Safe to repeat: Janus deduplicates.
+
+        Raises ProtocolError, before publishing, for a job Janus would set aside (an empty or
+        over-long identifier, control characters, NaN in the payload), and BrokerError if the
+        broker routed it nowhere or the connection failed."""
+        check_identifiers(job_id=job_id, dependency=dependency, scope=scope)
+        try:
+            body = encode_intake(job_id=job_id, dependency=dependency, scope=scope, payload=payload)
+        except ValueError:
+            raise ProtocolError("invalid_fields", "payload: NaN and Infinity are not JSON numbers") from None
         message = aio_pika.Message(
             body,
             content_type=CONTENT_TYPE,

@@ -38,6 +38,7 @@ def admit_lane(
     scope_windows = bool(policy.fairness.scope_rate_limits)  # every scope has windows, or none has
     capped = policy.fairness.scope_concurrency is not None or scope_windows
     expires_at, lease_deadline = now + policy.admission_ttl, now + policy.lease_timeout
+    max_attempts = policy.retry.max_attempts  # told to the worker with every admission
     leases: list[tuple[str, int]] = []
     room = 0  # admissions the dependency's limits allow before `block` must be asked again
     pending = retries = 0  # admitted, not yet recorded (record_admissions)
@@ -71,7 +72,7 @@ def admit_lane(
             if _stalled(lane, scope, now, blocked, wakeups):
                 break
             continue
-        job, admission = admitted(jobs[job_id], now, expires_at, lease_deadline)
+        job, admission = admitted(jobs[job_id], now, expires_at, lease_deadline, max_attempts)
         jobs[job_id] = job
         changed[job_id] = job
         if lapsed:

@@ -20,6 +20,7 @@ class WaitReason(StrEnum):
     RETRY_BUDGET = "retry_budget"  # a retry, and the dependency's retries are over budget
     PAUSED = "paused"  # a worker's retry_after pauses the whole dependency
     CIRCUIT = "circuit"  # the dependency's circuit is open, or half-open with every probe out
+    NO_WORKER = "no_worker"  # nobody consumes the dependency's ready queue
     BACKOFF = "backoff"  # a retry, not eligible before `eligible_at`
     FAIR_SHARE = "fair_share"  # other scopes are further below their fair share
     QUEUED = "queued"  # earlier jobs of its own scope go first
@@ -94,7 +95,8 @@ class LaneStats:
     stored: int  # eligible first attempts left in the store until their scope needs them
     delayed: int  # waiting for backoff
     held: int  # admitted, no result yet
-    scopes: int  # scopes with eligible jobs
+    scopes: int  # scopes with eligible jobs (those held back by a cap of their own included)
+    parked: int = 0  # of which out of the fair queue: at a cap of their own, or a retry over budget
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

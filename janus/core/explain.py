@@ -29,12 +29,15 @@ def why_job(lane: Lane, job: Job, now: float) -> list[WhyWaiting]:
     return why_scope(lane, job.scope, now, ahead_in_scope=ahead)
 
 
+def _blocked(lane: Lane, now: float) -> list[WhyWaiting]:
+    """What holds the whole dependency back at `now`, as a reason of `why` (none, or one)."""
+    block = lane.block(now)
+    return [] if block is None else [WhyWaiting(reason=block.reason, detail=block.limit, until=block.until)]
+
+
 def why_scope(lane: Lane, scope_name: str, now: float, *, ahead_in_scope: int = 0) -> list[WhyWaiting]:
     """Why the next job of a scope (behind `ahead_in_scope` others of its scope) waits."""
-    reasons: list[WhyWaiting] = []
-    block = lane.block(now)
-    if block is not None:
-        reasons.append(WhyWaiting(reason=block.reason, detail=block.limit, until=block.until))
+    reasons = _blocked(lane, now)
     scope = lane.scopes.get(scope_name)
     if scope is not None:
         cap = lane.scope_cap(scope, now)
@@ -66,6 +69,29 @@ def why_scope(lane: Lane, scope_name: str, now: float, *, ahead_in_scope: int = 
     return reasons
 
 
+def lane_blocks(lane: Lane, now: float) -> list[WhyWaiting]:
+    """What holds a dependency's waiting jobs back: its own limits and gates, and how many
+    scopes a cap of their own holds (the same `block` and parking `why_scope` explains per job)."""
+    reasons = _blocked(lane, now)
+    fairness = lane.policy.fairness
+    for reason, count in lane.parked.items():
+        if count <= 0:
+            continue
+        scopes = f"{count} scope{'s' if count != 1 else ''}"
+        until: float | None
+        if reason is WaitReason.SCOPE_CONCURRENCY:
+            detail = f"{scopes} at scope concurrency {fairness.scope_concurrency}"
+            until = None
+        elif reason is WaitReason.SCOPE_RATE:
+            detail = f"{scopes} at a scope rate limit ({', '.join(map(str, fairness.scope_rate_limits))})"
+            until = lane.rate_parked[0][0] if lane.rate_parked else None
+        else:
+            detail = f"{scopes} whose next job is a retry over the retry budget"
+            until = lane.gate.retry_free_at(now)
+        reasons.append(WhyWaiting(reason=reason, detail=detail, until=until))
+    return reasons
+
+
 def in_memory_ahead(lane: Lane, scope: str) -> int:
     """Jobs of a scope in memory that go before any of its first attempts still in the store."""
     state = lane.scopes.get(scope)
@@ -79,7 +105,9 @@ def lane_stats(lane: Lane) -> LaneStats:
         stored=lane.stored,
         delayed=len(lane.delayed),
         held=len(lane.held),
-        scopes=len(lane.fair),
+        # Scopes at a cap of their own are out of the fair queue, and still wait.
+        scopes=len(lane.fair) + lane.parked.total(),
+        parked=lane.parked.total(),
     )
 
 

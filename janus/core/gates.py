@@ -1,8 +1,9 @@
 """Everything that may hold a whole dependency back besides its rate and concurrency limits.
 
-One `DependencyGates` per dependency bundles the Retry-After pause, the circuit breaker and
-the retry budget, so that the scheduler asks one object two questions -- "may anything of
-this dependency be admitted now?" (`block`, checked with the lane's own limits) and "may a
+One `DependencyGates` per dependency bundles the Retry-After pause, the circuit breaker,
+the retry budget and whether anyone consumes its ready queue (core/workers.py), so that
+the scheduler asks one object two questions -- "may anything of this dependency be
+admitted now?" (`block`, checked with the lane's own limits) and "may a
 retry be admitted now?" (`allows_retry`, the retry budget) -- and tells it what
 happened (admissions, outcomes, returns, pauses).
 Its state changes come back as values: a `GateState` to persist (a new leader goes on from
@@ -18,9 +19,11 @@ from janus.core.circuit import CircuitBreaker, CircuitSnapshot, CircuitState
 from janus.core.pause import Pause, pause_for
 from janus.core.policy import DependencyPolicy
 from janus.core.retry_budget import RetryBudget
+from janus.core.workers import WorkerPresence
 
 
 class GateReason(StrEnum):
+    NO_WORKER = "no_worker"  # nobody consumes the dependency's ready queue
     PAUSED = "paused"  # a worker's retry_after
     CIRCUIT = "circuit"  # open, or half-open with every probe out
 
@@ -60,6 +63,7 @@ class DependencyGates:
         self.budget = RetryBudget(policy.retry)
         self.circuit = CircuitBreaker(policy.circuit)
         self.pause_until: float | None = None
+        self.workers = WorkerPresence()  # observed by the shell, never persisted
         self._dirty = False
         self._events: list[GateEvent] = []
 
@@ -67,10 +71,12 @@ class DependencyGates:
 
     def block(self, now: float) -> GateBlock | None:
         """Why nothing of this dependency may be admitted at `now`, if so."""
+        if self.workers.absent:
+            return GateBlock(reason=GateReason.NO_WORKER, limit=self.workers.detail(), until=None)
         if self.pause_until is not None and now < self.pause_until:
             return GateBlock(
                 reason=GateReason.PAUSED,
-                limit=f"retry_after until {self.pause_until:.3f}",
+                limit="a worker's retry_after",  # until when: `until`, which readers show as they like
                 until=self.pause_until,
             )
         if not self.circuit.admits(now):
@@ -133,7 +139,7 @@ class DependencyGates:
                     kind="paused",
                     at=now,
                     detail=f"retry_after {min(pause.requested, self.policy.retry.max_retry_after):g}s: "
-                    f"nothing admitted until {pause.until:.3f}",
+                    f"nothing admitted for {pause.until - now:g} s",
                     until=pause.until,
                 )
             )
@@ -153,7 +159,7 @@ class DependencyGates:
                     at=change.at,
                     detail=change.reason
                     + (
-                        f"; open until {change.snapshot.open_until:.3f}"
+                        f"; admits nothing for {change.snapshot.open_for:g} s"
                         if change.state is CircuitState.OPEN
                         else ""
                     ),

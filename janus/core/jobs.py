@@ -56,9 +56,11 @@ class Admission(NamedTuple):
     expires_at: float
     lease_deadline: float
     retry: bool = False  # the job had failed before: counts against the retry budget
+    failures: int = 0  # the job's failed attempts in its current life: this is try failures + 1
+    max_attempts: int | None = None  # of its dependency's retry policy (None: not known here)
 
     @classmethod
-    def of(cls, job: Job) -> Admission:
+    def of(cls, job: Job, max_attempts: int | None = None) -> Admission:
         """The admission of a job in the ADMITTED state: everything is already on the job."""
         if job.admitted_at is None or job.expires_at is None or job.lease_deadline is None:
             raise ValueError(f"job {job.job_id!r} is not admitted")
@@ -72,6 +74,8 @@ class Admission(NamedTuple):
             expires_at=job.expires_at,
             lease_deadline=job.lease_deadline,
             retry=job.failures > 0,
+            failures=job.failures,
+            max_attempts=max_attempts,
         )
 
 
@@ -106,8 +110,11 @@ def first_attempt(*, job_id: str, dependency: str, scope: str, payload: object, 
     )
 
 
-def admitted(job: Job, now: float, expires_at: float, lease_deadline: float) -> tuple[Job, Admission]:
-    """The job admitted at `now` (its next attempt), and that admission."""
+def admitted(
+    job: Job, now: float, expires_at: float, lease_deadline: float, max_attempts: int | None = None
+) -> tuple[Job, Admission]:
+    """The job admitted at `now` (its next attempt), and that admission (`max_attempts`: of its
+    dependency's retry policy, for the ready message)."""
     (
         job_id,
         dependency,
@@ -157,6 +164,8 @@ def admitted(job: Job, now: float, expires_at: float, lease_deadline: float) -> 
                 expires_at,
                 lease_deadline,
                 failures > 0,  # retry
+                failures,
+                max_attempts,
             ),
         ),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -95,7 +95,7 @@ class Lane:
 
     policy: DependencyPolicy
     windows: list[SlidingWindow]
-    gate: DependencyGates  # Retry-After pause, circuit breaker, retry budget (core/gates.py)
+    gate: DependencyGates  # Retry-After pause, circuit breaker, retry budget, workers (core/gates.py)
     ledger: Ledger  # shared by every lane of the scheduler
     pager: Pager  # shared by every lane of the scheduler
     held: set[str] = field(default_factory=set)
@@ -109,6 +109,7 @@ class Lane:
     # in that order (a set would order them by string hash, which varies between processes).
     retry_parked: dict[str, None] = field(default_factory=dict)
     retiring: list[tuple[float, int, str]] = field(default_factory=list)  # (at, seq, scope)
+    parked: Counter[WaitReason] = field(default_factory=Counter)  # scopes out of `fair`, by reason
     tiebreak: int = 0  # the `seq` of this lane's heap entries: equal times keep their order
 
     @classmethod
@@ -278,6 +279,7 @@ class Lane:
 
     def park(self, scope: Scope, reason: WaitReason, until: float | None) -> None:
         scope.parked = reason
+        self.parked[reason] += 1
         self.fair.park(scope.name)
         if reason is WaitReason.SCOPE_RATE and until is not None:
             self.tiebreak += 1
@@ -288,6 +290,8 @@ class Lane:
     def unpark(self, scope: Scope) -> None:
         if scope.parked is WaitReason.RETRY_BUDGET:
             self.retry_parked.pop(scope.name, None)
+        if scope.parked is not None:
+            self.parked[scope.parked] -= 1
         scope.parked = None
         self.wake(scope)
 

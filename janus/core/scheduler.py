@@ -71,6 +71,11 @@ class Scheduler:
     def policies(self) -> Mapping[str, DependencyPolicy]:
         return {name: lane.policy for name, lane in self._lanes.items()}
 
+    def observe_workers(self, dependency: str, consumers: int, queue: str) -> bool:
+        """The broker's count of consumers of the dependency's ready queue (named `queue`); with
+        none, nothing of it is admitted (core/workers.py). True if that changed either way."""
+        return self._lanes[dependency].gate.workers.observe(consumers, queue)
+
     def update_policy(self, policy: DependencyPolicy) -> None:
         """A config reload: new weights and caps apply from the next decision on.
 
@@ -439,6 +444,11 @@ class Scheduler:
     def in_memory_ahead(self, dependency: str, scope: str) -> int:
         """Jobs of a scope in memory that go before any of its first attempts still in the store."""
         return explain.in_memory_ahead(self._lanes[dependency], scope)
+
+    def lane_blocks(self, dependency: str, now: float) -> list[WhyWaiting]:
+        """What holds a dependency's waiting jobs back: its own limits and gates, and how many
+        scopes a cap of their own holds (the same reasons `why_scope` gives per scope)."""
+        return explain.lane_blocks(self._lanes[dependency], max(now, self._clock_floor))
 
     def why_scope(
         self, dependency: str, scope_name: str, now: float, *, ahead_in_scope: int = 0

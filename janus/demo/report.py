@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from importlib.resources.abc import Traversable
 
 from janus.audit import AuditReport, audit
+from janus.cli.common import plural
 from janus.config import JanusConfig
 from janus.demo.world import (
     DEAD_SHOWN,
@@ -162,17 +163,17 @@ def _print_tenants(world: World, dead: dict[str, str]) -> None:
 def _problems(world: World, report: AuditReport) -> list[str]:
     problems = []
     if report.lost:
-        problems.append(f"{len(report.lost)} jobs never finished (e.g. {report.lost[0]})")
+        problems.append(f"{plural(len(report.lost), 'job')} never finished (e.g. {report.lost[0]})")
     if report.worst_rate_excess > 0:
         problems.append(f"a rate limit was exceeded by {report.worst_rate_excess}")
     if report.worst_concurrency_excess > 0:
         problems.append(f"a concurrency limit was exceeded by {report.worst_concurrency_excess}")
     if report.duplicate_starts:
-        problems.append(f"{len(report.duplicate_starts)} admissions started more than once")
+        problems.append(f"{plural(len(report.duplicate_starts), 'admission')} started more than once")
     # No lease can time out in the demo, so a second success can only be a duplicate run.
     if report.repeated_successes:
-        problems.append(f"{len(report.repeated_successes)} jobs succeeded more than once")
+        problems.append(f"{plural(len(report.repeated_successes), 'job')} succeeded more than once")
     refused = sum(api.refused for api in world.apis.values())
     if refused:
-        problems.append(f"the APIs answered 429 to {refused} calls")
+        problems.append(f"the APIs answered 429 to {plural(refused, 'call')}")
     return problems

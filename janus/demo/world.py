@@ -276,9 +276,10 @@ class World:
 
     def progress(self, elapsed: float, phase: str, dead: dict[str, str]) -> str:
         load, tally = self.load, self.tally
+        finished = self.finished(dead)
         header = (
             f"[{elapsed:3.0f}s] {phase}: submitted {len(load.submitted)}, re-sent {load.republished}, "
-            f"finished {self.finished(dead)}"
+            f"finished {finished}, left {len(load.submitted) - finished}"
         )
         dead_by_dependency = Counter(dead.values())
         now = self.service.clock()  # admitted_at is on the database's clock, as Janus's is
@@ -315,12 +316,26 @@ class World:
             else:
                 self._widths.append(width)
         lines = [header]
-        for row in rows:
+        for policy, row in zip(self.policies, rows, strict=True):
             cells = [row[0].ljust(self._widths[0])]
             for label, value, width in zip(labels[1:], row[1:], self._widths[1:], strict=True):
                 cells.append(f"{label} {value.rjust(width)}" if label else value.rjust(width))
-            lines.append("  " + "  ".join(cells))
+            lines.append("  " + "  ".join(cells) + self.held_by(policy.name, now))
         return "\n".join(lines)
+
+    def held_by(self, dependency: str, now: float) -> str:
+        """What holds the dependency's waiting jobs back now, as `janus scopes` says it: so that a
+        quiet stretch (a circuit open, retries over their budget) shows what it waits for."""
+        scheduler = self.service.inspector.scheduler
+        if scheduler is None:
+            return ""
+        reasons = [
+            reason.detail
+            + (f" ({max(0.0, reason.until - now):.1f} s left)" if reason.until is not None else "")
+            for reason in scheduler.lane_blocks(dependency, now)
+            if reason.reason.value not in ("rate", "concurrency")  # the columns show those
+        ]
+        return f"  held: {'; '.join(reasons)}" if reasons else ""
 
 
 @dataclass(kw_only=True)

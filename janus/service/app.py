@@ -46,6 +46,7 @@ from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
 from janus.service.tick import TickOptions
+from janus.service.worker_watch import POLL_EVERY, WorkerWatch
 from janus.store.repository import Store
 from janus.store.session import LeaderSession
 
@@ -71,6 +72,7 @@ class ServiceOptions:
     reconnect: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(max_attempts=1, base_delay=0.1, max_delay=5.0, jitter=0.5)
     )
+    worker_poll_every: float = POLL_EVERY  # how often the leader counts each ready queue's consumers
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceOptions:
@@ -127,6 +129,7 @@ class Service:
         self._clock_offset = 0.0
         self._rng = random.Random()
         self._failures = 0  # consecutive failed attempts to get going: the backoff's exponent
+        self._worker_counts: dict[str, int] = {}  # consumers per ready queue, as last counted
 
     def clock(self) -> float:
         """Unix seconds on the database's clock, so that skew between hosts cannot break a window."""
@@ -164,6 +167,8 @@ class Service:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=delay)
+            if self.stop.is_set():
+                log.info("stopping while reconnecting: nothing is held, nothing to drain")
         self.health.become(Role.STOPPING)
 
     async def _connected(self) -> None:
@@ -268,6 +273,7 @@ class Service:
             await broker.close(connection)
 
     async def _connect_broker(self, purpose: str = "term") -> broker.Connection:
+        # Refused credentials or vhost raise ConnectionSettingsError, which is not recoverable.
         return await broker.connect(
             self.config.amqp_url,
             name=f"janus-{self.identity}-{purpose}",
@@ -281,6 +287,7 @@ class Service:
         admissions_since, budget_since = history_since(policies, self.clock())
         snapshot = await store.snapshot(admissions_since=admissions_since, budget_since=budget_since)
         scheduler = Scheduler.rebuilt(policies, snapshot, self.clock(), random.Random())
+        self._tell_workers(scheduler, self._worker_counts)  # observed, not stored: told again
         skipped = snapshot.unconfigured(scheduler.policies)
         if skipped:
             log.warning("%d unfinished jobs belong to dependencies no longer configured; they wait", skipped)
@@ -334,6 +341,8 @@ class Service:
             (topology.UNROUTABLE_QUEUE, RESULTS_PREFETCH, inbox.on_result(UNROUTABLE)),
             (topology.RETURNED_QUEUE, PREFETCH, inbox.on_returned),
         ]
+        workers = WorkerWatch(connection, scheduler.policies, self.options.worker_poll_every)
+        self._tell_workers(scheduler, await workers.poll())  # known before the first admission
         async with asyncio.TaskGroup() as group:
             loop = AdmissionLoop(
                 scheduler=scheduler,
@@ -358,17 +367,36 @@ class Service:
             channels = [("the publishing channel", publisher.channel)]
             channels += [("a consuming channel", consumer.channel) for consumer in consuming]
             watch = group.create_task(broker.closing(connection, channels), name="broker")
+            draining = asyncio.Event()
+
+            def on_counts(counts: dict[str, int]) -> None:
+                if self._tell_workers(loop.scheduler, counts):
+                    inbox.ready.set()  # a tick now: a dependency's workers came (or went)
+
+            group.create_task(workers.run(on_counts, draining), name="worker-watch")
             self.leading.set()
             self.health.become(Role.LEADING, epoch=term.epoch)
             self._failures = 0
             self.metrics.recovering.set(0)
             log.info("admitting as %s in epoch %d", self.identity, term.epoch)
-            draining = asyncio.Event()
             group.create_task(self._drain_on_stop(draining, consuming), name="drain-on-stop")
             group.create_task(self._prune(store, term, scheduler, draining), name="prune-admissions")
             group.create_task(self._revive(store, term, scheduler, inbox, draining), name="revive-dead-jobs")
             await loop.run(draining)
             watch.cancel()
+        await workers.close()
+
+    def _tell_workers(self, scheduler: Scheduler, counts: dict[str, int]) -> bool:
+        """The core learns each ready queue's consumer count; True if a dependency's changed
+        between none and some (its admissions pause or resume)."""
+        self._worker_counts = counts
+        changed = False
+        for dependency, consumers in counts.items():
+            self.metrics.ready_consumers.labels(dependency).set(consumers)
+            if scheduler.knows(dependency):
+                queue = topology.ready_queue(dependency)
+                changed = scheduler.observe_workers(dependency, consumers, queue) or changed
+        return changed
 
     async def _drain_on_stop(self, draining: asyncio.Event, consuming: list[Consuming]) -> None:
         await self.stop.wait()
@@ -413,5 +441,11 @@ class Service:
 
 def install_signal_handlers(service: Service) -> None:
     loop = asyncio.get_running_loop()
+
+    def stop(sig: signal.Signals) -> None:
+        if not service.stop.is_set():
+            log.info("%s received: stopping", sig.name)
+        service.stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop.set)
+        loop.add_signal_handler(sig, stop, sig)

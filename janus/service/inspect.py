@@ -54,7 +54,7 @@ class Inspector:
                     "stored": lane.stored,
                     "delayed": lane.delayed,
                     "held": lane.held,
-                    "blocked": _reasons(scheduler.why_scope(name, "", now)),
+                    "blocked": _reasons(scheduler.lane_blocks(name, now)),
                     "scopes": [
                         {
                             "scope": s.scope,

@@ -18,6 +18,7 @@ from janus.core.rebuild import Snapshot
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
+from janus.store.refusals import settings_error
 from janus.store.rows import DB_ERRORS, FailedAttempt, backlog_from_row, gate_from_row, job_from_row
 from janus.store.session import LeaderSession
 
@@ -105,8 +106,8 @@ class Store:
                     "plan_cache_mode": "force_generic_plan",
                 },
             )
-        except DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        except (*DB_ERRORS, ValueError) as exc:  # ValueError: a malformed URL
+            raise settings_error(exc, url) or StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         return cls(pool, timeout)
 
     async def close(self) -> None:

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aio_pika
 import asyncpg
 
+from janus.broker import topology
 from janus.client.worker import ReadyJob, WorkRecord
 from janus.config import JanusConfig, parse_config
 from janus.core.policy import DependencyPolicy
@@ -62,7 +64,9 @@ async def running_janus(
     config: JanusConfig, *, timings: LeaseTimings = FAST_LEASE, wait_leading: bool = True
 ) -> AsyncIterator[Service]:
     """Janus in this process; stopped (drained) at the end. Fails the test if it crashed."""
-    service = Service(config, ServiceOptions(timings=timings, serve_metrics=False))
+    # Workers often start after Janus here: it counts them more often than the default.
+    options = ServiceOptions(timings=timings, serve_metrics=False, worker_poll_every=0.2)
+    service = Service(config, options)
     task = asyncio.create_task(service.run(), name="janus")
     try:
         if wait_leading:
@@ -75,6 +79,16 @@ async def running_janus(
     finally:
         service.stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float, every: float = 0.05) -> None:
+    """Poll until `predicate()` holds, for what has no event to await (a gauge, a file that
+    another process writes); TimeoutError after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(every)
 
 
 async def job_rows(database: str) -> dict[str, asyncpg.Record]:
@@ -96,3 +110,25 @@ async def wait_for_states(
             if predicate(rows):
                 return rows
             await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def stalled_consumer(amqp_url: str, dependency: str) -> AsyncIterator[None]:
+    """A consumer of the dependency's ready queue that takes one admission and never acks it.
+
+    Janus admits only to a ready queue something consumes (no_worker): with this one there, the
+    other admissions wait in the queue until their admission TTL ends and come back unused.
+    Closing it returns its one admission to the queue, where it has expired too."""
+    connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": "stalled"})
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=1)
+        queue = await channel.get_queue(topology.ready_queue(dependency), ensure=True)
+
+        async def hold(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            """Never acked, never rejected."""
+
+        await queue.consume(hold)
+        yield
+    finally:
+        await connection.close()

@@ -22,6 +22,7 @@ from tests.integration.harness import (
     make_config,
     policies,
     running_janus,
+    stalled_consumer,
     succeed,
     wait_for_states,
 )
@@ -143,7 +144,7 @@ async def test_republished_job_id_is_admitted_once(database: str, vhost: str) ->
 
 
 async def test_unused_admissions_come_back_and_cost_no_attempt(database: str, vhost: str) -> None:
-    """No worker at first: admissions expire in the queue, dead-letter to Janus, free their slot."""
+    """A stalled worker at first: admissions expire in the queue, dead-letter to Janus, free their slot."""
     config = make_config(
         database,
         vhost,
@@ -152,12 +153,13 @@ async def test_unused_admissions_come_back_and_cost_no_attempt(database: str, vh
     log = RecordLog()
 
     async with running_janus(config):
-        async with await Producer.connect(vhost) as producer:
-            await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(4)])
-        # Each job is admitted, expires unused and comes back, again and again.
-        await wait_for_states(
-            database, lambda rows: len(rows) == 4 and max(r["attempt"] for r in rows.values()) >= 3, 20
-        )
+        async with stalled_consumer(vhost, "api"):
+            async with await Producer.connect(vhost) as producer:
+                await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(4)])
+            # Each job is admitted, expires unused and comes back, again and again.
+            await wait_for_states(
+                database, lambda rows: len(rows) == 4 and max(r["attempt"] for r in rows.values()) >= 3, 20
+            )
         worker = Worker(vhost, {"api": succeed}, on_record=log.append)
         await worker.start()
         # With a 60 s lease, finishing in seconds proves the expiries released the slots.
@@ -353,7 +355,7 @@ async def test_retry_after_delays_the_job(database: str, vhost: str) -> None:
 
 
 async def test_admissions_the_broker_refuses_cost_no_attempt(database: str, vhost: str) -> None:
-    """With the ready queue gone, every publish comes back unroutable: the job waits again, uncharged."""
+    """With the ready queue unbound, every publish comes back unroutable: the job waits again, uncharged."""
     config = make_config(
         database, vhost, {"api": {"rate_limits": ["20/1s"], "concurrency": 3, "lease_timeout": "60s"}}
     )
@@ -362,7 +364,11 @@ async def test_admissions_the_broker_refuses_cost_no_attempt(database: str, vhos
     async with running_janus(config) as service:
         connection = await aio_pika.connect(vhost)
         channel = await connection.channel()
-        await channel.queue_delete(topology.ready_queue("api"))
+        # Unbound rather than deleted: a worker still consumes it, so Janus admits (no_worker aside).
+        ready = await channel.get_queue(topology.ready_queue("api"), ensure=True)
+        await ready.unbind(topology.READY_EXCHANGE, routing_key="api")
+        worker = Worker(vhost, {"api": succeed}, on_record=log.append)
+        await worker.start()
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([(f"job-{i}", "api", None, "default") for i in range(3)])
         rows = await wait_for_states(
@@ -374,10 +380,8 @@ async def test_admissions_the_broker_refuses_cost_no_attempt(database: str, vhos
         )
         assert refused is not None
         assert refused >= 3
-        await topology.declare_ready_queue(channel, "api")
+        await topology.declare_ready_queue(channel, "api")  # bound again
         await connection.close()
-        worker = Worker(vhost, {"api": succeed}, on_record=log.append)
-        await worker.start()
         # All 3 slots are taken by each round; with a 60 s lease, re-admission proves refusals free them.
         await log.wait_for(lambda _: len(log.succeeded()) == 3, timeout=20)
         await worker.stop()

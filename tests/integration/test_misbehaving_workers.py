@@ -65,17 +65,23 @@ class Misbehaving:
         await channel.set_qos(prefetch_count=POLICY["concurrency"])  # type: ignore[arg-type]
         queue = await channel.get_queue(topology.ready_queue("api"), ensure=True)
         if self.behaviour == "purges its queue":
+            # Janus admits only to a queue something consumes: this one consumes too, on a
+            # channel that takes one admission and never acks it, and purges the rest.
             self._queue = queue
+            holding = await self.connection.channel()
+            await holding.set_qos(prefetch_count=1)
+            held = await holding.get_queue(topology.ready_queue("api"), ensure=True)
+            await held.consume(self._on_message)
             return
         await queue.consume(self._on_message)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         received = time.time()
-        if self.behaviour != "never acks":  # which holds it unacked: it cannot expire in the queue
+        if self.behaviour not in ("never acks", "purges its queue"):  # unacked: it cannot expire in the queue
             await message.ack()  # before `taken` shows it: a crash after this is mid-job
         self.taken.append((decode_ready(message.body), received))
         self._took.set()
-        if self.behaviour == "never acks":
+        if self.behaviour in ("never acks", "purges its queue"):
             return
         if self.behaviour == "hangs forever":
             # Never reports, stays connected (in a task of its own: the delivery callback returns).
@@ -145,8 +151,9 @@ async def test_a_misbehaving_worker_loses_nothing_and_breaks_no_limit(
         await bad.start()
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([(job_id, "api", None, "default") for job_id in JOBS])
-        if behaviour == "purges its queue":
-            await bad.purge_until(POLICY["concurrency"], timeout=10)  # type: ignore[arg-type]
+        if behaviour == "purges its queue":  # one slot held unacked, the other admission purged
+            await bad.took(1, timeout=10)
+            await bad.purge_until(POLICY["concurrency"] - 1, timeout=10)  # type: ignore[operator]
         else:
             await bad.took(POLICY["concurrency"], timeout=10)  # type: ignore[arg-type]
         if behaviour == "crashes mid-job":
@@ -168,7 +175,7 @@ async def test_a_misbehaving_worker_loses_nothing_and_breaks_no_limit(
     assert report.dependencies["api"].worst_concurrency <= 2
     assert {row["state"] for row in rows.values()} == {"succeeded"}
     # The jobs the misbehaving worker held (or destroyed) were retried once their lease ended.
-    held = {job.job_id for job, _ in bad.taken} or {job_id for job_id, row in rows.items() if row["failures"]}
+    held = {job.job_id for job, _ in bad.taken} | {job_id for job_id, row in rows.items() if row["failures"]}
     assert len(held) >= 2, "the misbehaving worker took both slots"
     for job_id in held:
         assert rows[job_id]["failures"] >= 1, job_id

@@ -47,6 +47,7 @@ class Broker:
     channel: AbstractChannel
     rejected: list[tuple[str, str, bytes]] = field(default_factory=list)  # (source, reason, body)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: dict[str, asyncio.Queue[AbstractIncomingMessage]] = field(default_factory=dict)  # taken
 
     async def on_rejected(self, message: AbstractIncomingMessage) -> None:
         source, reason = message.headers[topology.SOURCE_HEADER], message.headers[topology.REASON_HEADER]
@@ -77,14 +78,17 @@ class Broker:
     async def take_ready(
         self, dependency: str, timeout: float = 20
     ) -> tuple[AbstractIncomingMessage, ReadyMessage]:
-        """The next admission of `dependency`, unacked (the caller settles it)."""
-        queue = await self.channel.get_queue(topology.ready_queue(dependency), ensure=True)
+        """The next admission of `dependency`, unacked (the caller settles it). Delivered to a
+        consumer, from the first call on, rather than fetched with basic.get: Janus admits nothing
+        to a ready queue that nobody consumes (no_worker)."""
+        taken = self.ready.get(dependency)
+        if taken is None:
+            taken = self.ready[dependency] = asyncio.Queue()
+            queue = await self.channel.get_queue(topology.ready_queue(dependency), ensure=True)
+            await queue.consume(taken.put)
         async with asyncio.timeout(timeout):
-            while True:
-                message = await queue.get(fail=False)
-                if message is not None:
-                    return message, decode_ready(message.body)
-                await asyncio.sleep(0.05)  # basic.get has nothing to wait on
+            message = await taken.get()
+        return message, decode_ready(message.body)
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from janus.client import Producer, Worker
+from janus.client import Producer, ReadyJob, Worker
 from janus.store.migrate import available_migrations
 from tests.integration.harness import RecordLog, succeed
 from tests.services import Services
@@ -115,7 +115,8 @@ async def test_sigterm_drains_and_hands_the_lease_over_at_once(
 async def test_scopes_and_why_ask_the_leader(
     vhost: str, database: str, tmp_path: Path, janus_process: Callable[..., JanusProcess]
 ) -> None:
-    """No worker runs: the one slot stays held, and the CLI says who waits for what."""
+    """No worker at first: nothing is admitted, and both commands say so. Then a worker that
+    holds the one slot: the CLI says who waits for what."""
     config = tmp_path / "janus.toml"
     config.write_text(
         f'database_url = "{database}"\namqp_url = "{vhost}"\n'
@@ -125,7 +126,7 @@ async def test_scopes_and_why_ask_the_leader(
     port = free_port()
     janus = janus_process(config, "janus", {**FAST_TIMINGS, "JANUS_HTTP_PORT": str(port)})
     await janus.start()
-    await janus.wait_leading()
+    await janus.wait_admitting(timeout=20)  # its topology declared: a job published now is routed
     url = f"http://127.0.0.1:{port}"
     jobs = [("gold-0", "gold"), ("free-0", "free"), ("gold-1", "gold"), ("gold-2", "gold")]
     async with await Producer.connect(vhost) as producer:
@@ -136,11 +137,30 @@ async def test_scopes_and_why_ask_the_leader(
         assert code == 0, err
         return out
 
-    for _ in range(100):  # polled: the answer lives in another process, there is no event to await
-        out = await scopes()
-        if "3 ready" in out:  # all four in: one admitted, three wait
-            break
-        await asyncio.sleep(0.2)
+    async def until_scopes_say(text: str) -> str:
+        for _ in range(100):  # polled: the answer lives in another process, there is no event to await
+            out = await scopes()
+            if text in out:
+                return out
+            await asyncio.sleep(0.2)
+        return out
+
+    out = await until_scopes_say("4 ready")
+    assert (
+        "api: 2 scopes eligible, 4 ready, 0 stored, 0 backing off, 0 held; no worker is consuming janus.ready.api"
+        in out
+    )
+    code, out, err = await janus_cli("why", "gold-2", "--url", url)
+    assert code == 0, err
+    assert "waits for no_worker: no worker is consuming janus.ready.api" in out
+    release = asyncio.Event()
+
+    async def holds(job: ReadyJob) -> None:
+        await release.wait()
+
+    worker = Worker(vhost, {"api": holds})
+    await worker.start()
+    out = await until_scopes_say("3 ready")  # one admitted, three wait
     print(out)
     assert "api: 2 scopes eligible, 3 ready, 0 stored, 0 backing off, 1 held" in out
     assert "concurrency 1" in out  # what blocks the dependency
@@ -154,4 +174,6 @@ async def test_scopes_and_why_ask_the_leader(
     code, _, err = await janus_cli("why", "nobody", "--url", url)
     assert code == 2
     assert "no job 'nobody'" in err
+    release.set()
+    await worker.stop()
     assert await janus.terminate() == 0

@@ -181,9 +181,13 @@ async def test_simulation_predicts_a_real_run(
 
     janus = janus_process(config_path, "janus")
     await janus.start()
-    await janus.wait_leading()
+    await janus.wait_admitting(timeout=20)  # it has counted the ready queues' consumers: none yet
     worker = Worker(vhost, {"api": play("api"), "slow": play("slow")}, on_record=log.append)  # type: ignore[dict-item]
     await worker.start()
+    # The simulation's workers are there at t = 0; Janus admits nothing to a ready queue it has not
+    # yet seen a consumer on (it counts them about once a second): the clock starts once it has.
+    for dependency in ("api", "slow"):
+        await janus.wait_line(rf"a worker consumes janus\.ready\.{dependency} ", timeout=20)
     jobs = [job for stream in workload.streams for job in stream.jobs(random.Random(SEED))]
     # Interleaved by scope, as the simulation has them all at t = 0 before its first decision.
     by_scope: dict[str, list[tuple[str, str, None, str]]] = {}

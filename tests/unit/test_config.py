@@ -436,6 +436,10 @@ ERROR_CASES = [
     ),
     ("bad_scope_rate_limit.toml", "dependencies.api.fairness.scope_rate_limits.0", "invalid duration '1w'"),
     ("unknown_fairness_key.toml", "dependencies.api.fairness.weight", "unknown key"),  # typo of weights
+    ("not_utf8.toml", None, "not UTF-8 (byte 23)"),  # Latin-1 é: was a UnicodeDecodeError traceback
+    ("nested_too_deep.toml", None, "nested too deeply"),  # 5,000 nested arrays: was a RecursionError
+    ("amqp_url_bad_port.toml", "amqp_url", "invalid port 'abc'"),  # was a ValueError when connecting
+    ("database_url_bad_port.toml", "database_url", "invalid port '99999'"),  # out of range
     ("rate_limit_unknown_counts.toml", "dependencies.api.rate_limits.0", "invalid counts 'calls'"),
     ("rate_limit_table_unknown_key.toml", "dependencies.api.rate_limits.1", "unknown key 'count'"),
     (

@@ -39,6 +39,8 @@ ADMISSION_FIELDS = (
     "expires_at",
     "lease_deadline",
     "retry",
+    "failures",
+    "max_attempts",
 )
 
 # Every field a value of its own, and no two of one type alike.
@@ -73,7 +75,7 @@ def test_first_attempt_puts_every_value_in_its_field() -> None:
 
 
 def test_admitted_puts_every_value_in_its_field() -> None:
-    job, admission = admitted(DISTINCT, 20.0, 21.0, 22.0)
+    job, admission = admitted(DISTINCT, 20.0, 21.0, 22.0, 6)
     assert job == DISTINCT._replace(
         state=JobState.ADMITTED,
         attempt=4,
@@ -92,8 +94,10 @@ def test_admitted_puts_every_value_in_its_field() -> None:
         expires_at=21.0,
         lease_deadline=22.0,
         retry=True,
+        failures=2,
+        max_attempts=6,
     )
-    assert admission == Admission.of(job)
+    assert admission == Admission.of(job, max_attempts=6)
 
 
 def test_succeeded_puts_every_value_in_its_field() -> None:
@@ -123,11 +127,13 @@ jobs = st.builds(
 )
 
 
-@given(job=jobs, now=times, expires_at=times, lease_deadline=times)
+@given(
+    job=jobs, now=times, expires_at=times, lease_deadline=times, max_attempts=st.none() | st.integers(1, 10)
+)
 def test_the_builders_agree_with_keyword_construction(
-    job: Job, now: float, expires_at: float, lease_deadline: float
+    job: Job, now: float, expires_at: float, lease_deadline: float, max_attempts: int | None
 ) -> None:
-    admitted_job, admission = admitted(job, now, expires_at, lease_deadline)
+    admitted_job, admission = admitted(job, now, expires_at, lease_deadline, max_attempts)
     assert admitted_job == job._replace(
         state=JobState.ADMITTED,
         attempt=job.attempt + 1,
@@ -136,7 +142,7 @@ def test_the_builders_agree_with_keyword_construction(
         lease_deadline=lease_deadline,
         finished_at=None,
     )
-    assert admission == Admission.of(admitted_job)
+    assert admission == Admission.of(admitted_job, max_attempts)
     assert succeeded(job, now) == job._replace(state=JobState.SUCCEEDED, last_error=None, finished_at=now)
     fresh = first_attempt(
         job_id=job.job_id,

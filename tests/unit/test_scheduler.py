@@ -374,7 +374,7 @@ def test_transitions_carry_every_field_they_do_not_change() -> None:
             if field not in changed:
                 assert getattr(after, field) == getattr(before, field), (name, field)
     assert (admitted.attempt, done.last_error) == (3, None)
-    assert admission == Admission.of(admitted)
+    assert admission == Admission.of(admitted, max_attempts=5)  # the policy's default
 
 
 def test_values_handed_to_the_shell_never_change() -> None:
@@ -389,7 +389,7 @@ def test_values_handed_to_the_shell_never_change() -> None:
     assert tuple(submitted) == kept
     assert submitted.state is JobState.WAITING
     assert admitted.state is JobState.ADMITTED
-    assert admission == Admission.of(admitted)
+    assert admission == Admission.of(admitted, max_attempts=5)  # the policy's default
     assert transition.job is not None
     assert transition.job.state is JobState.SUCCEEDED
     for value in (submitted, admission, transition):

@@ -110,6 +110,7 @@ class AdmissionMachine(RuleBasedStateMachine):
         self.stored: dict[str, Job] = {}  # what the store holds: every change, committed after each step
         self.restarts = 0
         self.lapsed: dict[str, int] = {}  # job -> attempt whose lease ran out, retry pending
+        self.workers: dict[str, int] = {}  # dependency -> consumers of its ready queue, as observed
 
     def _commit(self) -> None:
         """The shell writes every change of a step before it acts on it (one statement per tick)."""
@@ -174,6 +175,13 @@ class AdmissionMachine(RuleBasedStateMachine):
         floor = self.scheduler.clock
         for admission in decision.admissions:
             job_id, dependency = admission.job_id, admission.dependency
+            # Nothing goes to a ready queue nobody consumes (it would only expire there).
+            assert self.workers.get(dependency) != 0
+            # The try it is: failed attempts of its current life + 1, whatever the admission count.
+            admitted = self.scheduler.job(job_id)
+            assert admitted is not None
+            assert admission.failures == admitted.failures
+            assert admission.max_attempts == self.policies[dependency].retry.max_attempts
             # Invariant 3: a retry is never admitted before its backoff has passed.
             assert admission.admitted_at >= self.not_before.get(job_id, float("-inf"))
             assert admission.admitted_at == floor  # decided on the (monotonic) decision clock
@@ -185,6 +193,11 @@ class AdmissionMachine(RuleBasedStateMachine):
         if decision.next_wakeup is not None:
             assert decision.next_wakeup >= floor or decision.next_wakeup == floor
         self._commit()
+
+    @rule(dependency=st.sampled_from(["alpha", "beta"]), consumers=st.sampled_from([0, 1, 2]))
+    def workers_come_or_go(self, dependency: str, consumers: int) -> None:
+        self.workers[dependency] = consumers
+        self.scheduler.observe_workers(dependency, consumers, f"janus.ready.{dependency}")
 
     @rule()
     def crash_and_rebuild(self) -> None:
@@ -203,6 +216,8 @@ class AdmissionMachine(RuleBasedStateMachine):
         )
         self.restarts += 1
         assert all(rebuilt.job(job.job_id) is not None for job in snapshot.jobs)
+        for dependency, consumers in self.workers.items():  # observed again, not persisted
+            rebuilt.observe_workers(dependency, consumers, f"janus.ready.{dependency}")
         self.scheduler = rebuilt
         self.lapsed.clear()  # the core keeps no memory of lapsed leases across a restart
 
@@ -383,7 +398,9 @@ class AdmissionMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         if not hasattr(self, "policies"):
             return
-        # Drain: let time pass and every admission succeed; every job must finish.
+        # Drain: workers come, time passes and every admission succeeds; every job must finish.
+        for dependency in self.policies:
+            self.workers_come_or_go(dependency, 1)
         for _ in range(10_000):
             if len(self.finished) == len(self.submitted):
                 break

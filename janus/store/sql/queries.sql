@@ -256,6 +256,11 @@ SELECT j.job_id, j.dependency, j.scope, j.state, j.attempt, j.failures, j.seq, j
   FROM janus.jobs AS j
  WHERE j.job_id = $1;
 
+-- name: database_exists
+-- params: $1 database name
+-- On a maintenance connection (janus migrate --create): is there a database of that name?
+SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
+
 -- name: reported_attempts
 -- params: $1 job ids, $2 attempts (one reported result per index)
 -- For the rare results the core could not apply: the job's dependency, state and latest attempt,

@@ -1,0 +1,109 @@
+"""`janus run`, `janus migrate` and `janus broker-upgrade`: the service and its set-up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+from typing import Any
+
+from janus.cli.common import config_of, with_config
+from janus.config import Settings
+from janus.errors import JanusError
+
+
+def add_parsers(commands: Any) -> None:
+    with_config(commands.add_parser("run", help="lead (or stand by) and admit jobs"))
+    migrate = with_config(commands.add_parser("migrate", help="apply pending database migrations"))
+    migrate.add_argument(
+        "--create",
+        action="store_true",
+        help="create the database first if it does not exist (default: it must exist)",
+    )
+    with_config(
+        commands.add_parser(
+            "broker-upgrade",
+            help="once: replace the fanout janus.results of earlier versions (needs a user that may delete it)",
+        )
+    )
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    from janus.service.app import Service, ServiceOptions, install_signal_handlers
+    from janus.service.gc_pauses import tune_for_run
+
+    config = config_of(args, settings)
+    tune_for_run()
+    options = ServiceOptions.from_settings(settings)
+    service = Service(config, options)
+    server = None
+    if options.serve_metrics:
+        server = _serve(settings, service)
+    install_signal_handlers(service)
+    try:
+        await service.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    return 0
+
+
+def _serve(settings: Settings, service: Any) -> Any:
+    from janus.api.http import serve
+
+    where = f"{settings.http_host}:{settings.http_port}"
+    try:
+        return serve(
+            settings.http_host,
+            settings.http_port,
+            service.metrics.registry,
+            asyncio.get_running_loop(),
+            service.health.readiness,
+            inspector=service.inspector,
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise JanusError(
+                f"cannot serve /metrics on {where}: the port is in use (another janus run on this host?); "
+                f"set JANUS_HTTP_PORT to a free port, or 0 to serve no HTTP"
+            ) from None
+        raise JanusError(
+            f"cannot serve /metrics on {where}: {exc.strerror or exc} (JANUS_HTTP_HOST, JANUS_HTTP_PORT)"
+        ) from None
+
+
+async def migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from janus.store.create import create_database
+    from janus.store.repository import Store
+
+    config = config_of(args, settings)
+    if args.create:
+        created = await create_database(config.database_url, timeout=settings.db_timeout)
+        if created is not None:
+            print(f"created database {created}")
+    store = await Store.connect(config.database_url, timeout=settings.db_timeout)
+    try:
+        applied = await store.migrate()
+    finally:
+        await store.close()
+    print(f"applied migrations: {applied}" if applied else "schema is up to date")
+    return 0
+
+
+async def broker_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    """Once, when upgrading from a Janus whose janus.results was a fanout (docs/protocol.md)."""
+    from janus.broker import connection as broker
+    from janus.broker import topology
+
+    config = config_of(args, settings)
+    connection = await broker.connect(
+        config.amqp_url, name="janus-broker-upgrade", timeout=settings.db_timeout
+    )
+    try:
+        deleted = await topology.upgrade_results_exchange(connection)
+        declared = await topology.declare_topology(connection, [p.name for p in config.policies()])
+    finally:
+        await broker.close(connection)
+    print(f"deleted: {', '.join(deleted) or 'nothing'}; declared: {', '.join(declared) or 'nothing'}")
+    return 0
