@@ -169,7 +169,10 @@ class Lane:
         self.stored += count
         self.eligible += count
         self.want_page(scope)
-        self.wake(scope)
+        if scope.parked is WaitReason.RETRY_BUDGET:
+            self.unpark(scope)  # the retry budget never holds a first attempt back
+        else:
+            self.wake(scope)
 
     def restore_admissions(self, admissions: Iterable[tuple[str, float]]) -> float | None:
         """Reload the admission history, (scope, admitted_at); returns the latest, if any."""

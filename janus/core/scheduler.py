@@ -115,6 +115,8 @@ class Scheduler:
         lane.eligible += 1
         if state.parked is None:  # lane.wake, spelled out: the scope has a job eligible now
             lane.fair.activate(scope)
+        elif state.parked is WaitReason.RETRY_BUDGET:
+            lane.unpark(state)  # the retry budget never holds a first attempt back
         return job
 
     def retract(self, job_id: str) -> None:

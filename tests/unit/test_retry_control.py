@@ -380,6 +380,25 @@ def test_over_budget_retries_wait_without_an_attempt_and_first_attempts_pass_the
     assert [a.job_id for a in s.admit(10.2).admissions] == ["r1"]
 
 
+def test_a_first_attempt_brings_back_a_scope_parked_for_the_retry_budget() -> None:
+    # The scope's queue holds only retries over the budget, so it is parked; a new first attempt
+    # must not wait for the budget ("first attempts are never held back by it").
+    s = _scheduler(
+        retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0, budget=0.2, min_retries=1),
+        circuit=CircuitPolicy(enabled=False),
+    )
+    for i in range(3):
+        s.submit(job_id=f"r{i}", dependency="api", scope="s", payload=None, now=0.0)
+    assert len(s.admit(0.0).admissions) == 3
+    _fail_all(s, 0.1)
+    assert [a.job_id for a in s.admit(0.2).admissions] == ["r0"]  # the minimum allowance
+    assert s.retry_budget_parked() == {"api": 1, "other": 0}
+    s.submit(job_id="new", dependency="api", scope="s", payload=None, now=0.3)
+    assert [a.job_id for a in s.admit(0.3).admissions] == ["new"]
+    assert s.retry_budget_parked() == {"api": 1, "other": 0}, "its retries still wait for the budget"
+    assert s.admit(0.4).admissions == []
+
+
 def test_failures_open_the_circuit_for_the_dependency_only() -> None:
     s = _scheduler(
         retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0, budget=1.0),
