@@ -17,7 +17,13 @@ def add_parsers(commands: Any) -> None:
     scopes = commands.add_parser("scopes", help="per dependency, the scopes with the largest backlogs")
     scopes.add_argument("--dependency", help="only this dependency (default: every one)")
     scopes.add_argument(
-        "--top", type=int, default=DEFAULT_TOP, help="how many scopes per dependency (default: %(default)s)"
+        "--top",
+        type=int,
+        default=DEFAULT_TOP,
+        help="scopes per dependency, up to 200 (default: %(default)s)",
+    )
+    scopes.add_argument(
+        "--offset", type=int, default=0, help="skip the largest N backlogs first (default: 0)"
     )
     why = commands.add_parser("why", help="why a job waits: which limit, which scopes go first")
     why.add_argument("job_id")
@@ -56,10 +62,14 @@ async def scopes(args: argparse.Namespace, settings: Settings) -> int:
     from urllib.parse import urlencode
 
     query = {"top": str(args.top)} | ({"dependency": args.dependency} if args.dependency else {})
+    if args.offset:
+        query["offset"] = str(args.offset)
     body = ask_leader(args, settings, f"/scopes?{urlencode(query)}")
     if args.json:
         print(json.dumps(body, indent=2))
         return 0
+    if "note" in body:
+        print(f"({body['note']})")
     for lane in body["dependencies"]:
         blocked = "; ".join(_reason(r) for r in lane["blocked"]) or "not blocked"
         print(
