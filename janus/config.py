@@ -398,15 +398,27 @@ class Settings(BaseSettings):
     amqp_url_file: Path | None = None
     database_url_file: Path | None = None
     http_host: str = "127.0.0.1"
-    http_port: int = 9464  # 0 disables the metrics endpoint
-    leader_lease: float = Field(default=3.0, gt=0)  # seconds a leader's lease lasts unrenewed
-    leader_renew_every: float = Field(default=0.75, gt=0)
-    standby_poll_every: float = Field(default=0.5, gt=0)
+    http_port: int = Field(default=9464, ge=0, le=65535)  # 0 disables the metrics endpoint
+    # Seconds. Bounded so that a typo (1e-9, 1e300) is refused here, not met as a traceback later.
+    leader_lease: float = Field(default=3.0, ge=0.1, le=3600)  # a leader's lease lasts this unrenewed
+    leader_renew_every: float = Field(default=0.75, ge=0.01, le=3600)
+    standby_poll_every: float = Field(default=0.5, ge=0.01, le=3600)
     # Seconds; Janus (and RabbitMQ) declare the connection dead after about 3 missed beats.
     amqp_heartbeat: int = Field(default=2, ge=0, le=600)  # 0 lets the broker decide (RabbitMQ: 60)
-    db_timeout: float = Field(default=5.0, gt=0)  # connect and short statements (lease, tick)
-    reconnect_max_delay: float = Field(default=5.0, gt=0)  # backoff cap after losing broker or DB
+    db_timeout: float = Field(default=5.0, ge=0.01, le=3600)  # connect and short statements (lease, tick)
+    reconnect_max_delay: float = Field(default=5.0, ge=0.01, le=3600)  # backoff cap after losing broker or DB
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _renewals_fit_the_lease(self) -> Settings:
+        # As janus.service.leadership.LeaseTimings requires: one slow renewal must not lose it.
+        margin = max(self.leader_lease * 0.2, 0.05)
+        if self.leader_renew_every * 2 > self.leader_lease - margin:
+            raise ValueError(
+                f"JANUS_LEADER_RENEW_EVERY ({self.leader_renew_every:g}) must be under half of "
+                f"JANUS_LEADER_LEASE ({self.leader_lease:g}) minus its safety margin ({margin:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _urls_from_files(self) -> Settings:

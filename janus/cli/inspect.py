@@ -36,6 +36,7 @@ def add_parsers(commands: Any) -> None:
 
 def ask_leader(args: argparse.Namespace, settings: Settings, path: str) -> dict[str, Any]:
     """GET a JSON answer from the leader's HTTP endpoint."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -50,7 +51,8 @@ def ask_leader(args: argparse.Namespace, settings: Settings, path: str) -> dict[
         except ValueError:
             error = exc.reason
         raise JanusError(f"{base}: {error}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        # HTTPException: a URL like http://host:abc (InvalidURL), or an answer that is not HTTP.
         raise JanusError(f"cannot reach Janus at {base}: {exc}") from None
 
 
