@@ -11,7 +11,8 @@ in small, bounded steps:
   (janus/api/scopes_cache.py), `top` at most `MAX_TOP` per page, `offset` to page on;
 - /why/JOB asks the leader once, its id decoded from the path once.
 
-At most `MAX_INSPECTING` /scopes and /why requests are in progress at once (429 beyond);
+At most `MAX_INSPECTING` /scopes and /why requests are in progress at once (429 beyond), and a
+/metrics answer is reused for `METRICS_MAX_AGE`;
 a connection idle for `KEEPALIVE_TIMEOUT` (or that never finishes its request) is closed.
 Unknown paths answer 404, other methods than GET and HEAD 405, an unknown job 404, and 503
 means the loop did not answer or this process does not lead.
@@ -23,6 +24,7 @@ import asyncio
 import concurrent.futures
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -31,7 +33,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from janus.api.inspection import Inspecting, NotLeading
+from janus.api.inspection import Inspecting, NotLeading, ScopesSnapshot
 from janus.api.scopes_cache import ScopesCache
 
 WHY_QUERY_DEADLINE = 5.0  # seconds more for /why, which may read the job from PostgreSQL
@@ -40,6 +42,7 @@ SNAPSHOT_DEADLINE = 10.0  # seconds a /scopes request waits for a snapshot
 KEEPALIVE_TIMEOUT = 5.0  # seconds an idle connection (or an unfinished request) is kept
 MAX_INSPECTING = 4  # /scopes and /why requests in progress at once; more are answered 429
 MAX_TOP = 200  # scopes per dependency in one /scopes answer: page on with offset
+METRICS_MAX_AGE = 0.5  # seconds a /metrics answer is reused (scrapes come every 15 s or so)
 DEFAULT_TOP = 20
 STOP_DEADLINE = 5.0
 
@@ -79,6 +82,7 @@ class HealthApp:
         self._deadline = deadline
         self._inspector = inspector
         self._inspecting = 0
+        self._exposition: dict[str, tuple[float, bytes]] = {}  # per content type: (when, encoded)
         self._scopes = ScopesCache(self._take_snapshot) if inspector is not None else None
 
     def application(self) -> web.Application:
@@ -119,7 +123,12 @@ class HealthApp:
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        response = web.Response(body=encoder(self._registry))
+        now = time.monotonic()
+        taken, body = self._exposition.get(content_type, (float("-inf"), b""))
+        if now - taken >= METRICS_MAX_AGE:  # a flood of scrapes encodes the registry once
+            body = encoder(self._registry)
+            self._exposition[content_type] = (now, body)
+        response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         return response
 
@@ -194,7 +203,7 @@ class HealthApp:
             return _json(503, {"error": f"could not answer: {exc}"})
         return _json(200 if found else 404, body)
 
-    async def _take_snapshot(self) -> Any:
+    async def _take_snapshot(self) -> ScopesSnapshot:
         assert self._inspector is not None
         return await self._on_loop(self._inspector.snapshot(), SNAPSHOT_DEADLINE)
 

@@ -214,6 +214,32 @@ async def test_more_inspections_at_once_than_the_limit_are_answered_429() -> Non
         assert (await get(f"{base}/why/one-more"))[0] == 200
 
 
+class Counting:
+    """A collector that counts how often the registry is encoded."""
+
+    def __init__(self) -> None:
+        self.collected = 0
+
+    def collect(self) -> list[Any]:
+        self.collected += 1
+        return []
+
+
+async def test_a_flood_of_scrapes_encodes_the_registry_rarely() -> None:
+    metrics, counting = Metrics(), Counting()
+    metrics.registry.register(counting)  # type: ignore[arg-type]
+    health = Health(identity=uuid.uuid4(), standby_fresh_within=2.0)
+    server = serve("127.0.0.1", 0, metrics.registry, asyncio.get_running_loop(), health.readiness)
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        answers = await asyncio.gather(*(get(f"{base}/metrics") for _ in range(40)))
+    finally:
+        server.close()
+    assert {status for status, _ in answers} == {200}
+    assert all("janus_is_leader" in text for _, text in answers)
+    assert counting.collected < 10  # reused for half a second: 40 scrapes at once, a few encodings
+
+
 async def test_an_idle_connection_is_closed() -> None:
     async with serving(keepalive_timeout=0.3) as base:
         port = int(base.rsplit(":", 1)[1])
