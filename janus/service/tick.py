@@ -157,7 +157,7 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
     set_aside: list[SetAside] = []
     intake = _decode_intake(batch, scheduler, options.max_payload_bytes, set_aside)
     results = _decode_results(batch, set_aside)
-    returned = _decode_returned(batch, set_aside)
+    returned = _decode_returned(batch, scheduler, set_aside)
     tally = _Tally(now=now, published_outcomes=options.published_outcomes)
     revived = _revive(batch, scheduler)  # before the intake: a re-publication of one is a duplicate
     payloads = _submit(intake, scheduler, now)
@@ -326,6 +326,15 @@ def _decode_results(batch: Batch, set_aside: list[SetAside]) -> list[tuple[Deliv
                 )
             continue
         for message in deliveries:
+            if message.routing_key != source:
+                # Routed here by a CC or BCC header: brokers before RabbitMQ 4.0.3 check only the
+                # routing key against the worker user's topic permissions, and the delivery keeps
+                # that key. Whatever the headers say, only that key vouches (docs/security.md).
+                detail = f"routing key {message.routing_key!r} in the results queue of {source!r}"
+                set_aside.append(
+                    SetAside(message=message, source="results", reason="wrong_routing_key", detail=detail)
+                )
+                continue
             try:
                 results.append((message, source, decode_result(message.body, content_type(message))))
             except ProtocolError as exc:
@@ -340,16 +349,30 @@ def _decode_results(batch: Batch, set_aside: list[SetAside]) -> list[tuple[Deliv
     return results
 
 
-def _decode_returned(batch: Batch, set_aside: list[SetAside]) -> list[tuple[str, int]]:
-    """Dead-lettered ready messages: (job_id, attempt) of admissions that came back unused."""
+def _decode_returned(batch: Batch, scheduler: Scheduler, set_aside: list[SetAside]) -> list[tuple[str, int]]:
+    """Dead-lettered ready messages: (job_id, attempt) of admissions that came back unused.
+
+    Dead-lettering keeps the routing key Janus published the admission with (its dependency):
+    one that names another dependency than the job's was not Janus's admission of that job."""
     returned = []
     for message in batch.returned:
         try:
-            returned.append(decode_returned(message.body))
+            job_id, attempt = decode_returned(message.body)
         except ProtocolError as exc:
             set_aside.append(
                 SetAside(message=message, source="returned", reason=exc.reason, detail=exc.detail)
             )
+            continue
+        held = scheduler.job(job_id)
+        if held is not None and held.dependency != message.routing_key:
+            detail = (
+                f"job {job_id!r} of {held.dependency!r} came back with routing key {message.routing_key!r}"
+            )
+            set_aside.append(
+                SetAside(message=message, source="returned", reason="wrong_routing_key", detail=detail)
+            )
+            continue
+        returned.append((job_id, attempt))
     return returned
 
 

@@ -109,6 +109,10 @@ def test_rabbitmq_loads_the_definitions_the_definitions_service_writes(compose: 
     # ...rendered from the project's config and from deploy/secrets/.
     assert renderer_mounts[str(args.config)] == "./config/janus.toml"
     assert renderer_mounts[str(args.password_dir)] == "./deploy/secrets"
+    # ...for the broker it runs: worker users on one that does not check CC/BCC only if asked.
+    image_version = rabbitmq["image"].split(":")[1].split("-")[0]
+    assert args.rabbitmq_version == image_version
+    assert args.allow_unchecked_cc == (definitions.unchecked_cc_risk(image_version) is not None)
     # The Janus image makes the volume's mount point writable by its unprivileged user.
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert f"chown janus {renderer_dir}" in dockerfile
@@ -122,6 +126,7 @@ def test_compose_secrets_give_every_user_a_password_and_janus_its_url(
     secrets_dir, output = tmp_path / "secrets", tmp_path / "definitions.json"
     config = ROOT / "config" / "janus.toml"
     base = ["--config", str(config), "--password-dir", str(secrets_dir)]
+    base += ["--rabbitmq-version", "3.10", "--allow-unchecked-cc"]  # as the Makefile and compose say
     assert definitions.main([*base, "--create-passwords"]) == 0
     first = {path.name: path.read_text() for path in secrets_dir.iterdir()}
     assert definitions.main([*base, "--create-passwords", "--output", str(output)]) == 0
