@@ -60,6 +60,9 @@ class Decided:
     set_aside: list[SetAside]
     intake: int  # valid intake messages (new jobs and duplicates)
     payloads: dict[str, str | None]  # per new job, its payload as JSON text
+    # Per new job, the intake deliveries that named it (the first one submitted it): if the
+    # store already had the job for another dependency, they are set aside after all.
+    submitted: dict[str, list[Delivery]]
     changes: Changes
     decision: AdmitDecision
     gates: list[GateState]
@@ -115,11 +118,18 @@ async def run_tick(
     # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
     # which the core could not tell from new ones: they are retracted unpublished.
     admissions = decided.decision.admissions
+    intake = decided.intake
     if len(stored) < len(changes.new):
-        repeats = {job.job_id for job in changes.new} - stored
+        repeats = {job.job_id: job.dependency for job in changes.new if job.job_id not in stored}
         for job_id in repeats:
             scheduler.retract(job_id)
         admissions = [a for a in admissions if a.job_id not in repeats]
+        # Rare (a job id published again after its job finished): which dependency had it?
+        for job_id, had in (await session.job_dependencies(list(repeats))).items():
+            if had != repeats[job_id]:
+                for delivery in decided.submitted[job_id]:
+                    decided.set_aside.append(_of_other_dependency(delivery, job_id, repeats[job_id], had))
+                    intake -= 1
     return TickResult(
         batch=batch,
         set_aside=decided.set_aside,
@@ -129,7 +139,7 @@ async def run_tick(
         events=decided.events,
         revived=decided.revived,
         accepted=len(stored),
-        duplicates=decided.intake - len(stored),
+        duplicates=intake - len(stored),
         pages=pages,
         next_wakeup=decided.decision.next_wakeup,
     )
@@ -160,7 +170,7 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
     returned = _decode_returned(batch, scheduler, set_aside)
     tally = _Tally(now=now, published_outcomes=options.published_outcomes)
     revived = _revive(batch, scheduler)  # before the intake: a re-publication of one is a duplicate
-    payloads = _submit(intake, scheduler, now)
+    payloads, submitted = _submit(intake, scheduler, now, set_aside)
     unapplied = Unapplied()
     for delivery, source, result in results:
         _apply_result(delivery, source, result, scheduler, now, tally, set_aside, unapplied)
@@ -179,8 +189,9 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
         batch=batch,
         now=now,
         set_aside=set_aside,
-        intake=len(intake),
+        intake=len(intake) - sum(1 for item in set_aside if item.reason == DUPLICATE_OF_OTHER_DEPENDENCY),
         payloads=payloads,
+        submitted=submitted,
         changes=changes,
         decision=decision,
         gates=gates,
@@ -233,23 +244,48 @@ def _revive(batch: Batch, scheduler: Scheduler) -> Counter[str]:
 
 
 def _submit(
-    intake: list[tuple[IntakeMessage, str | None]], scheduler: Scheduler, now: float
-) -> dict[str, str | None]:
+    intake: list[tuple[Delivery, IntakeMessage, str | None]],
+    scheduler: Scheduler,
+    now: float,
+    set_aside: list[SetAside],
+) -> tuple[dict[str, str | None], dict[str, list[Delivery]]]:
     """Submit the new jobs; a repeat of a job in this batch or still unfinished: the first one wins.
-    Returns each submitted job's payload as JSON text."""
+    Job ids are global: a repeat for another dependency is set aside, not a duplicate.
+    Returns each submitted job's payload as JSON text, and the deliveries that named it."""
     payloads: dict[str, str | None] = {}
-    for message, payload_text in intake:
-        if message.job_id in payloads or scheduler.job(message.job_id) is not None:
+    submitted: dict[str, list[Delivery]] = {}
+    dependencies: dict[str, str] = {}
+    for delivery, message, payload_text in intake:
+        job_id = message.job_id
+        held = scheduler.job(job_id)
+        had = held.dependency if held is not None else dependencies.get(job_id)
+        if had is not None:
+            if had != message.dependency:
+                set_aside.append(_of_other_dependency(delivery, job_id, message.dependency, had))
+            elif job_id in submitted:
+                submitted[job_id].append(delivery)
             continue
         scheduler.submit(
-            job_id=message.job_id,
+            job_id=job_id,
             dependency=message.dependency,
             scope=message.scope,
             payload=message.payload,
             now=now,
         )
-        payloads[message.job_id] = payload_text
-    return payloads
+        payloads[job_id] = payload_text
+        submitted[job_id] = [delivery]
+        dependencies[job_id] = message.dependency
+    return payloads, submitted
+
+
+DUPLICATE_OF_OTHER_DEPENDENCY = "duplicate_of_other_dependency"
+
+
+def _of_other_dependency(delivery: Delivery, job_id: str, dependency: str, had: str) -> SetAside:
+    """An intake message for `dependency` reusing the id of a job of `had`: never a new job (ids
+    are global), and not a harmless repeat either (docs/protocol.md, "Job ids")."""
+    detail = f"job {job_id!r} is a job of {had!r}; published again for {dependency!r}"
+    return SetAside(message=delivery, source="intake", reason=DUPLICATE_OF_OTHER_DEPENDENCY, detail=detail)
 
 
 def _apply_result(
@@ -288,8 +324,8 @@ def _apply_result(
 
 def _decode_intake(
     batch: Batch, scheduler: Scheduler, max_payload: int, set_aside: list[SetAside]
-) -> list[tuple[IntakeMessage, str | None]]:
-    """The valid intake messages, each with its payload as JSON text."""
+) -> list[tuple[Delivery, IntakeMessage, str | None]]:
+    """The valid intake messages, each with its delivery and its payload as JSON text."""
     decoded = []
     for message in batch.intake:
         try:
@@ -309,7 +345,7 @@ def _decode_intake(
                 SetAside(message=message, source="intake", reason="undecodable", detail=repr(exc))
             )
             continue
-        decoded.append((intake, payload_text))
+        decoded.append((message, intake, payload_text))
     return decoded
 
 

@@ -99,6 +99,27 @@ def test_bad_intake_is_set_aside_and_a_repeat_in_the_batch_is_a_duplicate() -> N
     assert decided.now == 10.0
 
 
+def test_a_job_id_of_another_dependency_is_set_aside_not_a_duplicate() -> None:
+    scheduler = core()
+    decide(batch(intake=[intake("held")]), scheduler, 1.0, OPTIONS)  # held by the core from now on
+    first, again, crossed = intake("new"), intake("new"), intake("new", dependency="other")
+    decided = decide(
+        batch(intake=[intake("held"), intake("held", dependency="other"), first, again, crossed]),
+        scheduler,
+        2.0,
+        OPTIONS,
+    )
+    assert [(s.reason, s.detail) for s in decided.set_aside] == [
+        ("duplicate_of_other_dependency", "job 'held' is a job of 'api'; published again for 'other'"),
+        ("duplicate_of_other_dependency", "job 'new' is a job of 'api'; published again for 'other'"),
+    ]
+    assert decided.intake == 3, "the repeats for the same dependency are plain duplicates"
+    assert [job.job_id for job in decided.changes.new] == ["new"]
+    # If the store turns out to have had "new" already, for another dependency, both deliveries
+    # that named it for api are set aside after the commit (run_tick).
+    assert decided.submitted == {"new": [first, again]}
+
+
 def test_results_move_jobs_and_results_that_cannot_speak_for_a_job_are_set_aside() -> None:
     scheduler = core(max_attempts=1)
     decide(batch(intake=[intake("a"), intake("b"), intake("c", dependency="other")]), scheduler, 1.0, OPTIONS)
