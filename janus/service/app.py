@@ -55,6 +55,17 @@ log = logging.getLogger("janus.service")
 PREFETCH = 2000  # unacked deliveries per consumer channel: bounds the inbox
 # Per results queue (one per dependency): bounds what one flooding worker can pile up in memory.
 RESULTS_PREFETCH = 1000
+# ...and in bytes: RabbitMQ does not implement basic.qos's prefetch_size, so a channel's unacked
+# deliveries are bounded by count x max_message_size (which the broker enforces) instead.
+PREFETCH_BYTES = 32 * 1024 * 1024
+
+
+def prefetch(count: int, max_message_size: int) -> int:
+    """Unacked deliveries of one consumer channel: at most `count`, and at most PREFETCH_BYTES
+    of messages of the largest size the broker takes."""
+    return max(1, min(count, PREFETCH_BYTES // max_message_size))
+
+
 PRUNE_EVERY = 60.0
 REVIVE_EVERY = 0.5  # how often the leader looks for `janus jobs retry` requests
 
@@ -332,14 +343,16 @@ class Service:
     ) -> None:
         # A channel per queue: each results queue's deliveries are acked by multiple-acks of
         # their own, whatever another dependency's queue holds (janus/service/inbox.py).
+        size = self.config.max_message_size
+        intake, results = prefetch(PREFETCH, size), prefetch(RESULTS_PREFETCH, size)
         consumers = [
-            (topology.INTAKE_QUEUE, PREFETCH, inbox.on_intake),
+            (topology.INTAKE_QUEUE, intake, inbox.on_intake),
             *(
-                (topology.results_queue(dependency), RESULTS_PREFETCH, inbox.on_result(dependency))
+                (topology.results_queue(dependency), results, inbox.on_result(dependency))
                 for dependency in scheduler.policies
             ),
-            (topology.UNROUTABLE_QUEUE, RESULTS_PREFETCH, inbox.on_result(UNROUTABLE)),
-            (topology.RETURNED_QUEUE, PREFETCH, inbox.on_returned),
+            (topology.UNROUTABLE_QUEUE, results, inbox.on_result(UNROUTABLE)),
+            (topology.RETURNED_QUEUE, intake, inbox.on_returned),
         ]
         workers = WorkerWatch(connection, scheduler.policies, self.options.worker_poll_every)
         self._tell_workers(scheduler, await workers.poll())  # known before the first admission

@@ -23,7 +23,15 @@ from janus.core.gates import GateEvent, GateState
 from janus.core.jobs import Admission, Job
 from janus.core.scheduler import Scheduler
 from janus.errors import ProtocolError
-from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result, decode_returned
+from janus.protocol import (
+    ENVELOPE_BYTES,
+    MAX_RESULT_BYTES,
+    IntakeMessage,
+    ResultMessage,
+    decode_intake,
+    decode_result,
+    decode_returned,
+)
 from janus.service.inbox import UNROUTABLE, Batch
 from janus.service.unapplied import Unapplied
 from janus.store.rows import FailedAttempt
@@ -49,6 +57,22 @@ class SetAside:
     source: str  # intake, results, returned
     reason: str
     detail: str
+
+
+# What is kept of a message set aside over its cap: enough to tell what it was, not a copy of a
+# flood's megabytes (the original size goes in a header).
+TRUNCATED_BODY_BYTES = 4096
+
+
+def set_aside_body(item: SetAside, max_payload_bytes: int) -> tuple[bytes, int | None]:
+    """The body to copy to janus.rejected, and the original size if it is truncated: a message
+    over the largest valid one of its source (intake and returned: the payload cap and its
+    envelope; results: MAX_RESULT_BYTES) keeps its first TRUNCATED_BODY_BYTES."""
+    body = item.message.body
+    cap = MAX_RESULT_BYTES if item.source == "results" else max_payload_bytes + ENVELOPE_BYTES
+    if len(body) <= cap:
+        return body, None
+    return body[:TRUNCATED_BODY_BYTES], len(body)
 
 
 @dataclass(kw_only=True, slots=True)

@@ -96,6 +96,9 @@ def test_rabbitmq_loads_the_definitions_the_definitions_service_writes(compose: 
             key, _, value = line.partition("=")
             settings[key.strip()] = value.strip()
     loaded = Path(settings["load_definitions"])
+    # The broker refuses what Janus would: its memory is bounded by prefetch x this size.
+    janus_config = load_config(ROOT / "config" / "janus.toml", env={})
+    assert int(settings["max_message_size"]) == janus_config.max_message_size
     # The file RabbitMQ loads is in a named volume the renderer writes its --output into.
     rabbit_volume, rabbit_dir = next(
         (s, Path(c)) for c, s in rabbit_mounts.items() if loaded.is_relative_to(c)
