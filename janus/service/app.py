@@ -31,6 +31,7 @@ from janus.api.metrics import Metrics
 from janus.broker import connection as broker
 from janus.broker import topology
 from janus.broker.consumer import Consuming, consume
+from janus.broker.definitions import unchecked_cc_risk
 from janus.broker.publisher import Publisher
 from janus.config import JanusConfig, Settings
 from janus.core.backoff import retry_delay
@@ -140,6 +141,7 @@ class Service:
         self._clock_offset = 0.0
         self._rng = random.Random()
         self._failures = 0  # consecutive failed attempts to get going: the backoff's exponent
+        self._told_broker_version = False
         self._worker_counts: dict[str, int] = {}  # consumers per ready queue, as last counted
 
     def clock(self) -> float:
@@ -323,6 +325,7 @@ class Service:
     async def _run_term(
         self, store: Store, term: Term, connection: broker.Connection, scheduler: Scheduler
     ) -> None:
+        self._tell_broker_version(connection)
         declared = await topology.declare_topology(connection, scheduler.policies.keys())
         publisher = await Publisher.open(connection)
         if declared:
@@ -398,6 +401,20 @@ class Service:
             await loop.run(draining)
             watch.cancel()
         await workers.close()
+
+    def _tell_broker_version(self, connection: broker.Connection) -> None:
+        """Once per process: a broker whose topic permissions do not check CC and BCC lets a
+        worker user route results into another dependency's queue (docs/security.md)."""
+        if self._told_broker_version:
+            return
+        self._told_broker_version = True
+        version = broker.broker_version(connection)
+        try:
+            risk = unchecked_cc_risk(version)
+        except ValueError:  # a version of another shape: not one this check knows
+            return
+        if risk is not None:
+            log.warning("%s; upgrade where workers' teams do not trust each other", risk)
 
     def _tell_workers(self, scheduler: Scheduler, counts: dict[str, int]) -> bool:
         """The core learns each ready queue's consumer count; True if a dependency's changed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
 import uuid
@@ -25,7 +26,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
 
 from janus.broker import topology
-from janus.broker.definitions import render, roles, worker_role
+from janus.broker.connection import broker_version
+from janus.broker.definitions import render, roles, unchecked_cc_risk, worker_role
 from janus.client import Producer, ReadyJob, Worker
 from janus.config import load_config
 from janus.protocol import encode_result
@@ -404,3 +406,19 @@ async def test_a_dependencys_worker_cannot_report_for_another_with_cc_or_bcc(
         release.set()
         await log.wait_for(lambda _: log.succeeded() == {"letter-cc", "letter-bcc"}, timeout=20)
         await mailer.stop()
+
+
+async def test_janus_warns_once_of_a_broker_that_does_not_check_cc(
+    database: str, vhost: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        version = broker_version(connection)
+    assert version is not None, "RabbitMQ announces its version at the handshake"
+    risk = unchecked_cc_risk(version)  # the tests' local 3.10.8: a risk
+    with caplog.at_level(logging.WARNING, logger="janus.service"):
+        async with running_janus(make_config(database, vhost, {"api": {}})):
+            pass
+    told = [record.getMessage() for record in caplog.records if "CC and BCC" in record.getMessage()]
+    expected = [] if risk is None else [f"{risk}; upgrade where workers' teams do not trust each other"]
+    assert told == expected
