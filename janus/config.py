@@ -44,6 +44,8 @@ from janus.urls import check_port
 # a unit test keeps them equal): what max_message_size must leave room for.
 MESSAGE_ENVELOPE_BYTES = 8 * 1024
 LARGEST_RESULT_BYTES = 8 * 1024 + 6 * 2000
+# RabbitMQ refuses a max_message_size above 512 MiB.
+MAX_MESSAGE_SIZE_CEILING = 512 * 1024 * 1024
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/janus"
@@ -305,10 +307,10 @@ class DependencyConfig(_Strict):
 class JanusConfig(_Strict):
     amqp_url: str = DEFAULT_AMQP_URL
     database_url: str = DEFAULT_DATABASE_URL
-    max_payload_bytes: int = Field(default=64 * 1024, ge=1, strict=True)
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1, le=MAX_MESSAGE_SIZE_CEILING, strict=True)
     # The largest message, in bytes, the broker takes (its own `max_message_size`, set to the
     # same: deploy/rabbitmq/rabbitmq.conf). Janus's prefetch bounds count x this in bytes.
-    max_message_size: int = Field(default=128 * 1024, strict=True)
+    max_message_size: int = Field(default=128 * 1024, le=MAX_MESSAGE_SIZE_CEILING, strict=True)
     # Per results queue: bad results set aside in any window; beyond it the queue waits, so a
     # flooding worker cannot take the leader's CPU from other dependencies (janus/core/flood.py).
     bad_results_limit: RateLimitSpec = RateLimit(count=200, window=1.0)

@@ -385,6 +385,7 @@ ERROR_CASES = [
     ("rate_limits_not_a_list.toml", "dependencies.api.rate_limits", "valid list"),  # a bare string
     ("bad_results_limit_zero.toml", "bad_results_limit", "COUNT must be at least 1"),  # holds for ever
     ("max_message_size_below_payload.toml", "max_message_size", "must be at least 139264 bytes"),  # no room
+    ("huge_max_message_size.toml", "max_message_size", "less than or equal to 536870912"),  # 1 GiB
     ("zero_concurrency.toml", "dependencies.api.concurrency", "greater than or equal to 1"),  # 0
     ("fractional_concurrency.toml", "dependencies.api.concurrency", "valid integer"),  # 2.5
     ("jitter_above_one.toml", "dependencies.api.retry.jitter", "less than or equal to 1"),  # 1.5
