@@ -45,6 +45,7 @@ from janus.service.health import Health, Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
+from janus.service.observe import loop_lag_forever
 from janus.service.tick import TickOptions
 from janus.service.worker_watch import POLL_EVERY, WorkerWatch
 from janus.store.repository import Store
@@ -140,9 +141,11 @@ class Service:
         log.info("starting as %s", self.identity)
         gc_pauses = GcPauseObserver(self.metrics.gc_pause)
         gc_pauses.install()
+        lag = asyncio.create_task(loop_lag_forever(self.metrics.loop_lag), name="loop-lag")
         try:
             await self._run_until_stopped()
         finally:
+            lag.cancel()
             gc_pauses.remove()
 
     async def _run_until_stopped(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from prometheus_client import Gauge
 
 from janus.api.metrics import Metrics
+from janus.core.decisions import WaitReason
 from janus.core.gates import GateEvent
 from janus.core.jobs import Admission, Job
 from janus.core.scheduler import Scheduler
@@ -26,6 +28,19 @@ SCOPE_METRICS_EVERY = 1.0  # seconds, at the least
 # waits this many times its own last duration, so it never takes more than 1/50 of the
 # leader's time, however many scopes there are.
 SCOPE_METRICS_SHARE = 50
+# janus_waiting_jobs_by_reason: every reason a waiting job is counted under, always shown (0 too),
+# so that a series never vanishes when its count falls to nothing.
+SHOWN_REASONS = tuple(r for r in WaitReason if r not in (WaitReason.QUEUED, WaitReason.PAGING))
+LOOP_LAG_EVERY = 0.5  # seconds between two measures of the event loop's lag
+
+
+async def loop_lag_forever(gauge: Gauge) -> None:
+    """How late the loop runs a sleeper it was asked to wake: the delay any callback sees."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(LOOP_LAG_EVERY)
+        gauge.set(max(0.0, loop.time() - asked - LOOP_LAG_EVERY))
 
 
 class ThrottledLog:
@@ -57,6 +72,7 @@ class Observer:
         self.throttled = ThrottledLog()
         self._gauges: dict[tuple[Gauge, tuple[str, ...]], Gauge] = {}
         self._shown_scopes: dict[str, set[str]] = {}
+        self._blocked: dict[str, tuple[str, str]] = {}  # the janus_dependency_blocked labels shown
 
     # -- per tick ---------------------------------------------------------------
 
@@ -67,6 +83,8 @@ class Observer:
             metrics.revived.labels(dependency).inc(count)
         for (source, verdict), count in result.events.items():
             metrics.events.labels(source, verdict).inc(count)
+        for (dependency, verdict), count in result.transitions.items():
+            metrics.transitions.labels(dependency, verdict).inc(count)
         metrics.intake_messages.labels("accepted").inc(result.accepted)
         metrics.intake_messages.labels("duplicate").inc(result.duplicates)
         if result.pages:
@@ -92,6 +110,29 @@ class Observer:
             gauge(metrics.paused, gate.dependency).set(1 if paused else 0)
         for dependency, parked in scheduler.retry_budget_parked().items():
             gauge(metrics.retry_budget_parked, dependency).set(parked)
+        self.limits(scheduler, clock)
+
+    def limits(self, scheduler: Scheduler, now: float) -> None:
+        """Each dependency's limits, their use, and what decides its next admission (O(dependencies))."""
+        metrics, gauge = self.metrics, self._gauge
+        for lane in scheduler.limits(now):
+            dependency = lane.dependency
+            for rate in lane.rates:
+                gauge(metrics.rate_limit, dependency, rate.limit).set(rate.count)
+                gauge(metrics.rate_used, dependency, rate.limit).set(rate.used)
+            if lane.concurrency is not None:
+                gauge(metrics.concurrency_limit, dependency).set(lane.concurrency)
+            blocked = lane.blocked
+            shown = None if blocked is None else (blocked.reason.value, blocked.limit)
+            if shown != self._blocked.get(dependency):
+                old = self._blocked.pop(dependency, None)
+                if old is not None:
+                    metrics.blocked.remove(dependency, *old)
+                if shown is not None:
+                    metrics.blocked.labels(dependency, *shown).set(1)
+                    self._blocked[dependency] = shown
+            until = 0.0 if blocked is None else (math.inf if blocked.until is None else blocked.until)
+            gauge(metrics.next_admission, dependency).set(until)
 
     def _gauge(self, metric: Gauge, *labels: str) -> Gauge:
         """The gauge of these labels, looked up once: every tick sets several per dependency, and
@@ -178,8 +219,10 @@ class Observer:
             await asyncio.sleep(max(SCOPE_METRICS_EVERY, SCOPE_METRICS_SHARE * took))
 
     def scopes(self, scheduler: Scheduler, now: float) -> None:
-        """Per-scope gauges for the largest backlogs only (O(scopes): not per tick, see SCOPE_METRICS_SHARE)."""
+        """Per-scope gauges for the largest backlogs only, and the waiting jobs by reason (O(scopes):
+        not per tick, see SCOPE_METRICS_SHARE); the limits again, for a leader that is idle."""
         metrics = self.metrics
+        self.limits(scheduler, now)
         scope_gauges = (
             metrics.scope_waiting,
             metrics.scope_held,
@@ -201,6 +244,9 @@ class Observer:
                 metrics.scope_oldest_waiting.labels(dependency, stats.scope).set(
                     max(0.0, now - since) if since is not None else 0.0
                 )
+            by_reason = scheduler.waiting_by_reason(dependency, now)
+            for reason in SHOWN_REASONS:
+                self._gauge(metrics.waiting_by_reason, dependency, reason.value).set(by_reason[reason])
             oldest = scheduler.oldest_waiting_since(dependency)
             metrics.oldest_waiting.labels(dependency).set(
                 max(0.0, now - oldest) if oldest is not None else 0.0
