@@ -22,6 +22,8 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from janus.api.status import StatusBoard
+
 WHY_QUERY_DEADLINE = 5.0  # seconds more for /why, which may read the job from PostgreSQL
 LOOP_DEADLINE = 2.0  # seconds the event loop has to answer a health check
 
@@ -53,8 +55,10 @@ class HealthApp:
         readiness: Readiness,
         deadline: float = LOOP_DEADLINE,
         inspector: Inspecting | None = None,
+        status: StatusBoard | None = None,
     ) -> None:
         self._metrics = make_wsgi_app(registry)
+        self._status = status
         self._loop = loop
         self._readiness = readiness
         self._deadline = deadline
@@ -70,6 +74,8 @@ class HealthApp:
         if path == "/readyz":
             ready = self._ask_loop(self._readiness)
             return _json(start_response, *(ready or (False, {"ready": False, "detail": "event loop busy"})))
+        if self._status is not None and path == "/status":
+            return _json(start_response, *self._status.answer())
         inspector = self._inspector
         if inspector is not None and path == "/scopes":
             query = parse_qs(environ.get("QUERY_STRING", ""))
@@ -130,9 +136,10 @@ def serve(
     *,
     deadline: float = LOOP_DEADLINE,
     inspector: Inspecting | None = None,
+    status: StatusBoard | None = None,
 ) -> WSGIServer:
     """Serve on a background thread; stop with `.shutdown()` then `.server_close()`."""
-    app = HealthApp(registry, loop, readiness, deadline, inspector)
+    app = HealthApp(registry, loop, readiness, deadline, inspector, status)
     server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="janus-http", daemon=True).start()
     return server

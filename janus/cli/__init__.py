@@ -1,7 +1,7 @@
 """The `janus` command: one module per command group, and one way to end (janus.cli.exits).
 
 run, migrate, broker-upgrade (run.py); check-config (check.py); submit (submit.py);
-scopes, why (inspect.py); jobs show, jobs retry (jobs.py); worker (worker.py); demo (demo.py);
+scopes, why (inspect.py); status (status.py); jobs show, jobs retry (jobs.py); worker (worker.py); demo (demo.py);
 conformance (janus/conformance/cli.py) and simulate (janus/simulate/command.py) register
 themselves from their own packages.
 """
@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from janus.cli import check, demo, inspect, jobs, run, submit, worker
+from janus.cli import check, demo, inspect, jobs, run, status, submit, worker
 from janus.cli.common import Command, load_settings, run_async
 from janus.cli.exits import finish
 from janus.config import Settings
@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "submit": submit.submit,
     "scopes": inspect.scopes,
     "why": inspect.why,
+    "status": status.status,
     "demo": demo.demo,
     "simulate": simulate,
     "jobs retry": jobs.retry,
@@ -51,7 +52,7 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="janus", description="Admission control for background jobs.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (run, check, submit, inspect, jobs, worker, demo):
+    for module in (run, check, submit, inspect, status, jobs, worker, demo):
         module.add_parsers(commands)
     conformance_cli.add_parsers(commands)
     simulate_command.add_parsers(commands)

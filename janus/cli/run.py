@@ -51,16 +51,19 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(settings: Settings, service: Any) -> Any:
     from janus.api.http import serve
+    from janus.api.status import StatusBoard
 
+    loop = asyncio.get_running_loop()
     where = f"{settings.http_host}:{settings.http_port}"
     try:
         return serve(
             settings.http_host,
             settings.http_port,
             service.metrics.registry,
-            asyncio.get_running_loop(),
+            loop,
             service.health.readiness,
             inspector=service.inspector,
+            status=StatusBoard(service.metrics.registry, loop, service.who_leads),
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:

@@ -26,6 +26,7 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from janus.api.metrics import Metrics
 from janus.broker import connection as broker
@@ -131,6 +132,7 @@ class Service:
         self._rng = random.Random()
         self._failures = 0  # consecutive failed attempts to get going: the backoff's exponent
         self._worker_counts: dict[str, int] = {}  # consumers per ready queue, as last counted
+        self._store: Store | None = None  # the connection to the database in use, for who_leads
 
     def clock(self) -> float:
         """Unix seconds on the database's clock, so that skew between hosts cannot break a window."""
@@ -224,11 +226,27 @@ class Service:
                 store.terminate()
 
     async def _connect_store(self) -> Store:
-        return await Store.connect(
+        self._store = await Store.connect(
             self.config.database_url,
             application_name=f"janus-{self.identity}",
             timeout=self.options.db_timeout,
         )
+        return self._store
+
+    async def who_leads(self) -> dict[str, Any] | None:
+        """Who holds the lease, as the database tells it: a standby's answer to `janus status`."""
+        store = self._store
+        if store is None:
+            return None
+        holder = await store.who_leads()
+        if holder is None:
+            return None
+        return {
+            "identity": str(holder.holder),
+            "epoch": holder.epoch,
+            "live": holder.live,
+            "address": holder.address,
+        }
 
     def _polled(self, reached: bool) -> None:
         # The backoff is reset only once a term admits: a standby that reaches the database

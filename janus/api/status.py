@@ -1,0 +1,192 @@
+"""The picture of `janus status` and of the status page, read from the metrics registry.
+
+Every number here is a sample /metrics serves at the same moment: there is no second source to
+drift from the first, and building the picture costs the event loop nothing (it runs on the
+HTTP server's thread; the leader's loop only sets the gauges, as it does for a scrape).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+Labels = tuple[tuple[str, str], ...]
+LeaderAnswer = Callable[[], Coroutine[Any, Any, dict[str, Any] | None]]
+
+WHO_LEADS_DEADLINE = 5.0  # seconds for a standby to read the lease from PostgreSQL
+# The states, worst first: the first that applies is the dependency's state.
+STATES = ("no worker", "circuit open", "paused", "circuit half-open", "throttled", "ok")
+
+
+@dataclass(kw_only=True)
+class Samples:
+    """The registry's samples by name, then by their labels."""
+
+    by_name: dict[str, dict[Labels, float]] = field(default_factory=lambda: defaultdict(dict))
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> Samples:
+        samples = cls()
+        for metric in registry.collect():
+            for sample in metric.samples:
+                samples.by_name[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+        return samples
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.by_name.get(name, {}).get(tuple(sorted(labels.items())))
+
+    def where(self, name: str, **labels: str) -> Iterable[tuple[dict[str, str], float]]:
+        """Samples of `name` whose labels include `labels`."""
+        for key, value in self.by_name.get(name, {}).items():
+            found = dict(key)
+            if all(found.get(k) == v for k, v in labels.items()):
+                yield found, value
+
+
+def _number(value: float | None) -> float | int | None:
+    """JSON has no infinities, and counts read better without '.0'."""
+    if value is None or math.isnan(value) or math.isinf(value):
+        return None
+    return int(value) if value == int(value) else value
+
+
+def dependencies(samples: Samples) -> list[str]:
+    return sorted({labels["dependency"] for labels, _ in samples.where("janus_held_slots")})
+
+
+def lane(samples: Samples, dependency: str, now: float) -> dict[str, Any]:
+    """One dependency as `janus status` shows it."""
+    d = dependency
+    waiting_kinds = {
+        labels["kind"]: value for labels, value in samples.where("janus_waiting_jobs", dependency=d)
+    }
+    by_reason = {
+        labels["reason"]: int(value)
+        for labels, value in samples.where("janus_waiting_jobs_by_reason", dependency=d)
+        if value
+    }
+    blocked = next(iter(samples.where("janus_dependency_blocked", dependency=d)), None)
+    next_at = samples.value("janus_next_admission_timestamp_seconds", dependency=d)
+    rates = sorted(
+        (
+            {
+                "limit": labels["limit"],
+                "count": _number(count),
+                "used": _number(
+                    samples.value("janus_rate_window_admissions", dependency=d, limit=labels["limit"])
+                ),
+            }
+            for labels, count in samples.where("janus_rate_limit_count", dependency=d)
+        ),
+        key=lambda rate: str(rate["limit"]),
+    )
+    scopes: list[dict[str, Any]] = [
+        {
+            "scope": labels["scope"],
+            "waiting": _number(waiting),
+            "held": _number(samples.value("janus_scope_held_slots", dependency=d, scope=labels["scope"])),
+            "admitted": _number(
+                samples.value("janus_scope_admitted_jobs", dependency=d, scope=labels["scope"])
+            ),
+            "oldest_waiting_seconds": _number(
+                samples.value("janus_scope_oldest_waiting_seconds", dependency=d, scope=labels["scope"])
+            ),
+        }
+        for labels, waiting in samples.where("janus_scope_waiting_jobs", dependency=d)
+    ]
+    scopes.sort(key=lambda scope: (-(scope["waiting"] or 0), str(scope["scope"])))
+    transitions = {
+        labels["verdict"]: _number(value)
+        for labels, value in samples.where("janus_job_transitions_total", dependency=d)
+    }
+    body: dict[str, Any] = {
+        "dependency": d,
+        "rates": rates,
+        "concurrency": _number(samples.value("janus_concurrency_limit", dependency=d)),
+        "held": _number(samples.value("janus_held_slots", dependency=d)),
+        "waiting": _number(sum(waiting_kinds.values())),
+        "waiting_by_reason": by_reason,
+        "oldest_waiting_seconds": _number(samples.value("janus_oldest_waiting_seconds", dependency=d)),
+        "blocked": None,
+        "circuit": {0: "closed", 1: "half-open", 2: "open"}.get(
+            int(samples.value("janus_circuit_state", dependency=d) or 0), "closed"
+        ),
+        "paused": bool(samples.value("janus_dependency_paused", dependency=d)),
+        "ready_consumers": _number(samples.value("janus_ready_consumers", dependency=d)),
+        "admissions_total": _number(samples.value("janus_admissions_total", dependency=d) or 0.0),
+        "transitions": transitions,
+        "top_scopes": scopes,
+    }
+    if blocked is not None:
+        labels, _ = blocked
+        wait = None if next_at is None or math.isinf(next_at) else max(0.0, next_at - now)
+        body["blocked"] = {"reason": labels["reason"], "limit": labels["limit"], "lifts_in_seconds": wait}
+    body["state"] = state(body)
+    return body
+
+
+def state(lane: dict[str, Any]) -> str:
+    """ok / paused / circuit open / throttled ... (STATES): what an operator looks at first."""
+    blocked = lane["blocked"]
+    reason = blocked["reason"] if blocked is not None else None
+    if reason == "no_worker" and lane["waiting"]:
+        return "no worker"
+    if lane["circuit"] == "open":
+        return "circuit open"
+    if lane["paused"]:
+        return "paused"
+    if lane["circuit"] == "half-open":
+        return "circuit half-open"
+    if reason is not None and lane["waiting"]:
+        return "throttled"
+    return "ok"
+
+
+def process(samples: Samples) -> dict[str, Any]:
+    return {
+        "leading": bool(samples.value("janus_is_leader")),
+        "epoch": _number(samples.value("janus_leader_epoch")),
+        "event_loop_lag_seconds": _number(samples.value("janus_event_loop_lag_seconds")),
+        "recovering": bool(samples.value("janus_recovering")),
+    }
+
+
+def picture(registry: CollectorRegistry, now: float | None = None) -> dict[str, Any]:
+    """Everything `janus status` shows, from one collection of the registry (a leader's)."""
+    samples = Samples.of(registry)
+    now = time.time() if now is None else now
+    about = process(samples)
+    lanes = [lane(samples, d, now) for d in dependencies(samples)] if about["leading"] else []
+    return {"time": now, "process": about, "dependencies": lanes}
+
+
+class StatusBoard:
+    """What GET /status answers (from the HTTP server's thread): the leader's picture; a
+    standby's says who leads instead (`who_leads` runs on the event loop: it asks the database)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        loop: asyncio.AbstractEventLoop | None = None,
+        who_leads: LeaderAnswer | None = None,
+    ) -> None:
+        self.registry = registry
+        self._loop = loop
+        self._who_leads = who_leads
+
+    def answer(self) -> tuple[bool, dict[str, Any]]:
+        body = picture(self.registry)
+        if not body["process"]["leading"] and self._who_leads is not None and self._loop is not None:
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._who_leads(), self._loop)
+                body["leader"] = future.result(timeout=WHO_LEADS_DEADLINE)
+            except Exception as exc:  # reported in the answer, never raised into the server
+                body["leader"] = {"error": f"could not tell who leads: {exc or type(exc).__name__}"}
+        return True, body
