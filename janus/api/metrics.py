@@ -119,6 +119,13 @@ class Metrics:
             ["dependency", "limit"],
             registry=r,
         )
+        self.rate_window = Gauge(
+            "janus_rate_limit_window_seconds",
+            "T of each rate limit: COUNT / T is the limit in admissions per second, to draw against "
+            "rate(janus_admissions_total).",
+            ["dependency", "limit"],
+            registry=r,
+        )
         self.rate_used = Gauge(
             "janus_rate_window_admissions",
             "Admissions in the current window of each rate limit (its span: T, plus admission_ttl "

@@ -115,6 +115,7 @@ class RateUse:
 
     limit: str  # as configured, e.g. "100/1s"
     count: int  # COUNT
+    window: float  # T, seconds
     used: int  # admissions in the window that ends now (over the limit's span)
 
 

@@ -145,7 +145,10 @@ def lane_limits(lane: Lane, now: float) -> LaneLimits:
         dependency=lane.policy.name,
         rates=tuple(
             RateUse(
-                limit=str(window.limit), count=window.limit.count, used=window.limit.count - window.room(now)
+                limit=str(window.limit),
+                count=window.limit.count,
+                window=window.limit.window,
+                used=window.limit.count - window.room(now),
             )
             for window in lane.windows
         ),

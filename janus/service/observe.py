@@ -119,6 +119,7 @@ class Observer:
             dependency = lane.dependency
             for rate in lane.rates:
                 gauge(metrics.rate_limit, dependency, rate.limit).set(rate.count)
+                gauge(metrics.rate_window, dependency, rate.limit).set(rate.window)
                 gauge(metrics.rate_used, dependency, rate.limit).set(rate.used)
             if lane.concurrency is not None:
                 gauge(metrics.concurrency_limit, dependency).set(lane.concurrency)
