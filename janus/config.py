@@ -339,6 +339,7 @@ class Settings(BaseSettings):
     db_timeout: float = Field(default=5.0, gt=0)  # connect and short statements (lease, tick)
     reconnect_max_delay: float = Field(default=5.0, gt=0)  # backoff cap after losing broker or DB
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (janus/logs.py)
 
     @model_validator(mode="after")
     def _urls_from_files(self) -> Settings:

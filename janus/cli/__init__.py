@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from collections.abc import Sequence
 
+from janus import logs
 from janus.cli import check, demo, inspect, jobs, run, status, submit, worker
 from janus.cli.common import Command, load_settings, run_async
 from janus.cli.exits import finish
@@ -23,8 +23,6 @@ from janus.errors import ConfigError
 from janus.simulate import command as simulate_command
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 async def simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -63,7 +61,7 @@ def _configure_logging(settings: Settings) -> None:
     level = os.environ.get("JANUS_LOG_LEVEL", settings.log_level).upper()
     if not isinstance(logging.getLevelName(level), int):
         raise ConfigError(f"invalid environment: JANUS_LOG_LEVEL: unknown level {level!r}")
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    logs.configure(level, settings.log_format)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

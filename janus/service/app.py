@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from janus import logs
 from janus.api.metrics import Metrics
 from janus.broker import connection as broker
 from janus.broker import topology
@@ -258,6 +259,7 @@ class Service:
     async def _lead(self, store: Store, term: Term) -> None:
         """One term: renew the lease from the start, rebuild, admit; ends by stop or by failure."""
         self.health.become(Role.REBUILDING, epoch=term.epoch)
+        epoch_token = logs.term_epoch.set(term.epoch)
         self.metrics.is_leader.set(1)
         self.metrics.leader_epoch.set(term.epoch)
         cause = "stopped"
@@ -275,6 +277,7 @@ class Service:
             self.metrics.is_leader.set(0)
             self.metrics.terms_ended.labels(cause).inc()
             log.info("term %d of %s ended: %s", term.epoch, self.identity, cause)
+            logs.term_epoch.reset(epoch_token)
             if cause not in ("bug", "cancelled"):
                 # Hand over at once. After a failure too: whoever leads next (perhaps us) starts a
                 # new term with a new epoch, and rebuilds from what the database holds.

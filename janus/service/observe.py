@@ -51,13 +51,14 @@ class ThrottledLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def warn(self, key: str, message: str, count: int = 1) -> None:
-        """`count` messages like this one: the first may be logged, the rest are counted."""
+    def warn(self, key: str, message: str, count: int = 1, **context: str) -> None:
+        """`count` messages like this one: the first may be logged, the rest are counted.
+        `context` goes with the line (JANUS_LOG_FORMAT=json shows it: janus/logs.py)."""
         now = time.monotonic()
         if now - self._last.get(key, float("-inf")) >= self._interval:
             extra = self._suppressed.pop(key, 0)
             suffix = f" ({extra} more like it since last logged)" if extra else ""
-            log.warning("%s%s", message, suffix)
+            log.warning("%s%s", message, suffix, extra=context)
             self._last[key] = now
             count -= 1
         if count:
@@ -168,7 +169,11 @@ class Observer:
             if source == "intake":
                 self.metrics.intake_messages.labels("rejected").inc(count)
             self.throttled.warn(
-                f"{source}:{reason}", f"set aside a message from {source}: {reason}: {item.detail}", count
+                f"{source}:{reason}",
+                f"set aside a message from {source}: {reason}: {item.detail}",
+                count,
+                source=source,
+                reason=reason,
             )
 
     def published(self, admissions: Iterable[Admission], refused: Sequence[Admission]) -> None:
@@ -194,10 +199,22 @@ class Observer:
         for event in events:
             metrics.gate_events.labels(event.dependency, event.kind).inc()
             if event.kind == "retry_after_clamped":
-                self.throttled.warn(f"clamped:{event.dependency}", f"{event.dependency}: {event.detail}")
+                self.throttled.warn(
+                    f"clamped:{event.dependency}",
+                    f"{event.dependency}: {event.detail}",
+                    dependency=event.dependency,
+                    kind=event.kind,
+                )
             else:
                 level = logging.WARNING if event.kind in ("circuit_open", "paused") else logging.INFO
-                log.log(level, "%s: %s (%s)", event.dependency, event.kind.replace("_", " "), event.detail)
+                log.log(
+                    level,
+                    "%s: %s (%s)",
+                    event.dependency,
+                    event.kind.replace("_", " "),
+                    event.detail,
+                    extra={"dependency": event.dependency, "kind": event.kind},
+                )
 
     def held(self, queue: str, seconds: float, limit: object) -> None:
         """A results queue held by its bad-results limit."""

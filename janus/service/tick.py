@@ -152,6 +152,7 @@ async def page_in(scheduler: Scheduler, session: LeaderSession) -> int:
                 "scope %r of %r had fewer waiting jobs in the store than counted; corrected",
                 request.scope,
                 request.dependency,
+                extra={"dependency": request.dependency, "scope": request.scope},
             )
     return len(requests)
 
