@@ -1,4 +1,5 @@
-"""/metrics, /healthz, /readyz (and the leader's /scopes, /why/JOB) on one small HTTP server.
+"""/metrics, /healthz, /readyz, /status and its page at / (and the leader's /scopes, /why/JOB) on one
+small HTTP server (the page's files: janus/api/page.py; /status: janus/api/status.py).
 
 The server runs on its own threads (the standard library's WSGI server, as
 prometheus-client's own `start_http_server` does), so a scrape never waits for the
@@ -22,6 +23,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from janus.api import page
 from janus.api.status import StatusBoard
 
 WHY_QUERY_DEADLINE = 5.0  # seconds more for /why, which may read the job from PostgreSQL
@@ -66,8 +68,11 @@ class HealthApp:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
-        if path in ("/metrics", "/"):
+        if path == "/metrics":
             return self._metrics(environ, start_response)  # type: ignore[no-any-return]
+        if self._status is not None and (found := page.asset(path)) is not None:
+            start_response("200 OK", [("Content-Type", found[0]), *page.HEADERS])
+            return [found[1]]
         if path == "/healthz":
             alive = self._ask_loop(lambda: (True, {"alive": True}))
             return _json(start_response, *(alive or (False, {"alive": False, "detail": "event loop busy"})))
@@ -99,7 +104,7 @@ class HealthApp:
                 ok, body = False, {"error": f"could not answer: {exc}"}
             return _json(start_response, ok, body)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: try /metrics, /healthz, /readyz, /scopes or /why/JOB_ID\n"]
+        return [b"not found: try /, /status, /metrics, /healthz, /readyz, /scopes or /why/JOB_ID\n"]
 
     def _ask_loop(self, question: Readiness) -> tuple[bool, dict[str, Any]] | None:
         answer: concurrent.futures.Future[tuple[bool, dict[str, Any]]] = concurrent.futures.Future()

@@ -79,6 +79,9 @@ def lane(samples: Samples, dependency: str, now: float) -> dict[str, Any]:
             {
                 "limit": labels["limit"],
                 "count": _number(count),
+                "window_seconds": _number(
+                    samples.value("janus_rate_limit_window_seconds", dependency=d, limit=labels["limit"])
+                ),
                 "used": _number(
                     samples.value("janus_rate_window_admissions", dependency=d, limit=labels["limit"])
                 ),

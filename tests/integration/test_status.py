@@ -39,7 +39,9 @@ async def http(service: Service) -> AsyncIterator[str]:
     registry = service.metrics.registry
     port = free_port()
     board = StatusBoard(registry, loop, service.who_leads)
-    server = serve("127.0.0.1", port, registry, loop, service.health.readiness, status=board)
+    server = serve(
+        "127.0.0.1", port, registry, loop, service.health.readiness, inspector=service.inspector, status=board
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -67,6 +69,7 @@ def shown(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float]]:
         d = {"dependency": lane["dependency"]}
         for rate in lane["rates"]:
             yield "janus_rate_limit_count", {**d, "limit": rate["limit"]}, rate["count"]
+            yield "janus_rate_limit_window_seconds", {**d, "limit": rate["limit"]}, rate["window_seconds"]
             yield "janus_rate_window_admissions", {**d, "limit": rate["limit"]}, rate["used"]
         if lane["concurrency"] is not None:
             yield "janus_concurrency_limit", d, lane["concurrency"]
@@ -94,6 +97,7 @@ def between(
 
 MONOTONE = {
     "janus_rate_limit_count",
+    "janus_rate_limit_window_seconds",
     "janus_concurrency_limit",
     "janus_admissions_total",
     "janus_job_transitions_total",

@@ -19,6 +19,7 @@ def leader_metrics() -> Metrics:
     m.is_leader.set(1)
     m.leader_epoch.set(7)
     m.rate_limit.labels("api", "100/1s").set(100)
+    m.rate_window.labels("api", "100/1s").set(1)
     m.rate_used.labels("api", "100/1s").set(100)
     m.concurrency_limit.labels("api").set(20)
     m.held.labels("api").set(12)
@@ -47,7 +48,7 @@ def test_the_picture_is_the_registry_s_samples() -> None:
     assert body["process"]["leading"] is True
     assert body["process"]["epoch"] == 7
     api, mail = body["dependencies"]
-    assert api["rates"] == [{"limit": "100/1s", "count": 100, "used": 100}]
+    assert api["rates"] == [{"limit": "100/1s", "count": 100, "window_seconds": 1, "used": 100}]
     assert (api["held"], api["concurrency"], api["waiting"]) == (12, 20, 42)
     assert api["waiting_by_reason"] == {"rate": 40, "backoff": 2}  # zeros left out
     assert api["blocked"] == {"reason": "rate", "limit": "rate 100/1s", "lifts_in_seconds": 0.5}
@@ -107,6 +108,28 @@ async def test_status_is_served_and_a_standby_says_who_leads() -> None:
         metrics.is_leader.set(1)
         status, text = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/status")
         assert [d["dependency"] for d in json.loads(text)["dependencies"]] == ["api", "mail"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_the_page_and_its_files_are_served_with_the_status() -> None:
+    metrics = leader_metrics()
+    loop = asyncio.get_running_loop()
+    port = free_port()
+    board = StatusBoard(metrics.registry, loop)
+    server = serve("127.0.0.1", port, metrics.registry, loop, lambda: (True, {}), status=board)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        status, text = await asyncio.to_thread(get, f"{base}/")
+        assert status == 200
+        assert '<script src="/static/app.js"' in text
+        for path in ("/static/app.js", "/static/style.css"):
+            status, text = await asyncio.to_thread(get, base + path)
+            assert status == 200
+            assert "http://" not in text.replace("http://www.w3.org/2000/svg", ""), "no other origin: no CDN"
+        assert (await asyncio.to_thread(get, f"{base}/static/../page.py"))[0] == 404
+        assert (await asyncio.to_thread(get, f"{base}/static/other.js"))[0] == 404
     finally:
         server.shutdown()
         server.server_close()
