@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,29 +24,66 @@ WHO_LEADS_DEADLINE = 5.0  # seconds for a standby to read the lease from Postgre
 STATES = ("no worker", "circuit open", "paused", "circuit half-open", "throttled", "ok")
 
 
+# The metrics the picture reads: a refresh collects only these (a scrape collects everything).
+READ = (
+    "janus_is_leader",
+    "janus_leader_epoch",
+    "janus_event_loop_lag_seconds",
+    "janus_recovering",
+    "janus_held_slots",
+    "janus_waiting_jobs",
+    "janus_waiting_jobs_by_reason",
+    "janus_dependency_blocked",
+    "janus_next_admission_timestamp_seconds",
+    "janus_rate_limit_count",
+    "janus_rate_limit_window_seconds",
+    "janus_rate_window_admissions",
+    "janus_concurrency_limit",
+    "janus_oldest_waiting_seconds",
+    "janus_circuit_state",
+    "janus_dependency_paused",
+    "janus_ready_consumers",
+    "janus_admissions_total",
+    "janus_job_transitions_total",
+    "janus_scope_waiting_jobs",
+    "janus_scope_held_slots",
+    "janus_scope_admitted_jobs",
+    "janus_scope_oldest_waiting_seconds",
+)
+
+
 @dataclass(kw_only=True)
 class Samples:
-    """The registry's samples by name, then by their labels."""
+    """The registry's samples by name, then by dependency (None: the process's own), then labels."""
 
-    by_name: dict[str, dict[Labels, float]] = field(default_factory=lambda: defaultdict(dict))
+    by_name: dict[str, dict[str | None, dict[Labels, float]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, registry: CollectorRegistry) -> Samples:
         samples = cls()
-        for metric in registry.collect():
+        by_name = samples.by_name
+        for metric in registry.restricted_registry(READ).collect():
             for sample in metric.samples:
-                samples.by_name[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+                labels = sample.labels
+                per_dependency = by_name.setdefault(sample.name, {})
+                per_dependency.setdefault(labels.get("dependency"), {})[tuple(sorted(labels.items()))] = (
+                    sample.value
+                )
         return samples
 
     def value(self, name: str, **labels: str) -> float | None:
-        return self.by_name.get(name, {}).get(tuple(sorted(labels.items())))
+        found = self.by_name.get(name, {}).get(labels.get("dependency"), {})
+        return found.get(tuple(sorted(labels.items())))
 
     def where(self, name: str, **labels: str) -> Iterable[tuple[dict[str, str], float]]:
-        """Samples of `name` whose labels include `labels`."""
-        for key, value in self.by_name.get(name, {}).items():
+        """Samples of `name` whose labels include `labels` (a `dependency` among them)."""
+        for key, value in self.by_name.get(name, {}).get(labels.get("dependency"), {}).items():
             found = dict(key)
             if all(found.get(k) == v for k, v in labels.items()):
                 yield found, value
+
+    def dependencies(self) -> list[str]:
+        return sorted(d for d in self.by_name.get("janus_held_slots", {}) if d is not None)
 
 
 def _number(value: float | None) -> float | int | None:
@@ -55,10 +91,6 @@ def _number(value: float | None) -> float | int | None:
     if value is None or math.isnan(value) or math.isinf(value):
         return None
     return int(value) if value == int(value) else value
-
-
-def dependencies(samples: Samples) -> list[str]:
-    return sorted({labels["dependency"] for labels, _ in samples.where("janus_held_slots")})
 
 
 def lane(samples: Samples, dependency: str, now: float) -> dict[str, Any]:
@@ -166,7 +198,7 @@ def picture(registry: CollectorRegistry, now: float | None = None) -> dict[str, 
     samples = Samples.of(registry)
     now = time.time() if now is None else now
     about = process(samples)
-    lanes = [lane(samples, d, now) for d in dependencies(samples)] if about["leading"] else []
+    lanes = [lane(samples, d, now) for d in samples.dependencies()] if about["leading"] else []
     return {"time": now, "process": about, "dependencies": lanes}
 
 

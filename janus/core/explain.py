@@ -3,12 +3,14 @@ of each dependency and scope (`janus why`, `janus scopes`, the metrics). Reads o
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import Counter
 
 from janus.core.decisions import LaneLimits, LaneStats, RateUse, ScopeStats, WaitReason, WhyWaiting
 from janus.core.jobs import Job
 from janus.core.lane import Lane
+from janus.core.policy import RateLimit
 
 
 def why_job(lane: Lane, job: Job, now: float) -> list[WhyWaiting]:
@@ -139,13 +141,19 @@ def oldest_waiting_since(lane: Lane) -> float | None:
     return min((head for head in heads if head is not None), default=None)
 
 
+@functools.cache
+def _label(limit: RateLimit) -> str:
+    """A limit as configured ("100/1s"), worked out once: the metrics ask for it after every tick."""
+    return str(limit)
+
+
 def lane_limits(lane: Lane, now: float) -> LaneLimits:
     """Each limit of the dependency with its use, and which one decides the next admission."""
     return LaneLimits(
         dependency=lane.policy.name,
         rates=tuple(
             RateUse(
-                limit=str(window.limit),
+                limit=_label(window.limit),
                 count=window.limit.count,
                 window=window.limit.window,
                 used=window.limit.count - window.room(now),

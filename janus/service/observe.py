@@ -74,6 +74,7 @@ class Observer:
         self._gauges: dict[tuple[Gauge, tuple[str, ...]], Gauge] = {}
         self._shown_scopes: dict[str, set[str]] = {}
         self._blocked: dict[str, tuple[str, str]] = {}  # the janus_dependency_blocked labels shown
+        self._values: dict[tuple[Gauge, tuple[str, ...]], float] = {}  # what _put last set
 
     # -- per tick ---------------------------------------------------------------
 
@@ -97,33 +98,33 @@ class Observer:
         metrics.tick_seconds.observe(time.perf_counter() - started)
         if messages:
             metrics.tick_messages.observe(messages)
-        gauge = self._gauge
+        put = self._put
         for stats in scheduler.stats():
-            gauge(metrics.held, stats.dependency).set(stats.held)
-            gauge(metrics.waiting, stats.dependency, "ready").set(stats.ready)
-            gauge(metrics.waiting, stats.dependency, "stored").set(stats.stored)
-            gauge(metrics.waiting, stats.dependency, "delayed").set(stats.delayed)
-            gauge(metrics.active_scopes, stats.dependency).set(stats.scopes)
+            put(metrics.held, stats.held, stats.dependency)
+            put(metrics.waiting, stats.ready, stats.dependency, "ready")
+            put(metrics.waiting, stats.stored, stats.dependency, "stored")
+            put(metrics.waiting, stats.delayed, stats.dependency, "delayed")
+            put(metrics.active_scopes, stats.scopes, stats.dependency)
         clock = scheduler.clock
         for gate in scheduler.gate_states():
-            gauge(metrics.circuit_state, gate.dependency).set(CIRCUIT_LEVELS[gate.circuit.state.value])
+            put(metrics.circuit_state, CIRCUIT_LEVELS[gate.circuit.state.value], gate.dependency)
             paused = gate.pause_until is not None and clock < gate.pause_until
-            gauge(metrics.paused, gate.dependency).set(1 if paused else 0)
+            put(metrics.paused, 1 if paused else 0, gate.dependency)
         for dependency, parked in scheduler.retry_budget_parked().items():
-            gauge(metrics.retry_budget_parked, dependency).set(parked)
+            put(metrics.retry_budget_parked, parked, dependency)
         self.limits(scheduler, clock)
 
     def limits(self, scheduler: Scheduler, now: float) -> None:
         """Each dependency's limits, their use, and what decides its next admission (O(dependencies))."""
-        metrics, gauge = self.metrics, self._gauge
+        metrics, put = self.metrics, self._put
         for lane in scheduler.limits(now):
             dependency = lane.dependency
             for rate in lane.rates:
-                gauge(metrics.rate_limit, dependency, rate.limit).set(rate.count)
-                gauge(metrics.rate_window, dependency, rate.limit).set(rate.window)
-                gauge(metrics.rate_used, dependency, rate.limit).set(rate.used)
+                put(metrics.rate_limit, rate.count, dependency, rate.limit)
+                put(metrics.rate_window, rate.window, dependency, rate.limit)
+                put(metrics.rate_used, rate.used, dependency, rate.limit)
             if lane.concurrency is not None:
-                gauge(metrics.concurrency_limit, dependency).set(lane.concurrency)
+                put(metrics.concurrency_limit, lane.concurrency, dependency)
             blocked = lane.blocked
             shown = None if blocked is None else (blocked.reason.value, blocked.limit)
             if shown != self._blocked.get(dependency):
@@ -134,7 +135,15 @@ class Observer:
                     metrics.blocked.labels(dependency, *shown).set(1)
                     self._blocked[dependency] = shown
             until = 0.0 if blocked is None else (math.inf if blocked.until is None else blocked.until)
-            gauge(metrics.next_admission, dependency).set(until)
+            put(metrics.next_admission, until, dependency)
+
+    def _put(self, metric: Gauge, value: float, *labels: str) -> None:
+        """Set a gauge only if its value changed: with many dependencies most do not change in a
+        tick, and comparing costs far less than `set()` (which takes the value's lock)."""
+        key = (metric, labels)
+        if self._values.get(key) != value:
+            self._values[key] = value
+            self._gauge(metric, *labels).set(value)
 
     def _gauge(self, metric: Gauge, *labels: str) -> Gauge:
         """The gauge of these labels, looked up once: every tick sets several per dependency, and
@@ -231,41 +240,53 @@ class Observer:
         """The per-scope gauges, on their own clock: an idle leader ticks seldom, but the age
         of what waits keeps growing. `scheduler` gives the core in use (a rebuild replaces it)."""
         while True:
+            took = 0.0
             started = time.monotonic()
-            self.scopes(scheduler(), clock())
-            took = time.monotonic() - started
+            self.limits(scheduler(), clock())
+            took += time.monotonic() - started
+            for dependency in list(scheduler().policies):
+                # One dependency at a time, letting ticks run in between: the loop is never held
+                # for the whole scan (O(scopes)), only for one dependency's part of it.
+                await asyncio.sleep(0)
+                started = time.monotonic()
+                core = scheduler()  # a rebuild may have replaced it meanwhile
+                if core.knows(dependency):
+                    self.scope_lane(core, dependency, clock())
+                took += time.monotonic() - started
             await asyncio.sleep(max(SCOPE_METRICS_EVERY, SCOPE_METRICS_SHARE * took))
 
     def scopes(self, scheduler: Scheduler, now: float) -> None:
         """Per-scope gauges for the largest backlogs only, and the waiting jobs by reason (O(scopes):
         not per tick, see SCOPE_METRICS_SHARE); the limits again, for a leader that is idle."""
-        metrics = self.metrics
         self.limits(scheduler, now)
+        for dependency in scheduler.policies:
+            self.scope_lane(scheduler, dependency, now)
+
+    def scope_lane(self, scheduler: Scheduler, dependency: str, now: float) -> None:
+        """The per-scope gauges and the waiting jobs by reason of one dependency (O(its scopes))."""
+        metrics = self.metrics
         scope_gauges = (
             metrics.scope_waiting,
             metrics.scope_held,
             metrics.scope_admitted,
             metrics.scope_oldest_waiting,
         )
-        for dependency in scheduler.policies:
-            top = scheduler.scope_stats(dependency, top=TOP_SCOPES)
-            shown = {s.scope for s in top}
-            for scope in self._shown_scopes.get(dependency, set()) - shown:
-                for gauge in scope_gauges:
-                    gauge.remove(dependency, scope)
-            self._shown_scopes[dependency] = shown
-            for stats in top:
-                metrics.scope_waiting.labels(dependency, stats.scope).set(stats.waiting)
-                metrics.scope_held.labels(dependency, stats.scope).set(stats.held)
-                metrics.scope_admitted.labels(dependency, stats.scope).set(stats.admitted)
-                since = stats.oldest_waiting_since
-                metrics.scope_oldest_waiting.labels(dependency, stats.scope).set(
-                    max(0.0, now - since) if since is not None else 0.0
-                )
-            by_reason = scheduler.waiting_by_reason(dependency, now)
-            for reason in SHOWN_REASONS:
-                self._gauge(metrics.waiting_by_reason, dependency, reason.value).set(by_reason[reason])
-            oldest = scheduler.oldest_waiting_since(dependency)
-            metrics.oldest_waiting.labels(dependency).set(
-                max(0.0, now - oldest) if oldest is not None else 0.0
+        top = scheduler.scope_stats(dependency, top=TOP_SCOPES)
+        shown = {s.scope for s in top}
+        for scope in self._shown_scopes.get(dependency, set()) - shown:
+            for gauge in scope_gauges:
+                gauge.remove(dependency, scope)
+        self._shown_scopes[dependency] = shown
+        for stats in top:
+            metrics.scope_waiting.labels(dependency, stats.scope).set(stats.waiting)
+            metrics.scope_held.labels(dependency, stats.scope).set(stats.held)
+            metrics.scope_admitted.labels(dependency, stats.scope).set(stats.admitted)
+            since = stats.oldest_waiting_since
+            metrics.scope_oldest_waiting.labels(dependency, stats.scope).set(
+                max(0.0, now - since) if since is not None else 0.0
             )
+        by_reason = scheduler.waiting_by_reason(dependency, now)
+        for reason in SHOWN_REASONS:
+            self._put(metrics.waiting_by_reason, by_reason[reason], dependency, reason.value)
+        oldest = scheduler.oldest_waiting_since(dependency)
+        metrics.oldest_waiting.labels(dependency).set(max(0.0, now - oldest) if oldest is not None else 0.0)

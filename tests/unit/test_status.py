@@ -133,3 +133,18 @@ async def test_the_page_and_its_files_are_served_with_the_status() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_refresh_collects_every_metric_the_picture_reads_and_only_real_ones() -> None:
+    import inspect
+    import re
+
+    from janus.api import status
+    from tests.unit.test_docs import declared_metrics
+
+    read = set(
+        re.findall(r'"(janus_[a-z_]+)"', inspect.getsource(status.lane) + inspect.getsource(status.process))
+    )
+    read |= set(re.findall(r'"(janus_[a-z_]+)"', inspect.getsource(status.Samples.dependencies)))
+    assert read <= set(status.READ), read - set(status.READ)
+    assert set(status.READ) <= set(declared_metrics())
