@@ -331,6 +331,8 @@ class Settings(BaseSettings):
     database_url_file: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 9464  # 0 disables the metrics endpoint
+    # A bearer token, read from this file, guards the HTTP API but /healthz and /readyz (janus/api/auth.py).
+    http_token_file: Path | None = None
     leader_lease: float = Field(default=3.0, gt=0)  # seconds a leader's lease lasts unrenewed
     leader_renew_every: float = Field(default=0.75, gt=0)
     standby_poll_every: float = Field(default=0.5, gt=0)

@@ -23,7 +23,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from janus.api import page
+from janus.api import auth, page
 from janus.api.status import StatusBoard
 
 WHY_QUERY_DEADLINE = 5.0  # seconds more for /why, which may read the job from PostgreSQL
@@ -58,9 +58,11 @@ class HealthApp:
         deadline: float = LOOP_DEADLINE,
         inspector: Inspecting | None = None,
         status: StatusBoard | None = None,
+        guard: auth.TokenGuard | None = None,
     ) -> None:
         self._metrics = make_wsgi_app(registry)
         self._status = status
+        self._guard = guard
         self._loop = loop
         self._readiness = readiness
         self._deadline = deadline
@@ -68,6 +70,9 @@ class HealthApp:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
+        if self._guard is not None and not self._guard.allows(path, environ.get("HTTP_AUTHORIZATION")):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"), auth.CHALLENGE])
+            return [b"a token is needed (JANUS_HTTP_TOKEN_FILE of this process)\n"]
         if path == "/metrics":
             return self._metrics(environ, start_response)  # type: ignore[no-any-return]
         if self._status is not None and (found := page.asset(path)) is not None:
@@ -142,9 +147,10 @@ def serve(
     deadline: float = LOOP_DEADLINE,
     inspector: Inspecting | None = None,
     status: StatusBoard | None = None,
+    guard: auth.TokenGuard | None = None,
 ) -> WSGIServer:
     """Serve on a background thread; stop with `.shutdown()` then `.server_close()`."""
-    app = HealthApp(registry, loop, readiness, deadline, inspector, status)
+    app = HealthApp(registry, loop, readiness, deadline, inspector, status, guard)
     server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="janus-http", daemon=True).start()
     return server
