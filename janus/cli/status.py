@@ -56,7 +56,7 @@ def _reasons(lane: dict[str, Any]) -> str:
 
 def _scopes(lane: dict[str, Any]) -> str:
     shown = lane["top_scopes"][:SCOPES_SHOWN]
-    return ", ".join(f"{s['scope']} {s['waiting']}w/{s['held']}h" for s in shown)
+    return ", ".join(f"{s['scope']} {s['waiting'] or 0}w/{s['held'] or 0}h" for s in shown)
 
 
 STATE_STYLES = {"ok": "green", "throttled": "yellow", "circuit half-open": "yellow"}
@@ -83,11 +83,9 @@ def render(body: dict[str, Any]) -> Any:
         ("held/cap", "right"),
         ("waiting", "right"),
         ("oldest", "right"),
-        ("held back by", "left"),
-        ("waiting by reason", "left"),
-        ("top scopes (waiting/held)", "left"),
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    details = []
     for lane in body["dependencies"]:
         cap = lane["concurrency"]
         table.add_row(
@@ -97,11 +95,16 @@ def render(body: dict[str, Any]) -> Any:
             f"{lane['held']}/{cap if cap is not None else '-'}",
             str(lane["waiting"]),
             _seconds(lane["oldest_waiting_seconds"]),
-            _why(lane),
-            _reasons(lane),
-            _scopes(lane),
         )
-    return Group(table)
+        # What does not fit a column: under the table, one paragraph per dependency that waits.
+        parts = [
+            f"held back by {_why(lane)}" if lane["blocked"] else "",
+            f"waiting: {_reasons(lane)}" if lane["waiting_by_reason"] else "",
+            f"top scopes (waiting/held): {_scopes(lane)}" if lane["top_scopes"] else "",
+        ]
+        if any(parts):
+            details.append(Text(f"{lane['dependency']}: " + "; ".join(p for p in parts if p)))
+    return Group(table, *details)
 
 
 def standby_line(body: dict[str, Any]) -> str:

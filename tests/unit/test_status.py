@@ -148,3 +148,40 @@ def test_a_refresh_collects_every_metric_the_picture_reads_and_only_real_ones() 
     read |= set(re.findall(r'"(janus_[a-z_]+)"', inspect.getsource(status.Samples.dependencies)))
     assert read <= set(status.READ), read - set(status.READ)
     assert set(status.READ) <= set(declared_metrics())
+
+
+async def test_watch_refreshes_until_interrupted() -> None:
+    """`janus status --watch` asks again and again, and ends cleanly on Ctrl-C (SIGINT)."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    metrics = leader_metrics()
+    loop = asyncio.get_running_loop()
+    asked = threading.Semaphore(0)
+
+    class Counting(StatusBoard):
+        def answer(self) -> tuple[bool, dict[str, Any]]:
+            asked.release()
+            return super().answer()
+
+    port = free_port()
+    board = Counting(metrics.registry, loop)
+    server = serve("127.0.0.1", port, metrics.registry, loop, lambda: (True, {}), status=board)
+    command = [sys.executable, "-m", "janus.cli", "status", "--watch", "--interval", "0.1"]
+    process = await asyncio.create_subprocess_exec(
+        *command, "--url", f"http://127.0.0.1:{port}", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        for _ in range(3):  # the first answer, then two refreshes
+            assert await asyncio.to_thread(asked.acquire, timeout=30)
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        server.shutdown()
+        server.server_close()
+    assert process.returncode == 0, err.decode()
+    assert "epoch 7" in out.decode()
