@@ -75,6 +75,16 @@ class Observer:
         self._shown_scopes: dict[str, set[str]] = {}
         self._blocked: dict[str, tuple[str, str]] = {}  # the janus_dependency_blocked labels shown
         self._values: dict[tuple[Gauge, tuple[str, ...]], float] = {}  # what _put last set
+        # A new term (a new Observer on the same registry) starts from nothing: the series it
+        # removes by name are the ones it shows, so none a previous term showed may linger.
+        for shown in (
+            metrics.blocked,
+            metrics.scope_waiting,
+            metrics.scope_held,
+            metrics.scope_admitted,
+            metrics.scope_oldest_waiting,
+        ):
+            shown.clear()
 
     # -- per tick ---------------------------------------------------------------
 

@@ -141,3 +141,21 @@ def test_the_observer_shows_one_blocked_series_per_dependency_and_drops_it_when_
     assert value("janus_dependency_blocked", blocked) is None
     assert value("janus_next_admission_timestamp_seconds", {"dependency": "api"}) == 0
     assert value("janus_rate_window_admissions", {"dependency": "api", "limit": "1/10s"}) == 0
+
+
+def test_a_new_term_shows_no_series_a_previous_term_left() -> None:
+    from janus.api.metrics import Metrics
+    from janus.service.observe import Observer
+
+    metrics = Metrics()
+    s = scheduler(rate_limits=(RateLimit(count=1, window=10.0, counts=RateCounting.ADMISSIONS),))
+    submit(s, 2)
+    s.admit(0.0)
+    Observer(metrics).scopes(s, 1.0)
+    value = metrics.registry.get_sample_value
+    blocked = {"dependency": "api", "reason": "rate", "limit": "rate 1/10s"}
+    assert value("janus_dependency_blocked", blocked) == 1
+    assert value("janus_scope_waiting_jobs", {"dependency": "api", "scope": "a"}) == 1
+    Observer(metrics).scopes(scheduler(), 1.0)  # the next term: nothing waits, nothing blocks
+    assert value("janus_dependency_blocked", blocked) is None
+    assert value("janus_scope_waiting_jobs", {"dependency": "api", "scope": "a"}) is None
