@@ -169,8 +169,7 @@ async def main() -> None:
             )
     finally:
         sys.setswitchinterval(default)
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 if __name__ == "__main__":

@@ -216,12 +216,14 @@ class StatusBoard:
         self._loop = loop
         self._who_leads = who_leads
 
-    def answer(self) -> tuple[bool, dict[str, Any]]:
+    async def answer(self) -> tuple[bool, dict[str, Any]]:
+        """On the HTTP server's own loop: the picture is built there; only a standby's question of
+        who leads goes to the service's loop (it reads the database)."""
         body = picture(self.registry)
         if not body["process"]["leading"] and self._who_leads is not None and self._loop is not None:
             try:
                 future = asyncio.run_coroutine_threadsafe(self._who_leads(), self._loop)
-                body["leader"] = future.result(timeout=WHO_LEADS_DEADLINE)
+                body["leader"] = await asyncio.wait_for(asyncio.wrap_future(future), WHO_LEADS_DEADLINE)
             except Exception as exc:  # reported in the answer, never raised into the server
                 body["leader"] = {"error": f"could not tell who leads: {exc or type(exc).__name__}"}
         return True, body

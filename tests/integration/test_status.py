@@ -45,8 +45,7 @@ async def http(service: Service) -> AsyncIterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 async def fetch(url: str) -> str:

@@ -83,5 +83,4 @@ async def test_a_guarded_server_and_the_cli_that_sends_the_token(tmp_path: Path)
         body = await asyncio.to_thread(ask_leader, args, settings, "/status")
         assert body["process"]["epoch"] == 7
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()

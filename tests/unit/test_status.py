@@ -109,8 +109,7 @@ async def test_status_is_served_and_a_standby_says_who_leads() -> None:
         status, text = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/status")
         assert [d["dependency"] for d in json.loads(text)["dependencies"]] == ["api", "mail"]
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 async def test_the_page_and_its_files_are_served_with_the_status() -> None:
@@ -131,8 +130,7 @@ async def test_the_page_and_its_files_are_served_with_the_status() -> None:
         assert (await asyncio.to_thread(get, f"{base}/static/../page.py"))[0] == 404
         assert (await asyncio.to_thread(get, f"{base}/static/other.js"))[0] == 404
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 def test_a_refresh_collects_every_metric_the_picture_reads_and_only_real_ones() -> None:
@@ -162,9 +160,9 @@ async def test_watch_refreshes_until_interrupted() -> None:
     asked = threading.Semaphore(0)
 
     class Counting(StatusBoard):
-        def answer(self) -> tuple[bool, dict[str, Any]]:
+        async def answer(self) -> tuple[bool, dict[str, Any]]:
             asked.release()
-            return super().answer()
+            return await super().answer()
 
     port = free_port()
     board = Counting(metrics.registry, loop)
@@ -181,7 +179,6 @@ async def test_watch_refreshes_until_interrupted() -> None:
     finally:
         if process.returncode is None:
             process.kill()
-        server.shutdown()
-        server.server_close()
+        server.close()
     assert process.returncode == 0, err.decode()
     assert "epoch 7" in out.decode()
