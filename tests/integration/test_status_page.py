@@ -119,7 +119,7 @@ async def test_the_page_shows_updates_and_answers_why(database: str, vhost: str,
             ),
             timeout=30,
         )
-        metrics = await scrape(base)
+        metrics = await scrape(registry)
         updates = int(await page.evaluate("document.body.dataset.updates"))
         await page.wait_for_function(
             f"() => Number(document.body.dataset.updates) > {updates + 1}", timeout=DEADLINE_MS
