@@ -4,6 +4,7 @@ events, and the per-dependency and per-scope gauges."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -31,6 +32,7 @@ SCOPE_METRICS_SHARE = 50
 # janus_waiting_jobs_by_reason: every reason a waiting job is counted under, always shown (0 too),
 # so that a series never vanishes when its count falls to nothing.
 SHOWN_REASONS = tuple(r for r in WaitReason if r not in (WaitReason.QUEUED, WaitReason.PAGING))
+JOB_ID_PARSE_LIMIT = 4096  # bytes of a set-aside body read for its job id, at most
 LOOP_LAG_EVERY = 0.5  # seconds between two measures of the event loop's lag
 
 
@@ -43,6 +45,20 @@ async def loop_lag_forever(gauge: Gauge) -> None:
         gauge.set(max(0.0, loop.time() - asked - LOOP_LAG_EVERY))
 
 
+def job_id_of(item: SetAside) -> str | None:
+    """The job id a set-aside message names, if it is small JSON that names one (for the log line
+    only: never trusted, never parsed from a large body)."""
+    body = getattr(item.message, "body", b"")
+    if not isinstance(body, bytes) or len(body) > JOB_ID_PARSE_LIMIT:
+        return None
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return None
+    job_id = decoded.get("job_id") if isinstance(decoded, dict) else None
+    return job_id if isinstance(job_id, str) else None
+
+
 class ThrottledLog:
     """Log bad input once per reason per interval, so a flood of garbage cannot flood the logs."""
 
@@ -51,14 +67,14 @@ class ThrottledLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def warn(self, key: str, message: str, count: int = 1, **context: str) -> None:
+    def warn(self, key: str, message: str, count: int = 1, **context: str | None) -> None:
         """`count` messages like this one: the first may be logged, the rest are counted.
         `context` goes with the line (JANUS_LOG_FORMAT=json shows it: janus/logs.py)."""
         now = time.monotonic()
         if now - self._last.get(key, float("-inf")) >= self._interval:
             extra = self._suppressed.pop(key, 0)
             suffix = f" ({extra} more like it since last logged)" if extra else ""
-            log.warning("%s%s", message, suffix, extra=context)
+            log.warning("%s%s", message, suffix, extra={k: v for k, v in context.items() if v is not None})
             self._last[key] = now
             count -= 1
         if count:
@@ -193,6 +209,7 @@ class Observer:
                 count,
                 source=source,
                 reason=reason,
+                job_id=job_id_of(item),
             )
 
     def published(self, admissions: Iterable[Admission], refused: Sequence[Admission]) -> None:

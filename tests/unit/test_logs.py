@@ -62,3 +62,26 @@ def test_the_setting() -> None:
     assert Settings(log_format="json").log_format == "json"
     with pytest.raises(ValueError, match="log_format"):
         Settings(log_format="xml")  # type: ignore[arg-type]
+
+
+def test_a_set_aside_message_names_its_job_when_it_can(caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from janus.service.tick import SetAside
+
+    def aside(body: bytes) -> SetAside:
+        return SetAside(
+            message=SimpleNamespace(body=body), source="results", reason="stale_attempt", detail="x"
+        )  # type: ignore[arg-type]
+
+    observer = Observer(Metrics())
+    with caplog.at_level(logging.WARNING, logger="janus.admission"):
+        observer.set_aside([aside(b'{"job_id": "order-7", "attempt": 1}')])
+        observer.set_aside([aside(b"not json")])  # throttled anyway: the same reason
+    (record,) = caplog.records
+    assert (line(record)["job_id"], line(record)["reason"]) == ("order-7", "stale_attempt")
+    from janus.service.observe import job_id_of
+
+    assert job_id_of(aside(b"[1]")) is None
+    assert job_id_of(aside(b'{"job_id": 5}')) is None
+    assert job_id_of(aside(b'{"job_id": "' + b"x" * 5000 + b'"}')) is None
