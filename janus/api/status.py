@@ -45,6 +45,7 @@ READ = (
     "janus_ready_consumers",
     "janus_admissions_total",
     "janus_job_transitions_total",
+    "janus_gate_events_total",
     "janus_scope_waiting_jobs",
     "janus_scope_held_slots",
     "janus_scope_admitted_jobs",
@@ -141,6 +142,10 @@ def lane(samples: Samples, dependency: str, now: float) -> dict[str, Any]:
         labels["verdict"]: _number(value)
         for labels, value in samples.where("janus_job_transitions_total", dependency=d)
     }
+    gate_events = {
+        labels["kind"]: _number(value)
+        for labels, value in samples.where("janus_gate_events_total", dependency=d)
+    }
     body: dict[str, Any] = {
         "dependency": d,
         "rates": rates,
@@ -157,6 +162,7 @@ def lane(samples: Samples, dependency: str, now: float) -> dict[str, Any]:
         "ready_consumers": _number(samples.value("janus_ready_consumers", dependency=d)),
         "admissions_total": _number(samples.value("janus_admissions_total", dependency=d) or 0.0),
         "transitions": transitions,
+        "gate_events": gate_events,  # pauses and circuit changes since this process started
         "top_scopes": scopes,
     }
     if blocked is not None:

@@ -86,6 +86,8 @@ def shown(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float]]:
             yield "janus_waiting_jobs_by_reason", {**d, "reason": reason}, count
         for verdict, count in lane["transitions"].items():
             yield "janus_job_transitions_total", {**d, "verdict": verdict}, count
+        for kind, count in lane["gate_events"].items():
+            yield "janus_gate_events_total", {**d, "kind": kind}, count
         for scope in lane["top_scopes"]:
             s = {**d, "scope": scope["scope"]}
             yield "janus_scope_waiting_jobs", s, scope["waiting"]
@@ -107,6 +109,7 @@ MONOTONE = {
     "janus_concurrency_limit",
     "janus_admissions_total",
     "janus_job_transitions_total",
+    "janus_gate_events_total",
 }
 
 

@@ -33,6 +33,7 @@ def leader_metrics() -> Metrics:
     m.oldest_waiting.labels("api").set(3.25)
     m.admissions.labels("api").inc(500)
     m.transitions.labels("api", "dead").inc(2)
+    m.gate_events.labels("api", "paused").inc(3)
     m.scope_waiting.labels("api", "tenant-a").set(30)
     m.scope_waiting.labels("api", "tenant-b").set(12)
     m.scope_held.labels("api", "tenant-a").set(5)
@@ -56,6 +57,7 @@ def test_the_picture_is_the_registry_s_samples() -> None:
     assert api["oldest_waiting_seconds"] == 3.25
     assert api["admissions_total"] == 500
     assert api["transitions"] == {"dead": 2}
+    assert api["gate_events"] == {"paused": 3}
     assert [s["scope"] for s in api["top_scopes"]] == ["tenant-a", "tenant-b"]
     assert api["top_scopes"][0]["held"] == 5
     assert (mail["state"], mail["concurrency"], mail["blocked"]) == ("circuit open", None, None)

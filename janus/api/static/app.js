@@ -77,6 +77,7 @@ function card(lane, points) {
     : "nothing";
   const reasons = Object.entries(lane.waiting_by_reason).map(([r, n]) => `${r} ${n}`).join(", ") || "–";
   const scopes = lane.top_scopes.slice(0, 3).map((s) => `${s.scope} ${s.waiting} waiting, ${s.held} held`).join("; ") || "–";
+  const changes = Object.entries(lane.gate_events).map(([kind, n]) => `${kind.replace(/_/g, " ")} ${n}`).join(", ") || "–";
   const state = lane.state.replace(/ /g, "-");
   return el(
     "article",
@@ -91,6 +92,7 @@ function card(lane, points) {
     row("held back by", blocked, "blocked"),
     row("waiting by reason", reasons, "reasons"),
     row("top scopes", scopes, "scopes"),
+    row("pauses, circuit", changes, "changes"),
   );
 }
 
