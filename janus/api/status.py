@@ -1,8 +1,9 @@
 """The picture of `janus status` and of the status page, read from the metrics registry.
 
 Every number here is a sample /metrics serves at the same moment: there is no second source to
-drift from the first, and building the picture costs the event loop nothing (it runs on the
-HTTP server's thread; the leader's loop only sets the gauges, as it does for a scrape).
+drift from the first, and building the picture asks nothing of the leader's event loop (it runs
+on the HTTP server's own loop and thread; the leader only sets the gauges, as it does for a
+scrape). It does share the interpreter lock: benchmarks/status_cost.py measures what that costs.
 """
 
 from __future__ import annotations
