@@ -424,6 +424,8 @@ class Settings(BaseSettings):
     database_url_file: Path | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=9464, ge=0, le=65535)  # 0 disables the metrics endpoint
+    # A bearer token, read from this file, guards the HTTP API but /healthz and /readyz (janus/api/auth.py).
+    http_token_file: Path | None = None
     # Seconds. Bounded so that a typo (1e-9, 1e300) is refused here, not met as a traceback later.
     leader_lease: float = Field(default=3.0, ge=0.1, le=3600)  # a leader's lease lasts this unrenewed
     leader_renew_every: float = Field(default=0.75, ge=0.01, le=3600)
@@ -433,6 +435,7 @@ class Settings(BaseSettings):
     db_timeout: float = Field(default=5.0, ge=0.01, le=3600)  # connect and short statements (lease, tick)
     reconnect_max_delay: float = Field(default=5.0, ge=0.01, le=3600)  # backoff cap after losing broker or DB
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (janus/logs.py)
 
     @model_validator(mode="after")
     def _renewals_fit_the_lease(self) -> Settings:

@@ -1,4 +1,6 @@
-"""/metrics, /healthz, /readyz (and the leader's /scopes, /why/JOB) on one small HTTP server.
+"""/metrics, /healthz, /readyz, /status and its page at / (and the leader's /scopes, /why/JOB) on
+one small HTTP server (the page's files: janus/api/page.py; /status: janus/api/status.py; the
+optional token: janus/api/auth.py).
 
 aiohttp serves them on an event loop of its own, on its own thread: parsing, slow or idle
 clients and encoding answers never run on the service's loop, so nothing an HTTP client does
@@ -33,8 +35,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from janus.api import auth, page
 from janus.api.inspection import Inspecting, NotLeading, ScopesSnapshot
 from janus.api.scopes_cache import ScopesCache
+from janus.api.status import StatusBoard
 
 WHY_QUERY_DEADLINE = 5.0  # seconds more for /why, which may read the job from PostgreSQL
 LOOP_DEADLINE = 2.0  # seconds the event loop has to answer a health check
@@ -50,6 +54,7 @@ Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 T = TypeVar("T")
 
 NOT_FOUND_HINT = "not found: try /metrics, /healthz, /readyz, /scopes or /why/JOB_ID\n"
+NOT_FOUND_WITH_STATUS = "not found: try /, /status, /metrics, /healthz, /readyz, /scopes or /why/JOB_ID\n"
 
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
@@ -75,8 +80,12 @@ class HealthApp:
         readiness: Readiness,
         deadline: float = LOOP_DEADLINE,
         inspector: Inspecting | None = None,
+        status: StatusBoard | None = None,
+        guard: auth.TokenGuard | None = None,
     ) -> None:
         self._registry = registry
+        self._status = status
+        self._guard = guard
         self._loop = loop  # the service's
         self._readiness = readiness
         self._deadline = deadline
@@ -86,8 +95,13 @@ class HealthApp:
         self._scopes = ScopesCache(self._take_snapshot) if inspector is not None else None
 
     def application(self) -> web.Application:
-        app = web.Application(middlewares=[self._hint_on_404])
-        app.router.add_get("/", self.metrics)
+        app = web.Application(middlewares=[self._guarded, self._hint_on_404])
+        if self._status is not None:
+            app.router.add_get("/status", self.status)
+            for path in page.FILES:
+                app.router.add_get(path, self.page)
+        else:
+            app.router.add_get("/", self.metrics)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -103,7 +117,34 @@ class HealthApp:
         try:
             return await handler(request)
         except web.HTTPNotFound:
-            return web.Response(status=404, text=NOT_FOUND_HINT)
+            return web.Response(
+                status=404, text=NOT_FOUND_HINT if self._status is None else NOT_FOUND_WITH_STATUS
+            )
+
+    @web.middleware
+    async def _guarded(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self._guard is not None and not self._guard.allows(
+            request.path, request.headers.get("Authorization")
+        ):
+            return web.Response(
+                status=401,
+                text="a token is needed (JANUS_HTTP_TOKEN_FILE of this process)\n",
+                headers=dict([auth.CHALLENGE]),
+            )
+        return await handler(request)
+
+    async def page(self, request: web.Request) -> web.Response:
+        found = page.asset(request.path)
+        assert found is not None  # only its files are routed here
+        content_type, body = found
+        return web.Response(body=body, headers={"Content-Type": content_type, **dict(page.HEADERS)})
+
+    async def status(self, request: web.Request) -> web.Response:
+        assert self._status is not None
+        ok, body = await self._status.answer()
+        return _json(200 if ok else 503, body)
 
     def _limited(
         self, handler: Callable[[web.Request], Awaitable[web.Response]]
@@ -319,9 +360,11 @@ def serve(
     deadline: float = LOOP_DEADLINE,
     inspector: Inspecting | None = None,
     keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+    status: StatusBoard | None = None,
+    guard: auth.TokenGuard | None = None,
 ) -> HttpServer:
     """Serve on a thread of its own; stop with `.close()`."""
-    app = HealthApp(registry, loop, readiness, deadline, inspector)
+    app = HealthApp(registry, loop, readiness, deadline, inspector, status, guard)
     server = HttpServer(app.application(), host, port, keepalive_timeout=keepalive_timeout)
     server.start()
     return server

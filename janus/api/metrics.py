@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        for declare in (self._messages, self._backlog, self._process, self._retry_control):
+        for declare in (self._messages, self._backlog, self._limits, self._process, self._retry_control):
             declare(self.registry)
 
     def _messages(self, r: CollectorRegistry) -> None:
@@ -45,6 +45,13 @@ class Metrics:
             "janus_job_events_total",
             "What results, returned admissions and lease time-outs did to jobs, by verdict.",
             ["source", "verdict"],
+            registry=r,
+        )
+        self.transitions = Counter(
+            "janus_job_transitions_total",
+            "What results, returned admissions and lease time-outs did to the dependency's jobs: "
+            "succeeded, retry_scheduled, dead, released (events that changed nothing are not counted).",
+            ["dependency", "verdict"],
             registry=r,
         )
         self.tick_failures = Counter(
@@ -101,6 +108,58 @@ class Metrics:
             "janus_backlog_pages_total", "Pages of waiting first attempts read from PostgreSQL.", registry=r
         )
 
+    def _limits(self, r: CollectorRegistry) -> None:
+        """Each dependency's limits as they stand, and what holds its waiting jobs back.
+
+        Labels stay bounded: `limit` takes the configured rate limits' values, `reason` the
+        wait reasons (janus.core.decisions.WaitReason)."""
+        self.rate_limit = Gauge(
+            "janus_rate_limit_count",
+            "COUNT of each of the dependency's rate limits (limit: as configured, e.g. 100/1s).",
+            ["dependency", "limit"],
+            registry=r,
+        )
+        self.rate_window = Gauge(
+            "janus_rate_limit_window_seconds",
+            "T of each rate limit: COUNT / T is the limit in admissions per second, to draw against "
+            "rate(janus_admissions_total).",
+            ["dependency", "limit"],
+            registry=r,
+        )
+        self.rate_used = Gauge(
+            "janus_rate_window_admissions",
+            "Admissions in the current window of each rate limit (its span: T, plus admission_ttl "
+            "for a limit that counts starts); none may be admitted while it equals the COUNT.",
+            ["dependency", "limit"],
+            registry=r,
+        )
+        self.concurrency_limit = Gauge(
+            "janus_concurrency_limit",
+            "The dependency's concurrency limit (absent when it has none).",
+            ["dependency"],
+            registry=r,
+        )
+        self.next_admission = Gauge(
+            "janus_next_admission_timestamp_seconds",
+            "When the dependency may admit again by the clock alone (Unix time): 0 when nothing "
+            "holds it back, +Inf when it waits for a slot or a worker rather than for time.",
+            ["dependency"],
+            registry=r,
+        )
+        self.blocked = Gauge(
+            "janus_dependency_blocked",
+            "1 for the limit that decides the dependency's next admission (reason, limit), while one does.",
+            ["dependency", "reason", "limit"],
+            registry=r,
+        )
+        self.waiting_by_reason = Gauge(
+            "janus_waiting_jobs_by_reason",
+            "Waiting jobs by the first thing that holds each back: a limit of the dependency, a cap "
+            "of its scope, backoff, or fair_share (its scope's turn has not come).",
+            ["dependency", "reason"],
+            registry=r,
+        )
+
     def _process(self, r: CollectorRegistry) -> None:
         """The leader process: its ticks, its pauses, its terms."""
         self.tick_seconds = Histogram(
@@ -120,6 +179,12 @@ class Metrics:
             "Pauses of the event loop by Python's cyclic garbage collector, by generation.",
             ["generation"],
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "janus_event_loop_lag_seconds",
+            "How late the event loop last ran a callback it was asked to run at once (measured "
+            "every 0.5 s): a busy loop delays ticks, lease renewals and health checks.",
             registry=r,
         )
         self.is_leader = Gauge("janus_is_leader", "1 while this process leads.", registry=r)

@@ -1,7 +1,7 @@
 """The `janus` command: one module per command group, and one way to end (janus.cli.exits).
 
 run, migrate, broker-upgrade (run.py); check-config (check.py); submit (submit.py);
-scopes, why (inspect.py); jobs show, jobs retry (jobs.py); worker (worker.py); demo (demo.py);
+scopes, why (inspect.py); status (status.py); jobs show, jobs retry (jobs.py); worker (worker.py); demo (demo.py);
 conformance (janus/conformance/cli.py) and simulate (janus/simulate/command.py) register
 themselves from their own packages.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from collections.abc import Sequence
 
-from janus.cli import check, demo, inspect, jobs, run, submit, worker
+from janus import logs
+from janus.cli import check, demo, inspect, jobs, run, status, submit, worker
 from janus.cli.common import Command, load_settings, run_async
 from janus.cli.exits import finish
 from janus.config import Settings
@@ -23,8 +23,6 @@ from janus.errors import ConfigError
 from janus.simulate import command as simulate_command
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 async def simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -39,6 +37,7 @@ COMMANDS: dict[str, Command] = {
     "submit": submit.submit,
     "scopes": inspect.scopes,
     "why": inspect.why,
+    "status": status.status,
     "demo": demo.demo,
     "simulate": simulate,
     "jobs retry": jobs.retry,
@@ -51,7 +50,7 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="janus", description="Admission control for background jobs.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (run, check, submit, inspect, jobs, worker, demo):
+    for module in (run, check, submit, inspect, status, jobs, worker, demo):
         module.add_parsers(commands)
     conformance_cli.add_parsers(commands)
     simulate_command.add_parsers(commands)
@@ -62,7 +61,7 @@ def _configure_logging(settings: Settings) -> None:
     level = os.environ.get("JANUS_LOG_LEVEL", settings.log_level).upper()
     if not isinstance(logging.getLevelName(level), int):
         raise ConfigError(f"invalid environment: JANUS_LOG_LEVEL: unknown level {level!r}")
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    logs.configure(level, settings.log_format)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

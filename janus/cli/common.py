@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from janus.config import DEFAULT_AMQP_URL, JanusConfig, Settings, load_config
+from janus.config import DEFAULT_AMQP_URL, JanusConfig, Settings, load_config, read_secret_file
 from janus.errors import ConfigError, JanusError
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
@@ -81,6 +81,14 @@ def database_url_of(args: argparse.Namespace, settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url
     return config_of(args, settings).database_url
+
+
+def http_token(settings: Settings) -> str | None:
+    """The HTTP API's bearer token, from JANUS_HTTP_TOKEN_FILE (`janus run` guards with it, the
+    commands that ask a running Janus send it)."""
+    if settings.http_token_file is None:
+        return None
+    return read_secret_file(settings.http_token_file, "JANUS_HTTP_TOKEN_FILE")
 
 
 def plural(count: int, noun: str, many: str | None = None) -> str:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from janus.cli.common import lifts_in, plural
+from janus.cli.common import http_token, lifts_in, plural
 from janus.config import Settings
 from janus.errors import JanusError
 
@@ -41,11 +41,20 @@ def ask_leader(args: argparse.Namespace, settings: Settings, path: str) -> dict[
     import urllib.request
 
     base = args.url or f"http://{settings.http_host}:{settings.http_port}"
+    request = urllib.request.Request(base.rstrip("/") + path)
+    token = http_token(settings)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(base.rstrip("/") + path, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body: dict[str, Any] = json.load(response)
             return body
     except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            wrong = "was refused" if token is not None else "is needed"
+            raise JanusError(
+                f"{base}: a token {wrong}: set JANUS_HTTP_TOKEN_FILE to the file that janus run reads"
+            ) from None
         try:
             error = json.load(exc).get("error", exc.reason)
         except ValueError:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import logging
 from typing import Any
 
-from janus.cli.common import config_of, with_config
+from janus.cli.common import config_of, http_token, with_config
 from janus.config import Settings
 from janus.errors import JanusError
+
+log = logging.getLogger("janus.http")
 
 
 def add_parsers(commands: Any) -> None:
@@ -49,17 +52,29 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(settings: Settings, service: Any) -> Any:
+    from janus.api.auth import TokenGuard, is_loopback
     from janus.api.http import serve
+    from janus.api.status import StatusBoard
 
+    loop = asyncio.get_running_loop()
     where = f"{settings.http_host}:{settings.http_port}"
+    token = http_token(settings)
+    if token is None and not is_loopback(settings.http_host):
+        log.warning(
+            "serving HTTP on %s without a token: whoever reaches it can read /status, /scopes and /why "
+            "(set JANUS_HTTP_TOKEN_FILE)",
+            where,
+        )
     try:
         return serve(
             settings.http_host,
             settings.http_port,
             service.metrics.registry,
-            asyncio.get_running_loop(),
+            loop,
             service.health.readiness,
             inspector=service.inspector,
+            status=StatusBoard(service.metrics.registry, loop, service.who_leads),
+            guard=TokenGuard(token) if token is not None else None,
         )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:

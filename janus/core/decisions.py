@@ -107,3 +107,24 @@ class ScopeStats:
     held: int
     admitted: int  # admissions since this leader's term began
     oldest_waiting_since: float | None  # eligible_at of its oldest eligible job in memory
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RateUse:
+    """One rate limit of a dependency and how much of its current window is used."""
+
+    limit: str  # as configured, e.g. "100/1s"
+    count: int  # COUNT
+    window: float  # T, seconds
+    used: int  # admissions in the window that ends now (over the limit's span)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LaneLimits:
+    """A dependency's own limits as they stand (O(1) per dependency: cheap every tick)."""
+
+    dependency: str
+    rates: tuple[RateUse, ...]
+    concurrency: int | None
+    held: int
+    blocked: Blocked | None  # what decides the next admission, if anything holds it back

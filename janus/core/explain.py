@@ -3,11 +3,14 @@ of each dependency and scope (`janus why`, `janus scopes`, the metrics). Reads o
 
 from __future__ import annotations
 
+import functools
 import heapq
+from collections import Counter
 
-from janus.core.decisions import LaneStats, ScopeStats, WaitReason, WhyWaiting
+from janus.core.decisions import LaneLimits, LaneStats, RateUse, ScopeStats, WaitReason, WhyWaiting
 from janus.core.jobs import Job
 from janus.core.lane import Lane
+from janus.core.policy import RateLimit
 
 
 def why_job(lane: Lane, job: Job, now: float) -> list[WhyWaiting]:
@@ -162,3 +165,43 @@ def oldest_waiting_since(lane: Lane) -> float | None:
     """eligible_at of the dependency's oldest eligible job in memory (O(scopes))."""
     heads = (lane.oldest(scope) for scope in lane.scopes.values())
     return min((head for head in heads if head is not None), default=None)
+
+
+@functools.cache
+def _label(limit: RateLimit) -> str:
+    """A limit as configured ("100/1s"), worked out once: the metrics ask for it after every tick."""
+    return str(limit)
+
+
+def lane_limits(lane: Lane, now: float) -> LaneLimits:
+    """Each limit of the dependency with its use, and which one decides the next admission."""
+    return LaneLimits(
+        dependency=lane.policy.name,
+        rates=tuple(
+            RateUse(
+                limit=_label(window.limit),
+                count=window.limit.count,
+                window=window.limit.window,
+                used=window.limit.count - window.room(now),
+            )
+            for window in lane.windows
+        ),
+        concurrency=lane.policy.concurrency,
+        held=len(lane.held),
+        blocked=lane.block(now),
+    )
+
+
+def waiting_by_reason(lane: Lane, now: float) -> Counter[WaitReason]:
+    """Every waiting job of the dependency under the one reason that holds it back first (O(scopes)):
+    a scope's own cap, else what blocks the whole dependency, else its turn (fair share); retries
+    not yet eligible wait for their backoff. The counts add up to the waiting jobs."""
+    counts: Counter[WaitReason] = Counter()
+    counts[WaitReason.BACKOFF] = len(lane.delayed)
+    block = lane.block(now) if lane.eligible else None
+    unparked = block.reason if block is not None else WaitReason.FAIR_SHARE
+    for scope in lane.scopes.values():
+        eligible = scope.eligible
+        if eligible:
+            counts[scope.parked or unparked] += eligible
+    return counts

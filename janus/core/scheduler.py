@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 
 from janus.core import explain
@@ -21,6 +21,7 @@ from janus.core.decisions import (
     AdmitDecision,
     Blocked,
     Changes,
+    LaneLimits,
     LaneStats,
     PageRequest,
     ScopeStats,
@@ -409,6 +410,18 @@ class Scheduler:
 
     def stats(self) -> list[LaneStats]:
         return [explain.lane_stats(lane) for lane in self._lanes.values()]
+
+    def limits(self, now: float) -> list[LaneLimits]:
+        """Each dependency's limits, their use and what blocks it at `now`. The clock advances to
+        `now` first: a window pruned at a time the admission has not reached yet would forget
+        admissions it still counts."""
+        now = self._advance(now)
+        return [explain.lane_limits(lane, now) for lane in self._lanes.values()]
+
+    def waiting_by_reason(self, dependency: str, now: float) -> Counter[WaitReason]:
+        """The dependency's waiting jobs by what holds each back first (O(scopes)); advances the
+        clock to `now` as `limits` does."""
+        return explain.waiting_by_reason(self._lanes[dependency], self._advance(now))
 
     def lane_stats(self, dependency: str) -> LaneStats:
         return explain.lane_stats(self._lanes[dependency])

@@ -26,7 +26,9 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
+from janus import logs
 from janus.api.metrics import Metrics
 from janus.broker import connection as broker
 from janus.broker import topology
@@ -46,6 +48,7 @@ from janus.service.health import Health, Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
+from janus.service.observe import loop_lag_forever
 from janus.service.tick import TickOptions
 from janus.service.worker_watch import POLL_EVERY, WorkerWatch
 from janus.store.repository import Store
@@ -143,6 +146,7 @@ class Service:
         self._failures = 0  # consecutive failed attempts to get going: the backoff's exponent
         self._told_broker_version = False
         self._worker_counts: dict[str, int] = {}  # consumers per ready queue, as last counted
+        self._store: Store | None = None  # the connection to the database in use, for who_leads
 
     def clock(self) -> float:
         """Unix seconds on the database's clock, so that skew between hosts cannot break a window."""
@@ -153,9 +157,11 @@ class Service:
         log.info("starting as %s", self.identity)
         gc_pauses = GcPauseObserver(self.metrics.gc_pause)
         gc_pauses.install()
+        lag = asyncio.create_task(loop_lag_forever(self.metrics.loop_lag), name="loop-lag")
         try:
             await self._run_until_stopped()
         finally:
+            lag.cancel()
             gc_pauses.remove()
 
     async def _run_until_stopped(self) -> None:
@@ -234,11 +240,27 @@ class Service:
                 store.terminate()
 
     async def _connect_store(self) -> Store:
-        return await Store.connect(
+        self._store = await Store.connect(
             self.config.database_url,
             application_name=f"janus-{self.identity}",
             timeout=self.options.db_timeout,
         )
+        return self._store
+
+    async def who_leads(self) -> dict[str, Any] | None:
+        """Who holds the lease, as the database tells it: a standby's answer to `janus status`."""
+        store = self._store
+        if store is None:
+            return None
+        holder = await store.who_leads()
+        if holder is None:
+            return None
+        return {
+            "identity": str(holder.holder),
+            "epoch": holder.epoch,
+            "live": holder.live,
+            "address": holder.address,
+        }
 
     def _polled(self, reached: bool) -> None:
         # The backoff is reset only once a term admits: a standby that reaches the database
@@ -250,6 +272,7 @@ class Service:
     async def _lead(self, store: Store, term: Term) -> None:
         """One term: renew the lease from the start, rebuild, admit; ends by stop or by failure."""
         self.health.become(Role.REBUILDING, epoch=term.epoch)
+        epoch_token = logs.term_epoch.set(term.epoch)
         self.metrics.is_leader.set(1)
         self.metrics.leader_epoch.set(term.epoch)
         cause = "stopped"
@@ -267,6 +290,7 @@ class Service:
             self.metrics.is_leader.set(0)
             self.metrics.terms_ended.labels(cause).inc()
             log.info("term %d of %s ended: %s", term.epoch, self.identity, cause)
+            logs.term_epoch.reset(epoch_token)
             if cause not in ("bug", "cancelled"):
                 # Hand over at once. After a failure too: whoever leads next (perhaps us) starts a
                 # new term with a new epoch, and rebuilds from what the database holds.

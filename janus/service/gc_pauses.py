@@ -1,4 +1,5 @@
-"""The leader's garbage-collector pauses: tuned down, and measured.
+"""The leader's pauses: garbage-collector pauses tuned down and measured, and the interpreter lock
+handed back to the event loop sooner.
 
 CPython's cyclic collector stops the event loop while it runs. With its default
 thresholds and a large backlog of jobs in the core, full (generation 2) collections come
@@ -12,17 +13,24 @@ janus_gc_pause_seconds shows what pauses remain.
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from typing import Any
 
 from prometheus_client import Histogram
 
 RUN_THRESHOLDS = (10_000, 10, 10)  # CPython's default: (700, 10, 10)
+# The HTTP server's threads render /metrics and /status in Python, holding the interpreter lock
+# for tens of milliseconds with many dependencies: with CPython's 5 ms switch interval the event
+# loop waits up to that long each time it wants the lock back; 1 ms bounds each wait closer
+# (benchmarks/status_cost.py).
+RUN_SWITCH_INTERVAL = 0.001  # seconds; CPython's default: 0.005
 
 
 def tune_for_run() -> None:
-    """For the `janus run` process only: a process-wide setting, so not for embedders or tests."""
+    """For the `janus run` process only: process-wide settings, so not for embedders or tests."""
     gc.set_threshold(*RUN_THRESHOLDS)
+    sys.setswitchinterval(RUN_SWITCH_INTERVAL)
 
 
 class GcPauseObserver:

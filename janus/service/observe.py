@@ -4,7 +4,9 @@ events, and the per-dependency and per-scope gauges."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -12,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from prometheus_client import Gauge
 
 from janus.api.metrics import Metrics
+from janus.core.decisions import WaitReason
 from janus.core.gates import GateEvent
 from janus.core.jobs import Admission, Job
 from janus.core.scheduler import Scheduler
@@ -26,6 +29,34 @@ SCOPE_METRICS_EVERY = 1.0  # seconds, at the least
 # waits this many times its own last duration, so it never takes more than 1/50 of the
 # leader's time, however many scopes there are.
 SCOPE_METRICS_SHARE = 50
+# janus_waiting_jobs_by_reason: every reason a waiting job is counted under, always shown (0 too),
+# so that a series never vanishes when its count falls to nothing.
+SHOWN_REASONS = tuple(r for r in WaitReason if r not in (WaitReason.QUEUED, WaitReason.PAGING))
+JOB_ID_PARSE_LIMIT = 4096  # bytes of a set-aside body read for its job id, at most
+LOOP_LAG_EVERY = 0.5  # seconds between two measures of the event loop's lag
+
+
+async def loop_lag_forever(gauge: Gauge) -> None:
+    """How late the loop runs a sleeper it was asked to wake: the delay any callback sees."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(LOOP_LAG_EVERY)
+        gauge.set(max(0.0, loop.time() - asked - LOOP_LAG_EVERY))
+
+
+def job_id_of(item: SetAside) -> str | None:
+    """The job id a set-aside message names, if it is small JSON that names one (for the log line
+    only: never trusted, never parsed from a large body)."""
+    body = getattr(item.message, "body", b"")
+    if not isinstance(body, bytes) or len(body) > JOB_ID_PARSE_LIMIT:
+        return None
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return None
+    job_id = decoded.get("job_id") if isinstance(decoded, dict) else None
+    return job_id if isinstance(job_id, str) else None
 
 
 class ThrottledLog:
@@ -36,13 +67,14 @@ class ThrottledLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def warn(self, key: str, message: str, count: int = 1) -> None:
-        """`count` messages like this one: the first may be logged, the rest are counted."""
+    def warn(self, key: str, message: str, count: int = 1, **context: str | None) -> None:
+        """`count` messages like this one: the first may be logged, the rest are counted.
+        `context` goes with the line (JANUS_LOG_FORMAT=json shows it: janus/logs.py)."""
         now = time.monotonic()
         if now - self._last.get(key, float("-inf")) >= self._interval:
             extra = self._suppressed.pop(key, 0)
             suffix = f" ({extra} more like it since last logged)" if extra else ""
-            log.warning("%s%s", message, suffix)
+            log.warning("%s%s", message, suffix, extra={k: v for k, v in context.items() if v is not None})
             self._last[key] = now
             count -= 1
         if count:
@@ -57,6 +89,18 @@ class Observer:
         self.throttled = ThrottledLog()
         self._gauges: dict[tuple[Gauge, tuple[str, ...]], Gauge] = {}
         self._shown_scopes: dict[str, set[str]] = {}
+        self._blocked: dict[str, tuple[str, str]] = {}  # the janus_dependency_blocked labels shown
+        self._values: dict[tuple[Gauge, tuple[str, ...]], float] = {}  # what _put last set
+        # A new term (a new Observer on the same registry) starts from nothing: the series it
+        # removes by name are the ones it shows, so none a previous term showed may linger.
+        for shown in (
+            metrics.blocked,
+            metrics.scope_waiting,
+            metrics.scope_held,
+            metrics.scope_admitted,
+            metrics.scope_oldest_waiting,
+        ):
+            shown.clear()
 
     # -- per tick ---------------------------------------------------------------
 
@@ -67,6 +111,8 @@ class Observer:
             metrics.revived.labels(dependency).inc(count)
         for (source, verdict), count in result.events.items():
             metrics.events.labels(source, verdict).inc(count)
+        for (dependency, verdict), count in result.transitions.items():
+            metrics.transitions.labels(dependency, verdict).inc(count)
         metrics.intake_messages.labels("accepted").inc(result.accepted)
         metrics.intake_messages.labels("duplicate").inc(result.duplicates)
         if result.pages:
@@ -78,20 +124,52 @@ class Observer:
         metrics.tick_seconds.observe(time.perf_counter() - started)
         if messages:
             metrics.tick_messages.observe(messages)
-        gauge = self._gauge
+        put = self._put
         for stats in scheduler.stats():
-            gauge(metrics.held, stats.dependency).set(stats.held)
-            gauge(metrics.waiting, stats.dependency, "ready").set(stats.ready)
-            gauge(metrics.waiting, stats.dependency, "stored").set(stats.stored)
-            gauge(metrics.waiting, stats.dependency, "delayed").set(stats.delayed)
-            gauge(metrics.active_scopes, stats.dependency).set(stats.scopes)
+            put(metrics.held, stats.held, stats.dependency)
+            put(metrics.waiting, stats.ready, stats.dependency, "ready")
+            put(metrics.waiting, stats.stored, stats.dependency, "stored")
+            put(metrics.waiting, stats.delayed, stats.dependency, "delayed")
+            put(metrics.active_scopes, stats.scopes, stats.dependency)
         clock = scheduler.clock
         for gate in scheduler.gate_states():
-            gauge(metrics.circuit_state, gate.dependency).set(CIRCUIT_LEVELS[gate.circuit.state.value])
+            put(metrics.circuit_state, CIRCUIT_LEVELS[gate.circuit.state.value], gate.dependency)
             paused = gate.pause_until is not None and clock < gate.pause_until
-            gauge(metrics.paused, gate.dependency).set(1 if paused else 0)
+            put(metrics.paused, 1 if paused else 0, gate.dependency)
         for dependency, parked in scheduler.retry_budget_parked().items():
-            gauge(metrics.retry_budget_parked, dependency).set(parked)
+            put(metrics.retry_budget_parked, parked, dependency)
+        self.limits(scheduler, clock)
+
+    def limits(self, scheduler: Scheduler, now: float) -> None:
+        """Each dependency's limits, their use, and what decides its next admission (O(dependencies))."""
+        metrics, put = self.metrics, self._put
+        for lane in scheduler.limits(now):
+            dependency = lane.dependency
+            for rate in lane.rates:
+                put(metrics.rate_limit, rate.count, dependency, rate.limit)
+                put(metrics.rate_window, rate.window, dependency, rate.limit)
+                put(metrics.rate_used, rate.used, dependency, rate.limit)
+            if lane.concurrency is not None:
+                put(metrics.concurrency_limit, lane.concurrency, dependency)
+            blocked = lane.blocked
+            shown = None if blocked is None else (blocked.reason.value, blocked.limit)
+            if shown != self._blocked.get(dependency):
+                old = self._blocked.pop(dependency, None)
+                if old is not None:
+                    metrics.blocked.remove(dependency, *old)
+                if shown is not None:
+                    metrics.blocked.labels(dependency, *shown).set(1)
+                    self._blocked[dependency] = shown
+            until = 0.0 if blocked is None else (math.inf if blocked.until is None else blocked.until)
+            put(metrics.next_admission, until, dependency)
+
+    def _put(self, metric: Gauge, value: float, *labels: str) -> None:
+        """Set a gauge only if its value changed: with many dependencies most do not change in a
+        tick, and comparing costs far less than `set()` (which takes the value's lock)."""
+        key = (metric, labels)
+        if self._values.get(key) != value:
+            self._values[key] = value
+            self._gauge(metric, *labels).set(value)
 
     def _gauge(self, metric: Gauge, *labels: str) -> Gauge:
         """The gauge of these labels, looked up once: every tick sets several per dependency, and
@@ -126,7 +204,12 @@ class Observer:
             if source == "intake":
                 self.metrics.intake_messages.labels("rejected").inc(count)
             self.throttled.warn(
-                f"{source}:{reason}", f"set aside a message from {source}: {reason}: {item.detail}", count
+                f"{source}:{reason}",
+                f"set aside a message from {source}: {reason}: {item.detail}",
+                count,
+                source=source,
+                reason=reason,
+                job_id=job_id_of(item),
             )
 
     def published(self, admissions: Iterable[Admission], refused: Sequence[Admission]) -> None:
@@ -152,10 +235,22 @@ class Observer:
         for event in events:
             metrics.gate_events.labels(event.dependency, event.kind).inc()
             if event.kind == "retry_after_clamped":
-                self.throttled.warn(f"clamped:{event.dependency}", f"{event.dependency}: {event.detail}")
+                self.throttled.warn(
+                    f"clamped:{event.dependency}",
+                    f"{event.dependency}: {event.detail}",
+                    dependency=event.dependency,
+                    kind=event.kind,
+                )
             else:
                 level = logging.WARNING if event.kind in ("circuit_open", "paused") else logging.INFO
-                log.log(level, "%s: %s (%s)", event.dependency, event.kind.replace("_", " "), event.detail)
+                log.log(
+                    level,
+                    "%s: %s (%s)",
+                    event.dependency,
+                    event.kind.replace("_", " "),
+                    event.detail,
+                    extra={"dependency": event.dependency, "kind": event.kind},
+                )
 
     def held(self, queue: str, seconds: float, limit: object) -> None:
         """A results queue held by its bad-results limit."""
@@ -172,13 +267,30 @@ class Observer:
         """The per-scope gauges, on their own clock: an idle leader ticks seldom, but the age
         of what waits keeps growing. `scheduler` gives the core in use (a rebuild replaces it)."""
         while True:
+            took = 0.0
             started = time.monotonic()
-            self.scopes(scheduler(), clock())
-            took = time.monotonic() - started
+            self.limits(scheduler(), clock())
+            took += time.monotonic() - started
+            for dependency in list(scheduler().policies):
+                # One dependency at a time, letting ticks run in between: the loop is never held
+                # for the whole scan (O(scopes)), only for one dependency's part of it.
+                await asyncio.sleep(0)
+                started = time.monotonic()
+                core = scheduler()  # a rebuild may have replaced it meanwhile
+                if core.knows(dependency):
+                    self.scope_lane(core, dependency, clock())
+                took += time.monotonic() - started
             await asyncio.sleep(max(SCOPE_METRICS_EVERY, SCOPE_METRICS_SHARE * took))
 
     def scopes(self, scheduler: Scheduler, now: float) -> None:
-        """Per-scope gauges for the largest backlogs only (O(scopes): not per tick, see SCOPE_METRICS_SHARE)."""
+        """Per-scope gauges for the largest backlogs only, and the waiting jobs by reason (O(scopes):
+        not per tick, see SCOPE_METRICS_SHARE); the limits again, for a leader that is idle."""
+        self.limits(scheduler, now)
+        for dependency in scheduler.policies:
+            self.scope_lane(scheduler, dependency, now)
+
+    def scope_lane(self, scheduler: Scheduler, dependency: str, now: float) -> None:
+        """The per-scope gauges and the waiting jobs by reason of one dependency (O(its scopes))."""
         metrics = self.metrics
         scope_gauges = (
             metrics.scope_waiting,
@@ -186,22 +298,22 @@ class Observer:
             metrics.scope_admitted,
             metrics.scope_oldest_waiting,
         )
-        for dependency in scheduler.policies:
-            top = scheduler.scope_stats(dependency, top=TOP_SCOPES)
-            shown = {s.scope for s in top}
-            for scope in self._shown_scopes.get(dependency, set()) - shown:
-                for gauge in scope_gauges:
-                    gauge.remove(dependency, scope)
-            self._shown_scopes[dependency] = shown
-            for stats in top:
-                metrics.scope_waiting.labels(dependency, stats.scope).set(stats.waiting)
-                metrics.scope_held.labels(dependency, stats.scope).set(stats.held)
-                metrics.scope_admitted.labels(dependency, stats.scope).set(stats.admitted)
-                since = stats.oldest_waiting_since
-                metrics.scope_oldest_waiting.labels(dependency, stats.scope).set(
-                    max(0.0, now - since) if since is not None else 0.0
-                )
-            oldest = scheduler.oldest_waiting_since(dependency)
-            metrics.oldest_waiting.labels(dependency).set(
-                max(0.0, now - oldest) if oldest is not None else 0.0
+        top = scheduler.scope_stats(dependency, top=TOP_SCOPES)
+        shown = {s.scope for s in top}
+        for scope in self._shown_scopes.get(dependency, set()) - shown:
+            for gauge in scope_gauges:
+                gauge.remove(dependency, scope)
+        self._shown_scopes[dependency] = shown
+        for stats in top:
+            metrics.scope_waiting.labels(dependency, stats.scope).set(stats.waiting)
+            metrics.scope_held.labels(dependency, stats.scope).set(stats.held)
+            metrics.scope_admitted.labels(dependency, stats.scope).set(stats.admitted)
+            since = stats.oldest_waiting_since
+            metrics.scope_oldest_waiting.labels(dependency, stats.scope).set(
+                max(0.0, now - since) if since is not None else 0.0
             )
+        by_reason = scheduler.waiting_by_reason(dependency, now)
+        for reason in SHOWN_REASONS:
+            self._put(metrics.waiting_by_reason, by_reason[reason], dependency, reason.value)
+        oldest = scheduler.oldest_waiting_since(dependency)
+        metrics.oldest_waiting.labels(dependency).set(max(0.0, now - oldest) if oldest is not None else 0.0)

@@ -96,6 +96,8 @@ class Decided:
     failed: list[FailedAttempt] = field(default_factory=list)  # the error history to write
     finished: list[Job] = field(default_factory=list)  # terminal now, with an outcome to publish
     events: Counter[tuple[str, str]] = field(default_factory=Counter)  # (source, verdict)
+    # (dependency, verdict), for the events that changed a job
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     revived: Counter[str] = field(default_factory=Counter)  # per dependency
 
 
@@ -109,6 +111,7 @@ class TickResult:
     finished: list[Job]
     gate_events: list[GateEvent]
     events: Counter[tuple[str, str]]
+    transitions: Counter[tuple[str, str]]
     revived: Counter[str]
     accepted: int  # new jobs stored
     duplicates: int  # intake messages of jobs the core or the store already had
@@ -161,6 +164,7 @@ async def run_tick(
         finished=decided.finished,
         gate_events=decided.gate_events,
         events=decided.events,
+        transitions=decided.transitions,
         revived=decided.revived,
         accepted=len(stored),
         duplicates=intake - len(stored),
@@ -182,6 +186,7 @@ async def page_in(scheduler: Scheduler, session: LeaderSession) -> int:
                 "scope %r of %r had fewer waiting jobs in the store than counted; corrected",
                 request.scope,
                 request.dependency,
+                extra={"dependency": request.dependency, "scope": request.scope},
             )
     return len(requests)
 
@@ -224,6 +229,7 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
         failed=tally.failed,
         finished=tally.finished,
         events=tally.events,
+        transitions=tally.transitions,
         revived=revived,
     )
 
@@ -235,6 +241,7 @@ class _Tally:
     now: float
     published_outcomes: Mapping[str, frozenset[str]] | None
     events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     finished: list[Job] = field(default_factory=list)
     failed: list[FailedAttempt] = field(default_factory=list)
 
@@ -243,6 +250,7 @@ class _Tally:
         job = transition.job
         if job is None:
             return
+        self.transitions[job.dependency, transition.verdict.value] += 1
         if transition.verdict in (Verdict.SUCCEEDED, Verdict.DEAD) and self._publishes(job):
             self.finished.append(job)
         if transition.verdict in (Verdict.RETRY_SCHEDULED, Verdict.DEAD) and job.last_error is not None:

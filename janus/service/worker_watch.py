@@ -62,13 +62,20 @@ class WorkerWatch:
             if consumers == 0 and before != 0:
                 # Workers that went away are worth a warning; none yet at the start, only a note.
                 level = logging.INFO if before is None else logging.WARNING
-                log.log(level, "no worker is consuming %s: admissions to %s wait for one", queue, dependency)
+                log.log(
+                    level,
+                    "no worker is consuming %s: admissions to %s wait for one",
+                    queue,
+                    dependency,
+                    extra={"dependency": dependency},
+                )
             elif consumers and before == 0:
                 log.info(
                     "a worker consumes %s (%d consumers): admissions to %s resume",
                     queue,
                     consumers,
                     dependency,
+                    extra={"dependency": dependency},
                 )
 
     async def close(self) -> None:

@@ -51,6 +51,14 @@ class RetryRequest:
     scope: str | None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LeaseHolder:
+    holder: uuid.UUID
+    epoch: int
+    live: bool  # the lease has not expired
+    address: str | None  # the host its connections come from (None: not connected, or a local socket)
+
+
 class FencedTransaction:
     """Housekeeping writes of the leader outside the tick, in a transaction fenced by the lease."""
 
@@ -338,6 +346,17 @@ class Store:
     async def prune_admissions(self, holder: uuid.UUID, epoch: int, before: float) -> int:
         async with self.leader_transaction(holder, epoch) as tx:
             return await tx.prune_admissions(before)
+
+    async def who_leads(self) -> LeaseHolder | None:
+        """Who holds the lease (None: nobody ever did), and from which host it connects."""
+        try:
+            async with asyncio.timeout(self.timeout), self._pool.acquire() as connection:
+                row = await connection.fetchrow(sql("who_leads"))
+        except DB_ERRORS as exc:
+            raise StoreError(f"reading the lease failed: {exc}") from exc
+        if row is None:
+            return None
+        return LeaseHolder(holder=row["holder"], epoch=row["epoch"], live=row["live"], address=row["address"])
 
     async def database_time(self) -> float:
         try:

@@ -36,6 +36,9 @@ DATA_FILES = (
     "janus/demo/policy.toml",
     "janus/store/sql/queries.sql",
     "janus/store/migrations/0001_initial.sql",
+    "janus/api/static/index.html",
+    "janus/api/static/app.js",
+    "janus/api/static/style.css",
 )
 
 

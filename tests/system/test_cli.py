@@ -179,6 +179,61 @@ async def test_scopes_and_why_ask_the_leader(
     assert await janus.terminate() == 0
 
 
+async def test_status_page_token_and_json_logs_of_janus_run(
+    vhost: str, database: str, tmp_path: Path, janus_process: Callable[..., JanusProcess]
+) -> None:
+    """`janus run` as deployed off localhost: its HTTP API behind a token, `janus status` sending
+    it, the page at /, and JSON log lines that carry the term's epoch."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    config = tmp_path / "janus.toml"
+    config.write_text(
+        f'database_url = "{database}"\namqp_url = "{vhost}"\n[dependencies.api]\nconcurrency = 3\n'
+    )
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    port = free_port()
+    env = {"JANUS_HTTP_PORT": str(port), "JANUS_HTTP_TOKEN_FILE": str(token), "JANUS_LOG_FORMAT": "json"}
+    janus = janus_process(config, "janus", {**FAST_TIMINGS, **env})
+    await janus.start()
+    _, epoch = await janus.wait_admitting(timeout=20)
+    url = f"http://127.0.0.1:{port}"
+
+    def get(path: str, authorization: str | None = None) -> tuple[int, str]:
+        request = urllib.request.Request(url + path)
+        if authorization:
+            request.add_header("Authorization", authorization)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, ""
+
+    assert (await asyncio.to_thread(get, "/"))[0] == 401
+    assert (await asyncio.to_thread(get, "/healthz"))[0] == 200
+    status, page = await asyncio.to_thread(get, "/", "Bearer t0ken")
+    assert status == 200
+    assert "/static/app.js" in page
+    code, out, err = await janus_cli(
+        "status", "--json", "--url", url, env={"JANUS_HTTP_TOKEN_FILE": str(token)}
+    )
+    assert code == 0, err
+    body = json.loads(out)
+    assert body["process"] == {**body["process"], "leading": True, "epoch": epoch}
+    assert [lane["dependency"] for lane in body["dependencies"]] == ["api"]
+    assert body["dependencies"][0]["concurrency"] == 3
+    code, _, err = await janus_cli("status", "--url", url)
+    assert code == 2
+    assert "a token is needed" in err
+    events = [json.loads(line) for line in janus.lines if line.startswith("{")]
+    assert events, janus.lines[:5]
+    admitting = next(event for event in events if "admitting as" in event["message"])
+    assert admitting["epoch"] == epoch
+    assert admitting["level"] == "INFO"
+
+
 async def test_why_finds_the_exact_job_whatever_its_id(
     vhost: str, database: str, tmp_path: Path, janus_process: Callable[..., JanusProcess]
 ) -> None:

@@ -159,3 +159,56 @@ def test_deploy_secrets_are_never_committed() -> None:
     ignore = (ROOT / "deploy" / "secrets" / ".gitignore").read_text().split()
     assert "*" in ignore
     assert "!.gitignore" in ignore
+
+
+def test_prometheus_scrapes_every_janus_replica_and_loads_the_alert_rules(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    prometheus = services["prometheus"]
+    where = mounts(prometheus)
+    args = dict(arg.removeprefix("--").split("=", 1) for arg in prometheus["command"])
+    config_source = where[args["config.file"]]
+    config = yaml.safe_load((ROOT / config_source).read_text())
+    (rules,) = config["rule_files"]
+    assert where[rules] == "./deploy/prometheus/alerts.yml", "the rules Prometheus loads are the tested ones"
+    (job,) = config["scrape_configs"]
+    (discovery,) = job["dns_sd_configs"]
+    # The service name resolves to every replica; the port is the one Janus serves /metrics on.
+    assert discovery["names"] == ["janus"]
+    assert discovery["port"] == int(services["janus"]["environment"]["JANUS_HTTP_PORT"])
+    assert services["janus"]["environment"]["JANUS_HTTP_HOST"] == "0.0.0.0"
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    grafana = services["grafana"]
+    where = mounts(grafana)
+    provisioning = ROOT / where["/etc/grafana/provisioning"]
+    (datasource,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["url"] == f"http://prometheus:{services['prometheus']['ports'][0].split(':')[1]}"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "janus.yml").read_text())["providers"]
+    folder = provider["options"]["path"]
+    dashboards = ROOT / where[folder]
+    dashboard = yaml.safe_load((dashboards / "janus.json").read_text())  # JSON is YAML
+    uids = {
+        target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    }
+    assert uids == {datasource["uid"]}
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{folder}/janus.json"
+
+
+def test_promtool_accepts_the_prometheus_config(compose: dict[str, Any], tmp_path: Path) -> None:
+    from tests.unit.test_alerts import promtool
+
+    tool = promtool()
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    config["rule_files"] = [str(ROOT / "deploy" / "prometheus" / "alerts.yml")]  # the host's copy
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    import subprocess
+
+    done = subprocess.run(
+        [tool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

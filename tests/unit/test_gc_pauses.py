@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from janus.api.metrics import Metrics
-from janus.service.gc_pauses import RUN_THRESHOLDS, GcPauseObserver, tune_for_run
+from janus.service.gc_pauses import RUN_SWITCH_INTERVAL, RUN_THRESHOLDS, GcPauseObserver, tune_for_run
 
 
 def pauses(metrics: Metrics, generation: int) -> float:
@@ -40,9 +41,10 @@ def test_each_collection_is_observed_while_installed() -> None:
 
 @pytest.fixture
 def thresholds() -> Iterator[None]:
-    before = gc.get_threshold()
+    before, interval = gc.get_threshold(), sys.getswitchinterval()
     yield
     gc.set_threshold(*before)
+    sys.setswitchinterval(interval)
 
 
 @pytest.mark.usefixtures("thresholds")
@@ -50,3 +52,5 @@ def test_janus_run_lets_the_young_generation_grow() -> None:
     tune_for_run()
     assert gc.get_threshold() == RUN_THRESHOLDS
     assert RUN_THRESHOLDS[0] > 700, "larger than CPython's default"
+    assert sys.getswitchinterval() == pytest.approx(RUN_SWITCH_INTERVAL)
+    assert RUN_SWITCH_INTERVAL < 0.005, "shorter than CPython's default"

@@ -74,6 +74,7 @@ ALLOWED = {
     "janus.core": set(),
     "janus.errors": set(),
     "janus.urls": set(),  # what a message may say of a connection URL
+    "janus.logs": set(),  # the log format: the CLI configures it, the service sets the term's epoch
     "janus.protocol": {"janus.core", "janus.errors"},
     "janus.config": {"janus.core", "janus.errors", "janus.urls"},
     "janus.store": {"janus.core", "janus.errors", "janus.urls"},
@@ -98,6 +99,7 @@ ALLOWED = {
         "janus.broker",
         "janus.api",
         "janus.urls",
+        "janus.logs",
     },
 }
 

@@ -240,6 +240,16 @@ SELECT count(*) AS finished FROM janus.jobs WHERE state IN ('succeeded', 'dead')
 -- params: $1 keep admissions after this time
 DELETE FROM janus.admissions WHERE admitted_at <= $1;
 
+-- name: who_leads
+-- params: none
+-- The lease as it stands, and the host its holder connects from (each process names its
+-- connections janus-<holder>): what a standby answers when asked who leads.
+SELECT l.holder, l.epoch, l.expires_at > now() AS live,
+       (SELECT host(a.client_addr) FROM pg_stat_activity a
+         WHERE a.application_name = 'janus-' || l.holder::text
+         ORDER BY a.client_addr NULLS LAST LIMIT 1) AS address
+  FROM janus.leader l;
+
 -- name: database_time
 -- params: none
 SELECT extract(epoch FROM clock_timestamp())::double precision;

@@ -1,0 +1,144 @@
+"""`janus status`: every dependency on one screen, from the leader's /status (the /metrics samples).
+
+`--watch` redraws it in place with rich's Live display; `--json` prints the answer for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from janus.cli.inspect import ask_leader
+from janus.config import Settings
+
+DEFAULT_INTERVAL = 1.0  # seconds between two refreshes of --watch
+SCOPES_SHOWN = 3  # the largest backlogs per dependency, on the screen (--json has all /status gives)
+
+
+def add_parsers(commands: Any) -> None:
+    status = commands.add_parser("status", help="every dependency at a glance: rates, slots, waits, state")
+    status.add_argument(
+        "--url", help="a Janus process's HTTP address (default: http://$JANUS_HTTP_HOST:$JANUS_HTTP_PORT)"
+    )
+    status.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        help="seconds between refreshes with --watch (default: %(default)s)",
+    )
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}s" if value < 120 else f"{value / 60:.0f}m"
+
+
+def _rate(lane: dict[str, Any]) -> str:
+    return ", ".join(f"{r['used']}/{r['limit']}" for r in lane["rates"]) or "no limit"
+
+
+def _why(lane: dict[str, Any]) -> str:
+    blocked = lane["blocked"]
+    if blocked is None:
+        return ""
+    lifts = blocked["lifts_in_seconds"]
+    return str(blocked["limit"]) + (f", lifts in {lifts:.1f}s" if lifts is not None else "")
+
+
+def _reasons(lane: dict[str, Any]) -> str:
+    return ", ".join(f"{reason} {count}" for reason, count in lane["waiting_by_reason"].items())
+
+
+def _scopes(lane: dict[str, Any]) -> str:
+    shown = lane["top_scopes"][:SCOPES_SHOWN]
+    return ", ".join(f"{s['scope']} {s['waiting'] or 0}w/{s['held'] or 0}h" for s in shown)
+
+
+STATE_STYLES = {"ok": "green", "throttled": "yellow", "circuit half-open": "yellow"}
+
+
+def render(body: dict[str, Any]) -> Any:
+    """The screen: a rich renderable (a table of the dependencies, or who leads)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    about = body["process"]
+    if not about["leading"]:
+        return Text(standby_line(body))
+    title = f"Janus, leading in epoch {about['epoch']}"
+    lag = about.get("event_loop_lag_seconds")
+    if lag is not None:
+        title += f" (event loop lag {lag * 1000:.0f} ms)"
+    table = Table(title=title, title_justify="left", expand=False)
+    for column, justify in (
+        ("dependency", "left"),
+        ("state", "left"),
+        ("rate used/limit", "right"),
+        ("held/cap", "right"),
+        ("waiting", "right"),
+        ("oldest", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    details = []
+    for lane in body["dependencies"]:
+        cap = lane["concurrency"]
+        table.add_row(
+            lane["dependency"],
+            Text(lane["state"], style=STATE_STYLES.get(lane["state"], "bold red")),
+            _rate(lane),
+            f"{lane['held']}/{cap if cap is not None else '-'}",
+            str(lane["waiting"]),
+            _seconds(lane["oldest_waiting_seconds"]),
+        )
+        # What does not fit a column: under the table, one paragraph per dependency that waits.
+        parts = [
+            f"held back by {_why(lane)}" if lane["blocked"] else "",
+            f"waiting: {_reasons(lane)}" if lane["waiting_by_reason"] else "",
+            f"top scopes (waiting/held): {_scopes(lane)}" if lane["top_scopes"] else "",
+        ]
+        if any(parts):
+            details.append(Text(f"{lane['dependency']}: " + "; ".join(p for p in parts if p)))
+    return Group(table, *details)
+
+
+def standby_line(body: dict[str, Any]) -> str:
+    leader = body.get("leader")
+    if not leader:
+        return "this process does not lead, and no leader is recorded in the database"
+    if "error" in leader:
+        return f"this process does not lead; {leader['error']}"
+    where = f" on {leader['address']}" if leader.get("address") else ""
+    state = "leads" if leader["live"] else "held the lease last (it has expired: no leader now)"
+    return (
+        f"this process does not lead: {leader['identity']}{where} {state} in epoch {leader['epoch']}; "
+        "ask it with --url"
+    )
+
+
+async def status(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    if args.json:
+        print(json.dumps(ask_leader(args, settings, "/status"), indent=2))
+        return 0
+    console = Console()
+    if not args.watch:
+        console.print(render(ask_leader(args, settings, "/status")))
+        return 0
+    from rich.live import Live
+
+    body = await asyncio.to_thread(ask_leader, args, settings, "/status")
+    with Live(render(body), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                await asyncio.sleep(max(0.1, args.interval))
+                body = await asyncio.to_thread(ask_leader, args, settings, "/status")
+                live.update(render(body), refresh=True)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return 0
