@@ -81,7 +81,11 @@ class Scheduler:
 
     def steer(self, steering: Steering, now: float) -> bool:
         """An operator's pause and override of a dependency, as they stand (core/steering.py):
-        in force from the next decision on. False if the dependency is unknown."""
+        in force from the next decision on. False if the dependency is unknown.
+
+        An override's rate limits count the admissions the lane's windows hold: one that counts
+        over a longer span than they do (or where the policy has no rate limit) needs the
+        history from the store, i.e. `rebuilt` with the steering in the snapshot."""
         lane = self._lanes.get(steering.dependency)
         if lane is None:
             return False

@@ -76,6 +76,8 @@ ALLOWED = {
     "janus.urls": set(),  # what a message may say of a connection URL
     "janus.protocol": {"janus.core", "janus.errors"},
     "janus.config": {"janus.core", "janus.errors", "janus.urls"},
+    # The policy of record: a configuration as PostgreSQL keeps its versions (`janus apply`).
+    "janus.policy_record": {"janus.core", "janus.errors", "janus.config", "janus.urls"},
     "janus.store": {"janus.core", "janus.errors", "janus.urls"},
     "janus.broker": {"janus.core", "janus.errors", "janus.protocol", "janus.config", "janus.urls"},
     "janus.api": {"janus.core", "janus.errors"},
@@ -94,6 +96,7 @@ ALLOWED = {
         "janus.errors",
         "janus.protocol",
         "janus.config",
+        "janus.policy_record",
         "janus.store",
         "janus.broker",
         "janus.api",

@@ -22,7 +22,12 @@ from janus.store.migrate import available_migrations
 from janus.store.queries import bind, compile_named, parse_blocks, queries, query, sql
 from janus.store.session import RetryControlParams, TickParams
 
-RAW = resources.files("janus.store").joinpath("sql/queries.sql").read_text(encoding="utf-8")
+# Every file of sql/ (queries.sql, steering.sql), as the loader reads them.
+RAW = "\n".join(
+    entry.read_text(encoding="utf-8")
+    for entry in sorted(resources.files("janus.store").joinpath("sql").iterdir(), key=lambda e: e.name)
+    if entry.name.endswith(".sql")
+)
 # A parameter: positional ("$1") or named (":holder", never the "::" of a cast).
 PARAM = re.compile(r"\$\d+|(?<![:\w]):[a-z_][a-z0-9_]*")
 
@@ -105,7 +110,8 @@ def test_params_comment_lists_exactly_the_parameters_used(name: str) -> None:
     )
 
 
-READ_HELPERS = {"_read", "_read_one"}  # janus/store/repository.py: they call sql(name) themselves
+# They call sql(name) themselves: janus/store/repository.py, janus/store/steering.py.
+READ_HELPERS = {"_read", "_read_one", "_fetch"}
 
 
 def _bound_to(arg: ast.expr) -> str | None:
@@ -293,10 +299,12 @@ def test_bind_takes_each_value_by_its_name() -> None:
 # -- migrations ---------------------------------------------------------------
 
 
-def test_available_migrations_are_numbered_one_to_n() -> None:
+def test_available_migrations_are_numbered_from_one_each_once() -> None:
     found = available_migrations()
     assert found, "no migrations"
-    assert [m.version for m in found] == list(range(1, len(found) + 1))
+    versions = [m.version for m in found]
+    assert versions[0] == 1
+    assert versions == sorted(set(versions))
     for migration in found:
         assert re.fullmatch(r"[a-z0-9_]+", migration.name)
         assert migration.sql.strip()
@@ -315,7 +323,7 @@ MIGRATION_SETS = [
     # (file names in the migrations folder, expected versions or None for a StoreError)
     (["0002_b.sql", "0001_a.sql", "0003_c.sql"], [1, 2, 3]),  # sorted by number, not by listing order
     (["0001_a.sql", "README.md", "notes.txt"], [1]),  # other files are ignored
-    (["0001_a.sql", "0003_c.sql"], None),  # a gap
+    (["0001_a.sql", "0003_c.sql"], [1, 3]),  # a gap: numbers are handed to branches before they merge
     (["0002_b.sql"], None),  # not starting at 1
     (["0001_a.sql", "0001_b.sql"], None),  # the same number twice
     ([], []),  # none yet
@@ -332,7 +340,7 @@ def test_available_migrations_order_and_gaps(
         (folder / name).write_text(f"-- {name}\n", encoding="utf-8")
     monkeypatch.setattr(migrate, "resources", SimpleNamespace(files=lambda package: tmp_path))
     if versions is None:
-        with pytest.raises(StoreError, match=re.escape("numbered 1..n without gaps")):
+        with pytest.raises(StoreError, match=re.escape("numbered from 1, each once")):
             available_migrations()
     else:
         found = available_migrations()

@@ -124,7 +124,13 @@ class SteeringMachine(AdmissionMachine):
         if concurrency is None and limits is None:
             concurrency = 1
         override = Override(until=self.now + lasts, by="carol", concurrency=concurrency, rate_limits=limits)
-        self._steer(dependency, override=override)
+        if limits is None:
+            self._steer(dependency, override=override)
+        else:
+            # Its windows must count admissions the lane's own may not hold (a longer span, or no
+            # rate limit at all): the leader rebuilds from the store, as for a version.
+            self.steering[dependency] = dataclasses.replace(self.steering[dependency], override=override)
+            self._rebuild()
 
     @rule(dependency=st.sampled_from(NAMES))
     def clear_override(self, dependency: str) -> None:
