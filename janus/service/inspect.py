@@ -21,6 +21,20 @@ def _reasons(reasons: list[WhyWaiting]) -> list[dict[str, Any]]:
     return [{"reason": r.reason.value, "detail": r.detail, "until": r.until} for r in reasons]
 
 
+def _steering(scheduler: Scheduler, dependency: str) -> dict[str, Any]:
+    """An operator's pause and override of the dependency, and whether it was removed from the policy."""
+    steering = scheduler.steering(dependency)
+    pause, override = steering.pause, steering.override
+    return {
+        "paused_by": pause.by if pause is not None else None,
+        "paused_until": pause.until if pause is not None else None,
+        "overridden_by": override.by if override is not None else None,
+        "override": override.describe() if override is not None else None,
+        "override_until": override.until if override is not None else None,
+        "removed": dependency in scheduler.removed,
+    }
+
+
 class Inspector:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -55,6 +69,7 @@ class Inspector:
                     "delayed": lane.delayed,
                     "held": lane.held,
                     "blocked": _reasons(scheduler.lane_blocks(name, now)),
+                    "steering": _steering(scheduler, name),
                     "scopes": [
                         {
                             "scope": s.scope,

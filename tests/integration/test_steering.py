@@ -23,7 +23,7 @@ from janus.audit import max_in_window
 from janus.broker import topology
 from janus.client import Producer
 from janus.client.worker import ReadyJob, Worker
-from tests.integration.harness import RecordLog, make_config, running_janus, succeed
+from tests.integration.harness import RecordLog, eventually, make_config, running_janus, succeed
 
 pytestmark = pytest.mark.integration
 
@@ -196,20 +196,46 @@ async def test_an_override_holds_then_reverts_on_time(database: str, vhost: str)
         await asyncio.sleep(0.1)
 
     jobs = [f"job-{n}" for n in range(250)]
-    async with running_janus(config):
+    async with running_janus(config) as service:
         worker = Worker(vhost, {"api": api}, on_record=log.append, prefetch=10)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([(job, "api", None, "default") for job in jobs])
         await log.wait_for(lambda records: len(records) >= 12, timeout=20)
         code, out, err = await janus_cli(
-            "override", "api", "--concurrency", "1", "--for", "6s", "--reason", "drill", database=database
+            "override",
+            "api",
+            "--concurrency",
+            "1",
+            "--for",
+            "6s",
+            "--reason",
+            "drill",
+            "--actor",
+            "carol",
+            database=database,
         )
         returned = time.time()
         assert code == 0, err
         assert "the leader applied the override" in out, out
         stamp = out.split(" until ")[1].split("Z")[0]
         until = datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
+
+        def lane() -> dict[str, Any]:
+            ok, body = service.inspector.scopes("api", 5)
+            assert ok
+            answer: dict[str, Any] = body["dependencies"][0]
+            return answer
+
+        assert lane()["steering"]["overridden_by"] == "carol: drill"
+        assert lane()["steering"]["override"] == "concurrency 1"
+        # Blocked by it whenever its one slot is held (between a result and the next tick, it is not).
+        shown = {
+            "reason": "concurrency",
+            "detail": "concurrency 1 (overridden by carol: drill)",
+            "until": None,
+        }
+        await eventually(lambda: shown in lane()["blocked"], timeout=5)
         await log.wait_for(lambda _: len(log.succeeded()) == len(jobs), timeout=60)
         await worker.stop()
 
