@@ -193,6 +193,12 @@ class Metrics:
             "The stored version of the policy this process runs (0: not leading yet).",
             registry=r,
         )
+        self.shadow_held_back = Counter(
+            "janus_shadow_held_back_total",
+            "Admissions a shadow limit ([dependencies.X.shadow]) would have held back; never enforced.",
+            ["dependency", "limit"],
+            registry=r,
+        )
         self.policy_file_differs = Gauge(
             "janus_policy_file_differs",
             "1 if this process's policy file differs from the version it runs (the stored one wins).",

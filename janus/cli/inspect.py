@@ -77,6 +77,8 @@ async def scopes(args: argparse.Namespace, settings: Settings) -> int:
                 f"  {steering['override']}: overridden by {steering['overridden_by']}"
                 f"{lifts_in(steering.get('override_until'))}"
             )
+        for limit, count in (lane.get("shadow_held_back") or {}).items():
+            print(f"  shadow {limit}: would have held back {plural(count, 'admission')} (not enforced)")
         print(f"  {'scope':<32} {'waiting':>8} {'held':>6} {'admitted':>9} {'oldest':>9}")
         for scope in lane["scopes"]:
             oldest = scope["oldest_waiting_seconds"]

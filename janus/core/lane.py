@@ -20,6 +20,7 @@ from janus.core.jobs import Job
 from janus.core.paging import Pager
 from janus.core.policy import DependencyPolicy
 from janus.core.rate import SlidingWindow, admission_windows, rebuild_windows, same_windows
+from janus.core.shadow import ShadowLane
 from janus.core.steering import OperatorPause, Override, Steering
 
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
@@ -121,6 +122,7 @@ class Lane:
     kept: list[SlidingWindow] | None = None
     # No longer in the policy of record: admits nothing, keeps its jobs (`unconfigured`).
     removed: bool = False
+    shadow: ShadowLane | None = None  # limits counted, never enforced (core/shadow.py)
 
     @classmethod
     def of(cls, policy: DependencyPolicy, ledger: Ledger, pager: Pager) -> Lane:
@@ -131,6 +133,7 @@ class Lane:
             gate=DependencyGates(policy),
             ledger=ledger,
             pager=pager,
+            shadow=ShadowLane(policy.shadow, policy.admission_ttl) if policy.shadow is not None else None,
         )
 
     def scope(self, name: str) -> Scope:
@@ -206,6 +209,15 @@ class Lane:
         ttl = policy.admission_ttl
         if not same_windows(self.windows, policy.rate_limits, ttl):
             self.windows = rebuild_windows([*self.windows, *(self.kept or ())], policy.rate_limits, ttl)
+        if (policy.shadow is None) != (self.shadow is None) or (
+            self.shadow is not None and self.shadow.limits != policy.shadow
+        ):
+            self.shadow = None
+            if policy.shadow is not None:  # counted from here on, over what the windows still hold
+                self.shadow = ShadowLane(policy.shadow, ttl)
+                longest = max([*self.windows, *(self.kept or ())], key=lambda w: w.span, default=None)
+                if longest is not None:
+                    self.shadow.restore(("", stamp) for stamp in longest.stamps())
         # The gates keep the retry and circuit settings they were made with: a new version of
         # the policy reaches them through a rebuild (service/steer.py), which makes them anew.
         self.policy = policy
@@ -245,6 +257,8 @@ class Lane:
             for scope, scope_stamps in by_scope.items():
                 for window in self.scope(scope).windows:
                     window.restore(scope_stamps)
+        if self.shadow is not None:
+            self.shadow.restore(admissions)
         return stamps[-1] if stamps else None
 
     def restore_gate(self, state: GateState) -> None:
@@ -441,3 +455,5 @@ class Lane:
                 continue  # admitted again since it was queued here; queued again when it empties
             del self.scopes[name]
             self.pager.scopes -= 1
+            if self.shadow is not None:
+                self.shadow.forget(name, now)

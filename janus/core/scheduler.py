@@ -451,6 +451,20 @@ class Scheduler:
     def gate_states(self) -> list[GateState]:
         return [lane.gate.state() for lane in self._lanes.values()]
 
+    def drain_shadow(self) -> dict[tuple[str, str], int]:
+        """(dependency, shadow limit) -> admissions it would have held back since the last call."""
+        drained: dict[tuple[str, str], int] = {}
+        for name, lane in self._lanes.items():
+            if lane.shadow is not None:
+                for limit, count in lane.shadow.drain().items():
+                    drained[(name, limit)] = count
+        return drained
+
+    def shadow_totals(self, dependency: str) -> dict[str, int]:
+        """Per shadow limit of the dependency, the admissions it would have held back in this term."""
+        shadow = self._lanes[dependency].shadow
+        return dict(shadow.total) if shadow is not None else {}
+
     def retry_budget_parked(self) -> dict[str, int]:
         """Per dependency: scopes whose next job is a retry waiting for the retry budget."""
         return {name: len(lane.retry_parked) for name, lane in self._lanes.items()}

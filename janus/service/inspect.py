@@ -70,6 +70,7 @@ class Inspector:
                     "held": lane.held,
                     "blocked": _reasons(scheduler.lane_blocks(name, now)),
                     "steering": _steering(scheduler, name),
+                    "shadow_held_back": scheduler.shadow_totals(name),
                     "scopes": [
                         {
                             "scope": s.scope,

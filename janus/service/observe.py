@@ -92,6 +92,8 @@ class Observer:
             gauge(metrics.paused, gate.dependency).set(1 if paused else 0)
         for dependency, parked in scheduler.retry_budget_parked().items():
             gauge(metrics.retry_budget_parked, dependency).set(parked)
+        for (dependency, limit), count in scheduler.drain_shadow().items():
+            metrics.shadow_held_back.labels(dependency, limit).inc(count)
 
     def _gauge(self, metric: Gauge, *labels: str) -> Gauge:
         """The gauge of these labels, looked up once: every tick sets several per dependency, and

@@ -55,7 +55,10 @@ def policy_file(tmp_path: Path, name: str, dependencies: dict[str, dict[str, Any
 
 
 async def test_a_pause_stops_admissions_until_resumed(database: str, vhost: str) -> None:
-    config = make_config(database, vhost, {"api": {"concurrency": 4, "lease_timeout": "10s"}})
+    # A shadow limit rides along: counted, never enforced.
+    config = make_config(
+        database, vhost, {"api": {"concurrency": 4, "lease_timeout": "10s", "shadow": {"concurrency": 1}}}
+    )
     log = RecordLog()
 
     async def api(job: ReadyJob) -> None:
@@ -81,6 +84,11 @@ async def test_a_pause_stops_admissions_until_resumed(database: str, vhost: str)
             "waits_for"
         ]
         await asyncio.sleep(2.0)  # the behaviour under test: two seconds in which nothing may start
+        ok, body = service.inspector.scopes("api", 1)
+        assert ok
+        shadow = body["dependencies"][0]["shadow_held_back"]["concurrency 1"]
+        assert shadow > 0
+        assert service.metrics.shadow_held_back.labels("api", "concurrency 1")._value.get() > 0
         resuming = time.time()
         code, out, err = await janus_cli("resume", "api", database=database)
         resumed = time.time()
