@@ -153,7 +153,8 @@ class Steerer:
 
     async def poll(self, draining: asyncio.Event) -> None:
         policy_log = self._store.policy_log
-        newest = await policy_log.newest()
+        number = await policy_log.newest_version_number()
+        newest = await policy_log.newest() if number is not None and number > self.running.version else None
         if newest is not None and newest.version > self.running.version:
             running = await running_of(policy_log, newest, self._file)
             await self._on_version(running)  # the new queues declared, the service runs it from now on

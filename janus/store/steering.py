@@ -92,6 +92,10 @@ class PolicyLog:
             return None
         return PolicyVersion(version=rows[0]["version"], policy=rows[0]["policy"], applied=rows[0]["applied"])
 
+    async def newest_version_number(self) -> int | None:
+        rows = await self._fetch("newest_version_number", what="reading the policy of record")
+        return rows[0]["version"] if rows else None
+
     async def versions(self) -> list[PolicyVersion]:
         rows = await self._fetch("policy_versions", what="reading the policy versions")
         return [PolicyVersion(version=row["version"], policy=row["policy"]) for row in rows]

@@ -259,3 +259,33 @@ async def test_an_override_holds_then_reverts_on_time(database: str, vhost: str)
     reverted = min(t for t in starts if t >= until and held_at(t) > 1)
     print(f"\nthe override reverted {reverted - until:.3f} s after its end (measured at the workers)")
     assert reverted <= until + 0.5, "the override ends on time"
+
+
+async def test_with_no_leader_a_version_is_pending_and_the_newest_wins_over_the_file(
+    database: str, vhost: str, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[dependencies.api]\nconcurrency = "many"\n', encoding="utf-8")
+    code, out, err = await janus_cli("apply", "--config", str(bad), database=database)
+    assert code == 2
+    assert "dependencies.api.concurrency" in err
+    applied = policy_file(tmp_path, "applied.toml", {"api": {"concurrency": 1, "lease_timeout": "10s"}})
+    code, out, err = await janus_cli("apply", "--config", applied, "--actor", "dana", database=database)
+    assert code == 0, err
+    assert "version 1 stored by dana" in out
+    assert "no leader is running: version 1 is pending" in out
+    code, out, err = await janus_cli("apply", "--config", applied, database=database)
+    assert code == 0, err
+    assert "the file is version 1, the policy of record: nothing stored" in out
+    # Janus starts with a file that says otherwise: the stored version runs, and it says so.
+    config = make_config(database, vhost, {"api": {"concurrency": 8, "lease_timeout": "10s"}})
+    async with running_janus(config) as service:
+        assert service.running is not None
+        assert service.running.version == 1
+        assert service.metrics.policy_file_differs._value.get() == 1
+        assert service.inspector.scheduler is not None
+        assert service.inspector.scheduler.policies["api"].concurrency == 1
+        code, out, err = await janus_cli("history", database=database)
+        assert code == 0, err
+        assert "version 1  by dana  (applied)" in out
+        assert "the leader runs version 1" in out

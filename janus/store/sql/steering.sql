@@ -9,6 +9,11 @@ LOCK TABLE janus.policy_versions IN SHARE ROW EXCLUSIVE MODE;
 -- params: none
 SELECT version, policy, applied_at IS NOT NULL AS applied FROM janus.policy_versions ORDER BY version DESC LIMIT 1;
 
+-- name: newest_version_number
+-- params: none
+-- What the leader polls for: a number, not the policy.
+SELECT max(version) AS version FROM janus.policy_versions;
+
 -- name: policy_versions
 -- params: none
 -- Every version, oldest first: the last policy of a dependency removed since is in one of them.
