@@ -289,3 +289,34 @@ async def test_with_no_leader_a_version_is_pending_and_the_newest_wins_over_the_
         assert code == 0, err
         assert "version 1  by dana  (applied)" in out
         assert "the leader runs version 1" in out
+
+
+async def test_an_override_lowering_a_rate_counts_what_its_window_holds(database: str, vhost: str) -> None:
+    config = make_config(database, vhost, {"api": {"rate_limits": ["20/1s"], "lease_timeout": "10s"}})
+    log = RecordLog()
+    async with running_janus(config):
+        worker = Worker(vhost, {"api": succeed}, on_record=log.append, prefetch=50)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many([(f"job-{n}", "api", None, "default") for n in range(200)])
+        await log.wait_for(lambda records: len(records) >= 30, timeout=20)
+        code, out, err = await janus_cli(
+            "override", "api", "--rate-limit", "3/1s", "--for", "1m", "--reason", "quota", database=database
+        )
+        returned = time.time()
+        assert code == 0, err
+        assert "the leader applied the override" in out
+        await log.wait_for(lambda records: sum(r.received_at > returned for r in records) >= 10, timeout=30)
+        clearing = time.time()
+        code, out, err = await janus_cli("override", "api", "--clear", database=database)
+        cleared = time.time()
+        assert code == 0, err
+        assert "the leader applied the clear" in out
+        await log.wait_for(
+            lambda records: sum(r.received_at > cleared + 1.0 for r in records) >= 20, timeout=30
+        )
+        await worker.stop()
+    starts = sorted(r.started_at for r in log.records if r.started_at is not None)
+    most = max_in_window([s for s in starts if returned <= s < clearing], 1.0)
+    print(f"\nat most {most} starts in any 1 s under the override 3/1s (the policy: 20/1s)")
+    assert most <= 3
