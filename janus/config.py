@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -109,9 +110,66 @@ def parse_limit_entry(value: object) -> RateLimit:
     return RateLimit(count=limit.count, window=limit.window, counts=RateCounting(counts))
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-RateLimitSpec = Annotated[RateLimit, BeforeValidator(parse_rate_limit)]  # a plain "COUNT/DURATION"
-LimitEntry = Annotated[RateLimit, BeforeValidator(parse_limit_entry)]  # plain, or the table form
+# Bounds of what a policy may say (docs/configuration.md#bounds): beyond them a value is a
+# typo or cannot work, and check-config says so instead of a leader that never admits.
+SECOND, DAY = 1.0, 86400.0
+MAX_DEPENDENCIES = 2000  # one channel each on one connection; RabbitMQ allows 2,047 (channel_max)
+MAX_CONCURRENCY = 1_000_000  # slots held at once, per dependency or per scope
+MAX_RATE_COUNT = 10_000_000  # admissions a rate window holds (each one kept in memory)
+MAX_COUNT = 1_000_000  # min_retries, min_outcomes
+MAX_ATTEMPTS = 1000
+MAX_PROBES = 10_000
+MIN_DURATION = 0.001  # the smallest unit ("1ms"); the clock and the tick are no finer
+MAX_WINDOW = 31 * DAY  # a rate window: a monthly quota, and the history a rebuild reads
+MAX_DELAY = 7 * DAY  # a retry delay, a lease, a circuit's opening: a week at most
+MAX_TTL = DAY
+
+
+def _between(low: float, high: float) -> AfterValidator:
+    def check(seconds: float) -> float:
+        if not low <= seconds <= high:
+            raise ValueError(f"must be between {_seconds(low)} and {_seconds(high)}, got {_seconds(seconds)}")
+        return seconds
+
+    return AfterValidator(check)
+
+
+def _seconds(value: float) -> str:
+    """A duration as the file would say it: "1ms", "2s", "7d"."""
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if value >= size and (value / size).is_integer():
+            return f"{value / size:g}{unit}"
+    return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
+
+
+def _limit_bounds(limit: RateLimit) -> RateLimit:
+    text = f"{limit.count}/{_seconds(limit.window)}"
+    if limit.count > MAX_RATE_COUNT:
+        raise ValueError(f"invalid rate limit '{text}': COUNT must be at most {MAX_RATE_COUNT:,}")
+    if not MIN_DURATION <= limit.window <= MAX_WINDOW:
+        raise ValueError(
+            f"invalid rate limit '{text}': the window must be between {_seconds(MIN_DURATION)} "
+            f"and {_seconds(MAX_WINDOW)}"
+        )
+    return limit
+
+
+# Durations: a number of seconds or a string like "2s", each kind with its bounds.
+Duration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_DURATION, MAX_DELAY)]
+WindowDuration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_DURATION, MAX_WINDOW)]
+# A worker must get the job, run it and report within the lease: under a second cannot work.
+LeaseDuration = Annotated[float, BeforeValidator(parse_duration), _between(SECOND, MAX_DELAY)]
+TtlDuration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_DURATION, MAX_TTL)]
+# Counts from 1 (a TOML float or boolean is refused, not rounded).
+Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY, strict=True)]
+Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS, strict=True)]
+Probes = Annotated[int, Field(ge=1, le=MAX_PROBES, strict=True)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)]
+
+# A plain "COUNT/DURATION"
+RateLimitSpec = Annotated[RateLimit, BeforeValidator(parse_rate_limit), AfterValidator(_limit_bounds)]
+# Plain, or the table form
+LimitEntry = Annotated[RateLimit, BeforeValidator(parse_limit_entry), AfterValidator(_limit_bounds)]
 
 
 class _Strict(BaseModel):
@@ -119,13 +177,13 @@ class _Strict(BaseModel):
 
 
 class RetryConfig(_Strict):
-    max_attempts: int = Field(default=5, ge=1, strict=True)
+    max_attempts: Attempts = 5
     base_delay: Duration = 1.0
     max_delay: Duration = 60.0
     jitter: float = Field(default=0.5, ge=0.0, le=1.0, strict=True)
     budget: float = Field(default=0.2, gt=0.0, le=1.0, strict=True)
-    budget_window: Duration = 10.0
-    min_retries: int = Field(default=10, ge=1, strict=True)
+    budget_window: WindowDuration = 10.0
+    min_retries: Count = 10
     max_retry_after: Duration = 600.0
 
     @model_validator(mode="after")
@@ -150,11 +208,11 @@ class RetryConfig(_Strict):
 class CircuitConfig(_Strict):
     enabled: bool = Field(default=True, strict=True)
     failure_threshold: float = Field(default=0.5, gt=0.0, le=1.0, strict=True)
-    min_outcomes: int = Field(default=20, ge=1, strict=True)
-    window: Duration = 30.0
+    min_outcomes: Count = 20
+    window: WindowDuration = 30.0
     open_for: Duration = 10.0
     max_open_for: Duration = 300.0
-    half_open_probes: int = Field(default=3, ge=1, strict=True)
+    half_open_probes: Probes = 3
 
     @model_validator(mode="after")
     def _ordered(self) -> CircuitConfig:
@@ -184,7 +242,7 @@ Weight = Annotated[float, BeforeValidator(_weight)]
 class FairnessConfig(_Strict):
     default_weight: Weight = 1.0
     weights: dict[str, Weight] = Field(default_factory=dict)
-    scope_concurrency: int | None = Field(default=None, ge=1, strict=True)
+    scope_concurrency: Concurrency | None = None
     scope_rate_limits: list[LimitEntry] = Field(default_factory=list)
 
     def to_policy(self) -> FairnessPolicy:
@@ -219,9 +277,9 @@ OUTCOMES: tuple[Outcome, ...] = ("succeeded", "dead")
 
 class DependencyConfig(_Strict):
     rate_limits: list[LimitEntry] = Field(default_factory=list)
-    concurrency: int | None = Field(default=None, ge=1, strict=True)
-    lease_timeout: Duration = 300.0
-    admission_ttl: Duration | None = None
+    concurrency: Concurrency | None = None
+    lease_timeout: LeaseDuration = 300.0
+    admission_ttl: TtlDuration | None = None
     retry: RetryConfig = Field(default_factory=RetryConfig)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
@@ -266,6 +324,16 @@ class JanusConfig(_Strict):
     # flooding worker cannot take the leader's CPU from other dependencies (janus/core/flood.py).
     bad_results_limit: RateLimitSpec = RateLimit(count=200, window=1.0)
     dependencies: dict[str, DependencyConfig] = Field(min_length=1)
+
+    @field_validator("dependencies", mode="before")
+    @classmethod
+    def _how_many(cls, value: object) -> object:
+        if isinstance(value, dict) and len(value) > MAX_DEPENDENCIES:
+            raise ValueError(
+                f"{len(value):,} dependencies: at most {MAX_DEPENDENCIES:,} (each takes a channel of "
+                "Janus's broker connection, and RabbitMQ allows 2,047 channels per connection)"
+            )
+        return value
 
     @field_validator("amqp_url", "database_url")
     @classmethod
@@ -350,15 +418,27 @@ class Settings(BaseSettings):
     amqp_url_file: Path | None = None
     database_url_file: Path | None = None
     http_host: str = "127.0.0.1"
-    http_port: int = 9464  # 0 disables the metrics endpoint
-    leader_lease: float = Field(default=3.0, gt=0)  # seconds a leader's lease lasts unrenewed
-    leader_renew_every: float = Field(default=0.75, gt=0)
-    standby_poll_every: float = Field(default=0.5, gt=0)
+    http_port: int = Field(default=9464, ge=0, le=65535)  # 0 disables the metrics endpoint
+    # Seconds. Bounded so that a typo (1e-9, 1e300) is refused here, not met as a traceback later.
+    leader_lease: float = Field(default=3.0, ge=0.1, le=3600)  # a leader's lease lasts this unrenewed
+    leader_renew_every: float = Field(default=0.75, ge=0.01, le=3600)
+    standby_poll_every: float = Field(default=0.5, ge=0.01, le=3600)
     # Seconds; Janus (and RabbitMQ) declare the connection dead after about 3 missed beats.
     amqp_heartbeat: int = Field(default=2, ge=0, le=600)  # 0 lets the broker decide (RabbitMQ: 60)
-    db_timeout: float = Field(default=5.0, gt=0)  # connect and short statements (lease, tick)
-    reconnect_max_delay: float = Field(default=5.0, gt=0)  # backoff cap after losing broker or DB
+    db_timeout: float = Field(default=5.0, ge=0.01, le=3600)  # connect and short statements (lease, tick)
+    reconnect_max_delay: float = Field(default=5.0, ge=0.01, le=3600)  # backoff cap after losing broker or DB
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _renewals_fit_the_lease(self) -> Settings:
+        # As janus.service.leadership.LeaseTimings requires: one slow renewal must not lose it.
+        margin = max(self.leader_lease * 0.2, 0.05)
+        if self.leader_renew_every * 2 > self.leader_lease - margin:
+            raise ValueError(
+                f"JANUS_LEADER_RENEW_EVERY ({self.leader_renew_every:g}) must be under half of "
+                f"JANUS_LEADER_LEASE ({self.leader_lease:g}) minus its safety margin ({margin:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _urls_from_files(self) -> Settings:

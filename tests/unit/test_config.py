@@ -278,7 +278,7 @@ ADMISSION_TTL_DEFAULTS = [
     (["10/10m"], None, 60.0),  # a tenth of 10 minutes
     (["10/10m"], "100s", 50.0),  # ... unless half the lease is shorter
     (["1/1h"], "61s", 30.5),  # half the lease, even though the window would allow 6 minutes
-    (["5/2s"], "0.4s", 0.2),  # both equal: 0.2 either way
+    (["5/20s"], "4s", 2.0),  # both equal: 2 s either way (a lease is at least 1 s)
 ]
 
 
@@ -448,6 +448,38 @@ ERROR_CASES = [
         "a rate limit table needs 'limit'",
     ),
     ("bad_results_limit_table.toml", "bad_results_limit", "a rate limit is a string"),  # no meaning to pick
+    # Bounds (issue 20): each value beyond them passed check-config and could not work.
+    ("too_many_dependencies.toml", "dependencies", "2,001 dependencies: at most 2,000 (each takes a channel"),
+    ("huge_concurrency.toml", "dependencies.api.concurrency", "less than or equal to 1000000"),  # 1e38
+    (
+        "huge_scope_concurrency.toml",
+        "dependencies.api.fairness.scope_concurrency",
+        "less than or equal to 1000000",
+    ),
+    ("tiny_lease.toml", "dependencies.api.lease_timeout", "must be between 1s and 7d"),  # 1e-9 s
+    ("huge_max_attempts.toml", "dependencies.api.retry.max_attempts", "less than or equal to 1000"),
+    (
+        "duration_below_a_millisecond.toml",
+        "dependencies.api.retry.base_delay",
+        "must be between 1ms and 7d, got 0.1ms",
+    ),
+    ("duration_too_long.toml", "dependencies.api.retry.max_delay", "must be between 1ms and 7d, got 1000d"),
+    ("admission_ttl_too_long.toml", "dependencies.api.admission_ttl", "must be between 1ms and 1d, got 2d"),
+    (
+        "huge_half_open_probes.toml",
+        "dependencies.api.circuit.half_open_probes",
+        "less than or equal to 10000",
+    ),
+    (
+        "rate_limit_count_too_large.toml",
+        "dependencies.api.rate_limits.0",
+        "invalid rate limit '100000000/1s': COUNT must be at most 10,000,000",
+    ),
+    (
+        "rate_limit_window_too_long.toml",
+        "dependencies.api.fairness.scope_rate_limits.0",
+        "invalid rate limit '1/365d': the window must be between 1ms and 31d",
+    ),
 ]
 
 
