@@ -45,10 +45,11 @@ def add_parsers(commands: Any) -> None:
     override.add_argument("--concurrency", type=int, help="at most N held at once")
     override.add_argument(
         "--rate-limit",
-        action="append",
+        action="extend",
+        nargs="+",
         dest="rate_limits",
         metavar="COUNT/DUR",
-        help="a rate limit (repeatable)",
+        help="rate limits, all of which must hold (instead of the policy's)",
     )
     override.add_argument("--for", dest="lasts", help="how long it lasts, e.g. 15m (required unless --clear)")
     override.add_argument("--clear", action="store_true", help="end the override now")
