@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -39,6 +40,13 @@ from janus.core.policy import (
 )
 from janus.errors import ConfigError
 from janus.urls import check_port
+
+# janus.protocol's ENVELOPE_BYTES and MAX_RESULT_BYTES (the config may not import the protocol;
+# a unit test keeps them equal): what max_message_size must leave room for.
+MESSAGE_ENVELOPE_BYTES = 8 * 1024
+LARGEST_RESULT_BYTES = 8 * 1024 + 6 * 2000
+# RabbitMQ refuses a max_message_size above 512 MiB.
+MAX_MESSAGE_SIZE_CEILING = 512 * 1024 * 1024
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/janus"
@@ -319,7 +327,10 @@ class DependencyConfig(_Strict):
 class JanusConfig(_Strict):
     amqp_url: str = DEFAULT_AMQP_URL
     database_url: str = DEFAULT_DATABASE_URL
-    max_payload_bytes: int = Field(default=64 * 1024, ge=1, strict=True)
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1, le=MAX_MESSAGE_SIZE_CEILING, strict=True)
+    # The largest message, in bytes, the broker takes (its own `max_message_size`, set to the
+    # same: deploy/rabbitmq/rabbitmq.conf). Janus's prefetch bounds count x this in bytes.
+    max_message_size: int = Field(default=128 * 1024, le=MAX_MESSAGE_SIZE_CEILING, strict=True)
     # Per results queue: bad results set aside in any window; beyond it the queue waits, so a
     # flooding worker cannot take the leader's CPU from other dependencies (janus/core/flood.py).
     bad_results_limit: RateLimitSpec = RateLimit(count=200, window=1.0)
@@ -339,6 +350,20 @@ class JanusConfig(_Strict):
     @classmethod
     def _port(cls, value: str) -> str:
         check_port(value)  # a port like "abc" would otherwise fail only when connecting
+        return value
+
+    @field_validator("max_message_size")
+    @classmethod
+    def _room_for_every_valid_message(cls, value: int, info: ValidationInfo) -> int:
+        # A valid intake message (its payload at the cap, and its envelope) and a valid result
+        # must fit, or the broker would refuse what Janus accepts.
+        payload = info.data.get("max_payload_bytes", 0)
+        least = max(payload + MESSAGE_ENVELOPE_BYTES, LARGEST_RESULT_BYTES)
+        if value < least:
+            raise ValueError(
+                f"must be at least {least} bytes: max_payload_bytes + {MESSAGE_ENVELOPE_BYTES} (the envelope), "
+                f"and at least {LARGEST_RESULT_BYTES} (the largest result)"
+            )
         return value
 
     @field_validator("dependencies")

@@ -46,6 +46,7 @@ def test_example_config_validates_with_the_values_it_states() -> None:
     assert config.amqp_url == "amqp://guest:guest@127.0.0.1:5672/"
     assert config.database_url == "postgresql://postgres@127.0.0.1:5432/janus"
     assert config.max_payload_bytes == 65536
+    assert config.max_message_size == 131072
     assert config.bad_results_limit == RateLimit(count=200, window=1.0)
     policies = {policy.name: policy for policy in config.policies()}
     assert list(policies) == ["payments-api", "email"]  # file order is kept
@@ -383,6 +384,8 @@ ERROR_CASES = [
     ("rate_limit_bad_window.toml", "dependencies.api.rate_limits.0", "invalid duration '1w'"),  # weeks
     ("rate_limits_not_a_list.toml", "dependencies.api.rate_limits", "valid list"),  # a bare string
     ("bad_results_limit_zero.toml", "bad_results_limit", "COUNT must be at least 1"),  # holds for ever
+    ("max_message_size_below_payload.toml", "max_message_size", "must be at least 139264 bytes"),  # no room
+    ("huge_max_message_size.toml", "max_message_size", "less than or equal to 536870912"),  # 1 GiB
     ("zero_concurrency.toml", "dependencies.api.concurrency", "greater than or equal to 1"),  # 0
     ("fractional_concurrency.toml", "dependencies.api.concurrency", "valid integer"),  # 2.5
     ("jitter_above_one.toml", "dependencies.api.retry.jitter", "less than or equal to 1"),  # 1.5

@@ -270,3 +270,11 @@ SELECT r.ord, j.dependency, j.state, j.attempt, e.error
   FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS r(job_id, attempt, ord)
   JOIN janus.jobs AS j ON j.job_id = r.job_id
   LEFT JOIN janus.attempt_errors AS e ON e.job_id = r.job_id AND e.attempt = r.attempt;
+
+-- name: job_dependencies
+-- params: $1 job ids
+-- The dependency of each of these jobs the store has: a job id published again after its job
+-- finished is a duplicate for the same dependency, and set aside for another.
+SELECT j.job_id, j.dependency
+  FROM unnest($1::text[]) AS r(job_id)
+  JOIN janus.jobs AS j ON j.job_id = r.job_id;
