@@ -377,7 +377,7 @@ class Service:
             raise RuntimeError("the policy of record is read before the term runs")
         # A channel per queue: each results queue's deliveries are acked by multiple-acks of
         # their own, whatever another dependency's queue holds (janus/service/inbox.py).
-        size = self.config.max_message_size
+        size = self.running.config.max_message_size
         intake, results = prefetch(PREFETCH, size), prefetch(RESULTS_PREFETCH, size)
         consumers = [
             (topology.INTAKE_QUEUE, intake, inbox.on_intake),
@@ -441,7 +441,7 @@ class Service:
                     log.info("version %d adds %s: declared %s", running.version, ", ".join(added), declared)
                     for name in added:
                         queue = topology.results_queue(name)
-                        consumer = await consume(connection, queue, RESULTS_PREFETCH, inbox.on_result(name))
+                        consumer = await consume(connection, queue, results, inbox.on_result(name))
                         consuming.append(consumer)
                         channel = [("a consuming channel", consumer.channel)]
                         watches.append(
