@@ -149,7 +149,7 @@ class Metrics:
         )
         self.paused = Gauge(
             "janus_dependency_paused",
-            "1 while a worker's retry_after pauses the dependency.",
+            "1 while the dependency is paused: by a worker's retry_after, or by `janus pause`.",
             ["dependency"],
             registry=r,
         )

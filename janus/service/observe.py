@@ -89,6 +89,8 @@ class Observer:
         for gate in scheduler.gate_states():
             gauge(metrics.circuit_state, gate.dependency).set(CIRCUIT_LEVELS[gate.circuit.state.value])
             paused = gate.pause_until is not None and clock < gate.pause_until
+            operator = scheduler.steering(gate.dependency).pause  # `janus pause`, until it ends
+            paused = paused or (operator is not None and (operator.until is None or clock < operator.until))
             gauge(metrics.paused, gate.dependency).set(1 if paused else 0)
         for dependency, parked in scheduler.retry_budget_parked().items():
             gauge(metrics.retry_budget_parked, dependency).set(parked)

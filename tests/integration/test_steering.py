@@ -84,6 +84,7 @@ async def test_a_pause_stops_admissions_until_resumed(database: str, vhost: str)
             "waits_for"
         ]
         await asyncio.sleep(2.0)  # the behaviour under test: two seconds in which nothing may start
+        await eventually(lambda: service.metrics.paused.labels("api")._value.get() == 1, timeout=5)
         ok, body = service.inspector.scopes("api", 1)
         assert ok
         shadow = body["dependencies"][0]["shadow_held_back"]["concurrency 1"]
