@@ -35,6 +35,7 @@ from janus.core.policy import (
     RateCounting,
     RateLimit,
     RetryPolicy,
+    ShadowLimits,
     default_admission_ttl,
 )
 from janus.errors import ConfigError
@@ -261,6 +262,23 @@ class FairnessConfig(_Strict):
         )
 
 
+class ShadowConfig(_Strict):
+    """Limits counted on every decision, never enforced: what they would have held back."""
+
+    rate_limits: list[LimitEntry] = Field(default_factory=list)
+    concurrency: int | None = Field(default=None, ge=1, strict=True)
+    scope_concurrency: int | None = Field(default=None, ge=1, strict=True)
+    scope_rate_limits: list[LimitEntry] = Field(default_factory=list)
+
+    def to_policy(self) -> ShadowLimits:
+        return ShadowLimits(
+            rate_limits=tuple(self.rate_limits),
+            concurrency=self.concurrency,
+            scope_concurrency=self.scope_concurrency,
+            scope_rate_limits=tuple(self.scope_rate_limits),
+        )
+
+
 Outcome = Literal["succeeded", "dead"]
 OUTCOMES: tuple[Outcome, ...] = ("succeeded", "dead")
 
@@ -276,6 +294,7 @@ class DependencyConfig(_Strict):
     # Terminal outcomes published to janus.outcomes. Each costs Janus a publish (a good part of
     # its CPU per job): a dependency nobody subscribes to for successes can keep only "dead".
     outcomes: list[Outcome] = Field(default_factory=lambda: list(OUTCOMES))
+    shadow: ShadowConfig | None = None
 
     @model_validator(mode="after")
     def _lease_covers_ttl(self) -> DependencyConfig:
@@ -301,6 +320,7 @@ class DependencyConfig(_Strict):
             retry=self.retry.to_policy(),
             circuit=self.circuit.to_policy(),
             fairness=self.fairness.to_policy(),
+            shadow=self.shadow.to_policy() if self.shadow is not None else None,
         )
 
 

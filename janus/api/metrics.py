@@ -8,7 +8,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        for declare in (self._messages, self._backlog, self._limits, self._process, self._retry_control):
+        for declare in (
+            self._messages,
+            self._backlog,
+            self._limits,
+            self._process,
+            self._retry_control,
+            self._steering,
+        ):
             declare(self.registry)
 
     def _messages(self, r: CollectorRegistry) -> None:
@@ -214,7 +221,7 @@ class Metrics:
         )
         self.paused = Gauge(
             "janus_dependency_paused",
-            "1 while a worker's retry_after pauses the dependency.",
+            "1 while the dependency is paused: by a worker's retry_after, or by `janus pause`.",
             ["dependency"],
             registry=r,
         )
@@ -248,5 +255,24 @@ class Metrics:
             "janus_revived_jobs_total",
             "Dead jobs made eligible again by janus jobs retry.",
             ["dependency"],
+            registry=r,
+        )
+
+    def _steering(self, r: CollectorRegistry) -> None:
+        """The policy of record this process runs while it leads (`janus apply`)."""
+        self.policy_version = Gauge(
+            "janus_policy_version",
+            "The stored version of the policy this process runs (0: not leading yet).",
+            registry=r,
+        )
+        self.shadow_held_back = Counter(
+            "janus_shadow_held_back_total",
+            "Admissions a shadow limit ([dependencies.X.shadow]) would have held back; never enforced.",
+            ["dependency", "limit"],
+            registry=r,
+        )
+        self.policy_file_differs = Gauge(
+            "janus_policy_file_differs",
+            "1 if this process's policy file differs from the version it runs (the stored one wins).",
             registry=r,
         )

@@ -2,6 +2,7 @@
 
 run, migrate, broker-upgrade (run.py); check-config (check.py); submit (submit.py);
 scopes, why (inspect.py); status (status.py); jobs show, jobs retry (jobs.py); worker (worker.py); demo (demo.py);
+apply, pause, resume, override, history (steer.py);
 conformance (janus/conformance/cli.py) and simulate (janus/simulate/command.py) register
 themselves from their own packages.
 """
@@ -14,7 +15,7 @@ import os
 from collections.abc import Sequence
 
 from janus import logs
-from janus.cli import check, demo, inspect, jobs, run, status, submit, worker
+from janus.cli import check, demo, inspect, jobs, run, status, steer, submit, worker
 from janus.cli.common import Command, load_settings, run_async
 from janus.cli.exits import finish
 from janus.config import Settings
@@ -44,13 +45,18 @@ COMMANDS: dict[str, Command] = {
     "jobs show": jobs.show,
     "worker": worker.worker,
     "conformance": conformance_cli.command,
+    "apply": steer.apply,
+    "pause": steer.pause,
+    "resume": steer.resume,
+    "override": steer.override,
+    "history": steer.history,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="janus", description="Admission control for background jobs.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (run, check, submit, inspect, status, jobs, worker, demo):
+    for module in (run, check, submit, inspect, status, jobs, worker, demo, steer):
         module.add_parsers(commands)
     conformance_cli.add_parsers(commands)
     simulate_command.add_parsers(commands)

@@ -88,6 +88,18 @@ async def scopes(args: argparse.Namespace, settings: Settings) -> int:
             f"{lane['ready']} ready, {lane['stored']} stored, {lane['delayed']} backing off, "
             f"{lane['held']} held; {blocked}"
         )
+        steering = lane.get("steering") or {}
+        if steering.get("removed"):
+            print("  removed from the policy of record: admits nothing, keeps its jobs")
+        if steering.get("paused_by"):
+            print(f"  paused by {steering['paused_by']}{lifts_in(steering.get('paused_until'))}")
+        if steering.get("overridden_by"):
+            print(
+                f"  {steering['override']}: overridden by {steering['overridden_by']}"
+                f"{lifts_in(steering.get('override_until'))}"
+            )
+        for limit, count in (lane.get("shadow_held_back") or {}).items():
+            print(f"  shadow {limit}: would have held back {plural(count, 'admission')} (not enforced)")
         print(f"  {'scope':<32} {'waiting':>8} {'held':>6} {'admitted':>9} {'oldest':>9}")
         for scope in lane["scopes"]:
             oldest = scope["oldest_waiting_seconds"]

@@ -39,6 +39,7 @@ def admit_lane(
     capped = policy.fairness.scope_concurrency is not None or scope_windows
     expires_at, lease_deadline = now + policy.admission_ttl, now + policy.lease_timeout
     max_attempts = policy.retry.max_attempts  # told to the worker with every admission
+    shadow = lane.shadow  # counted, never enforced
     leases: list[tuple[str, int]] = []
     room = 0  # admissions the dependency's limits allow before `block` must be asked again
     pending = retries = 0  # admitted, not yet recorded (record_admissions)
@@ -81,6 +82,8 @@ def admit_lane(
         lane.eligible -= 1
         scope.held += 1
         scope.admitted += 1
+        if shadow is not None:
+            shadow.observe(now, len(held), name, scope.held)
         if scope_windows:
             for window in scope.windows:
                 window.record(now)

@@ -18,7 +18,8 @@ class WaitReason(StrEnum):
     SCOPE_CONCURRENCY = "scope_concurrency"  # its scope holds `scope_concurrency` slots
     SCOPE_RATE = "scope_rate"  # one of its scope's rate limits
     RETRY_BUDGET = "retry_budget"  # a retry, and the dependency's retries are over budget
-    PAUSED = "paused"  # a worker's retry_after pauses the whole dependency
+    PAUSED = "paused"  # a worker's retry_after, or an operator (`janus pause`), pauses the whole dependency
+    UNCONFIGURED = "unconfigured"  # its dependency was removed from the policy of record
     CIRCUIT = "circuit"  # the dependency's circuit is open, or half-open with every probe out
     NO_WORKER = "no_worker"  # nobody consumes the dependency's ready queue
     BACKOFF = "backoff"  # a retry, not eligible before `eligible_at`

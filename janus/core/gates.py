@@ -145,6 +145,10 @@ class DependencyGates:
             )
         return pause
 
+    def note(self, kind: str, at: float, detail: str) -> None:
+        """Something of the lane worth a log line and a count (an operator's pause or override ending)."""
+        self._events.append(GateEvent(dependency=self.name, kind=kind, at=at, detail=detail))
+
     # -- persistence ----------------------------------------------------------
 
     def drain(self) -> tuple[GateState | None, list[GateEvent]]:

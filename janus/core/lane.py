@@ -20,6 +20,8 @@ from janus.core.jobs import Job
 from janus.core.paging import Pager
 from janus.core.policy import DependencyPolicy
 from janus.core.rate import SlidingWindow, admission_windows, rebuild_windows, same_windows
+from janus.core.shadow import ShadowLane
+from janus.core.steering import OperatorPause, Override, Steering
 
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
 
@@ -93,7 +95,8 @@ class Scope:
 class Lane:
     """Per-dependency state: budgets, scopes, and the fair queue between them."""
 
-    policy: DependencyPolicy
+    policy: DependencyPolicy  # in force: the policy of record (`base`), with the override if any
+    base: DependencyPolicy  # the policy of record (the stored version the leader runs)
     windows: list[SlidingWindow]
     gate: DependencyGates  # Retry-After pause, circuit breaker, retry budget, workers (core/gates.py)
     ledger: Ledger  # shared by every lane of the scheduler
@@ -111,15 +114,26 @@ class Lane:
     retiring: list[tuple[float, int, str]] = field(default_factory=list)  # (at, seq, scope)
     parked: Counter[WaitReason] = field(default_factory=Counter)  # scopes out of `fair`, by reason
     tiebreak: int = 0  # the `seq` of this lane's heap entries: equal times keep their order
+    # Operators' steering (core/steering.py). While an override replaces the rate limits, the
+    # policy's own windows are `kept` beside the override's, recording every admission, so
+    # that the policy's limits count them all again when the override ends.
+    operator_pause: OperatorPause | None = None
+    override: Override | None = None
+    kept: list[SlidingWindow] | None = None
+    # No longer in the policy of record: admits nothing, keeps its jobs (`unconfigured`).
+    removed: bool = False
+    shadow: ShadowLane | None = None  # limits counted, never enforced (core/shadow.py)
 
     @classmethod
     def of(cls, policy: DependencyPolicy, ledger: Ledger, pager: Pager) -> Lane:
         return cls(
             policy=policy,
+            base=policy,
             windows=admission_windows(policy.rate_limits, policy.admission_ttl),
             gate=DependencyGates(policy),
             ledger=ledger,
             pager=pager,
+            shadow=ShadowLane(policy.shadow, policy.admission_ttl) if policy.shadow is not None else None,
         )
 
     def scope(self, name: str) -> Scope:
@@ -146,10 +160,66 @@ class Lane:
             pager.wanted[(self.policy.name, scope.name)] = None
 
     def update_policy(self, policy: DependencyPolicy) -> None:
-        """New weights and caps from the next decision on; the windows keep their admissions."""
+        """A new policy of record: new limits, weights and caps from the next decision on; the
+        windows keep their admissions (an override in force stays on top of it)."""
+        self.base = policy
+        if self.kept is not None and not same_windows(self.kept, policy.rate_limits, policy.admission_ttl):
+            self.kept = rebuild_windows([*self.kept, *self.windows], policy.rate_limits, policy.admission_ttl)
+        self._enforce(policy if self.override is None else self.override.applied_to(policy))
+
+    def steer(self, steering: Steering, now: float) -> None:
+        """An operator's pause and override as they stand now (what has ended is dropped)."""
+        steering = steering.in_force(now)
+        self.operator_pause = steering.pause
+        if steering.override != self.override:
+            self._set_override(steering.override)
+
+    def steer_due(self, now: float) -> float | None:
+        """Lift the pause and the override whose time has come; when the next one ends, if any."""
+        pause, override = self.operator_pause, self.override
+        if pause is not None and pause.until is not None and pause.until <= now:
+            self.operator_pause = pause = None
+            self.gate.note("pause_ended", now, "the operator's pause ended: admitting again")
+        if override is not None and override.until <= now:
+            self._set_override(None)
+            override = None
+            self.gate.note("override_ended", now, "the override ended: the policy's limits apply again")
+        ends = [
+            end
+            for end in (pause.until if pause else None, override.until if override else None)
+            if end is not None
+        ]
+        return min(ends, default=None)
+
+    def _set_override(self, override: Override | None) -> None:
+        if self.kept is not None:  # the policy's own windows recorded every admission meanwhile
+            self.windows, self.kept = self.kept, None
+        self.override = override
+        policy = self.base
+        if override is not None:
+            policy = override.applied_to(policy)
+            if override.rate_limits is not None:
+                self.kept = self.windows
+                # New windows, always: the kept ones must not record twice.
+                self.windows = rebuild_windows(self.kept, policy.rate_limits, policy.admission_ttl)
+        self._enforce(policy)
+
+    def _enforce(self, policy: DependencyPolicy) -> None:
+        """The limits in force from the next decision on."""
         ttl = policy.admission_ttl
         if not same_windows(self.windows, policy.rate_limits, ttl):
-            self.windows = rebuild_windows(self.windows, policy.rate_limits, ttl)
+            self.windows = rebuild_windows([*self.windows, *(self.kept or ())], policy.rate_limits, ttl)
+        if (policy.shadow is None) != (self.shadow is None) or (
+            self.shadow is not None and self.shadow.limits != policy.shadow
+        ):
+            self.shadow = None
+            if policy.shadow is not None:  # counted from here on, over what the windows still hold
+                self.shadow = ShadowLane(policy.shadow, ttl)
+                longest = max([*self.windows, *(self.kept or ())], key=lambda w: w.span, default=None)
+                if longest is not None:
+                    self.shadow.restore(("", stamp) for stamp in longest.stamps())
+        # The gates keep the retry and circuit settings they were made with: a new version of
+        # the policy reaches them through a rebuild (service/steer.py), which makes them anew.
         self.policy = policy
         scope_limits = policy.fairness.scope_rate_limits
         for scope in self.scopes.values():
@@ -178,7 +248,7 @@ class Lane:
         """Reload the admission history, (scope, admitted_at); returns the latest, if any."""
         admissions = sorted(admissions, key=lambda pair: pair[1])
         stamps = [stamp for _, stamp in admissions]
-        for window in self.windows:
+        for window in [*self.windows, *(self.kept or ())]:
             window.restore(stamps)
         if self.policy.fairness.scope_rate_limits:
             by_scope: dict[str, list[float]] = {}
@@ -187,6 +257,8 @@ class Lane:
             for scope, scope_stamps in by_scope.items():
                 for window in self.scope(scope).windows:
                     window.restore(scope_stamps)
+        if self.shadow is not None:
+            self.shadow.restore(admissions)
         return stamps[-1] if stamps else None
 
     def restore_gate(self, state: GateState) -> None:
@@ -200,6 +272,10 @@ class Lane:
     def block(self, now: float) -> Blocked | None:
         """Which of the dependency's own limits stops every admission at `now`, if one does."""
         policy = self.policy
+        if self.removed or self.operator_pause is not None:
+            steered = self._steered(now)
+            if steered is not None:
+                return steered
         gate = self.gate.block(now)
         if gate is not None:
             return Blocked(
@@ -213,7 +289,7 @@ class Lane:
             return Blocked(
                 dependency=policy.name,
                 reason=WaitReason.CONCURRENCY,
-                limit=f"concurrency {policy.concurrency}",
+                limit=f"concurrency {policy.concurrency}{self.overridden_by()}",
                 until=None,
                 waiting=self.eligible,
             )
@@ -222,11 +298,29 @@ class Lane:
                 return Blocked(
                     dependency=policy.name,
                     reason=WaitReason.RATE,
-                    limit=f"rate {window.limit}",
+                    limit=f"rate {window.limit}{self.overridden_by()}",
                     until=window.free_at(now),
                     waiting=self.eligible,
                 )
         return None
+
+    def _steered(self, now: float) -> Blocked | None:
+        """Removed from the policy, or paused by an operator (`until`: when the pause ends)."""
+        pause = self.operator_pause
+        if self.removed:
+            reason, limit, until = WaitReason.UNCONFIGURED, "removed from the policy of record", None
+        elif pause is not None and (pause.until is None or now < pause.until):
+            reason, limit, until = WaitReason.PAUSED, f"paused by {pause.by}", pause.until
+        else:
+            return None
+        return Blocked(
+            dependency=self.policy.name, reason=reason, limit=limit, until=until, waiting=self.eligible
+        )
+
+    def overridden_by(self) -> str:
+        """ " (overridden by WHO until T)" while an override is in force, for the limits it sets."""
+        override = self.override
+        return "" if override is None else f" (overridden by {override.by})"
 
     def room(self, now: float) -> int:
         """How many admissions the dependency's own limits allow at `now`, where `block` is None:
@@ -250,6 +344,10 @@ class Lane:
         at `now` (`retries` of them retries): the admission records them in batches (see `room`)."""
         for window in self.windows:
             window.record_many(now, count)
+        if self.kept is not None:
+            for window in self.kept:
+                window.record_many(now, count)
+                window.room(now)  # pruned here: nothing else asks the kept windows
         self.gate.record_many(now, admissions=count, retries=retries)
         self.gate.on_admit(now, count)
 
@@ -357,3 +455,5 @@ class Lane:
                 continue  # admitted again since it was queued here; queued again when it empties
             del self.scopes[name]
             self.pager.scopes -= 1
+            if self.shadow is not None:
+                self.shadow.forget(name, now)

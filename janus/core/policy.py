@@ -150,6 +150,22 @@ class FairnessPolicy:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ShadowLimits:
+    """Limits evaluated on every decision and never enforced (`[dependencies.X.shadow]`): Janus
+    counts the admissions each would have held back, to try a tighter limit on live traffic."""
+
+    rate_limits: tuple[RateLimit, ...] = ()
+    concurrency: int | None = None
+    scope_concurrency: int | None = None
+    scope_rate_limits: tuple[RateLimit, ...] = ()
+
+    def __post_init__(self) -> None:
+        for cap in (self.concurrency, self.scope_concurrency):
+            if cap is not None and cap < 1:
+                raise ValueError("a shadow concurrency must be at least 1")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DependencyPolicy:
     """Everything the core needs to know about one dependency."""
 
@@ -161,6 +177,7 @@ class DependencyPolicy:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     fairness: FairnessPolicy = field(default_factory=FairnessPolicy)
+    shadow: ShadowLimits | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
@@ -177,6 +194,8 @@ class DependencyPolicy:
         """The longest span admissions are counted over (`RateLimit.admission_window`), the
         dependency's or a scope's: how far back admission history matters."""
         limits = (*self.rate_limits, *self.fairness.scope_rate_limits)
+        if self.shadow is not None:
+            limits += (*self.shadow.rate_limits, *self.shadow.scope_rate_limits)
         return max((limit.admission_window(self.admission_ttl) for limit in limits), default=0.0)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from janus.core.gates import GateState
 from janus.core.jobs import Job
 from janus.core.policy import DependencyPolicy
+from janus.core.steering import Steering
 
 # Reach this much further back than the windows: an admission exactly at a window's edge
 # is not lost to rounding between the two clocks.
@@ -43,6 +44,7 @@ class Snapshot:
     # Per dependency, (admitted_at, retry) of the admissions in its retry budget's window.
     budget_admissions: Mapping[str, Sequence[tuple[float, bool]]] = field(default_factory=dict)
     gates: Sequence[GateState] = ()  # circuits and pauses as the last leader left them
+    steering: Sequence[Steering] = ()  # operators' pauses and overrides, as recorded
     max_seq: int = 0  # the highest seq among the jobs above: new jobs go after it
 
     def unconfigured(self, configured: Container[str]) -> int:
@@ -52,9 +54,16 @@ class Snapshot:
         )
 
 
-def history_since(policies: Iterable[DependencyPolicy], now: float) -> tuple[float, float]:
-    """From when the store must load admissions at `now`: (for the rate windows, for the retry budgets)."""
+def history_since(
+    policies: Iterable[DependencyPolicy], now: float, steering: Iterable[Steering] = ()
+) -> tuple[float, float]:
+    """From when the store must load admissions at `now`: (for the rate windows, for the retry budgets).
+    An override's rate limits may count over longer spans than the policy's: they reach back too."""
     policies = list(policies)
+    by_name = {policy.name: policy for policy in policies}
+    for steer in steering:
+        if steer.override is not None and steer.dependency in by_name:
+            policies.append(steer.override.applied_to(by_name[steer.dependency]))
     longest = max((policy.longest_window for policy in policies), default=0.0)
     budget_window = max((policy.retry.budget_window for policy in policies), default=0.0)
     return now - longest - HISTORY_MARGIN, now - budget_window - HISTORY_MARGIN

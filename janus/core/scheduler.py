@@ -37,6 +37,7 @@ from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET, MIN_PER_SCOPE, PAGE_
 from janus.core.policy import DependencyPolicy
 from janus.core.rebuild import Snapshot
 from janus.core.repeats import ERROR_OF_A_BARE_FAILURE, lease_timeout_error
+from janus.core.steering import Steering
 
 
 class Scheduler:
@@ -66,11 +67,35 @@ class Scheduler:
     # -- inputs -------------------------------------------------------------
 
     def knows(self, dependency: str) -> bool:
+        """A dependency of the policy of record, or one removed from it whose jobs the core keeps."""
         return dependency in self._lanes
 
     @property
     def policies(self) -> Mapping[str, DependencyPolicy]:
+        """Every dependency the core holds, removed ones included (their held admissions still report)."""
         return {name: lane.policy for name, lane in self._lanes.items()}
+
+    @property
+    def removed(self) -> frozenset[str]:
+        """Dependencies removed from the policy of record: they admit nothing (`unconfigured`)."""
+        return frozenset(name for name, lane in self._lanes.items() if lane.removed)
+
+    def steer(self, steering: Steering, now: float) -> bool:
+        """An operator's pause and override of a dependency, as they stand (core/steering.py):
+        in force from the next decision on. False if the dependency is unknown.
+
+        An override's rate limits count the admissions the lane's windows hold: one that counts
+        over a longer span than they do (or where the policy has no rate limit) needs the
+        history from the store, i.e. `rebuilt` with the steering in the snapshot."""
+        lane = self._lanes.get(steering.dependency)
+        if lane is None:
+            return False
+        lane.steer(steering, self._advance(now))
+        return True
+
+    def steering(self, dependency: str) -> Steering:
+        lane = self._lanes[dependency]
+        return Steering(dependency=dependency, pause=lane.operator_pause, override=lane.override)
 
     def observe_workers(self, dependency: str, consumers: int, queue: str) -> bool:
         """The broker's count of consumers of the dependency's ready queue (named `queue`); with
@@ -161,12 +186,21 @@ class Scheduler:
         *,
         memory_budget: int = MEMORY_BUDGET,
         per_scope: tuple[int, int] = (MIN_PER_SCOPE, MAX_PER_SCOPE),
+        removed: Iterable[DependencyPolicy] = (),
     ) -> Scheduler:
         """A core rebuilt from the store at `now`, the start of a term: the jobs it held, the
         backlogs, and every budget (rate windows, retry budgets, circuits, pauses) as the last
-        leader left them. What belongs to dependencies no longer configured is left out."""
-        core = cls(policies, rng, memory_budget=memory_budget, per_scope=per_scope)
+        leader left them, with the operators' pauses and overrides. Dependencies `removed` from
+        the policy of record (their last policy) keep their jobs and admit nothing; what belongs
+        to dependencies configured in neither is left out."""
+        removed = list(removed)
+        core = cls([*policies, *removed], rng, memory_budget=memory_budget, per_scope=per_scope)
         lanes = core._lanes
+        for policy in removed:
+            lanes[policy.name].removed = True
+        for steering in snapshot.steering:  # before the admissions: kept windows get them too
+            if (steered := lanes.get(steering.dependency)) is not None:
+                steered.steer(steering, now)
         for job in snapshot.jobs:
             core.restore(job)
         for entry in snapshot.backlog:
@@ -374,6 +408,10 @@ class Scheduler:
         wakeups: list[float] = []
         budget = limit if limit is not None else -1
         for lane in self._lanes.values():
+            if lane.operator_pause is not None or lane.override is not None:
+                ends = lane.steer_due(now)
+                if ends is not None:
+                    wakeups.append(ends)
             lane.release_due(now)
             if budget != 0:
                 budget = admit_lane(lane, now, budget, admissions, blocked, wakeups)
@@ -428,6 +466,20 @@ class Scheduler:
 
     def gate_states(self) -> list[GateState]:
         return [lane.gate.state() for lane in self._lanes.values()]
+
+    def drain_shadow(self) -> dict[tuple[str, str], int]:
+        """(dependency, shadow limit) -> admissions it would have held back since the last call."""
+        drained: dict[tuple[str, str], int] = {}
+        for name, lane in self._lanes.items():
+            if lane.shadow is not None:
+                for limit, count in lane.shadow.drain().items():
+                    drained[(name, limit)] = count
+        return drained
+
+    def shadow_totals(self, dependency: str) -> dict[str, int]:
+        """Per shadow limit of the dependency, the admissions it would have held back in this term."""
+        shadow = self._lanes[dependency].shadow
+        return dict(shadow.total) if shadow is not None else {}
 
     def retry_budget_parked(self) -> dict[str, int]:
         """Per dependency: scopes whose next job is a retry waiting for the retry budget."""

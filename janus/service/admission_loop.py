@@ -32,7 +32,7 @@ from janus.core.policy import RateLimit
 from janus.core.scheduler import Scheduler
 from janus.errors import JanusError, LeadershipLost, StatementRefused
 from janus.service.holds import ResultHolds
-from janus.service.inbox import Batch, Inbox
+from janus.service.inbox import Batch, Control, Inbox
 from janus.service.leadership import Term
 from janus.service.observe import Observer
 from janus.service.tick import SetAside, TickOptions, TickResult, deliveries, run_tick, set_aside_body
@@ -152,6 +152,8 @@ class AdmissionLoop:
         self._last_batch = len(batch)
         if not self._term.may_act():
             raise LeadershipLost("the lease may have expired: not acting")
+        if batch.controls:
+            await self._apply_controls(batch.controls)
         try:
             result = await self._run_tick(batch)
         except Exception as exc:
@@ -161,6 +163,23 @@ class AdmissionLoop:
         else:
             await self._after_commit(result, one_by_one=False)
         self._observer.tick(len(batch), started, self._scheduler)
+
+    def set_options(self, options: TickOptions) -> None:
+        """A new version of the policy: its outcomes from the next tick on."""
+        self._options = options
+
+    async def _apply_controls(self, controls: list[Control]) -> None:
+        """Operators' changes, between two ticks: every earlier tick is committed, so a rebuild
+        reads exactly what the core had (service/steer.py)."""
+        for control in controls:
+            if control.rebuild:
+                await self._rebuild_core()
+            now = self._clock()
+            for steering in control.steering:
+                self._scheduler.steer(steering, now)
+            self._next_wakeup = float("-inf")
+            if not control.done.done():
+                control.done.set_result(None)
 
     async def _run_tick(self, batch: Batch) -> TickResult:
         result = await run_tick(batch, self._scheduler, self._session, self._clock, self._options)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,7 @@ from janus.core.policy import RetryPolicy
 from janus.core.rebuild import history_since
 from janus.core.scheduler import Scheduler
 from janus.errors import BrokerError, LeadershipLost, StoreError
+from janus.policy_record import record_of
 from janus.service import leadership
 from janus.service.admission_loop import AdmissionLoop
 from janus.service.gc_pauses import GcPauseObserver
@@ -49,6 +52,7 @@ from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
 from janus.service.observe import loop_lag_forever
+from janus.service.steer import Running, Steerer, policy_of_record, steering_of
 from janus.service.tick import TickOptions
 from janus.service.worker_watch import POLL_EVERY, WorkerWatch
 from janus.store.repository import Store
@@ -147,6 +151,9 @@ class Service:
         self._told_broker_version = False
         self._worker_counts: dict[str, int] = {}  # consumers per ready queue, as last counted
         self._store: Store | None = None  # the connection to the database in use, for who_leads
+        self.record = record_of(config)  # the policy of the file, as a stored version says it
+        self.running: Running | None = None  # the stored version this process runs while it leads
+        self._steering_seen = 0  # the highest steering row the last rebuild applied
 
     def clock(self) -> float:
         """Unix seconds on the database's clock, so that skew between hosts cannot break a window."""
@@ -302,7 +309,13 @@ class Service:
         self._clock_offset = database_now - (sent + time.time()) / 2
         connection = await self._connect_broker()
         try:
+            self.running = await policy_of_record(store, term, self.config, self.record)
+            self._policy_metrics()
             scheduler = await self._rebuild(store)
+            # It runs this version, and every pause and override so far: the commands waiting say so.
+            async with store.leader_transaction(term.holder, term.epoch) as tx:
+                await tx.mark_version_applied(self.running.version, term.epoch)
+                await tx.mark_steering_applied(self._steering_seen, term.epoch)
             self.inspector.attach(scheduler, store)
             await self._run_term(store, term, connection, scheduler)
         finally:
@@ -318,12 +331,28 @@ class Service:
             heartbeat=self.options.amqp_heartbeat,
         )
 
+    def _policy_metrics(self) -> None:
+        running = self.running
+        if running is not None:
+            self.metrics.policy_version.set(running.version)
+            self.metrics.policy_file_differs.set(1 if running.file_differs else 0)
+
     async def _rebuild(self, store: Store) -> Scheduler:
-        """Every budget from PostgreSQL, before the first admission of the term."""
-        policies = self.config.policies()
-        admissions_since, budget_since = history_since(policies, self.clock())
+        """Every budget from PostgreSQL, before the first admission of the term (and after a new
+        version of the policy): the version of record, with the operators' pauses and overrides."""
+        running = self.running
+        if running is None:
+            raise RuntimeError("the policy of record is read before the core is rebuilt")
+        policies = running.policies()
+        steering_seen, rows = await store.policy_log.steering_in_force()
+        steering = steering_of(rows)
+        admissions_since, budget_since = history_since([*policies, *running.removed], self.clock(), steering)
         snapshot = await store.snapshot(admissions_since=admissions_since, budget_since=budget_since)
-        scheduler = Scheduler.rebuilt(policies, snapshot, self.clock(), random.Random())
+        snapshot = dataclasses.replace(snapshot, steering=steering)
+        scheduler = Scheduler.rebuilt(
+            policies, snapshot, self.clock(), random.Random(), removed=running.removed
+        )
+        self._steering_seen = steering_seen
         self._tell_workers(scheduler, self._worker_counts)  # observed, not stored: told again
         skipped = snapshot.unconfigured(scheduler.policies)
         if skipped:
@@ -368,9 +397,11 @@ class Service:
         publisher: Publisher,
         inbox: Inbox,
     ) -> None:
+        if self.running is None:
+            raise RuntimeError("the policy of record is read before the term runs")
         # A channel per queue: each results queue's deliveries are acked by multiple-acks of
         # their own, whatever another dependency's queue holds (janus/service/inbox.py).
-        size = self.config.max_message_size
+        size = self.running.config.max_message_size
         intake, results = prefetch(PREFETCH, size), prefetch(RESULTS_PREFETCH, size)
         consumers = [
             (topology.INTAKE_QUEUE, intake, inbox.on_intake),
@@ -392,13 +423,13 @@ class Service:
                 term=term,
                 metrics=self.metrics,
                 options=TickOptions(
-                    max_payload_bytes=self.config.max_payload_bytes,
-                    published_outcomes=self.config.published_outcomes(),
+                    max_payload_bytes=self.running.config.max_payload_bytes,
+                    published_outcomes=self.running.published_outcomes(),
                 ),
                 clock=self.clock,
                 publishing=group,
                 rebuild=lambda: self._rebuild_in_term(store),
-                bad_results_limit=self.config.bad_results_limit,
+                bad_results_limit=self.running.config.bad_results_limit,
             )
             consuming = [
                 await consume(connection, queue, prefetch, callback)
@@ -421,9 +452,50 @@ class Service:
             log.info("admitting as %s in epoch %d", self.identity, term.epoch)
             group.create_task(self._drain_on_stop(draining, consuming), name="drain-on-stop")
             group.create_task(self._prune(store, term, scheduler, draining), name="prune-admissions")
-            group.create_task(self._revive(store, term, scheduler, inbox, draining), name="revive-dead-jobs")
+            group.create_task(
+                self._revive(store, term, lambda: loop.scheduler, inbox, draining), name="revive-dead-jobs"
+            )
+            watches: list[asyncio.Task[None]] = []
+
+            async def on_version(running: Running) -> None:
+                """A new version: the queues of the dependencies it adds exist before it runs."""
+                added = [name for name in running.config.dependencies if not loop.scheduler.knows(name)]
+                if added:
+                    declared = await topology.declare_topology(connection, added)
+                    log.info("version %d adds %s: declared %s", running.version, ", ".join(added), declared)
+                    for name in added:
+                        queue = topology.results_queue(name)
+                        consumer = await consume(connection, queue, results, inbox.on_result(name))
+                        consuming.append(consumer)
+                        channel = [("a consuming channel", consumer.channel)]
+                        watches.append(
+                            group.create_task(broker.closing(connection, channel), name=f"broker-{name}")
+                        )
+                    workers.watch(added)
+                self.running = running
+                self._policy_metrics()
+                loop.set_options(
+                    TickOptions(
+                        max_payload_bytes=running.config.max_payload_bytes,
+                        published_outcomes=running.published_outcomes(),
+                    )
+                )
+
+            assert self.running is not None
+            steerer = Steerer(
+                store=store,
+                term=term,
+                inbox=inbox,
+                running=self.running,
+                file=self.config,
+                on_version=on_version,
+                seen=self._steering_seen,
+            )
+            group.create_task(steerer.run(draining), name="steer")
             await loop.run(draining)
             watch.cancel()
+            for extra in watches:
+                extra.cancel()
         await workers.close()
 
     def _tell_broker_version(self, connection: broker.Connection) -> None:
@@ -476,12 +548,17 @@ class Service:
                 log.debug("pruned %d old admissions", pruned)
 
     async def _revive(
-        self, store: Store, term: Term, scheduler: Scheduler, inbox: Inbox, draining: asyncio.Event
+        self,
+        store: Store,
+        term: Term,
+        scheduler: Callable[[], Scheduler],
+        inbox: Inbox,
+        draining: asyncio.Event,
     ) -> None:
         """Apply `janus jobs retry` requests: the store marks the dead jobs waiting (fenced), then
         the admission loop hands them to the core (docs/decisions.md: why through the database)."""
-        configured = list(scheduler.policies)
         while not draining.is_set():
+            configured = list(scheduler().policies)  # a new version may add a dependency
             try:
                 await asyncio.wait_for(draining.wait(), timeout=REVIVE_EVERY)
                 return

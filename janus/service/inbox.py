@@ -20,10 +20,21 @@ from typing import Any
 
 from janus.broker.consumer import Delivery
 from janus.core.jobs import Admission, Job
+from janus.core.steering import Steering
 
 # The source of results that came through janus.q.unroutable: no dependency vouches for them.
 UNROUTABLE = None
 ResultSource = str | None  # a dependency (its results queue), or UNROUTABLE
+
+
+@dataclass(kw_only=True)
+class Control:
+    """An operator's change for the admission loop to apply to its core before the next tick
+    (service/steer.py); `done` is resolved once it has."""
+
+    rebuild: bool = False  # a new version of the policy: the core rebuilt from PostgreSQL with it
+    steering: list[Steering] = field(default_factory=list)
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 @dataclass(kw_only=True)
@@ -33,6 +44,7 @@ class Batch:
     returned: list[Delivery]
     unpublished: list[Admission]
     revived: list[Job] = field(default_factory=list)  # dead jobs made waiting again (janus jobs retry)
+    controls: list[Control] = field(default_factory=list)  # applied before the tick
 
     def __len__(self) -> int:
         return (
@@ -50,6 +62,7 @@ class Inbox:
     returned: list[Delivery] = field(default_factory=list)
     unpublished: list[Admission] = field(default_factory=list)
     revived: list[Job] = field(default_factory=list)
+    controls: list[Control] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _turn: int = 0  # which results queue is served first next (round robin)
     # Results queues whose last slice is still being set aside: not served until it is.
@@ -92,6 +105,10 @@ class Inbox:
 
     def add_revived(self, jobs: list[Job]) -> None:
         self.revived.extend(jobs)
+        self.ready.set()
+
+    def add_control(self, control: Control) -> None:
+        self.controls.append(control)
         self.ready.set()
 
     def results_waiting(self) -> int:
@@ -138,8 +155,10 @@ class Inbox:
             returned=self.returned,
             unpublished=self.unpublished,
             revived=self.revived,
+            controls=self.controls,
         )
         self.intake, self.returned, self.unpublished, self.revived = [], [], [], []
+        self.controls = []
         if not any(waiting and source not in self._held for source, waiting in self.results.items()):
             self.ready.clear()
         return batch

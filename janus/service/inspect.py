@@ -31,6 +31,20 @@ def _reasons(reasons: list[WhyWaiting]) -> list[dict[str, Any]]:
     return [{"reason": r.reason.value, "detail": r.detail, "until": r.until} for r in reasons]
 
 
+def _steering(scheduler: Scheduler, dependency: str) -> dict[str, Any]:
+    """An operator's pause and override of the dependency, and whether it was removed from the policy."""
+    steering = scheduler.steering(dependency)
+    pause, override = steering.pause, steering.override
+    return {
+        "paused_by": pause.by if pause is not None else None,
+        "paused_until": pause.until if pause is not None else None,
+        "overridden_by": override.by if override is not None else None,
+        "override": override.describe() if override is not None else None,
+        "override_until": override.until if override is not None else None,
+        "removed": dependency in scheduler.removed,
+    }
+
+
 def _scope(stats: ScopeStats, now: float) -> dict[str, Any]:
     since = stats.oldest_waiting_since
     return {
@@ -116,6 +130,8 @@ class Inspector:
             "delayed": lane.delayed,
             "held": lane.held,
             "blocked": _reasons(scheduler.lane_blocks(name, now)),
+            "steering": _steering(scheduler, name),
+            "shadow_held_back": scheduler.shadow_totals(name),
         }
 
     async def why(self, job_id: str) -> Answer:

@@ -135,9 +135,13 @@ class Observer:
         for gate in scheduler.gate_states():
             put(metrics.circuit_state, CIRCUIT_LEVELS[gate.circuit.state.value], gate.dependency)
             paused = gate.pause_until is not None and clock < gate.pause_until
+            operator = scheduler.steering(gate.dependency).pause  # `janus pause`, until it ends
+            paused = paused or (operator is not None and (operator.until is None or clock < operator.until))
             put(metrics.paused, 1 if paused else 0, gate.dependency)
         for dependency, parked in scheduler.retry_budget_parked().items():
             put(metrics.retry_budget_parked, parked, dependency)
+        for (dependency, limit), count in scheduler.drain_shadow().items():
+            metrics.shadow_held_back.labels(dependency, limit).inc(count)
         self.limits(scheduler, clock)
 
     def limits(self, scheduler: Scheduler, now: float) -> None:

@@ -36,6 +36,10 @@ class WorkerWatch:
         self._every = every
         self.counts: dict[str, int] = {}
 
+    def watch(self, dependencies: Iterable[str]) -> None:
+        """Dependencies added by a new version of the policy: counted from the next poll on."""
+        self._dependencies += [name for name in dependencies if name not in self._dependencies]
+
     async def poll(self) -> dict[str, int]:
         """Every dependency's consumer count now (BrokerError if the broker fails)."""
         counts: dict[str, int] = {}

@@ -63,8 +63,16 @@ def compile_named(name: str, text: str) -> Query:
 
 @cache
 def queries() -> dict[str, str]:
-    text = resources.files("janus.store").joinpath("sql/queries.sql").read_text(encoding="utf-8")
-    return parse_blocks(text)
+    """Every block of every file in sql/ (queries.sql, steering.sql: one per subject)."""
+    files = sorted(
+        (
+            entry
+            for entry in resources.files("janus.store").joinpath("sql").iterdir()
+            if entry.name.endswith(".sql")
+        ),
+        key=lambda entry: entry.name,
+    )
+    return parse_blocks("\n".join(entry.read_text(encoding="utf-8") for entry in files))
 
 
 @cache

@@ -21,6 +21,7 @@ from janus.store.queries import sql
 from janus.store.refusals import settings_error
 from janus.store.rows import DB_ERRORS, FailedAttempt, backlog_from_row, gate_from_row, job_from_row
 from janus.store.session import LeaderSession
+from janus.store.steering import PolicyLog
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -84,6 +85,17 @@ class FencedTransaction:
         )
         await self._connection.execute(sql("finish_retry_request"), request.id, len(rows))
         return [job_from_row(row) for row in rows]
+
+    async def record_first_version(self, policy: str, actor: str, reason: str, diff: str) -> None:
+        """`janus run`'s file as version 1, if no version is stored yet."""
+        await self._connection.execute(sql("lock_policy_versions"))
+        await self._connection.execute(sql("record_first_version"), policy, actor, reason, diff)
+
+    async def mark_version_applied(self, version: int, epoch: int) -> None:
+        await self._connection.execute(sql("mark_version_applied"), version, epoch)
+
+    async def mark_steering_applied(self, up_to: int, epoch: int) -> None:
+        await self._connection.execute(sql("mark_steering_applied"), up_to, epoch)
 
 
 class Store:
@@ -198,6 +210,11 @@ class Store:
                 yield FencedTransaction(connection)
         except DB_ERRORS as exc:
             raise StoreError(f"leader transaction failed: {exc}") from exc
+
+    @property
+    def policy_log(self) -> PolicyLog:
+        """The policy versions and the operators' steering (`janus apply`, `pause`, `override`...)."""
+        return PolicyLog(self._pool, self.timeout)
 
     # -- rebuilding the core ----------------------------------------------------
 

@@ -65,6 +65,8 @@ async def test_migrations_build_the_schema_once_even_when_raced(empty_database: 
         "attempt_errors",
         "dependency_gates",
         "retry_requests",
+        "policy_versions",
+        "steering",
     }
 
 

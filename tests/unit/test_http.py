@@ -168,6 +168,8 @@ async def test_scopes_caps_top_pages_with_offset_and_keeps_the_answer_shape() ->
             "delayed",
             "held",
             "blocked",
+            "steering",  # an operator's pause and override (janus pause, janus override)
+            "shadow_held_back",  # per shadow limit, admissions it would have held back
             "scopes",
         }
         assert set(lane["scopes"][0]) == {"scope", "waiting", "held", "admitted", "oldest_waiting_seconds"}

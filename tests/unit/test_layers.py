@@ -77,6 +77,8 @@ ALLOWED = {
     "janus.logs": set(),  # the log format: the CLI configures it, the service sets the term's epoch
     "janus.protocol": {"janus.core", "janus.errors"},
     "janus.config": {"janus.core", "janus.errors", "janus.urls"},
+    # The policy of record: a configuration as PostgreSQL keeps its versions (`janus apply`).
+    "janus.policy_record": {"janus.core", "janus.errors", "janus.config", "janus.urls"},
     "janus.store": {"janus.core", "janus.errors", "janus.urls"},
     "janus.broker": {"janus.core", "janus.errors", "janus.protocol", "janus.config", "janus.urls"},
     "janus.api": {"janus.core", "janus.errors"},
@@ -95,6 +97,7 @@ ALLOWED = {
         "janus.errors",
         "janus.protocol",
         "janus.config",
+        "janus.policy_record",
         "janus.store",
         "janus.broker",
         "janus.api",

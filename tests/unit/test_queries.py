@@ -22,7 +22,12 @@ from janus.store.migrate import available_migrations
 from janus.store.queries import bind, compile_named, parse_blocks, queries, query, sql
 from janus.store.session import RetryControlParams, TickParams
 
-RAW = resources.files("janus.store").joinpath("sql/queries.sql").read_text(encoding="utf-8")
+# Every file of sql/ (queries.sql, steering.sql), as the loader reads them.
+RAW = "\n".join(
+    entry.read_text(encoding="utf-8")
+    for entry in sorted(resources.files("janus.store").joinpath("sql").iterdir(), key=lambda e: e.name)
+    if entry.name.endswith(".sql")
+)
 # A parameter: positional ("$1") or named (":holder", never the "::" of a cast).
 PARAM = re.compile(r"\$\d+|(?<![:\w]):[a-z_][a-z0-9_]*")
 
@@ -105,7 +110,8 @@ def test_params_comment_lists_exactly_the_parameters_used(name: str) -> None:
     )
 
 
-READ_HELPERS = {"_read", "_read_one"}  # janus/store/repository.py: they call sql(name) themselves
+# They call sql(name) themselves: janus/store/repository.py, janus/store/steering.py.
+READ_HELPERS = {"_read", "_read_one", "_fetch"}
 
 
 def _bound_to(arg: ast.expr) -> str | None:
