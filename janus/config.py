@@ -35,6 +35,7 @@ from janus.core.policy import (
     RetryPolicy,
     default_admission_ttl,
 )
+from janus.core.retention import BatchSizing, Retention, RetentionPolicy
 from janus.errors import ConfigError
 from janus.urls import check_port
 
@@ -66,6 +67,15 @@ def parse_duration(value: object) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be positive and finite, got {value!r}")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The largest whole unit that says it: 86400 -> "1d", 5400 -> "90m", 0.25 -> "250ms"."""
+    for unit in ("d", "h", "m", "s"):
+        count = seconds / _UNITS[unit]
+        if count >= 1 and count == round(count):
+            return f"{round(count)}{unit}"
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 def parse_rate_limit(value: object) -> RateLimit:
@@ -195,6 +205,35 @@ class FairnessConfig(_Strict):
         )
 
 
+class DependencyRetentionConfig(_Strict):
+    """`[dependencies.X.retention]`: any of the three periods, the rest from `[retention]`."""
+
+    succeeded: Duration | None = None
+    dead: Duration | None = None
+    dedup_window: Duration | None = None
+
+
+class RetentionConfig(_Strict):
+    """`[retention]`: how long finished jobs stay in PostgreSQL (docs/decisions.md: the defaults)."""
+
+    succeeded: Duration = 86400.0
+    dead: Duration = 14 * 86400.0
+    dedup_window: Duration = 86400.0
+    prune_every: Duration = 10.0  # how often the leader looks for rows past their retention
+    batch_budget: Duration = 0.05  # a pruning transaction's target duration (batches adapt to it)
+
+    def policy(self, override: DependencyRetentionConfig | None = None) -> RetentionPolicy:
+        given = override.model_dump(exclude_none=True) if override is not None else {}
+        return RetentionPolicy(
+            succeeded=given.get("succeeded", self.succeeded),
+            dead=given.get("dead", self.dead),
+            dedup_window=given.get("dedup_window", self.dedup_window),
+        )
+
+    def sizing(self) -> BatchSizing:
+        return BatchSizing(budget=self.batch_budget)
+
+
 Outcome = Literal["succeeded", "dead"]
 OUTCOMES: tuple[Outcome, ...] = ("succeeded", "dead")
 
@@ -210,6 +249,7 @@ class DependencyConfig(_Strict):
     # Terminal outcomes published to janus.outcomes. Each costs Janus a publish (a good part of
     # its CPU per job): a dependency nobody subscribes to for successes can keep only "dead".
     outcomes: list[Outcome] = Field(default_factory=lambda: list(OUTCOMES))
+    retention: DependencyRetentionConfig | None = None  # overrides [retention] for this dependency
 
     @model_validator(mode="after")
     def _lease_covers_ttl(self) -> DependencyConfig:
@@ -246,6 +286,7 @@ class JanusConfig(_Strict):
     # flooding worker cannot take the leader's CPU from other dependencies (janus/core/flood.py).
     bad_results_limit: RateLimitSpec = RateLimit(count=200, window=1.0)
     dependencies: dict[str, DependencyConfig] = Field(min_length=1)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("amqp_url", "database_url")
     @classmethod
@@ -263,6 +304,38 @@ class JanusConfig(_Strict):
                     "starting with a letter or digit"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _dedup_within_retention(self) -> JanusConfig:
+        # The stored job is the idempotency record: a window longer than what is kept would
+        # promise duplicates that pruning has already forgotten.
+        where = [("retention", self.retention.policy())]
+        where += [
+            (f"dependencies.{name}.retention", self.retention.policy(dep.retention))
+            for name, dep in self.dependencies.items()
+            if dep.retention is not None
+        ]
+        for location, policy in where:
+            kept = min(policy.succeeded, policy.dead)
+            if policy.dedup_window > kept:
+                raise ValueError(
+                    f"{location}: dedup_window ({format_duration(policy.dedup_window)}) must not exceed "
+                    f"the retention of succeeded ({format_duration(policy.succeeded)}) or dead "
+                    f"({format_duration(policy.dead)}) jobs: a job_id "
+                    "is recognised as a duplicate only while its job is stored"
+                )
+        return self
+
+    def retention_policies(self) -> Retention:
+        """The default retention, and each dependency's where it overrides it."""
+        return Retention(
+            default=self.retention.policy(),
+            overrides={
+                name: self.retention.policy(dep.retention)
+                for name, dep in self.dependencies.items()
+                if dep.retention is not None
+            },
+        )
 
     def policies(self) -> list[DependencyPolicy]:
         return [dep.to_policy(name) for name, dep in self.dependencies.items()]
@@ -353,6 +426,10 @@ class Settings(BaseSettings):
         return self
 
 
+# "dependencies.api.retention: ..." from a check of the whole file: the key the problem is at.
+_PLACED = re.compile(r"^([a-z_]+(?:\.[A-Za-z0-9_.\-]+)*): (.*)$", re.S)
+
+
 def _format_errors(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
@@ -362,6 +439,9 @@ def _format_errors(error: ValidationError) -> str:
             message = "unknown key"
         elif item["type"] == "missing":
             message = "required key is missing"
+        placed = _PLACED.match(message)
+        if not item["loc"] and placed:  # a check across tables names the key it is about
+            location, message = placed.groups()
         lines.append(f"  {location}: {message}")
     return "\n".join(lines)
 

@@ -45,6 +45,7 @@ from janus.service.health import Health, Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
+from janus.service.retention import Pruner
 from janus.service.tick import TickOptions
 from janus.service.worker_watch import POLL_EVERY, WorkerWatch
 from janus.store.repository import Store
@@ -382,6 +383,7 @@ class Service:
             group.create_task(self._drain_on_stop(draining, consuming), name="drain-on-stop")
             group.create_task(self._prune(store, term, scheduler, draining), name="prune-admissions")
             group.create_task(self._revive(store, term, scheduler, inbox, draining), name="revive-dead-jobs")
+            group.create_task(self._pruner(store, term).run(draining), name="retention")
             await loop.run(draining)
             watch.cancel()
         await workers.close()
@@ -420,6 +422,17 @@ class Service:
             pruned = await store.prune_admissions(term.holder, term.epoch, keep_after)
             if pruned:
                 log.debug("pruned %d old admissions", pruned)
+
+    def _pruner(self, store: Store, term: Term) -> Pruner:
+        return Pruner(
+            store=store,
+            term=term,
+            retention=self.config.retention_policies(),
+            sizing=self.config.retention.sizing(),
+            every=self.config.retention.prune_every,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
 
     async def _revive(
         self, store: Store, term: Term, scheduler: Scheduler, inbox: Inbox, draining: asyncio.Event

@@ -44,6 +44,20 @@ class DeadJob:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class OldestFinished:
+    state: JobState
+    dependency: str
+    finished_at: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TableSize:
+    name: str
+    live_rows: int  # PostgreSQL's statistics, not a count(*)
+    bytes: int  # on disk, with indexes and TOAST
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RetryRequest:
     id: int
     job_id: str | None
@@ -60,6 +74,24 @@ class FencedTransaction:
     async def prune_admissions(self, before: float) -> int:
         status = await self._connection.execute(sql("prune_admissions"), before)
         return int(status.split()[-1])
+
+    async def prune_finished(
+        self, state: JobState, dependency: str, before: float, limit: int, statement_timeout: float
+    ) -> int:
+        """At most `limit` jobs of `dependency` in terminal `state` that finished before `before`,
+        and their error history; a statement past `statement_timeout` seconds is cancelled."""
+        await self._connection.execute(
+            sql("limit_statement_time"), str(max(1, round(statement_timeout * 1000)))
+        )
+        # Two statements, not one with the state as a parameter: only then can a generic plan
+        # use the state's partial index.
+        if state is JobState.SUCCEEDED:
+            pruned = await self._connection.fetchval(sql("prune_succeeded"), dependency, before, limit)
+        elif state is JobState.DEAD:
+            pruned = await self._connection.fetchval(sql("prune_dead"), dependency, before, limit)
+        else:
+            raise ValueError(f"a {state.value} job is never pruned")
+        return int(pruned)
 
     async def take_retry_requests(self) -> list[RetryRequest]:
         rows = await self._connection.fetch(sql("take_retry_requests"))
@@ -98,7 +130,9 @@ class Store:
             pool = await asyncpg.create_pool(
                 url,
                 min_size=1,
-                max_size=4,
+                # The tick's session, lease renewal, and the leader's housekeeping (retry
+                # requests, pruning) each hold one at times; a spare for operators' questions.
+                max_size=6,
                 timeout=timeout,
                 # The tick statement runs thousands of times a second with the same shape: plan it once.
                 server_settings={
@@ -334,6 +368,40 @@ class Store:
             FailedAttempt(job_id=job_id, attempt=r["attempt"], failed_at=r["failed_at"], error=r["error"])
             for r in rows
         ]
+
+    async def prune_finished(
+        self,
+        holder: uuid.UUID,
+        epoch: int,
+        *,
+        state: JobState,
+        dependency: str,
+        before: float,
+        limit: int,
+        statement_timeout: float,
+    ) -> int | None:
+        """One fenced batch of retention pruning: the jobs deleted, or None if it ran past
+        `statement_timeout` and was rolled back (the caller tries a smaller batch)."""
+        try:
+            async with self.leader_transaction(holder, epoch) as tx:
+                return await tx.prune_finished(state, dependency, before, limit, statement_timeout)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, asyncpg.QueryCanceledError):
+                return None
+            raise
+
+    async def oldest_finished(self) -> list[OldestFinished]:
+        """Per terminal state and dependency, when its oldest stored job finished."""
+        rows = await self._read("oldest_finished", what="reading the oldest finished jobs")
+        return [
+            OldestFinished(state=JobState(r["state"]), dependency=r["dependency"], finished_at=r["oldest"])
+            for r in rows
+            if r["oldest"] is not None
+        ]
+
+    async def table_sizes(self, names: Sequence[str]) -> list[TableSize]:
+        rows = await self._read("table_sizes", list(names), what="reading table sizes", timeout=self.timeout)
+        return [TableSize(name=r["name"], live_rows=int(r["live_rows"]), bytes=int(r["bytes"])) for r in rows]
 
     async def prune_admissions(self, holder: uuid.UUID, epoch: int, before: float) -> int:
         async with self.leader_transaction(holder, epoch) as tx:

@@ -448,6 +448,14 @@ ERROR_CASES = [
         "a rate limit table needs 'limit'",
     ),
     ("bad_results_limit_table.toml", "bad_results_limit", "a rate limit is a string"),  # no meaning to pick
+    # The window cannot promise duplicates that pruning has already forgotten (1d default > 1h).
+    ("dedup_window_beyond_retention.toml", "retention", "dedup_window (1d) must not exceed"),
+    (
+        "dependency_dedup_window_beyond_retention.toml",
+        "dependencies.api.retention",
+        "dead (12h) jobs",
+    ),  # the override meets the global window
+    ("unknown_retention_key.toml", "retention.succeded", "unknown key"),  # typo
 ]
 
 

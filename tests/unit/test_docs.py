@@ -20,6 +20,7 @@ from janus.config import (
     DependencyConfig,
     FairnessConfig,
     JanusConfig,
+    RetentionConfig,
     RetryConfig,
     Settings,
     parse_config,
@@ -125,8 +126,9 @@ def test_configuration_reference_shows_every_key_and_variable() -> None:
     reference = "\n".join(block for block in code_segments(text) if "[dependencies." in block)
     shown = set(re.findall(r"^([a-z_]+) = ", reference, re.M))
     expected = (
-        model_keys(JanusConfig) - {"dependencies"}
-        | model_keys(DependencyConfig) - {"retry", "circuit", "fairness"}
+        model_keys(JanusConfig) - {"dependencies", "retention"}
+        | model_keys(DependencyConfig) - {"retry", "circuit", "fairness", "retention"}
+        | model_keys(RetentionConfig)
         | model_keys(RetryConfig)
         | model_keys(CircuitConfig)
         | model_keys(FairnessConfig)
