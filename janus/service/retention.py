@@ -61,7 +61,6 @@ class Pruner:
         """One pass: for every state and dependency with jobs past retention, batches until
         none is left (or the term drains). Returns the jobs deleted."""
         oldest = await self.store.oldest_finished()
-        self._report_oldest(oldest)
         total = 0
         for entry in oldest:
             before = self.retention.cutoff(entry.state, entry.dependency, self.clock())
@@ -69,6 +68,8 @@ class Pruner:
                 total += await self._prune_until_done(entry.state, entry.dependency, before, draining)
         if total:
             log.info("pruned %d finished jobs past their retention", total)
+            oldest = await self.store.oldest_finished()  # what is left (one index probe each)
+        self._report_oldest(oldest)
         return total
 
     async def _prune_until_done(
