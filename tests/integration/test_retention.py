@@ -16,12 +16,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from janus.api.metrics import Metrics
+from janus.client import Producer, ReadyJob, Worker
 from janus.core.jobs import Job, JobState
 from janus.core.retention import BatchSizing, Retention, RetentionPolicy, prunable
 from janus.errors import LeadershipLost
 from janus.service.leadership import Term
 from janus.service.retention import Pruner
 from janus.store.repository import Store
+from tests.integration.harness import RecordLog, eventually, make_config, running_janus, wait_for_states
+from tests.integration.test_retry_control import janus_cli
 
 pytestmark = pytest.mark.integration
 
@@ -262,3 +265,84 @@ async def test_a_dead_job_revived_while_a_batch_runs_is_kept(store: Store, datab
     jobs, errors = await stored(database)
     assert jobs == {"revived": "waiting"}
     assert errors == {"revived": 2}, "its history stays with it"
+
+
+async def test_a_job_id_is_a_duplicate_until_its_job_is_pruned_and_a_new_job_after(
+    database: str, vhost: str
+) -> None:
+    """Both sides of the window, end to end, with the CLI on what is kept and what is gone: a
+    dead job can be retried until pruned, and a pruned job is reported as not stored."""
+    config = make_config(
+        database,
+        vhost,
+        {
+            "api": {"lease_timeout": "10s", "retry": {"max_attempts": 1}},
+            "short": {
+                "lease_timeout": "10s",
+                "retry": {"max_attempts": 1},
+                "retention": {"succeeded": "1s", "dead": "1s", "dedup_window": "1s"},
+            },
+        },
+        # Successes stay 4 s (the repeat below must come within that on a loaded machine),
+        # dead jobs of "api" an hour.
+        retention={"succeeded": "4s", "dead": "1h", "dedup_window": "4s", "prune_every": "0.1s"},
+    )
+    log = RecordLog()
+    healthy = asyncio.Event()
+
+    async def api(job: ReadyJob) -> None:
+        if job.job_id == "doomed" and not healthy.is_set():
+            raise RuntimeError("declined")
+
+    async def short(job: ReadyJob) -> None:
+        raise RuntimeError("always")
+
+    def runs(job_id: str) -> list[int]:
+        return [r.attempt for r in log.records if r.job_id == job_id and r.outcome == "success"]
+
+    async with running_janus(config) as janus:
+        worker = Worker(vhost, {"api": api, "short": short}, on_record=log.append)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many(
+                [("once", "api", None, "a"), ("doomed", "api", None, "a"), ("gone", "short", None, "a")]
+            )
+            await log.wait_for(lambda records: len(records) >= 3, timeout=30)
+            await producer.submit("once", "api", scope="a")  # within the window: a duplicate
+            await eventually(
+                lambda: (
+                    janus.metrics.registry.get_sample_value(
+                        "janus_intake_messages_total", {"outcome": "duplicate"}
+                    )
+                    == 1
+                ),
+                timeout=10,
+            )
+            assert runs("once") == [1]
+
+            code, out, err = await janus_cli("jobs", "show", "doomed", database=database)
+            assert code == 0, err
+            assert "doomed: dead" in out
+            healthy.set()
+            code, out, err = await janus_cli("jobs", "retry", "doomed", database=database)
+            assert code == 0, err
+            assert "made 1 dead job eligible again" in out  # kept an hour: it can be retried
+
+            await wait_for_states(
+                database, lambda rows: "once" not in rows and "gone" not in rows, timeout=30
+            )
+            code, out, err = await janus_cli("jobs", "show", "once", database=database)
+            assert code == 0, err  # an answer, not an error
+            assert "once: not stored: never submitted, or finished and pruned after its retention" in out
+            code, out, err = await janus_cli("jobs", "retry", "gone", database=database)
+            assert code == 2
+            assert "gone: not stored" in err
+            assert "nothing to retry" in err
+
+            await producer.submit("once", "api", scope="a")  # after its job was pruned: a new job
+            await log.wait_for(lambda records: len(runs("once")) == 2 and runs("doomed") != [], timeout=30)
+        await worker.stop()
+    assert runs("once") == [1, 1], "the repeat after pruning ran again, as a new job (attempt 1)"
+    pruned = janus.metrics.registry.get_sample_value("janus_pruned_jobs_total", {"state": "succeeded"})
+    assert pruned is not None
+    assert pruned >= 1
