@@ -1,0 +1,225 @@
+"""Does the tick slow down with history? The real tick statement on an empty table against one
+holding many finished jobs (bulk-loaded), alternated in the same run.
+
+Two fresh databases, migrated: "empty", and "history", into which --rows finished jobs are
+bulk-loaded with generate_series (1 % dead with 5 failed attempts each, the rest succeeded,
+finished over the last 23 hours: within the default retention, so a day of history at a
+steady rate; ids are random hex, as producers' UUIDs would be, so the primary key's inserts
+land all over a large index). Then, --rounds times, each database in turn (the order
+alternating) runs --jobs jobs through the real `tick` statement and LeaderSession (as
+benchmarks.tick_statement does: inserted admitted with their admission, then marked
+succeeded, in batches of --batch), and we read the PostgreSQL backend's CPU per job and the
+jobs per second the statements sustain. Prints the medians and the ratio history / empty.
+Also prints the bytes per stored job (for sizing a database: docs/operations.md).
+
+    .venv/bin/python -m benchmarks.retention_history [--rows 10000000] [--rounds 6] [--jobs 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import psutil  # type: ignore[import-untyped]
+
+from janus.core.jobs import Admission, Job, JobState
+from janus.local_services import LocalServices
+from janus.store.migrate import migrate
+from janus.store.session import LeaderSession
+
+DAY = 86400.0
+
+LOAD = """
+INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, attempt, failures, eligible_at,
+                        admitted_at, expires_at, lease_deadline, last_error, created_at, finished_at, seq)
+SELECT md5('history' || i), 'bench', 'tenant-' || (i % 100), '{"order": 12345}'::jsonb,
+       CASE WHEN i % 100 = 0 THEN 'dead' ELSE 'succeeded' END,
+       CASE WHEN i % 100 = 0 THEN 5 ELSE 1 END, CASE WHEN i % 100 = 0 THEN 5 ELSE 0 END,
+       t, t + 0.01, t + 0.2, t + 300, CASE WHEN i % 100 = 0 THEN 'RuntimeError: upstream said 503' END,
+       t, t + 0.05, i
+  FROM (SELECT i, $1::float8 - 23 * 3600 + 23 * 3600 * i / $2::float8 AS t
+          FROM generate_series($3::bigint, $4::bigint) AS i) AS s
+"""
+LOAD_ERRORS = """
+INSERT INTO janus.attempt_errors (job_id, attempt, failed_at, error)
+SELECT job_id, a, finished_at, 'RuntimeError: upstream said 503'
+  FROM janus.jobs, generate_series(1, 5) AS a WHERE state = 'dead'
+"""
+CHUNK = 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Round:
+    cpu_per_job: float  # seconds of the backend's CPU
+    jobs_per_second: float
+
+
+def _admitted(job_id: str, now: float) -> tuple[Job, str]:
+    job = Job(
+        job_id=job_id,
+        dependency="bench",
+        scope="tenant-1",
+        payload={"order": 12345},
+        state=JobState.ADMITTED,
+        attempt=1,
+        eligible_at=now,
+        admitted_at=now,
+        expires_at=now + 0.2,
+        lease_deadline=now + 300,
+    )
+    return job, '{"order": 12345}'
+
+
+def _succeeded(job_id: str, now: float) -> Job:
+    return Job(
+        job_id=job_id,
+        dependency="bench",
+        scope="tenant-1",
+        payload=None,
+        state=JobState.SUCCEEDED,
+        attempt=1,
+        eligible_at=now,
+        finished_at=now,
+    )
+
+
+class Bench:
+    def __init__(self, name: str, connection: asyncpg.Connection, holder: uuid.UUID) -> None:
+        self.name = name
+        self.connection = connection
+        self.session = LeaderSession(connection, holder, 1)
+        self.backend: psutil.Process | None = None
+        self.rounds: list[Round] = []
+
+    async def start(self) -> None:
+        self.backend = psutil.Process(await self.connection.fetchval("SELECT pg_backend_pid()"))
+
+    async def run(self, jobs: int, batch: int) -> None:
+        assert self.backend is not None
+        cpu_before = sum(self.backend.cpu_times()[:2])
+        started = time.perf_counter()
+        for _ in range(jobs // batch):
+            now = time.time()
+            ids = [uuid.uuid4().hex for _ in range(batch)]
+            admitted = [_admitted(i, now) for i in ids]
+            await self.session.tick(now, admitted, [], [Admission.of(job) for job, _ in admitted])
+            await self.session.tick(now, [], [_succeeded(i, now) for i in ids], [])
+        done = jobs // batch * batch
+        cpu = sum(self.backend.cpu_times()[:2]) - cpu_before
+        self.rounds.append(
+            Round(cpu_per_job=cpu / done, jobs_per_second=done / (time.perf_counter() - started))
+        )
+
+
+async def load(url: str, rows: int) -> float:
+    """Bulk-load `rows` finished jobs; returns the seconds it took."""
+    started = time.perf_counter()
+    connection = await asyncpg.connect(url)
+    try:
+        now = time.time()
+        for first in range(1, rows + 1, CHUNK):
+            last = min(first + CHUNK - 1, rows)
+            await connection.execute(LOAD, now, float(rows), first, last, timeout=None)
+            print(f"  loaded {last:,} of {rows:,} ({time.perf_counter() - started:.0f} s)", flush=True)
+        await connection.execute(LOAD_ERRORS, timeout=None)
+        await connection.execute("VACUUM (ANALYZE) janus.jobs", timeout=None)
+        await connection.execute("VACUUM (ANALYZE) janus.attempt_errors", timeout=None)
+    finally:
+        await connection.close()
+    return time.perf_counter() - started
+
+
+async def sizes(url: str) -> tuple[int, int, int]:
+    connection = await asyncpg.connect(url)
+    try:
+        jobs = int(await connection.fetchval("SELECT count(*) FROM janus.jobs"))
+        jobs_bytes = int(await connection.fetchval("SELECT pg_total_relation_size('janus.jobs')"))
+        errors_bytes = int(await connection.fetchval("SELECT pg_total_relation_size('janus.attempt_errors')"))
+    finally:
+        await connection.close()
+    return jobs, jobs_bytes, errors_bytes
+
+
+async def run(rows: int, rounds: int, jobs: int, batch: int) -> None:
+    local = LocalServices()
+    suffix = uuid.uuid4().hex[:8]
+    names = {"empty": f"janus_hist_empty_{suffix}", "history": f"janus_hist_full_{suffix}"}
+    for name in names.values():
+        await local.create_database(name)
+    connections: list[asyncpg.Connection] = []
+    try:
+        for name in names.values():
+            connection = await asyncpg.connect(local.pg_url(name))
+            await migrate(connection)
+            await connection.close()
+        print(f"bulk-loading {rows:,} finished jobs into the history database:", flush=True)
+        took = await load(local.pg_url(names["history"]), rows)
+        stored, jobs_bytes, errors_bytes = await sizes(local.pg_url(names["history"]))
+        print(
+            f"loaded in {took:.0f} s: {stored:,} jobs; janus.jobs {jobs_bytes / 2**20:,.0f} MiB "
+            f"({jobs_bytes / stored:.0f} bytes a job, indexes included), attempt_errors "
+            f"{errors_bytes / 2**20:,.0f} MiB ({errors_bytes / stored:.0f} bytes a job over all jobs)"
+        )
+        benches = []
+        for label, name in names.items():
+            holder = uuid.uuid4()
+            connection = await asyncpg.connect(
+                local.pg_url(name), server_settings={"plan_cache_mode": "force_generic_plan"}
+            )
+            connections.append(connection)
+            await connection.execute(
+                "INSERT INTO janus.leader VALUES (true, $1, 1, now() + interval '1 day')", holder
+            )
+            bench = Bench(label, connection, holder)
+            await bench.start()
+            await bench.run(jobs // 4, batch)  # warm-up: plans, caches
+            bench.rounds.clear()
+            benches.append(bench)
+        for index in range(rounds):
+            order = benches if index % 2 == 0 else benches[::-1]
+            for bench in order:
+                await bench.run(jobs, batch)
+            print(
+                f"  round {index + 1}: "
+                + "; ".join(
+                    f"{b.name} {b.rounds[-1].cpu_per_job * 1e6:.0f} µs CPU/job, "
+                    f"{b.rounds[-1].jobs_per_second:,.0f} jobs/s"
+                    for b in benches
+                ),
+                flush=True,
+            )
+        empty, history = benches
+        cpu = [statistics.median(r.cpu_per_job for r in b.rounds) for b in benches]
+        rate = [statistics.median(r.jobs_per_second for r in b.rounds) for b in benches]
+        print(f"tick statement, batches of {batch}, {rounds} rounds of {jobs} jobs each, medians:")
+        print(f"  empty table:      {cpu[0] * 1e6:6.0f} µs backend CPU a job, {rate[0]:8,.0f} jobs/s")
+        print(f"  {rows:,} finished: {cpu[1] * 1e6:6.0f} µs backend CPU a job, {rate[1]:8,.0f} jobs/s")
+        print(f"  ratio history/empty: CPU {cpu[1] / cpu[0]:.2f}, throughput {rate[1] / rate[0]:.2f}")
+        ratios = [h.cpu_per_job / e.cpu_per_job for e, h in zip(empty.rounds, history.rounds, strict=True)]
+        print(f"  per-round CPU ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
+    finally:
+        for connection in connections:
+            await connection.close()
+        for name in names.values():
+            await local.drop_database(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=10_000_000, help="finished jobs bulk-loaded")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--jobs", type=int, default=3000, help="jobs per round and database")
+    parser.add_argument("--batch", type=int, default=50, help="jobs per tick statement")
+    args = parser.parse_args()
+    asyncio.run(run(args.rows, args.rounds, args.jobs, args.batch))
+
+
+if __name__ == "__main__":
+    main()
