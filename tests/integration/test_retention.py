@@ -346,3 +346,32 @@ async def test_a_job_id_is_a_duplicate_until_its_job_is_pruned_and_a_new_job_aft
     pruned = janus.metrics.registry.get_sample_value("janus_pruned_jobs_total", {"state": "succeeded"})
     assert pruned is not None
     assert pruned >= 1
+
+
+async def test_a_batch_that_cannot_finish_in_time_is_cancelled_and_the_pass_gives_up(
+    store: Store, database: str
+) -> None:
+    """A batch past its statement timeout rolls back (the lease row is not held longer): the
+    pruner halves the batch, gives up at the smallest, and prunes it all on a later pass."""
+    rows = [
+        Row(job_id=f"old{n}", dependency="api", state=JobState.DEAD, finished_at=NOW - 5000, errors=1)
+        for n in range(5)
+    ]
+    await insert(database, rows)
+    term = await lead(store)
+    metrics = Metrics(CollectorRegistry())
+    slow = pruner(store, term, metrics=metrics)
+    blocker = await asyncpg.connect(database)
+    try:
+        async with blocker.transaction():
+            # Deleting the error history must wait for this lock: each batch outlives its timeout.
+            await blocker.execute("LOCK TABLE janus.attempt_errors IN ACCESS EXCLUSIVE MODE")
+            assert await slow.prune_once() == 0
+            assert slow.size == 1, "halved down to the smallest batch, then the pass gave up"
+            renewed = await store.renew(term.holder, term.epoch, 30.0, timeout=1.0)
+            assert renewed, "nothing holds the lease row once the batch was cancelled"
+    finally:
+        await blocker.close()
+    assert await slow.prune_once() == 5
+    assert await stored(database) == ({}, {})
+    assert metrics.registry.get_sample_value("janus_prune_batch_jobs") is not None

@@ -535,6 +535,10 @@ def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) ->
         "  retries <= 20% of admissions per 10s (at least 10); retry_after up to 600s; "
         "circuit opens at 50% failed of >= 20 outcomes in 30s, for 10s..300s, 3 probes"
     ) in out
+    # Retention, on by default: what is kept, and so how long a repeated job_id is a duplicate.
+    assert (
+        "  keeps succeeded jobs 1d, dead jobs 14d; a job_id repeated within 1d of its job finishing is a duplicate"
+    ) in out
     assert out.rstrip().endswith("configuration is valid")
     assert "janus:" not in err
 
