@@ -12,7 +12,13 @@ succeeded, in batches of --batch), and we read the PostgreSQL backend's CPU per 
 jobs per second the statements sustain. Prints the medians and the ratio history / empty.
 Also prints the bytes per stored job (for sizing a database: docs/operations.md).
 
-    .venv/bin/python -m benchmarks.retention_history [--rows 10000000] [--rounds 6] [--jobs 3000]
+With --end-to-end N, then also a real `janus run` on each database in turn (alternating,
+--rounds // 2 times each), N jobs through an SDK producer and worker as fast as they go
+(benchmarks.throughput's measurement): jobs per second and the PostgreSQL backends' CPU per
+job, end to end, and their ratio.
+
+    .venv/bin/python -m benchmarks.retention_history [--rows 10000000] [--rounds 8] [--jobs 4000]
+        [--end-to-end 10000]
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 
+from benchmarks.throughput import Child, JanusCoordinator, janus_env, measure_throughput
 from janus.core.jobs import Admission, Job, JobState
 from janus.local_services import LocalServices
 from janus.store.migrate import migrate
@@ -145,7 +154,86 @@ async def sizes(url: str) -> tuple[int, int, int]:
     return jobs, jobs_bytes, errors_bytes
 
 
-async def run(rows: int, rounds: int, jobs: int, batch: int) -> None:
+JANUS_CONFIG = """\
+# Written by benchmarks/retention_history.py: one dependency, no limit, default retention.
+[dependencies.bench]
+lease_timeout = "60s"
+admission_ttl = "30s"
+"""
+
+
+class SinceCoordinator(JanusCoordinator):
+    """Caught up when every result of this run is committed: counted by finished_at through the
+    succeeded jobs' index, not by counting millions of rows."""
+
+    def __init__(self, child: Child, database_url: str, database: str) -> None:
+        super().__init__(child, database_url, database)
+        self.since = time.time()
+
+    async def caught_up(self, results: int, timeout: float) -> None:
+        connection = await asyncpg.connect(self._url)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                done = int(
+                    await connection.fetchval(
+                        "SELECT count(*) FROM janus.jobs WHERE state = 'succeeded' AND dependency = 'bench'"
+                        " AND finished_at > $1",
+                        self.since,
+                    )
+                )
+                if done >= results:
+                    return
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"Janus recorded {done} of {results} results")
+                await asyncio.sleep(0.05)
+        finally:
+            await connection.close()
+
+
+async def end_to_end(local: LocalServices, names: dict[str, str], rounds: int, jobs: int) -> None:
+    results: dict[str, list[tuple[float, float]]] = {label: [] for label in names}
+    with tempfile.TemporaryDirectory(prefix="janus-history-") as directory:
+        workdir = Path(directory)
+        config = workdir / "janus.toml"
+        config.write_text(JANUS_CONFIG, encoding="utf-8")
+        for index in range(rounds):
+            order = list(names.items()) if index % 2 == 0 else list(names.items())[::-1]
+            for label, database in order:
+                vhost = f"janus-history-{uuid.uuid4().hex[:8]}"
+                await local.create_vhost(vhost)
+                url = local.amqp_url(vhost)
+                env = janus_env(url, local.pg_url(database))
+                child = await Child.start(
+                    "janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env
+                )
+                try:
+                    await child.wait_for_stderr("leading as", timeout=60.0)
+                    coordinator = SinceCoordinator(child, local.pg_url(database), database)
+                    measured = await measure_throughput(f"{label}{index}", coordinator, url, jobs, workdir)
+                    await child.stop()
+                finally:
+                    child.kill()
+                    await local.delete_vhost(vhost)
+                results[label].append((measured.rate, measured.database_cpu / jobs))
+                print(
+                    f"  end to end, round {index + 1}, {label}: {measured.rate:,.0f} jobs/s, "
+                    f"{measured.database_cpu / jobs * 1e6:.0f} µs database CPU/job, "
+                    f"machine {measured.machine_busy:.0%} busy",
+                    flush=True,
+                )
+    rate = {label: statistics.median(r for r, _ in values) for label, values in results.items()}
+    cpu = {label: statistics.median(c for _, c in values) for label, values in results.items()}
+    print(f"janus run end to end, {rounds} rounds of {jobs} jobs each, medians:")
+    for label in names:
+        print(f"  {label:8s} {rate[label]:8,.0f} jobs/s, {cpu[label] * 1e6:5.0f} µs PostgreSQL CPU a job")
+    print(
+        f"  ratio history/empty: throughput {rate['history'] / rate['empty']:.2f}, "
+        f"database CPU {cpu['history'] / cpu['empty']:.2f}"
+    )
+
+
+async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: int) -> None:
     local = LocalServices()
     suffix = uuid.uuid4().hex[:8]
     names = {"empty": f"janus_hist_empty_{suffix}", "history": f"janus_hist_full_{suffix}"}
@@ -202,6 +290,12 @@ async def run(rows: int, rounds: int, jobs: int, batch: int) -> None:
         print(f"  ratio history/empty: CPU {cpu[1] / cpu[0]:.2f}, throughput {rate[1] / rate[0]:.2f}")
         ratios = [h.cpu_per_job / e.cpu_per_job for e, h in zip(empty.rounds, history.rounds, strict=True)]
         print(f"  per-round CPU ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
+        for connection in connections:
+            await connection.execute("UPDATE janus.leader SET expires_at = now()")  # for janus run
+            await connection.close()
+        connections.clear()
+        if end_to_end_jobs:
+            await end_to_end(local, names, max(rounds // 2, 1), end_to_end_jobs)
     finally:
         for connection in connections:
             await connection.close()
@@ -217,8 +311,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per round and database")
     parser.add_argument("--batch", type=int, default=50, help="jobs per tick statement")
+    parser.add_argument("--end-to-end", type=int, default=0, help="jobs per janus run round (0: none)")
     args = parser.parse_args()
-    asyncio.run(run(args.rows, args.rounds, args.jobs, args.batch))
+    asyncio.run(run(args.rows, args.rounds, args.jobs, args.batch, args.end_to_end))
 
 
 if __name__ == "__main__":
