@@ -5,7 +5,9 @@ Two fresh databases, migrated: "empty", and "history", into which --rows finishe
 bulk-loaded with generate_series (1 % dead with 5 failed attempts each, the rest succeeded,
 finished over the last 23 hours: within the default retention, so a day of history at a
 steady rate; ids are random hex, as producers' UUIDs would be, so the primary key's inserts
-land all over a large index). Then, --rounds times, each database in turn (the order
+land all over a large index). Then, --rounds times, after a VACUUM (ANALYZE) of each (what
+autovacuum does on a default server: without it, the empty table's plans stay those of an
+empty table as it grows), each database in turn (the order
 alternating) runs --jobs jobs through the real `tick` statement and LeaderSession (as
 benchmarks.tick_statement does: inserted admitted with their admission, then marked
 succeeded, in batches of --batch), and we read the PostgreSQL backend's CPU per job and the
@@ -107,6 +109,10 @@ class Bench:
 
     async def start(self) -> None:
         self.backend = psutil.Process(await self.connection.fetchval("SELECT pg_backend_pid()"))
+
+    async def vacuum(self) -> None:
+        for table in ("jobs", "admissions"):
+            await self.connection.execute(f"VACUUM (ANALYZE) janus.{table}", timeout=None)
 
     async def run(self, jobs: int, batch: int) -> None:
         assert self.backend is not None
@@ -271,6 +277,7 @@ async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: in
         for index in range(rounds):
             order = benches if index % 2 == 0 else benches[::-1]
             for bench in order:
+                await bench.vacuum()  # as autovacuum would: fresh statistics, freed room
                 await bench.run(jobs, batch)
             print(
                 f"  round {index + 1}: "

@@ -79,3 +79,19 @@ class BatchSizing:
         elif elapsed < self.budget / 2:
             size *= 2
         return max(self.smallest, min(self.largest, size))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TableChurn:
+    """What PostgreSQL's statistics say of a table: what autovacuum would decide by."""
+
+    name: str
+    live_rows: int
+    dead_rows: int
+    changed_rows: int  # inserted, updated or deleted since the last ANALYZE
+
+
+def vacuum_due(churn: TableChurn) -> bool:
+    """PostgreSQL's default autovacuum thresholds: dead rows past 50 + 20 % of the live ones,
+    or changes past 50 + 10 % (ANALYZE, so that plans follow the table's growth)."""
+    return churn.dead_rows > 50 + 0.2 * churn.live_rows or churn.changed_rows > 50 + 0.1 * churn.live_rows

@@ -6,6 +6,11 @@ SHARE, so a renewal or a takeover waits for it; batches therefore adapt their si
 `retention.batch_budget`, a statement past ten budgets is cancelled and retried smaller, and
 the task rests as long as a batch took before the next one, leaving the database to the ticks.
 What may go is decided by janus/core/retention.py; the store's statements select exactly that.
+
+Deleted rows take room until VACUUM frees it. PostgreSQL's autovacuum does that (and keeps
+the planner's statistics fresh) on a server where it is on, the default; where it is off,
+the pruner stands in for it on Janus's own tables, with autovacuum's default thresholds,
+or the database would grow whatever is pruned.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 
 from janus.api.metrics import Metrics
 from janus.core.jobs import JobState
-from janus.core.retention import PRUNED_STATES, BatchSizing, Retention
+from janus.core.retention import PRUNED_STATES, BatchSizing, Retention, vacuum_due
 from janus.service.leadership import Term
 from janus.store.repository import OldestFinished, Store
 
@@ -40,6 +45,7 @@ class Pruner:
     metrics: Metrics
     clock: Callable[[], float]
     size: int = FIRST_BATCH
+    autovacuum: bool | None = None  # the server's setting, read at the first pass
 
     @property
     def statement_timeout(self) -> float:
@@ -51,6 +57,7 @@ class Pruner:
         sizes_due = 0.0
         while not draining.is_set():
             await self.prune_once(draining)
+            await self.vacuum_if_due()
             if time.monotonic() >= sizes_due:
                 await self.measure_tables()
                 sizes_due = time.monotonic() + SIZES_EVERY
@@ -108,6 +115,21 @@ class Pruner:
         for state in PRUNED_STATES:
             times = [entry.finished_at for entry in oldest if entry.state is state]
             self.metrics.oldest_finished.labels(state.value).set(max(0.0, now - min(times)) if times else 0.0)
+
+    async def vacuum_if_due(self) -> list[str]:
+        """Where autovacuum is off: VACUUM (ANALYZE) each table past its thresholds. The tables vacuumed."""
+        if self.autovacuum is None:
+            self.autovacuum = await self.store.autovacuum_on()
+            if not self.autovacuum:
+                log.warning("autovacuum is off on this server: Janus vacuums its own tables")
+        if self.autovacuum:
+            return []
+        vacuumed = []
+        for churn in await self.store.table_churn(TABLES):
+            if vacuum_due(churn):
+                await self.store.vacuum(churn.name)
+                vacuumed.append(churn.name)
+        return vacuumed
 
     async def measure_tables(self) -> None:
         for table in await self.store.table_sizes(TABLES):

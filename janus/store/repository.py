@@ -15,6 +15,7 @@ import asyncpg
 
 from janus.core.jobs import Job, JobState
 from janus.core.rebuild import Snapshot
+from janus.core.retention import TableChurn
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
@@ -402,6 +403,41 @@ class Store:
     async def table_sizes(self, names: Sequence[str]) -> list[TableSize]:
         rows = await self._read("table_sizes", list(names), what="reading table sizes", timeout=self.timeout)
         return [TableSize(name=r["name"], live_rows=int(r["live_rows"]), bytes=int(r["bytes"])) for r in rows]
+
+    async def autovacuum_on(self) -> bool:
+        row = await self._read_one(
+            "autovacuum_on", what="reading the autovacuum setting", timeout=self.timeout
+        )
+        return bool(row[0]) if row is not None else True
+
+    async def table_churn(self, names: Sequence[str]) -> list[TableChurn]:
+        rows = await self._read(
+            "table_churn", list(names), what="reading table statistics", timeout=self.timeout
+        )
+        return [
+            TableChurn(
+                name=r["name"],
+                live_rows=int(r["live_rows"]),
+                dead_rows=int(r["dead_rows"]),
+                changed_rows=int(r["changed_rows"]),
+            )
+            for r in rows
+        ]
+
+    async def vacuum(self, table: str) -> None:
+        """VACUUM (ANALYZE) one of Janus's growing tables, outside any transaction."""
+        try:
+            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
+                if table == "jobs":
+                    await connection.execute(sql("vacuum_jobs"))
+                elif table == "attempt_errors":
+                    await connection.execute(sql("vacuum_attempt_errors"))
+                elif table == "admissions":
+                    await connection.execute(sql("vacuum_admissions"))
+                else:
+                    raise ValueError(f"no vacuum of {table!r}")
+        except DB_ERRORS as exc:
+            raise StoreError(f"vacuuming janus.{table} failed: {exc}") from exc
 
     async def prune_admissions(self, holder: uuid.UUID, epoch: int, before: float) -> int:
         async with self.leader_transaction(holder, epoch) as tx:

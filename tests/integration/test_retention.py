@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -375,3 +375,29 @@ async def test_a_batch_that_cannot_finish_in_time_is_cancelled_and_the_pass_give
     assert await slow.prune_once() == 5
     assert await stored(database) == ({}, {})
     assert metrics.registry.get_sample_value("janus_prune_batch_jobs") is not None
+
+
+async def test_where_autovacuum_is_off_the_pruner_vacuums_what_it_pruned(store: Store, database: str) -> None:
+    rows = [
+        Row(job_id=f"old{n}", dependency="api", state=JobState.SUCCEEDED, finished_at=0.0, errors=0)
+        for n in range(500)
+    ]
+    await insert(database, rows)
+    term = await lead(store)
+    cleaner = pruner(store, term, largest=10_000)
+    cleaner.autovacuum = False  # whatever this server says: the stand-in is what is tested
+    assert await cleaner.prune_once() == 500
+
+    async def until_dead_rows(holds: Callable[[int], bool]) -> None:
+        """Polled: statistics reach pg_stat_user_tables within seconds, with no event to await."""
+        async with asyncio.timeout(30):
+            while True:
+                if holds(sum(churn.dead_rows for churn in await store.table_churn(["jobs"]))):
+                    return
+                await asyncio.sleep(0.1)
+
+    await until_dead_rows(lambda dead: dead >= 500)
+    assert "jobs" in await cleaner.vacuum_if_due()
+    await until_dead_rows(lambda dead: dead == 0)
+    cleaner.autovacuum = True  # a server that vacuums by itself: the pruner leaves it alone
+    assert await cleaner.vacuum_if_due() == []

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from janus.config import format_duration, parse_config
 from janus.core.jobs import JobState
-from janus.core.retention import BatchSizing, Retention, RetentionPolicy, prunable
+from janus.core.retention import BatchSizing, Retention, RetentionPolicy, TableChurn, prunable, vacuum_due
 
 DAY = 86400.0
 DEFAULT = RetentionPolicy(succeeded=DAY, dead=14 * DAY, dedup_window=DAY)
@@ -129,3 +129,20 @@ def test_keep_for_covers_the_dedup_window() -> None:
 )
 def test_durations_are_told_in_their_largest_whole_unit(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+VACUUM_CASES = [
+    # (live, dead, changed since ANALYZE, due?) -- PostgreSQL's default autovacuum thresholds
+    (0, 0, 0, False),  # nothing happened
+    (1000, 250, 0, False),  # dead within 50 + 20 %
+    (1000, 251, 0, True),  # past it: VACUUM frees their room for new rows
+    (1000, 0, 151, True),  # a table that grew: ANALYZE, so plans follow its size
+    (0, 0, 51, True),  # a fresh table's first rows: its plans were made when it was empty
+    (1_000_000, 100_000, 50_000, False),  # big tables: proportionally more
+]
+
+
+@pytest.mark.parametrize(("live", "dead", "changed", "due"), VACUUM_CASES)
+def test_vacuum_is_due_as_autovacuum_would_find_it(live: int, dead: int, changed: int, due: bool) -> None:
+    churn = TableChurn(name="jobs", live_rows=live, dead_rows=dead, changed_rows=changed)
+    assert vacuum_due(churn) is due

@@ -348,3 +348,30 @@ SELECT s.relname AS name, s.n_live_tup AS live_rows, pg_total_relation_size(s.re
 -- For the rest of this transaction: a statement running longer is cancelled (the transaction
 -- rolls back), so a pruning batch cannot keep the lease row locked past its budget.
 SELECT set_config('statement_timeout', $1, true);
+
+-- name: autovacuum_on
+-- params: none
+SELECT current_setting('autovacuum')::boolean;
+
+-- name: table_churn
+-- params: $1 table names (in schema janus)
+-- What autovacuum decides by: live and dead rows, and rows changed since the last ANALYZE.
+SELECT relname AS name, n_live_tup AS live_rows, n_dead_tup AS dead_rows,
+       n_mod_since_analyze AS changed_rows
+  FROM pg_stat_user_tables
+ WHERE schemaname = 'janus' AND relname = ANY ($1::text[]);
+
+-- name: vacuum_jobs
+-- params: none
+-- Only when the server's autovacuum is off (janus/service/retention.py). Outside a transaction;
+-- takes no lock that DML waits for. TRUNCATE false: giving empty trailing pages back to the
+-- operating system would take an exclusive lock that the ticks would wait for.
+VACUUM (ANALYZE, TRUNCATE false) janus.jobs;
+
+-- name: vacuum_attempt_errors
+-- params: none
+VACUUM (ANALYZE, TRUNCATE false) janus.attempt_errors;
+
+-- name: vacuum_admissions
+-- params: none
+VACUUM (ANALYZE, TRUNCATE false) janus.admissions;
