@@ -4,23 +4,23 @@ holding many finished jobs (bulk-loaded), alternated in the same run.
 Two fresh databases, migrated: "empty", and "history", into which --rows finished jobs are
 bulk-loaded with generate_series (1 % dead with 5 failed attempts each, the rest succeeded,
 finished over the last 23 hours: within the default retention, so a day of history at a
-steady rate; ids are random hex, as producers' UUIDs would be, so the primary key's inserts
-land all over a large index). Then, --rounds times, after a VACUUM (ANALYZE) of each (what
-autovacuum does on a default server: without it, the empty table's plans stay those of an
-empty table as it grows), each database in turn (the order
-alternating) runs --jobs jobs through the real `tick` statement and LeaderSession (as
-benchmarks.tick_statement does: inserted admitted with their admission, then marked
-succeeded, in batches of --batch), and we read the PostgreSQL backend's CPU per job and the
-jobs per second the statements sustain. Prints the medians and the ratio history / empty.
-Also prints the bytes per stored job (for sizing a database: docs/operations.md).
+steady rate). Ids are random hex, as producers' UUIDs would be, so the primary key's inserts
+land all over a large index; with --ordered-ids, time-ordered ones, as UUIDv7 or ULIDs are.
+Then, --rounds times, each database in turn (the order alternating) is vacuumed and analyzed
+(what autovacuum does on a default server: without it, the empty table's plans stay those of
+an empty table as it grows) and runs --jobs jobs through the real `tick` statement and
+LeaderSession (as benchmarks.tick_statement does: inserted admitted with their admission,
+then marked succeeded, in batches of --batch); we read the PostgreSQL backend's CPU per job
+and the jobs per second the statements sustain. Prints the medians and the ratio
+history / empty, and the bytes per stored job (for sizing a database: docs/operations.md).
 
 With --end-to-end N, then also a real `janus run` on each database in turn (alternating,
 --rounds // 2 times each), N jobs through an SDK producer and worker as fast as they go
-(benchmarks.throughput's measurement): jobs per second and the PostgreSQL backends' CPU per
-job, end to end, and their ratio.
+(benchmarks.throughput's measurement, whose ids are PREFIX-N): jobs per second and the
+PostgreSQL backends' CPU per job, end to end, and their ratio.
 
     .venv/bin/python -m benchmarks.retention_history [--rows 10000000] [--rounds 8] [--jobs 4000]
-        [--end-to-end 10000]
+        [--end-to-end 5000] [--ordered-ids]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ DAY = 86400.0
 LOAD = """
 INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, attempt, failures, eligible_at,
                         admitted_at, expires_at, lease_deadline, last_error, created_at, finished_at, seq)
-SELECT md5('history' || i), 'bench', 'tenant-' || (i % 100), '{"order": 12345}'::jsonb,
+SELECT CASE WHEN $5 THEN 'h-' || lpad(i::text, 12, '0') ELSE md5('history' || i) END, 'bench', 'tenant-' || (i % 100), '{"order": 12345}'::jsonb,
        CASE WHEN i % 100 = 0 THEN 'dead' ELSE 'succeeded' END,
        CASE WHEN i % 100 = 0 THEN 5 ELSE 1 END, CASE WHEN i % 100 = 0 THEN 5 ELSE 0 END,
        t, t + 0.01, t + 0.2, t + 300, CASE WHEN i % 100 = 0 THEN 'RuntimeError: upstream said 503' END,
@@ -100,8 +100,9 @@ def _succeeded(job_id: str, now: float) -> Job:
 
 
 class Bench:
-    def __init__(self, name: str, connection: asyncpg.Connection, holder: uuid.UUID) -> None:
+    def __init__(self, name: str, connection: asyncpg.Connection, holder: uuid.UUID, ordered: bool) -> None:
         self.name = name
+        self.ordered = ordered
         self.connection = connection
         self.session = LeaderSession(connection, holder, 1)
         self.backend: psutil.Process | None = None
@@ -120,7 +121,10 @@ class Bench:
         started = time.perf_counter()
         for _ in range(jobs // batch):
             now = time.time()
-            ids = [uuid.uuid4().hex for _ in range(batch)]
+            if self.ordered:  # time-ordered, as UUIDv7 or ULIDs are: inserts land on the index's edge
+                ids = [f"n-{time.time_ns():020d}-{i:03d}" for i in range(batch)]
+            else:
+                ids = [uuid.uuid4().hex for _ in range(batch)]
             admitted = [_admitted(i, now) for i in ids]
             await self.session.tick(now, admitted, [], [Admission.of(job) for job, _ in admitted])
             await self.session.tick(now, [], [_succeeded(i, now) for i in ids], [])
@@ -131,7 +135,7 @@ class Bench:
         )
 
 
-async def load(url: str, rows: int) -> float:
+async def load(url: str, rows: int, ordered: bool) -> float:
     """Bulk-load `rows` finished jobs; returns the seconds it took."""
     started = time.perf_counter()
     connection = await asyncpg.connect(url)
@@ -139,7 +143,7 @@ async def load(url: str, rows: int) -> float:
         now = time.time()
         for first in range(1, rows + 1, CHUNK):
             last = min(first + CHUNK - 1, rows)
-            await connection.execute(LOAD, now, float(rows), first, last, timeout=None)
+            await connection.execute(LOAD, now, float(rows), first, last, ordered, timeout=None)
             print(f"  loaded {last:,} of {rows:,} ({time.perf_counter() - started:.0f} s)", flush=True)
         await connection.execute(LOAD_ERRORS, timeout=None)
         await connection.execute("VACUUM (ANALYZE) janus.jobs", timeout=None)
@@ -163,8 +167,8 @@ async def sizes(url: str) -> tuple[int, int, int]:
 JANUS_CONFIG = """\
 # Written by benchmarks/retention_history.py: one dependency, no limit, default retention.
 [dependencies.bench]
-lease_timeout = "60s"
-admission_ttl = "30s"
+lease_timeout = "600s"
+admission_ttl = "300s"  # the worker takes a whole run's jobs from one queue, on a busy machine
 """
 
 
@@ -239,7 +243,7 @@ async def end_to_end(local: LocalServices, names: dict[str, str], rounds: int, j
     )
 
 
-async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: int) -> None:
+async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: int, ordered: bool) -> None:
     local = LocalServices()
     suffix = uuid.uuid4().hex[:8]
     names = {"empty": f"janus_hist_empty_{suffix}", "history": f"janus_hist_full_{suffix}"}
@@ -252,7 +256,7 @@ async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: in
             await migrate(connection)
             await connection.close()
         print(f"bulk-loading {rows:,} finished jobs into the history database:", flush=True)
-        took = await load(local.pg_url(names["history"]), rows)
+        took = await load(local.pg_url(names["history"]), rows, ordered)
         stored, jobs_bytes, errors_bytes = await sizes(local.pg_url(names["history"]))
         print(
             f"loaded in {took:.0f} s: {stored:,} jobs; janus.jobs {jobs_bytes / 2**20:,.0f} MiB "
@@ -269,7 +273,7 @@ async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: in
             await connection.execute(
                 "INSERT INTO janus.leader VALUES (true, $1, 1, now() + interval '1 day')", holder
             )
-            bench = Bench(label, connection, holder)
+            bench = Bench(label, connection, holder, ordered)
             await bench.start()
             await bench.run(jobs // 4, batch)  # warm-up: plans, caches
             bench.rounds.clear()
@@ -318,9 +322,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per round and database")
     parser.add_argument("--batch", type=int, default=50, help="jobs per tick statement")
+    parser.add_argument(
+        "--ordered-ids", action="store_true", help="time-ordered job ids (UUIDv7-like) instead of random ones"
+    )
     parser.add_argument("--end-to-end", type=int, default=0, help="jobs per janus run round (0: none)")
     args = parser.parse_args()
-    asyncio.run(run(args.rows, args.rounds, args.jobs, args.batch, args.end_to_end))
+    asyncio.run(run(args.rows, args.rounds, args.jobs, args.batch, args.end_to_end, args.ordered_ids))
 
 
 if __name__ == "__main__":

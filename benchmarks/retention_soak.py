@@ -1,15 +1,16 @@
 """A soak with a shortened retention: does the database stay bounded, and does Janus stay as fast?
 
-A real `janus run` (one unlimited dependency, retention --retention for every finished job,
-pruning every second), one SDK worker and one producer publishing --rate jobs/s for
---seconds: the retention passes many times. Every few seconds we sample janus.jobs (rows,
+A real `janus run` (one dependency, at most --concurrency held, so that a worker that falls
+behind leaves jobs waiting in Janus rather than timing out in its queue; every finished job
+kept --retention seconds, pruning every second), one SDK worker and one producer publishing
+--rate jobs/s for --seconds: the retention passes many times. Every few seconds we sample janus.jobs (rows,
 on-disk bytes with indexes and TOAST), the admission log, and the jobs finished in the last
 sample interval (throughput). The worker reports each job's delay from publish to receipt;
 the run is cut into --periods periods, and we print per period: rows and bytes (largest
 sample), completions per second, and the delay's p50 and p99. The leader must never lose its
 lease: one term in janus.leader_terms from start to end.
 
-    .venv/bin/python -m benchmarks.retention_soak [--rate 200] [--seconds 300] [--retention 20]
+    .venv/bin/python -m benchmarks.retention_soak [--rate 100] [--seconds 300] [--retention 20]
 
 Janus's admission log (janus.admissions) is kept by its own rule (at least an hour, for the
 rate windows), so within a soak shorter than that it grows; it is printed apart.
@@ -88,7 +89,7 @@ async def sample_database(url: str, started: float, stop: asyncio.Event) -> list
     return samples
 
 
-def janus_config(retention: float) -> str:
+def janus_config(retention: float, concurrency: int) -> str:
     return f"""\
 # Written by benchmarks/retention_soak.py: one unlimited dependency, a shortened retention.
 [retention]
@@ -98,12 +99,15 @@ dedup_window = "{retention:g}s"
 prune_every = "1s"
 
 [dependencies.{DEPENDENCY}]
-lease_timeout = "60s"
-admission_ttl = "30s"
+concurrency = {concurrency}  # jobs wait in Janus, not as expiring admissions in the ready queue
+lease_timeout = "300s"
+admission_ttl = "60s"
 """
 
 
-async def run(services: Services, rate: float, seconds: float, retention: float, periods: int) -> int:
+async def run(
+    services: Services, rate: float, seconds: float, retention: float, periods: int, concurrency: int
+) -> int:
     jobs = int(rate * seconds)
     suffix = uuid.uuid4().hex[:8]
     vhost, database = f"janus-soak-{suffix}", f"janus_soak_{suffix}"
@@ -114,7 +118,7 @@ async def run(services: Services, rate: float, seconds: float, retention: float,
         with tempfile.TemporaryDirectory(prefix="janus-soak-") as directory:
             workdir = Path(directory)
             config = workdir / "janus.toml"
-            config.write_text(janus_config(retention), encoding="utf-8")
+            config.write_text(janus_config(retention, concurrency), encoding="utf-8")
             child = await Child.start(
                 "janus",
                 ["-m", "janus.cli", "run", "--config", str(config)],
@@ -208,16 +212,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rate", type=float, default=200.0, help="jobs per second")
+    parser.add_argument("--rate", type=float, default=100.0, help="jobs per second")
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--retention", type=float, default=20.0, help="seconds every finished job is kept")
     parser.add_argument("--periods", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, default=400, help="the dependency's concurrency limit")
     parser.add_argument("--amqp-base", default="amqp://guest:guest@127.0.0.1:5672")
     parser.add_argument("--pg-base", default="postgresql://postgres@127.0.0.1:5432")
     args = parser.parse_args()
     services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=("rabbitmqctl",))
     try:
-        return uvloop.run(run(services, args.rate, args.seconds, args.retention, args.periods))
+        return uvloop.run(
+            run(services, args.rate, args.seconds, args.retention, args.periods, args.concurrency)
+        )
     except (BenchmarkError, JanusError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
