@@ -74,7 +74,7 @@ class Pruner:
             if entry.finished_at < before:
                 total += await self._prune_until_done(entry.state, entry.dependency, before, draining)
         if total:
-            log.info("pruned %d finished jobs past their retention", total)
+            log.debug("pruned %d finished jobs past their retention", total)
             oldest = await self.store.oldest_finished()  # what is left (one index probe each)
         self._report_oldest(oldest)
         return total
