@@ -33,7 +33,8 @@ unit: install
 
 # docker-compose.yml's broker passwords and Janus's AMQP URL, random, in deploy/secrets/ (kept if there).
 compose-secrets: install
-	$(PY) -m janus.broker.definitions --config config/janus.toml --password-dir deploy/secrets --create-passwords
+	$(PY) -m janus.broker.definitions --config config/janus.toml --password-dir deploy/secrets --create-passwords \
+		--rabbitmq-version 3.10 --allow-unchecked-cc
 
 bench: install services
 	$(PY) benchmarks/throughput.py

@@ -28,7 +28,7 @@ from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from janus.broker import topology
 from janus.protocol import CONTENT_TYPE
 
-PREFETCH = 2000  # as Janus's consumers (janus.service.app.PREFETCH): bounds what is in flight
+PREFETCH = 2000  # Janus's count (janus.service.app.PREFETCH) before its bound in bytes: what is in flight
 
 
 class Relay:

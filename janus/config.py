@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -38,6 +40,13 @@ from janus.core.policy import (
 from janus.core.retention import BatchSizing, Retention, RetentionPolicy
 from janus.errors import ConfigError
 from janus.urls import check_port
+
+# janus.protocol's ENVELOPE_BYTES and MAX_RESULT_BYTES (the config may not import the protocol;
+# a unit test keeps them equal): what max_message_size must leave room for.
+MESSAGE_ENVELOPE_BYTES = 8 * 1024
+LARGEST_RESULT_BYTES = 8 * 1024 + 6 * 2000
+# RabbitMQ refuses a max_message_size above 512 MiB.
+MAX_MESSAGE_SIZE_CEILING = 512 * 1024 * 1024
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/janus"
@@ -67,15 +76,6 @@ def parse_duration(value: object) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be positive and finite, got {value!r}")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The largest whole unit that says it: 86400 -> "1d", 5400 -> "90m", 0.25 -> "250ms"."""
-    for unit in ("d", "h", "m", "s"):
-        count = seconds / _UNITS[unit]
-        if count >= 1 and count == round(count):
-            return f"{round(count)}{unit}"
-    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 def parse_rate_limit(value: object) -> RateLimit:
@@ -118,9 +118,71 @@ def parse_limit_entry(value: object) -> RateLimit:
     return RateLimit(count=limit.count, window=limit.window, counts=RateCounting(counts))
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-RateLimitSpec = Annotated[RateLimit, BeforeValidator(parse_rate_limit)]  # a plain "COUNT/DURATION"
-LimitEntry = Annotated[RateLimit, BeforeValidator(parse_limit_entry)]  # plain, or the table form
+# Bounds of what a policy may say (docs/configuration.md#bounds): beyond them a value is a
+# typo or cannot work, and check-config says so instead of a leader that never admits.
+SECOND, DAY = 1.0, 86400.0
+MAX_DEPENDENCIES = 2000  # one channel each on one connection; RabbitMQ allows 2,047 (channel_max)
+MAX_CONCURRENCY = 1_000_000  # slots held at once, per dependency or per scope
+MAX_RATE_COUNT = 10_000_000  # admissions a rate window holds (each one kept in memory)
+MAX_COUNT = 1_000_000  # min_retries, min_outcomes
+MAX_ATTEMPTS = 1000
+MAX_PROBES = 10_000
+MIN_DURATION = 0.001  # the smallest unit ("1ms"); the clock and the tick are no finer
+MAX_WINDOW = 31 * DAY  # a rate window: a monthly quota, and the history a rebuild reads
+MAX_DELAY = 7 * DAY  # a retry delay, a lease, a circuit's opening: a week at most
+MAX_TTL = DAY
+MAX_RETENTION = 366 * DAY
+
+
+def _between(low: float, high: float) -> AfterValidator:
+    def check(seconds: float) -> float:
+        if not low <= seconds <= high:
+            raise ValueError(
+                f"must be between {format_duration(low)} and {format_duration(high)}, got {format_duration(seconds)}"
+            )
+        return seconds
+
+    return AfterValidator(check)
+
+
+def format_duration(value: float) -> str:
+    """A duration as the file would say it: "1ms", "2s", "7d"."""
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if value >= size and (value / size).is_integer():
+            return f"{value / size:g}{unit}"
+    return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
+
+
+def _limit_bounds(limit: RateLimit) -> RateLimit:
+    text = f"{limit.count}/{format_duration(limit.window)}"
+    if limit.count > MAX_RATE_COUNT:
+        raise ValueError(f"invalid rate limit '{text}': COUNT must be at most {MAX_RATE_COUNT:,}")
+    if not MIN_DURATION <= limit.window <= MAX_WINDOW:
+        raise ValueError(
+            f"invalid rate limit '{text}': the window must be between {format_duration(MIN_DURATION)} "
+            f"and {format_duration(MAX_WINDOW)}"
+        )
+    return limit
+
+
+# Durations: a number of seconds or a string like "2s", each kind with its bounds.
+Duration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_DURATION, MAX_DELAY)]
+WindowDuration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_DURATION, MAX_WINDOW)]
+# A worker must get the job, run it and report within the lease: under a second cannot work.
+LeaseDuration = Annotated[float, BeforeValidator(parse_duration), _between(SECOND, MAX_DELAY)]
+TtlDuration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_DURATION, MAX_TTL)]
+# How long finished jobs are kept: from a second (tests, soaks) to a year (an audit trail).
+RetentionDuration = Annotated[float, BeforeValidator(parse_duration), _between(SECOND, MAX_RETENTION)]
+# Counts from 1 (a TOML float or boolean is refused, not rounded).
+Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY, strict=True)]
+Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS, strict=True)]
+Probes = Annotated[int, Field(ge=1, le=MAX_PROBES, strict=True)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)]
+
+# A plain "COUNT/DURATION"
+RateLimitSpec = Annotated[RateLimit, BeforeValidator(parse_rate_limit), AfterValidator(_limit_bounds)]
+# Plain, or the table form
+LimitEntry = Annotated[RateLimit, BeforeValidator(parse_limit_entry), AfterValidator(_limit_bounds)]
 
 
 class _Strict(BaseModel):
@@ -128,13 +190,13 @@ class _Strict(BaseModel):
 
 
 class RetryConfig(_Strict):
-    max_attempts: int = Field(default=5, ge=1, strict=True)
+    max_attempts: Attempts = 5
     base_delay: Duration = 1.0
     max_delay: Duration = 60.0
     jitter: float = Field(default=0.5, ge=0.0, le=1.0, strict=True)
     budget: float = Field(default=0.2, gt=0.0, le=1.0, strict=True)
-    budget_window: Duration = 10.0
-    min_retries: int = Field(default=10, ge=1, strict=True)
+    budget_window: WindowDuration = 10.0
+    min_retries: Count = 10
     max_retry_after: Duration = 600.0
 
     @model_validator(mode="after")
@@ -159,11 +221,11 @@ class RetryConfig(_Strict):
 class CircuitConfig(_Strict):
     enabled: bool = Field(default=True, strict=True)
     failure_threshold: float = Field(default=0.5, gt=0.0, le=1.0, strict=True)
-    min_outcomes: int = Field(default=20, ge=1, strict=True)
-    window: Duration = 30.0
+    min_outcomes: Count = 20
+    window: WindowDuration = 30.0
     open_for: Duration = 10.0
     max_open_for: Duration = 300.0
-    half_open_probes: int = Field(default=3, ge=1, strict=True)
+    half_open_probes: Probes = 3
 
     @model_validator(mode="after")
     def _ordered(self) -> CircuitConfig:
@@ -193,7 +255,7 @@ Weight = Annotated[float, BeforeValidator(_weight)]
 class FairnessConfig(_Strict):
     default_weight: Weight = 1.0
     weights: dict[str, Weight] = Field(default_factory=dict)
-    scope_concurrency: int | None = Field(default=None, ge=1, strict=True)
+    scope_concurrency: Concurrency | None = None
     scope_rate_limits: list[LimitEntry] = Field(default_factory=list)
 
     def to_policy(self) -> FairnessPolicy:
@@ -208,17 +270,17 @@ class FairnessConfig(_Strict):
 class DependencyRetentionConfig(_Strict):
     """`[dependencies.X.retention]`: any of the three periods, the rest from `[retention]`."""
 
-    succeeded: Duration | None = None
-    dead: Duration | None = None
-    dedup_window: Duration | None = None
+    succeeded: RetentionDuration | None = None
+    dead: RetentionDuration | None = None
+    dedup_window: RetentionDuration | None = None
 
 
 class RetentionConfig(_Strict):
     """`[retention]`: how long finished jobs stay in PostgreSQL (docs/decisions.md: the defaults)."""
 
-    succeeded: Duration = 86400.0
-    dead: Duration = 14 * 86400.0
-    dedup_window: Duration = 86400.0
+    succeeded: RetentionDuration = 86400.0
+    dead: RetentionDuration = 14 * 86400.0
+    dedup_window: RetentionDuration = 86400.0
     prune_every: Duration = 10.0  # how often the leader looks for rows past their retention
     batch_budget: Duration = 0.05  # a pruning transaction's target duration (batches adapt to it)
 
@@ -240,9 +302,9 @@ OUTCOMES: tuple[Outcome, ...] = ("succeeded", "dead")
 
 class DependencyConfig(_Strict):
     rate_limits: list[LimitEntry] = Field(default_factory=list)
-    concurrency: int | None = Field(default=None, ge=1, strict=True)
-    lease_timeout: Duration = 300.0
-    admission_ttl: Duration | None = None
+    concurrency: Concurrency | None = None
+    lease_timeout: LeaseDuration = 300.0
+    admission_ttl: TtlDuration | None = None
     retry: RetryConfig = Field(default_factory=RetryConfig)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
@@ -281,17 +343,44 @@ class DependencyConfig(_Strict):
 class JanusConfig(_Strict):
     amqp_url: str = DEFAULT_AMQP_URL
     database_url: str = DEFAULT_DATABASE_URL
-    max_payload_bytes: int = Field(default=64 * 1024, ge=1, strict=True)
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1, le=MAX_MESSAGE_SIZE_CEILING, strict=True)
+    # The largest message, in bytes, the broker takes (its own `max_message_size`, set to the
+    # same: deploy/rabbitmq/rabbitmq.conf). Janus's prefetch bounds count x this in bytes.
+    max_message_size: int = Field(default=128 * 1024, le=MAX_MESSAGE_SIZE_CEILING, strict=True)
     # Per results queue: bad results set aside in any window; beyond it the queue waits, so a
     # flooding worker cannot take the leader's CPU from other dependencies (janus/core/flood.py).
     bad_results_limit: RateLimitSpec = RateLimit(count=200, window=1.0)
     dependencies: dict[str, DependencyConfig] = Field(min_length=1)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
+    @field_validator("dependencies", mode="before")
+    @classmethod
+    def _how_many(cls, value: object) -> object:
+        if isinstance(value, dict) and len(value) > MAX_DEPENDENCIES:
+            raise ValueError(
+                f"{len(value):,} dependencies: at most {MAX_DEPENDENCIES:,} (each takes a channel of "
+                "Janus's broker connection, and RabbitMQ allows 2,047 channels per connection)"
+            )
+        return value
+
     @field_validator("amqp_url", "database_url")
     @classmethod
     def _port(cls, value: str) -> str:
         check_port(value)  # a port like "abc" would otherwise fail only when connecting
+        return value
+
+    @field_validator("max_message_size")
+    @classmethod
+    def _room_for_every_valid_message(cls, value: int, info: ValidationInfo) -> int:
+        # A valid intake message (its payload at the cap, and its envelope) and a valid result
+        # must fit, or the broker would refuse what Janus accepts.
+        payload = info.data.get("max_payload_bytes", 0)
+        least = max(payload + MESSAGE_ENVELOPE_BYTES, LARGEST_RESULT_BYTES)
+        if value < least:
+            raise ValueError(
+                f"must be at least {least} bytes: max_payload_bytes + {MESSAGE_ENVELOPE_BYTES} (the envelope), "
+                f"and at least {LARGEST_RESULT_BYTES} (the largest result)"
+            )
         return value
 
     @field_validator("dependencies")
@@ -403,15 +492,27 @@ class Settings(BaseSettings):
     amqp_url_file: Path | None = None
     database_url_file: Path | None = None
     http_host: str = "127.0.0.1"
-    http_port: int = 9464  # 0 disables the metrics endpoint
-    leader_lease: float = Field(default=3.0, gt=0)  # seconds a leader's lease lasts unrenewed
-    leader_renew_every: float = Field(default=0.75, gt=0)
-    standby_poll_every: float = Field(default=0.5, gt=0)
+    http_port: int = Field(default=9464, ge=0, le=65535)  # 0 disables the metrics endpoint
+    # Seconds. Bounded so that a typo (1e-9, 1e300) is refused here, not met as a traceback later.
+    leader_lease: float = Field(default=3.0, ge=0.1, le=3600)  # a leader's lease lasts this unrenewed
+    leader_renew_every: float = Field(default=0.75, ge=0.01, le=3600)
+    standby_poll_every: float = Field(default=0.5, ge=0.01, le=3600)
     # Seconds; Janus (and RabbitMQ) declare the connection dead after about 3 missed beats.
     amqp_heartbeat: int = Field(default=2, ge=0, le=600)  # 0 lets the broker decide (RabbitMQ: 60)
-    db_timeout: float = Field(default=5.0, gt=0)  # connect and short statements (lease, tick)
-    reconnect_max_delay: float = Field(default=5.0, gt=0)  # backoff cap after losing broker or DB
+    db_timeout: float = Field(default=5.0, ge=0.01, le=3600)  # connect and short statements (lease, tick)
+    reconnect_max_delay: float = Field(default=5.0, ge=0.01, le=3600)  # backoff cap after losing broker or DB
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _renewals_fit_the_lease(self) -> Settings:
+        # As janus.service.leadership.LeaseTimings requires: one slow renewal must not lose it.
+        margin = max(self.leader_lease * 0.2, 0.05)
+        if self.leader_renew_every * 2 > self.leader_lease - margin:
+            raise ValueError(
+                f"JANUS_LEADER_RENEW_EVERY ({self.leader_renew_every:g}) must be under half of "
+                f"JANUS_LEADER_LEASE ({self.leader_lease:g}) minus its safety margin ({margin:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _urls_from_files(self) -> Settings:

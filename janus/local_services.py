@@ -21,6 +21,7 @@ from janus.errors import JanusError
 # Database names are interpolated into DDL (identifiers cannot be parameters): keep them plain.
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _PROTECTED_DATABASES = frozenset({"postgres", "template0", "template1"})
+_MARKER = re.compile(r"[A-Za-z0-9 ]{1,200}")  # interpolated into a COMMENT too
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,7 +63,11 @@ class LocalServices:
     async def delete_vhost(self, name: str) -> None:
         await self.ctl("delete_vhost", name)
 
-    async def create_database(self, name: str, *, template: str | None = None, replace: bool = False) -> None:
+    async def create_database(
+        self, name: str, *, template: str | None = None, replace: bool = False, marker: str | None = None
+    ) -> None:
+        """Create the database `name` (dropping it first if `replace`); `marker`, a plain text
+        (letters, digits, spaces), becomes its comment: who made it (`database_marker`)."""
         check_database_name(name)
         statements = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'] if replace else []
         if template is not None:
@@ -70,7 +75,20 @@ class LocalServices:
             statements.append(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         else:
             statements.append(f'CREATE DATABASE "{name}"')
+        if marker is not None:
+            if not _MARKER.fullmatch(marker):
+                raise JanusError(f"refusing the database marker {marker!r}: letters, digits and spaces only")
+            statements.append(f"COMMENT ON DATABASE \"{name}\" IS '{marker}'")
         await self._admin(statements)
+
+    async def database_marker(self, name: str) -> tuple[bool, str | None]:
+        """Whether the database `name` exists, and its comment (the `marker` it was created with)."""
+        async with self._maintenance() as connection:
+            row = await connection.fetchrow(
+                "SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1",
+                name,
+            )
+        return (row is not None, row["comment"] if row is not None else None)
 
     async def connections_to(self, name: str) -> int:
         """How many sessions are connected to the database `name` (0 if it does not exist)."""

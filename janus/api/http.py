@@ -1,10 +1,21 @@
 """/metrics, /healthz, /readyz (and the leader's /scopes, /why/JOB) on one small HTTP server.
 
-The server runs on its own threads (the standard library's WSGI server, as
-prometheus-client's own `start_http_server` does), so a scrape never waits for the
-loop. The two health checks, on the contrary, must prove the loop is alive: each
-asks the loop to answer (read the Health) and fails if it does not within
-`LOOP_DEADLINE`. No web framework is needed for three fixed paths.
+aiohttp serves them on an event loop of its own, on its own thread: parsing, slow or idle
+clients and encoding answers never run on the service's loop, so nothing an HTTP client does
+can delay the tick or the lease renewal. What only the service's loop knows is asked of it
+in small, bounded steps:
+
+- the health checks must prove that loop is alive: each asks it to read the Health, and fails
+  if it does not answer within `LOOP_DEADLINE`;
+- /scopes is cut from a snapshot the leader takes in slices, on a budget of its own
+  (janus/api/scopes_cache.py), `top` at most `MAX_TOP` per page, `offset` to page on;
+- /why/JOB asks the leader once, its id decoded from the path once.
+
+At most `MAX_INSPECTING` /scopes and /why requests are in progress at once (429 beyond), and a
+/metrics answer is reused for `METRICS_MAX_AGE`;
+a connection idle for `KEEPALIVE_TIMEOUT` (or that never finishes its request) is closed.
+Unknown paths answer 404, other methods than GET and HEAD 405, an unknown job 404, and 503
+means the loop did not answer or this process does not lead.
 """
 
 from __future__ import annotations
@@ -13,39 +24,50 @@ import asyncio
 import concurrent.futures
 import json
 import threading
-from collections.abc import Callable, Coroutine, Iterable
-from socketserver import ThreadingMixIn
-from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from wsgiref.types import StartResponse, WSGIEnvironment
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+from urllib.parse import unquote
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from janus.api.inspection import Inspecting, NotLeading, ScopesSnapshot
+from janus.api.scopes_cache import ScopesCache
 
 WHY_QUERY_DEADLINE = 5.0  # seconds more for /why, which may read the job from PostgreSQL
 LOOP_DEADLINE = 2.0  # seconds the event loop has to answer a health check
+SNAPSHOT_DEADLINE = 10.0  # seconds a /scopes request waits for a snapshot
+KEEPALIVE_TIMEOUT = 5.0  # seconds an idle connection (or an unfinished request) is kept
+MAX_INSPECTING = 4  # /scopes and /why requests in progress at once; more are answered 429
+MAX_TOP = 200  # scopes per dependency in one /scopes answer: page on with offset
+METRICS_MAX_AGE = 0.5  # seconds a /metrics answer is reused (scrapes come every 15 s or so)
+DEFAULT_TOP = 20
+STOP_DEADLINE = 5.0
 
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
+T = TypeVar("T")
+
+NOT_FOUND_HINT = "not found: try /metrics, /healthz, /readyz, /scopes or /why/JOB_ID\n"
 
 
-class Inspecting(Protocol):
-    """The leader's answers to `janus scopes` and `janus why` (janus.service.inspect)."""
-
-    def scopes(self, dependency: str | None, top: int) -> tuple[bool, dict[str, Any]]: ...
-
-    def why(self, job_id: str) -> Coroutine[Any, Any, tuple[bool, dict[str, Any]]]: ...
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a slow client never holds the process up at exit
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode() + b"\n",
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Probes every few seconds would flood the log."""
+class _Busy(Exception):
+    """The service's loop did not answer in time (or is closed)."""
 
 
 class HealthApp:
+    """The routes; every handler runs on the server's own loop."""
+
     def __init__(
         self,
         registry: CollectorRegistry,
@@ -54,71 +76,237 @@ class HealthApp:
         deadline: float = LOOP_DEADLINE,
         inspector: Inspecting | None = None,
     ) -> None:
-        self._metrics = make_wsgi_app(registry)
-        self._loop = loop
+        self._registry = registry
+        self._loop = loop  # the service's
         self._readiness = readiness
         self._deadline = deadline
         self._inspector = inspector
+        self._inspecting = 0
+        self._exposition: dict[str, tuple[float, bytes]] = {}  # per content type: (when, encoded)
+        self._scopes = ScopesCache(self._take_snapshot) if inspector is not None else None
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path in ("/metrics", "/"):
-            return self._metrics(environ, start_response)  # type: ignore[no-any-return]
-        if path == "/healthz":
-            alive = self._ask_loop(lambda: (True, {"alive": True}))
-            return _json(start_response, *(alive or (False, {"alive": False, "detail": "event loop busy"})))
-        if path == "/readyz":
-            ready = self._ask_loop(self._readiness)
-            return _json(start_response, *(ready or (False, {"ready": False, "detail": "event loop busy"})))
-        inspector = self._inspector
-        if inspector is not None and path == "/scopes":
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            dependency = query.get("dependency", [None])[0]
-            try:
-                top = max(1, min(1000, int(query.get("top", ["20"])[0])))
-            except ValueError:
-                return _json(
-                    start_response, False, {"error": "top must be an integer"}, status="400 Bad Request"
-                )
-            answer = self._ask_loop(lambda: inspector.scopes(dependency, top))
-            return _json(start_response, *(answer or (False, {"error": "event loop busy"})))
-        if inspector is not None and path.startswith("/why/"):
-            job_id = unquote(path.removeprefix("/why/"))
-            try:
-                future = asyncio.run_coroutine_threadsafe(inspector.why(job_id), self._loop)
-                ok, body = future.result(timeout=self._deadline + WHY_QUERY_DEADLINE)
-            except (RuntimeError, concurrent.futures.TimeoutError):
-                ok, body = False, {"error": "event loop busy"}
-            except Exception as exc:  # reported, never raised into the server
-                ok, body = False, {"error": f"could not answer: {exc}"}
-            return _json(start_response, ok, body)
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found: try /metrics, /healthz, /readyz, /scopes or /why/JOB_ID\n"]
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[self._hint_on_404])
+        app.router.add_get("/", self.metrics)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        if self._inspector is not None:
+            app.router.add_get("/scopes", self._limited(self.scopes))
+            app.router.add_get(r"/why/{job_id:.+}", self._limited(self.why))
+        return app
 
-    def _ask_loop(self, question: Readiness) -> tuple[bool, dict[str, Any]] | None:
-        answer: concurrent.futures.Future[tuple[bool, dict[str, Any]]] = concurrent.futures.Future()
+    @web.middleware
+    async def _hint_on_404(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return web.Response(status=404, text=NOT_FOUND_HINT)
+
+    def _limited(
+        self, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def limited(request: web.Request) -> web.Response:
+            if self._inspecting >= MAX_INSPECTING:
+                response = _json(429, {"error": f"more than {MAX_INSPECTING} inspections at once: retry"})
+                response.headers["Retry-After"] = "1"
+                return response
+            self._inspecting += 1
+            try:
+                return await handler(request)
+            finally:
+                self._inspecting -= 1
+
+        return limited
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        now = time.monotonic()
+        taken, body = self._exposition.get(content_type, (float("-inf"), b""))
+        if now - taken >= METRICS_MAX_AGE:  # a flood of scrapes encodes the registry once
+            body = encoder(self._registry)
+            self._exposition[content_type] = (now, body)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        body: dict[str, Any]
+        try:
+            ok, body = await self._ask_loop(lambda: (True, {"alive": True}))
+        except _Busy:
+            ok, body = False, {"alive": False, "detail": "event loop busy"}
+        return _json(200 if ok else 503, body)
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        body: dict[str, Any]
+        try:
+            ok, body = await self._ask_loop(self._readiness)
+        except _Busy:
+            ok, body = False, {"ready": False, "detail": "event loop busy"}
+        except Exception as exc:  # reported as not ready, never raised into the server
+            ok, body = False, {"detail": f"health check failed: {exc!r}"}
+        return _json(200 if ok else 503, body)
+
+    async def scopes(self, request: web.Request) -> web.Response:
+        assert self._scopes is not None
+        query = request.query
+        dependency = query.get("dependency")
+        try:
+            asked = int(query.get("top", str(DEFAULT_TOP)))
+            offset = max(0, int(query.get("offset", "0")))
+        except ValueError:
+            return _json(400, {"error": "top and offset must be integers"})
+        top = max(1, min(MAX_TOP, asked))
+        try:
+            cut = await self._scopes.get()
+        except NotLeading as exc:
+            return _json(503, {"error": str(exc)})
+        except (_Busy, TimeoutError):
+            return _json(503, {"error": "event loop busy"})
+        key = (dependency, top, offset, asked > MAX_TOP)
+        cached = self._scopes.answers.get(key)
+        if cached is not None:
+            return web.Response(body=cached, content_type="application/json")
+        snapshot = cut.snapshot
+        found, body = snapshot.answer(dependency, top, offset)
+        if found:
+            # Extensions of the answer (docs/operations.md): what was cut, and from when.
+            body |= {"top": top, "offset": offset, "max_top": MAX_TOP, "as_of": snapshot.taken_at}
+            if asked > MAX_TOP:
+                body["note"] = f"top is capped at {MAX_TOP}: page on with offset"
+            if offset + top > snapshot.depth:
+                body["note"] = f"only the {snapshot.depth} largest backlogs per dependency are listed"
+        encoded = json.dumps(body).encode() + b"\n"
+        if not found:
+            return web.Response(status=404, body=encoded, content_type="application/json")
+        self._scopes.remember(key, encoded)
+        return web.Response(body=encoded, content_type="application/json")
+
+    async def why(self, request: web.Request) -> web.Response:
+        assert self._inspector is not None
+        # Decoded once, from the raw path: `pct%41-1` stays itself, `a/b` and `café-1` too.
+        raw = request.raw_path.split("?", 1)[0].removeprefix("/why/")
+        try:
+            job_id = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            return _json(400, {"error": "the job id is not UTF-8"})
+        try:
+            found, body = await self._on_loop(self._inspector.why(job_id), WHY_QUERY_DEADLINE)
+        except NotLeading as exc:
+            return _json(503, {"error": str(exc)})
+        except _Busy:
+            return _json(503, {"error": "event loop busy"})
+        except Exception as exc:  # reported, never raised into the server
+            return _json(503, {"error": f"could not answer: {exc}"})
+        return _json(200 if found else 404, body)
+
+    async def _take_snapshot(self) -> ScopesSnapshot:
+        assert self._inspector is not None
+        return await self._on_loop(self._inspector.snapshot(), SNAPSHOT_DEADLINE)
+
+    async def _on_loop(self, coroutine: Coroutine[Any, Any, T], more: float) -> T:
+        """Run `coroutine` on the service's loop; _Busy if it does not finish in time."""
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError:  # the service's loop is closed
+            coroutine.close()
+            raise _Busy() from None
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self._deadline + more)
+        except TimeoutError:
+            future.cancel()
+            raise _Busy() from None
+
+    async def _ask_loop(self, question: Callable[[], T]) -> T:
+        """`question()` answered on the service's loop within the deadline, else _Busy."""
+        answer: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def ask() -> None:
+            if not answer.set_running_or_notify_cancel():
+                return
             try:
                 answer.set_result(question())
-            except Exception as exc:  # reported as not ready, never raised into the loop
+            except Exception as exc:  # reported to the asker, never raised into the loop
                 answer.set_exception(exc)
 
         try:
             self._loop.call_soon_threadsafe(ask)
-            return answer.result(timeout=self._deadline)
-        except (RuntimeError, concurrent.futures.TimeoutError):  # loop closed, or not answering
-            return None
-        except Exception as exc:
-            return False, {"detail": f"health check failed: {exc!r}"}
+        except RuntimeError:  # the service's loop is closed
+            raise _Busy() from None
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(answer), self._deadline)
+        except TimeoutError:
+            raise _Busy() from None
 
 
-def _json(
-    start_response: StartResponse, ok: bool, body: dict[str, Any], *, status: str | None = None
-) -> list[bytes]:
-    status = status or ("200 OK" if ok else "503 Service Unavailable")
-    start_response(status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
-    return [json.dumps(body).encode() + b"\n"]
+class HttpServer:
+    """The server, its loop and its thread. `close()` from any thread stops all three."""
+
+    def __init__(
+        self, app: web.Application, host: str, port: int, *, keepalive_timeout: float = KEEPALIVE_TIMEOUT
+    ) -> None:
+        self._app, self._host, self._port = app, host, port
+        self._keepalive_timeout = keepalive_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="janus-http", daemon=True)
+
+    def start(self) -> None:
+        """Bind and serve; raises OSError (port in use...) here, in the caller's thread."""
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+
+    @property
+    def port(self) -> int:
+        assert self._runner is not None
+        for address in self._runner.addresses:
+            return int(address[1])
+        raise RuntimeError("not serving")
+
+    def close(self) -> None:
+        loop = self._loop
+        if loop is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(STOP_DEADLINE)
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._setup())
+        except BaseException as exc:
+            self._error = exc
+            loop.close()
+            self._started.set()
+            return
+        self._loop = loop
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            assert self._runner is not None
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+    async def _setup(self) -> None:
+        # No access log: probes every few seconds would flood it.
+        runner = web.AppRunner(
+            self._app, access_log=None, keepalive_timeout=self._keepalive_timeout, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
 
 
 def serve(
@@ -130,9 +318,10 @@ def serve(
     *,
     deadline: float = LOOP_DEADLINE,
     inspector: Inspecting | None = None,
-) -> WSGIServer:
-    """Serve on a background thread; stop with `.shutdown()` then `.server_close()`."""
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+) -> HttpServer:
+    """Serve on a thread of its own; stop with `.close()`."""
     app = HealthApp(registry, loop, readiness, deadline, inspector)
-    server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="janus-http", daemon=True).start()
+    server = HttpServer(app.application(), host, port, keepalive_timeout=keepalive_timeout)
+    server.start()
     return server

@@ -73,6 +73,17 @@ def settings_error(exc: BaseException, url: str) -> ConnectionSettingsError | No
     return None
 
 
+def broker_version(connection: Connection) -> str | None:
+    """The version the broker announced at the handshake ("3.10.8"), if it did."""
+    transport = getattr(connection, "transport", None)  # aio_pika.Connection's; its interface does not say
+    raw = getattr(transport, "connection", None)
+    properties = getattr(raw, "server_properties", None) or {}
+    version = properties.get("version")
+    if isinstance(version, bytes):
+        version = version.decode(errors="replace")
+    return version if isinstance(version, str) else None
+
+
 async def close(connection: Connection) -> None:
     """Close it if it is open, within CLOSE_TIMEOUT; a connection that is dead already is left."""
     if connection.is_closed:

@@ -36,6 +36,13 @@ from urllib.parse import quote
 from janus.broker import topology
 
 ROLES = ("janus", "producer", "worker", "monitoring", "subscriber")
+RENDERED_FOR = "3.10.8"  # `rabbit_version` of the document unless --rabbitmq-version says otherwise
+# RabbitMQ checks the CC and BCC routing keys of a publish against the user's topic permissions
+# only from 4.0.3 on (rabbitmq-server #12553, in the 4.0.x series; no open-source 3.13.x release
+# has it). Before, a worker-<dependency> user can route a result into another dependency's
+# results queue with a CC header: Janus sets it aside (`wrong_routing_key`), but a flood of them
+# still holds that queue back. So worker users are rendered for older brokers only on request.
+CC_CHECKED_SINCE = (4, 0, 3)
 NOTHING = "^$"  # a permission regex that matches no resource name
 WORKER_ROLE_PREFIX = "worker-"  # + dependency: a worker of that dependency only
 
@@ -124,6 +131,7 @@ def render(
     dependencies: Sequence[str] = (),
     users: Mapping[str, str] | None = None,
     passwords: Mapping[str, str] | None = None,
+    rabbit_version: str = RENDERED_FOR,
 ) -> dict[str, Any]:
     """The definitions document. `users` maps a role to its user name (default: the role);
     a role without a password gets an empty hash: it cannot log in until one is set. Each of
@@ -136,7 +144,7 @@ def render(
         **{worker_role(dependency): dependency_permissions(dependency) for dependency in dependencies},
     }
     return {
-        "rabbit_version": "3.10.8",
+        "rabbit_version": rabbit_version,
         "vhosts": [{"name": vhost}],
         "users": [
             {
@@ -263,7 +271,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--janus-host", default="rabbitmq:5672", help=f"HOST:PORT in DIR/{JANUS_URL_FILE}")
     parser.add_argument("--output", type=Path, help="write the definitions there (default: standard output)")
+    parser.add_argument(
+        "--rabbitmq-version",
+        help="the RabbitMQ the definitions are for (X.Y.Z); worker-DEPENDENCY users need "
+        f"{_dotted(CC_CHECKED_SINCE)} or later, whose topic permissions check CC and BCC routing keys",
+    )
+    parser.add_argument(
+        "--allow-unchecked-cc",
+        action="store_true",
+        help="render worker-DEPENDENCY users for an older or unnamed RabbitMQ all the same (warns)",
+    )
     return parser
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(str(part) for part in version)
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """ "4.0.3" -> (4, 0, 3); missing parts are 0. ValueError if it is not X[.Y[.Z]]."""
+    parts = text.strip().split(".")
+    if not 1 <= len(parts) <= 3 or not all(part.isdigit() for part in parts):
+        raise ValueError(f"not a RabbitMQ version (X.Y.Z): {text!r}")
+    major, minor, patch = (int(part) for part in [*parts, "0", "0"][:3])
+    return major, minor, patch
+
+
+def unchecked_cc_risk(version: str | None) -> str | None:
+    """What worker-<dependency> users risk on this broker (None: nothing, its topic permissions
+    check CC and BCC); ValueError for a malformed version."""
+    if version is not None and parse_version(version) >= CC_CHECKED_SINCE:
+        return None
+    broker = f"RabbitMQ {version}" if version is not None else "a RabbitMQ of unnamed version"
+    return (
+        f"{broker} may not check the CC and BCC routing keys of a publish against topic permissions "
+        f"(only {_dotted(CC_CHECKED_SINCE)} and later do), so a worker-DEPENDENCY user can publish into "
+        "another dependency's results queue: Janus sets such results aside (wrong_routing_key), but a "
+        "flood of them holds that dependency's results back (docs/security.md)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,6 +321,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         dependencies += [
             name for name in load_config(args.config, env={}).dependencies if name not in dependencies
         ]
+    try:
+        risk = unchecked_cc_risk(args.rabbitmq_version) if dependencies else None
+    except ValueError as exc:
+        parser.error(str(exc))
+    if risk is not None and not args.allow_unchecked_cc:
+        parser.exit(
+            2,
+            f"{parser.prog}: refusing to render worker users: {risk}. Name a RabbitMQ of "
+            f"{_dotted(CC_CHECKED_SINCE)} or later with --rabbitmq-version, or accept the risk with "
+            "--allow-unchecked-cc\n",
+        )
+    if risk is not None:
+        print(f"warning: {risk}", file=sys.stderr)
     known = roles(dependencies)
     users = _pairs(args.user, "user", known)
     passwords: dict[str, str] = {}
@@ -305,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dependencies=dependencies,
         users=users,
         passwords=passwords,
+        rabbit_version=args.rabbitmq_version or RENDERED_FOR,
     )
     text = json.dumps(document, indent=2) + "\n"
     if args.output is not None:

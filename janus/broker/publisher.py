@@ -9,6 +9,7 @@ from typing import TypeVar
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
+from pamqp.common import FieldTable
 
 from janus.broker import broker_errors, topology
 from janus.core.jobs import Admission, Job
@@ -90,20 +91,23 @@ class Publisher:
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerError(f"the broker refused the outcome of {job.job_id!r}: {confirmation!r}")
 
-    async def set_aside(self, body: bytes, source: str, reason: str, detail: str) -> None:
+    async def set_aside(
+        self, body: bytes, source: str, reason: str, detail: str, *, original_size: int | None = None
+    ) -> None:
         """Move bad input to the rejected queue with its reason; confirmed before the caller acks it.
+        `original_size`: `body` is the start of a message of that many bytes.
 
         Through the raw channel, like admissions: a worker flooding janus.results with garbage
         makes this a hot path (benchmarks/flood.py).
         """
-        properties = spec.Basic.Properties(
-            delivery_mode=PERSISTENT,
-            headers={
-                topology.SOURCE_HEADER: source,
-                topology.REASON_HEADER: reason,
-                topology.DETAIL_HEADER: detail[:1000],
-            },
-        )
+        headers: FieldTable = {
+            topology.SOURCE_HEADER: source,
+            topology.REASON_HEADER: reason,
+            topology.DETAIL_HEADER: detail[:1000],
+        }
+        if original_size is not None:
+            headers[topology.ORIGINAL_SIZE_HEADER] = original_size
+        properties = spec.Basic.Properties(delivery_mode=PERSISTENT, headers=headers)
         with broker_errors("could not set aside a rejected message"):
             confirmation = await self._raw.basic_publish(
                 body, exchange="", routing_key=topology.REJECTED_QUEUE, properties=properties, mandatory=True

@@ -48,6 +48,8 @@ SUBSCRIBER_QUEUE_PREFIX = f"{PREFIX}.sub."
 REASON_HEADER = "x-janus-reason"
 DETAIL_HEADER = "x-janus-detail"
 SOURCE_HEADER = "x-janus-source"
+# On a message set aside truncated (it was over its cap): how many bytes it had.
+ORIGINAL_SIZE_HEADER = "x-janus-original-size"
 
 
 def ready_queue(dependency: str) -> str:

@@ -31,11 +31,22 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"JANUS_{'_'.join(str(part) for part in item['loc']).upper()}: "
-            f"{item['msg'].removeprefix('Value error, ')}"
+            (f"JANUS_{'_'.join(str(part) for part in item['loc']).upper()}: " if item["loc"] else "")
+            + item["msg"].removeprefix("Value error, ")
             for item in exc.errors()
         )
         raise ConfigError(f"invalid environment: {problems}") from None
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0..65535 (bind() would raise OverflowError beyond)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {number}")
+    return number
 
 
 def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -14,7 +14,10 @@ def add_parsers(commands: Any) -> None:
         "--duration", type=float, default=40.0, help="seconds of traffic (default: %(default)s)"
     )
     demo.add_argument(
-        "--database", default="janus_demo", help="database to (re)create for the demo (default: %(default)s)"
+        "--database",
+        default="janus_demo",
+        help="database to (re)create for the demo; an existing one only if an earlier demo created it "
+        "(default: %(default)s)",
     )
 
 

@@ -17,7 +17,13 @@ def add_parsers(commands: Any) -> None:
     scopes = commands.add_parser("scopes", help="per dependency, the scopes with the largest backlogs")
     scopes.add_argument("--dependency", help="only this dependency (default: every one)")
     scopes.add_argument(
-        "--top", type=int, default=DEFAULT_TOP, help="how many scopes per dependency (default: %(default)s)"
+        "--top",
+        type=int,
+        default=DEFAULT_TOP,
+        help="scopes per dependency, up to 200 (default: %(default)s)",
+    )
+    scopes.add_argument(
+        "--offset", type=int, default=0, help="skip the largest N backlogs first (default: 0)"
     )
     why = commands.add_parser("why", help="why a job waits: which limit, which scopes go first")
     why.add_argument("job_id")
@@ -30,6 +36,7 @@ def add_parsers(commands: Any) -> None:
 
 def ask_leader(args: argparse.Namespace, settings: Settings, path: str) -> dict[str, Any]:
     """GET a JSON answer from the leader's HTTP endpoint."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -44,7 +51,8 @@ def ask_leader(args: argparse.Namespace, settings: Settings, path: str) -> dict[
         except ValueError:
             error = exc.reason
         raise JanusError(f"{base}: {error}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        # HTTPException: a URL like http://host:abc (InvalidURL), or an answer that is not HTTP.
         raise JanusError(f"cannot reach Janus at {base}: {exc}") from None
 
 
@@ -56,10 +64,14 @@ async def scopes(args: argparse.Namespace, settings: Settings) -> int:
     from urllib.parse import urlencode
 
     query = {"top": str(args.top)} | ({"dependency": args.dependency} if args.dependency else {})
+    if args.offset:
+        query["offset"] = str(args.offset)
     body = ask_leader(args, settings, f"/scopes?{urlencode(query)}")
     if args.json:
         print(json.dumps(body, indent=2))
         return 0
+    if "note" in body:
+        print(f"({body['note']})")
     for lane in body["dependencies"]:
         blocked = "; ".join(_reason(r) for r in lane["blocked"]) or "not blocked"
         print(

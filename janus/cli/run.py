@@ -44,8 +44,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         await service.run()
     finally:
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.close()
     return 0
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from janus.cli.common import amqp_url_of, with_config
+from janus.cli.common import amqp_url_of, port, with_config
 from janus.config import DEPENDENCY_NAME, Settings
 from janus.errors import JanusError
 from janus.urls import redact
@@ -62,7 +62,7 @@ def add_parsers(commands: Any) -> None:
     worker.add_argument(
         "--amqp-url", help="RabbitMQ (default: $JANUS_AMQP_URL, else the --config file's, else the local one)"
     )
-    worker.add_argument("--metrics-port", type=int, help="serve /metrics on this port (default: none)")
+    worker.add_argument("--metrics-port", type=port, help="serve /metrics on this port (default: none)")
     worker.add_argument(
         "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default: %(default)s)"
     )

@@ -132,6 +132,32 @@ def scope_stats(lane: Lane, top: int | None) -> list[ScopeStats]:
     ]
 
 
+def scope_backlogs(lane: Lane, names: list[str]) -> list[tuple[int, str]]:
+    """(waiting, name) of each named scope the lane still knows: a caller ranks a large lane
+    slice by slice (over a copy of its names) instead of in one long step."""
+    scopes = lane.scopes
+    return [
+        (scope.eligible + scope.delayed, name) for name in names if (scope := scopes.get(name)) is not None
+    ]
+
+
+def scope_stats_of(lane: Lane, names: list[str]) -> list[ScopeStats]:
+    """ScopeStats of each named scope the lane still knows, in the order given."""
+    scopes = lane.scopes
+    return [
+        ScopeStats(
+            dependency=lane.policy.name,
+            scope=scope.name,
+            waiting=scope.eligible + scope.delayed,
+            held=scope.held,
+            admitted=scope.admitted,
+            oldest_waiting_since=lane.oldest(scope),
+        )
+        for name in names
+        if (scope := scopes.get(name)) is not None
+    ]
+
+
 def oldest_waiting_since(lane: Lane) -> float | None:
     """eligible_at of the dependency's oldest eligible job in memory (O(scopes))."""
     heads = (lane.oldest(scope) for scope in lane.scopes.values())

@@ -410,6 +410,9 @@ class Scheduler:
     def stats(self) -> list[LaneStats]:
         return [explain.lane_stats(lane) for lane in self._lanes.values()]
 
+    def lane_stats(self, dependency: str) -> LaneStats:
+        return explain.lane_stats(self._lanes[dependency])
+
     def gate_states(self) -> list[GateState]:
         return [lane.gate.state() for lane in self._lanes.values()]
 
@@ -431,6 +434,18 @@ class Scheduler:
     def scope_stats(self, dependency: str, *, top: int | None = None) -> list[ScopeStats]:
         """Per scope, the largest backlogs first (`top` of them; O(scopes))."""
         return explain.scope_stats(self._lanes[dependency], top)
+
+    def scope_names(self, dependency: str) -> list[str]:
+        """The names of the scopes the lane knows now (a copy: ranking them may take several steps)."""
+        return list(self._lanes[dependency].scopes)
+
+    def scope_backlogs(self, dependency: str, names: list[str]) -> list[tuple[int, str]]:
+        """(waiting, name) of each named scope still known (O(len(names)))."""
+        return explain.scope_backlogs(self._lanes[dependency], names)
+
+    def scope_stats_of(self, dependency: str, names: list[str]) -> list[ScopeStats]:
+        """ScopeStats of each named scope still known, in the order given (O(len(names)))."""
+        return explain.scope_stats_of(self._lanes[dependency], names)
 
     def oldest_waiting_since(self, dependency: str) -> float | None:
         """eligible_at of the dependency's oldest eligible job in memory (O(scopes))."""

@@ -42,6 +42,8 @@ from janus.store.repository import Store
 # The policy the demo runs with: package data, so that an installed Janus has it too.
 DEMO_POLICY = resources.files("janus.demo").joinpath("policy.toml")
 VHOST_PREFIX = "janus-demo-"  # + a tag of the run: two demos on one broker do not meet
+# The comment of every database the demo creates: it recreates (drops) only databases with it.
+DEMO_MARKER = "created by janus demo"
 LOCAL = LocalServices()
 START_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 120.0  # after production ends, how long the last jobs may take
@@ -182,19 +184,36 @@ async def _run(world: World, config: JanusConfig) -> Outcome | None:
     return outcome
 
 
+async def refuse_database(local: LocalServices, database: str) -> str | None:
+    """Why the demo must not (re)create `database` (None if it may): the demo drops the database
+    it runs on, so only one it created itself (its marker), and that nothing is connected to."""
+    exists, marker = await local.database_marker(database)
+    if not exists:
+        return None
+    if marker != DEMO_MARKER:
+        # Whatever made it, it is not the demo's to drop, connections or not.
+        return (
+            f"the database {database} exists and janus demo did not create it: it is left alone; "
+            "choose another with --database NAME"
+        )
+    in_use = await local.connections_to(database)
+    if in_use:
+        # Recreating it would cut another demo (or anything else) off its database mid-run.
+        return (
+            f"the database {database} has {in_use} open connection(s), another demo's "
+            "perhaps: stop it, or choose another with --database NAME"
+        )
+    return None
+
+
 async def run_demo(*, duration: float, database: str) -> int:
     if "JANUS_LOG_LEVEL" not in os.environ:
         # The service's routine INFO lines would break up the progress display.
         logging.getLogger("janus").setLevel(logging.WARNING)
     check_database_name(database)
-    in_use = await LOCAL.connections_to(database)
-    if in_use:
-        # Recreating it would cut another demo (or anything else) off its database mid-run.
-        print(
-            f"janus demo: the database {database} has {in_use} open connection(s), another demo's "
-            "perhaps: stop it, or choose another with --database NAME",
-            file=sys.stderr,
-        )
+    refusal = await refuse_database(LOCAL, database)
+    if refusal is not None:
+        print(f"janus demo: {refusal}", file=sys.stderr)
         return 2
     vhost = f"{VHOST_PREFIX}{uuid.uuid4().hex[:8]}"
     with resources.as_file(DEMO_POLICY) as policy_file:
@@ -214,7 +233,7 @@ async def run_demo(*, duration: float, database: str) -> int:
     )
     print_intro(world, config, DEMO_POLICY)
     try:
-        await LOCAL.create_database(database, replace=True)
+        await LOCAL.create_database(database, replace=True, marker=DEMO_MARKER)
         try:
             await LOCAL.create_vhost(vhost)
             outcome = await _run(world, config)

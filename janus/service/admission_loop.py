@@ -35,7 +35,7 @@ from janus.service.holds import ResultHolds
 from janus.service.inbox import Batch, Inbox
 from janus.service.leadership import Term
 from janus.service.observe import Observer
-from janus.service.tick import SetAside, TickOptions, TickResult, deliveries, run_tick
+from janus.service.tick import SetAside, TickOptions, TickResult, deliveries, run_tick, set_aside_body
 from janus.store.session import LeaderSession
 
 BUSY_BATCH = 4  # a tick with this many messages means the next one should wait to grow
@@ -225,10 +225,13 @@ class AdmissionLoop:
 
     async def _set_aside(self, items: list[SetAside]) -> None:
         self._observer.set_aside(items)
-        publisher = self._publisher
-        await asyncio.gather(
-            *(publisher.set_aside(i.message.body, i.source, i.reason, i.detail) for i in items)
-        )
+        publisher, cap = self._publisher, self._options.max_payload_bytes
+        await asyncio.gather(*(self._set_aside_one(publisher, item, cap) for item in items))
+
+    @staticmethod
+    async def _set_aside_one(publisher: Publisher, item: SetAside, max_payload_bytes: int) -> None:
+        body, original_size = set_aside_body(item, max_payload_bytes)  # an oversized one truncated
+        await publisher.set_aside(body, item.source, item.reason, item.detail, original_size=original_size)
 
     async def _publish(self, admissions: list[Admission], finished: list[Job]) -> None:
         await asyncio.gather(self._publish_admissions(admissions), self._publish_outcomes(finished))

@@ -31,6 +31,7 @@ from janus.api.metrics import Metrics
 from janus.broker import connection as broker
 from janus.broker import topology
 from janus.broker.consumer import Consuming, consume
+from janus.broker.definitions import unchecked_cc_risk
 from janus.broker.publisher import Publisher
 from janus.config import JanusConfig, Settings
 from janus.core.backoff import retry_delay
@@ -56,6 +57,17 @@ log = logging.getLogger("janus.service")
 PREFETCH = 2000  # unacked deliveries per consumer channel: bounds the inbox
 # Per results queue (one per dependency): bounds what one flooding worker can pile up in memory.
 RESULTS_PREFETCH = 1000
+# ...and in bytes: RabbitMQ does not implement basic.qos's prefetch_size, so a channel's unacked
+# deliveries are bounded by count x max_message_size (which the broker enforces) instead.
+PREFETCH_BYTES = 32 * 1024 * 1024
+
+
+def prefetch(count: int, max_message_size: int) -> int:
+    """Unacked deliveries of one consumer channel: at most `count`, and at most PREFETCH_BYTES
+    of messages of the largest size the broker takes."""
+    return max(1, min(count, PREFETCH_BYTES // max_message_size))
+
+
 PRUNE_EVERY = 60.0
 REVIVE_EVERY = 0.5  # how often the leader looks for `janus jobs retry` requests
 
@@ -130,6 +142,7 @@ class Service:
         self._clock_offset = 0.0
         self._rng = random.Random()
         self._failures = 0  # consecutive failed attempts to get going: the backoff's exponent
+        self._told_broker_version = False
         self._worker_counts: dict[str, int] = {}  # consumers per ready queue, as last counted
 
     def clock(self) -> float:
@@ -313,6 +326,7 @@ class Service:
     async def _run_term(
         self, store: Store, term: Term, connection: broker.Connection, scheduler: Scheduler
     ) -> None:
+        self._tell_broker_version(connection)
         declared = await topology.declare_topology(connection, scheduler.policies.keys())
         publisher = await Publisher.open(connection)
         if declared:
@@ -333,14 +347,16 @@ class Service:
     ) -> None:
         # A channel per queue: each results queue's deliveries are acked by multiple-acks of
         # their own, whatever another dependency's queue holds (janus/service/inbox.py).
+        size = self.config.max_message_size
+        intake, results = prefetch(PREFETCH, size), prefetch(RESULTS_PREFETCH, size)
         consumers = [
-            (topology.INTAKE_QUEUE, PREFETCH, inbox.on_intake),
+            (topology.INTAKE_QUEUE, intake, inbox.on_intake),
             *(
-                (topology.results_queue(dependency), RESULTS_PREFETCH, inbox.on_result(dependency))
+                (topology.results_queue(dependency), results, inbox.on_result(dependency))
                 for dependency in scheduler.policies
             ),
-            (topology.UNROUTABLE_QUEUE, RESULTS_PREFETCH, inbox.on_result(UNROUTABLE)),
-            (topology.RETURNED_QUEUE, PREFETCH, inbox.on_returned),
+            (topology.UNROUTABLE_QUEUE, results, inbox.on_result(UNROUTABLE)),
+            (topology.RETURNED_QUEUE, intake, inbox.on_returned),
         ]
         workers = WorkerWatch(connection, scheduler.policies, self.options.worker_poll_every)
         self._tell_workers(scheduler, await workers.poll())  # known before the first admission
@@ -387,6 +403,20 @@ class Service:
             await loop.run(draining)
             watch.cancel()
         await workers.close()
+
+    def _tell_broker_version(self, connection: broker.Connection) -> None:
+        """Once per process: a broker whose topic permissions do not check CC and BCC lets a
+        worker user route results into another dependency's queue (docs/security.md)."""
+        if self._told_broker_version:
+            return
+        self._told_broker_version = True
+        version = broker.broker_version(connection)
+        try:
+            risk = unchecked_cc_risk(version)
+        except ValueError:  # a version of another shape: not one this check knows
+            return
+        if risk is not None:
+            log.warning("%s; upgrade where workers' teams do not trust each other", risk)
 
     def _tell_workers(self, scheduler: Scheduler, counts: dict[str, int]) -> bool:
         """The core learns each ready queue's consumer count; True if a dependency's changed

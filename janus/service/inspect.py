@@ -3,22 +3,43 @@
 Only the leader knows the fair queue, the caps and the windows as they are now, so the
 questions go to it (over HTTP, see janus/api/http.py; the CLI's `janus scopes` and
 `janus why` ask there). Everything here runs on the event loop, between ticks.
+
+`/scopes` is answered from a `ScopesSnapshot`: the leader ranks its scopes in slices of
+`SCAN_SLICE`, yielding to the loop between them, so a lane of 50,000 scopes never holds the
+loop (the tick, the lease renewal) for more than a slice; the HTTP side decides how often a
+snapshot may be taken (janus/api/scopes_cache.py), never a client.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import time
 from collections.abc import Callable
 from typing import Any
 
-from janus.core.decisions import WhyWaiting
+from janus.api.inspection import Answer, NotLeading, ScopesSnapshot
+from janus.core.decisions import ScopeStats, WhyWaiting
 from janus.core.scheduler import Scheduler
 from janus.store.repository import Store
 
-Answer = tuple[bool, dict[str, Any]]
+SNAPSHOT_DEPTH = 1000  # scopes a snapshot keeps per dependency, largest backlogs first
+SCAN_SLICE = 2000  # scopes ranked per step of the loop
 
 
 def _reasons(reasons: list[WhyWaiting]) -> list[dict[str, Any]]:
     return [{"reason": r.reason.value, "detail": r.detail, "until": r.until} for r in reasons]
+
+
+def _scope(stats: ScopeStats, now: float) -> dict[str, Any]:
+    since = stats.oldest_waiting_since
+    return {
+        "scope": stats.scope,
+        "waiting": stats.waiting,
+        "held": stats.held,
+        "admitted": stats.admitted,
+        "oldest_waiting_seconds": max(0.0, now - since) if since is not None else None,
+    }
 
 
 class Inspector:
@@ -33,50 +54,74 @@ class Inspector:
     def detach(self) -> None:
         self.scheduler, self._store = None, None
 
-    def scopes(self, dependency: str | None, top: int) -> Answer:
-        scheduler = self.scheduler
-        if scheduler is None:
-            return False, {"error": "not the leader: ask the process that leads"}
+    def _leading(self) -> Scheduler:
+        if self.scheduler is None:
+            raise NotLeading()
+        return self.scheduler
+
+    def scopes(self, dependency: str | None, top: int, offset: int = 0) -> Answer:
+        """The /scopes body at once, in one step of the loop (for tests and small lanes)."""
+        scheduler = self._leading()
+        if dependency is not None and not scheduler.knows(dependency):
+            return False, {"error": f"unknown dependency {dependency!r}"}
         now = self._clock()
         names = [dependency] if dependency is not None else list(scheduler.policies)
-        unknown = [name for name in names if not scheduler.knows(name)]
-        if unknown:
-            return False, {"error": f"unknown dependency {unknown[0]!r}"}
-        lanes = {stats.dependency: stats for stats in scheduler.stats()}
-        body: dict[str, Any] = {"dependencies": []}
-        for name in names:
-            lane = lanes[name]
-            body["dependencies"].append(
-                {
-                    "dependency": name,
-                    "eligible_scopes": lane.scopes,
-                    "ready": lane.ready,
-                    "stored": lane.stored,
-                    "delayed": lane.delayed,
-                    "held": lane.held,
-                    "blocked": _reasons(scheduler.lane_blocks(name, now)),
-                    "scopes": [
-                        {
-                            "scope": s.scope,
-                            "waiting": s.waiting,
-                            "held": s.held,
-                            "admitted": s.admitted,
-                            "oldest_waiting_seconds": (
-                                max(0.0, now - s.oldest_waiting_since)
-                                if s.oldest_waiting_since is not None
-                                else None
-                            ),
-                        }
-                        for s in scheduler.scope_stats(name, top=top)
-                    ],
-                }
-            )
-        return True, body
+        lanes = {name: self._lane(scheduler, name, now) for name in names}
+        scopes = {
+            name: [_scope(s, now) for s in scheduler.scope_stats(name, top=offset + top)] for name in names
+        }
+        snapshot = ScopesSnapshot(taken_at=now, cost=0.0, depth=offset + top, lanes=lanes, scopes=scopes)
+        return snapshot.answer(dependency, top, offset)
+
+    async def snapshot(self, depth: int = SNAPSHOT_DEPTH) -> ScopesSnapshot:
+        """Every dependency's figures and `depth` largest backlogs, ranked slice by slice."""
+        scheduler = self._leading()
+        now = self._clock()
+        cost = 0.0
+        lanes: dict[str, dict[str, Any]] = {}
+        scopes: dict[str, list[dict[str, Any]]] = {}
+        for name in list(scheduler.policies):
+            started = time.perf_counter()
+            lanes[name] = self._lane(scheduler, name, now)
+            every = scheduler.scope_names(name)
+            ranked: list[tuple[int, str]] = []
+            for start in range(0, len(every), SCAN_SLICE):
+                if start:  # yield between slices: the tick and the lease renewal go first
+                    cost += time.perf_counter() - started
+                    await asyncio.sleep(0)
+                    started = time.perf_counter()
+                    if self.scheduler is not scheduler:  # the term ended, or the core was rebuilt
+                        scheduler = self._leading()
+                        return await self.snapshot(depth)
+                ranked = heapq.nlargest(
+                    depth, [*ranked, *scheduler.scope_backlogs(name, every[start : start + SCAN_SLICE])]
+                )
+            chosen = [scope for _, scope in ranked]
+            scopes[name] = [_scope(s, now) for s in scheduler.scope_stats_of(name, chosen)]
+            cost += time.perf_counter() - started
+            await asyncio.sleep(0)
+            if self.scheduler is not scheduler:
+                scheduler = self._leading()
+                return await self.snapshot(depth)
+        return ScopesSnapshot(taken_at=now, cost=cost, depth=depth, lanes=lanes, scopes=scopes)
+
+    @staticmethod
+    def _lane(scheduler: Scheduler, name: str, now: float) -> dict[str, Any]:
+        lane = scheduler.lane_stats(name)
+        return {
+            "dependency": name,
+            "eligible_scopes": lane.scopes,
+            "ready": lane.ready,
+            "stored": lane.stored,
+            "delayed": lane.delayed,
+            "held": lane.held,
+            "blocked": _reasons(scheduler.lane_blocks(name, now)),
+        }
 
     async def why(self, job_id: str) -> Answer:
-        scheduler, store = self.scheduler, self._store
-        if scheduler is None or store is None:
-            return False, {"error": "not the leader: ask the process that leads"}
+        scheduler = self._leading()
+        store = self._store
+        assert store is not None
         now = self._clock()
         reasons = scheduler.why(job_id, now)
         if reasons is not None:

@@ -23,7 +23,15 @@ from janus.core.gates import GateEvent, GateState
 from janus.core.jobs import Admission, Job
 from janus.core.scheduler import Scheduler
 from janus.errors import ProtocolError
-from janus.protocol import IntakeMessage, ResultMessage, decode_intake, decode_result, decode_returned
+from janus.protocol import (
+    ENVELOPE_BYTES,
+    MAX_RESULT_BYTES,
+    IntakeMessage,
+    ResultMessage,
+    decode_intake,
+    decode_result,
+    decode_returned,
+)
 from janus.service.inbox import UNROUTABLE, Batch
 from janus.service.unapplied import Unapplied
 from janus.store.rows import FailedAttempt
@@ -51,6 +59,22 @@ class SetAside:
     detail: str
 
 
+# What is kept of a message set aside over its cap: enough to tell what it was, not a copy of a
+# flood's megabytes (the original size goes in a header).
+TRUNCATED_BODY_BYTES = 4096
+
+
+def set_aside_body(item: SetAside, max_payload_bytes: int) -> tuple[bytes, int | None]:
+    """The body to copy to janus.rejected, and the original size if it is truncated: a message
+    over the largest valid one of its source (intake and returned: the payload cap and its
+    envelope; results: MAX_RESULT_BYTES) keeps its first TRUNCATED_BODY_BYTES."""
+    body = item.message.body
+    cap = MAX_RESULT_BYTES if item.source == "results" else max_payload_bytes + ENVELOPE_BYTES
+    if len(body) <= cap:
+        return body, None
+    return body[:TRUNCATED_BODY_BYTES], len(body)
+
+
 @dataclass(kw_only=True, slots=True)
 class Decided:
     """What the core decided for one batch, before it is written."""
@@ -60,6 +84,9 @@ class Decided:
     set_aside: list[SetAside]
     intake: int  # valid intake messages (new jobs and duplicates)
     payloads: dict[str, str | None]  # per new job, its payload as JSON text
+    # Per new job, the intake deliveries that named it (the first one submitted it): if the
+    # store already had the job for another dependency, they are set aside after all.
+    submitted: dict[str, list[Delivery]]
     changes: Changes
     decision: AdmitDecision
     gates: list[GateState]
@@ -115,11 +142,18 @@ async def run_tick(
     # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
     # which the core could not tell from new ones: they are retracted unpublished.
     admissions = decided.decision.admissions
+    intake = decided.intake
     if len(stored) < len(changes.new):
-        repeats = {job.job_id for job in changes.new} - stored
+        repeats = {job.job_id: job.dependency for job in changes.new if job.job_id not in stored}
         for job_id in repeats:
             scheduler.retract(job_id)
         admissions = [a for a in admissions if a.job_id not in repeats]
+        # Rare (a job id published again after its job finished): which dependency had it?
+        for job_id, had in (await session.job_dependencies(list(repeats))).items():
+            if had != repeats[job_id]:
+                for delivery in decided.submitted[job_id]:
+                    decided.set_aside.append(_of_other_dependency(delivery, job_id, repeats[job_id], had))
+                    intake -= 1
     return TickResult(
         batch=batch,
         set_aside=decided.set_aside,
@@ -129,7 +163,7 @@ async def run_tick(
         events=decided.events,
         revived=decided.revived,
         accepted=len(stored),
-        duplicates=decided.intake - len(stored),
+        duplicates=intake - len(stored),
         pages=pages,
         next_wakeup=decided.decision.next_wakeup,
     )
@@ -157,10 +191,10 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
     set_aside: list[SetAside] = []
     intake = _decode_intake(batch, scheduler, options.max_payload_bytes, set_aside)
     results = _decode_results(batch, set_aside)
-    returned = _decode_returned(batch, set_aside)
+    returned = _decode_returned(batch, scheduler, set_aside)
     tally = _Tally(now=now, published_outcomes=options.published_outcomes)
     revived = _revive(batch, scheduler)  # before the intake: a re-publication of one is a duplicate
-    payloads = _submit(intake, scheduler, now)
+    payloads, submitted = _submit(intake, scheduler, now, set_aside)
     unapplied = Unapplied()
     for delivery, source, result in results:
         _apply_result(delivery, source, result, scheduler, now, tally, set_aside, unapplied)
@@ -179,8 +213,9 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
         batch=batch,
         now=now,
         set_aside=set_aside,
-        intake=len(intake),
+        intake=len(intake) - sum(1 for item in set_aside if item.reason == DUPLICATE_OF_OTHER_DEPENDENCY),
         payloads=payloads,
+        submitted=submitted,
         changes=changes,
         decision=decision,
         gates=gates,
@@ -233,23 +268,48 @@ def _revive(batch: Batch, scheduler: Scheduler) -> Counter[str]:
 
 
 def _submit(
-    intake: list[tuple[IntakeMessage, str | None]], scheduler: Scheduler, now: float
-) -> dict[str, str | None]:
+    intake: list[tuple[Delivery, IntakeMessage, str | None]],
+    scheduler: Scheduler,
+    now: float,
+    set_aside: list[SetAside],
+) -> tuple[dict[str, str | None], dict[str, list[Delivery]]]:
     """Submit the new jobs; a repeat of a job in this batch or still unfinished: the first one wins.
-    Returns each submitted job's payload as JSON text."""
+    Job ids are global: a repeat for another dependency is set aside, not a duplicate.
+    Returns each submitted job's payload as JSON text, and the deliveries that named it."""
     payloads: dict[str, str | None] = {}
-    for message, payload_text in intake:
-        if message.job_id in payloads or scheduler.job(message.job_id) is not None:
+    submitted: dict[str, list[Delivery]] = {}
+    dependencies: dict[str, str] = {}
+    for delivery, message, payload_text in intake:
+        job_id = message.job_id
+        held = scheduler.job(job_id)
+        had = held.dependency if held is not None else dependencies.get(job_id)
+        if had is not None:
+            if had != message.dependency:
+                set_aside.append(_of_other_dependency(delivery, job_id, message.dependency, had))
+            elif job_id in submitted:
+                submitted[job_id].append(delivery)
             continue
         scheduler.submit(
-            job_id=message.job_id,
+            job_id=job_id,
             dependency=message.dependency,
             scope=message.scope,
             payload=message.payload,
             now=now,
         )
-        payloads[message.job_id] = payload_text
-    return payloads
+        payloads[job_id] = payload_text
+        submitted[job_id] = [delivery]
+        dependencies[job_id] = message.dependency
+    return payloads, submitted
+
+
+DUPLICATE_OF_OTHER_DEPENDENCY = "duplicate_of_other_dependency"
+
+
+def _of_other_dependency(delivery: Delivery, job_id: str, dependency: str, had: str) -> SetAside:
+    """An intake message for `dependency` reusing the id of a job of `had`: never a new job (ids
+    are global), and not a harmless repeat either (docs/protocol.md, "Job ids")."""
+    detail = f"job {job_id!r} is a job of {had!r}; published again for {dependency!r}"
+    return SetAside(message=delivery, source="intake", reason=DUPLICATE_OF_OTHER_DEPENDENCY, detail=detail)
 
 
 def _apply_result(
@@ -288,8 +348,8 @@ def _apply_result(
 
 def _decode_intake(
     batch: Batch, scheduler: Scheduler, max_payload: int, set_aside: list[SetAside]
-) -> list[tuple[IntakeMessage, str | None]]:
-    """The valid intake messages, each with its payload as JSON text."""
+) -> list[tuple[Delivery, IntakeMessage, str | None]]:
+    """The valid intake messages, each with its delivery and its payload as JSON text."""
     decoded = []
     for message in batch.intake:
         try:
@@ -309,7 +369,7 @@ def _decode_intake(
                 SetAside(message=message, source="intake", reason="undecodable", detail=repr(exc))
             )
             continue
-        decoded.append((intake, payload_text))
+        decoded.append((message, intake, payload_text))
     return decoded
 
 
@@ -326,6 +386,15 @@ def _decode_results(batch: Batch, set_aside: list[SetAside]) -> list[tuple[Deliv
                 )
             continue
         for message in deliveries:
+            if message.routing_key != source:
+                # Routed here by a CC or BCC header: brokers before RabbitMQ 4.0.3 check only the
+                # routing key against the worker user's topic permissions, and the delivery keeps
+                # that key. Whatever the headers say, only that key vouches (docs/security.md).
+                detail = f"routing key {message.routing_key!r} in the results queue of {source!r}"
+                set_aside.append(
+                    SetAside(message=message, source="results", reason="wrong_routing_key", detail=detail)
+                )
+                continue
             try:
                 results.append((message, source, decode_result(message.body, content_type(message))))
             except ProtocolError as exc:
@@ -340,16 +409,30 @@ def _decode_results(batch: Batch, set_aside: list[SetAside]) -> list[tuple[Deliv
     return results
 
 
-def _decode_returned(batch: Batch, set_aside: list[SetAside]) -> list[tuple[str, int]]:
-    """Dead-lettered ready messages: (job_id, attempt) of admissions that came back unused."""
+def _decode_returned(batch: Batch, scheduler: Scheduler, set_aside: list[SetAside]) -> list[tuple[str, int]]:
+    """Dead-lettered ready messages: (job_id, attempt) of admissions that came back unused.
+
+    Dead-lettering keeps the routing key Janus published the admission with (its dependency):
+    one that names another dependency than the job's was not Janus's admission of that job."""
     returned = []
     for message in batch.returned:
         try:
-            returned.append(decode_returned(message.body))
+            job_id, attempt = decode_returned(message.body)
         except ProtocolError as exc:
             set_aside.append(
                 SetAside(message=message, source="returned", reason=exc.reason, detail=exc.detail)
             )
+            continue
+        held = scheduler.job(job_id)
+        if held is not None and held.dependency != message.routing_key:
+            detail = (
+                f"job {job_id!r} of {held.dependency!r} came back with routing key {message.routing_key!r}"
+            )
+            set_aside.append(
+                SetAside(message=message, source="returned", reason="wrong_routing_key", detail=detail)
+            )
+            continue
+        returned.append((job_id, attempt))
     return returned
 
 

@@ -235,6 +235,16 @@ class LeaderSession:
             pages[row["ord"] - 1].append(job_from_row(row))
         return pages
 
+    async def job_dependencies(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The dependency of each of `job_ids` the store has."""
+        if not job_ids:
+            return {}
+        try:
+            rows = await self._connection.fetch(sql("job_dependencies"), list(job_ids), timeout=self._timeout)
+        except DB_ERRORS as exc:
+            raise StoreError(f"looking up jobs' dependencies failed: {exc}") from exc
+        return {row["job_id"]: row["dependency"] for row in rows}
+
     async def reported_attempts(self, reported: Sequence[tuple[str, int]]) -> list[StoredAttempt | None]:
         """For each (job_id, attempt) a result reported: what the store holds of the job and of
         that attempt (None if it never had the job)."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +26,13 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
 
 from janus.broker import topology
-from janus.broker.definitions import render, roles, worker_role
+from janus.broker.connection import broker_version
+from janus.broker.definitions import render, roles, unchecked_cc_risk, worker_role
 from janus.client import Producer, ReadyJob, Worker
 from janus.config import load_config
 from janus.protocol import encode_result
 from tests.integration.harness import RecordLog, job_rows, make_config, running_janus, succeed
+from tests.integration.test_misbehaving_workers import rejected_messages
 from tests.services import Services
 
 pytestmark = pytest.mark.integration
@@ -333,3 +337,88 @@ async def test_janus_works_end_to_end_under_its_own_user(database: str, locked: 
         channel = await monitoring.channel()
         rejected = await channel.declare_queue(topology.REJECTED_QUEUE, passive=True)
         assert rejected.declaration_result.message_count == 2  # the garbage and the forgery
+
+
+async def test_a_dependencys_worker_cannot_report_for_another_with_cc_or_bcc(
+    database: str, locked: LockedVhost, services: Services
+) -> None:
+    """RabbitMQ before 4.0.3 checks a publish's routing key against the topic permissions but
+    not its CC and BCC keys: worker-api's result routed "api" with `CC: ["mail"]` reaches mail's
+    results queue too. Its delivery keeps the routing key it was published (and checked) with,
+    so Janus sets aside every result whose key is not its queue's dependency."""
+    config = make_config(
+        database,
+        locked.url("janus"),
+        {"api": {"lease_timeout": "30s"}, "mail": {"lease_timeout": "30s"}},
+    )
+    log = RecordLog()
+    release = asyncio.Event()
+    taken: list[ReadyJob] = []
+    both_taken = asyncio.Event()
+
+    async def held(job: ReadyJob) -> None:
+        taken.append(job)
+        if len(taken) == 2:
+            both_taken.set()
+        await release.wait()
+
+    async with running_janus(config):
+        mailer = Worker(locked.url(worker_role("mail")), {"mail": held}, on_record=log.append)
+        await mailer.start()
+        async with await Producer.connect(locked.url("producer")) as producer:
+            await producer.submit("letter-cc", "mail")
+            await producer.submit("letter-bcc", "mail")
+            # The intake is checked the same way: the key, not a CC, must name the dependency.
+            channel = await producer._connection.channel(publisher_confirms=True)
+            intake = await channel.get_exchange(topology.INTAKE_EXCHANGE, ensure=True)
+            body = json.dumps({"job_id": "intake-cc", "dependency": "mail"}).encode()
+            await intake.publish(
+                aio_pika.Message(body, content_type="application/json", headers={"CC": ["mail"]}),
+                routing_key="api",
+            )
+        await asyncio.wait_for(both_taken.wait(), timeout=20)
+        forger = await aio_pika.connect(locked.url(worker_role("api")))
+        async with forger:
+            channel = await forger.channel(publisher_confirms=True)
+            results = await channel.get_exchange(topology.RESULTS_EXCHANGE, ensure=True)
+            for job in taken:
+                header = "CC" if job.job_id == "letter-cc" else "BCC"
+                forged = encode_result(job_id=job.job_id, attempt=job.attempt, outcome="success")
+                # Confirmed: the broker (3.10) let it through; it reached mail's queue and api's.
+                await results.publish(
+                    aio_pika.Message(forged, content_type="application/json", headers={header: ["mail"]}),
+                    routing_key="api",
+                )
+        found = await rejected_messages(services.amqp_url(locked.vhost), 5)
+        reasons = Counter(
+            (headers[topology.SOURCE_HEADER], headers[topology.REASON_HEADER]) for _, headers in found
+        )
+        assert reasons == {
+            ("results", "wrong_routing_key"): 2,  # the copies in mail's results queue
+            ("results", "wrong_dependency"): 2,  # the copies in api's: jobs of mail
+            ("intake", "routing_mismatch"): 1,
+        }
+        rows = await job_rows(database)
+        assert {job_id: row["state"] for job_id, row in rows.items()} == {
+            "letter-cc": "admitted",
+            "letter-bcc": "admitted",
+        }
+        release.set()
+        await log.wait_for(lambda _: log.succeeded() == {"letter-cc", "letter-bcc"}, timeout=20)
+        await mailer.stop()
+
+
+async def test_janus_warns_once_of_a_broker_that_does_not_check_cc(
+    database: str, vhost: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        version = broker_version(connection)
+    assert version is not None, "RabbitMQ announces its version at the handshake"
+    risk = unchecked_cc_risk(version)  # the tests' local 3.10.8: a risk
+    with caplog.at_level(logging.WARNING, logger="janus.service"):
+        async with running_janus(make_config(database, vhost, {"api": {}})):
+            pass
+    told = [record.getMessage() for record in caplog.records if "CC and BCC" in record.getMessage()]
+    expected = [] if risk is None else [f"{risk}; upgrade where workers' teams do not trust each other"]
+    assert told == expected

@@ -31,7 +31,8 @@ from janus.audit import audit
 from janus.broker import topology
 from janus.client import Worker
 from janus.errors import ProtocolError
-from janus.protocol import decode_intake, decode_result
+from janus.protocol import ENVELOPE_BYTES, MAX_RESULT_BYTES, decode_intake, decode_result
+from janus.service.tick import TRUNCATED_BODY_BYTES
 from tests.integration.harness import RecordLog, job_rows, make_config, policies, running_janus, succeed
 
 pytestmark = pytest.mark.integration
@@ -91,6 +92,8 @@ NASTY_INTAKE: list[tuple[bytes, str | None, str, str]] = [
     (intake(job_id="p1", dependency="api", payload="x" * CAP), JSON, "payload_too_large", "payload just over the cap"),
     (intake(job_id="p2", dependency="api", payload="é" * 600), JSON, "payload_too_large", "cap counted in bytes"),
     (intake(job_id="m1", dependency="api", payload="x" * 20_000), JSON, "message_too_large", "refused unparsed"),
+    (intake(job_id="m2", dependency="api", payload="y" * 2_000_000), JSON, "message_too_large",
+     "2 MB, set aside truncated with its size (the broker of these tests takes up to 128 MiB)"),
     (b'{"job_id":"deep","dependency":"api","payload":' + b"[" * 3000 + b"]" * 3000 + b"}", JSON, "malformed_json",
      "nesting 3000 deep"),
     (b'{"job_id":"k","job_id":5,"dependency":"api"}', JSON, "invalid_fields", "a duplicate key, the last wins"),
@@ -117,6 +120,8 @@ NASTY_RESULTS: list[tuple[bytes, str | None, str, str]] = [
     (b'{"job_id":"gh\\nost","attempt":1,"outcome":"success"}', JSON, "invalid_fields", "job_id with a newline"),
     (json.dumps({"job_id": "g", "attempt": 1, "outcome": "failure", "error": "e" * 30_000}).encode(), JSON,
      "message_too_large", "an error of 30,000 characters, refused unparsed"),
+    (json.dumps({"job_id": "g", "attempt": 1, "outcome": "failure", "error": "e" * 2_000_000}).encode(), JSON,
+     "message_too_large", "2 MB of result, set aside truncated with its size"),
     (b'{"job_id":"ghost","attempt":1,"outcome":"success"}', "text/plain", "wrong_content_type", "text/plain"),
 ]  # fmt: skip
 
@@ -142,7 +147,13 @@ class World:
         assert reason, "every message set aside has a reason"
         source = headers.get(topology.SOURCE_HEADER)
         assert isinstance(source, str)
-        self.rejected.append((source, message.body, reason))
+        size = headers.get(topology.ORIGINAL_SIZE_HEADER)
+        body = message.body
+        if size is not None:  # truncated: recorded as `set_aside` below expects it
+            assert isinstance(size, int)
+            assert len(body) == TRUNCATED_BODY_BYTES
+            body += b"...[%d bytes]" % size
+        self.rejected.append((source, body, reason))
         self.changed.set()
         await message.ack()
 
@@ -185,7 +196,7 @@ class World:
             if reason is None:
                 jobs.add(decode_intake(body, content_type, CAP)[0].job_id)
             else:
-                expected[("intake", body, reason)] += 1
+                expected[("intake", set_aside("intake", body), reason)] += 1
             await self.publish_intake(body, content_type)
             await self.valid_job(job_id)
         previous = self.finished[-1] if self.finished else "ghost"
@@ -194,7 +205,7 @@ class World:
             body = body.replace(b"@PREV@", previous.encode())
             reason = about_a_finished_job(expect("results", body, content_type), body, content_type, finished)
             assert reason is not None, "no generated result may be valid for a job in flight"
-            expected[("results", body, reason)] += 1
+            expected[("results", set_aside("results", body), reason)] += 1
             await self.publish_result(body, content_type)
         count = sum(expected.values())
         total = len(self.finished) + len(jobs)
@@ -210,6 +221,15 @@ class World:
         got = Counter(self.rejected[before:])
         assert got == expected, f"set aside {got - expected} unexpectedly; missing {expected - got}"
         self.finished.extend(sorted(jobs))
+
+
+def set_aside(source: str, body: bytes) -> bytes:
+    """What janus.rejected holds of a message set aside: itself, or, over the largest valid
+    message of its source, its start and (here appended) its size header."""
+    cap = MAX_RESULT_BYTES if source == "results" else CAP + ENVELOPE_BYTES
+    if len(body) <= cap:
+        return body
+    return body[:TRUNCATED_BODY_BYTES] + b"...[%d bytes]" % len(body)
 
 
 def about_a_finished_job(

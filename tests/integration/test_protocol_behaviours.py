@@ -164,6 +164,48 @@ async def test_intake_under_another_routing_key_is_set_aside(database: str, vhos
     assert "crossed" not in await job_rows(database)
 
 
+async def test_a_job_id_of_one_dependency_published_for_another_is_set_aside(
+    database: str, vhost: str
+) -> None:
+    """Job ids are global: an id that is (or was) a job of api, published for mail, is set aside
+    (duplicate_of_other_dependency) instead of silently dropped, whether Janus still holds the job
+    or it finished long ago (only the store knows it then); the same id again for api stays a
+    harmless duplicate, acked and dropped."""
+    config = make_config(database, vhost, {"api": API, "mail": API})
+
+    def intake(job_id: str, dependency: str) -> bytes:
+        return encode_intake(job_id=job_id, dependency=dependency, scope="t", payload=None)
+
+    async with running_janus(config), broker(vhost) as plain:
+        await plain.publish_intake(intake("held", "api"), "api")
+        await plain.publish_intake(intake("done", "api"), "api")
+        message, ready = await plain.take_ready("api")
+        done = message if ready.job_id == "done" else None
+        if done is None:
+            held, (done, _) = message, await plain.take_ready("api")
+        else:
+            held, _ = await plain.take_ready("api")
+        await done.ack()
+        await plain.publish_result("api", job_id="done", attempt=1, outcome="success")
+        await wait_for_states(database, lambda rows: rows["done"]["state"] == "succeeded", timeout=20)
+        # "held" is still admitted (in Janus's memory); "done" is finished (only in PostgreSQL).
+        for job_id in ("held", "done"):
+            await plain.publish_intake(intake(job_id, "api"), "api")  # a repeat: a duplicate
+            await plain.publish_intake(intake(job_id, "mail"), "mail")
+        found = await plain.wait_rejected(2)
+        await held.ack()
+        await plain.publish_result("api", job_id="held", attempt=1, outcome="success")
+        rows = await wait_for_states(database, lambda rows: rows["held"]["state"] == "succeeded", timeout=20)
+    assert sorted(found) == [
+        ("intake", "duplicate_of_other_dependency", intake("done", "mail")),
+        ("intake", "duplicate_of_other_dependency", intake("held", "mail")),
+    ]
+    assert {job_id: (row["dependency"], row["attempt"]) for job_id, row in rows.items()} == {
+        "held": ("api", 1),
+        "done": ("api", 1),
+    }
+
+
 # -- workers: results that change nothing --------------------------------------------------
 
 

@@ -177,3 +177,33 @@ async def test_scopes_and_why_ask_the_leader(
     release.set()
     await worker.stop()
     assert await janus.terminate() == 0
+
+
+async def test_why_finds_the_exact_job_whatever_its_id(
+    vhost: str, database: str, tmp_path: Path, janus_process: Callable[..., JanusProcess]
+) -> None:
+    """Issue 20: the id was decoded twice: `café-1` found no `cafÃ©-1`, `pct%41-1` found
+    `pctA-1`, another job. Each id here is a real job, in a scope of its own name."""
+    config = tmp_path / "janus.toml"
+    config.write_text(f'database_url = "{database}"\namqp_url = "{vhost}"\n[dependencies.api]\n')
+    port = free_port()
+    janus = janus_process(config, "janus", {**FAST_TIMINGS, "JANUS_HTTP_PORT": str(port)})
+    await janus.start()
+    await janus.wait_admitting(timeout=20)
+    ids = ["café-1", "pct%41-1", "pctA-1", "a/b", "with space", "q?x#y", "..", "%2F"]
+    async with await Producer.connect(vhost) as producer:
+        await producer.submit_many([(job_id, "api", None, f"s-{n}") for n, job_id in enumerate(ids)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for n, job_id in enumerate(ids):
+            for _ in range(100):  # polled: the job reaches the other process's core soon after
+                code, out, err = await janus_cli("why", job_id, "--url", url)
+                if code == 0:
+                    break
+                assert f"no job {job_id!r}" in err, err
+                await asyncio.sleep(0.1)
+            assert (code, out.splitlines()[0]) == (0, f"{job_id}: waiting (api, scope s-{n})"), err
+        code, _, err = await janus_cli("why", "pct%42-1", "--url", url)  # would have been pctB-1
+        assert (code, err.strip()) == (2, f"janus: {url}: no job 'pct%42-1'")
+    finally:
+        assert await janus.terminate() == 0, janus.output()

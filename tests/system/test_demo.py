@@ -1,7 +1,7 @@
 """`janus demo`, the README's main command, as a user runs it: a process on the local services.
 
 Two at once must not meet (a vhost each, a database each), and neither may recreate a
-database something is still connected to.
+database something is still connected to, nor one it did not create (its marker).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from janus.demo import DEMO_MARKER, refuse_database
 from tests.services import Services
 
 pytestmark = pytest.mark.integration
@@ -78,9 +79,41 @@ async def test_two_demos_at_once_both_pass_and_leave_no_vhost(demo_databases: li
     assert not left, "the demos' vhosts are deleted"
 
 
+async def test_a_demo_refuses_a_database_it_did_not_create(
+    services: Services, demo_databases: list[str]
+) -> None:
+    name = demo_databases[0]
+    await services.create_database(name)  # anyone's: no connection to it, and no demo's marker
+    connection = await asyncpg.connect(services.pg_dsn(name))
+    try:
+        await connection.execute("CREATE TABLE precious (x int)")
+    finally:
+        await connection.close()
+    code, out, err = await run_demo(name, duration=1.0)
+    assert code == 2
+    assert (
+        err
+        == f"janus demo: the database {name} exists and janus demo did not create it: it is left alone; choose another with --database NAME\n"
+    )
+    assert "The vhost" not in out, "nothing ran"
+    connection = await asyncpg.connect(services.pg_dsn(name))
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM precious") == 0, "untouched"
+    finally:
+        await connection.close()
+
+
+async def test_a_demo_recreates_a_database_it_created(services: Services, demo_databases: list[str]) -> None:
+    mine, absent = demo_databases
+    await services.local.create_database(mine, marker=DEMO_MARKER)  # as an earlier demo left it
+    assert await services.local.database_marker(mine) == (True, DEMO_MARKER)
+    assert await refuse_database(services.local, mine) is None
+    assert await refuse_database(services.local, absent) is None, "a new one: nothing to drop"
+
+
 async def test_a_demo_refuses_a_database_in_use(services: Services, demo_databases: list[str]) -> None:
     name = demo_databases[0]
-    await services.create_database(name)
+    await services.local.create_database(name, marker=DEMO_MARKER)  # an earlier demo's, still in use
     holder = await asyncpg.connect(services.pg_dsn(name))
     try:
         await holder.execute("CREATE TABLE precious (x int)")

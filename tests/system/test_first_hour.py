@@ -151,3 +151,42 @@ async def test_submit_says_what_is_missing_within_seconds(vhost: str, url: str, 
     if "janus.intake" in complaint:
         assert "Janus has never run on this vhost" in line
     assert took < 30, f"took {took:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("amqp", "env", "complaint"),
+    [
+        # issue 20: a port like "abc" failed only when connecting (ValueError), and janus run exited
+        ("amqp://guest:guest@127.0.0.1:abc/{vhost}", {}, "invalid configuration in"),
+        # beyond 65535, bind() raised OverflowError at start
+        (
+            "{vhost_url}",
+            {"JANUS_HTTP_PORT": "99999"},
+            "JANUS_HTTP_PORT: Input should be less than or equal to 65535",
+        ),
+        # a lease LeaseTimings refused at start, with a traceback
+        (
+            "{vhost_url}",
+            {"JANUS_LEADER_LEASE": "1e-9"},
+            "JANUS_LEADER_LEASE: Input should be greater than or equal",
+        ),
+    ],
+)
+async def test_run_with_a_setting_that_cannot_work_stops_with_one_line(
+    database: str,
+    vhost: str,
+    tmp_path: Path,
+    janus_process: Callable[..., JanusProcess],
+    amqp: str,
+    env: dict[str, str],
+    complaint: str,
+) -> None:
+    name = vhost.rsplit("/", 1)[1]
+    janus = janus_process(
+        write_config(tmp_path, database, amqp.format(vhost=name, vhost_url=vhost)),
+        env={**FAST_TIMINGS, **env},
+    )
+    await janus.start()
+    code, lines = await exit_of(janus)
+    assert code == 2
+    assert_one_line(lines, complaint)

@@ -119,6 +119,24 @@ CASES = Path(__file__).resolve().parent / "config_cases"
             {"JANUS_AMQP_URL": "amqp://guest:pw@127.0.0.1:abc/"},
             "amqp_url: invalid port 'abc'",
         ),
+        # issue 20: each of these was a traceback (InvalidURL, OverflowError, ValueError)
+        (["why", "j", "--url", "http://127.0.0.1:abc"], {}, "cannot reach Janus at http://127.0.0.1:abc"),
+        (["scopes", "--url", "http://127.0.0.1:abc"], {}, "nonnumeric port: 'abc'"),
+        (
+            ["check-config", "--config", str(CONFIG)],
+            {"JANUS_HTTP_PORT": "99999"},
+            "JANUS_HTTP_PORT: Input should be less than or equal to 65535",
+        ),
+        (
+            ["check-config", "--config", str(CONFIG)],
+            {"JANUS_LEADER_LEASE": "1e-9"},
+            "JANUS_LEADER_LEASE: Input should be greater than or equal to 0.1",
+        ),
+        (
+            ["check-config", "--config", str(CONFIG)],
+            {"JANUS_LEADER_LEASE": "1"},  # renewed every 0.75 s (the default): one slow renewal loses it
+            "JANUS_LEADER_RENEW_EVERY (0.75) must be under half of JANUS_LEADER_LEASE (1)",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(
@@ -134,6 +152,8 @@ def test_bad_input_is_one_line_and_exit_code_2(
         "JANUS_CONFIG",
         "JANUS_HTTP_PORT",
         "JANUS_LOG_LEVEL",
+        "JANUS_LEADER_LEASE",
+        "JANUS_LEADER_RENEW_EVERY",
     ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -145,6 +165,13 @@ def test_bad_input_is_one_line_and_exit_code_2(
     assert line.startswith("janus: "), captured.err
     assert complaint in captured.err, captured.err
     assert "Traceback" not in captured.err
+
+
+def test_a_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:  # was an OverflowError from bind()
+        cli.main(["worker", "--metrics-port", "99999", "api=tests.unit.test_cli:failing_with"])
+    assert exited.value.code == 2
+    assert "argument --metrics-port: a port is 0..65535, got 99999" in capsys.readouterr().err
 
 
 def test_config_errors_inside_the_service_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:

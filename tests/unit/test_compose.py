@@ -96,6 +96,9 @@ def test_rabbitmq_loads_the_definitions_the_definitions_service_writes(compose: 
             key, _, value = line.partition("=")
             settings[key.strip()] = value.strip()
     loaded = Path(settings["load_definitions"])
+    # The broker refuses what Janus would: its memory is bounded by prefetch x this size.
+    janus_config = load_config(ROOT / "config" / "janus.toml", env={})
+    assert int(settings["max_message_size"]) == janus_config.max_message_size
     # The file RabbitMQ loads is in a named volume the renderer writes its --output into.
     rabbit_volume, rabbit_dir = next(
         (s, Path(c)) for c, s in rabbit_mounts.items() if loaded.is_relative_to(c)
@@ -109,6 +112,10 @@ def test_rabbitmq_loads_the_definitions_the_definitions_service_writes(compose: 
     # ...rendered from the project's config and from deploy/secrets/.
     assert renderer_mounts[str(args.config)] == "./config/janus.toml"
     assert renderer_mounts[str(args.password_dir)] == "./deploy/secrets"
+    # ...for the broker it runs: worker users on one that does not check CC/BCC only if asked.
+    image_version = rabbitmq["image"].split(":")[1].split("-")[0]
+    assert args.rabbitmq_version == image_version
+    assert args.allow_unchecked_cc == (definitions.unchecked_cc_risk(image_version) is not None)
     # The Janus image makes the volume's mount point writable by its unprivileged user.
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert f"chown janus {renderer_dir}" in dockerfile
@@ -122,6 +129,7 @@ def test_compose_secrets_give_every_user_a_password_and_janus_its_url(
     secrets_dir, output = tmp_path / "secrets", tmp_path / "definitions.json"
     config = ROOT / "config" / "janus.toml"
     base = ["--config", str(config), "--password-dir", str(secrets_dir)]
+    base += ["--rabbitmq-version", "3.10", "--allow-unchecked-cc"]  # as the Makefile and compose say
     assert definitions.main([*base, "--create-passwords"]) == 0
     first = {path.name: path.read_text() for path in secrets_dir.iterdir()}
     assert definitions.main([*base, "--create-passwords", "--output", str(output)]) == 0

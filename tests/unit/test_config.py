@@ -46,6 +46,7 @@ def test_example_config_validates_with_the_values_it_states() -> None:
     assert config.amqp_url == "amqp://guest:guest@127.0.0.1:5672/"
     assert config.database_url == "postgresql://postgres@127.0.0.1:5432/janus"
     assert config.max_payload_bytes == 65536
+    assert config.max_message_size == 131072
     assert config.bad_results_limit == RateLimit(count=200, window=1.0)
     policies = {policy.name: policy for policy in config.policies()}
     assert list(policies) == ["payments-api", "email"]  # file order is kept
@@ -278,7 +279,7 @@ ADMISSION_TTL_DEFAULTS = [
     (["10/10m"], None, 60.0),  # a tenth of 10 minutes
     (["10/10m"], "100s", 50.0),  # ... unless half the lease is shorter
     (["1/1h"], "61s", 30.5),  # half the lease, even though the window would allow 6 minutes
-    (["5/2s"], "0.4s", 0.2),  # both equal: 0.2 either way
+    (["5/20s"], "4s", 2.0),  # both equal: 2 s either way (a lease is at least 1 s)
 ]
 
 
@@ -383,6 +384,8 @@ ERROR_CASES = [
     ("rate_limit_bad_window.toml", "dependencies.api.rate_limits.0", "invalid duration '1w'"),  # weeks
     ("rate_limits_not_a_list.toml", "dependencies.api.rate_limits", "valid list"),  # a bare string
     ("bad_results_limit_zero.toml", "bad_results_limit", "COUNT must be at least 1"),  # holds for ever
+    ("max_message_size_below_payload.toml", "max_message_size", "must be at least 139264 bytes"),  # no room
+    ("huge_max_message_size.toml", "max_message_size", "less than or equal to 536870912"),  # 1 GiB
     ("zero_concurrency.toml", "dependencies.api.concurrency", "greater than or equal to 1"),  # 0
     ("fractional_concurrency.toml", "dependencies.api.concurrency", "valid integer"),  # 2.5
     ("jitter_above_one.toml", "dependencies.api.retry.jitter", "less than or equal to 1"),  # 1.5
@@ -456,6 +459,39 @@ ERROR_CASES = [
         "dead (12h) jobs",
     ),  # the override meets the global window
     ("unknown_retention_key.toml", "retention.succeded", "unknown key"),  # typo
+    ("retention_below_a_second.toml", "retention.succeeded", "must be between 1s and 366d, got 500ms"),
+    # Bounds (issue 20): each value beyond them passed check-config and could not work.
+    ("too_many_dependencies.toml", "dependencies", "2,001 dependencies: at most 2,000 (each takes a channel"),
+    ("huge_concurrency.toml", "dependencies.api.concurrency", "less than or equal to 1000000"),  # 1e38
+    (
+        "huge_scope_concurrency.toml",
+        "dependencies.api.fairness.scope_concurrency",
+        "less than or equal to 1000000",
+    ),
+    ("tiny_lease.toml", "dependencies.api.lease_timeout", "must be between 1s and 7d"),  # 1e-9 s
+    ("huge_max_attempts.toml", "dependencies.api.retry.max_attempts", "less than or equal to 1000"),
+    (
+        "duration_below_a_millisecond.toml",
+        "dependencies.api.retry.base_delay",
+        "must be between 1ms and 7d, got 0.1ms",
+    ),
+    ("duration_too_long.toml", "dependencies.api.retry.max_delay", "must be between 1ms and 7d, got 1000d"),
+    ("admission_ttl_too_long.toml", "dependencies.api.admission_ttl", "must be between 1ms and 1d, got 2d"),
+    (
+        "huge_half_open_probes.toml",
+        "dependencies.api.circuit.half_open_probes",
+        "less than or equal to 10000",
+    ),
+    (
+        "rate_limit_count_too_large.toml",
+        "dependencies.api.rate_limits.0",
+        "invalid rate limit '100000000/1s': COUNT must be at most 10,000,000",
+    ),
+    (
+        "rate_limit_window_too_long.toml",
+        "dependencies.api.fairness.scope_rate_limits.0",
+        "invalid rate limit '1/365d': the window must be between 1ms and 31d",
+    ),
 ]
 
 

@@ -57,8 +57,7 @@ async def test_metrics_and_health_are_served_over_http() -> None:
         assert (status, json.loads(text)["epoch"]) == (200, 7)
         assert (await asyncio.to_thread(get, f"{base}/nope"))[0] == 404
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 def test_a_loop_that_does_not_answer_fails_the_health_checks() -> None:
@@ -73,8 +72,7 @@ def test_a_loop_that_does_not_answer_fails_the_health_checks() -> None:
         assert get(f"http://127.0.0.1:{port}/readyz")[0] == 503
         assert get(f"http://127.0.0.1:{port}/metrics")[0] == 200  # a scrape needs no loop
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
         stuck.close()
 
 

@@ -37,6 +37,14 @@ def intake(job_id: str, dependency: str = "api") -> Delivery:
     return delivery(body, routing_key=dependency)  # producers route intake by its dependency
 
 
+def result(
+    job_id: str, attempt: int = 1, outcome: str = "success", routing_key: str = "api", **rest: Any
+) -> Delivery:
+    """A result as a worker of `routing_key` publishes it (the key its results queue is bound with)."""
+    body = encode_result(job_id=job_id, attempt=attempt, outcome=outcome, **rest)  # type: ignore[arg-type]
+    return delivery(body, routing_key=routing_key)
+
+
 def batch(**parts: Any) -> Batch:
     return Batch(
         intake=parts.get("intake", []),
@@ -91,20 +99,45 @@ def test_bad_intake_is_set_aside_and_a_repeat_in_the_batch_is_a_duplicate() -> N
     assert decided.now == 10.0
 
 
+def test_a_job_id_of_another_dependency_is_set_aside_not_a_duplicate() -> None:
+    scheduler = core()
+    decide(batch(intake=[intake("held")]), scheduler, 1.0, OPTIONS)  # held by the core from now on
+    first, again, crossed = intake("new"), intake("new"), intake("new", dependency="other")
+    decided = decide(
+        batch(intake=[intake("held"), intake("held", dependency="other"), first, again, crossed]),
+        scheduler,
+        2.0,
+        OPTIONS,
+    )
+    assert [(s.reason, s.detail) for s in decided.set_aside] == [
+        ("duplicate_of_other_dependency", "job 'held' is a job of 'api'; published again for 'other'"),
+        ("duplicate_of_other_dependency", "job 'new' is a job of 'api'; published again for 'other'"),
+    ]
+    assert decided.intake == 3, "the repeats for the same dependency are plain duplicates"
+    assert [job.job_id for job in decided.changes.new] == ["new"]
+    # If the store turns out to have had "new" already, for another dependency, both deliveries
+    # that named it for api are set aside after the commit (run_tick).
+    assert decided.submitted == {"new": [first, again]}
+
+
 def test_results_move_jobs_and_results_that_cannot_speak_for_a_job_are_set_aside() -> None:
     scheduler = core(max_attempts=1)
     decide(batch(intake=[intake("a"), intake("b"), intake("c", dependency="other")]), scheduler, 1.0, OPTIONS)
     results = {
         "api": [
-            delivery(encode_result(job_id="a", attempt=1, outcome="success")),
-            delivery(encode_result(job_id="b", attempt=1, outcome="failure", error="boom")),
-            delivery(encode_result(job_id="a", attempt=1, outcome="success")),  # reported twice
-            delivery(encode_result(job_id="c", attempt=1, outcome="success")),  # of another dependency
-            delivery(encode_result(job_id="ghost", attempt=1, outcome="success")),
-        ]
+            result("a"),
+            result("b", outcome="failure", error="boom"),
+            result("a"),  # reported twice
+            result("c"),  # of another dependency
+            result("ghost"),
+        ],
+        # Published with key "api", routed to other's queue too by a CC or BCC header (a broker
+        # before 4.0.3 checks only the routing key): whatever the job, only the key vouches.
+        "other": [result("c", routing_key="api")],
     }
     decided = decide(batch(results=results), scheduler, 2.0, OPTIONS)
     assert [(s.reason, s.detail) for s in decided.set_aside] == [
+        ("wrong_routing_key", "routing key 'api' in the results queue of 'other'"),
         ("wrong_dependency", "job 'c' of 'other' reported as 'api'"),
     ]
     # The results that changed nothing are told apart with the store (asked only about those the
@@ -135,8 +168,8 @@ def test_only_the_outcomes_a_dependency_publishes_are_handed_on() -> None:
     decide(batch(intake=[intake("a"), intake("b")]), scheduler, 1.0, OPTIONS)
     results = {
         "api": [
-            delivery(encode_result(job_id="a", attempt=1, outcome="success")),
-            delivery(encode_result(job_id="b", attempt=1, outcome="failure")),
+            result("a"),
+            result("b", outcome="failure"),
         ]
     }
     options = TickOptions(max_payload_bytes=1024, published_outcomes={"api": frozenset({"dead"})})
@@ -149,7 +182,10 @@ def test_a_returned_admission_frees_its_slot_without_charging_an_attempt() -> No
     scheduler = core()
     (admission,) = decide(batch(intake=[intake("a")]), scheduler, 1.0, OPTIONS).decision.admissions
     body = json.dumps({"job_id": "a", "attempt": admission.attempt}).encode()
-    decided = decide(batch(returned=[delivery(body)]), scheduler, 2.0, OPTIONS)
+    # Dead-lettered with the key Janus published it with; one with another key was not this admission.
+    forged = delivery(body, routing_key="other")
+    decided = decide(batch(returned=[forged, delivery(body, routing_key="api")]), scheduler, 2.0, OPTIONS)
+    assert [(s.source, s.reason) for s in decided.set_aside] == [("returned", "wrong_routing_key")]
     assert decided.events == {("returned", "released"): 1}
     (again,) = decided.decision.admissions
     assert (again.job_id, again.attempt, again.retry) == ("a", 2, False)

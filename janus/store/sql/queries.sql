@@ -375,3 +375,11 @@ VACUUM (ANALYZE, TRUNCATE false) janus.attempt_errors;
 -- name: vacuum_admissions
 -- params: none
 VACUUM (ANALYZE, TRUNCATE false) janus.admissions;
+
+-- name: job_dependencies
+-- params: $1 job ids
+-- The dependency of each of these jobs the store has: a job id published again after its job
+-- finished is a duplicate for the same dependency, and set aside for another.
+SELECT j.job_id, j.dependency
+  FROM unnest($1::text[]) AS r(job_id)
+  JOIN janus.jobs AS j ON j.job_id = r.job_id;
