@@ -425,9 +425,11 @@ class Store:
         ]
 
     async def vacuum(self, table: str) -> None:
-        """VACUUM (ANALYZE) one of Janus's growing tables, outside any transaction."""
+        """VACUUM (ANALYZE) one of Janus's growing tables, outside any transaction. No deadline:
+        on a large table it may take minutes, holding no lock that a tick or a renewal waits
+        for; a database that stops answering is noticed by the lease's renewals."""
         try:
-            async with asyncio.timeout(self.LONG_TIMEOUT), self._pool.acquire() as connection:
+            async with self._pool.acquire(timeout=self.timeout) as connection:
                 if table == "jobs":
                     await connection.execute(sql("vacuum_jobs"))
                 elif table == "attempt_errors":
