@@ -38,6 +38,7 @@ from janus.core.policy import (
     ShadowLimits,
     default_admission_ttl,
 )
+from janus.core.retention import BatchSizing, Retention, RetentionPolicy
 from janus.errors import ConfigError
 from janus.urls import check_port
 
@@ -131,18 +132,21 @@ MIN_DURATION = 0.001  # the smallest unit ("1ms"); the clock and the tick are no
 MAX_WINDOW = 31 * DAY  # a rate window: a monthly quota, and the history a rebuild reads
 MAX_DELAY = 7 * DAY  # a retry delay, a lease, a circuit's opening: a week at most
 MAX_TTL = DAY
+MAX_RETENTION = 366 * DAY
 
 
 def _between(low: float, high: float) -> AfterValidator:
     def check(seconds: float) -> float:
         if not low <= seconds <= high:
-            raise ValueError(f"must be between {_seconds(low)} and {_seconds(high)}, got {_seconds(seconds)}")
+            raise ValueError(
+                f"must be between {format_duration(low)} and {format_duration(high)}, got {format_duration(seconds)}"
+            )
         return seconds
 
     return AfterValidator(check)
 
 
-def _seconds(value: float) -> str:
+def format_duration(value: float) -> str:
     """A duration as the file would say it: "1ms", "2s", "7d"."""
     for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
         if value >= size and (value / size).is_integer():
@@ -151,13 +155,13 @@ def _seconds(value: float) -> str:
 
 
 def _limit_bounds(limit: RateLimit) -> RateLimit:
-    text = f"{limit.count}/{_seconds(limit.window)}"
+    text = f"{limit.count}/{format_duration(limit.window)}"
     if limit.count > MAX_RATE_COUNT:
         raise ValueError(f"invalid rate limit '{text}': COUNT must be at most {MAX_RATE_COUNT:,}")
     if not MIN_DURATION <= limit.window <= MAX_WINDOW:
         raise ValueError(
-            f"invalid rate limit '{text}': the window must be between {_seconds(MIN_DURATION)} "
-            f"and {_seconds(MAX_WINDOW)}"
+            f"invalid rate limit '{text}': the window must be between {format_duration(MIN_DURATION)} "
+            f"and {format_duration(MAX_WINDOW)}"
         )
     return limit
 
@@ -168,6 +172,8 @@ WindowDuration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_
 # A worker must get the job, run it and report within the lease: under a second cannot work.
 LeaseDuration = Annotated[float, BeforeValidator(parse_duration), _between(SECOND, MAX_DELAY)]
 TtlDuration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_DURATION, MAX_TTL)]
+# How long finished jobs are kept: from a second (tests, soaks) to a year (an audit trail).
+RetentionDuration = Annotated[float, BeforeValidator(parse_duration), _between(SECOND, MAX_RETENTION)]
 # Counts from 1 (a TOML float or boolean is refused, not rounded).
 Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY, strict=True)]
 Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS, strict=True)]
@@ -279,6 +285,35 @@ class ShadowConfig(_Strict):
         )
 
 
+class DependencyRetentionConfig(_Strict):
+    """`[dependencies.X.retention]`: any of the three periods, the rest from `[retention]`."""
+
+    succeeded: RetentionDuration | None = None
+    dead: RetentionDuration | None = None
+    dedup_window: RetentionDuration | None = None
+
+
+class RetentionConfig(_Strict):
+    """`[retention]`: how long finished jobs stay in PostgreSQL (docs/decisions.md: the defaults)."""
+
+    succeeded: RetentionDuration = 86400.0
+    dead: RetentionDuration = 14 * 86400.0
+    dedup_window: RetentionDuration = 86400.0
+    prune_every: Duration = 10.0  # how often the leader looks for rows past their retention
+    batch_budget: Duration = 0.05  # a pruning transaction's target duration (batches adapt to it)
+
+    def policy(self, override: DependencyRetentionConfig | None = None) -> RetentionPolicy:
+        given = override.model_dump(exclude_none=True) if override is not None else {}
+        return RetentionPolicy(
+            succeeded=given.get("succeeded", self.succeeded),
+            dead=given.get("dead", self.dead),
+            dedup_window=given.get("dedup_window", self.dedup_window),
+        )
+
+    def sizing(self) -> BatchSizing:
+        return BatchSizing(budget=self.batch_budget)
+
+
 Outcome = Literal["succeeded", "dead"]
 OUTCOMES: tuple[Outcome, ...] = ("succeeded", "dead")
 
@@ -295,6 +330,7 @@ class DependencyConfig(_Strict):
     # its CPU per job): a dependency nobody subscribes to for successes can keep only "dead".
     outcomes: list[Outcome] = Field(default_factory=lambda: list(OUTCOMES))
     shadow: ShadowConfig | None = None
+    retention: DependencyRetentionConfig | None = None  # overrides [retention] for this dependency
 
     @model_validator(mode="after")
     def _lease_covers_ttl(self) -> DependencyConfig:
@@ -335,6 +371,7 @@ class JanusConfig(_Strict):
     # flooding worker cannot take the leader's CPU from other dependencies (janus/core/flood.py).
     bad_results_limit: RateLimitSpec = RateLimit(count=200, window=1.0)
     dependencies: dict[str, DependencyConfig] = Field(min_length=1)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("dependencies", mode="before")
     @classmethod
@@ -376,6 +413,38 @@ class JanusConfig(_Strict):
                     "starting with a letter or digit"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _dedup_within_retention(self) -> JanusConfig:
+        # The stored job is the idempotency record: a window longer than what is kept would
+        # promise duplicates that pruning has already forgotten.
+        where = [("retention", self.retention.policy())]
+        where += [
+            (f"dependencies.{name}.retention", self.retention.policy(dep.retention))
+            for name, dep in self.dependencies.items()
+            if dep.retention is not None
+        ]
+        for location, policy in where:
+            kept = min(policy.succeeded, policy.dead)
+            if policy.dedup_window > kept:
+                raise ValueError(
+                    f"{location}: dedup_window ({format_duration(policy.dedup_window)}) must not exceed "
+                    f"the retention of succeeded ({format_duration(policy.succeeded)}) or dead "
+                    f"({format_duration(policy.dead)}) jobs: a job_id "
+                    "is recognised as a duplicate only while its job is stored"
+                )
+        return self
+
+    def retention_policies(self) -> Retention:
+        """The default retention, and each dependency's where it overrides it."""
+        return Retention(
+            default=self.retention.policy(),
+            overrides={
+                name: self.retention.policy(dep.retention)
+                for name, dep in self.dependencies.items()
+                if dep.retention is not None
+            },
+        )
 
     def policies(self) -> list[DependencyPolicy]:
         return [dep.to_policy(name) for name, dep in self.dependencies.items()]
@@ -481,6 +550,10 @@ class Settings(BaseSettings):
         return self
 
 
+# "dependencies.api.retention: ..." from a check of the whole file: the key the problem is at.
+_PLACED = re.compile(r"^([a-z_]+(?:\.[A-Za-z0-9_.\-]+)*): (.*)$", re.S)
+
+
 def _format_errors(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
@@ -490,6 +563,9 @@ def _format_errors(error: ValidationError) -> str:
             message = "unknown key"
         elif item["type"] == "missing":
             message = "required key is missing"
+        placed = _PLACED.match(message)
+        if not item["loc"] and placed:  # a check across tables names the key it is about
+            location, message = placed.groups()
         lines.append(f"  {location}: {message}")
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ class Metrics:
             self._process,
             self._retry_control,
             self._steering,
+            self._retention,
         ):
             declare(self.registry)
 
@@ -274,5 +275,38 @@ class Metrics:
         self.policy_file_differs = Gauge(
             "janus_policy_file_differs",
             "1 if this process's policy file differs from the version it runs (the stored one wins).",
+            registry=r,
+        )
+
+    def _retention(self, r: CollectorRegistry) -> None:
+        """Finished jobs leaving PostgreSQL, and how big its tables are (docs/operations.md)."""
+        self.pruned = Counter(
+            "janus_pruned_jobs_total",
+            "Finished jobs deleted past their retention (with their error history), by state.",
+            ["state"],
+            registry=r,
+        )
+        self.oldest_finished = Gauge(
+            "janus_oldest_finished_job_seconds",
+            "Age of the oldest finished job still stored, by state; stays near the retention "
+            "when pruning keeps up.",
+            ["state"],
+            registry=r,
+        )
+        self.prune_batch = Gauge(
+            "janus_prune_batch_jobs",
+            "The size the last pruning batch was given (it adapts to retention.batch_budget).",
+            registry=r,
+        )
+        self.table_rows = Gauge(
+            "janus_table_rows",
+            "Live rows of Janus's largest tables, as PostgreSQL's statistics count them.",
+            ["table"],
+            registry=r,
+        )
+        self.table_bytes = Gauge(
+            "janus_table_bytes",
+            "On-disk size of Janus's largest tables, with their indexes and TOAST.",
+            ["table"],
             registry=r,
         )

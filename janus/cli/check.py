@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from janus.cli.common import config_of, with_config
-from janus.config import Settings, describe_rate_limits
+from janus.config import Settings, describe_rate_limits, format_duration
 
 
 def add_parsers(commands: Any) -> None:
@@ -15,6 +15,7 @@ def add_parsers(commands: Any) -> None:
 
 async def check_config(args: argparse.Namespace, settings: Settings) -> int:
     config = config_of(args, settings)
+    retention = config.retention_policies()
     for policy in config.policies():
         limits = ", ".join(str(limit) for limit in policy.rate_limits) or "no rate limit"
         concurrency = policy.concurrency if policy.concurrency is not None else "unlimited"
@@ -35,6 +36,11 @@ async def check_config(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"  retries <= {retry.budget:.0%} of admissions per {retry.budget_window:g}s "
             f"(at least {retry.min_retries}); retry_after up to {retry.max_retry_after:g}s; {opens}"
+        )
+        kept = retention.of(policy.name)
+        print(
+            f"  keeps succeeded jobs {format_duration(kept.succeeded)}, dead jobs {format_duration(kept.dead)}; "
+            f"a job_id repeated within {format_duration(kept.dedup_window)} of its job finishing is a duplicate"
         )
     print("configuration is valid")
     return 0

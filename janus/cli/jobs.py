@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from janus.cli.common import config_of, database_url_of, has_config, plural, with_config
-from janus.config import Settings
+from janus.config import Settings, format_duration
 from janus.errors import JanusError
 
 EXIT_NOT_YET = 3  # `jobs retry`: recorded, but no leader applied it within --wait
@@ -50,6 +50,18 @@ def describe_tries(state: str, admissions: int, failures: int, max_attempts: int
     return f"{plural(failures, 'failed try', 'failed tries')} (last: {last})"
 
 
+def not_stored(job_id: str, args: argparse.Namespace, settings: Settings) -> str:
+    """What Janus can say of a job it has no row for: it cannot tell "never" from "pruned"."""
+    kept = ""
+    if has_config(args, settings):
+        config = config_of(args, settings)
+        kept = (
+            f" (succeeded jobs are kept {format_duration(config.retention.succeeded)}, "
+            f"dead ones {format_duration(config.retention.dead)}, unless a dependency says otherwise)"
+        )
+    return f"{job_id}: not stored: never submitted, or finished and pruned after its retention{kept}"
+
+
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -62,11 +74,12 @@ async def show(args: argparse.Namespace, settings: Settings) -> int:
     store = await Store.connect(database_url_of(args, settings), application_name="janus-cli")
     try:
         state = await store.job_state(args.job_id)
-        if state is None:
-            raise JanusError(f"no job {args.job_id!r}")
-        history = await store.error_history(args.job_id)
+        history = await store.error_history(args.job_id) if state is not None else []
     finally:
         await store.close()
+    if state is None:
+        print(not_stored(args.job_id, args, settings))  # an answer, not an error: retention is normal
+        return 0
     if has_config(args, settings):
         policy = config_of(args, settings).dependencies.get(str(state["dependency"]))
         max_attempts = policy.retry.max_attempts if policy is not None else None
@@ -95,7 +108,7 @@ async def retry(args: argparse.Namespace, settings: Settings) -> int:
         if args.job_id is not None:
             state = await store.job_state(args.job_id)
             if state is None:
-                raise JanusError(f"no job {args.job_id!r}")
+                raise JanusError(f"{not_stored(args.job_id, args, settings)}: nothing to retry")
             if state["state"] != "dead":
                 raise JanusError(f"job {args.job_id!r} is {state['state']}, not dead: nothing to retry")
         request, matching = await store.request_retry(

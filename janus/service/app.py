@@ -52,6 +52,7 @@ from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
 from janus.service.observe import loop_lag_forever
+from janus.service.retention import Pruner
 from janus.service.steer import Running, Steerer, policy_of_record, steering_of
 from janus.service.tick import TickOptions
 from janus.service.worker_watch import POLL_EVERY, WorkerWatch
@@ -492,6 +493,7 @@ class Service:
                 seen=self._steering_seen,
             )
             group.create_task(steerer.run(draining), name="steer")
+            group.create_task(self._pruner(store, term).run(draining), name="retention")
             await loop.run(draining)
             watch.cancel()
             for extra in watches:
@@ -546,6 +548,20 @@ class Service:
             pruned = await store.prune_admissions(term.holder, term.epoch, keep_after)
             if pruned:
                 log.debug("pruned %d old admissions", pruned)
+
+    def _pruner(self, store: Store, term: Term) -> Pruner:
+        # The term's policy of record (janus apply), not this process's file: a version applied
+        # during the term changes retention from the next term on.
+        config = self.running.config if self.running is not None else self.config
+        return Pruner(
+            store=store,
+            term=term,
+            retention=config.retention_policies(),
+            sizing=config.retention.sizing(),
+            every=config.retention.prune_every,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
 
     async def _revive(
         self,

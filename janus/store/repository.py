@@ -15,6 +15,7 @@ import asyncpg
 
 from janus.core.jobs import Job, JobState
 from janus.core.rebuild import Snapshot
+from janus.core.retention import TableChurn
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import migrate
 from janus.store.queries import sql
@@ -45,6 +46,20 @@ class DeadJob:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class OldestFinished:
+    state: JobState
+    dependency: str
+    finished_at: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TableSize:
+    name: str
+    live_rows: int  # PostgreSQL's statistics, not a count(*)
+    bytes: int  # on disk, with indexes and TOAST
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RetryRequest:
     id: int
     job_id: str | None
@@ -69,6 +84,24 @@ class FencedTransaction:
     async def prune_admissions(self, before: float) -> int:
         status = await self._connection.execute(sql("prune_admissions"), before)
         return int(status.split()[-1])
+
+    async def prune_finished(
+        self, state: JobState, dependency: str, before: float, limit: int, statement_timeout: float
+    ) -> int:
+        """At most `limit` jobs of `dependency` in terminal `state` that finished before `before`,
+        and their error history; a statement past `statement_timeout` seconds is cancelled."""
+        await self._connection.execute(
+            sql("limit_statement_time"), str(max(1, round(statement_timeout * 1000)))
+        )
+        # Two statements, not one with the state as a parameter: only then can a generic plan
+        # use the state's partial index.
+        if state is JobState.SUCCEEDED:
+            pruned = await self._connection.fetchval(sql("prune_succeeded"), dependency, before, limit)
+        elif state is JobState.DEAD:
+            pruned = await self._connection.fetchval(sql("prune_dead"), dependency, before, limit)
+        else:
+            raise ValueError(f"a {state.value} job is never pruned")
+        return int(pruned)
 
     async def take_retry_requests(self) -> list[RetryRequest]:
         rows = await self._connection.fetch(sql("take_retry_requests"))
@@ -118,7 +151,9 @@ class Store:
             pool = await asyncpg.create_pool(
                 url,
                 min_size=1,
-                max_size=4,
+                # The tick's session, lease renewal, and the leader's housekeeping (retry
+                # requests, pruning) each hold one at times; a spare for operators' questions.
+                max_size=6,
                 timeout=timeout,
                 # The tick statement runs thousands of times a second with the same shape: plan it once.
                 server_settings={
@@ -359,6 +394,77 @@ class Store:
             FailedAttempt(job_id=job_id, attempt=r["attempt"], failed_at=r["failed_at"], error=r["error"])
             for r in rows
         ]
+
+    async def prune_finished(
+        self,
+        holder: uuid.UUID,
+        epoch: int,
+        *,
+        state: JobState,
+        dependency: str,
+        before: float,
+        limit: int,
+        statement_timeout: float,
+    ) -> int | None:
+        """One fenced batch of retention pruning: the jobs deleted, or None if it ran past
+        `statement_timeout` and was rolled back (the caller tries a smaller batch)."""
+        try:
+            async with self.leader_transaction(holder, epoch) as tx:
+                return await tx.prune_finished(state, dependency, before, limit, statement_timeout)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, asyncpg.QueryCanceledError):
+                return None
+            raise
+
+    async def oldest_finished(self) -> list[OldestFinished]:
+        """Per terminal state and dependency, when its oldest stored job finished."""
+        rows = await self._read("oldest_finished", what="reading the oldest finished jobs")
+        return [
+            OldestFinished(state=JobState(r["state"]), dependency=r["dependency"], finished_at=r["oldest"])
+            for r in rows
+            if r["oldest"] is not None
+        ]
+
+    async def table_sizes(self, names: Sequence[str]) -> list[TableSize]:
+        rows = await self._read("table_sizes", list(names), what="reading table sizes", timeout=self.timeout)
+        return [TableSize(name=r["name"], live_rows=int(r["live_rows"]), bytes=int(r["bytes"])) for r in rows]
+
+    async def autovacuum_on(self) -> bool:
+        row = await self._read_one(
+            "autovacuum_on", what="reading the autovacuum setting", timeout=self.timeout
+        )
+        return bool(row[0]) if row is not None else True
+
+    async def table_churn(self, names: Sequence[str]) -> list[TableChurn]:
+        rows = await self._read(
+            "table_churn", list(names), what="reading table statistics", timeout=self.timeout
+        )
+        return [
+            TableChurn(
+                name=r["name"],
+                live_rows=int(r["live_rows"]),
+                dead_rows=int(r["dead_rows"]),
+                changed_rows=int(r["changed_rows"]),
+            )
+            for r in rows
+        ]
+
+    async def vacuum(self, table: str) -> None:
+        """VACUUM (ANALYZE) one of Janus's growing tables, outside any transaction. No deadline:
+        on a large table it may take minutes, holding no lock that a tick or a renewal waits
+        for; a database that stops answering is noticed by the lease's renewals."""
+        try:
+            async with self._pool.acquire(timeout=self.timeout) as connection:
+                if table == "jobs":
+                    await connection.execute(sql("vacuum_jobs"))
+                elif table == "attempt_errors":
+                    await connection.execute(sql("vacuum_attempt_errors"))
+                elif table == "admissions":
+                    await connection.execute(sql("vacuum_admissions"))
+                else:
+                    raise ValueError(f"no vacuum of {table!r}")
+        except DB_ERRORS as exc:
+            raise StoreError(f"vacuuming janus.{table} failed: {exc}") from exc
 
     async def prune_admissions(self, holder: uuid.UUID, epoch: int, before: float) -> int:
         async with self.leader_transaction(holder, epoch) as tx:

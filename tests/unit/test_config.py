@@ -451,6 +451,15 @@ ERROR_CASES = [
         "a rate limit table needs 'limit'",
     ),
     ("bad_results_limit_table.toml", "bad_results_limit", "a rate limit is a string"),  # no meaning to pick
+    # The window cannot promise duplicates that pruning has already forgotten (1d default > 1h).
+    ("dedup_window_beyond_retention.toml", "retention", "dedup_window (1d) must not exceed"),
+    (
+        "dependency_dedup_window_beyond_retention.toml",
+        "dependencies.api.retention",
+        "dead (12h) jobs",
+    ),  # the override meets the global window
+    ("unknown_retention_key.toml", "retention.succeded", "unknown key"),  # typo
+    ("retention_below_a_second.toml", "retention.succeeded", "must be between 1s and 366d, got 500ms"),
     # Bounds (issue 20): each value beyond them passed check-config and could not work.
     ("too_many_dependencies.toml", "dependencies", "2,001 dependencies: at most 2,000 (each takes a channel"),
     ("huge_concurrency.toml", "dependencies.api.concurrency", "less than or equal to 1000000"),  # 1e38
@@ -561,6 +570,10 @@ def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) ->
     assert (
         "  retries <= 20% of admissions per 10s (at least 10); retry_after up to 600s; "
         "circuit opens at 50% failed of >= 20 outcomes in 30s, for 10s..300s, 3 probes"
+    ) in out
+    # Retention, on by default: what is kept, and so how long a repeated job_id is a duplicate.
+    assert (
+        "  keeps succeeded jobs 1d, dead jobs 14d; a job_id repeated within 1d of its job finishing is a duplicate"
     ) in out
     assert out.rstrip().endswith("configuration is valid")
     assert "janus:" not in err

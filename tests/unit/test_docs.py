@@ -20,6 +20,7 @@ from janus.config import (
     DependencyConfig,
     FairnessConfig,
     JanusConfig,
+    RetentionConfig,
     RetryConfig,
     Settings,
     ShadowConfig,
@@ -126,9 +127,10 @@ def test_configuration_reference_shows_every_key_and_variable() -> None:
     reference = "\n".join(block for block in code_segments(text) if "[dependencies." in block)
     shown = set(re.findall(r"^([a-z_]+) = ", reference, re.M))
     expected = (
-        model_keys(JanusConfig) - {"dependencies"}
-        | model_keys(DependencyConfig) - {"retry", "circuit", "fairness", "shadow"}
+        model_keys(JanusConfig) - {"dependencies", "retention"}
+        | model_keys(DependencyConfig) - {"retry", "circuit", "fairness", "shadow", "retention"}
         | model_keys(ShadowConfig)
+        | model_keys(RetentionConfig)
         | model_keys(RetryConfig)
         | model_keys(CircuitConfig)
         | model_keys(FairnessConfig)

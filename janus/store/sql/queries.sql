@@ -281,6 +281,111 @@ SELECT r.ord, j.dependency, j.state, j.attempt, e.error
   JOIN janus.jobs AS j ON j.job_id = r.job_id
   LEFT JOIN janus.attempt_errors AS e ON e.job_id = r.job_id AND e.attempt = r.attempt;
 
+-- name: prune_succeeded
+-- params: $1 dependency, $2 finished before (Unix seconds), $3 at most this many jobs
+-- One bounded batch of retention pruning, in a fenced leader transaction: the oldest succeeded
+-- jobs of a dependency past its retention, with their error history. Rows another transaction
+-- holds are skipped, never waited for; FOR UPDATE re-checks each row's state and finished_at
+-- once locked, so a job that changed meanwhile is not deleted. (Two blocks with the state
+-- written out, not one with a parameter: only then can a generic plan use the partial index.)
+WITH victims AS (
+    SELECT job_id FROM janus.jobs
+     WHERE state = 'succeeded' AND dependency = $1 AND finished_at < $2
+     ORDER BY finished_at
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+), errors AS (
+    DELETE FROM janus.attempt_errors WHERE job_id IN (SELECT job_id FROM victims)
+), pruned AS (
+    DELETE FROM janus.jobs WHERE job_id IN (SELECT job_id FROM victims) RETURNING 1
+)
+SELECT count(*) AS pruned FROM pruned;
+
+-- name: prune_dead
+-- params: $1 dependency, $2 finished before (Unix seconds), $3 at most this many jobs
+-- As prune_succeeded, for dead jobs. A dead job revived by `janus jobs retry` is waiting again
+-- (the re-check excludes it); one being revived now is locked (skipped).
+WITH victims AS (
+    SELECT job_id FROM janus.jobs
+     WHERE state = 'dead' AND dependency = $1 AND finished_at < $2
+     ORDER BY finished_at
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+), errors AS (
+    DELETE FROM janus.attempt_errors WHERE job_id IN (SELECT job_id FROM victims)
+), pruned AS (
+    DELETE FROM janus.jobs WHERE job_id IN (SELECT job_id FROM victims) RETURNING 1
+)
+SELECT count(*) AS pruned FROM pruned;
+
+-- name: oldest_finished
+-- params: none
+-- Per terminal state and dependency, the oldest finished_at: a skip scan of the partial indexes
+-- (one probe per dependency), however many rows they hold.
+WITH RECURSIVE succeeded AS (
+    (SELECT dependency FROM janus.jobs WHERE state = 'succeeded' ORDER BY dependency LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.dependency FROM janus.jobs AS j
+             WHERE j.state = 'succeeded' AND j.dependency > s.dependency ORDER BY j.dependency LIMIT 1)
+      FROM succeeded AS s WHERE s.dependency IS NOT NULL
+), dead AS (
+    (SELECT dependency FROM janus.jobs WHERE state = 'dead' ORDER BY dependency LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.dependency FROM janus.jobs AS j
+             WHERE j.state = 'dead' AND j.dependency > d.dependency ORDER BY j.dependency LIMIT 1)
+      FROM dead AS d WHERE d.dependency IS NOT NULL
+)
+SELECT 'succeeded' AS state, s.dependency,
+       (SELECT min(j.finished_at) FROM janus.jobs AS j
+         WHERE j.state = 'succeeded' AND j.dependency = s.dependency) AS oldest
+  FROM succeeded AS s WHERE s.dependency IS NOT NULL
+UNION ALL
+SELECT 'dead' AS state, d.dependency,
+       (SELECT min(j.finished_at) FROM janus.jobs AS j
+         WHERE j.state = 'dead' AND j.dependency = d.dependency) AS oldest
+  FROM dead AS d WHERE d.dependency IS NOT NULL;
+
+-- name: table_sizes
+-- params: $1 table names (in schema janus)
+-- Cheap at any size: live rows as PostgreSQL's statistics count them (not count(*)), and the
+-- bytes on disk with indexes and TOAST.
+SELECT s.relname AS name, s.n_live_tup AS live_rows, pg_total_relation_size(s.relid) AS bytes
+  FROM pg_stat_user_tables AS s
+ WHERE s.schemaname = 'janus' AND s.relname = ANY ($1::text[]);
+
+-- name: limit_statement_time
+-- params: $1 milliseconds (text)
+-- For the rest of this transaction: a statement running longer is cancelled (the transaction
+-- rolls back), so a pruning batch cannot keep the lease row locked past its budget.
+SELECT set_config('statement_timeout', $1, true);
+
+-- name: autovacuum_on
+-- params: none
+SELECT current_setting('autovacuum')::boolean;
+
+-- name: table_churn
+-- params: $1 table names (in schema janus)
+-- What autovacuum decides by: live and dead rows, and rows changed since the last ANALYZE.
+SELECT relname AS name, n_live_tup AS live_rows, n_dead_tup AS dead_rows,
+       n_mod_since_analyze AS changed_rows
+  FROM pg_stat_user_tables
+ WHERE schemaname = 'janus' AND relname = ANY ($1::text[]);
+
+-- name: vacuum_jobs
+-- params: none
+-- Only when the server's autovacuum is off (janus/service/retention.py). Outside a transaction;
+-- takes no lock that DML waits for. TRUNCATE false: giving empty trailing pages back to the
+-- operating system would take an exclusive lock that the ticks would wait for.
+VACUUM (ANALYZE, TRUNCATE false) janus.jobs;
+
+-- name: vacuum_attempt_errors
+-- params: none
+VACUUM (ANALYZE, TRUNCATE false) janus.attempt_errors;
+
+-- name: vacuum_admissions
+-- params: none
+VACUUM (ANALYZE, TRUNCATE false) janus.admissions;
+
 -- name: job_dependencies
 -- params: $1 job ids
 -- The dependency of each of these jobs the store has: a job id published again after its job

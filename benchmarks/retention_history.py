@@ -1,0 +1,334 @@
+"""Does the tick slow down with history? The real tick statement on an empty table against one
+holding many finished jobs (bulk-loaded), alternated in the same run.
+
+Two fresh databases, migrated: "empty", and "history", into which --rows finished jobs are
+bulk-loaded with generate_series (1 % dead with 5 failed attempts each, the rest succeeded,
+finished over the last 23 hours: within the default retention, so a day of history at a
+steady rate). Ids are random hex, as producers' UUIDs would be, so the primary key's inserts
+land all over a large index; with --ordered-ids, time-ordered ones, as UUIDv7 or ULIDs are.
+Then, --rounds times, each database in turn (the order alternating) is vacuumed and analyzed
+(what autovacuum does on a default server: without it, the empty table's plans stay those of
+an empty table as it grows) and runs --jobs jobs through the real `tick` statement and
+LeaderSession (as benchmarks.tick_statement does: inserted admitted with their admission,
+then marked succeeded, in batches of --batch); we read the PostgreSQL backend's CPU per job
+and the jobs per second the statements sustain. Prints the medians and the ratio
+history / empty, and the bytes per stored job (for sizing a database: docs/operations.md).
+
+With --end-to-end N, then also a real `janus run` on each database in turn (alternating,
+--rounds // 2 times each), N jobs through an SDK producer and worker as fast as they go
+(benchmarks.throughput's measurement, whose ids are PREFIX-N): jobs per second and the
+PostgreSQL backends' CPU per job, end to end, and their ratio.
+
+    .venv/bin/python -m benchmarks.retention_history [--rows 10000000] [--rounds 8] [--jobs 4000]
+        [--end-to-end 5000] [--ordered-ids]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import psutil  # type: ignore[import-untyped]
+
+from benchmarks.throughput import Child, JanusCoordinator, janus_env, measure_throughput
+from janus.core.jobs import Admission, Job, JobState
+from janus.local_services import LocalServices
+from janus.store.migrate import migrate
+from janus.store.session import LeaderSession
+
+DAY = 86400.0
+
+LOAD = """
+INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, attempt, failures, eligible_at,
+                        admitted_at, expires_at, lease_deadline, last_error, created_at, finished_at, seq)
+SELECT CASE WHEN $5 THEN 'h-' || lpad(i::text, 12, '0') ELSE md5('history' || i) END, 'bench', 'tenant-' || (i % 100), '{"order": 12345}'::jsonb,
+       CASE WHEN i % 100 = 0 THEN 'dead' ELSE 'succeeded' END,
+       CASE WHEN i % 100 = 0 THEN 5 ELSE 1 END, CASE WHEN i % 100 = 0 THEN 5 ELSE 0 END,
+       t, t + 0.01, t + 0.2, t + 300, CASE WHEN i % 100 = 0 THEN 'RuntimeError: upstream said 503' END,
+       t, t + 0.05, i
+  FROM (SELECT i, $1::float8 - 23 * 3600 + 23 * 3600 * i / $2::float8 AS t
+          FROM generate_series($3::bigint, $4::bigint) AS i) AS s
+"""
+LOAD_ERRORS = """
+INSERT INTO janus.attempt_errors (job_id, attempt, failed_at, error)
+SELECT job_id, a, finished_at, 'RuntimeError: upstream said 503'
+  FROM janus.jobs, generate_series(1, 5) AS a WHERE state = 'dead'
+"""
+CHUNK = 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Round:
+    cpu_per_job: float  # seconds of the backend's CPU
+    jobs_per_second: float
+
+
+def _admitted(job_id: str, now: float) -> tuple[Job, str]:
+    job = Job(
+        job_id=job_id,
+        dependency="bench",
+        scope="tenant-1",
+        payload={"order": 12345},
+        state=JobState.ADMITTED,
+        attempt=1,
+        eligible_at=now,
+        admitted_at=now,
+        expires_at=now + 0.2,
+        lease_deadline=now + 300,
+    )
+    return job, '{"order": 12345}'
+
+
+def _succeeded(job_id: str, now: float) -> Job:
+    return Job(
+        job_id=job_id,
+        dependency="bench",
+        scope="tenant-1",
+        payload=None,
+        state=JobState.SUCCEEDED,
+        attempt=1,
+        eligible_at=now,
+        finished_at=now,
+    )
+
+
+class Bench:
+    def __init__(self, name: str, connection: asyncpg.Connection, holder: uuid.UUID, ordered: bool) -> None:
+        self.name = name
+        self.ordered = ordered
+        self.connection = connection
+        self.session = LeaderSession(connection, holder, 1)
+        self.backend: psutil.Process | None = None
+        self.rounds: list[Round] = []
+
+    async def start(self) -> None:
+        self.backend = psutil.Process(await self.connection.fetchval("SELECT pg_backend_pid()"))
+
+    async def vacuum(self) -> None:
+        for table in ("jobs", "admissions"):
+            await self.connection.execute(f"VACUUM (ANALYZE) janus.{table}", timeout=None)
+
+    async def run(self, jobs: int, batch: int) -> None:
+        assert self.backend is not None
+        cpu_before = sum(self.backend.cpu_times()[:2])
+        started = time.perf_counter()
+        for _ in range(jobs // batch):
+            now = time.time()
+            if self.ordered:  # time-ordered, as UUIDv7 or ULIDs are: inserts land on the index's edge
+                ids = [f"n-{time.time_ns():020d}-{i:03d}" for i in range(batch)]
+            else:
+                ids = [uuid.uuid4().hex for _ in range(batch)]
+            admitted = [_admitted(i, now) for i in ids]
+            await self.session.tick(now, admitted, [], [Admission.of(job) for job, _ in admitted])
+            await self.session.tick(now, [], [_succeeded(i, now) for i in ids], [])
+        done = jobs // batch * batch
+        cpu = sum(self.backend.cpu_times()[:2]) - cpu_before
+        self.rounds.append(
+            Round(cpu_per_job=cpu / done, jobs_per_second=done / (time.perf_counter() - started))
+        )
+
+
+async def load(url: str, rows: int, ordered: bool) -> float:
+    """Bulk-load `rows` finished jobs; returns the seconds it took."""
+    started = time.perf_counter()
+    connection = await asyncpg.connect(url)
+    try:
+        now = time.time()
+        for first in range(1, rows + 1, CHUNK):
+            last = min(first + CHUNK - 1, rows)
+            await connection.execute(LOAD, now, float(rows), first, last, ordered, timeout=None)
+            print(f"  loaded {last:,} of {rows:,} ({time.perf_counter() - started:.0f} s)", flush=True)
+        await connection.execute(LOAD_ERRORS, timeout=None)
+        await connection.execute("VACUUM (ANALYZE) janus.jobs", timeout=None)
+        await connection.execute("VACUUM (ANALYZE) janus.attempt_errors", timeout=None)
+    finally:
+        await connection.close()
+    return time.perf_counter() - started
+
+
+async def sizes(url: str) -> tuple[int, int, int]:
+    connection = await asyncpg.connect(url)
+    try:
+        jobs = int(await connection.fetchval("SELECT count(*) FROM janus.jobs"))
+        jobs_bytes = int(await connection.fetchval("SELECT pg_total_relation_size('janus.jobs')"))
+        errors_bytes = int(await connection.fetchval("SELECT pg_total_relation_size('janus.attempt_errors')"))
+    finally:
+        await connection.close()
+    return jobs, jobs_bytes, errors_bytes
+
+
+JANUS_CONFIG = """\
+# Written by benchmarks/retention_history.py: one dependency, no limit, default retention.
+[dependencies.bench]
+lease_timeout = "600s"
+admission_ttl = "300s"  # the worker takes a whole run's jobs from one queue, on a busy machine
+"""
+
+
+class SinceCoordinator(JanusCoordinator):
+    """Caught up when every result of this run is committed: counted by finished_at through the
+    succeeded jobs' index, not by counting millions of rows."""
+
+    def __init__(self, child: Child, database_url: str, database: str) -> None:
+        super().__init__(child, database_url, database)
+        self.since = time.time()
+
+    async def caught_up(self, results: int, timeout: float) -> None:
+        connection = await asyncpg.connect(self._url)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                done = int(
+                    await connection.fetchval(
+                        "SELECT count(*) FROM janus.jobs WHERE state = 'succeeded' AND dependency = 'bench'"
+                        " AND finished_at > $1",
+                        self.since,
+                    )
+                )
+                if done >= results:
+                    return
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"Janus recorded {done} of {results} results")
+                await asyncio.sleep(0.05)
+        finally:
+            await connection.close()
+
+
+async def end_to_end(local: LocalServices, names: dict[str, str], rounds: int, jobs: int) -> None:
+    results: dict[str, list[tuple[float, float]]] = {label: [] for label in names}
+    with tempfile.TemporaryDirectory(prefix="janus-history-") as directory:
+        workdir = Path(directory)
+        config = workdir / "janus.toml"
+        config.write_text(JANUS_CONFIG, encoding="utf-8")
+        for index in range(rounds):
+            order = list(names.items()) if index % 2 == 0 else list(names.items())[::-1]
+            for label, database in order:
+                vhost = f"janus-history-{uuid.uuid4().hex[:8]}"
+                await local.create_vhost(vhost)
+                url = local.amqp_url(vhost)
+                env = janus_env(url, local.pg_url(database))
+                child = await Child.start(
+                    "janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env
+                )
+                try:
+                    await child.wait_for_stderr("leading as", timeout=60.0)
+                    coordinator = SinceCoordinator(child, local.pg_url(database), database)
+                    measured = await measure_throughput(f"{label}{index}", coordinator, url, jobs, workdir)
+                    await child.stop()
+                finally:
+                    child.kill()
+                    await local.delete_vhost(vhost)
+                results[label].append((measured.rate, measured.database_cpu / jobs))
+                print(
+                    f"  end to end, round {index + 1}, {label}: {measured.rate:,.0f} jobs/s, "
+                    f"{measured.database_cpu / jobs * 1e6:.0f} µs database CPU/job, "
+                    f"machine {measured.machine_busy:.0%} busy",
+                    flush=True,
+                )
+    rate = {label: statistics.median(r for r, _ in values) for label, values in results.items()}
+    cpu = {label: statistics.median(c for _, c in values) for label, values in results.items()}
+    print(f"janus run end to end, {rounds} rounds of {jobs} jobs each, medians:")
+    for label in names:
+        print(f"  {label:8s} {rate[label]:8,.0f} jobs/s, {cpu[label] * 1e6:5.0f} µs PostgreSQL CPU a job")
+    print(
+        f"  ratio history/empty: throughput {rate['history'] / rate['empty']:.2f}, "
+        f"database CPU {cpu['history'] / cpu['empty']:.2f}"
+    )
+
+
+async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: int, ordered: bool) -> None:
+    local = LocalServices()
+    suffix = uuid.uuid4().hex[:8]
+    names = {"empty": f"janus_hist_empty_{suffix}", "history": f"janus_hist_full_{suffix}"}
+    for name in names.values():
+        await local.create_database(name)
+    connections: list[asyncpg.Connection] = []
+    try:
+        for name in names.values():
+            connection = await asyncpg.connect(local.pg_url(name))
+            await migrate(connection)
+            await connection.close()
+        print(f"bulk-loading {rows:,} finished jobs into the history database:", flush=True)
+        took = await load(local.pg_url(names["history"]), rows, ordered)
+        stored, jobs_bytes, errors_bytes = await sizes(local.pg_url(names["history"]))
+        print(
+            f"loaded in {took:.0f} s: {stored:,} jobs; janus.jobs {jobs_bytes / 2**20:,.0f} MiB "
+            f"({jobs_bytes / stored:.0f} bytes a job, indexes included), attempt_errors "
+            f"{errors_bytes / 2**20:,.0f} MiB ({errors_bytes / stored:.0f} bytes a job over all jobs)"
+        )
+        benches = []
+        for label, name in names.items():
+            holder = uuid.uuid4()
+            connection = await asyncpg.connect(
+                local.pg_url(name), server_settings={"plan_cache_mode": "force_generic_plan"}
+            )
+            connections.append(connection)
+            await connection.execute(
+                "INSERT INTO janus.leader VALUES (true, $1, 1, now() + interval '1 day')", holder
+            )
+            bench = Bench(label, connection, holder, ordered)
+            await bench.start()
+            await bench.run(jobs // 4, batch)  # warm-up: plans, caches
+            bench.rounds.clear()
+            benches.append(bench)
+        for index in range(rounds):
+            order = benches if index % 2 == 0 else benches[::-1]
+            for bench in order:
+                await bench.vacuum()  # as autovacuum would: fresh statistics, freed room
+                await bench.run(jobs, batch)
+            print(
+                f"  round {index + 1}: "
+                + "; ".join(
+                    f"{b.name} {b.rounds[-1].cpu_per_job * 1e6:.0f} µs CPU/job, "
+                    f"{b.rounds[-1].jobs_per_second:,.0f} jobs/s"
+                    for b in benches
+                ),
+                flush=True,
+            )
+        empty, history = benches
+        cpu = [statistics.median(r.cpu_per_job for r in b.rounds) for b in benches]
+        rate = [statistics.median(r.jobs_per_second for r in b.rounds) for b in benches]
+        print(f"tick statement, batches of {batch}, {rounds} rounds of {jobs} jobs each, medians:")
+        print(f"  empty table:      {cpu[0] * 1e6:6.0f} µs backend CPU a job, {rate[0]:8,.0f} jobs/s")
+        print(f"  {rows:,} finished: {cpu[1] * 1e6:6.0f} µs backend CPU a job, {rate[1]:8,.0f} jobs/s")
+        print(f"  ratio history/empty: CPU {cpu[1] / cpu[0]:.2f}, throughput {rate[1] / rate[0]:.2f}")
+        ratios = [h.cpu_per_job / e.cpu_per_job for e, h in zip(empty.rounds, history.rounds, strict=True)]
+        print(f"  per-round CPU ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
+        for connection in connections:
+            await connection.execute("UPDATE janus.leader SET expires_at = now()")  # for janus run
+            await connection.close()
+        connections.clear()
+        if end_to_end_jobs:
+            await end_to_end(local, names, max(rounds // 2, 1), end_to_end_jobs)
+    finally:
+        for connection in connections:
+            await connection.close()
+        for name in names.values():
+            await local.drop_database(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=10_000_000, help="finished jobs bulk-loaded")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--jobs", type=int, default=3000, help="jobs per round and database")
+    parser.add_argument("--batch", type=int, default=50, help="jobs per tick statement")
+    parser.add_argument(
+        "--ordered-ids", action="store_true", help="time-ordered job ids (UUIDv7-like) instead of random ones"
+    )
+    parser.add_argument("--end-to-end", type=int, default=0, help="jobs per janus run round (0: none)")
+    args = parser.parse_args()
+    asyncio.run(run(args.rows, args.rounds, args.jobs, args.batch, args.end_to_end, args.ordered_ids))
+
+
+if __name__ == "__main__":
+    main()
