@@ -266,6 +266,21 @@ class Metrics:
             "The stored version of the policy this process runs (0: not leading yet).",
             registry=r,
         )
+        self.overridden = Gauge(
+            "janus_dependency_overridden",
+            "1 while `janus override` replaces the dependency's limits; the limit gauges then show "
+            "the limits in force (the override's).",
+            ["dependency"],
+            registry=r,
+        )
+        # At most one series per dependency and kind: a new pause or override replaces the last.
+        self.steering = Gauge(
+            "janus_dependency_steering_until_timestamp_seconds",
+            "When an operator's pause or override in force ends (Unix seconds; +Inf: until "
+            "`janus resume`), with who set it and why (by: actor: reason).",
+            ["dependency", "kind", "by"],
+            registry=r,
+        )
         self.shadow_held_back = Counter(
             "janus_shadow_held_back_total",
             "Admissions a shadow limit ([dependencies.X.shadow]) would have held back; never enforced.",

@@ -22,7 +22,7 @@ LeaderAnswer = Callable[[], Coroutine[Any, Any, dict[str, Any] | None]]
 
 WHO_LEADS_DEADLINE = 5.0  # seconds for a standby to read the lease from PostgreSQL
 # The states, worst first: the first that applies is the dependency's state.
-STATES = ("no worker", "circuit open", "paused", "circuit half-open", "throttled", "ok")
+STATES = ("no worker", "circuit open", "paused", "circuit half-open", "throttled", "overridden", "ok")
 
 
 # The metrics the picture reads: a refresh collects only these (a scrape collects everything).
@@ -43,6 +43,8 @@ READ = (
     "janus_oldest_waiting_seconds",
     "janus_circuit_state",
     "janus_dependency_paused",
+    "janus_dependency_overridden",
+    "janus_dependency_steering_until_timestamp_seconds",
     "janus_ready_consumers",
     "janus_admissions_total",
     "janus_job_transitions_total",
@@ -147,6 +149,10 @@ def lane(samples: Samples, dependency: str, now: float) -> dict[str, Any]:
         labels["kind"]: _number(value)
         for labels, value in samples.where("janus_gate_events_total", dependency=d)
     }
+    steering: dict[str, Any] = {"pause": None, "override": None}
+    for labels, until in samples.where("janus_dependency_steering_until_timestamp_seconds", dependency=d):
+        # until None: a pause until `janus resume`
+        steering[labels["kind"]] = {"by": labels["by"], "until": _number(until)}
     body: dict[str, Any] = {
         "dependency": d,
         "rates": rates,
@@ -160,6 +166,8 @@ def lane(samples: Samples, dependency: str, now: float) -> dict[str, Any]:
             int(samples.value("janus_circuit_state", dependency=d) or 0), "closed"
         ),
         "paused": bool(samples.value("janus_dependency_paused", dependency=d)),
+        "overridden": bool(samples.value("janus_dependency_overridden", dependency=d)),
+        "steering": steering,  # an operator's pause and override in force: who, why, until
         "ready_consumers": _number(samples.value("janus_ready_consumers", dependency=d)),
         "admissions_total": _number(samples.value("janus_admissions_total", dependency=d) or 0.0),
         "transitions": transitions,
@@ -188,6 +196,8 @@ def state(lane: dict[str, Any]) -> str:
         return "circuit half-open"
     if reason is not None and lane["waiting"]:
         return "throttled"
+    if lane["overridden"]:
+        return "overridden"
     return "ok"
 
 

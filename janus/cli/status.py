@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from janus.cli.inspect import ask_leader
@@ -50,6 +51,23 @@ def _why(lane: dict[str, Any]) -> str:
     return str(blocked["limit"]) + (f", lifts in {lifts:.1f}s" if lifts is not None else "")
 
 
+def _until(until: float | None, now: float) -> str:
+    if until is None:
+        return "until resumed"
+    return f"until {datetime.fromtimestamp(until, UTC):%H:%M:%S} UTC (in {_seconds(max(0.0, until - now))})"
+
+
+def _steering(lane: dict[str, Any], now: float) -> str:
+    """An operator's pause and override in force (`janus pause`, `janus override`)."""
+    steering = lane.get("steering") or {}
+    parts = []
+    for kind, verb in (("pause", "paused"), ("override", "overridden")):
+        hand = steering.get(kind)
+        if hand is not None:
+            parts.append(f"{verb} by {hand['by']} {_until(hand['until'], now)}")
+    return "; ".join(parts)
+
+
 def _reasons(lane: dict[str, Any]) -> str:
     return ", ".join(f"{reason} {count}" for reason, count in lane["waiting_by_reason"].items())
 
@@ -59,7 +77,7 @@ def _scopes(lane: dict[str, Any]) -> str:
     return ", ".join(f"{s['scope']} {s['waiting'] or 0}w/{s['held'] or 0}h" for s in shown)
 
 
-STATE_STYLES = {"ok": "green", "throttled": "yellow", "circuit half-open": "yellow"}
+STATE_STYLES = {"ok": "green", "throttled": "yellow", "circuit half-open": "yellow", "overridden": "yellow"}
 
 
 def render(body: dict[str, Any]) -> Any:
@@ -98,6 +116,7 @@ def render(body: dict[str, Any]) -> Any:
         )
         # What does not fit a column: under the table, one paragraph per dependency that waits.
         parts = [
+            _steering(lane, body["time"]),
             f"held back by {_why(lane)}" if lane["blocked"] else "",
             f"waiting: {_reasons(lane)}" if lane["waiting_by_reason"] else "",
             f"top scopes (waiting/held): {_scopes(lane)}" if lane["top_scopes"] else "",

@@ -4,6 +4,7 @@ events, and the per-dependency and per-scope gauges."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ from janus.core.decisions import WaitReason
 from janus.core.gates import GateEvent
 from janus.core.jobs import Admission, Job
 from janus.core.scheduler import Scheduler
+from janus.core.steering import Steering
 from janus.service.tick import SetAside, TickResult
 
 log = logging.getLogger("janus.admission")
@@ -91,6 +93,11 @@ class Observer:
         self._shown_scopes: dict[str, set[str]] = {}
         self._blocked: dict[str, tuple[str, str]] = {}  # the janus_dependency_blocked labels shown
         self._values: dict[tuple[Gauge, tuple[str, ...]], float] = {}  # what _put last set
+        # The limit series shown per dependency: a policy version or an override that changes the
+        # rate limits (or drops the cap) must take the old series away, or status shows both.
+        self._rates: dict[str, set[str]] = {}
+        self._capped: set[str] = set()
+        self._steered: dict[tuple[str, str], str] = {}  # (dependency, kind) -> its `by` label
         # A new term (a new Observer on the same registry) starts from nothing: the series it
         # removes by name are the ones it shows, so none a previous term showed may linger.
         for shown in (
@@ -99,6 +106,11 @@ class Observer:
             metrics.scope_held,
             metrics.scope_admitted,
             metrics.scope_oldest_waiting,
+            metrics.rate_limit,
+            metrics.rate_window,
+            metrics.rate_used,
+            metrics.concurrency_limit,
+            metrics.steering,
         ):
             shown.clear()
 
@@ -135,26 +147,51 @@ class Observer:
         for gate in scheduler.gate_states():
             put(metrics.circuit_state, CIRCUIT_LEVELS[gate.circuit.state.value], gate.dependency)
             paused = gate.pause_until is not None and clock < gate.pause_until
-            operator = scheduler.steering(gate.dependency).pause  # `janus pause`, until it ends
-            paused = paused or (operator is not None and (operator.until is None or clock < operator.until))
-            put(metrics.paused, 1 if paused else 0, gate.dependency)
+            steering = scheduler.steering(gate.dependency).in_force(clock)  # `janus pause`, `override`
+            put(metrics.paused, 1 if paused or steering.pause is not None else 0, gate.dependency)
+            self.steering(steering)
         for dependency, parked in scheduler.retry_budget_parked().items():
             put(metrics.retry_budget_parked, parked, dependency)
         for (dependency, limit), count in scheduler.drain_shadow().items():
             metrics.shadow_held_back.labels(dependency, limit).inc(count)
         self.limits(scheduler, clock)
 
+    def steering(self, steering: Steering) -> None:
+        """An operator's pause and override in force: who, why, and until when."""
+        metrics, dependency = self.metrics, steering.dependency
+        self._put(metrics.overridden, 0 if steering.override is None else 1, dependency)
+        for kind, hand in (("pause", steering.pause), ("override", steering.override)):
+            by = None if hand is None else hand.by
+            old = self._steered.get((dependency, kind))
+            if old is not None and old != by:
+                self._forget(metrics.steering, dependency, kind, old)
+                del self._steered[(dependency, kind)]
+            if hand is not None and by is not None:
+                self._steered[(dependency, kind)] = by
+                self._put(
+                    metrics.steering, math.inf if hand.until is None else hand.until, dependency, kind, by
+                )
+
     def limits(self, scheduler: Scheduler, now: float) -> None:
         """Each dependency's limits, their use, and what decides its next admission (O(dependencies))."""
         metrics, put = self.metrics, self._put
         for lane in scheduler.limits(now):
             dependency = lane.dependency
+            in_force = {rate.limit for rate in lane.rates}
+            for gone in self._rates.get(dependency, set()) - in_force:
+                for gauge in (metrics.rate_limit, metrics.rate_window, metrics.rate_used):
+                    self._forget(gauge, dependency, gone)
+            self._rates[dependency] = in_force
             for rate in lane.rates:
                 put(metrics.rate_limit, rate.count, dependency, rate.limit)
                 put(metrics.rate_window, rate.window, dependency, rate.limit)
                 put(metrics.rate_used, rate.used, dependency, rate.limit)
             if lane.concurrency is not None:
                 put(metrics.concurrency_limit, lane.concurrency, dependency)
+                self._capped.add(dependency)
+            elif dependency in self._capped:
+                self._forget(metrics.concurrency_limit, dependency)
+                self._capped.discard(dependency)
             blocked = lane.blocked
             shown = None if blocked is None else (blocked.reason.value, blocked.limit)
             if shown != self._blocked.get(dependency):
@@ -174,6 +211,14 @@ class Observer:
         if self._values.get(key) != value:
             self._values[key] = value
             self._gauge(metric, *labels).set(value)
+
+    def _forget(self, metric: Gauge, *labels: str) -> None:
+        """Take a series away (a limit no longer in force), and what _put knows of it."""
+        key = (metric, labels)
+        self._values.pop(key, None)
+        self._gauges.pop(key, None)
+        with contextlib.suppress(KeyError):  # never set in this process
+            metric.remove(*labels)
 
     def _gauge(self, metric: Gauge, *labels: str) -> Gauge:
         """The gauge of these labels, looked up once: every tick sets several per dependency, and

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -88,6 +90,15 @@ def shown(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], float]]:
             yield "janus_job_transitions_total", {**d, "verdict": verdict}, count
         for kind, count in lane["gate_events"].items():
             yield "janus_gate_events_total", {**d, "kind": kind}, count
+        yield "janus_dependency_overridden", d, 1 if lane["overridden"] else 0
+        for kind, hand in lane["steering"].items():
+            if hand is not None:
+                until = math.inf if hand["until"] is None else hand["until"]
+                yield (
+                    "janus_dependency_steering_until_timestamp_seconds",
+                    {**d, "kind": kind, "by": hand["by"]},
+                    until,
+                )
         for scope in lane["top_scopes"]:
             s = {**d, "scope": scope["scope"]}
             yield "janus_scope_waiting_jobs", s, scope["waiting"]
@@ -103,6 +114,7 @@ def between(
     assert low <= value <= high, f"{name}{labels}: status shows {value}, /metrics {low}..{high}"
 
 
+STEERING = {"janus_dependency_overridden", "janus_dependency_steering_until_timestamp_seconds"}
 MONOTONE = {
     "janus_rate_limit_count",
     "janus_rate_limit_window_seconds",
@@ -204,3 +216,85 @@ async def test_a_standby_says_who_leads(database: str, vhost: str) -> None:
                 assert await asyncio.to_thread(cli.main, ["status", "--url", base]) == 0
             assert f"{leader.identity}" in out.getvalue()
             assert "leads in epoch" in out.getvalue()
+
+
+async def test_a_pause_and_an_override_show_in_status_as_in_the_metrics(database: str, vhost: str) -> None:
+    """`janus pause` and `janus override` on a running leader: status says who, why and until
+    when, shows the override's limits (the limits in force) and nothing of the policy's, and
+    every number is the one /metrics serves; resuming and clearing take it all back."""
+    from tests.integration.test_steering import janus_cli
+
+    config = make_config(database, vhost, POLICIES)
+
+    async def work(job: ReadyJob) -> None:
+        await asyncio.sleep(0.01)
+
+    async with running_janus(config) as service, http(service) as base:
+        registry = service.metrics.registry
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many([(f"job-{i}", "api", None, f"tenant-{i % 3}") for i in range(JOBS)])
+        async with Worker(vhost, {"api": work}, max_in_flight=4):
+            await eventually(
+                lambda: (
+                    (registry.get_sample_value("janus_admissions_total", {"dependency": "api"}) or 0) >= 10
+                ),
+                timeout=30,
+            )
+            for command in (
+                ["pause", "api", "--actor", "alice", "--reason", "incident 7"],
+                [
+                    "override",
+                    "api",
+                    "--concurrency",
+                    "2",
+                    "--rate-limit",
+                    "5/1s",
+                    "--for",
+                    "10m",
+                    "--actor",
+                    "bob",
+                    "--reason",
+                    "drill",
+                ],
+            ):
+                code, out, err = await janus_cli(*command, database=database)
+                assert code == 0, err + out
+            asked = time.time()
+
+            async def api_lane(shows: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+                """The api's status once it shows what was applied (the gauges follow at the
+                leader's next tick), every number checked against /metrics each time."""
+                async with asyncio.timeout(30):
+                    while True:
+                        body = await compare(base, registry, only=MONOTONE | STEERING)
+                        lane = dict(body["dependencies"][0])
+                        if shows(lane):
+                            return lane
+                        await asyncio.sleep(0.05)
+
+            lane = await api_lane(lambda lane: lane["overridden"] and lane["steering"]["pause"] is not None)
+            assert lane["state"] == "paused"
+            assert lane["steering"]["pause"] == {"by": "alice: incident 7", "until": None}
+            override = lane["steering"]["override"]
+            assert override["by"] == "bob: drill"
+            assert asked + 500 < override["until"] < asked + 700
+            assert [rate["limit"] for rate in lane["rates"]] == ["5/1s"]  # the policy's 20/1s is gone
+            assert lane["concurrency"] == 2
+            out_text = io.StringIO()
+            with contextlib.redirect_stdout(out_text):
+                assert await asyncio.to_thread(cli.main, ["status", "--url", base]) == 0
+            screen = " ".join(out_text.getvalue().split())
+            assert "paused by alice: incident 7 until resumed" in screen
+            assert "overridden by bob: drill until" in screen
+            assert "0/5/1s" in screen or "/5/1s" in screen
+
+            code, out, err = await janus_cli("resume", "api", database=database)
+            assert code == 0, err + out
+            lane = await api_lane(lambda lane: lane["steering"]["pause"] is None)
+            assert lane["state"] in ("overridden", "throttled")
+            code, out, err = await janus_cli("override", "api", "--clear", database=database)
+            assert code == 0, err + out
+            lane = await api_lane(lambda lane: not lane["overridden"])
+            assert lane["steering"] == {"pause": None, "override": None}
+            assert [rate["limit"] for rate in lane["rates"]] == ["20/1s"]
+            assert lane["concurrency"] == 4

@@ -184,3 +184,31 @@ async def test_watch_refreshes_until_interrupted() -> None:
         server.close()
     assert process.returncode == 0, err.decode()
     assert "epoch 7" in out.decode()
+
+
+def test_a_pause_and_an_override_show_who_why_and_until_when() -> None:
+    from rich.console import Console
+
+    m = leader_metrics()
+    steered = m.steering
+    m.overridden.labels("api").set(1)
+    steered.labels("api", "override", "bob: incident 7").set(1060.0)
+    m.overridden.labels("mail").set(0)
+    m.paused.labels("mail").set(1)
+    m.circuit_state.labels("mail").set(0)
+    steered.labels("mail", "pause", "alice").set(math.inf)
+    body = picture(m.registry, now=1000.0)
+    api, mail = body["dependencies"]
+    assert api["overridden"] is True
+    assert api["steering"] == {"pause": None, "override": {"by": "bob: incident 7", "until": 1060}}
+    assert api["state"] == "throttled"  # what holds it back first; the override is said beside
+    assert (mail["state"], mail["overridden"]) == ("paused", False)
+    assert mail["steering"] == {"pause": {"by": "alice", "until": None}, "override": None}
+    json.dumps(body, allow_nan=False)
+    m.blocked.remove("api", "rate", "rate 100/1s")
+    assert picture(m.registry, now=1000.0)["dependencies"][0]["state"] == "overridden"
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render(body))
+    text = console.export_text()
+    assert "api: overridden by bob: incident 7 until 00:17:40 UTC (in 60.0s)" in text
+    assert "mail: paused by alice until resumed" in text

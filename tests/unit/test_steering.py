@@ -132,3 +132,46 @@ def test_a_rebuild_goes_on_with_the_override_and_its_history() -> None:
     assert admitted(s, 1.0) == 0  # 10 of 10 in the override's window
     assert admitted(s, 2.0) == 0  # the policy's 3/10s, with the same 10 admissions
     assert admitted(s, 10.5) == 1
+
+
+def test_the_gauges_show_the_limits_in_force_and_who_steers_until_when() -> None:
+    """Under an override the limit gauges are the override's alone (the policy's series go), and
+    come back when it ends; a pause and an override show who, why and until when."""
+    import math
+    import time
+
+    from janus.api.metrics import Metrics
+    from janus.service.observe import Observer
+
+    metrics = Metrics()
+    observer = Observer(metrics)
+    value = metrics.registry.get_sample_value
+    s = core(
+        DependencyPolicy(name="api", lease_timeout=1000.0, admission_ttl=1.0, rate_limits=per_second(10))
+    )
+    api = {"dependency": "api"}
+    policy_rate = {"dependency": "api", "limit": "10/10s"}
+    override_rate = {"dependency": "api", "limit": "4/10s"}
+    observer.tick(0, time.perf_counter(), s)
+    assert value("janus_rate_limit_count", policy_rate) == 10
+    override = Override(until=100.0, by="bob: incident 7", concurrency=2, rate_limits=per_second(4))
+    s.steer(Steering(dependency="api", override=override, pause=OperatorPause(until=None, by="alice")), 1.0)
+    observer.tick(0, time.perf_counter(), s)
+    assert value("janus_rate_limit_count", policy_rate) is None
+    assert value("janus_rate_limit_window_seconds", policy_rate) is None
+    assert value("janus_rate_limit_count", override_rate) == 4
+    assert value("janus_concurrency_limit", api) == 2
+    assert value("janus_dependency_overridden", api) == 1
+    assert value("janus_dependency_paused", api) == 1
+    steered = "janus_dependency_steering_until_timestamp_seconds"
+    assert value(steered, {**api, "kind": "override", "by": "bob: incident 7"}) == 100.0
+    assert value(steered, {**api, "kind": "pause", "by": "alice"}) == math.inf
+    s.steer(Steering(dependency="api"), 2.0)  # resumed, and the override cleared
+    observer.tick(0, time.perf_counter(), s)
+    assert value("janus_rate_limit_count", override_rate) is None
+    assert value("janus_rate_limit_count", policy_rate) == 10
+    assert value("janus_concurrency_limit", api) is None  # the policy has no cap
+    assert value("janus_dependency_overridden", api) == 0
+    assert value("janus_dependency_paused", api) == 0
+    assert value(steered, {**api, "kind": "override", "by": "bob: incident 7"}) is None
+    assert value(steered, {**api, "kind": "pause", "by": "alice"}) is None

@@ -65,11 +65,25 @@ function sparkline(points, limit) {
   return svg;
 }
 
+// An operator's pause and override in force (`janus pause`, `janus override`): who, why, until when.
+function steering(lane, now) {
+  const parts = [];
+  for (const [kind, verb] of [["pause", "paused"], ["override", "overridden"]]) {
+    const hand = lane.steering && lane.steering[kind];
+    if (!hand) continue;
+    const until = hand.until === null
+      ? "until resumed"
+      : `until ${new Date(hand.until * 1000).toLocaleTimeString()} (in ${seconds(Math.max(0, hand.until - now))})`;
+    parts.push(`${verb} by ${hand.by} ${until}`);
+  }
+  return parts.join("; ") || "–";
+}
+
 function row(label, value, cls) {
   return el("div", { class: "row" }, el("span", { class: "label" }, label), el("span", { class: `value ${cls}` }, value));
 }
 
-function card(lane, points) {
+function card(lane, points, now) {
   const cap = lane.concurrency === null ? "–" : String(lane.concurrency);
   const rate = lane.rates.map((r) => `${r.used}/${r.limit}`).join(", ") || "no limit";
   const blocked = lane.blocked
@@ -89,6 +103,7 @@ function card(lane, points) {
     row("held/cap", `${lane.held}/${cap}`, "held"),
     row("waiting", String(lane.waiting), "waiting"),
     row("oldest wait", seconds(lane.oldest_waiting_seconds), "oldest"),
+    row("operator", steering(lane, now), "steering"),
     row("held back by", blocked, "blocked"),
     row("waiting by reason", reasons, "reasons"),
     row("top scopes", scopes, "scopes"),
@@ -114,7 +129,7 @@ function show(body) {
           `${leader.live ? "leads" : "held the lease last"} in epoch ${leader.epoch}. Open its page.`;
     standby.hidden = false;
   }
-  list.replaceChildren(...body.dependencies.map((lane) => card(lane, remember(lane, body.time))));
+  list.replaceChildren(...body.dependencies.map((lane) => card(lane, remember(lane, body.time), body.time)));
   document.getElementById("updated").textContent = `updated ${new Date(body.time * 1000).toLocaleTimeString()}`;
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
