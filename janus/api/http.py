@@ -11,7 +11,9 @@ in small, bounded steps:
   if it does not answer within `LOOP_DEADLINE`;
 - /scopes is cut from a snapshot the leader takes in slices, on a budget of its own
   (janus/api/scopes_cache.py), `top` at most `MAX_TOP` per page, `offset` to page on;
-- /why/JOB asks the leader once, its id decoded from the path once.
+- /why/JOB asks the leader once, its id decoded from the path once;
+- /changes (and /status's recent changes) are the leader's copy, which it refreshes itself when
+  it applies a change (janus/api/changes.py): never a query per request.
 
 At most `MAX_INSPECTING` /scopes and /why requests are in progress at once (429 beyond), and a
 /metrics answer is reused for `METRICS_MAX_AGE`;
@@ -54,7 +56,9 @@ Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 T = TypeVar("T")
 
 NOT_FOUND_HINT = "not found: try /metrics, /healthz, /readyz, /scopes or /why/JOB_ID\n"
-NOT_FOUND_WITH_STATUS = "not found: try /, /status, /metrics, /healthz, /readyz, /scopes or /why/JOB_ID\n"
+NOT_FOUND_WITH_STATUS = (
+    "not found: try /, /status, /changes, /metrics, /healthz, /readyz, /scopes or /why/JOB_ID\n"
+)
 
 
 def _json(status: int, body: dict[str, Any]) -> web.Response:
@@ -98,6 +102,7 @@ class HealthApp:
         app = web.Application(middlewares=[self._guarded, self._hint_on_404])
         if self._status is not None:
             app.router.add_get("/status", self.status)
+            app.router.add_get("/changes", self.changes)
             for path in page.FILES:
                 app.router.add_get(path, self.page)
         else:
@@ -145,6 +150,12 @@ class HealthApp:
         assert self._status is not None
         ok, body = await self._status.answer()
         return _json(200 if ok else 503, body)
+
+    async def changes(self, request: web.Request) -> web.Response:
+        """The recent changes, as the leader last read them (janus/api/changes.py)."""
+        assert self._status is not None
+        body = self._status.changes.encoded() + b"\n"
+        return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
     def _limited(
         self, handler: Callable[[web.Request], Awaitable[web.Response]]

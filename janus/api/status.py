@@ -17,6 +17,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from janus.api.changes import RecentChanges
+
 Labels = tuple[tuple[str, str], ...]
 LeaderAnswer = Callable[[], Coroutine[Any, Any, dict[str, Any] | None]]
 
@@ -228,8 +230,10 @@ class StatusBoard:
         registry: CollectorRegistry,
         loop: asyncio.AbstractEventLoop | None = None,
         who_leads: LeaderAnswer | None = None,
+        changes: RecentChanges | None = None,
     ) -> None:
         self.registry = registry
+        self.changes = changes if changes is not None else RecentChanges()
         self._loop = loop
         self._who_leads = who_leads
 
@@ -237,6 +241,8 @@ class StatusBoard:
         """On the HTTP server's own loop: the picture is built there; only a standby's question of
         who leads goes to the service's loop (it reads the database)."""
         body = picture(self.registry)
+        # The leader's copy of the recent changes (janus/api/changes.py): no query per request.
+        body["recent_changes"] = (self.changes.listed() or []) if body["process"]["leading"] else []
         if not body["process"]["leading"] and self._who_leads is not None and self._loop is not None:
             try:
                 future = asyncio.run_coroutine_threadsafe(self._who_leads(), self._loop)

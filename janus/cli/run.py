@@ -73,7 +73,7 @@ def _serve(settings: Settings, service: Any) -> Any:
             loop,
             service.health.readiness,
             inspector=service.inspector,
-            status=StatusBoard(service.metrics.registry, loop, service.who_leads),
+            status=StatusBoard(service.metrics.registry, loop, service.who_leads, service.changes),
             guard=TokenGuard(token) if token is not None else None,
         )
     except OSError as exc:

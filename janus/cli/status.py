@@ -15,6 +15,7 @@ from janus.cli.inspect import ask_leader
 from janus.config import Settings
 
 DEFAULT_INTERVAL = 1.0  # seconds between two refreshes of --watch
+CHANGES_SHOWN = 5  # the newest policy versions, pauses and overrides, on the screen
 SCOPES_SHOWN = 3  # the largest backlogs per dependency, on the screen (--json has all /status gives)
 
 
@@ -77,6 +78,27 @@ def _scopes(lane: dict[str, Any]) -> str:
     return ", ".join(f"{s['scope']} {s['waiting'] or 0}w/{s['held'] or 0}h" for s in shown)
 
 
+def change_line(change: dict[str, Any]) -> str:
+    """One recent change: when, what, who and why (`janus history` has them all)."""
+    at = change.get("at")
+    when = f"{datetime.fromtimestamp(at, UTC):%Y-%m-%d %H:%M:%S}Z" if at is not None else "?"
+    if change["what"] == "version":
+        what = f"version {change['version']}"
+    else:
+        what = f"{change['what']} {change['dependency']}"
+        if change["detail"]:
+            what += f" ({change['detail']})"
+        if change["what"] in ("pause", "override"):
+            until = change["until"]
+            what += (
+                " until resumed"
+                if until is None
+                else f" until {datetime.fromtimestamp(until, UTC):%H:%M:%S}Z"
+            )
+    by = change["actor"] + (f": {change['reason']}" if change["reason"] else "")
+    return f"{when}  {what}  by {by}" + ("" if change["applied"] else "  (pending)")
+
+
 STATE_STYLES = {"ok": "green", "throttled": "yellow", "circuit half-open": "yellow", "overridden": "yellow"}
 
 
@@ -123,6 +145,10 @@ def render(body: dict[str, Any]) -> Any:
         ]
         if any(parts):
             details.append(Text(f"{lane['dependency']}: " + "; ".join(p for p in parts if p)))
+    changes = body.get("recent_changes") or []
+    if changes:
+        details.append(Text("recent changes (janus history has them all):"))
+        details.extend(Text("  " + change_line(change)) for change in changes[:CHANGES_SHOWN])
     return Group(table, *details)
 
 

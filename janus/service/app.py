@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from janus import logs
+from janus.api.changes import RecentChanges
 from janus.api.metrics import Metrics
 from janus.broker import connection as broker
 from janus.broker import topology
@@ -46,6 +47,7 @@ from janus.errors import BrokerError, LeadershipLost, StoreError
 from janus.policy_record import record_of
 from janus.service import leadership
 from janus.service.admission_loop import AdmissionLoop
+from janus.service.changes import ChangesReader
 from janus.service.gc_pauses import GcPauseObserver
 from janus.service.health import Health, Role
 from janus.service.inbox import UNROUTABLE, Inbox
@@ -146,6 +148,7 @@ class Service:
             identity=self.identity, standby_fresh_within=max(2.0, 4 * options.timings.poll_every)
         )
         self.inspector = Inspector(self.clock)  # answers /scopes and /why while leading
+        self.changes = RecentChanges()  # the recent changes /status shows, read while leading
         self._clock_offset = 0.0
         self._rng = random.Random()
         self._failures = 0  # consecutive failed attempts to get going: the backoff's exponent
@@ -483,6 +486,8 @@ class Service:
                 )
 
             assert self.running is not None
+            changes = ChangesReader(store, self.changes)
+            group.create_task(changes.run(draining), name="recent-changes")
             steerer = Steerer(
                 store=store,
                 term=term,
@@ -491,6 +496,7 @@ class Service:
                 file=self.config,
                 on_version=on_version,
                 seen=self._steering_seen,
+                on_applied=changes.wanted,
             )
             group.create_task(steerer.run(draining), name="steer")
             group.create_task(self._pruner(store, term).run(draining), name="retention")

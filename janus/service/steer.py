@@ -135,6 +135,7 @@ class Steerer:
         file: JanusConfig,
         on_version: Callable[[Running], Awaitable[None]],
         seen: int,
+        on_applied: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._term = term
@@ -143,6 +144,7 @@ class Steerer:
         self._file = file
         self._on_version = on_version
         self._seen = seen  # the highest steering row applied
+        self._on_applied = on_applied  # the history has changed (the status's recent changes)
 
     async def run(self, draining: asyncio.Event) -> None:
         while not draining.is_set():
@@ -193,3 +195,4 @@ class Steerer:
                 await tx.mark_version_applied(version, term.epoch)
             if steering_up_to is not None:
                 await tx.mark_steering_applied(steering_up_to, term.epoch)
+        self._on_applied()

@@ -174,21 +174,28 @@ class PolicyLog:
         return int(rows[0]["id"]), rows[0]["until"]
 
     async def history(self, dependency: str | None) -> list[Change]:
+        """Every change, oldest first (`janus history`)."""
         rows = await self._fetch("change_history", dependency, what="reading the history")
-        return [
-            Change(
-                what=row["what"],
-                id=row["id"],
-                dependency=row["dependency"],
-                kind=row["kind"],
-                until=row["until"],
-                concurrency=row["concurrency"],
-                rate_limits=tuple(row["rate_limits"]) if row["rate_limits"] is not None else None,
-                actor=row["actor"],
-                reason=row["reason"],
-                diff=row["diff"],
-                created_at=row["created_at"],
-                applied_at=row["applied_at"],
-            )
-            for row in rows
-        ]
+        return [change_row(row) for row in rows]
+
+    async def recent(self, count: int) -> list[Change]:
+        """The `count` newest changes, newest first (the status's recent changes)."""
+        rows = await self._fetch("recent_changes", count, what="reading the recent changes")
+        return [change_row(row) for row in rows]
+
+
+def change_row(row: asyncpg.Record) -> Change:
+    return Change(
+        what=row["what"],
+        id=row["id"],
+        dependency=row["dependency"],
+        kind=row["kind"],
+        until=row["until"],
+        concurrency=row["concurrency"],
+        rate_limits=tuple(row["rate_limits"]) if row["rate_limits"] is not None else None,
+        actor=row["actor"],
+        reason=row["reason"],
+        diff=row["diff"],
+        created_at=row["created_at"],
+        applied_at=row["applied_at"],
+    )

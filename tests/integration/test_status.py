@@ -41,7 +41,7 @@ async def http(service: Service) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     registry = service.metrics.registry
     port = free_port()
-    board = StatusBoard(registry, loop, service.who_leads)
+    board = StatusBoard(registry, loop, service.who_leads, service.changes)
     server = serve(
         "127.0.0.1", port, registry, loop, service.health.readiness, inspector=service.inspector, status=board
     )
@@ -286,7 +286,36 @@ async def test_a_pause_and_an_override_show_in_status_as_in_the_metrics(database
             screen = " ".join(out_text.getvalue().split())
             assert "paused by alice: incident 7 until resumed" in screen
             assert "overridden by bob: drill until" in screen
-            assert "0/5/1s" in screen or "/5/1s" in screen
+            assert "/5/1s" in screen
+
+            # The recent changes: the leader's copy, read after it applied them.
+            async def changes(count: int) -> list[dict[str, Any]]:
+                async with asyncio.timeout(30):
+                    while True:
+                        listed = json.loads(await fetch(f"{base}/changes"))["changes"]
+                        if len(listed) >= count:
+                            return list(listed)
+                        await asyncio.sleep(0.05)
+
+            override_change, pause_change, version = await changes(3)
+            assert (pause_change["what"], pause_change["actor"], pause_change["reason"]) == (
+                "pause",
+                "alice",
+                "incident 7",
+            )
+            assert (override_change["what"], override_change["detail"]) == (
+                "override",
+                "concurrency 2, rate 5/1s",
+            )
+            assert override_change["until"] == override["until"]
+            assert (version["what"], version["version"]) == ("version", 1)
+            assert all(change["applied"] for change in (override_change, pause_change, version))
+            status_changes = json.loads(await fetch(f"{base}/status"))["recent_changes"]
+            assert status_changes[:3] == [override_change, pause_change, version]
+            out_text = io.StringIO()
+            with contextlib.redirect_stdout(out_text):
+                assert await asyncio.to_thread(cli.main, ["status", "--url", base]) == 0
+            assert "pause api until resumed by alice: incident 7" in " ".join(out_text.getvalue().split())
 
             code, out, err = await janus_cli("resume", "api", database=database)
             assert code == 0, err + out

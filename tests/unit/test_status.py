@@ -212,3 +212,71 @@ def test_a_pause_and_an_override_show_who_why_and_until_when() -> None:
     text = console.export_text()
     assert "api: overridden by bob: incident 7 until 00:17:40 UTC (in 60.0s)" in text
     assert "mail: paused by alice until resumed" in text
+
+
+def a_change(what: str, **fields: Any) -> dict[str, Any]:
+    change: dict[str, Any] = {
+        "what": what,
+        "version": None,
+        "dependency": "api",
+        "actor": "alice",
+        "reason": None,
+        "at": 1000.0,
+        "until": None,
+        "detail": "",
+        "applied": True,
+    }
+    return {**change, **fields}
+
+
+async def test_recent_changes_are_the_leader_s_copy_in_status_and_at_changes() -> None:
+    """/status and /changes answer from the copy the leader published, never from the database;
+    a process that does not lead (or whose term ended) shows none."""
+    from janus.api.changes import RecentChanges
+
+    metrics = leader_metrics()
+    changes = RecentChanges()
+    loop = asyncio.get_running_loop()
+    port = free_port()
+    board = StatusBoard(metrics.registry, loop, changes=changes)
+    server = serve("127.0.0.1", port, metrics.registry, loop, lambda: (True, {}), status=board)
+    base = f"http://127.0.0.1:{port}"
+    listed = [a_change("pause", reason="incident 7"), a_change("version", version=2, detail="+ x")]
+    try:
+        assert json.loads((await asyncio.to_thread(get, f"{base}/changes"))[1])["changes"] == []
+        changes.publish(listed, now=1001.0)
+        status, text = await asyncio.to_thread(get, f"{base}/changes")
+        assert status == 200
+        assert json.loads(text) == {"leading": True, "refreshed_at": 1001.0, "changes": listed}
+        assert json.loads((await asyncio.to_thread(get, f"{base}/status"))[1])["recent_changes"] == listed
+        metrics.is_leader.set(0)
+        assert json.loads((await asyncio.to_thread(get, f"{base}/status"))[1])["recent_changes"] == []
+        changes.forget()
+        assert json.loads((await asyncio.to_thread(get, f"{base}/changes"))[1])["leading"] is False
+    finally:
+        server.close()
+
+
+def test_the_screen_lists_the_recent_changes_newest_first() -> None:
+    from rich.console import Console
+
+    from janus.cli.status import CHANGES_SHOWN, change_line
+
+    body = picture(leader_metrics().registry, now=1000.0)
+    body["recent_changes"] = [
+        a_change("override", actor="bob", reason="drill", until=1600.0, detail="concurrency 2, rate 5/1s"),
+        a_change("pause", reason="incident 7", applied=False),
+        a_change("version", version=3, dependency=None, detail="- a\n+ b"),
+    ] + [a_change("resume")] * CHANGES_SHOWN
+    assert change_line(body["recent_changes"][0]) == (
+        "1970-01-01 00:16:40Z  override api (concurrency 2, rate 5/1s) until 00:26:40Z  by bob: drill"
+    )
+    assert change_line(body["recent_changes"][1]).endswith(
+        "pause api until resumed  by alice: incident 7  (pending)"
+    )
+    assert change_line(body["recent_changes"][2]) == "1970-01-01 00:16:40Z  version 3  by alice"
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render(body))
+    text = console.export_text()
+    assert "recent changes" in text
+    assert text.count("resume api") == CHANGES_SHOWN - 3  # the newest CHANGES_SHOWN only

@@ -111,6 +111,21 @@ function card(lane, points, now) {
   );
 }
 
+// The newest policy versions, pauses and overrides (`janus history` has them all).
+function change(c) {
+  const when = c.at === null ? "?" : new Date(c.at * 1000).toLocaleString();
+  let what = c.what === "version" ? `version ${c.version}` : `${c.what} ${c.dependency}`;
+  if (c.what !== "version" && c.detail) what += ` (${c.detail})`;
+  if (c.what === "pause" || c.what === "override") {
+    what += c.until === null ? " until resumed" : ` until ${new Date(c.until * 1000).toLocaleTimeString()}`;
+  }
+  const by = c.actor + (c.reason ? `: ${c.reason}` : "");
+  const item = el("li", { "data-what": c.what }, el("span", { class: "muted" }, when), " ", what, " by ", by,
+    c.applied ? "" : " (pending)");
+  if (c.what === "version" && c.detail) item.append(el("pre", { class: "diff" }, c.detail));
+  return item;
+}
+
 function show(body) {
   const process = document.getElementById("process");
   const standby = document.getElementById("standby");
@@ -130,6 +145,10 @@ function show(body) {
     standby.hidden = false;
   }
   list.replaceChildren(...body.dependencies.map((lane) => card(lane, remember(lane, body.time), body.time)));
+  const changes = body.recent_changes || [];
+  document.getElementById("changes-list").replaceChildren(
+    ...(changes.length ? changes.map(change) : [el("li", { class: "muted" }, "none")]),
+  );
   document.getElementById("updated").textContent = `updated ${new Date(body.time * 1000).toLocaleTimeString()}`;
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }

@@ -85,3 +85,16 @@ SELECT 'steering', id, dependency, kind, until, concurrency, rate_limits, actor,
 -- `janus run` on an empty table: its file becomes version 1 (nothing if a version exists).
 INSERT INTO janus.policy_versions (version, policy, actor, reason, diff, applied_at)
 SELECT 1, $1, $2, $3, $4, NULL WHERE NOT EXISTS (SELECT 1 FROM janus.policy_versions);
+
+-- name: recent_changes
+-- params: $1 how many
+-- The newest changes, newest first (the status page's "recent changes"): versions and steering.
+(SELECT 'version' AS what, version AS id, NULL::text AS dependency, NULL::text AS kind,
+        NULL::double precision AS until, NULL::integer AS concurrency, NULL::text[] AS rate_limits,
+        actor, reason, diff, created_at, applied_at
+   FROM janus.policy_versions ORDER BY version DESC LIMIT $1)
+UNION ALL
+(SELECT 'steering', id, dependency, kind, until, concurrency, rate_limits, actor, reason, NULL, created_at, applied_at
+   FROM janus.steering ORDER BY id DESC LIMIT $1)
+ORDER BY created_at DESC, id DESC
+LIMIT $1;
