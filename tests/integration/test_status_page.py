@@ -146,3 +146,20 @@ async def test_the_page_shows_updates_and_answers_why(database: str, vhost: str,
         await page.click("#why-form button")
         await page.wait_for_selector('#why-answer li[data-reason="no_worker"]', timeout=DEADLINE_MS)
         assert waiting_job in await page.locator("#why-answer .why-head").inner_text()
+        # An operator's pause shows on the card (who, why) and in the recent changes.
+        from tests.integration.test_steering import janus_cli
+
+        code, out, err = await janus_cli(
+            "pause", "search", "--actor", "alice", "--reason", "incident 7", database=database
+        )
+        assert code == 0, err + out
+        await page.wait_for_function(
+            """() => (document.querySelector('article[data-dependency="search"] .value.steering') || {})
+                  .textContent === 'paused by alice: incident 7 until resumed'""",
+            timeout=DEADLINE_MS,
+        )
+        assert await page.locator('article[data-dependency="search"] .state').inner_text() == "paused"
+        await page.wait_for_selector('#changes-list li[data-what="pause"]', timeout=DEADLINE_MS)
+        assert "pause search until resumed by alice: incident 7" in " ".join(
+            (await page.locator('#changes-list li[data-what="pause"]').inner_text()).split()
+        )
