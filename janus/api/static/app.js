@@ -122,7 +122,9 @@ function change(c) {
   const by = c.actor + (c.reason ? `: ${c.reason}` : "");
   const item = el("li", { "data-what": c.what }, el("span", { class: "muted" }, when), " ", what, " by ", by,
     c.applied ? "" : " (pending)");
-  if (c.what === "version" && c.detail) item.append(el("pre", { class: "diff" }, c.detail));
+  if (c.what === "version" && c.detail) {
+    item.append(el("details", {}, el("summary", { class: "muted" }, "diff"), el("pre", { class: "diff" }, c.detail)));
+  }
   return item;
 }
 
