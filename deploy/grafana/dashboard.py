@@ -165,10 +165,11 @@ def retry_control() -> list[dict[str, Any]]:
     return [
         row("Retry control"),
         panel(
-            "Circuit (0 closed, 1 half-open, 2 open) and pauses",
+            "Circuit (0 closed, 1 half-open, 2 open), pauses and overrides",
             [
                 (f"max by (dependency) (janus_circuit_state {LEADER})", "{{dependency}} circuit"),
                 (f"max by (dependency) (janus_dependency_paused {LEADER})", "{{dependency}} paused"),
+                (f"max by (dependency) (janus_dependency_overridden {LEADER})", "{{dependency}} overridden"),
             ],
             width=8,
         ),
