@@ -9,7 +9,7 @@ from collections import Counter
 
 from janus.core.decisions import LaneLimits, LaneStats, RateUse, ScopeStats, WaitReason, WhyWaiting
 from janus.core.jobs import Job
-from janus.core.lane import Lane
+from janus.core.lane import Lane, Scope
 from janus.core.policy import RateLimit
 
 
@@ -122,17 +122,7 @@ def scope_stats(lane: Lane, top: int | None) -> list[ScopeStats]:
         if top is not None
         else sorted(scopes, key=lambda s: -(s.eligible + s.delayed))
     )
-    return [
-        ScopeStats(
-            dependency=lane.policy.name,
-            scope=scope.name,
-            waiting=scope.eligible + scope.delayed,
-            held=scope.held,
-            admitted=scope.admitted,
-            oldest_waiting_since=lane.oldest(scope),
-        )
-        for scope in chosen
-    ]
+    return [_scope_stats(lane, scope) for scope in chosen]
 
 
 def scope_backlogs(lane: Lane, names: list[str]) -> list[tuple[int, str]]:
@@ -147,18 +137,18 @@ def scope_backlogs(lane: Lane, names: list[str]) -> list[tuple[int, str]]:
 def scope_stats_of(lane: Lane, names: list[str]) -> list[ScopeStats]:
     """ScopeStats of each named scope the lane still knows, in the order given."""
     scopes = lane.scopes
-    return [
-        ScopeStats(
-            dependency=lane.policy.name,
-            scope=scope.name,
-            waiting=scope.eligible + scope.delayed,
-            held=scope.held,
-            admitted=scope.admitted,
-            oldest_waiting_since=lane.oldest(scope),
-        )
-        for name in names
-        if (scope := scopes.get(name)) is not None
-    ]
+    return [_scope_stats(lane, scope) for name in names if (scope := scopes.get(name)) is not None]
+
+
+def _scope_stats(lane: Lane, scope: Scope) -> ScopeStats:
+    return ScopeStats(
+        dependency=lane.policy.name,
+        scope=scope.name,
+        waiting=scope.eligible + scope.delayed,
+        held=scope.held,
+        admitted=scope.admitted,
+        oldest_waiting_since=lane.oldest(scope),
+    )
 
 
 def oldest_waiting_since(lane: Lane) -> float | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -132,3 +134,23 @@ async def stalled_consumer(amqp_url: str, dependency: str) -> AsyncIterator[None
         yield
     finally:
         await connection.close()
+
+
+async def janus_cli(
+    *args: str, database: str | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run the `janus` command in a process of its own, as an operator would: its exit code,
+    stdout and stderr. `database` becomes JANUS_DATABASE_URL."""
+    extra = {**(env or {}), **({"JANUS_DATABASE_URL": database} if database is not None else {})}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "janus.cli",
+        *args,
+        env={**os.environ, **extra},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -23,8 +23,14 @@ from janus.errors import LeadershipLost
 from janus.service.leadership import Term
 from janus.service.retention import Pruner
 from janus.store.repository import Store
-from tests.integration.harness import RecordLog, eventually, make_config, running_janus, wait_for_states
-from tests.integration.test_retry_control import janus_cli
+from tests.integration.harness import (
+    RecordLog,
+    eventually,
+    janus_cli,
+    make_config,
+    running_janus,
+    wait_for_states,
+)
 
 pytestmark = pytest.mark.integration
 

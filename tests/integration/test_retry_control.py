@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +29,7 @@ from janus.broker import topology
 from janus.client import Producer, ReadyJob, RetryAfter, Worker
 from janus.protocol import decode_outcome
 from janus.store.repository import Store
-from tests.integration.harness import RecordLog, job_rows, make_config, policies, running_janus
+from tests.integration.harness import RecordLog, janus_cli, job_rows, make_config, policies, running_janus
 from tests.services import Services
 
 pytestmark = pytest.mark.integration
@@ -265,21 +263,6 @@ async def outcomes_subscriber(
         yield
     finally:
         await subscriber.close()
-
-
-async def janus_cli(*args: str, database: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "janus.cli",
-        *args,
-        env={**os.environ, "JANUS_DATABASE_URL": database},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_dead_jobs_keep_their_errors_publish_outcomes_and_can_be_retried(

@@ -222,7 +222,7 @@ async def test_a_pause_and_an_override_show_in_status_as_in_the_metrics(database
     """`janus pause` and `janus override` on a running leader: status says who, why and until
     when, shows the override's limits (the limits in force) and nothing of the policy's, and
     every number is the one /metrics serves; resuming and clearing take it all back."""
-    from tests.integration.test_steering import janus_cli
+    from tests.integration.harness import janus_cli
 
     config = make_config(database, vhost, POLICIES)
 

@@ -147,7 +147,7 @@ async def test_the_page_shows_updates_and_answers_why(database: str, vhost: str,
         await page.wait_for_selector('#why-answer li[data-reason="no_worker"]', timeout=DEADLINE_MS)
         assert waiting_job in await page.locator("#why-answer .why-head").inner_text()
         # An operator's pause shows on the card (who, why) and in the recent changes.
-        from tests.integration.test_steering import janus_cli
+        from tests.integration.harness import janus_cli
 
         code, out, err = await janus_cli(
             "pause", "search", "--actor", "alice", "--reason", "incident 7", database=database

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,24 +21,9 @@ from janus.audit import max_in_window
 from janus.broker import topology
 from janus.client import Producer
 from janus.client.worker import ReadyJob, Worker
-from tests.integration.harness import RecordLog, eventually, make_config, running_janus, succeed
+from tests.integration.harness import RecordLog, eventually, janus_cli, make_config, running_janus, succeed
 
 pytestmark = pytest.mark.integration
-
-
-async def janus_cli(*args: str, database: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "janus.cli",
-        *args,
-        env={**os.environ, "JANUS_DATABASE_URL": database},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def policy_file(tmp_path: Path, name: str, dependencies: dict[str, dict[str, Any]]) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,28 +12,13 @@ import pytest
 
 from janus.client import Producer, ReadyJob, Worker
 from janus.store.migrate import available_migrations
-from tests.integration.harness import RecordLog, succeed
+from tests.integration.harness import RecordLog, janus_cli, succeed
 from tests.services import Services
 from tests.system.janus_process import FAST_TIMINGS, JanusProcess
 from tests.system.private_services import free_port
 from tests.system.test_crash_restart import write_config
 
 pytestmark = pytest.mark.system
-
-
-async def janus_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "janus.cli",
-        *args,
-        env={**os.environ, **(env or {})},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_migrate_builds_a_fresh_database_once(services: Services, tmp_path: Path) -> None:

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import wait_for_states
+from tests.integration.harness import janus_cli, wait_for_states
 from tests.system.janus_process import FAST_TIMINGS, JanusProcess
 from tests.system.private_services import free_port
-from tests.system.test_cli import janus_cli
 
 pytestmark = pytest.mark.system
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.harness import janus_cli
 from tests.services import Services
 from tests.system.janus_process import FAST_TIMINGS, JanusProcess
 from tests.system.private_services import free_port
-from tests.system.test_cli import janus_cli
 from tests.system.test_crash_restart import write_config
 
 pytestmark = pytest.mark.system

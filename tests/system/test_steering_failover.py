@@ -4,8 +4,6 @@ a standby started from the original file. Measured at the workers."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 
 from janus.audit import max_in_window
 from janus.client import Producer, Worker
-from tests.integration.harness import RecordLog, succeed
+from tests.integration.harness import RecordLog, janus_cli, succeed
 from tests.system.janus_process import JanusProcess
 from tests.system.test_failover import MakeJanus, first_admitting
 
@@ -35,21 +33,6 @@ def write(tmp_path: Path, name: str, database: str, amqp: str, rate: str, concur
     path = tmp_path / name
     path.write_text(POLICY.format(database=database, amqp=amqp, rate=rate, concurrency=concurrency))
     return path
-
-
-async def janus_cli(*args: str, database: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "janus.cli",
-        *args,
-        env={**os.environ, "JANUS_DATABASE_URL": database},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def two_processes(make: MakeJanus, config: Path) -> tuple[JanusProcess, list[JanusProcess]]:
