@@ -151,6 +151,7 @@ class Lane:
         if not same_windows(self.windows, policy.rate_limits, ttl):
             self.windows = rebuild_windows(self.windows, policy.rate_limits, ttl)
         self.policy = policy
+        self.gate.update_policy(policy)
         scope_limits = policy.fairness.scope_rate_limits
         for scope in self.scopes.values():
             scope.stride = stride(policy.fairness.weight(scope.name))
@@ -189,11 +190,11 @@ class Lane:
                     window.restore(scope_stamps)
         return stamps[-1] if stamps else None
 
-    def restore_gate(self, state: GateState) -> None:
+    def restore_gate(self, state: GateState, now: float) -> None:
         """Go on with a previous leader's circuit and pause (after the held jobs are restored)."""
         jobs = self.ledger.jobs
         held = [job.admitted_at for job_id in self.held if (job := jobs[job_id]).admitted_at is not None]
-        self.gate.restore(state, held)
+        self.gate.restore(state, held, now)
 
     # -- the dependency's own limits ---------------------------------------------
 
@@ -226,7 +227,23 @@ class Lane:
                     until=window.free_at(now),
                     waiting=self.eligible,
                 )
-        return None
+        return self._ramp_block(now)
+
+    def _ramp_block(self, now: float) -> Blocked | None:
+        """The recovery ramp, when it stops every admission at `now` (core/recovery.py)."""
+        ramp = self.gate.ramp
+        if ramp.started is None or (share := ramp.share(now)) is None:
+            return None
+        if ramp.room(now, share, self.windows, len(self.held)) > 0:
+            return None
+        view = ramp.view(now)
+        return Blocked(
+            dependency=self.policy.name,
+            reason=WaitReason.RECOVERING,
+            limit=view.describe(now) if view is not None else "recovering",
+            until=ramp.free_at(now, share, self.windows, len(self.held)),
+            waiting=self.eligible,
+        )
 
     def room(self, now: float) -> int:
         """How many admissions the dependency's own limits allow at `now`, where `block` is None:
@@ -243,7 +260,17 @@ class Lane:
         probes = self.gate.probes_left(now)
         if probes is not None:
             room = min(room, probes)
+        ramp = self.gate.ramp
+        if ramp.started is not None and (share := ramp.share(now)) is not None:
+            room = min(room, ramp.room(now, share, self.windows, len(self.held)))
         return room
+
+    def settle_ramp(self, now: float) -> None:
+        """After a decision not cut short by its budget: past its time, a ramp that no longer
+        binds is lifted (core/recovery.py)."""
+        ramp = self.gate.ramp
+        if ramp.started is not None and (share := ramp.share(now)) is not None:
+            ramp.settle(now, share, self.windows)
 
     def record_admissions(self, now: float, count: int, retries: int) -> None:
         """Tell the dependency's rate windows, retry budget and circuit about `count` admissions
@@ -252,6 +279,7 @@ class Lane:
             window.record_many(now, count)
         self.gate.record_many(now, admissions=count, retries=retries)
         self.gate.on_admit(now, count)
+        self.gate.ramp.record(now, count)
 
     def scope_cap(self, scope: Scope, now: float) -> ScopeCap | None:
         """The scope's own cap that stops it now: (reason, limit, until)."""

@@ -184,7 +184,7 @@ class Scheduler:
                 lane.gate.budget.restore(flagged)
         for state in snapshot.gates:
             if (lane := lanes.get(state.dependency)) is not None:
-                lane.restore_gate(state)
+                lane.restore_gate(state, now)
         # Admissions older than every rate window are not reloaded: without this floor, a clock
         # that jumps back after a takeover could stamp a new admission into a window beside them.
         core._advance(now)
@@ -376,6 +376,8 @@ class Scheduler:
             lane.release_due(now)
             if budget != 0:
                 budget = admit_lane(lane, now, budget, admissions, blocked, wakeups)
+                if budget != 0 and lane.gate.ramp.started is not None:
+                    lane.settle_ramp(now)
             if lane.retry_parked:
                 free = lane.gate.retry_free_at(now)
                 if free is not None:
