@@ -36,5 +36,11 @@ async def check_config(args: argparse.Namespace, settings: Settings) -> int:
             f"  retries <= {retry.budget:.0%} of admissions per {retry.budget_window:g}s "
             f"(at least {retry.min_retries}); retry_after up to {retry.max_retry_after:g}s; {opens}"
         )
+        recovery = policy.recovery
+        print(
+            f"  after an outage: ramp from {recovery.start:.0%} of capacity over {recovery.ramp:g}s"
+            if recovery.ramp > 0
+            else "  after an outage: no recovery ramp"
+        )
     print("configuration is valid")
     return 0

@@ -20,6 +20,7 @@ from janus.config import (
     DependencyConfig,
     FairnessConfig,
     JanusConfig,
+    RecoveryConfig,
     RetryConfig,
     Settings,
     parse_config,
@@ -126,7 +127,8 @@ def test_configuration_reference_shows_every_key_and_variable() -> None:
     shown = set(re.findall(r"^([a-z_]+) = ", reference, re.M))
     expected = (
         model_keys(JanusConfig) - {"dependencies"}
-        | model_keys(DependencyConfig) - {"retry", "circuit", "fairness"}
+        | model_keys(DependencyConfig) - {"retry", "circuit", "fairness", "recovery"}
+        | model_keys(RecoveryConfig)
         | model_keys(RetryConfig)
         | model_keys(CircuitConfig)
         | model_keys(FairnessConfig)
