@@ -418,6 +418,14 @@ class Scheduler:
     def gate_states(self) -> list[GateState]:
         return [lane.gate.state() for lane in self._lanes.values()]
 
+    def recovery_shares(self) -> dict[str, float]:
+        """Per dependency: the share of its capacity its recovery ramp allows now (1.0: no ramp)."""
+        shares = {}
+        for name, lane in self._lanes.items():
+            view = lane.gate.ramp.view(self._clock_floor) if lane.gate.ramp.started is not None else None
+            shares[name] = view.share if view is not None else 1.0
+        return shares
+
     def retry_budget_parked(self) -> dict[str, int]:
         """Per dependency: scopes whose next job is a retry waiting for the retry budget."""
         return {name: len(lane.retry_parked) for name, lane in self._lanes.items()}

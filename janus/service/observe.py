@@ -92,6 +92,8 @@ class Observer:
             gauge(metrics.paused, gate.dependency).set(1 if paused else 0)
         for dependency, parked in scheduler.retry_budget_parked().items():
             gauge(metrics.retry_budget_parked, dependency).set(parked)
+        for dependency, share in scheduler.recovery_shares().items():
+            gauge(metrics.recovery_ramp, dependency).set(share)
 
     def _gauge(self, metric: Gauge, *labels: str) -> Gauge:
         """The gauge of these labels, looked up once: every tick sets several per dependency, and
