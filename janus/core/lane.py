@@ -279,7 +279,7 @@ class Lane:
             window.record_many(now, count)
         self.gate.record_many(now, admissions=count, retries=retries)
         self.gate.on_admit(now, count)
-        self.gate.ramp.record(now, count)
+        self.gate.ramp.record(now, count, retries)
 
     def scope_cap(self, scope: Scope, now: float) -> ScopeCap | None:
         """The scope's own cap that stops it now: (reason, limit, until)."""

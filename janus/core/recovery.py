@@ -5,12 +5,14 @@ autoscaling behind): releasing at once everything that waited during the outage 
 classic way to knock it down again. Like Envoy's slow start and load balancers' slow start,
 a `Ramp` caps the dependency's admissions for `ramp` seconds after the outage ends (the
 circuit closes after being open, a `retry_after` pause ends, or an operator's pause ends:
-`DependencyGates.outage_ended`), growing linearly from `start` x the reference rate:
+`DependencyGates.outage_ended`), growing linearly from `start` x the reference rate, in
+steps of RAMP_WINDOW (the first second gets `start` exactly):
 
 - with rate limits, each limit's COUNT is scaled by the ramp's share (at least 1 per window),
   so the cap reaches the configured limits at the end of the ramp, where it is lifted;
-- without one, the reference is the admission rate measured over the HISTORY seconds before
-  the outage (at least FLOOR_RATE), capped per RAMP_WINDOW; at the end of the ramp the share
+- without one, the reference is the rate of first attempts admitted over the HISTORY seconds
+  before the outage (at least FLOOR_RATE; retries left out: a failing dependency's retries
+  are not load it took), capped per RAMP_WINDOW; at the end of the ramp the share
   keeps growing (doubling every third of the ramp) until the cap no longer binds, and only
   then is it lifted, so lifting it releases no burst;
 - a concurrency limit is scaled by the same share (at least 1 slot); none configured, none ramped.
@@ -68,14 +70,15 @@ class Ramp:
 
     # -- events ---------------------------------------------------------------
 
-    def record(self, now: float, count: int) -> None:
-        """`count` admissions at `now`."""
+    def record(self, now: float, count: int, retries: int) -> None:
+        """`count` admissions at `now`, `retries` of them retries: the history counts first
+        attempts only, the load the dependency took, not the retries of its failing calls."""
         second = math.floor(now)
         history = self._history
         if history and history[-1][0] == second:
-            history[-1][1] += count
+            history[-1][1] += count - retries
         else:
-            history.append([second, count])
+            history.append([second, count - retries])
             while history[0][0] + HISTORY < now:
                 history.popleft()
         if self._first is None:
@@ -110,6 +113,11 @@ class Ramp:
 
     # -- questions ------------------------------------------------------------
 
+    @property
+    def reference(self) -> float:
+        """Without a rate limit: the admissions per second the ramp grows from start x of."""
+        return self._reference_rate()
+
     def share(self, now: float) -> float | None:
         """The ramp's share of the reference at `now`; None if no ramp is in force."""
         started = self.started
@@ -122,7 +130,14 @@ class Ramp:
                 return None
             doublings = (now - started - recovery.ramp) / (recovery.ramp / 3.0)
             return float(2.0 ** min(doublings, MAX_DOUBLINGS))
-        return recovery.start + (1.0 - recovery.start) * max(0.0, now - started) / recovery.ramp
+        # A staircase of RAMP_WINDOW steps: the share is constant over each window of the cap,
+        # so the first window gets `start` exactly and no window more than its end allows.
+        stepped = math.floor(max(0.0, now - started) / RAMP_WINDOW) * RAMP_WINDOW
+        return recovery.start + (1.0 - recovery.start) * stepped / recovery.ramp
+
+    def ends_at(self) -> float | None:
+        """When the ramp in force reaches its full share (None: no ramp)."""
+        return None if self.started is None else self.started + self.policy.recovery.ramp
 
     def view(self, now: float) -> RampView | None:
         share = self.share(now)
@@ -200,7 +215,8 @@ class Ramp:
         target = (math.floor(full * share) + 1 + 1e-9) / full  # just past: the floor does grow
         recovery = self.policy.recovery
         if target <= 1.0:
-            return started + recovery.ramp * (target - recovery.start) / (1.0 - recovery.start)
+            linear = recovery.ramp * (target - recovery.start) / (1.0 - recovery.start)
+            return min(started + math.ceil(linear / RAMP_WINDOW) * RAMP_WINDOW, started + recovery.ramp)
         if self.policy.rate_limits:
             return started + recovery.ramp  # lifted then
         return started + recovery.ramp + (recovery.ramp / 3.0) * math.log2(target)

@@ -378,6 +378,9 @@ class Scheduler:
                 budget = admit_lane(lane, now, budget, admissions, blocked, wakeups)
                 if budget != 0 and lane.gate.ramp.started is not None:
                     lane.settle_ramp(now)
+            ramp_ends = lane.gate.ramp.ends_at()
+            if ramp_ends is not None and ramp_ends > now:
+                wakeups.append(ramp_ends)  # to lift it then, or see that it still binds
             if lane.retry_parked:
                 free = lane.gate.retry_free_at(now)
                 if free is not None:
