@@ -21,6 +21,7 @@ from janus.core.policy import (
     RECOVERY_OFF,
     CircuitPolicy,
     DependencyPolicy,
+    FairnessPolicy,
     RateCounting,
     RateLimit,
     RecoveryPolicy,
@@ -333,7 +334,8 @@ def test_a_ramp_is_monotone_within_the_limits_and_strands_nobody(
                 if now - span >= pause_end:  # a window wholly within the ramp
                     assert in_span <= max(1, math.floor(limit.count * share))
             if not limits:
-                in_second = bisect_left(admitted, now + 1e-9) - bisect_left(admitted, now - 1.0 + 1e-9)
+                since = max(now - 1.0 + 1e-9, pause_end)  # the ramp's own admissions
+                in_second = bisect_left(admitted, now + 1e-9) - bisect_left(admitted, since)
                 assert in_second <= max(1, math.floor(reference * view.share))
             if concurrency is not None:
                 assert len(running) <= max(1, math.floor(concurrency * share))
@@ -345,3 +347,32 @@ def test_a_ramp_is_monotone_within_the_limits_and_strands_nobody(
         now = round(min([now + 1.0, *due, *([wakeup] if wakeup is not None else [])]) + 1e-6, 6)
     assert not waiting, f"{len(waiting)} jobs still waiting at {now:.1f} s"
     assert lane.gate.ramp.started is None  # and the ramp was lifted
+
+
+def test_scopes_share_the_ramped_cap_by_weight() -> None:
+    wide = RateLimit(count=40, window=1.0, counts=RateCounting.ADMISSIONS)
+    weights = FairnessPolicy(weights={"gold": 3.0})
+    core = Scheduler([policy(rate_limits=(wide,), fairness=weights)], random.Random(1))
+    core.submit(job_id="first", dependency="api", scope="gold", payload=None, now=0.0)
+    assert len(core.admit(0.0).admissions) == 1
+    core.on_result(job_id="first", attempt=1, success=False, error="429", retry_after=1.0, now=0.0)
+    for k in range(200):
+        for scope in ("gold", "free"):
+            core.submit(job_id=f"{scope}{k}", dependency="api", scope=scope, payload=None, now=0.5)
+    by_scope: dict[str, int] = {"gold": 0, "free": 0}
+    now = 1.0
+    while now < 6.0:
+        for admission in core.admit(now).admissions:
+            by_scope[admission.scope] += 1
+            core.on_result(
+                job_id=admission.job_id,
+                attempt=admission.attempt,
+                success=True,
+                error=None,
+                retry_after=None,
+                now=now,
+            )
+        now = round(now + STEP, 6)
+    # 4, 7, 11, 14 and 18 admissions a second (10 % of 40, then 9 % more each second): 3 to 1.
+    assert sum(by_scope.values()) == 4 + 7 + 11 + 14 + 18
+    assert abs(by_scope["gold"] - 3 * by_scope["free"]) <= 4
