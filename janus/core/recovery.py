@@ -43,7 +43,6 @@ class RampView:
 
     share: float
     full_at: float
-    rate_limited: bool  # the reference is the rate limits (else the rate measured before)
 
     def describe(self, now: float) -> str:
         percent = f"{self.share * 100:.0f} %"
@@ -119,7 +118,8 @@ class Ramp:
         return self._reference_rate()
 
     def share(self, now: float) -> float | None:
-        """The ramp's share of the reference at `now`; None if no ramp is in force."""
+        """The ramp's share of the reference at `now`; None if no ramp is in force. A ramp with
+        rate limits is lifted here once its time is over: the cap is then the limits themselves."""
         started = self.started
         if started is None:
             return None
@@ -146,7 +146,6 @@ class Ramp:
         return RampView(
             share=share,
             full_at=self.started + self.policy.recovery.ramp,
-            rate_limited=bool(self.policy.rate_limits),
         )
 
     def room(self, now: float, share: float, windows: list[SlidingWindow], held: int) -> int:
