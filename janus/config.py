@@ -34,6 +34,7 @@ from janus.core.policy import (
     FairnessPolicy,
     RateCounting,
     RateLimit,
+    RecoveryPolicy,
     RetryPolicy,
     ShadowLimits,
     default_admission_ttl,
@@ -148,10 +149,22 @@ def _between(low: float, high: float) -> AfterValidator:
 
 def format_duration(value: float) -> str:
     """A duration as the file would say it: "1ms", "2s", "7d"."""
+    if value == 0:
+        return "0s"
     for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
         if value >= size and (value / size).is_integer():
             return f"{value / size:g}{unit}"
     return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
+
+
+def _zero_or_duration(value: object) -> float:
+    """A duration, or zero ("0s", "0", 0): what turns a feature off."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is not None and match.group(1) is not None and float(match.group(1)) == 0:
+        return 0.0
+    return parse_duration(value)
 
 
 def _limit_bounds(limit: RateLimit) -> RateLimit:
@@ -169,6 +182,8 @@ def _limit_bounds(limit: RateLimit) -> RateLimit:
 # Durations: a number of seconds or a string like "2s", each kind with its bounds.
 Duration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_DURATION, MAX_DELAY)]
 WindowDuration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_DURATION, MAX_WINDOW)]
+# The recovery ramp: 0 turns it off, so zero is a duration here ("0s", "0" or 0).
+RampDuration = Annotated[float, BeforeValidator(_zero_or_duration), _between(0.0, DAY)]
 # A worker must get the job, run it and report within the lease: under a second cannot work.
 LeaseDuration = Annotated[float, BeforeValidator(parse_duration), _between(SECOND, MAX_DELAY)]
 TtlDuration = Annotated[float, BeforeValidator(parse_duration), _between(MIN_DURATION, MAX_TTL)]
@@ -236,6 +251,14 @@ class CircuitConfig(_Strict):
 
     def to_policy(self) -> CircuitPolicy:
         return CircuitPolicy(**self.model_dump())
+
+
+class RecoveryConfig(_Strict):
+    ramp: RampDuration = 30.0
+    start: float = Field(default=0.1, gt=0.0, le=1.0, strict=True)
+
+    def to_policy(self) -> RecoveryPolicy:
+        return RecoveryPolicy(ramp=self.ramp, start=self.start)
 
 
 def _weight(value: object) -> float:
@@ -326,6 +349,7 @@ class DependencyConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     # Terminal outcomes published to janus.outcomes. Each costs Janus a publish (a good part of
     # its CPU per job): a dependency nobody subscribes to for successes can keep only "dead".
     outcomes: list[Outcome] = Field(default_factory=lambda: list(OUTCOMES))
@@ -357,6 +381,7 @@ class DependencyConfig(_Strict):
             circuit=self.circuit.to_policy(),
             fairness=self.fairness.to_policy(),
             shadow=self.shadow.to_policy() if self.shadow is not None else None,
+            recovery=self.recovery.to_policy(),
         )
 
 

@@ -226,6 +226,13 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.recovery_ramp = Gauge(
+            "janus_recovery_ramp_ratio",
+            "Share of its capacity each dependency's recovery ramp allows after an outage "
+            "(1 when no ramp is in force; above 1 past the ramp, until the cap no longer binds).",
+            ["dependency"],
+            registry=r,
+        )
         self.ready_consumers = Gauge(
             "janus_ready_consumers",
             "Consumers of each dependency's ready queue, as the leader last counted them; "

@@ -42,5 +42,11 @@ async def check_config(args: argparse.Namespace, settings: Settings) -> int:
             f"  keeps succeeded jobs {format_duration(kept.succeeded)}, dead jobs {format_duration(kept.dead)}; "
             f"a job_id repeated within {format_duration(kept.dedup_window)} of its job finishing is a duplicate"
         )
+        recovery = policy.recovery
+        print(
+            f"  after an outage: ramp from {recovery.start:.0%} of capacity over {recovery.ramp:g}s"
+            if recovery.ramp > 0
+            else "  after an outage: no recovery ramp"
+        )
     print("configuration is valid")
     return 0

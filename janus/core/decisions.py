@@ -21,6 +21,7 @@ class WaitReason(StrEnum):
     PAUSED = "paused"  # a worker's retry_after, or an operator (`janus pause`), pauses the whole dependency
     UNCONFIGURED = "unconfigured"  # its dependency was removed from the policy of record
     CIRCUIT = "circuit"  # the dependency's circuit is open, or half-open with every probe out
+    RECOVERING = "recovering"  # the dependency's recovery ramp after an outage (core/recovery.py)
     NO_WORKER = "no_worker"  # nobody consumes the dependency's ready queue
     BACKOFF = "backoff"  # a retry, not eligible before `eligible_at`
     FAIR_SHARE = "fair_share"  # other scopes are further below their fair share

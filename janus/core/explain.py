@@ -76,6 +76,10 @@ def lane_blocks(lane: Lane, now: float) -> list[WhyWaiting]:
     """What holds a dependency's waiting jobs back: its own limits and gates, and how many
     scopes a cap of their own holds (the same `block` and parking `why_scope` explains per job)."""
     reasons = _blocked(lane, now)
+    if not any(reason.reason is WaitReason.RECOVERING for reason in reasons):
+        view = lane.gate.ramp.view(now)  # in force, though not stopping an admission right now
+        if view is not None:
+            reasons.append(WhyWaiting(reason=WaitReason.RECOVERING, detail=view.describe(now)))
     fairness = lane.policy.fairness
     for reason, count in lane.parked.items():
         if count <= 0:

@@ -18,6 +18,7 @@ from enum import StrEnum
 from janus.core.circuit import CircuitBreaker, CircuitSnapshot, CircuitState
 from janus.core.pause import Pause, pause_for
 from janus.core.policy import DependencyPolicy
+from janus.core.recovery import Ramp
 from janus.core.retry_budget import RetryBudget
 from janus.core.workers import WorkerPresence
 
@@ -64,8 +65,14 @@ class DependencyGates:
         self.circuit = CircuitBreaker(policy.circuit)
         self.pause_until: float | None = None
         self.workers = WorkerPresence()  # observed by the shell, never persisted
+        self.ramp = Ramp(policy)  # after an outage (core/recovery.py); in memory only
+        self._pause_over: float | None = None  # the pause whose end started a ramp
         self._dirty = False
         self._events: list[GateEvent] = []
+
+    def update_policy(self, policy: DependencyPolicy) -> None:
+        """A config reload: the ramp follows the new limits (the circuit and budget keep theirs)."""
+        self.ramp.update_policy(policy)
 
     # -- questions ------------------------------------------------------------
 
@@ -73,6 +80,10 @@ class DependencyGates:
         """Why nothing of this dependency may be admitted at `now`, if so."""
         if self.workers.absent:
             return GateBlock(reason=GateReason.NO_WORKER, limit=self.workers.detail(), until=None)
+        if self.pause_until is not None and now >= self.pause_until != self._pause_over:
+            self._pause_over = self.pause_until
+            if self.circuit.state(now) is CircuitState.CLOSED:  # else the circuit's closing starts it
+                self.outage_ended(self.pause_until)
         if self.pause_until is not None and now < self.pause_until:
             return GateBlock(
                 reason=GateReason.PAUSED,
@@ -110,7 +121,25 @@ class DependencyGates:
         return self.circuit.probes_left(now)
 
     def on_outcome(self, *, failed: bool, admitted_at: float | None, now: float) -> None:
+        before = self.circuit.state(now)
         self.circuit.record(failed=failed, admitted_at=admitted_at, now=now)
+        after = self.circuit.state(now)
+        if after is CircuitState.OPEN and before is not CircuitState.OPEN:
+            self.outage_began(now)
+        elif after is CircuitState.CLOSED and before is CircuitState.HALF_OPEN:
+            self.outage_ended(now)
+
+    # The recovery ramp's two hooks: a circuit and a `retry_after` pause call them here; an
+    # operator's pause of a dependency calls `outage_began` when it holds the dependency and
+    # `outage_ended` when it lets it go.
+
+    def outage_began(self, now: float) -> None:
+        """The dependency stopped admitting: the rate before now is the ramp's reference."""
+        self.ramp.outage(now)
+
+    def outage_ended(self, now: float) -> None:
+        """The dependency admits again: the recovery ramp starts."""
+        self.ramp.begin(now)
 
     def on_returned(self, admitted_at: float | None, now: float) -> None:
         self.circuit.on_returned(admitted_at, now)
@@ -131,6 +160,8 @@ class DependencyGates:
                 )
             )
         if self.pause_until is None or pause.until > self.pause_until:
+            if self.pause_until is None or self.pause_until <= now:
+                self.outage_began(now)
             self.pause_until = pause.until
             self._dirty = True
             self._events.append(
@@ -178,7 +209,14 @@ class DependencyGates:
     def state(self) -> GateState:
         return GateState(dependency=self.name, circuit=self.circuit.snapshot(), pause_until=self.pause_until)
 
-    def restore(self, state: GateState, held_admitted_at: list[float]) -> None:
+    def restore(self, state: GateState, held_admitted_at: list[float], now: float) -> None:
         if self.policy.circuit.enabled:  # a circuit disabled since then stays closed
             self.circuit.restore(state.circuit, held_admitted_at)
         self.pause_until = state.pause_until
+        # A takeover starts no ramp of its own (docs/decisions.md), but an outage still going
+        # on ends in one; a pause over before `now` is not an outage any more.
+        paused = self.pause_until is not None and self.pause_until > now
+        if not paused:
+            self._pause_over = self.pause_until
+        if paused or self.circuit.snapshot().state is not CircuitState.CLOSED:
+            self.outage_began(now)

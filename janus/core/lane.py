@@ -170,7 +170,13 @@ class Lane:
     def steer(self, steering: Steering, now: float) -> None:
         """An operator's pause and override as they stand now (what has ended is dropped)."""
         steering = steering.in_force(now)
+        was_paused = self.operator_pause is not None
         self.operator_pause = steering.pause
+        # An operator's pause is an outage to the recovery ramp, like an open circuit.
+        if steering.pause is not None and not was_paused:
+            self.gate.outage_began(now)
+        elif steering.pause is None and was_paused:
+            self.gate.outage_ended(now)
         if steering.override != self.override:
             self._set_override(steering.override)
 
@@ -180,6 +186,7 @@ class Lane:
         if pause is not None and pause.until is not None and pause.until <= now:
             self.operator_pause = pause = None
             self.gate.note("pause_ended", now, "the operator's pause ended: admitting again")
+            self.gate.outage_ended(now)
         if override is not None and override.until <= now:
             self._set_override(None)
             override = None
@@ -221,6 +228,7 @@ class Lane:
         # The gates keep the retry and circuit settings they were made with: a new version of
         # the policy reaches them through a rebuild (service/steer.py), which makes them anew.
         self.policy = policy
+        self.gate.update_policy(policy)
         scope_limits = policy.fairness.scope_rate_limits
         for scope in self.scopes.values():
             scope.stride = stride(policy.fairness.weight(scope.name))
@@ -261,11 +269,11 @@ class Lane:
             self.shadow.restore(admissions)
         return stamps[-1] if stamps else None
 
-    def restore_gate(self, state: GateState) -> None:
+    def restore_gate(self, state: GateState, now: float) -> None:
         """Go on with a previous leader's circuit and pause (after the held jobs are restored)."""
         jobs = self.ledger.jobs
         held = [job.admitted_at for job_id in self.held if (job := jobs[job_id]).admitted_at is not None]
-        self.gate.restore(state, held)
+        self.gate.restore(state, held, now)
 
     # -- the dependency's own limits ---------------------------------------------
 
@@ -302,7 +310,23 @@ class Lane:
                     until=window.free_at(now),
                     waiting=self.eligible,
                 )
-        return None
+        return self._ramp_block(now)
+
+    def _ramp_block(self, now: float) -> Blocked | None:
+        """The recovery ramp, when it stops every admission at `now` (core/recovery.py)."""
+        ramp = self.gate.ramp
+        if ramp.started is None or (share := ramp.share(now)) is None:
+            return None
+        if ramp.room(now, share, self.windows, len(self.held)) > 0:
+            return None
+        view = ramp.view(now)
+        return Blocked(
+            dependency=self.policy.name,
+            reason=WaitReason.RECOVERING,
+            limit=view.describe(now) if view is not None else "recovering",
+            until=ramp.free_at(now, share, self.windows, len(self.held)),
+            waiting=self.eligible,
+        )
 
     def _steered(self, now: float) -> Blocked | None:
         """Removed from the policy, or paused by an operator (`until`: when the pause ends)."""
@@ -337,7 +361,17 @@ class Lane:
         probes = self.gate.probes_left(now)
         if probes is not None:
             room = min(room, probes)
+        ramp = self.gate.ramp
+        if ramp.started is not None and (share := ramp.share(now)) is not None:
+            room = min(room, ramp.room(now, share, self.windows, len(self.held)))
         return room
+
+    def settle_ramp(self, now: float) -> None:
+        """After a decision not cut short by its budget: past its time, a ramp that no longer
+        binds is lifted (core/recovery.py)."""
+        ramp = self.gate.ramp
+        if ramp.started is not None and (share := ramp.share(now)) is not None:
+            ramp.settle(now, share, self.windows)
 
     def record_admissions(self, now: float, count: int, retries: int) -> None:
         """Tell the dependency's rate windows, retry budget and circuit about `count` admissions
@@ -350,6 +384,7 @@ class Lane:
                 window.room(now)  # pruned here: nothing else asks the kept windows
         self.gate.record_many(now, admissions=count, retries=retries)
         self.gate.on_admit(now, count)
+        self.gate.ramp.record(now, count, retries)
 
     def scope_cap(self, scope: Scope, now: float) -> ScopeCap | None:
         """The scope's own cap that stops it now: (reason, limit, until)."""

@@ -127,6 +127,26 @@ class CircuitPolicy:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RecoveryPolicy:
+    """After an outage, how the dependency is brought back (`core/recovery.py`).
+
+    The defaults follow Envoy's slow start (10 % of the weight at first) and load balancers'
+    slow start windows (30 s at least on AWS's): docs/decisions.md."""
+
+    ramp: float = 30.0  # seconds; 0 turns the ramp off
+    start: float = 0.1  # share of the reference rate the ramp starts at
+
+    def __post_init__(self) -> None:
+        if self.ramp < 0:
+            raise ValueError("ramp must not be negative")
+        if not 0.0 < self.start <= 1.0:
+            raise ValueError("start must be more than 0 and at most 1")
+
+
+RECOVERY_OFF = RecoveryPolicy(ramp=0.0)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class FairnessPolicy:
     """How one dependency's admissions are shared between its scopes (tenants)."""
 
@@ -178,6 +198,7 @@ class DependencyPolicy:
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     fairness: FairnessPolicy = field(default_factory=FairnessPolicy)
     shadow: ShadowLimits | None = None
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:

@@ -62,10 +62,11 @@ class SlidingWindow:
         """Reload history after a restart or a takeover (in any order: the log is kept sorted)."""
         self._stamps = deque(sorted([*self._stamps, *stamps]))
 
-    def free_at(self, now: float) -> float:
-        """The earliest time at which one more admission fits."""
+    def free_at(self, now: float, count: int | None = None) -> float:
+        """The earliest time at which one more admission fits (under `count` instead of the
+        limit's COUNT if given: the recovery ramp's scaled limit)."""
         self._prune(now)
-        excess = len(self._stamps) - self.limit.count
+        excess = len(self._stamps) - (self.limit.count if count is None else count)
         if excess < 0:
             return now
         # The (excess+1)-th oldest stamp must leave the window.

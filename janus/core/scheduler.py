@@ -219,7 +219,7 @@ class Scheduler:
                 lane.gate.budget.restore(flagged)
         for state in snapshot.gates:
             if (lane := lanes.get(state.dependency)) is not None:
-                lane.restore_gate(state)
+                lane.restore_gate(state, now)
         # Admissions older than every rate window are not reloaded: without this floor, a clock
         # that jumps back after a takeover could stamp a new admission into a window beside them.
         core._advance(now)
@@ -415,6 +415,11 @@ class Scheduler:
             lane.release_due(now)
             if budget != 0:
                 budget = admit_lane(lane, now, budget, admissions, blocked, wakeups)
+                if budget != 0 and lane.gate.ramp.started is not None:
+                    lane.settle_ramp(now)
+            ramp_ends = lane.gate.ramp.ends_at()
+            if ramp_ends is not None and ramp_ends > now:
+                wakeups.append(ramp_ends)  # to lift it then, or see that it still binds
             if lane.retry_parked:
                 free = lane.gate.retry_free_at(now)
                 if free is not None:
@@ -480,6 +485,14 @@ class Scheduler:
         """Per shadow limit of the dependency, the admissions it would have held back in this term."""
         shadow = self._lanes[dependency].shadow
         return dict(shadow.total) if shadow is not None else {}
+
+    def recovery_shares(self) -> dict[str, float]:
+        """Per dependency: the share of its capacity its recovery ramp allows now (1.0: no ramp)."""
+        shares = {}
+        for name, lane in self._lanes.items():
+            view = lane.gate.ramp.view(self._clock_floor) if lane.gate.ramp.started is not None else None
+            shares[name] = view.share if view is not None else 1.0
+        return shares
 
     def retry_budget_parked(self) -> dict[str, int]:
         """Per dependency: scopes whose next job is a retry waiting for the retry budget."""

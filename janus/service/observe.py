@@ -154,6 +154,8 @@ class Observer:
             put(metrics.retry_budget_parked, parked, dependency)
         for (dependency, limit), count in scheduler.drain_shadow().items():
             metrics.shadow_held_back.labels(dependency, limit).inc(count)
+        for dependency, share in scheduler.recovery_shares().items():
+            put(metrics.recovery_ramp, share, dependency)
         self.limits(scheduler, clock)
 
     def steering(self, steering: Steering) -> None:

@@ -24,7 +24,14 @@ from janus.config import (
     parse_duration,
     parse_rate_limit,
 )
-from janus.core.policy import CircuitPolicy, FairnessPolicy, RateCounting, RateLimit, RetryPolicy
+from janus.core.policy import (
+    CircuitPolicy,
+    FairnessPolicy,
+    RateCounting,
+    RateLimit,
+    RecoveryPolicy,
+    RetryPolicy,
+)
 from janus.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -575,6 +582,7 @@ def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) ->
     assert (
         "  keeps succeeded jobs 1d, dead jobs 14d; a job_id repeated within 1d of its job finishing is a duplicate"
     ) in out
+    assert "  after an outage: ramp from 10% of capacity over 30s\n" in out
     assert out.rstrip().endswith("configuration is valid")
     assert "janus:" not in err
 
@@ -629,3 +637,39 @@ def test_check_config_takes_the_path_from_janus_config(
     monkeypatch.setenv("JANUS_CONFIG", str(EXAMPLE))
     assert main(["check-config"]) == 0
     assert "configuration is valid" in capsys.readouterr().out
+
+
+# -- the recovery ramp ----------------------------------------------------------
+
+RECOVERY_CASES = [
+    ("", RecoveryPolicy(ramp=30.0, start=0.1)),  # on by default: 30 s from 10 %
+    ('ramp = "0s"', RecoveryPolicy(ramp=0.0, start=0.1)),  # 0 turns it off
+    ("ramp = 0", RecoveryPolicy(ramp=0.0, start=0.1)),  # so does a bare zero
+    ('ramp = "2m"\nstart = 0.25', RecoveryPolicy(ramp=120.0, start=0.25)),  # both set
+    ("start = 1.0", RecoveryPolicy(ramp=30.0, start=1.0)),  # from full share: no ramp of the rate
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), RECOVERY_CASES)
+def test_recovery_keys(tmp_path: Path, body: str, expected: RecoveryPolicy) -> None:
+    text = f"[dependencies.api]\n[dependencies.api.recovery]\n{body}\n"
+    [policy] = load_config(write(tmp_path, text), env={}).policies()
+    assert policy.recovery == expected
+
+
+BAD_RECOVERY = [
+    ("start = 0", "greater than 0"),  # a ramp from nothing would admit nothing
+    ("start = 1.5", "less than or equal to 1"),  # more than the capacity
+    ('ramp = "-1s"', "invalid duration"),  # no sign in a duration string
+    ('ramp = "2d"', "must be between 0s and 1d"),  # a ramp of days is a typo
+    ('rampe = "10s"', "unknown key"),  # typo
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_RECOVERY)
+def test_bad_recovery_keys_are_named(tmp_path: Path, body: str, message: str) -> None:
+    text = f"[dependencies.api]\n[dependencies.api.recovery]\n{body}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), env={})
+    assert "dependencies.api.recovery" in str(caught.value)
+    assert message in str(caught.value)

@@ -39,6 +39,7 @@ from janus.core.circuit import CircuitSnapshot
 from janus.core.jobs import Job, JobState
 from janus.core.lane import NO_AGAIN
 from janus.core.policy import (
+    RECOVERY_OFF,
     CircuitPolicy,
     DependencyPolicy,
     FairnessPolicy,
@@ -143,6 +144,9 @@ def _policy(rng: random.Random, name: str) -> DependencyPolicy:
                 for _ in range(rng.choice([0, 0, 1]))
             ),
         ),
+        # The recovery ramp came after the traces: off, so that every other decision is still
+        # compared with what was recorded (tests/unit/test_recovery.py checks the ramp itself).
+        recovery=RECOVERY_OFF,
     )
 
 

@@ -20,6 +20,7 @@ from janus.config import (
     DependencyConfig,
     FairnessConfig,
     JanusConfig,
+    RecoveryConfig,
     RetentionConfig,
     RetryConfig,
     Settings,
@@ -128,9 +129,10 @@ def test_configuration_reference_shows_every_key_and_variable() -> None:
     shown = set(re.findall(r"^([a-z_]+) = ", reference, re.M))
     expected = (
         model_keys(JanusConfig) - {"dependencies", "retention"}
-        | model_keys(DependencyConfig) - {"retry", "circuit", "fairness", "shadow", "retention"}
+        | model_keys(DependencyConfig) - {"retry", "circuit", "fairness", "shadow", "retention", "recovery"}
         | model_keys(ShadowConfig)
         | model_keys(RetentionConfig)
+        | model_keys(RecoveryConfig)
         | model_keys(RetryConfig)
         | model_keys(CircuitConfig)
         | model_keys(FairnessConfig)

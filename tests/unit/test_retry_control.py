@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from janus.core.circuit import CircuitBreaker, CircuitState
 from janus.core.decisions import WaitReason
 from janus.core.pause import pause_for
-from janus.core.policy import CircuitPolicy, DependencyPolicy, RetryPolicy
+from janus.core.policy import RECOVERY_OFF, CircuitPolicy, DependencyPolicy, RecoveryPolicy, RetryPolicy
 from janus.core.rebuild import Snapshot
 from janus.core.retry_budget import RetryBudget
 from janus.core.scheduler import Scheduler
@@ -332,9 +332,16 @@ def test_pause_for(retry_after: float | None, maximum: float, length: float | No
 # -- through the scheduler ----------------------------------------------------------
 
 
-def _scheduler(retry: RetryPolicy, circuit: CircuitPolicy | None = None) -> Scheduler:
+def _scheduler(
+    retry: RetryPolicy, circuit: CircuitPolicy | None = None, recovery: RecoveryPolicy | None = None
+) -> Scheduler:
     api = DependencyPolicy(
-        name="api", lease_timeout=100.0, admission_ttl=1.0, retry=retry, circuit=circuit or CircuitPolicy()
+        name="api",
+        lease_timeout=100.0,
+        admission_ttl=1.0,
+        retry=retry,
+        circuit=circuit or CircuitPolicy(),
+        recovery=recovery or RecoveryPolicy(),
     )
     other = DependencyPolicy(name="other", lease_timeout=100.0, admission_ttl=1.0)
     return Scheduler([api, other], random.Random(1))
@@ -421,7 +428,12 @@ def test_failures_open_the_circuit_for_the_dependency_only() -> None:
 
 
 def test_retry_after_pauses_the_dependency_and_a_rebuild_keeps_the_pause() -> None:
-    s = _scheduler(retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0, max_retry_after=60.0))
+    # Without the recovery ramp, which would admit one job a second after the pause (the new
+    # leader measured no rate before it): tests/unit/test_recovery.py covers that.
+    s = _scheduler(
+        retry=RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0, max_retry_after=60.0),
+        recovery=RECOVERY_OFF,
+    )
     s.submit(job_id="x", dependency="api", scope="s", payload=None, now=0.0)
     s.admit(0.0)
     _fail_all(s, 1.0, retry_after=3600.0)  # clamped to 60 s

@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 
 from janus.core.decisions import WaitReason
-from janus.core.policy import DependencyPolicy, RateCounting, RateLimit
+from janus.core.policy import RECOVERY_OFF, DependencyPolicy, RateCounting, RateLimit, RecoveryPolicy
 from janus.core.rebuild import Backlog, Snapshot, history_since
 from janus.core.scheduler import Scheduler
 from janus.core.steering import OperatorPause, Override, Steering
 
-POLICY = DependencyPolicy(name="api", lease_timeout=1000.0, admission_ttl=1.0)
+# The recovery ramp after a pause has a case of its own (the last below): off in the others.
+POLICY = DependencyPolicy(name="api", lease_timeout=1000.0, admission_ttl=1.0, recovery=RECOVERY_OFF)
 
 
 def per_second(count: int, window: float = 10.0) -> tuple[RateLimit, ...]:
@@ -175,3 +176,19 @@ def test_the_gauges_show_the_limits_in_force_and_who_steers_until_when() -> None
     assert value("janus_dependency_paused", api) == 0
     assert value(steered, {**api, "kind": "override", "by": "bob: incident 7"}) is None
     assert value(steered, {**api, "kind": "pause", "by": "alice"}) is None
+
+
+def test_the_end_of_an_operators_pause_starts_the_recovery_ramp() -> None:
+    policy = DependencyPolicy(
+        name="api",
+        lease_timeout=1000.0,
+        admission_ttl=1.0,
+        rate_limits=per_second(10, window=1.0),
+        recovery=RecoveryPolicy(ramp=10.0, start=0.2),
+    )
+    s = core(policy, jobs=100)
+    s.steer(Steering(dependency="api", pause=OperatorPause(until=None, by="alice")), 0.0)
+    assert admitted(s, 1.0) == 0
+    s.steer(Steering(dependency="api"), 5.0)
+    assert admitted(s, 5.0) == 2  # start x COUNT in the first second, not the whole window
+    assert admitted(s, 20.0) == 10  # the ramp is over: the policy's limit again
