@@ -18,6 +18,7 @@ const BUILTIN_HANDLERS = {
   conformance: './handlers/conformance.js',
 };
 const CUT_OFF = Symbol('cut off');
+const FORGET_WITHOUT_LEASE = 60; // seconds past expires_at to remember an acked admission with no lease
 const PUBLISH_TRIES = 3; // nacks of one result before giving it up (the lease then fails the attempt)
 const RECONNECT_DELAYS = [0.1, 0.2, 0.5, 1, 2, 5]; // seconds between tries, the last repeated
 
@@ -45,6 +46,10 @@ export async function startWorker({
   // expiry check happens when one is, so an admission that expired while waiting goes back.
   let waiting = [];
   const running = new Set();
+  // The admissions this worker acked, until their lease ends: an ack is lost with its
+  // connection if the broker had not read it, and the broker then delivers the admission
+  // again (redelivered) although it started here. That copy must neither start nor go back.
+  const acked = new Map(); // `${job_id}/${attempt}` -> when to forget it (seconds)
 
   async function open() {
     const connection = await amqp.connect(url, { clientProperties: { connection_name: name } });
@@ -132,6 +137,16 @@ export async function startWorker({
     });
   }
 
+  function remember(key, job) {
+    const now = janus.nowSeconds();
+    // Oldest first: forget what is past its lease (a later copy can no longer free a held slot).
+    for (const [old, forgetAt] of acked) {
+      if (forgetAt > now) break;
+      acked.delete(old);
+    }
+    acked.set(key, job.lease_expires_at ?? job.expires_at + FORGET_WITHOUT_LEASE);
+  }
+
   function pump() {
     while (running.size < maxInFlight && waiting.length > 0) {
       const { channel, message, receivedAt } = waiting.shift();
@@ -141,12 +156,20 @@ export async function startWorker({
         channel.reject(message, false);
         continue;
       }
+      const key = `${job.job_id}/${job.attempt}`;
+      if (message.fields.redelivered && acked.has(key)) {
+        // Before the expiry check: handed back, it would free a slot its first copy holds.
+        channel.ack(message);
+        log(`${key} delivered again after its ack was lost: it already started here`);
+        continue;
+      }
       if (janus.nowSeconds() >= job.expires_at) {
         channel.reject(message, false); // dead-letters to Janus: slot freed, no attempt charged
         record(job, { received_at: receivedAt, outcome: 'expired' });
         continue;
       }
       channel.ack(message);
+      remember(key, job);
       const task = run(job, receivedAt).finally(() => {
         running.delete(task);
         pump();

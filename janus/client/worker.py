@@ -46,6 +46,7 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 
 from janus.broker import BROKER_ERRORS, topology
 from janus.broker.connection import connect
+from janus.client.acked import AckedAdmissions
 from janus.errors import BrokerError, JanusError, ProtocolError, TopologyMissing
 from janus.protocol import CONTENT_TYPE, ReadyMessage, decode_ready, encode_result
 from janus.urls import redact
@@ -200,6 +201,7 @@ class Worker:
         self._results: AbstractExchange | None = None
         self._reopening = asyncio.Lock()  # one task reopens a closed results channel, the others wait
         self._tasks: set[asyncio.Task[None]] = set()
+        self._acked = AckedAdmissions()  # to drop a copy the broker redelivers after a lost ack
         self._channel: AbstractChannel | None = None  # consuming, every dependency
         self._consuming: list[tuple[AbstractQueue, str]] = []
         self._connected = asyncio.Event()  # set while a connection is up, its exchange and consumers ready
@@ -376,6 +378,17 @@ class Worker:
             log.error("unreadable admission, returned to Janus: %s", exc)
             await self._settle(message, ack=False)
             return False
+        if message.redelivered and self._acked.started_here(job.job_id, job.attempt, now):
+            # Its ack was lost with a connection: it started here and reports from here. Checked
+            # before expiry, since handed back to Janus it would free the slot it still holds.
+            log.info(
+                "%s: %s attempt %d delivered again after its ack was lost: dropped",
+                self._name,
+                job.job_id,
+                job.attempt,
+            )
+            await self._settle(message, ack=True)
+            return False
         if now >= job.expires_at:
             # Too late to start: hand the admission back to Janus unstarted.
             await self._settle(message, ack=False)
@@ -383,6 +396,7 @@ class Worker:
             return False
         if not await self._settle(message, ack=True):
             return False  # its connection is gone: the broker gives the admission to a consumer again
+        self._acked.remember(job.job_id, job.attempt, job.expires_at, job.lease_expires_at, now)
         task = asyncio.create_task(self._work(job, received))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

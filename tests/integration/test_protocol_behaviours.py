@@ -425,3 +425,61 @@ async def test_the_worker_reopens_a_results_channel_the_broker_closed(database: 
 
 async def succeed_at_once(job: ReadyJob) -> None:
     return None
+
+
+async def test_the_worker_drops_a_redelivered_copy_of_an_admission_it_started(
+    database: str, vhost: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ack the broker never read (its connection closed first) brings the admission back,
+    flagged redelivered, although the worker started it. Made here for real: the test holds
+    Janus's delivery unacked, puts a copy in the ready queue for the worker to start, then
+    closes its channel, so the broker redelivers the original. The worker must drop it:
+    started again it would run the job twice, handed back it would free a held slot."""
+    caplog.set_level("INFO", logger="janus.worker")
+    config = make_config(database, vhost, {"api": API})
+    started: list[int] = []
+    running = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(job: ReadyJob) -> None:
+        started.append(job.attempt)
+        running.set()
+        await release.wait()
+
+    async with running_janus(config), await aio_pika.connect(vhost) as connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(topology.ready_queue("api"), ensure=True)
+        taken: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        consumer = await queue.consume(taken.put)
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit("once", "api")
+        async with asyncio.timeout(20):
+            original = await taken.get()
+        assert not original.redelivered
+        await queue.cancel(consumer)  # the original stays unacked on this channel
+        ready_exchange = await channel.get_exchange(topology.READY_EXCHANGE, ensure=True)
+        await ready_exchange.publish(
+            aio_pika.Message(original.body, content_type=CONTENT_TYPE), routing_key="api"
+        )
+        worker = Worker(vhost, {"api": handler})
+        await worker.start()
+        try:
+            async with asyncio.timeout(20):
+                await running.wait()
+            await channel.close()  # the unacked original goes back, flagged redelivered
+            async with asyncio.timeout(20):
+                while True:  # the worker's log is the one sign of a copy it dropped
+                    if any(
+                        "delivered again after its ack was lost" in r.getMessage() for r in caplog.records
+                    ):
+                        break
+                    await asyncio.sleep(0.05)
+            release.set()
+            await wait_for_states(
+                database, lambda rows: rows.get("once", {"state": ""})["state"] == "succeeded", 20
+            )
+        finally:
+            await worker.stop()
+    assert started == [1], "the redelivered copy was started again"
+    rows = await job_rows(database)
+    assert (rows["once"]["state"], rows["once"]["failures"]) == ("succeeded", 0)

@@ -18,12 +18,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import aio_pika
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from janus.audit import audit_database
-from janus.client import WorkRecord
+from janus.broker import topology
+from janus.client import Producer, WorkRecord
 from janus.config import load_config
-from tests.integration.harness import policies
+from janus.protocol import CONTENT_TYPE
+from tests.integration.harness import job_rows, make_config, policies, running_janus, wait_for_states
 from tests.node_example import PRODUCER, WORKER, node_example
 from tests.system.janus_process import JanusProcess
 
@@ -224,3 +228,60 @@ async def test_the_node_producer_and_worker_run_every_job_once_within_the_limits
     # The limits were reached, so that holding them meant something.
     assert api.worst_concurrency == 3, report.summary()
     assert api.worst_rate["10/1s"] == 10, report.summary()
+
+
+async def test_the_node_worker_drops_a_redelivered_copy_of_an_admission_it_started(
+    database: str, vhost: str, tmp_path: Path
+) -> None:
+    """An ack the broker never read (its connection closed first) brings an admission back,
+    flagged redelivered, although the worker started it (a full run once saw it start twice).
+    Made for real: the test holds Janus's delivery unacked, puts a copy in the ready queue for
+    the worker to start, then closes its channel so that the broker redelivers the original.
+    The worker must drop it: started again, the job would run twice."""
+    node_example()
+    config = make_config(database, vhost, {"api": {"lease_timeout": "30s", "admission_ttl": "5s"}})
+    starts = tmp_path / "starts.jsonl"
+    env = {
+        **os.environ,
+        "JANUS_AMQP_URL": vhost,
+        "JANUS_DEPENDENCIES": "api",
+        "JANUS_HANDLER": "conformance",
+        "JANUS_CONFORMANCE_LOG": str(starts),
+    }
+    async with running_janus(config), await aio_pika.connect(vhost) as connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(topology.ready_queue("api"), ensure=True)
+        taken: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        consumer = await queue.consume(taken.put)
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit("once", "api", {"conformance": {"sleep": 3}})
+        async with asyncio.timeout(20):
+            original = await taken.get()
+        await queue.cancel(consumer)  # the original stays unacked on this channel
+        ready_exchange = await channel.get_exchange(topology.READY_EXCHANGE, ensure=True)
+        await ready_exchange.publish(
+            aio_pika.Message(original.body, content_type=CONTENT_TYPE), routing_key="api"
+        )
+        worker = await asyncio.create_subprocess_exec(
+            "node", str(WORKER), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        log = WorkerLog(worker)
+        try:
+            async with asyncio.timeout(20):
+                while True:  # a file sends no events
+                    if starts.exists():
+                        break
+                    await asyncio.sleep(0.05)
+            await channel.close()  # the unacked original goes back, flagged redelivered
+            await log.wait_for("delivered again after its ack was lost", timeout=20)
+            await wait_for_states(
+                database, lambda rows: rows.get("once", {"state": ""})["state"] == "succeeded", 20
+            )
+        finally:
+            if worker.returncode is None:
+                worker.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(worker.wait(), timeout=30)
+            await log.done()
+    assert len(starts.read_text().splitlines()) == 1, log.text()
+    rows = await job_rows(database)
+    assert (rows["once"]["state"], rows["once"]["failures"]) == ("succeeded", 0)
