@@ -4,8 +4,9 @@ On a vhost of its own (made and deleted here, or one given), the harness declare
 topology, starts the worker command with the conformance environment, publishes
 admissions as Janus would (`rules.plan`), collects what comes back (results on the
 results and unroutable queues, dead letters on janus.returned, the handler's starts),
-kills the worker while a handler runs to see whether the admission is redelivered, and
-hands it all to `rules.judge`. It waits on what it observes, with deadlines; the only
+kills the worker while a handler runs to see whether the admission is redelivered, holds
+one delivery before the worker starts to redeliver it once the worker has started a copy,
+and hands it all to `rules.judge`. It waits on what it observes, with deadlines; the only
 fixed pause is the settle time after the last expected message, during which a second
 result would show.
 """
@@ -36,12 +37,14 @@ from janus.conformance.rules import (
     KillSeen,
     Kind,
     Observations,
+    RedeliverySeen,
     ResultSeen,
     ReturnSeen,
     RuleResult,
     judge,
     killed_case,
     plan,
+    redelivered_case,
 )
 from janus.core.jobs import Admission
 from janus.errors import JanusError
@@ -203,8 +206,9 @@ class _Run:
             channel = await connection.channel(publisher_confirms=False)
             await self._listen(channel)
             ready = await channel.get_exchange(topology.READY_EXCHANGE, ensure=True)
+            holding = await connection.channel(publisher_confirms=False)  # the delivery to redeliver
             try:
-                await self._phases(channel, ready)
+                await self._phases(channel, ready, holding)
             except (_WorkerGone, TimeoutError) as exc:
                 self.problems.append(str(exc))
             finally:
@@ -292,15 +296,54 @@ class _Run:
     def _code(self) -> object:
         return self.worker.process.returncode if self.worker.process is not None else None
 
-    async def _phases(self, channel: AbstractChannel, ready: AbstractExchange) -> None:
+    async def _phases(
+        self, channel: AbstractChannel, ready: AbstractExchange, holding: AbstractChannel
+    ) -> None:
+        held = await self._hold(holding, ready)
         await self.worker.start()
         watcher = asyncio.create_task(self._notify_on_exit())
         try:
-            await self._run_phases(channel, ready)
+            await self._run_phases(channel, ready, held)
         finally:
             watcher.cancel()
 
-    async def _run_phases(self, channel: AbstractChannel, ready: AbstractExchange) -> None:
+    async def _hold(self, holding: AbstractChannel, ready: AbstractExchange) -> AbstractIncomingMessage:
+        """Before the worker consumes: take one admission from the ready queue and keep it
+        unacked, so that the broker can deliver it again, flagged redelivered (redelivered_dropped)."""
+        case = redelivered_case(self.run_id, time.time())
+        self.seen.cases.append(case)
+        self.seen.redelivery = RedeliverySeen(case=case, redelivered_at=None)
+        taken: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        await holding.set_qos(prefetch_count=1)
+        queue = await holding.get_queue(topology.ready_queue(self.dependency), ensure=True)
+        consumer = await queue.consume(taken.put)
+        await self._publish(ready, case)
+        async with asyncio.timeout(self.options.timeout):
+            held = await taken.get()
+        await queue.cancel(consumer)  # the delivery stays unacked on this channel
+        return held
+
+    async def _redeliver(self, ready: AbstractExchange, held: AbstractIncomingMessage) -> None:
+        """Give the worker a copy of the held admission; once it has started the copy, put the
+        held delivery back: the worker gets it again, as after an ack the broker never read."""
+        assert self.seen.redelivery is not None
+        case = self.seen.redelivery.case
+        await self._publish(ready, case)
+        await self._wait(
+            "the worker to start the admission to redeliver", lambda: self._started(case), poll=0.05
+        )
+        await held.nack(requeue=True)
+        self.seen.redelivery = RedeliverySeen(case=case, redelivered_at=time.time())
+
+    def _started(self, case: Case) -> bool:
+        if not self.log_path.exists():
+            return False
+        starts = contract.read_starts(self.log_path.read_text(encoding="utf-8"))
+        return any(start.job_id == case.job_id for start in starts)
+
+    async def _run_phases(
+        self, channel: AbstractChannel, ready: AbstractExchange, held: AbstractIncomingMessage
+    ) -> None:
         ready_queue = topology.ready_queue(self.dependency)
         await self._wait_queue(
             channel, ready_queue, lambda consumers, _: consumers > 0, "the worker to consume"
@@ -311,14 +354,21 @@ class _Run:
         for case in cases:
             await self._publish(ready, case)
         confirms = asyncio.create_task(self._count_confirm_channels())
+        answered = [*cases, *(c for c in self.seen.cases if c.kind is Kind.REDELIVERED)]
         try:
-            await self._wait("the first phase's results and dead letters", lambda: self._answered(cases))
+            await self._redeliver(ready, held)
+            await self._wait("the first phase's results and dead letters", lambda: self._answered(answered))
         except TimeoutError as exc:
             self.problems.append(str(exc))  # the rules say what is missing; the kill still tells
         finally:
             self.seen.confirm_channels, self.seen.confirm_check_problem = await confirms
-        # Watch past the end of the longest handler: a late or second result shows then.
-        quiet_until = max(case.handler_ends_at for case in cases) + self.options.settle
+        # Watch past the end of the longest handler (a redelivered copy started again runs from
+        # when it went back): a late or second result shows then.
+        ends = [case.handler_ends_at for case in cases]
+        redelivery = self.seen.redelivery
+        if redelivery is not None and redelivery.redelivered_at is not None:
+            ends.append(redelivery.redelivered_at + redelivery.case.instructions.sleep)
+        quiet_until = max(ends) + self.options.settle
         await asyncio.sleep(max(quiet_until - time.time(), self.options.settle))
 
         await self._kill_mid_handler(channel, ready, ready_queue)
@@ -341,14 +391,10 @@ class _Run:
         self.seen.cases.append(case)
         await self._publish(ready, case)
 
-        def started() -> bool:
-            if not self.log_path.exists():
-                return False
-            starts = contract.read_starts(self.log_path.read_text(encoding="utf-8"))
-            return any(start.job_id == case.job_id for start in starts)
-
         try:
-            await self._wait("the handler of the admission to kill the worker in", started, poll=0.05)
+            await self._wait(
+                "the handler of the admission to kill the worker in", lambda: self._started(case), poll=0.05
+            )
         except TimeoutError:
             self.seen.kill = KillSeen(case=case, started=False, consumers_gone=False, ready_after_kill=None)
             raise

@@ -31,6 +31,7 @@ class Kind(StrEnum):
     EXPIRED = "expired"  # expires_at already past: handed back unstarted
     OUTLIVES_LEASE = "outlives_lease"  # its handler would run past lease_expires_at
     KILLED = "killed"  # the worker is killed while its handler runs
+    REDELIVERED = "redelivered"  # delivered again, flagged redelivered, after the worker started it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -61,6 +62,7 @@ SHORT_LEASE = 2.5
 OUTLIVING_SLEEP = 4.0
 RETRY_AFTER_SECONDS = 2.5
 KILLED_SLEEP = 60.0
+REDELIVERED_SLEEP = 1.5
 
 
 def plan(run_id: str, now: float) -> list[Case]:
@@ -116,6 +118,21 @@ def killed_case(run_id: str, now: float) -> Case:
     )
 
 
+def redelivered_case(run_id: str, now: float) -> Case:
+    """The admission the harness holds before the worker starts: the worker gets a copy, and
+    once it has started that, the held delivery goes back to the queue, flagged redelivered, as
+    after an ack the broker never read."""
+    return Case(
+        kind=Kind.REDELIVERED,
+        job_id=f"{run_id}-{Kind.REDELIVERED.value}",
+        attempt=9,
+        instructions=Instructions(sleep=REDELIVERED_SLEEP),
+        admitted_at=now,
+        expires_at=now + TTL * 3,  # held through the worker's start-up, then redelivered in time
+        lease_expires_at=now + LEASE * 2,
+    )
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ResultSeen:
     """A message a worker published to janus.results, as delivered to the harness."""
@@ -161,6 +178,15 @@ class KillSeen:
     ready_after_kill: int | None  # admissions in the ready queue once it had
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RedeliverySeen:
+    """The redelivery phase: `case`'s held delivery went back to the queue (nack, requeue) after
+    the worker had started a copy of it; None in `redelivered_at` if that never happened."""
+
+    case: Case
+    redelivered_at: float | None
+
+
 @dataclass(kw_only=True)
 class Observations:
     dependency: str
@@ -169,6 +195,7 @@ class Observations:
     returns: list[ReturnSeen] = field(default_factory=list)
     starts: list[Start] = field(default_factory=list)
     kill: KillSeen | None = None
+    redelivery: RedeliverySeen | None = None
     confirm_channels: int | None = None  # the worker's channels in confirm mode; None: not checked
     confirm_check_problem: str = ""
 
@@ -236,6 +263,28 @@ def ack_before_start(seen: Observations) -> RuleResult:
     if any(r.job_id == kill.case.job_id for r in seen.returns):
         problems.append("the admission was dead-lettered after its handler started")
     return _verdict(rule, problems, "killed mid-handler: the admission was not redelivered")
+
+
+def redelivered_dropped(seen: Observations) -> RuleResult:
+    rule = "redelivered_dropped"
+    redelivery = seen.redelivery
+    if redelivery is None or redelivery.redelivered_at is None:
+        return _fail(rule, ["the worker never started the admission to redeliver"])
+    case = redelivery.case
+    problems = []
+    starts = sum(1 for start in seen.starts if start.job_id == case.job_id)
+    if starts != 1:
+        problems.append(
+            f"started {starts} times: a redelivered copy of an admission the worker acked and started "
+            "must be acked and dropped, not started again"
+        )
+    if any(r.job_id == case.job_id for r in seen.returns):
+        problems.append(
+            "the redelivered copy was handed back to Janus: that frees the slot its first copy holds"
+        )
+    return _verdict(
+        rule, problems, "the redelivered copy of a started admission was neither started nor handed back"
+    )
 
 
 def one_result_per_admission(seen: Observations) -> RuleResult:
@@ -392,6 +441,7 @@ def publisher_confirms(seen: Observations) -> RuleResult:
 RULES: tuple[Callable[[Observations], RuleResult], ...] = (
     expired_rejected,
     ack_before_start,
+    redelivered_dropped,
     one_result_per_admission,
     result_fields,
     routing_key,

@@ -17,6 +17,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from janus.broker import topology
 from janus.client import RetryAfter
+from janus.client.acked import AckedAdmissions
 from janus.conformance.contract import ENV_AMQP_URL, ENV_DEPENDENCIES
 from janus.conformance.handler import handle
 from janus.protocol import CONTENT_TYPE, decode_ready, encode_result
@@ -28,6 +29,7 @@ MODES = (
     "no-lease-cutoff",
     "empty-routing-key",
     "no-confirms",
+    "starts-redelivered",
 )
 LEASE_MARGIN = 0.5
 
@@ -40,9 +42,17 @@ async def main(mode: str) -> None:
     results = await channel.get_exchange(topology.RESULTS_EXCHANGE, ensure=True)
     queue = await channel.get_queue(topology.ready_queue(dependency), ensure=True)
     running: set[asyncio.Task[None]] = set()
+    started = AckedAdmissions()
 
     async def work(message: AbstractIncomingMessage) -> None:
         job = decode_ready(message.body)
+        if (
+            mode != "starts-redelivered"
+            and message.redelivered
+            and started.started_here(job.job_id, job.attempt, time.time())
+        ):
+            await message.ack()  # a copy of one it started (an ack the broker never read)
+            return
         if mode != "ignores-expires-at" and time.time() >= job.expires_at:
             if mode == "drops-expired":
                 await message.ack()  # gone: Janus gets its slot back only when the lease ends
@@ -51,6 +61,7 @@ async def main(mode: str) -> None:
             return
         if mode != "acks-after-work":
             await message.ack()
+        started.remember(job.job_id, job.attempt, job.expires_at, job.lease_expires_at, time.time())
         error, retry_after = None, None
         try:
             if mode == "no-lease-cutoff" or job.lease_expires_at is None:

@@ -16,11 +16,13 @@ from janus.conformance.rules import (
     KillSeen,
     Kind,
     Observations,
+    RedeliverySeen,
     ResultSeen,
     ReturnSeen,
     judge,
     killed_case,
     plan,
+    redelivered_case,
 )
 from janus.protocol import CONTENT_TYPE, encode_result
 
@@ -50,9 +52,11 @@ def result_of(case: Case, *, received_at: float | None = None, **changes: Any) -
 
 
 def conforming() -> Observations:
-    cases = plan("run", NOW)
+    held = redelivered_case("run", NOW - 1)
+    cases = [*plan("run", NOW), held]
     killed = killed_case("run", NOW + 5)
     seen = Observations(dependency=DEPENDENCY, cases=[*cases, killed], confirm_channels=1)
+    seen.redelivery = RedeliverySeen(case=held, redelivered_at=NOW + 0.5)
     for case in cases:
         if case.kind is Kind.EXPIRED:
             seen.returns.append(ReturnSeen(job_id=case.job_id, reason="rejected", received_at=NOW + 0.01))
@@ -86,7 +90,39 @@ def with_kill(seen: Observations, **changes: Any) -> Observations:
 
 Breach = Callable[[Observations], Observations]
 
+
+def redelivered_started_again(seen: Observations) -> Observations:
+    held = case(seen, Kind.REDELIVERED)
+    again = Start(job_id=held.job_id, attempt=held.attempt, started_at=NOW + 0.6)
+    return dataclasses.replace(seen, starts=[*seen.starts, again], results=[*seen.results, result_of(held)])
+
+
 BREACHES: list[tuple[str, Breach, set[str]]] = [
+    # A copy the broker delivered again after a lost ack: started (and reported) a second time,
+    # handed back to Janus, or the worker never started the first copy.
+    (
+        "redelivered copy started again",
+        redelivered_started_again,
+        {"redelivered_dropped", "one_result_per_admission"},
+    ),
+    (
+        "redelivered copy handed back",
+        lambda s: dataclasses.replace(
+            s,
+            returns=[
+                *s.returns,
+                ReturnSeen(job_id=case(s, Kind.REDELIVERED).job_id, reason="rejected", received_at=NOW + 0.6),
+            ],
+        ),
+        {"redelivered_dropped"},
+    ),
+    (
+        "copy to redeliver never started",
+        lambda s: dataclasses.replace(
+            s, redelivery=RedeliverySeen(case=case(s, Kind.REDELIVERED), redelivered_at=None)
+        ),
+        {"redelivered_dropped"},
+    ),
     # The expired admission acked and dropped, or requeued: it never comes back to Janus.
     ("expired not handed back", lambda s: dataclasses.replace(s, returns=[]), {"expired_rejected"}),
     # Dead-lettered, but by the broker's TTL rather than the worker's reject.
