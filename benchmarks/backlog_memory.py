@@ -35,17 +35,16 @@ import os
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 
+from benchmarks.scratch import migrated_scratch
 from benchmarks.throughput import janus_env
 from janus.local_services import LocalServices
-from janus.store.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPENDENCY = "bench"
@@ -181,26 +180,6 @@ class Sampler:
             await self._task
 
 
-@contextlib.asynccontextmanager
-async def environment(local: LocalServices, tag: str) -> AsyncIterator[tuple[str, str]]:
-    """A fresh, migrated database and a fresh vhost; both removed on the way out."""
-    name = f"janus_backlogbench_{tag}_{uuid.uuid4().hex[:8]}"
-    await local.create_database(name)
-    try:
-        await local.create_vhost(name)
-        try:
-            connection = await asyncpg.connect(local.pg_url(name))
-            try:
-                await migrate(connection)
-            finally:
-                await connection.close()
-            yield local.pg_url(name), local.amqp_url(name)
-        finally:
-            await local.delete_vhost(name)
-    finally:
-        await local.drop_database(name)
-
-
 async def _admitted(database_url: str) -> int:
     connection = await asyncpg.connect(database_url)
     try:
@@ -222,7 +201,7 @@ async def run_one(
     workdir: Path,
     lease: float | None,
 ) -> Figures:
-    async with environment(local, label) as (database_url, amqp_url):
+    async with migrated_scratch(local, f"janus_backlogbench_{label}") as (database_url, amqp_url):
         load_seconds = await bulk_load(database_url, jobs, scopes) if jobs else 0.0
         config = workdir / "janus.toml"
         config.write_text(CONFIG, encoding="utf-8")

@@ -36,12 +36,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,48 +237,46 @@ async def run(
     bad_results_limit: str | None = None,
 ) -> tuple[list[Phase], int]:
     routing_key = {"other": FLOODED, "same": MEASURED, "none": SINK, "held": HELD_SINK}[target]
-    tag = uuid.uuid4().hex[:8]
-    vhost, database = f"janus-bench-flood-{tag}", f"janus_bench_flood_{tag}"
     with tempfile.TemporaryDirectory(prefix="janus-flood-") as tmp:
         workdir = Path(tmp)
-        created = False
-        try:
-            await services.create_vhost(vhost)
-            created = True
-            await services.create_database(database)
-            url, database_url = services.amqp_url(vhost), services.pg_url(database)
-            config = workdir / "janus.toml"
-            config.write_text(janus_config(rate_limit, bad_results_limit), encoding="utf-8")
-            env = janus_env(url, database_url)
-            janus = await Child.start(
-                "janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env
-            )
-            await janus.wait_for_stderr("leading as", timeout=60.0)
-            coordinator = JanusCoordinator(janus, database_url, database)
-            phases = []
-            for index, (name, count) in enumerate(
-                [("baseline", 0), ("flood", flood_count), ("baseline-again", 0)]
-            ):
-                phases.append(
-                    await run_phase(
-                        name, coordinator, url, database_url, jobs, workdir, index * jobs, count, routing_key
-                    )
+        async with services.scratch("janus_bench_flood") as scratch:
+            try:
+                url, database_url, database = scratch.amqp_url, scratch.database_url, scratch.name
+                config = workdir / "janus.toml"
+                config.write_text(janus_config(rate_limit, bad_results_limit), encoding="utf-8")
+                env = janus_env(url, database_url)
+                janus = await Child.start(
+                    "janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env
                 )
-            rejected = await rejected_count(url)
-            expected = 0 if routing_key in SINKS else flood_count
-            if rejected != expected:
-                raise BenchmarkError(f"{rejected} messages set aside, expected {expected}")
-            code = await janus.stop()
-            if code != 0:
-                raise BenchmarkError(f"janus exited {code} on SIGTERM\n{janus.stderr_tail()}")
-            return phases, rejected
-        finally:
-            await Child.kill_all()
-            if created:
-                with contextlib.suppress(JanusError):
-                    await services.delete_vhost(vhost)
-            with contextlib.suppress(JanusError, OSError, asyncpg.PostgresError):
-                await services.drop_database(database)
+                await janus.wait_for_stderr("leading as", timeout=60.0)
+                coordinator = JanusCoordinator(janus, database_url, database)
+                phases = []
+                for index, (name, count) in enumerate(
+                    [("baseline", 0), ("flood", flood_count), ("baseline-again", 0)]
+                ):
+                    phases.append(
+                        await run_phase(
+                            name,
+                            coordinator,
+                            url,
+                            database_url,
+                            jobs,
+                            workdir,
+                            index * jobs,
+                            count,
+                            routing_key,
+                        )
+                    )
+                rejected = await rejected_count(url)
+                expected = 0 if routing_key in SINKS else flood_count
+                if rejected != expected:
+                    raise BenchmarkError(f"{rejected} messages set aside, expected {expected}")
+                code = await janus.stop()
+                if code != 0:
+                    raise BenchmarkError(f"janus exited {code} on SIGTERM\n{janus.stderr_tail()}")
+                return phases, rejected
+            finally:
+                await Child.kill_all()
 
 
 def report(phases: list[Phase], rejected: int) -> str:

@@ -33,7 +33,6 @@ import socket
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -219,56 +218,47 @@ async def preload(url: str, http: str, scopes: int) -> float:
 
 
 async def run(services: Services, jobs: int, scopes: int, clients: int) -> tuple[list[Phase], LeaseWatch]:
-    tag = uuid.uuid4().hex[:8]
-    vhost, database = f"janus-bench-inspect-{tag}", f"janus_bench_inspect_{tag}"
     with tempfile.TemporaryDirectory(prefix="janus-inspect-") as tmp:
         workdir = Path(tmp)
-        created = False
         watch, stop = LeaseWatch(), asyncio.Event()
         watcher: asyncio.Task[None] | None = None
-        try:
-            await services.create_vhost(vhost)
-            created = True
-            await services.create_database(database)
-            url, database_url = services.amqp_url(vhost), services.pg_url(database)
-            config = workdir / "janus.toml"
-            config.write_text(JANUS_CONFIG + f'\n[dependencies.{BACKLOG}]\nlease_timeout = "60s"\n')
-            port = free_port()
-            env = janus_env(url, database_url) | {"JANUS_HTTP_PORT": str(port)}
-            janus = await Child.start(
-                "janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env
-            )
-            await janus.wait_for_stderr("admitting as", timeout=60.0)  # its topology declared
-            http = f"http://127.0.0.1:{port}"
-            print(
-                f"preloaded {scopes} backlog scopes in {await preload(url, http, scopes):.1f} s", flush=True
-            )
-            watcher = asyncio.create_task(watch.watch(database_url, stop))
-            coordinator = JanusCoordinator(janus, database_url, database)
-            phases = []
-            for index, (name, flooding) in enumerate(
-                [("baseline", 0), ("flood", clients), ("baseline-again", 0)]
-            ):
-                phases.append(
-                    await run_phase(name, coordinator, url, http, jobs, workdir, index * jobs, flooding)
+        async with services.scratch("janus_bench_inspect") as scratch:
+            try:
+                url, database_url, database = scratch.amqp_url, scratch.database_url, scratch.name
+                config = workdir / "janus.toml"
+                config.write_text(JANUS_CONFIG + f'\n[dependencies.{BACKLOG}]\nlease_timeout = "60s"\n')
+                port = free_port()
+                env = janus_env(url, database_url) | {"JANUS_HTTP_PORT": str(port)}
+                janus = await Child.start(
+                    "janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env
                 )
-            stop.set()
-            await watcher
-            code = await janus.stop()
-            if code != 0:
-                raise BenchmarkError(f"janus exited {code} on SIGTERM\n{janus.stderr_tail()}")
-            return phases, watch
-        finally:
-            stop.set()
-            if watcher is not None:
-                with contextlib.suppress(Exception):
-                    await watcher
-            await Child.kill_all()
-            if created:
-                with contextlib.suppress(JanusError):
-                    await services.delete_vhost(vhost)
-            with contextlib.suppress(JanusError, OSError, asyncpg.PostgresError):
-                await services.drop_database(database)
+                await janus.wait_for_stderr("admitting as", timeout=60.0)  # its topology declared
+                http = f"http://127.0.0.1:{port}"
+                print(
+                    f"preloaded {scopes} backlog scopes in {await preload(url, http, scopes):.1f} s",
+                    flush=True,
+                )
+                watcher = asyncio.create_task(watch.watch(database_url, stop))
+                coordinator = JanusCoordinator(janus, database_url, database)
+                phases = []
+                for index, (name, flooding) in enumerate(
+                    [("baseline", 0), ("flood", clients), ("baseline-again", 0)]
+                ):
+                    phases.append(
+                        await run_phase(name, coordinator, url, http, jobs, workdir, index * jobs, flooding)
+                    )
+                stop.set()
+                await watcher
+                code = await janus.stop()
+                if code != 0:
+                    raise BenchmarkError(f"janus exited {code} on SIGTERM\n{janus.stderr_tail()}")
+                return phases, watch
+            finally:
+                stop.set()
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher
+                await Child.kill_all()
 
 
 def report(phases: list[Phase], watch: LeaseWatch) -> str:

@@ -66,31 +66,19 @@ async def janus_running(
     services: LocalServices, config: str, workdir: Path
 ) -> AsyncIterator[tuple[str, str]]:
     """A vhost, a database and a `janus run` leading on them: (amqp_url, database_url)."""
-    tag = uuid.uuid4().hex[:8]
-    vhost, database = f"janus-bench-rate-{tag}", f"janus_bench_rate_{tag}"
-    await services.create_vhost(vhost)
-    try:
-        await services.create_database(database)
+    async with services.scratch("janus_bench_rate") as scratch:
+        path = workdir / f"{scratch.name}.toml"
+        path.write_text(config, encoding="utf-8")
+        env = janus_env(scratch.amqp_url, scratch.database_url)
+        child = await Child.start(
+            f"janus-{scratch.name}", ["-m", "janus.cli", "run", "--config", str(path)], workdir, env
+        )
         try:
-            url, database_url = services.amqp_url(vhost), services.pg_url(database)
-            path = workdir / f"{tag}.toml"
-            path.write_text(config, encoding="utf-8")
-            env = janus_env(url, database_url)
-            child = await Child.start(
-                f"janus-{tag}", ["-m", "janus.cli", "run", "--config", str(path)], workdir, env
-            )
-            try:
-                await child.wait_for_stderr("leading as", timeout=60.0)
-                yield url, database_url
-                await child.stop()
-            finally:
-                child.kill()
+            await child.wait_for_stderr("leading as", timeout=60.0)
+            yield scratch.amqp_url, scratch.database_url
+            await child.stop()
         finally:
-            with contextlib.suppress(JanusError, OSError):
-                await services.drop_database(database)
-    finally:
-        with contextlib.suppress(JanusError):
-            await services.delete_vhost(vhost)
+            child.kill()
 
 
 async def finished(database_url: str, jobs: int, timeout: float = PHASE_TIMEOUT) -> None:

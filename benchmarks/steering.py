@@ -15,40 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
-import asyncpg
-
+from benchmarks.scratch import migrated_scratch
 from janus.client import Producer, ReadyJob, Worker
 from janus.config import parse_config
 from janus.local_services import LocalServices
 from janus.policy_record import diff, record_of
 from janus.service.app import Service, ServiceOptions
-from janus.store.migrate import migrate
 from janus.store.repository import Store
-
-
-@contextlib.asynccontextmanager
-async def environment(local: LocalServices) -> AsyncIterator[tuple[str, str]]:
-    name = f"janus_steerbench_{uuid.uuid4().hex[:8]}"
-    await local.create_database(name)
-    try:
-        await local.create_vhost(name)
-        try:
-            connection = await asyncpg.connect(local.pg_url(name))
-            try:
-                await migrate(connection)
-            finally:
-                await connection.close()
-            yield local.pg_url(name), local.amqp_url(name)
-        finally:
-            await local.delete_vhost(name)
-    finally:
-        await local.drop_database(name)
 
 
 async def timed(record: Callable[[], Awaitable[Callable[[], Awaitable[bool]]]]) -> float:
@@ -63,7 +40,7 @@ async def timed(record: Callable[[], Awaitable[Callable[[], Awaitable[bool]]]]) 
 
 async def run(jobs: int, held: int, rounds: int) -> None:
     local = LocalServices()
-    async with environment(local) as (database, amqp):
+    async with migrated_scratch(local, "janus_steerbench") as (database, amqp):
         dependencies = {"api": {"concurrency": held, "lease_timeout": "1h"}}
         config = parse_config(
             {"database_url": database, "amqp_url": amqp, "dependencies": dependencies}, env={}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -22,6 +23,15 @@ from janus.errors import JanusError
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _PROTECTED_DATABASES = frozenset({"postgres", "template0", "template1"})
 _MARKER = re.compile(r"[A-Za-z0-9 ]{1,200}")  # interpolated into a COMMENT too
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Scratch:
+    """A vhost and a database of the same name, made for one run."""
+
+    name: str
+    amqp_url: str
+    database_url: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -101,6 +111,23 @@ class LocalServices:
     async def drop_database(self, name: str) -> None:
         check_database_name(name)
         await self._admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'])
+
+    @contextlib.asynccontextmanager
+    async def scratch(self, prefix: str) -> AsyncIterator[Scratch]:
+        """A vhost and a database of their own, named `prefix` and a random tag; both removed
+        on the way out, whatever happened."""
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        await self.create_vhost(name)
+        try:
+            await self.create_database(name)
+            try:
+                yield Scratch(name=name, amqp_url=self.amqp_url(name), database_url=self.pg_url(name))
+            finally:
+                with contextlib.suppress(JanusError, OSError, asyncpg.PostgresError):
+                    await self.drop_database(name)
+        finally:
+            with contextlib.suppress(JanusError):
+                await self.delete_vhost(name)
 
     async def _admin(self, statements: list[str]) -> None:
         async with self._maintenance() as connection:
