@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import asyncpg
@@ -154,3 +155,30 @@ async def janus_cli(
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def close_connections_named(name: str, *, vhost: str | None = None) -> int:
+    """Close, from the broker's side, every connection whose client properties name `name` (on
+    `vhost` if given, an AMQP URL's vhost or a plain name), as a broker restart or a network cut
+    would; fails if there is none. Returns how many it closed."""
+
+    async def ctl(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    if vhost is not None and "://" in vhost:
+        vhost = unquote(urlsplit(vhost).path[1:])
+    listing = await ctl("list_connections", "-q", "--no-table-headers", "pid", "vhost", "client_properties")
+    pids = [
+        fields[0]
+        for fields in (line.split("\t") for line in listing.splitlines())
+        if len(fields) == 3 and name in fields[2] and vhost in (None, fields[1])
+    ]
+    assert pids, f"no connection named {name!r}:\n{listing}"
+    for pid in pids:
+        await ctl("close_connection", pid, "closed by the test")
+    return len(pids)

@@ -28,6 +28,7 @@ from janus.errors import NotRouted
 from janus.protocol import CONTENT_TYPE, decode_ready, encode_intake, encode_result
 from tests.integration.harness import (
     RecordLog,
+    close_connections_named,
     job_rows,
     make_config,
     policies,
@@ -103,24 +104,6 @@ async def broker(amqp_url: str) -> AsyncIterator[Broker]:
         yield plain
     finally:
         await connection.close()
-
-
-async def close_connection_named(name: str) -> None:
-    """Close a client's connection from the broker's side, as a broker restart or a network cut would."""
-
-    async def ctl(*args: str) -> str:
-        process = await asyncio.create_subprocess_exec(
-            "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 0, err.decode()
-        return out.decode()
-
-    listing = await ctl("list_connections", "-q", "--no-table-headers", "pid", "client_properties")
-    pids = [line.split("\t")[0] for line in listing.splitlines() if name in line]
-    assert pids, listing
-    for pid in pids:
-        await ctl("close_connection", pid, "test: the connection is lost")
 
 
 # -- producers ---------------------------------------------------------------------------
@@ -348,7 +331,7 @@ async def test_the_worker_publishes_a_result_again_after_losing_its_connection(
                 await producer.submit_many(jobs[:1])
                 async with asyncio.timeout(20):
                     await running.wait()
-                await close_connection_named(name)
+                await close_connections_named(name)
                 release.set()  # its result is published while the connection is gone or new
                 await producer.submit_many(jobs[1:])  # taken over the new connection
             await wait_for_states(

@@ -22,6 +22,7 @@ from janus.service.health import Role
 from tests.integration.harness import (
     FAST_LEASE,
     RecordLog,
+    close_connections_named,
     make_config,
     policies,
     running_janus,
@@ -59,19 +60,7 @@ async def cut_database_connections(database: str, service: Service) -> int:
 
 
 async def cut_broker_connection(service: Service) -> None:
-    async def ctl(*args: str) -> str:
-        process = await asyncio.create_subprocess_exec(
-            "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 0, err.decode()
-        return out.decode()
-
-    listing = await ctl("list_connections", "-q", "--no-table-headers", "pid", "client_properties")
-    pids = [line.split("\t")[0] for line in listing.splitlines() if f"janus-{service.identity}" in line]
-    assert pids, listing
-    for pid in pids:
-        await ctl("close_connection", pid, "test: as if the broker restarted")
+    await close_connections_named(f"janus-{service.identity}")
 
 
 async def test_janus_recovers_in_process_and_loses_nothing(database: str, vhost: str) -> None:

@@ -11,12 +11,10 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import pytest
@@ -27,7 +25,14 @@ from janus.broker import topology
 from janus.client import Producer, WorkRecord
 from janus.config import load_config
 from janus.protocol import CONTENT_TYPE
-from tests.integration.harness import job_rows, make_config, policies, running_janus, wait_for_states
+from tests.integration.harness import (
+    close_connections_named,
+    job_rows,
+    make_config,
+    policies,
+    running_janus,
+    wait_for_states,
+)
 from tests.node_example import PRODUCER, WORKER, node_example
 from tests.system.janus_process import JanusProcess
 
@@ -144,30 +149,6 @@ async def produce(env: dict[str, str], batch: list[dict[str, Any]]) -> None:
     assert json.loads(out) == {"published": len(batch), "failed": []}
 
 
-async def close_connection_of(amqp_url: str, connection_name: str) -> None:
-    """Close, from the broker, the connection that client opened on the URL's vhost."""
-    vhost = unquote(urlsplit(amqp_url).path[1:])
-    listed = await asyncio.to_thread(
-        subprocess.run,
-        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "vhost", "client_properties"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    pids = [
-        line.split("\t")[0]
-        for line in listed.stdout.splitlines()
-        if line.split("\t")[1:2] == [vhost] and f'{{"connection_name","{connection_name}"}}' in line
-    ]
-    assert len(pids) == 1, listed.stdout
-    await asyncio.to_thread(
-        subprocess.run,
-        ["rabbitmqctl", "close_connection", pids[0], "closed by the test"],
-        capture_output=True,
-        check=True,
-    )
-
-
 async def test_the_node_producer_and_worker_run_every_job_once_within_the_limits(
     database: str, vhost: str, tmp_path: Path, janus_process: Callable[[Path, str], JanusProcess]
 ) -> None:
@@ -204,7 +185,7 @@ async def test_the_node_producer_and_worker_run_every_job_once_within_the_limits
         # Handlers still running go on and report over the next connection; deliveries not
         # started go back to the queue. The second half is published once the worker is back,
         # so that it runs over the new connection.
-        await close_connection_of(vhost, "janus-node-worker")
+        assert await close_connections_named('{"connection_name","janus-node-worker"}', vhost=vhost) == 1
         await log.wait_for("connected again", timeout=60)
         await produce(env, jobs()[JOBS // 2 :])
         await wait_for_records(records_path, succeeded(JOBS), worker, timeout=120)
