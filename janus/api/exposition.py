@@ -19,7 +19,8 @@ values), which its public API does not expose: a test fails if that ever changes
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 from functools import partial
 from itertools import chain
 from typing import Any
@@ -250,3 +251,58 @@ class Exposition:
         if self._openmetrics:
             out.append(OPENMETRICS_EOF)
         return "".join(out).encode()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Series:
+    """The series of one sample name: their label names, and each one's label values and value."""
+
+    labelnames: tuple[str, ...]
+    keys: list[tuple[str, ...]]  # label values, in labelnames' order
+    values: list[float]
+
+
+def read(registry: CollectorRegistry, names: Collection[str]) -> dict[str, Series]:
+    """The series of these sample names (x, x_total, x_created) as a scrape would show them, read
+    as the kept exposition reads them: no sample object per series (what /status reads)."""
+    found: dict[str, Series] = {}
+    some: Any = registry
+    with some._lock:
+        collectors = {name: some._names_to_collectors.get(name) for name in names}
+    plain = values.ValueClass is values.MutexValue
+    for name, collector in collectors.items():
+        if collector is None:
+            continue
+        series = _read_kept(collector, name) if plain and _kept(collector) else None
+        found[name] = series if series is not None else _read_collected(collector, name)
+    return found
+
+
+def _read_kept(metric: Any, name: str) -> Series | None:
+    if metric._labelnames:
+        with metric._lock:
+            children = metric._metrics.copy()
+    else:
+        children = {(): metric}
+    counter = isinstance(metric, Counter)
+    if name == (f"{metric._name}_total" if counter else metric._name):
+        numbers = [child._value._value for child in children.values()]
+    elif counter and name == f"{metric._name}_created" and metrics._use_created:
+        numbers = [child._created for child in children.values()]
+    else:
+        return None
+    return Series(labelnames=tuple(metric._labelnames), keys=list(children), values=numbers)
+
+
+def _read_collected(collector: Collector, name: str) -> Series:
+    """The library's way: collect, keep the samples of that name (their label names sorted)."""
+    labelnames: tuple[str, ...] = ()
+    keys: list[tuple[str, ...]] = []
+    numbers: list[float] = []
+    for family in collector.collect():
+        for sample in family.samples:
+            if sample.name == name:
+                labelnames = tuple(sorted(sample.labels))
+                keys.append(tuple(sample.labels[n] for n in labelnames))
+                numbers.append(sample.value)
+    return Series(labelnames=labelnames, keys=keys, values=numbers)
