@@ -152,7 +152,12 @@ class HealthApp:
     async def status(self, request: web.Request) -> web.Response:
         assert self._status is not None
         ok, body = await self._status.answer()
-        return _json(200 if ok else 503, body)
+        return web.Response(
+            status=200 if ok else 503,
+            body=body + b"\n",
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def changes(self, request: web.Request) -> web.Response:
         """The recent changes, as the leader last read them (janus/api/changes.py)."""

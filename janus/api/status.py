@@ -9,6 +9,7 @@ scrape). It does share the interpreter lock: benchmarks/status_cost.py measures 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Callable, Coroutine
@@ -21,6 +22,7 @@ from janus.api.exposition import Series, read
 
 LeaderAnswer = Callable[[], Coroutine[Any, Any, dict[str, Any] | None]]
 
+INFINITIES = (math.inf, -math.inf)
 WHO_LEADS_DEADLINE = 5.0  # seconds for a standby to read the lease from PostgreSQL
 # The states, worst first: the first that applies is the dependency's state.
 STATES = ("no worker", "circuit open", "paused", "circuit half-open", "throttled", "overridden", "ok")
@@ -136,11 +138,9 @@ class Samples:
 
 def _number(value: float | None) -> float | int | None:
     """JSON has no infinities, and counts read better without '.0'."""
-    if value is None:
+    if value is None or value != value or value in INFINITIES:  # NaN is not equal to itself
         return None
-    if value.is_integer():  # False for infinities and NaN
-        return int(value)
-    return None if math.isnan(value) or math.isinf(value) else value
+    return int(value) if value == int(value) else value
 
 
 def lane(samples: Samples, dependency: str, now: float) -> dict[str, Any]:
@@ -256,6 +256,75 @@ def picture(registry: CollectorRegistry, now: float | None = None) -> dict[str, 
     return {"time": now, "process": about, "dependencies": lanes}
 
 
+def _changed(before: Series | None, after: Series) -> set[str] | None:
+    """The dependencies whose samples of one metric differ between two reads; None: all of them
+    (a metric new to this read, or whose label names changed)."""
+    if "dependency" not in after.labelnames:
+        return set()  # in no lane (the process's own figures are read every time)
+    if before is None or before.labelnames != after.labelnames:
+        return None
+    if before.keys == after.keys:
+        if before.values == after.values:
+            return set()
+        at = after.labelnames.index("dependency")
+        return {
+            key[at]
+            for key, now, then in zip(after.keys, after.values, before.values, strict=True)
+            if now != then
+        }
+    at = after.labelnames.index("dependency")
+    was = dict(zip(before.keys, before.values, strict=True))
+    is_ = dict(zip(after.keys, after.values, strict=True))
+    changed = {key[at] for key in was.keys() ^ is_.keys()}
+    changed.update(key[at] for key, value in is_.items() if was.get(key, value) != value)
+    return changed
+
+
+class KeptPicture:
+    """The picture as /status encodes it, kept between refreshes: a dependency's lane is built
+    and encoded again only when one of its samples changed, or when it shows a wait that counts
+    down. Comparing a metric's values with the last refresh's is one list comparison; only the
+    dependencies whose samples differ are built again. One refresh at a time (the HTTP thread)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._series: dict[str, Series] = {}
+        self._lanes: dict[str, tuple[bool, bytes]] = {}  # per dependency: counts down?, its JSON
+
+    def encoded(self, now: float, recent_changes: list[Any]) -> tuple[bool, bytes]:
+        """(leading, the JSON of `picture` and, if leading, the recent changes)."""
+        series = read(self._registry, READ)
+        dirty: set[str] | None = set()
+        for name, after in series.items():
+            changed = _changed(self._series.get(name), after)
+            dirty = None if changed is None or dirty is None else dirty | changed
+        if self._series.keys() != series.keys():
+            dirty = None
+        self._series = series
+        samples = Samples(series)
+        about = process(samples)
+        fragments: list[bytes] = []
+        if about["leading"]:
+            lanes: dict[str, tuple[bool, bytes]] = {}
+            for dependency in samples.dependencies():
+                kept = self._lanes.get(dependency)
+                if kept is None or kept[0] or dirty is None or dependency in dirty:
+                    body = lane(samples, dependency, now)
+                    blocked = body["blocked"]
+                    counts_down = blocked is not None and blocked["lifts_in_seconds"] is not None
+                    kept = (counts_down, json.dumps(body).encode())
+                lanes[dependency] = kept
+                fragments.append(kept[1])
+            self._lanes = lanes
+        else:
+            self._lanes = {}
+        head = json.dumps({"time": now, "process": about}).encode()[:-1]  # its closing brace left off
+        tail = json.dumps(recent_changes if about["leading"] else []).encode()
+        return bool(about["leading"]), b"".join(
+            (head, b', "dependencies": [', b", ".join(fragments), b'], "recent_changes": ', tail, b"}")
+        )
+
+
 class StatusBoard:
     """What GET /status answers (from the HTTP server's thread): the leader's picture; a
     standby's says who leads instead (`who_leads` runs on the event loop: it asks the database)."""
@@ -271,17 +340,19 @@ class StatusBoard:
         self.changes = changes if changes is not None else RecentChanges()
         self._loop = loop
         self._who_leads = who_leads
+        self._kept = KeptPicture(registry)
 
-    async def answer(self) -> tuple[bool, dict[str, Any]]:
-        """On the HTTP server's own loop: the picture is built there; only a standby's question of
-        who leads goes to the service's loop (it reads the database)."""
-        body = picture(self.registry)
+    async def answer(self) -> tuple[bool, bytes]:
+        """On the HTTP server's own loop: the picture is built there (its JSON); only a standby's
+        question of who leads goes to the service's loop (it reads the database)."""
         # The leader's copy of the recent changes (janus/api/changes.py): no query per request.
-        body["recent_changes"] = (self.changes.listed() or []) if body["process"]["leading"] else []
-        if not body["process"]["leading"] and self._who_leads is not None and self._loop is not None:
-            try:
-                future = asyncio.run_coroutine_threadsafe(self._who_leads(), self._loop)
-                body["leader"] = await asyncio.wait_for(asyncio.wrap_future(future), WHO_LEADS_DEADLINE)
-            except Exception as exc:  # reported in the answer, never raised into the server
-                body["leader"] = {"error": f"could not tell who leads: {exc or type(exc).__name__}"}
-        return True, body
+        leading, encoded = self._kept.encoded(time.time(), self.changes.listed() or [])
+        if leading or self._who_leads is None or self._loop is None:
+            return True, encoded
+        body = json.loads(encoded)  # a standby's: no lanes, and who leads
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._who_leads(), self._loop)
+            body["leader"] = await asyncio.wait_for(asyncio.wrap_future(future), WHO_LEADS_DEADLINE)
+        except Exception as exc:  # reported in the answer, never raised into the server
+            body["leader"] = {"error": f"could not tell who leads: {exc or type(exc).__name__}"}
+        return True, json.dumps(body).encode()
