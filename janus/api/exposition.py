@@ -12,8 +12,9 @@ compares them on every metric Janus declares).
 Gauges and counters with plain values (what Janus's leader declares, almost all of its series)
 take that path; anything else (histograms, a gauge with `set_function`, a foreign collector, a
 name or label outside the legacy character set, an exemplar) is encoded by the library itself,
-one collector at a time. This reads prometheus_client's metric objects (their children and
-values), which its public API does not expose: a test fails if that ever changes.
+one collector at a time. `read` gives /status the same values, read the same way. This reads
+prometheus_client's metric objects (their children and values), which its public API does not
+expose: a test fails if that ever changes.
 """
 
 from __future__ import annotations

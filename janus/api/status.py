@@ -3,7 +3,9 @@
 Every number here is a sample /metrics serves at the same moment: there is no second source to
 drift from the first, and building the picture asks nothing of the leader's event loop (it runs
 on the HTTP server's own loop and thread; the leader only sets the gauges, as it does for a
-scrape). It does share the interpreter lock: benchmarks/status_cost.py measures what that costs.
+scrape). It does share the interpreter lock, so a refresh reads the samples without a sample
+object each (janus/api/exposition.py) and /status builds and encodes again only the lanes whose
+samples changed (KeptPicture): benchmarks/status_cost.py measures what it costs.
 """
 
 from __future__ import annotations
