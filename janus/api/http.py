@@ -16,7 +16,8 @@ in small, bounded steps:
   it applies a change (janus/api/changes.py): never a query per request.
 
 At most `MAX_INSPECTING` /scopes and /why requests are in progress at once (429 beyond), and a
-/metrics answer is reused for `METRICS_MAX_AGE`;
+/metrics answer is reused for `METRICS_MAX_AGE` (and formats again only the series whose value
+changed: janus/api/exposition.py);
 a connection idle for `KEEPALIVE_TIMEOUT` (or that never finishes its request) is closed.
 Unknown paths answer 404, other methods than GET and HEAD 405, an unknown job 404, and 503
 means the loop did not answer or this process does not lead.
@@ -38,6 +39,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from janus.api import auth, page
+from janus.api.exposition import Exposition, kept_format
 from janus.api.inspection import Inspecting, NotLeading, ScopesSnapshot
 from janus.api.scopes_cache import ScopesCache
 from janus.api.status import StatusBoard
@@ -96,6 +98,7 @@ class HealthApp:
         self._inspector = inspector
         self._inspecting = 0
         self._exposition: dict[str, tuple[float, bytes]] = {}  # per content type: (when, encoded)
+        self._kept: dict[bool, Exposition] = {}  # per format (OpenMetrics or not): its kept lines
         self._scopes = ScopesCache(self._take_snapshot) if inspector is not None else None
 
     def application(self) -> web.Application:
@@ -149,7 +152,12 @@ class HealthApp:
     async def status(self, request: web.Request) -> web.Response:
         assert self._status is not None
         ok, body = await self._status.answer()
-        return _json(200 if ok else 503, body)
+        return web.Response(
+            status=200 if ok else 503,
+            body=body + b"\n",
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def changes(self, request: web.Request) -> web.Response:
         """The recent changes, as the leader last read them (janus/api/changes.py)."""
@@ -178,11 +186,20 @@ class HealthApp:
         now = time.monotonic()
         taken, body = self._exposition.get(content_type, (float("-inf"), b""))
         if now - taken >= METRICS_MAX_AGE:  # a flood of scrapes encodes the registry once
-            body = encoder(self._registry)
+            body = self._encoded(encoder)
             self._exposition[content_type] = (now, body)
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         return response
+
+    def _encoded(self, encoder: Callable[[CollectorRegistry], bytes]) -> bytes:
+        openmetrics = kept_format(encoder)
+        if openmetrics is None:  # a format the kept lines do not write: the library's way
+            return encoder(self._registry)
+        kept = self._kept.get(openmetrics)
+        if kept is None:
+            kept = self._kept[openmetrics] = Exposition(self._registry, openmetrics=openmetrics)
+        return kept.render()
 
     async def healthz(self, request: web.Request) -> web.Response:
         body: dict[str, Any]

@@ -3,25 +3,30 @@
 Every number here is a sample /metrics serves at the same moment: there is no second source to
 drift from the first, and building the picture asks nothing of the leader's event loop (it runs
 on the HTTP server's own loop and thread; the leader only sets the gauges, as it does for a
-scrape). It does share the interpreter lock: benchmarks/status_cost.py measures what that costs.
+scrape). It does share the interpreter lock, so a refresh reads the samples without a sample
+object each (janus/api/exposition.py) and /status builds and encodes again only the lanes whose
+samples changed (KeptPicture): benchmarks/status_cost.py measures what it costs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
+from itertools import compress, groupby
+from operator import itemgetter, ne
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from janus.api.changes import RecentChanges
+from janus.api.exposition import Series, read
 
-Labels = tuple[tuple[str, str], ...]
 LeaderAnswer = Callable[[], Coroutine[Any, Any, dict[str, Any] | None]]
 
+INFINITIES = (math.inf, -math.inf)
 WHO_LEADS_DEADLINE = 5.0  # seconds for a standby to read the lease from PostgreSQL
 # The states, worst first: the first that applies is the dependency's state.
 STATES = ("no worker", "circuit open", "paused", "circuit half-open", "throttled", "overridden", "ok")
@@ -58,128 +63,164 @@ READ = (
 )
 
 
-@dataclass(kw_only=True)
 class Samples:
-    """The registry's samples by name, then by dependency (None: the process's own), then labels."""
+    """The registry's samples of the READ metrics, by name, then dependency, then the labels asked
+    for. Read without a sample object per series (janus/api/exposition.py), and each metric
+    indexed once, on its first lookup: a refresh touches each series a few times, not per lookup."""
 
-    by_name: dict[str, dict[str | None, dict[Labels, float]]] = field(default_factory=dict)
+    def __init__(self, series: dict[str, Series]) -> None:
+        self._series = series
+        self._indexed: dict[tuple[str, ...], dict[str | None, dict[Any, float]]] = {}
+        self._exact: dict[tuple[str, ...], Callable[[tuple[str, ...]], float | None]] = {}
 
     @classmethod
     def of(cls, registry: CollectorRegistry) -> Samples:
-        samples = cls()
-        by_name = samples.by_name
-        for metric in registry.restricted_registry(READ).collect():
-            for sample in metric.samples:
-                labels = sample.labels
-                per_dependency = by_name.setdefault(sample.name, {})
-                per_dependency.setdefault(labels.get("dependency"), {})[tuple(sorted(labels.items()))] = (
-                    sample.value
-                )
-        return samples
+        return cls(read(registry, READ))
 
-    def value(self, name: str, **labels: str) -> float | None:
-        found = self.by_name.get(name, {}).get(labels.get("dependency"), {})
-        return found.get(tuple(sorted(labels.items())))
+    def value(self, name: str, dependency: str | None = None) -> float | None:
+        """The sample of a metric labelled by dependency alone (or by nothing, dependency None)."""
+        return self.by(name, dependency).get(())
 
-    def where(self, name: str, **labels: str) -> Iterable[tuple[dict[str, str], float]]:
-        """Samples of `name` whose labels include `labels` (a `dependency` among them)."""
-        for key, value in self.by_name.get(name, {}).get(labels.get("dependency"), {}).items():
-            found = dict(key)
-            if all(found.get(k) == v for k, v in labels.items()):
-                yield found, value
+    def by(self, name: str, dependency: str | None, *labels: str) -> dict[Any, float]:
+        """The dependency's samples of `name` by the value of the one label asked for (by a tuple
+        of their values if several, by () if none), in the registry's order. A sample with other
+        labels than `dependency` and these is left out."""
+        indexed = self._indexed.get((name, *labels))
+        if indexed is None:
+            indexed = self._indexed[(name, *labels)] = self._index(name, labels)
+        return indexed.get(dependency, {})
+
+    def _index(self, name: str, labels: tuple[str, ...]) -> dict[str | None, dict[Any, float]]:
+        series = self._series.get(name)
+        if series is None:
+            return {}
+        names = series.labelnames
+        at = names.index("dependency") if "dependency" in names else None
+        if set(names) != set(labels) | ({"dependency"} if at is not None else set()):
+            return {}
+        if at is None:
+            one: dict[Any, float] = {}
+            for key, value in zip(series.keys, series.values, strict=True):
+                one[tuple(key[names.index(label)] for label in labels)] = value
+            return {None: one}
+        found: dict[str | None, dict[Any, float]] = {}
+        keys, values = series.keys, series.values
+        if not labels:
+            return {key[at]: {(): value} for key, value in zip(keys, values, strict=True)}
+        where = [names.index(label) for label in labels]
+        # The registry keeps a dependency's series together, mostly: take them run by run,
+        # grouped and zipped in C rather than one by one.
+        label_of = itemgetter(*where)  # one label: its value; several: a tuple of them
+        start = 0
+        for dependency, run in groupby(keys, itemgetter(at)):
+            in_run = list(run)
+            end = start + len(in_run)
+            found.setdefault(dependency, {}).update(
+                zip(map(label_of, in_run), values[start:end], strict=True)
+            )
+            start = end
+        return found
+
+    def exact(self, name: str, *labels: str) -> Callable[[tuple[str, ...]], float | None]:
+        """A lookup of `name`'s sample by the values of exactly these labels, in this order."""
+        getter = self._exact.get((name, *labels))
+        if getter is None:
+            getter = self._exact[(name, *labels)] = self._exact_getter(name, labels)
+        return getter
+
+    def _exact_getter(self, name: str, labels: tuple[str, ...]) -> Callable[[tuple[str, ...]], float | None]:
+        series = self._series.get(name)
+        if series is None or sorted(series.labelnames) != sorted(labels):
+            return lambda key: None
+        flat = dict(zip(series.keys, series.values, strict=True))
+        if series.labelnames == labels:
+            return flat.get
+        order = [labels.index(label) for label in series.labelnames]
+        return lambda key: flat.get(tuple(key[i] for i in order))
 
     def dependencies(self) -> list[str]:
-        return sorted(d for d in self.by_name.get("janus_held_slots", {}) if d is not None)
+        return sorted(d for d in self._index("janus_held_slots", ()) if d is not None)
 
 
 def _number(value: float | None) -> float | int | None:
     """JSON has no infinities, and counts read better without '.0'."""
-    if value is None or math.isnan(value) or math.isinf(value):
+    if value is None or value != value or value in INFINITIES:  # NaN is not equal to itself
         return None
     return int(value) if value == int(value) else value
 
 
 def lane(samples: Samples, dependency: str, now: float) -> dict[str, Any]:
     """One dependency as `janus status` shows it."""
-    d = dependency
-    waiting_kinds = {
-        labels["kind"]: value for labels, value in samples.where("janus_waiting_jobs", dependency=d)
-    }
+    d, by, value = dependency, samples.by, samples.value
+    waiting_kinds = by("janus_waiting_jobs", d, "kind")
     by_reason = {
-        labels["reason"]: int(value)
-        for labels, value in samples.where("janus_waiting_jobs_by_reason", dependency=d)
-        if value
+        reason: int(count)
+        for reason, count in by("janus_waiting_jobs_by_reason", d, "reason").items()
+        if count
     }
-    blocked = next(iter(samples.where("janus_dependency_blocked", dependency=d)), None)
-    next_at = samples.value("janus_next_admission_timestamp_seconds", dependency=d)
-    rates = sorted(
-        (
-            {
-                "limit": labels["limit"],
-                "count": _number(count),
-                "window_seconds": _number(
-                    samples.value("janus_rate_limit_window_seconds", dependency=d, limit=labels["limit"])
-                ),
-                "used": _number(
-                    samples.value("janus_rate_window_admissions", dependency=d, limit=labels["limit"])
-                ),
-            }
-            for labels, count in samples.where("janus_rate_limit_count", dependency=d)
-        ),
-        key=lambda rate: str(rate["limit"]),
-    )
+    blocked = next(iter(by("janus_dependency_blocked", d, "reason", "limit")), None)
+    next_at = value("janus_next_admission_timestamp_seconds", d)
+    windows = samples.exact("janus_rate_limit_window_seconds", "dependency", "limit")
+    used = samples.exact("janus_rate_window_admissions", "dependency", "limit")
+    rates = [
+        {
+            "limit": limit,
+            "count": _number(count),
+            "window_seconds": _number(windows((d, limit))),
+            "used": _number(used((d, limit))),
+        }
+        for limit, count in sorted(by("janus_rate_limit_count", d, "limit").items())
+    ]
+    held = samples.exact("janus_scope_held_slots", "dependency", "scope")
+    admitted = samples.exact("janus_scope_admitted_jobs", "dependency", "scope")
+    oldest = samples.exact("janus_scope_oldest_waiting_seconds", "dependency", "scope")
     scopes: list[dict[str, Any]] = [
         {
-            "scope": labels["scope"],
+            "scope": scope,
             "waiting": _number(waiting),
-            "held": _number(samples.value("janus_scope_held_slots", dependency=d, scope=labels["scope"])),
-            "admitted": _number(
-                samples.value("janus_scope_admitted_jobs", dependency=d, scope=labels["scope"])
-            ),
-            "oldest_waiting_seconds": _number(
-                samples.value("janus_scope_oldest_waiting_seconds", dependency=d, scope=labels["scope"])
-            ),
+            "held": _number(held(key)),
+            "admitted": _number(admitted(key)),
+            "oldest_waiting_seconds": _number(oldest(key)),
         }
-        for labels, waiting in samples.where("janus_scope_waiting_jobs", dependency=d)
+        for scope, waiting in by("janus_scope_waiting_jobs", d, "scope").items()
+        for key in ((d, scope),)
     ]
     scopes.sort(key=lambda scope: (-(scope["waiting"] or 0), str(scope["scope"])))
     transitions = {
-        labels["verdict"]: _number(value)
-        for labels, value in samples.where("janus_job_transitions_total", dependency=d)
+        verdict: _number(count) for verdict, count in by("janus_job_transitions_total", d, "verdict").items()
     }
-    gate_events = {
-        labels["kind"]: _number(value)
-        for labels, value in samples.where("janus_gate_events_total", dependency=d)
-    }
+    gate_events = {kind: _number(count) for kind, count in by("janus_gate_events_total", d, "kind").items()}
     steering: dict[str, Any] = {"pause": None, "override": None}
-    for labels, until in samples.where("janus_dependency_steering_until_timestamp_seconds", dependency=d):
+    for (kind, who), until in by(
+        "janus_dependency_steering_until_timestamp_seconds", d, "kind", "by"
+    ).items():
         # until None: a pause until `janus resume`
-        steering[labels["kind"]] = {"by": labels["by"], "until": _number(until)}
+        steering[kind] = {"by": who, "until": _number(until)}
     body: dict[str, Any] = {
         "dependency": d,
         "rates": rates,
-        "concurrency": _number(samples.value("janus_concurrency_limit", dependency=d)),
-        "held": _number(samples.value("janus_held_slots", dependency=d)),
+        "concurrency": _number(value("janus_concurrency_limit", d)),
+        "held": _number(value("janus_held_slots", d)),
         "waiting": _number(sum(waiting_kinds.values())),
         "waiting_by_reason": by_reason,
-        "oldest_waiting_seconds": _number(samples.value("janus_oldest_waiting_seconds", dependency=d)),
+        "oldest_waiting_seconds": _number(value("janus_oldest_waiting_seconds", d)),
         "blocked": None,
         "circuit": {0: "closed", 1: "half-open", 2: "open"}.get(
-            int(samples.value("janus_circuit_state", dependency=d) or 0), "closed"
+            int(value("janus_circuit_state", d) or 0), "closed"
         ),
-        "paused": bool(samples.value("janus_dependency_paused", dependency=d)),
-        "overridden": bool(samples.value("janus_dependency_overridden", dependency=d)),
+        "paused": bool(value("janus_dependency_paused", d)),
+        "overridden": bool(value("janus_dependency_overridden", d)),
         "steering": steering,  # an operator's pause and override in force: who, why, until
-        "ready_consumers": _number(samples.value("janus_ready_consumers", dependency=d)),
-        "admissions_total": _number(samples.value("janus_admissions_total", dependency=d) or 0.0),
+        "ready_consumers": _number(value("janus_ready_consumers", d)),
+        "admissions_total": _number(value("janus_admissions_total", d) or 0.0),
         "transitions": transitions,
         "gate_events": gate_events,  # pauses and circuit changes since this process started
         "top_scopes": scopes,
     }
     if blocked is not None:
-        labels, _ = blocked
+        reason, limit = blocked
         wait = None if next_at is None or math.isinf(next_at) else max(0.0, next_at - now)
-        body["blocked"] = {"reason": labels["reason"], "limit": labels["limit"], "lifts_in_seconds": wait}
+        body["blocked"] = {"reason": reason, "limit": limit, "lifts_in_seconds": wait}
     body["state"] = state(body)
     return body
 
@@ -221,6 +262,71 @@ def picture(registry: CollectorRegistry, now: float | None = None) -> dict[str, 
     return {"time": now, "process": about, "dependencies": lanes}
 
 
+def _changed(before: Series | None, after: Series) -> set[str] | None:
+    """The dependencies whose samples of one metric differ between two reads; None: all of them
+    (a metric new to this read, or whose label names changed)."""
+    if "dependency" not in after.labelnames:
+        return set()  # in no lane (the process's own figures are read every time)
+    if before is None or before.labelnames != after.labelnames:
+        return None
+    if before.keys == after.keys:
+        if before.values == after.values:
+            return set()
+        at = after.labelnames.index("dependency")
+        return set(map(itemgetter(at), compress(after.keys, map(ne, after.values, before.values))))
+    at = after.labelnames.index("dependency")
+    was = dict(zip(before.keys, before.values, strict=True))
+    is_ = dict(zip(after.keys, after.values, strict=True))
+    changed = {key[at] for key in was.keys() ^ is_.keys()}
+    changed.update(key[at] for key, value in is_.items() if was.get(key, value) != value)
+    return changed
+
+
+class KeptPicture:
+    """The picture as /status encodes it, kept between refreshes: a dependency's lane is built
+    and encoded again only when one of its samples changed, or when it shows a wait that counts
+    down. Comparing a metric's values with the last refresh's is one list comparison; only the
+    dependencies whose samples differ are built again. One refresh at a time (the HTTP thread)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._series: dict[str, Series] = {}
+        self._lanes: dict[str, tuple[bool, bytes]] = {}  # per dependency: counts down?, its JSON
+
+    def encoded(self, now: float, recent_changes: list[Any]) -> tuple[bool, bytes]:
+        """(leading, the JSON of `picture` and, if leading, the recent changes)."""
+        series = read(self._registry, READ)
+        dirty: set[str] | None = set()
+        for name, after in series.items():
+            changed = _changed(self._series.get(name), after)
+            dirty = None if changed is None or dirty is None else dirty | changed
+        if self._series.keys() != series.keys():
+            dirty = None
+        self._series = series
+        samples = Samples(series)
+        about = process(samples)
+        fragments: list[bytes] = []
+        if about["leading"]:
+            lanes: dict[str, tuple[bool, bytes]] = {}
+            for dependency in samples.dependencies():
+                kept = self._lanes.get(dependency)
+                if kept is None or kept[0] or dirty is None or dependency in dirty:
+                    body = lane(samples, dependency, now)
+                    blocked = body["blocked"]
+                    counts_down = blocked is not None and blocked["lifts_in_seconds"] is not None
+                    kept = (counts_down, json.dumps(body).encode())
+                lanes[dependency] = kept
+                fragments.append(kept[1])
+            self._lanes = lanes
+        else:
+            self._lanes = {}
+        head = json.dumps({"time": now, "process": about}).encode()[:-1]  # its closing brace left off
+        tail = json.dumps(recent_changes if about["leading"] else []).encode()
+        return bool(about["leading"]), b"".join(
+            (head, b', "dependencies": [', b", ".join(fragments), b'], "recent_changes": ', tail, b"}")
+        )
+
+
 class StatusBoard:
     """What GET /status answers (from the HTTP server's thread): the leader's picture; a
     standby's says who leads instead (`who_leads` runs on the event loop: it asks the database)."""
@@ -236,17 +342,19 @@ class StatusBoard:
         self.changes = changes if changes is not None else RecentChanges()
         self._loop = loop
         self._who_leads = who_leads
+        self._kept = KeptPicture(registry)
 
-    async def answer(self) -> tuple[bool, dict[str, Any]]:
-        """On the HTTP server's own loop: the picture is built there; only a standby's question of
-        who leads goes to the service's loop (it reads the database)."""
-        body = picture(self.registry)
+    async def answer(self) -> tuple[bool, bytes]:
+        """On the HTTP server's own loop: the picture is built there (its JSON); only a standby's
+        question of who leads goes to the service's loop (it reads the database)."""
         # The leader's copy of the recent changes (janus/api/changes.py): no query per request.
-        body["recent_changes"] = (self.changes.listed() or []) if body["process"]["leading"] else []
-        if not body["process"]["leading"] and self._who_leads is not None and self._loop is not None:
-            try:
-                future = asyncio.run_coroutine_threadsafe(self._who_leads(), self._loop)
-                body["leader"] = await asyncio.wait_for(asyncio.wrap_future(future), WHO_LEADS_DEADLINE)
-            except Exception as exc:  # reported in the answer, never raised into the server
-                body["leader"] = {"error": f"could not tell who leads: {exc or type(exc).__name__}"}
-        return True, body
+        leading, encoded = self._kept.encoded(time.time(), self.changes.listed() or [])
+        if leading or self._who_leads is None or self._loop is None:
+            return True, encoded
+        body = json.loads(encoded)  # a standby's: no lanes, and who leads
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._who_leads(), self._loop)
+            body["leader"] = await asyncio.wait_for(asyncio.wrap_future(future), WHO_LEADS_DEADLINE)
+        except Exception as exc:  # reported in the answer, never raised into the server
+            body["leader"] = {"error": f"could not tell who leads: {exc or type(exc).__name__}"}
+        return True, json.dumps(body).encode()

@@ -162,7 +162,7 @@ async def test_watch_refreshes_until_interrupted() -> None:
     asked = threading.Semaphore(0)
 
     class Counting(StatusBoard):
-        async def answer(self) -> tuple[bool, dict[str, Any]]:
+        async def answer(self) -> tuple[bool, bytes]:
             asked.release()
             return await super().answer()
 
