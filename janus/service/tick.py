@@ -13,14 +13,17 @@ the returned value.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from janus.broker import topology
 from janus.broker.consumer import Delivery, content_type
 from janus.core.decisions import AdmitDecision, Changes, Transition, Verdict
 from janus.core.gates import GateEvent, GateState
 from janus.core.jobs import Admission, Job
+from janus.core.outbox import OutboxMessage
 from janus.core.scheduler import Scheduler
 from janus.errors import ProtocolError
 from janus.protocol import (
@@ -31,6 +34,7 @@ from janus.protocol import (
     decode_intake,
     decode_result,
     decode_returned,
+    encode_outcome,
 )
 from janus.service.inbox import UNROUTABLE, Batch
 from janus.service.unapplied import Unapplied
@@ -109,6 +113,7 @@ class TickResult:
     set_aside: list[SetAside]
     admissions: list[Admission]
     finished: list[Job]
+    outcomes: list[OutboxMessage]  # the finished jobs' outcome messages, committed to the outbox
     gate_events: list[GateEvent]
     events: Counter[tuple[str, str]]
     transitions: Counter[tuple[str, str]]
@@ -134,6 +139,7 @@ async def run_tick(
     # applied result, a stale attempt...: core/repeats.py), so that a misbehaving worker shows.
     for delivery, reason, detail in await decided.unapplied.explain(session):
         decided.set_aside.append(SetAside(message=delivery, source="results", reason=reason, detail=detail))
+    outcomes = [outbox_message(job) for job in decided.finished]
     stored = await session.tick(
         decided.now,
         [(job, payloads[job.job_id]) for job in changes.new],
@@ -141,6 +147,7 @@ async def run_tick(
         decided.decision.admissions,
         failed=decided.failed,
         gates=decided.gates,
+        outbox=outcomes,
     )
     # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
     # which the core could not tell from new ones: they are retracted unpublished.
@@ -162,6 +169,7 @@ async def run_tick(
         set_aside=decided.set_aside,
         admissions=admissions,
         finished=decided.finished,
+        outcomes=outcomes,
         gate_events=decided.gate_events,
         events=decided.events,
         transitions=decided.transitions,
@@ -170,6 +178,16 @@ async def run_tick(
         duplicates=intake - len(stored),
         pages=pages,
         next_wakeup=decided.decision.next_wakeup,
+    )
+
+
+def outbox_message(job: Job) -> OutboxMessage:
+    """A finished job's outcome as the outbox keeps it until the broker confirms it."""
+    return OutboxMessage(
+        id=str(uuid.uuid4()),
+        job_id=job.job_id,
+        routing_key=topology.outcome_key(job.dependency, job.state.value),
+        body=encode_outcome(job),
     )
 
 
