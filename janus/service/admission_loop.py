@@ -21,6 +21,7 @@ around it go through.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -37,10 +38,13 @@ from janus.service.faults import ADMISSIONS_COMMITTED, OUTCOMES_COMMITTED, crash
 from janus.service.holds import ResultHolds
 from janus.service.inbox import Batch, Control, Inbox
 from janus.service.leadership import Term
+from janus.service.maybe_sent import MaybeSent
 from janus.service.observe import Observer
 from janus.service.outbox import OutboxRelay
 from janus.service.tick import SetAside, TickOptions, TickResult, deliveries, run_tick, set_aside_body
 from janus.store.session import LeaderSession
+
+log = logging.getLogger("janus.admission")
 
 BUSY_BATCH = 4  # a tick with this many messages means the next one should wait to grow
 FULL_BATCH = 256  # ...unless this many are already waiting
@@ -88,6 +92,7 @@ class AdmissionLoop:
         self._publishing = publishing
         self._rebuild = rebuild
         self._outbox = outbox
+        self._maybe_sent: MaybeSent | None = None  # read before the term's first tick
         self._observer = Observer(metrics)
         self._holds = ResultHolds(inbox, bad_results_limit, self._observer)
         # A new term starts with one tick: restored jobs may be eligible with no delivery to wake us.
@@ -110,6 +115,13 @@ class AdmissionLoop:
             self._observer.scopes_forever(lambda: self._scheduler, self._clock), name="scope-metrics"
         )
         try:
+            self._maybe_sent = MaybeSent(await self._session.maybe_sent())
+            if self._maybe_sent:
+                log.info(
+                    "%d admissions an earlier term committed may never have been published: held "
+                    "until their leases end, then returned without charging an attempt",
+                    len(self._maybe_sent),
+                )
             while not stop.is_set():
                 await self._wait(stop)
                 await self.tick()
@@ -189,7 +201,9 @@ class AdmissionLoop:
                 control.done.set_result(None)
 
     async def _run_tick(self, batch: Batch) -> TickResult:
-        result = await run_tick(batch, self._scheduler, self._session, self._clock, self._options)
+        result = await run_tick(
+            batch, self._scheduler, self._session, self._clock, self._options, self._maybe_sent
+        )
         self._observer.committed(result)
         self._next_wakeup = result.next_wakeup
         return result
@@ -272,6 +286,8 @@ class AdmissionLoop:
         if not admissions:
             return
         refused = await self._publisher.publish_admissions(admissions)
+        # Every one confirmed or refused (a refused one comes back as unpublished): sent.
+        self._outbox.sent({a.admitted_at for a in admissions})
         self._observer.published(admissions, refused)
         if refused:
             self._inbox.add_unpublished(refused)

@@ -419,7 +419,7 @@ class Service:
         ]
         workers = WorkerWatch(connection, scheduler.policies, self.options.worker_poll_every)
         self._tell_workers(scheduler, await workers.poll())  # known before the first admission
-        outbox = OutboxRelay(store.outbox, publisher, term.epoch)
+        outbox = OutboxRelay(store.outbox, publisher, term.epoch, self.clock)
         async with asyncio.TaskGroup() as group:
             loop = AdmissionLoop(
                 scheduler=scheduler,

@@ -37,6 +37,7 @@ from janus.protocol import (
     encode_outcome,
 )
 from janus.service.inbox import UNROUTABLE, Batch
+from janus.service.maybe_sent import MaybeSent
 from janus.service.unapplied import Unapplied
 from janus.store.rows import FailedAttempt
 from janus.store.session import LeaderSession
@@ -130,10 +131,11 @@ async def run_tick(
     session: LeaderSession,
     clock: Callable[[], float],
     options: TickOptions,
+    maybe_sent: MaybeSent | None = None,
 ) -> TickResult:
     """Page in, decide, and commit one batch; raises what the store raises (nothing is then committed)."""
     pages = await page_in(scheduler, session)
-    decided = decide(batch, scheduler, clock(), options)
+    decided = decide(batch, scheduler, clock(), options, maybe_sent)
     changes, payloads = decided.changes, decided.payloads
     # Results that changed nothing are set aside with the reason the store tells (a repeat of an
     # applied result, a stale attempt...: core/repeats.py), so that a misbehaving worker shows.
@@ -209,8 +211,11 @@ async def page_in(scheduler: Scheduler, session: LeaderSession) -> int:
     return len(requests)
 
 
-def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions) -> Decided:
-    """Decode the batch and apply it to the core at `now`, then admit: no I/O."""
+def decide(
+    batch: Batch, scheduler: Scheduler, now: float, options: TickOptions, maybe_sent: MaybeSent | None = None
+) -> Decided:
+    """Decode the batch and apply it to the core at `now`, then admit: no I/O. `maybe_sent`:
+    admissions an earlier term may never have published, returned unused once their lease ends."""
     set_aside: list[SetAside] = []
     intake = _decode_intake(batch, scheduler, options.max_payload_bytes, set_aside)
     results = _decode_results(batch, set_aside)
@@ -227,6 +232,9 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
         tally.count(
             "unpublished", scheduler.on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now)
         )
+    for job_id, attempt in maybe_sent.due(now) if maybe_sent is not None else ():
+        # Before the leases expire at `now`: an expiry would charge a failed attempt.
+        tally.count("unpublished", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
     for transition in scheduler.expire_leases(now):
         tally.count("lease_timeout", transition)
     decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)

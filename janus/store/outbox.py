@@ -1,5 +1,6 @@
-"""The outbox of outcomes as stored (migration 0006): the tick statement writes it (store/session.py);
-here a new term reads what earlier terms left unconfirmed, and confirmed messages are deleted."""
+"""What the broker confirmed, as stored (migration 0006): the outbox of outcomes (the tick statement
+writes it, store/session.py; a new term reads what earlier terms left unconfirmed) and the ticks
+whose admissions were all confirmed (a new term's "maybe sent" admissions are the others)."""
 
 from __future__ import annotations
 
@@ -38,13 +39,17 @@ class OutboxStore:
             for row in rows
         ]
 
-    async def delete_confirmed(self, ids: Sequence[str]) -> int:
-        """Forget messages the broker confirmed: one statement for the lot."""
-        if not ids:
-            return 0
+    async def confirmed(
+        self, outbox_ids: Sequence[str], sent_ticks: Sequence[float], epoch: int, forget_before: float
+    ) -> None:
+        """Forget the outcomes the broker confirmed, record the ticks whose admissions it all
+        confirmed (or refused), and forget sent ticks older than any lease: one statement."""
+        if not (outbox_ids or sent_ticks):
+            return
         try:
             async with asyncio.timeout(self._timeout), self._pool.acquire() as connection:
-                status: str = await connection.execute(sql("outbox_confirmed"), list(ids))
+                await connection.fetchrow(
+                    sql("confirmations"), list(outbox_ids), list(sent_ticks), epoch, forget_before
+                )
         except DB_ERRORS as exc:
-            raise StoreError(f"pruning the outbox failed: {exc}") from exc
-        return int(status.split()[-1])
+            raise StoreError(f"recording the broker's confirms failed: {exc}") from exc

@@ -229,6 +229,15 @@ class LeaderSession:
             raise StoreError(f"tick updated {row['updated']} of {len(updated)} changed jobs")
         return set(row["inserted"])
 
+    async def maybe_sent(self) -> list[tuple[str, int, float]]:
+        """(job_id, attempt, lease_deadline) of each admitted job whose admission the broker may
+        never have had: no confirm of its tick was recorded (sql/outbox.sql)."""
+        try:
+            rows = await self._connection.fetch(sql("maybe_sent"), timeout=self._timeout)
+        except DB_ERRORS as exc:
+            raise StoreError(f"looking up unconfirmed admissions failed: {exc}") from exc
+        return [(row["job_id"], row["attempt"], row["lease_deadline"]) for row in rows]
+
     async def load_pages(self, requests: Sequence[PageRequest]) -> list[list[Job]]:
         """The next first attempts of each requested scope (one list per request, in seq order)."""
         if not requests:

@@ -12,3 +12,14 @@ CREATE TABLE janus.outbox (
     epoch bigint NOT NULL,  -- the term that wrote it: a new term republishes earlier terms' rows
     created_at double precision NOT NULL
 );
+
+-- An admission that may never have reached the broker costs no attempt (issue 18). A tick's
+-- admissions share its `admitted_at` (the core admits at one `now`); once the broker confirmed
+-- (or refused) every one of them, the tick's `admitted_at` is recorded here, in a batched
+-- statement after the publish. A new term treats an admitted job whose `admitted_at` is not
+-- here as "maybe sent": held until its lease ends, then returned without charging an attempt.
+-- Rows older than any lease are pruned by the same statement.
+CREATE TABLE janus.sent_ticks (
+    admitted_at double precision PRIMARY KEY,
+    epoch bigint NOT NULL
+);

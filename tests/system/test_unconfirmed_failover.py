@@ -1,5 +1,7 @@
-"""Outcomes at least once (issue 18): a leader killed between the commit of a tick that finished
-jobs and the publish of their outcomes; the next leader publishes them from the outbox.
+"""What the broker never confirmed, after a kill -9 (issue 18): a leader killed between the commit
+of a tick and its publishes. Outcomes: the next leader publishes them from the outbox.
+Admissions: the next leader holds them until their leases end, then returns them without
+charging an attempt (with max_attempts = 1, a charge would kill the job).
 
 The kill comes from inside (`janus.service.faults`: the process SIGKILLs itself at that point),
 since no outside signal can hit that moment reliably.
@@ -18,8 +20,8 @@ import pytest
 from janus.broker import topology
 from janus.client import Producer, ReadyJob, Worker
 from janus.protocol import decode_outcome
-from janus.service.faults import CRASH_AT_ENV, OUTCOMES_COMMITTED
-from tests.integration.harness import RecordLog
+from janus.service.faults import ADMISSIONS_COMMITTED, CRASH_AT_ENV, OUTCOMES_COMMITTED
+from tests.integration.harness import RecordLog, wait_for_states
 from tests.system.janus_process import FAST_TIMINGS, JanusProcess
 
 pytestmark = pytest.mark.system
@@ -105,4 +107,67 @@ async def test_outcomes_committed_before_a_kill_9_are_published_after_the_takeov
             if await outbox_rows(database) == 0:
                 break
             await asyncio.sleep(0.1)
+    assert await second.terminate() == 0, second.output()
+
+
+ADMISSIONS_CONFIG = """
+database_url = "{database}"
+amqp_url = "{amqp}"
+
+[dependencies.api]
+concurrency = 5
+lease_timeout = "3s"
+
+[dependencies.api.retry]
+max_attempts = 1
+"""
+
+
+async def test_admissions_committed_before_a_kill_9_cost_no_attempt(
+    database: str, vhost: str, tmp_path: Path, janus_process: type[JanusProcess]
+) -> None:
+    config_path = tmp_path / "janus.toml"
+    config_path.write_text(ADMISSIONS_CONFIG.format(database=database, amqp=vhost))
+    first = janus_process(config_path, "first", {**FAST_TIMINGS, CRASH_AT_ENV: ADMISSIONS_COMMITTED})
+    second = janus_process(config_path, "second", FAST_TIMINGS)
+    await first.start()
+    await first.wait_admitting(30)
+    await second.start()  # the standby
+
+    async def ok(job: ReadyJob) -> None:
+        await asyncio.sleep(0.01)
+
+    jobs = [f"a-{i}" for i in range(JOBS)]
+    log = RecordLog()
+    worker = Worker(vhost, {"api": ok}, on_record=log.append)
+    await worker.start()
+    try:
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many([(job, "api", None, "default") for job in jobs], window=50)
+        assert first.process is not None
+        code = await asyncio.wait_for(first.process.wait(), 30)
+        assert code == -9, first.output()  # it killed itself after committing admissions
+        await first.wait_line("fault injection: killing this process at admissions_committed", timeout=10)
+        line = await second.wait_line(r"(\d+) admissions an earlier term committed may never", timeout=30)
+        print(line)
+        try:
+            rows = await wait_for_states(
+                database,
+                lambda rows: all(rows[j]["state"] in ("succeeded", "dead") for j in jobs),
+                timeout=30,
+            )
+        except TimeoutError:
+            pytest.fail(f"jobs never finished\n{second.output()}")
+    finally:
+        await worker.stop()
+    # The admissions the first leader committed and never published were not charged: with one
+    # attempt allowed, each would be dead; they were admitted again (attempt 2) and succeeded.
+    assert {j: rows[j]["state"] for j in jobs} == dict.fromkeys(jobs, "succeeded"), second.output()
+    assert all(rows[j]["failures"] == 0 for j in jobs)
+    readmitted = sorted(j for j in jobs if rows[j]["attempt"] > 1)
+    print(f"{len(readmitted)} jobs admitted again after the takeover, none charged")
+    assert readmitted, "the kill left no admission unpublished: the test proved nothing"
+    assert all(r.attempt > 1 for r in log.records if r.job_id in readmitted), (
+        "a lost admission reached a worker"
+    )
     assert await second.terminate() == 0, second.output()
