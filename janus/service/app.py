@@ -419,7 +419,8 @@ class Service:
         ]
         workers = WorkerWatch(connection, scheduler.policies, self.options.worker_poll_every)
         self._tell_workers(scheduler, await workers.poll())  # known before the first admission
-        outbox = OutboxRelay(store.outbox, publisher, term.epoch, self.clock)
+        longest_lease = max((p.lease_timeout for p in scheduler.policies.values()), default=0.0)
+        outbox = OutboxRelay(store.outbox, publisher, term.epoch, self.clock, longest_lease)
         async with asyncio.TaskGroup() as group:
             loop = AdmissionLoop(
                 scheduler=scheduler,

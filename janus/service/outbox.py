@@ -26,16 +26,23 @@ from janus.store.outbox import OutboxStore
 log = logging.getLogger("janus.outbox")
 
 FLUSH_EVERY = 0.5  # seconds: how long a confirmation waits to be recorded, at most (in a term)
-# Sent ticks are kept this long: a job admitted longer ago than that (a lease longer than two
-# days) would look "maybe sent" to a new term, and its lease's end would not be charged.
-SENT_TICKS_KEPT = 2 * 86400.0
+# A sent tick matters while its admissions' leases run: kept for twice the longest lease and
+# this margin (a version that lengthens a lease mid-term is covered up to twice the old one;
+# beyond, a job admitted that long ago would look "maybe sent" and its lease's end go uncharged).
+SENT_TICKS_MARGIN = 600.0
 
 
 class OutboxRelay:
     def __init__(
-        self, store: OutboxStore, publisher: Publisher, epoch: int, clock: Callable[[], float]
+        self,
+        store: OutboxStore,
+        publisher: Publisher,
+        epoch: int,
+        clock: Callable[[], float],
+        longest_lease: float,
     ) -> None:
         self._store = store
+        self._keep_sent = 2 * longest_lease + SENT_TICKS_MARGIN
         self._publisher = publisher
         self._epoch = epoch
         self._clock = clock
@@ -79,7 +86,7 @@ class OutboxRelay:
         ids, self._confirmed = self._confirmed, []
         sent, self._sent = self._sent, set()
         try:
-            await self._store.confirmed(ids, sorted(sent), self._epoch, self._clock() - SENT_TICKS_KEPT)
+            await self._store.confirmed(ids, sorted(sent), self._epoch, self._clock() - self._keep_sent)
         except BaseException:
             self._confirmed = ids + self._confirmed  # still true: recorded at the next flush
             self._sent |= sent
