@@ -68,6 +68,7 @@ async def test_migrations_build_the_schema_once_even_when_raced(empty_database: 
         "policy_versions",
         "steering",
         "outbox",
+        "sent_ticks",
     }
 
 
