@@ -8,8 +8,8 @@
 SELECT id, job_id, routing_key, body FROM janus.outbox WHERE epoch < $1 ORDER BY created_at;
 
 -- name: confirmations
--- params: $1 outbox ids confirmed, $2 admitted_at of ticks whose admissions the broker all
---         confirmed or refused, $3 epoch, $4 forget sent ticks admitted before this
+-- params: $1 outbox ids confirmed, $2 sent ticks' admitted_at, $3 epoch, $4 forget sent ticks before this
+-- ($2: the ticks whose admissions the broker all confirmed or refused)
 -- One statement for every confirmation since the last. Not fenced: a confirmation is true
 -- whoever leads (outbox ids are unique; a repeat deletes or inserts nothing).
 WITH outbox AS (
