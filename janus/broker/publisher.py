@@ -12,9 +12,10 @@ from aiormq.abc import AbstractChannel as RawChannel
 from pamqp.common import FieldTable
 
 from janus.broker import broker_errors, topology
-from janus.core.jobs import Admission, Job
+from janus.core.jobs import Admission
+from janus.core.outbox import OutboxMessage
 from janus.errors import BrokerError
-from janus.protocol import CONTENT_TYPE, encode_outcome, encode_ready
+from janus.protocol import CONTENT_TYPE, encode_ready
 
 PERSISTENT = 2
 T = TypeVar("T")
@@ -74,22 +75,23 @@ class Publisher:
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerError(f"the broker refused admission {admission.job_id!r}: {confirmation!r}")
 
-    async def publish_outcomes(self, jobs: Sequence[Job]) -> list[Job]:
-        """Publish finished jobs' outcomes (not mandatory: nobody need listen); the ones refused."""
-        return await self._publish_all(jobs, self._publish_outcome)
+    async def publish_outcomes(self, messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
+        """Publish outcome messages from the outbox (not mandatory: nobody need listen); the ones
+        the broker refused. Every other one is confirmed: the outbox may forget it."""
+        return await self._publish_all(messages, self._publish_outcome)
 
-    async def _publish_outcome(self, job: Job) -> None:
+    async def _publish_outcome(self, message: OutboxMessage) -> None:
         properties = spec.Basic.Properties(
-            content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=job.job_id
+            content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=message.job_id
         )
         confirmation = await self._raw.basic_publish(
-            encode_outcome(job),
+            message.body,
             exchange=topology.OUTCOMES_EXCHANGE,
-            routing_key=topology.outcome_key(job.dependency, job.state.value),
+            routing_key=message.routing_key,
             properties=properties,
         )
         if not isinstance(confirmation, spec.Basic.Ack):
-            raise BrokerError(f"the broker refused the outcome of {job.job_id!r}: {confirmation!r}")
+            raise BrokerError(f"the broker refused the outcome of {message.job_id!r}: {confirmation!r}")
 
     async def set_aside(
         self, body: bytes, source: str, reason: str, detail: str, *, original_size: int | None = None

@@ -4,7 +4,8 @@ committed tick leaves to do.
 The order is what makes Janus durable:
   1. a tick (`service/tick.py`) decodes the batch, drives the core and writes it all in ONE
      statement fenced by the leader lease, and returns what is left to do;
-  2. only after the commit: publish the admissions, set aside the bad input, and ack the
+  2. only after the commit: publish the admissions and the outcomes (committed to the outbox in
+     the same statement: service/outbox.py), set aside the bad input, and ack the
      batch, all in the background (the next tick need not wait): a bad message is acked only
      once its copy on janus.rejected is confirmed, and each channel's multiple-acks go out in
      order (a refused admission feeds back into the next tick).
@@ -20,6 +21,7 @@ around it go through.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -28,15 +30,21 @@ from janus.api.metrics import Metrics
 from janus.broker.consumer import Delivery, RawChannel, ack_one, ack_up_to
 from janus.broker.publisher import Publisher
 from janus.core.jobs import Admission, Job
+from janus.core.outbox import OutboxMessage
 from janus.core.policy import RateLimit
 from janus.core.scheduler import Scheduler
 from janus.errors import JanusError, LeadershipLost, StatementRefused
+from janus.service.faults import ADMISSIONS_COMMITTED, OUTCOMES_COMMITTED, crash_point
 from janus.service.holds import ResultHolds
 from janus.service.inbox import Batch, Control, Inbox
 from janus.service.leadership import Term
+from janus.service.maybe_sent import MaybeSent
 from janus.service.observe import Observer
+from janus.service.outbox import OutboxRelay
 from janus.service.tick import SetAside, TickOptions, TickResult, deliveries, run_tick, set_aside_body
 from janus.store.session import LeaderSession
+
+log = logging.getLogger("janus.admission")
 
 BUSY_BATCH = 4  # a tick with this many messages means the next one should wait to grow
 FULL_BATCH = 256  # ...unless this many are already waiting
@@ -71,6 +79,7 @@ class AdmissionLoop:
         clock: Callable[[], float],
         publishing: asyncio.TaskGroup,
         rebuild: Callable[[], Awaitable[Scheduler]],
+        outbox: OutboxRelay,
         bad_results_limit: RateLimit | None = None,
     ) -> None:
         self._scheduler = scheduler
@@ -82,6 +91,8 @@ class AdmissionLoop:
         self._clock = clock
         self._publishing = publishing
         self._rebuild = rebuild
+        self._outbox = outbox
+        self._maybe_sent: MaybeSent | None = None  # read before the term's first tick
         self._observer = Observer(metrics)
         self._holds = ResultHolds(inbox, bad_results_limit, self._observer)
         # A new term starts with one tick: restored jobs may be eligible with no delivery to wake us.
@@ -104,6 +115,13 @@ class AdmissionLoop:
             self._observer.scopes_forever(lambda: self._scheduler, self._clock), name="scope-metrics"
         )
         try:
+            self._maybe_sent = MaybeSent(await self._session.maybe_sent())
+            if self._maybe_sent:
+                log.info(
+                    "%d admissions an earlier term committed may never have been published: held "
+                    "until their leases end, then returned without charging an attempt",
+                    len(self._maybe_sent),
+                )
             while not stop.is_set():
                 await self._wait(stop)
                 await self.tick()
@@ -113,6 +131,7 @@ class AdmissionLoop:
                 await self._inbox.ready.wait()  # (a queue may be held until its bad results are set aside)
                 await self.tick()
             await self.drain_publishing()
+            await self._outbox.flush()  # the last confirmations: else the next term sends them again
         finally:
             observing.cancel()
             self._holds.stop()
@@ -182,7 +201,9 @@ class AdmissionLoop:
                 control.done.set_result(None)
 
     async def _run_tick(self, batch: Batch) -> TickResult:
-        result = await run_tick(batch, self._scheduler, self._session, self._clock, self._options)
+        result = await run_tick(
+            batch, self._scheduler, self._session, self._clock, self._options, self._maybe_sent
+        )
         self._observer.committed(result)
         self._next_wakeup = result.next_wakeup
         return result
@@ -190,10 +211,14 @@ class AdmissionLoop:
     # -- after the commit -----------------------------------------------------
 
     async def _after_commit(self, result: TickResult, *, one_by_one: bool) -> None:
+        if result.outcomes:
+            crash_point(OUTCOMES_COMMITTED)
+        if result.admissions:
+            crash_point(ADMISSIONS_COMMITTED)
         self._observer.gate_events(result.gate_events)
         # Admissions (and outcomes) first: they need not wait for bad input to be set aside.
-        if result.admissions or result.finished:
-            self._background(self._publish(result.admissions, result.finished))
+        if result.admissions or result.outcomes:
+            self._background(self._publish(result.admissions, result.outcomes, result.finished))
         batch = result.batch
         if one_by_one:
             # Messages of a batch being isolated are acked singly: a multiple-ack would also
@@ -252,23 +277,29 @@ class AdmissionLoop:
         body, original_size = set_aside_body(item, max_payload_bytes)  # an oversized one truncated
         await publisher.set_aside(body, item.source, item.reason, item.detail, original_size=original_size)
 
-    async def _publish(self, admissions: list[Admission], finished: list[Job]) -> None:
-        await asyncio.gather(self._publish_admissions(admissions), self._publish_outcomes(finished))
+    async def _publish(
+        self, admissions: list[Admission], outcomes: list[OutboxMessage], finished: list[Job]
+    ) -> None:
+        await asyncio.gather(self._publish_admissions(admissions), self._publish_outcomes(outcomes, finished))
 
     async def _publish_admissions(self, admissions: list[Admission]) -> None:
         if not admissions:
             return
         refused = await self._publisher.publish_admissions(admissions)
+        # Every one confirmed or refused (a refused one comes back as unpublished): sent.
+        self._outbox.sent({a.admitted_at for a in admissions})
         self._observer.published(admissions, refused)
         if refused:
             self._inbox.add_unpublished(refused)
 
-    async def _publish_outcomes(self, finished: list[Job]) -> None:
-        if not finished:
+    async def _publish_outcomes(self, outcomes: list[OutboxMessage], finished: list[Job]) -> None:
+        if not outcomes:
             return
-        # After the commit, like admissions; at most once (docs/protocol.md).
-        refused = await self._publisher.publish_outcomes(finished)
-        self._observer.outcomes(finished, refused)
+        # After the commit, like admissions; at least once: the outbox keeps each until confirmed.
+        refused = await self._publisher.publish_outcomes(outcomes)
+        self._outbox.published(outcomes, refused)
+        held = {m.job_id for m in refused}
+        self._observer.outcomes(finished, [job for job in finished if job.job_id in held])
 
     # -- a tick that failed ---------------------------------------------------
 

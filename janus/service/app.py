@@ -36,7 +36,6 @@ from janus.api.metrics import Metrics
 from janus.broker import connection as broker
 from janus.broker import topology
 from janus.broker.consumer import Consuming, consume
-from janus.broker.definitions import unchecked_cc_risk
 from janus.broker.publisher import Publisher
 from janus.config import JanusConfig, Settings
 from janus.core.backoff import retry_delay
@@ -47,6 +46,7 @@ from janus.errors import BrokerError, LeadershipLost, StoreError
 from janus.policy_record import record_of
 from janus.service import leadership
 from janus.service.admission_loop import AdmissionLoop
+from janus.service.broker_version import warn_unchecked_cc
 from janus.service.changes import ChangesReader
 from janus.service.gc_pauses import GcPauseObserver
 from janus.service.health import Health, Role
@@ -54,6 +54,7 @@ from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import LeaseTimings, Term
 from janus.service.observe import loop_lag_forever
+from janus.service.outbox import OutboxRelay
 from janus.service.retention import Pruner
 from janus.service.steer import Running, Steerer, policy_of_record, steering_of
 from janus.service.tick import TickOptions
@@ -418,6 +419,8 @@ class Service:
         ]
         workers = WorkerWatch(connection, scheduler.policies, self.options.worker_poll_every)
         self._tell_workers(scheduler, await workers.poll())  # known before the first admission
+        longest_lease = max((p.lease_timeout for p in scheduler.policies.values()), default=0.0)
+        outbox = OutboxRelay(store.outbox, publisher, term.epoch, self.clock, longest_lease)
         async with asyncio.TaskGroup() as group:
             loop = AdmissionLoop(
                 scheduler=scheduler,
@@ -433,6 +436,7 @@ class Service:
                 clock=self.clock,
                 publishing=group,
                 rebuild=lambda: self._rebuild_in_term(store),
+                outbox=outbox,
                 bad_results_limit=self.running.config.bad_results_limit,
             )
             consuming = [
@@ -456,6 +460,7 @@ class Service:
             log.info("admitting as %s in epoch %d", self.identity, term.epoch)
             group.create_task(self._drain_on_stop(draining, consuming), name="drain-on-stop")
             group.create_task(self._prune(store, term, scheduler, draining), name="prune-admissions")
+            group.create_task(outbox.run(draining), name="outbox")
             group.create_task(
                 self._revive(store, term, lambda: loop.scheduler, inbox, draining), name="revive-dead-jobs"
             )
@@ -507,18 +512,9 @@ class Service:
         await workers.close()
 
     def _tell_broker_version(self, connection: broker.Connection) -> None:
-        """Once per process: a broker whose topic permissions do not check CC and BCC lets a
-        worker user route results into another dependency's queue (docs/security.md)."""
-        if self._told_broker_version:
-            return
-        self._told_broker_version = True
-        version = broker.broker_version(connection)
-        try:
-            risk = unchecked_cc_risk(version)
-        except ValueError:  # a version of another shape: not one this check knows
-            return
-        if risk is not None:
-            log.warning("%s; upgrade where workers' teams do not trust each other", risk)
+        if not self._told_broker_version:  # once per process
+            self._told_broker_version = True
+            warn_unchecked_cc(connection)
 
     def _tell_workers(self, scheduler: Scheduler, counts: dict[str, int]) -> bool:
         """The core learns each ready queue's consumer count; True if a dependency's changed

@@ -278,7 +278,10 @@ class Observer:
         for (dependency, outcome), count in Counter((j.dependency, j.state.value) for j in finished).items():
             self.metrics.outcomes.labels(dependency, outcome).inc(count)
         if refused:
-            log.warning("the broker refused %d outcome messages; they are not sent again", len(refused))
+            log.warning(
+                "the broker refused %d outcome messages; they stay in the outbox and are published again",
+                len(refused),
+            )
 
     def gate_events(self, events: Iterable[GateEvent]) -> None:
         """Circuit changes, pauses and clamped retry_after values: logged and counted."""

@@ -13,14 +13,17 @@ the returned value.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from janus.broker import topology
 from janus.broker.consumer import Delivery, content_type
 from janus.core.decisions import AdmitDecision, Changes, Transition, Verdict
 from janus.core.gates import GateEvent, GateState
 from janus.core.jobs import Admission, Job
+from janus.core.outbox import OutboxMessage
 from janus.core.scheduler import Scheduler
 from janus.errors import ProtocolError
 from janus.protocol import (
@@ -31,8 +34,10 @@ from janus.protocol import (
     decode_intake,
     decode_result,
     decode_returned,
+    encode_outcome,
 )
 from janus.service.inbox import UNROUTABLE, Batch
+from janus.service.maybe_sent import MaybeSent
 from janus.service.unapplied import Unapplied
 from janus.store.rows import FailedAttempt
 from janus.store.session import LeaderSession
@@ -109,6 +114,7 @@ class TickResult:
     set_aside: list[SetAside]
     admissions: list[Admission]
     finished: list[Job]
+    outcomes: list[OutboxMessage]  # the finished jobs' outcome messages, committed to the outbox
     gate_events: list[GateEvent]
     events: Counter[tuple[str, str]]
     transitions: Counter[tuple[str, str]]
@@ -125,15 +131,17 @@ async def run_tick(
     session: LeaderSession,
     clock: Callable[[], float],
     options: TickOptions,
+    maybe_sent: MaybeSent | None = None,
 ) -> TickResult:
     """Page in, decide, and commit one batch; raises what the store raises (nothing is then committed)."""
     pages = await page_in(scheduler, session)
-    decided = decide(batch, scheduler, clock(), options)
+    decided = decide(batch, scheduler, clock(), options, maybe_sent)
     changes, payloads = decided.changes, decided.payloads
     # Results that changed nothing are set aside with the reason the store tells (a repeat of an
     # applied result, a stale attempt...: core/repeats.py), so that a misbehaving worker shows.
     for delivery, reason, detail in await decided.unapplied.explain(session):
         decided.set_aside.append(SetAside(message=delivery, source="results", reason=reason, detail=detail))
+    outcomes = [outbox_message(job) for job in decided.finished]
     stored = await session.tick(
         decided.now,
         [(job, payloads[job.job_id]) for job in changes.new],
@@ -141,6 +149,7 @@ async def run_tick(
         decided.decision.admissions,
         failed=decided.failed,
         gates=decided.gates,
+        outbox=outcomes,
     )
     # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
     # which the core could not tell from new ones: they are retracted unpublished.
@@ -162,6 +171,7 @@ async def run_tick(
         set_aside=decided.set_aside,
         admissions=admissions,
         finished=decided.finished,
+        outcomes=outcomes,
         gate_events=decided.gate_events,
         events=decided.events,
         transitions=decided.transitions,
@@ -170,6 +180,16 @@ async def run_tick(
         duplicates=intake - len(stored),
         pages=pages,
         next_wakeup=decided.decision.next_wakeup,
+    )
+
+
+def outbox_message(job: Job) -> OutboxMessage:
+    """A finished job's outcome as the outbox keeps it until the broker confirms it."""
+    return OutboxMessage(
+        id=str(uuid.uuid4()),
+        job_id=job.job_id,
+        routing_key=topology.outcome_key(job.dependency, job.state.value),
+        body=encode_outcome(job),
     )
 
 
@@ -191,8 +211,11 @@ async def page_in(scheduler: Scheduler, session: LeaderSession) -> int:
     return len(requests)
 
 
-def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions) -> Decided:
-    """Decode the batch and apply it to the core at `now`, then admit: no I/O."""
+def decide(
+    batch: Batch, scheduler: Scheduler, now: float, options: TickOptions, maybe_sent: MaybeSent | None = None
+) -> Decided:
+    """Decode the batch and apply it to the core at `now`, then admit: no I/O. `maybe_sent`:
+    admissions an earlier term may never have published, returned unused once their lease ends."""
     set_aside: list[SetAside] = []
     intake = _decode_intake(batch, scheduler, options.max_payload_bytes, set_aside)
     results = _decode_results(batch, set_aside)
@@ -209,6 +232,9 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
         tally.count(
             "unpublished", scheduler.on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now)
         )
+    for job_id, attempt in maybe_sent.due(now) if maybe_sent is not None else ():
+        # Before the leases expire at `now`: an expiry would charge a failed attempt.
+        tally.count("unpublished", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
     for transition in scheduler.expire_leases(now):
         tally.count("lease_timeout", transition)
     decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)

@@ -18,6 +18,7 @@ from janus.core.rebuild import Snapshot
 from janus.core.retention import TableChurn
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import migrate
+from janus.store.outbox import OutboxStore
 from janus.store.queries import sql
 from janus.store.refusals import settings_error
 from janus.store.rows import DB_ERRORS, FailedAttempt, backlog_from_row, gate_from_row, job_from_row
@@ -250,6 +251,11 @@ class Store:
     def policy_log(self) -> PolicyLog:
         """The policy versions and the operators' steering (`janus apply`, `pause`, `override`...)."""
         return PolicyLog(self._pool, self.timeout)
+
+    @property
+    def outbox(self) -> OutboxStore:
+        """The outcomes committed and not yet confirmed by the broker (service/outbox.py)."""
+        return OutboxStore(self._pool, self.timeout)
 
     # -- rebuilding the core ----------------------------------------------------
 

@@ -12,6 +12,7 @@ import asyncpg
 from janus.core.decisions import PageRequest
 from janus.core.gates import GateState
 from janus.core.jobs import Admission, Job, JobState
+from janus.core.outbox import OutboxMessage
 from janus.core.repeats import StoredAttempt
 from janus.errors import LeadershipLost, StatementRefused, StoreError
 from janus.store.queries import bind, sql
@@ -55,6 +56,11 @@ class TickParams:
     admitted_scopes: list[str]
     admitted_at: list[float]
     admitted_retries: list[bool]
+    # Outcomes of the jobs this tick finishes (the outbox: published after the commit).
+    outbox_ids: list[str]
+    outbox_job_ids: list[str]
+    outbox_routing_keys: list[str]
+    outbox_bodies: list[str]
 
     @classmethod
     def of(
@@ -65,6 +71,7 @@ class TickParams:
         new: Sequence[tuple[Job, str | None]],
         updated: Sequence[Job],
         admissions: Sequence[Admission],
+        outbox: Sequence[OutboxMessage] = (),
     ) -> TickParams:
         jobs = [job for job, _ in new]
         return cls(
@@ -98,6 +105,10 @@ class TickParams:
             admitted_scopes=[a.scope for a in admissions],
             admitted_at=[a.admitted_at for a in admissions],
             admitted_retries=[a.retry for a in admissions],
+            outbox_ids=[m.id for m in outbox],
+            outbox_job_ids=[m.job_id for m in outbox],
+            outbox_routing_keys=[m.routing_key for m in outbox],
+            outbox_bodies=[m.body.decode() for m in outbox],
         )
 
 
@@ -160,21 +171,23 @@ class LeaderSession:
         *,
         failed: Sequence[FailedAttempt] = (),
         gates: Sequence[GateState] = (),
+        outbox: Sequence[OutboxMessage] = (),
     ) -> set[str]:
         """Write one tick atomically, fenced by the lease; returns the ids of the new jobs stored.
 
         `new` pairs each submitted job (in its latest state) with its payload as JSON text.
         A submitted job whose id the store already had is not written, nor its admission.
         A tick that failed attempts or changed a dependency's gates writes them too, in the
-        same transaction (a second statement only then: most ticks have neither).
+        same transaction (a second statement only then: most ticks have neither). `outbox`: the
+        outcomes of the jobs it finishes, kept until the broker confirms them.
         """
         if not (new or updated or admissions or failed or gates):
             return set()
         try:
             if not (failed or gates):
-                return await self._tick(now, new, updated, admissions)
+                return await self._tick(now, new, updated, admissions, outbox)
             async with self._connection.transaction():
-                inserted = await self._tick(now, new, updated, admissions)
+                inserted = await self._tick(now, new, updated, admissions, outbox)
                 await self._connection.fetchrow(
                     sql("tick_retry_control"),
                     *bind("tick_retry_control", RetryControlParams.of(now, failed, gates)),
@@ -190,8 +203,9 @@ class LeaderSession:
         new: Sequence[tuple[Job, str | None]],
         updated: Sequence[Job],
         admissions: Sequence[Admission],
+        outbox: Sequence[OutboxMessage],
     ) -> set[str]:
-        params = TickParams.of(self._holder, self._epoch, now, new, updated, admissions)
+        params = TickParams.of(self._holder, self._epoch, now, new, updated, admissions, outbox)
         try:
             row = await self._connection.fetchrow(sql("tick"), *bind("tick", params), timeout=self._timeout)
         except asyncpg.PostgresError as exc:
@@ -214,6 +228,15 @@ class LeaderSession:
             # database disagree, and only a rebuild from the database can settle it.
             raise StoreError(f"tick updated {row['updated']} of {len(updated)} changed jobs")
         return set(row["inserted"])
+
+    async def maybe_sent(self) -> list[tuple[str, int, float]]:
+        """(job_id, attempt, lease_deadline) of each admitted job whose admission the broker may
+        never have had: no confirm of its tick was recorded (sql/outbox.sql)."""
+        try:
+            rows = await self._connection.fetch(sql("maybe_sent"), timeout=self._timeout)
+        except DB_ERRORS as exc:
+            raise StoreError(f"looking up unconfirmed admissions failed: {exc}") from exc
+        return [(row["job_id"], row["attempt"], row["lease_deadline"]) for row in rows]
 
     async def load_pages(self, requests: Sequence[PageRequest]) -> list[list[Job]]:
         """The next first attempts of each requested scope (one list per request, in seq order)."""

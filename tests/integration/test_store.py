@@ -67,6 +67,8 @@ async def test_migrations_build_the_schema_once_even_when_raced(empty_database: 
         "retry_requests",
         "policy_versions",
         "steering",
+        "outbox",
+        "sent_ticks",
     }
 
 

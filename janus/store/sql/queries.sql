@@ -46,6 +46,7 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 --         :changed_lease_deadlines, :changed_last_errors, :changed_finished_at,
 --         :admitted_job_ids, :admitted_attempts, :admitted_dependencies, :admitted_scopes,
 --         :admitted_at, :admitted_retries (the job had failed before: counts against the retry budget)
+--         :outbox_ids, :outbox_job_ids, :outbox_routing_keys, :outbox_bodies (outcomes to publish)
 -- (named: bound by name from store.session.TickParams, one array per column)
 -- Everything one admission tick writes, as ONE statement (one round trip, its own transaction).
 -- The lease row is locked FOR SHARE first: no takeover can commit before this statement does,
@@ -54,6 +55,8 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 -- Publishing the same job_id again never creates a second job: the first one wins, the ids
 -- returned are the jobs that are really new, and a repeat's admission is not recorded (the
 -- service retracts it before publishing anything).
+-- The outcomes of the jobs this tick finishes go to the outbox in the same statement: published
+-- after the commit, deleted once confirmed, published again by a new term if never confirmed.
 WITH lease AS (
     SELECT epoch FROM janus.leader
      WHERE holder = :holder AND epoch = :epoch AND expires_at > now()
@@ -91,6 +94,13 @@ WITH lease AS (
            AS u(j, a, d, s, t, r)
      WHERE EXISTS (SELECT 1 FROM lease)
        AND (j <> ALL (:new_job_ids::text[]) OR j IN (SELECT job_id FROM inserted))
+    RETURNING 1
+), outbox AS (
+    INSERT INTO janus.outbox (id, job_id, routing_key, body, epoch, created_at)
+    SELECT i, j, k, b, :epoch, :now
+      FROM unnest(:outbox_ids::uuid[], :outbox_job_ids::text[], :outbox_routing_keys::text[],
+                  :outbox_bodies::text[]) AS u(i, j, k, b)
+     WHERE EXISTS (SELECT 1 FROM lease)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM lease) AS leading,
