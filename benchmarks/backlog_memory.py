@@ -42,7 +42,7 @@ from pathlib import Path
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 
-from benchmarks.scratch import migrated_scratch
+from benchmarks._scratch import migrated_scratch
 from benchmarks.throughput import janus_env
 from janus.local_services import LocalServices
 

@@ -19,7 +19,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from benchmarks.scratch import migrated_scratch
+from benchmarks._scratch import migrated_scratch
 from janus.client import Producer, ReadyJob, Worker
 from janus.config import parse_config
 from janus.local_services import LocalServices
