@@ -346,6 +346,8 @@ def _apply_result(
         error=result.error,
         retry_after=result.retry_after,
         now=now,
+        throttled=result.throttled,
+        duration=result.duration,
     )
     tally.count("result", transition)
     unapplied.note(delivery, source, result, transition.verdict)

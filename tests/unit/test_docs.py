@@ -130,7 +130,8 @@ def test_configuration_reference_shows_every_key_and_variable() -> None:
     shown = set(re.findall(r"^([a-z_]+) = ", reference, re.M))
     expected = (
         model_keys(JanusConfig) - {"dependencies", "retention"}
-        | model_keys(DependencyConfig) - {"retry", "circuit", "fairness", "shadow", "retention", "recovery", "adaptive"}
+        | model_keys(DependencyConfig)
+        - {"retry", "circuit", "fairness", "shadow", "retention", "recovery", "adaptive"}
         | model_keys(ShadowConfig)
         | model_keys(RetentionConfig)
         | model_keys(RecoveryConfig)
