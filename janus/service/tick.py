@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from janus.broker.consumer import Delivery, content_type
+from janus.core.adaptive import AdaptiveState
 from janus.core.decisions import AdmitDecision, Changes, Transition, Verdict
 from janus.core.gates import GateEvent, GateState
 from janus.core.jobs import Admission, Job
@@ -91,6 +92,7 @@ class Decided:
     decision: AdmitDecision
     gates: list[GateState]
     gate_events: list[GateEvent]
+    adaptive: list[AdaptiveState]  # adaptive limits changed in the tick, to persist
     # Results that changed nothing: set aside with the reason the store tells, before the commit.
     unapplied: Unapplied = field(default_factory=Unapplied)
     failed: list[FailedAttempt] = field(default_factory=list)  # the error history to write
@@ -141,6 +143,7 @@ async def run_tick(
         decided.decision.admissions,
         failed=decided.failed,
         gates=decided.gates,
+        adaptive=decided.adaptive,
     )
     # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
     # which the core could not tell from new ones: they are retracted unpublished.
@@ -214,6 +217,7 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
     decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
     changes = scheduler.drain_changes()
     gates, gate_events = scheduler.drain_gates()
+    adaptive = scheduler.drain_adaptive()
     return Decided(
         batch=batch,
         now=now,
@@ -225,6 +229,7 @@ def decide(batch: Batch, scheduler: Scheduler, now: float, options: TickOptions)
         decision=decision,
         gates=gates,
         gate_events=gate_events,
+        adaptive=adaptive,
         unapplied=unapplied,
         failed=tally.failed,
         finished=tally.finished,
