@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 from janus.core.policy import AdaptivePolicy, DependencyPolicy
 
@@ -33,6 +34,15 @@ FLOOR_DRIFT = 0.002  # per round: how slowly the latency floor follows a lasting
 INITIAL_RATE = 10.0  # calls per second before slow start, like TCP's initial window (RFC 6928)
 SMOOTHING = 0.2  # Gradient2's: each round moves the concurrency a fifth of the way to its target
 USED = 0.5  # a limit is "in use" if the round used at least this share of it (else no growth)
+
+
+class Signal(StrEnum):
+    """What moved an adaptive limit last: a bounded label for metrics."""
+
+    THROTTLED = "throttled"  # a throttled result lowered the rate
+    CLEAN = "clean"  # a clean round raised the rate
+    LATENCY_RISE = "latency_rise"  # latency above tolerance x its floor lowered the concurrency
+    LATENCY_FLOOR = "latency_floor"  # latency near its floor raised the concurrency
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -55,6 +65,7 @@ class AdaptiveView:
     concurrency: int | None
     reason: str
     changed_at: float
+    signal: Signal | None = None
 
     def describe_rate(self, now: float) -> str:
         return f"adaptive rate {_per_second(self.rate or 0.0)}{self._since(now)}"
@@ -85,6 +96,7 @@ class AdaptiveRate:
         self.evidence_from = now  # throttles of calls admitted before this lower nothing
         self.changed_at = now
         self.reason = ""
+        self.signal: Signal | None = None
         self._lowered = False  # the last change was a decrease
         self._answered = 0  # throttled results that decrease answered
         self._clean = 0
@@ -124,7 +136,7 @@ class AdaptiveRate:
             # The dependency's own window still counts calls made at the old rate for about
             # `window`: throttles of calls made meanwhile say nothing about the new rate.
             self.evidence_from = now + self.policy.window
-            self.reason = "lowered after 1 throttled result"
+            self.reason, self.signal = "lowered after 1 throttled result", Signal.THROTTLED
             return True
         self._clean += 1
         return self._maybe_increase(now)
@@ -139,10 +151,10 @@ class AdaptiveRate:
             return False
         if self.slow_start:
             self._change(self.rate * 2.0, now)
-            self.reason = "raised (slow start) after a clean round"
+            self.reason, self.signal = "raised (slow start) after a clean round", Signal.CLEAN
         else:
             self._change(self.rate + max(self._step, 1.0 / self.policy.window), now)
-            self.reason = "raised after a clean round"
+            self.reason, self.signal = "raised after a clean round", Signal.CLEAN
         return True
 
     def _change(self, rate: float, now: float) -> None:
@@ -199,6 +211,7 @@ class AdaptiveConcurrency:
         self.round_start = now
         self.changed_at = now
         self.reason = ""
+        self.signal: Signal | None = None
         self._sum = 0.0
         self._samples = 0
         self._peak = 0  # the most calls held in the round
@@ -240,7 +253,7 @@ class AdaptiveConcurrency:
                     2.0 * self.limit if self.slow_start else self.limit + SMOOTHING * math.sqrt(self.limit)
                 )
                 self.limit = self.bounded(grown)
-                reason = "raised with latency near its floor"
+                reason, signal = "raised with latency near its floor", Signal.LATENCY_FLOOR
         else:
             # The overshoot of slow start is undone at once; later moves are smoothed.
             target = self.limit * max(0.5, tolerance * floor / short)
@@ -248,13 +261,13 @@ class AdaptiveConcurrency:
                 target if self.slow_start else self.limit + SMOOTHING * (target - self.limit)
             )
             self.slow_start = False
-            reason = f"lowered as latency reached {short / floor:.1f}x its floor"
+            reason, signal = f"lowered as latency reached {short / floor:.1f}x its floor", Signal.LATENCY_RISE
         self.round_start = now
         self._sum, self._samples = 0.0, 0
         self._peak = 0
         if self.limit != before:
             self.changed_at = now
-            self.reason = reason
+            self.reason, self.signal = reason, signal
             return True
         return False
 
@@ -331,6 +344,7 @@ class Adaptive:
             concurrency=concurrency.cap if concurrency is not None else None,
             reason=latest.reason,
             changed_at=latest.changed_at,
+            signal=latest.signal,
         )
 
     # -- persistence ------------------------------------------------------------
