@@ -11,17 +11,17 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from janus.core.policy import AdaptivePolicy
+from janus.core.policy import AdaptivePolicy, RateLimit
 
 MAX_ADAPTIVE_CONCURRENCY = 1_000_000
 
 
-def _per_second(value: object) -> float:
-    """A rate as the file says it ("40/1s", or the table form) in calls per second."""
-    from janus.config import _limit_bounds, parse_limit_entry
+def _rate(value: object) -> RateLimit:
+    """A rate as the file says it, "COUNT/DURATION" (kept as a RateLimit, so that a stored
+    policy version writes it back in the same form)."""
+    from janus.config import _limit_bounds, parse_rate_limit
 
-    limit = _limit_bounds(parse_limit_entry(value))
-    return limit.count / limit.window
+    return _limit_bounds(parse_rate_limit(value))
 
 
 def _seconds(value: object) -> float:
@@ -30,7 +30,7 @@ def _seconds(value: object) -> float:
     return parse_duration(value)
 
 
-Rate = Annotated[float, BeforeValidator(_per_second)]
+Rate = Annotated[RateLimit, BeforeValidator(_rate)]
 Count = Annotated[int, Field(ge=1, le=MAX_ADAPTIVE_CONCURRENCY, strict=True)]
 
 
@@ -38,7 +38,7 @@ class AdaptiveConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True, strict=True)
-    min_rate: Rate = 1.0
+    min_rate: Rate = RateLimit(count=1, window=1.0)
     max_rate: Rate | None = None
     min_concurrency: Count = 1
     max_concurrency: Count | None = None
@@ -54,29 +54,29 @@ class AdaptiveConfig(BaseModel):
     def _consistent(self) -> AdaptiveConfig:
         if self.enabled and self.max_rate is None and self.max_concurrency is None:
             raise ValueError("adaptive limits need max_rate, max_concurrency or both (what may adapt)")
-        if self.max_rate is not None and self.min_rate > self.max_rate:
-            raise ValueError(
-                f"min_rate ({_rate(self.min_rate)}) must be at most max_rate ({_rate(self.max_rate)})"
-            )
+        low = _per_second(self.min_rate) or 0.0
+        high = _per_second(self.max_rate) or math.inf
+        if low > high:
+            raise ValueError(f"min_rate ({self.min_rate}) must be at most max_rate ({self.max_rate})")
+        initial = _per_second(self.initial_rate)
+        if initial is not None and not low <= initial <= high:
+            raise ValueError("initial_rate must be between min_rate and max_rate")
         top = self.max_concurrency if self.max_concurrency is not None else math.inf
         if self.min_concurrency > top:
             raise ValueError(
                 f"min_concurrency ({self.min_concurrency}) must be at most max_concurrency ({top})"
             )
-        if self.initial_rate is not None and not self.min_rate <= self.initial_rate <= (
-            self.max_rate or math.inf
-        ):
-            raise ValueError("initial_rate must be between min_rate and max_rate")
-        if (
-            self.initial_concurrency is not None
-            and not self.min_concurrency <= self.initial_concurrency <= top
-        ):
+        started = self.initial_concurrency
+        if started is not None and not self.min_concurrency <= started <= top:
             raise ValueError("initial_concurrency must be between min_concurrency and max_concurrency")
         return self
 
     def to_policy(self) -> AdaptivePolicy:
-        return AdaptivePolicy(**self.model_dump())
+        fields = dict(self)
+        for key in ("min_rate", "max_rate", "initial_rate"):
+            fields[key] = _per_second(fields[key])
+        return AdaptivePolicy(**fields)
 
 
-def _rate(per_second: float) -> str:
-    return f"{per_second:g}/1s"
+def _per_second(limit: RateLimit | None) -> float | None:
+    return None if limit is None else limit.count / limit.window

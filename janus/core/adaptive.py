@@ -100,6 +100,7 @@ class AdaptiveRate:
         self._lowered = False  # the last change was a decrease
         self._answered = 0  # throttled results that decrease answered
         self._clean = 0
+        self._tainted = False  # a throttle of a call admitted in the round, not acted on
         self._admitted = 0  # in the round
         self._step = policy.increase * self.rate
         self._tokens = self._burst()
@@ -126,10 +127,13 @@ class AdaptiveRate:
             if throttled and self._lowered:
                 self._answered += 1
                 self.reason = f"lowered after {self._answered} throttled results"
+            # Nor is a round with a throttle of its own calls clean: no increase at its end.
+            self._tainted |= throttled and admitted_at >= self.round_start
             return False
         if throttled:
             before = self.rate
-            self._change(self.rate * self.policy.decrease, now)
+            # Leaving slow start, the last clean rate is half this one (TCP's ssthresh = flight / 2).
+            self._change(self.rate * (0.5 if self.slow_start else self.policy.decrease), now)
             self.slow_start = False
             self._step = self.policy.increase * before
             self._lowered, self._answered = True, 1
@@ -143,6 +147,9 @@ class AdaptiveRate:
 
     def _maybe_increase(self, now: float) -> bool:
         if now < self.round_start + self.policy.window or self._clean == 0:
+            return False
+        if self._tainted:
+            self._new_round(now)
             return False
         elapsed = now - self.round_start
         if self._admitted < USED * self.rate * elapsed or self.rate >= self.top:
@@ -167,6 +174,7 @@ class AdaptiveRate:
     def _new_round(self, now: float) -> None:
         self.round_start = self.evidence_from = now
         self._clean = self._admitted = 0
+        self._tainted = False
 
     def restore(self, rate: float, slow_start: bool, now: float) -> None:
         self.rate = self.bounded(rate)

@@ -36,6 +36,7 @@ def test_one_burst_of_throttles_lowers_the_rate_once() -> None:
     # Helidon #9542's failure: every throttled sample of one overload cut the limit again.
     rate = AdaptiveRate(RATE, math.inf, 0.0)
     start = rate.rate
+    rate.slow_start = False
     for i in range(50):
         rate.observe(admitted_at=0.5, throttled=True, now=1.0 + i * 0.001)
     assert rate.rate == pytest.approx(start * RATE.decrease)
@@ -56,11 +57,13 @@ def test_slow_start_doubles_until_the_first_throttle_then_adds() -> None:
     rate.observe(admitted_at=0.1, throttled=False, now=1.0)
     assert rate.rate == 20.0
     rate.observe(admitted_at=1.1, throttled=True, now=1.2)
-    assert rate.rate == 15.0
+    assert rate.rate == 10.0  # halved: the last clean rate
     assert not rate.slow_start
-    rate.record(2.5, 15)
+    rate.record(2.5, 10)
     rate.observe(admitted_at=2.5, throttled=False, now=2.6)
-    assert rate.rate == pytest.approx(15.0 + RATE.increase * 20.0 if RATE.increase * 20.0 >= 1 else 16.0)
+    assert rate.rate == 11.0  # a step of 5 % of 20 is under 1 call a window: 1
+    rate.observe(admitted_at=2.7, throttled=True, now=2.8)
+    assert rate.rate == pytest.approx(11.0 * RATE.decrease)  # out of slow start: x decrease
 
 
 def test_an_unused_rate_does_not_grow() -> None:
@@ -192,12 +195,12 @@ def test_the_scheduler_blocks_on_the_adaptive_rate_and_says_so() -> None:
         now=0.2,
         throttled=True,
     )
-    assert core.adaptive_views()["api"].rate == pytest.approx(7.5)
+    assert core.adaptive_views()["api"].rate == pytest.approx(5.0)  # out of slow start: halved
     [state] = core.drain_adaptive()
-    assert state.rate == pytest.approx(7.5)
+    assert state.rate == pytest.approx(5.0)
     assert core.drain_adaptive() == []
     blocked = core.admit(0.25).blocked[0]
-    assert blocked.limit == "adaptive rate 7.5/1s, lowered 0 s ago after 1 throttled result", blocked.limit
+    assert blocked.limit == "adaptive rate 5/1s, lowered 0 s ago after 1 throttled result", blocked.limit
 
 
 def test_a_static_limit_stays_a_hard_ceiling() -> None:
