@@ -33,6 +33,7 @@ BURST = 0.1  # seconds of the adaptive rate the token bucket holds at most (at l
 FLOOR_DRIFT = 0.002  # per round: how slowly the latency floor follows a lasting rise
 INITIAL_RATE = 10.0  # calls per second before slow start, like TCP's initial window (RFC 6928)
 SMOOTHING = 0.2  # Gradient2's: each round moves the concurrency a fifth of the way to its target
+HOLD = 0.5  # the concurrency grows below 1 + HOLD x (tolerance - 1) times its floor, holds above
 USED = 0.5  # a limit is "in use" if the round used at least this share of it (else no growth)
 
 
@@ -241,7 +242,11 @@ class AdaptiveConcurrency:
             return False
         self._sum += duration
         self._samples += 1
-        if now < self.round_start + self.policy.window or self._samples < self.policy.min_samples:
+        # A round needs the calls of half the limit: the first to report are those admitted when
+        # fewer were in flight, and a round of those alone would say the new limit is fine.
+        # In slow start, the calls of the whole limit: a doubling must be seen in full.
+        needed = max(self.policy.min_samples, math.ceil(self.limit * (1.0 if self.slow_start else USED)))
+        if now < self.round_start + self.policy.window or self._samples < needed:
             return False
         return self._end_round(self._sum / self._samples, now)
 
@@ -253,8 +258,11 @@ class AdaptiveConcurrency:
             self.floor = floor = floor + (short - floor) * FLOOR_DRIFT
         before = self.limit
         tolerance = self.policy.tolerance
+        # Vegas's band: grow below the middle of the tolerance, shrink above it, hold between,
+        # so that a steady latency does not make the limit swing around the knee.
+        grow_below = 1.0 + (tolerance - 1.0) * HOLD
         if floor <= 0 or short <= tolerance * floor:
-            if self._peak >= USED * self.limit:
+            if short <= grow_below * floor and self._peak >= USED * self.limit:
                 # Doubled until latency first rises (Vegas's slow start), then smoothed as
                 # Gradient2 does: a step of sqrt(limit) would overshoot a steep knee.
                 grown = (
@@ -263,11 +271,9 @@ class AdaptiveConcurrency:
                 self.limit = self.bounded(grown)
                 reason, signal = "raised with latency near its floor", Signal.LATENCY_FLOOR
         else:
-            # The overshoot of slow start is undone at once; later moves are smoothed.
-            target = self.limit * max(0.5, tolerance * floor / short)
-            self.limit = self.bounded(
-                target if self.slow_start else self.limit + SMOOTHING * (target - self.limit)
-            )
+            # Down at once (at most halved), up in small steps: a round lasts a second or more,
+            # and a limit left too high for several rounds is what makes the p99.
+            self.limit = self.bounded(self.limit * max(0.5, tolerance * floor / short))
             self.slow_start = False
             reason, signal = f"lowered as latency reached {short / floor:.1f}x its floor", Signal.LATENCY_RISE
         self.round_start = now
