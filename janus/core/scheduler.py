@@ -14,7 +14,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 
-from janus.core import explain
+from janus.core import explain, pages
 from janus.core.adaptive import AdaptiveState, AdaptiveView
 from janus.core.admission import admit_lane
 from janus.core.backoff import retry_delay
@@ -265,32 +265,9 @@ class Scheduler:
         return True
 
     def page_requests(self, max_rows: int = PAGE_ROWS_PER_TICK) -> list[PageRequest]:
-        """Scopes whose first attempts in memory run low while more wait in the store.
-
-        At most about `max_rows` jobs in all: a new term over ten thousand scopes must not
-        read them all in one tick (the event loop, and with it the lease renewal, would
-        wait). The rest are asked for at the next ticks, scopes whose turn has come first.
-        """
-        requests = []
-        per_scope = self._pager.per_scope()
-        rows = 0
-        for wanted in (self._pager.urgent, self._pager.wanted):
-            while wanted and rows < max_rows:
-                key = next(iter(wanted))
-                del wanted[key]
-                dependency, name = key
-                scope = self._lanes[dependency].scopes.get(name)
-                if scope is None or scope.paging or not scope.stored:
-                    continue
-                room = per_scope - len(scope.fresh)
-                if room <= 0:
-                    continue
-                scope.paging = True
-                rows += room
-                requests.append(
-                    PageRequest(dependency=dependency, scope=name, after_seq=scope.loaded_upto, limit=room)
-                )
-        return requests
+        """Scopes whose first attempts in memory run low while more wait in the store: at most
+        about `max_rows` jobs in all (core/pages.py)."""
+        return pages.page_requests(self._lanes, self._pager, max_rows)
 
     def load_page(self, request: PageRequest, jobs: Iterable[Job]) -> bool:
         """The store's answer to `request`: its first attempts in seq order.
