@@ -67,6 +67,7 @@ async def test_migrations_build_the_schema_once_even_when_raced(empty_database: 
         "retry_requests",
         "policy_versions",
         "steering",
+        "adaptive_limits",
     }
 
 
