@@ -17,7 +17,7 @@ Two controllers, each moving at most once per *round* (docs/decisions.md, "Adapt
   (if it was in use), above it shrinks by tolerance x floor / short (at most halved).
 
 Both are bounded by min and max, and by the static limits (hard ceilings), and the rate is
-enforced as a token bucket whose burst is a tenth of a second of it: a steady backlog is paced,
+enforced as a token bucket whose burst is a quarter second of it: a steady backlog is paced,
 not released in one burst per window. Pure: every call takes `now`.
 """
 
@@ -29,7 +29,7 @@ from enum import StrEnum
 
 from janus.core.policy import AdaptivePolicy, DependencyPolicy
 
-BURST = 0.1  # seconds of the adaptive rate the token bucket holds at most (at least 1 call)
+BURST = 0.25  # seconds of the adaptive rate the token bucket holds at most (at least 1 call)
 FLOOR_DRIFT = 0.002  # per round: how slowly the latency floor follows a lasting rise
 INITIAL_RATE = 10.0  # calls per second before slow start, like TCP's initial window (RFC 6928)
 SMOOTHING = 0.2  # Gradient2's: each round moves the concurrency a fifth of the way to its target

@@ -183,10 +183,10 @@ def test_the_scheduler_blocks_on_the_adaptive_rate_and_says_so() -> None:
     for i in range(50):
         core.submit(job_id=f"j{i}", dependency="api", scope="s", payload=None, now=0.0)
     first = core.admit(0.0)
-    assert len(first.admissions) == 1  # the bucket holds a tenth of a second: 1 call
+    assert len(first.admissions) == 2  # the bucket holds a quarter second: 2.5 calls
     assert first.blocked[0].reason is WaitReason.RATE
     assert first.blocked[0].limit.startswith("adaptive rate 10/1s")
-    assert first.next_wakeup == pytest.approx(0.1)
+    assert first.next_wakeup == pytest.approx(0.05)  # half a token left: a twentieth of a second
     job = first.admissions[0]
     core.on_result(
         job_id=job.job_id,
