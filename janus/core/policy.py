@@ -159,7 +159,7 @@ class AdaptivePolicy:
     max_rate: float | None = None
     min_concurrency: int = 1
     max_concurrency: int | None = None
-    initial_rate: float | None = None  # None: min_rate, doubled per clean round (slow start)
+    initial_rate: float | None = None  # None: 10/s within the bounds, doubled per clean round (slow start)
     initial_concurrency: int | None = None  # None: min_concurrency
     window: float = 1.0  # seconds: the shortest round
     decrease: float = 0.75  # the rate is multiplied by this after a throttled round
