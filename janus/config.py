@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from janus.adaptive_config import AdaptiveConfig
 from janus.core.policy import (
     CircuitPolicy,
     DependencyPolicy,
@@ -355,6 +356,7 @@ class DependencyConfig(_Strict):
     outcomes: list[Outcome] = Field(default_factory=lambda: list(OUTCOMES))
     shadow: ShadowConfig | None = None
     retention: DependencyRetentionConfig | None = None  # overrides [retention] for this dependency
+    adaptive: AdaptiveConfig | None = None  # limits found from the outcomes (adaptive_config.py)
 
     @model_validator(mode="after")
     def _lease_covers_ttl(self) -> DependencyConfig:
@@ -382,6 +384,7 @@ class DependencyConfig(_Strict):
             fairness=self.fairness.to_policy(),
             shadow=self.shadow.to_policy() if self.shadow is not None else None,
             recovery=self.recovery.to_policy(),
+            adaptive=self.adaptive.to_policy() if self.adaptive is not None else None,
         )
 
 

@@ -82,15 +82,18 @@ class ResultMessage(_Wire):
     outcome: Literal["success", "failure"]
     error: str | None = None
     retry_after: float | None = Field(default=None, ge=0)
+    # Adaptive limits' signals (docs/protocol.md): the dependency said "slow down"; the call's seconds.
+    throttled: bool = False
+    duration: float | None = Field(default=None, ge=0)
 
-    @field_validator("retry_after", mode="before")
+    @field_validator("retry_after", "duration", mode="before")
     @classmethod
     def _int_seconds(cls, value: object) -> object:
         # JSON has one number type: accept 5 as well as 5.0, but never NaN or infinity.
         if isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("retry_after must be a finite number")
+            raise ValueError("seconds must be a finite number")
         return value
 
     @field_validator("error", mode="after")
@@ -244,6 +247,7 @@ def encode_result(
     error: str | None = None,
     retry_after: float | None = None,
     throttled: bool = False,
+    duration: float | None = None,
 ) -> bytes:
     body: dict[str, object] = {"job_id": job_id, "attempt": attempt, "outcome": outcome}
     if error is not None:
@@ -251,7 +255,9 @@ def encode_result(
     if retry_after is not None:
         body["retry_after"] = retry_after
     if throttled:
-        body["throttled"] = True  # reserved (docs/protocol.md): Janus ignores it for now
+        body["throttled"] = True
+    if duration is not None:
+        body["duration"] = round(duration, 6)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 

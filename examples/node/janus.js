@@ -59,10 +59,13 @@ export function parseReady(content) {
 }
 
 /** A result message's body: one per started admission. */
-export function encodeResult({ job, error = null, retryAfter = null }) {
+export function encodeResult({ job, error = null, retryAfter = null, throttled = false, duration = null }) {
   const body = { job_id: job.job_id, attempt: job.attempt, outcome: error === null ? 'success' : 'failure' };
   if (error !== null) body.error = [...error].slice(0, MAX_ERROR_LENGTH).join('');
   if (retryAfter !== null) body.retry_after = retryAfter;
+  // Adaptive limits' signals (docs/protocol.md): "slow down" on a failure, and the call's seconds.
+  if (throttled && error !== null) body.throttled = true;
+  if (duration !== null) body.duration = duration;
   return Buffer.from(JSON.stringify(body));
 }
 

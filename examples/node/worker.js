@@ -219,7 +219,10 @@ export async function startWorker({
       outcome: error === null ? 'success' : 'failure',
       error,
     });
-    await publishResult(job, janus.encodeResult({ job, error, retryAfter }));
+    // A retry_after is the dependency saying "slow down": throttled, as the Python SDK reports it.
+    const throttled = retryAfter !== null;
+    const duration = Math.max(0, finishedAt - startedAt);
+    await publishResult(job, janus.encodeResult({ job, error, retryAfter, throttled, duration }));
   }
 
   function publishOn(results, job, body) {

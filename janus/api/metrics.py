@@ -233,6 +233,26 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        # Adaptive limits (core/adaptive.py): only for dependencies that have them.
+        self.adaptive_rate = Gauge(
+            "janus_adaptive_rate",
+            "The adaptive rate limit in force, in calls per second.",
+            ["dependency"],
+            registry=r,
+        )
+        self.adaptive_concurrency = Gauge(
+            "janus_adaptive_concurrency",
+            "The adaptive concurrency limit in force.",
+            ["dependency"],
+            registry=r,
+        )
+        self.adaptive_changed = Gauge(
+            "janus_adaptive_changed_timestamp_seconds",
+            "When the adaptive limits last moved, labelled with the signal that moved them "
+            "(throttled, clean, latency_rise, latency_floor): one series per dependency.",
+            ["dependency", "signal"],
+            registry=r,
+        )
         self.ready_consumers = Gauge(
             "janus_ready_consumers",
             "Consumers of each dependency's ready queue, as the leader last counted them; "

@@ -53,6 +53,9 @@ READ = (
     "janus_dependency_overridden",
     "janus_dependency_steering_until_timestamp_seconds",
     "janus_ready_consumers",
+    "janus_adaptive_rate",
+    "janus_adaptive_concurrency",
+    "janus_adaptive_changed_timestamp_seconds",
     "janus_admissions_total",
     "janus_job_transitions_total",
     "janus_gate_events_total",
@@ -217,6 +220,15 @@ def lane(samples: Samples, dependency: str, now: float) -> dict[str, Any]:
         "gate_events": gate_events,  # pauses and circuit changes since this process started
         "top_scopes": scopes,
     }
+    changed = next(iter(samples.by("janus_adaptive_changed_timestamp_seconds", d, "signal").items()), None)
+    if changed is not None:  # a dependency with adaptive limits (docs/configuration.md)
+        signal, at = changed
+        body["adaptive"] = {
+            "rate": _number(samples.value("janus_adaptive_rate", d)),
+            "concurrency": _number(samples.value("janus_adaptive_concurrency", d)),
+            "signal": None if signal == "none" else signal,
+            "changed_seconds_ago": _number(max(0.0, now - at)) if signal != "none" else None,
+        }
     if blocked is not None:
         reason, limit = blocked
         wait = None if next_at is None or math.isinf(next_at) else max(0.0, next_at - now)

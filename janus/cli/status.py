@@ -139,6 +139,7 @@ def render(body: dict[str, Any]) -> Any:
         # What does not fit a column: under the table, one paragraph per dependency that waits.
         parts = [
             _steering(lane, body["time"]),
+            adaptive_line(lane["adaptive"]) if lane.get("adaptive") else "",
             f"held back by {_why(lane)}" if lane["blocked"] else "",
             f"waiting: {_reasons(lane)}" if lane["waiting_by_reason"] else "",
             f"top scopes (waiting/held): {_scopes(lane)}" if lane["top_scopes"] else "",
@@ -150,6 +151,29 @@ def render(body: dict[str, Any]) -> Any:
         details.append(Text("recent changes (janus history has them all):"))
         details.extend(Text("  " + change_line(change)) for change in changes[:CHANGES_SHOWN])
     return Group(table, *details)
+
+
+ADAPTIVE_MOVES = {
+    "throttled": "lowered after throttled results",
+    "clean": "raised after a clean round",
+    "latency_rise": "lowered as latency rose",
+    "latency_floor": "raised with latency near its floor",
+}
+
+
+def adaptive_line(adaptive: dict[str, Any]) -> str:
+    """ "adaptive rate 38/1s, concurrency 12, lowered 2 s ago after throttled results"."""
+    limits = []
+    if adaptive.get("rate") is not None:
+        limits.append(f"rate {adaptive['rate']:.3g}/1s")
+    if adaptive.get("concurrency") is not None:
+        limits.append(f"concurrency {adaptive['concurrency']:g}")
+    line = "adaptive " + ", ".join(limits)
+    signal, ago = adaptive.get("signal"), adaptive.get("changed_seconds_ago")
+    if signal in ADAPTIVE_MOVES and ago is not None:
+        verb, _, cause = ADAPTIVE_MOVES[signal].partition(" ")
+        line += f", {verb} {ago:.0f} s ago {cause}"
+    return line
 
 
 def standby_line(body: dict[str, Any]) -> str:

@@ -73,7 +73,8 @@ _RECONNECT_FAILED: tuple[type[Exception], ...] = (*BROKER_ERRORS, JanusError)
 
 class RetryAfter(Exception):
     """Raise from a handler when the dependency asked to back off (e.g. HTTP 429 Retry-After):
-    the attempt failed, and Janus admits nothing of the dependency for `seconds`."""
+    the attempt failed, and Janus admits nothing of the dependency for `seconds`. The result
+    says `throttled` too (docs/protocol.md)."""
 
     def __init__(self, seconds: float, message: str = "") -> None:
         super().__init__(message or f"retry after {seconds:g}s")
@@ -82,9 +83,9 @@ class RetryAfter(Exception):
 
 class Throttled(Exception):
     """Raise from a handler when the dependency refused the call for load (HTTP 429 or 503),
-    with its Retry-After if it gave one: the attempt failed, and the result says `throttled`
-    (reserved: Janus does not act on it yet; docs/protocol.md). With `retry_after`, Janus
-    pauses the dependency as for RetryAfter."""
+    with its Retry-After if it gave one: the attempt failed, and the result says `throttled`,
+    which lowers the dependency's adaptive rate if it has one (docs/protocol.md). With
+    `retry_after`, Janus pauses the dependency as for RetryAfter."""
 
     def __init__(self, retry_after: float | None = None, message: str = "") -> None:
         super().__init__(message or "throttled" + (f", retry after {retry_after:g}s" if retry_after else ""))
@@ -460,6 +461,8 @@ class Worker:
             error=error,
             retry_after=retry_after,
             throttled=throttled,
+            # The handler's time, the adaptive concurrency's signal; none for a call never made.
+            duration=max(0.0, finished - started) if finished is not None and started is not None else None,
         )
         await self._report(job, body)
 
@@ -476,7 +479,7 @@ class Worker:
             else:
                 await asyncio.wait_for(asyncio.shield(running), timeout)  # a thread runs on regardless
         except RetryAfter as exc:
-            return str(exc), exc.seconds, False
+            return str(exc), exc.seconds, True
         except Throttled as exc:
             return str(exc), exc.retry_after, True
         except TimeoutError:

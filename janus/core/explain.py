@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import heapq
 from collections import Counter
+from collections.abc import Mapping
 
 from janus.core.decisions import LaneLimits, LaneStats, RateUse, ScopeStats, WaitReason, WhyWaiting
 from janus.core.jobs import Job
@@ -199,3 +200,22 @@ def waiting_by_reason(lane: Lane, now: float) -> Counter[WaitReason]:
         if eligible:
             counts[scope.parked or unparked] += eligible
     return counts
+
+
+def drain_shadow(lanes: Mapping[str, Lane]) -> dict[tuple[str, str], int]:
+    """(dependency, shadow limit) -> admissions it would have held back since the last call."""
+    drained: dict[tuple[str, str], int] = {}
+    for name, lane in lanes.items():
+        if lane.shadow is not None:
+            for limit, count in lane.shadow.drain().items():
+                drained[(name, limit)] = count
+    return drained
+
+
+def recovery_shares(lanes: Mapping[str, Lane], now: float) -> dict[str, float]:
+    """Per dependency: the share of its capacity its recovery ramp allows at `now` (1.0: no ramp)."""
+    shares = {}
+    for name, lane in lanes.items():
+        view = lane.gate.ramp.view(now) if lane.gate.ramp.started is not None else None
+        shares[name] = view.share if view is not None else 1.0
+    return shares

@@ -13,6 +13,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from janus.core.adaptive import Adaptive, AdaptiveState
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.fairness import FairQueue, stride
 from janus.core.gates import DependencyGates, GateState
@@ -123,6 +124,7 @@ class Lane:
     # No longer in the policy of record: admits nothing, keeps its jobs (`unconfigured`).
     removed: bool = False
     shadow: ShadowLane | None = None  # limits counted, never enforced (core/shadow.py)
+    adaptive: Adaptive | None = None  # limits found from the outcomes (core/adaptive.py)
 
     @classmethod
     def of(cls, policy: DependencyPolicy, ledger: Ledger, pager: Pager) -> Lane:
@@ -134,6 +136,7 @@ class Lane:
             ledger=ledger,
             pager=pager,
             shadow=ShadowLane(policy.shadow, policy.admission_ttl) if policy.shadow is not None else None,
+            adaptive=adaptive_of(policy, None),
         )
 
     def scope(self, name: str) -> Scope:
@@ -229,6 +232,7 @@ class Lane:
         # the policy reaches them through a rebuild (service/steer.py), which makes them anew.
         self.policy = policy
         self.gate.update_policy(policy)
+        self.adaptive = adaptive_of(policy, self.adaptive)
         scope_limits = policy.fairness.scope_rate_limits
         for scope in self.scopes.values():
             scope.stride = stride(policy.fairness.weight(scope.name))
@@ -310,7 +314,24 @@ class Lane:
                     until=window.free_at(now),
                     waiting=self.eligible,
                 )
+        if self.adaptive is not None:
+            adaptive = self._adaptive_block(self.adaptive, now)
+            if adaptive is not None:
+                return adaptive
         return self._ramp_block(now)
+
+    def _adaptive_block(self, adaptive: Adaptive, now: float) -> Blocked | None:
+        """The adaptive limits, when they stop every admission at `now` (core/adaptive.py)."""
+        view = adaptive.view()
+        if adaptive.concurrency is not None and len(self.held) >= adaptive.concurrency.cap:
+            reason, limit, until = WaitReason.CONCURRENCY, view.describe_concurrency(now), None
+        elif adaptive.rate is not None and adaptive.rate.room(now) <= 0:
+            reason, limit, until = WaitReason.RATE, view.describe_rate(now), adaptive.rate.free_at(now)
+        else:
+            return None
+        return Blocked(
+            dependency=self.policy.name, reason=reason, limit=limit, until=until, waiting=self.eligible
+        )
 
     def _ramp_block(self, now: float) -> Blocked | None:
         """The recovery ramp, when it stops every admission at `now` (core/recovery.py)."""
@@ -361,6 +382,8 @@ class Lane:
         probes = self.gate.probes_left(now)
         if probes is not None:
             room = min(room, probes)
+        if self.adaptive is not None:
+            room = min(room, self.adaptive.room(now, len(self.held)))
         ramp = self.gate.ramp
         if ramp.started is not None and (share := ramp.share(now)) is not None:
             room = min(room, ramp.room(now, share, self.windows, len(self.held)))
@@ -385,6 +408,11 @@ class Lane:
         self.gate.record_many(now, admissions=count, retries=retries)
         self.gate.on_admit(now, count)
         self.gate.ramp.record(now, count, retries)
+        if self.adaptive is not None:
+            self.adaptive.record(now, count, len(self.held))
+
+    def drain_adaptive(self) -> AdaptiveState | None:
+        return self.adaptive.drain() if self.adaptive is not None else None
 
     def scope_cap(self, scope: Scope, now: float) -> ScopeCap | None:
         """The scope's own cap that stops it now: (reason, limit, until)."""
@@ -492,3 +520,14 @@ class Lane:
             self.pager.scopes -= 1
             if self.shadow is not None:
                 self.shadow.forget(name, now)
+
+
+def adaptive_of(policy: DependencyPolicy, adaptive: Adaptive | None) -> Adaptive | None:
+    """The lane's adaptive limits under `policy`: kept (within its new bounds), made, or dropped."""
+    wanted = policy.adaptive
+    if wanted is None or not (wanted.adapts_rate or wanted.adapts_concurrency):
+        return None
+    if adaptive is None:
+        return Adaptive(policy, 0.0)  # round 0 ends with the first results
+    adaptive.update_policy(policy, 0.0)
+    return adaptive

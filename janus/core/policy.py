@@ -6,6 +6,7 @@ TOML, pydantic or the environment.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -147,6 +148,51 @@ RECOVERY_OFF = RecoveryPolicy(ramp=0.0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AdaptivePolicy:
+    """`[dependencies.X.adaptive]`: limits found from the outcomes (`core/adaptive.py`).
+
+    The rate adapts if `max_rate` is set, the concurrency if `max_concurrency` is; rates are
+    in calls per second. Defaults and their sources: docs/decisions.md."""
+
+    enabled: bool = True
+    min_rate: float = 1.0
+    max_rate: float | None = None
+    min_concurrency: int = 1
+    max_concurrency: int | None = None
+    initial_rate: float | None = None  # None: 10/s within the bounds, doubled per clean round (slow start)
+    initial_concurrency: int | None = None  # None: min_concurrency
+    window: float = 1.0  # seconds: the shortest round
+    decrease: float = 0.75  # the rate is multiplied by this after a throttled round
+    increase: float = 0.05  # additive step: this share of the rate before the last decrease
+    tolerance: float = 1.25  # latency up to tolerance x its floor lets the concurrency grow
+    min_samples: int = 5  # durations a concurrency round needs
+
+    def __post_init__(self) -> None:
+        if self.max_rate is None and self.max_concurrency is None and self.enabled:
+            raise ValueError("adaptive limits need max_rate or max_concurrency (or both)")
+        if not 0 < self.min_rate <= (self.max_rate if self.max_rate is not None else math.inf):
+            raise ValueError("min_rate must be positive and at most max_rate")
+        if not 1 <= self.min_concurrency <= (self.max_concurrency or self.min_concurrency):
+            raise ValueError("min_concurrency must be at least 1 and at most max_concurrency")
+        if not 0.0 < self.decrease < 1.0:
+            raise ValueError("decrease must be more than 0 and less than 1")
+        if not 0.0 < self.increase <= 1.0:
+            raise ValueError("increase must be more than 0 and at most 1")
+        if not self.tolerance > 1.0:
+            raise ValueError("tolerance must be more than 1")
+        if self.window <= 0 or self.min_samples < 1:
+            raise ValueError("window must be positive and min_samples at least 1")
+
+    @property
+    def adapts_rate(self) -> bool:
+        return self.enabled and self.max_rate is not None
+
+    @property
+    def adapts_concurrency(self) -> bool:
+        return self.enabled and self.max_concurrency is not None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class FairnessPolicy:
     """How one dependency's admissions are shared between its scopes (tenants)."""
 
@@ -199,6 +245,7 @@ class DependencyPolicy:
     fairness: FairnessPolicy = field(default_factory=FairnessPolicy)
     shadow: ShadowLimits | None = None
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    adaptive: AdaptivePolicy | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from janus.core.adaptive import AdaptiveState
 from janus.core.gates import GateState
 from janus.core.jobs import Job
 from janus.core.policy import DependencyPolicy
@@ -45,6 +46,7 @@ class Snapshot:
     budget_admissions: Mapping[str, Sequence[tuple[float, bool]]] = field(default_factory=dict)
     gates: Sequence[GateState] = ()  # circuits and pauses as the last leader left them
     steering: Sequence[Steering] = ()  # operators' pauses and overrides, as recorded
+    adaptive: Sequence[AdaptiveState] = ()  # adaptive limits as the last leader left them
     max_seq: int = 0  # the highest seq among the jobs above: new jobs go after it
 
     def unconfigured(self, configured: Container[str]) -> int:

@@ -14,7 +14,8 @@ import random
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 
-from janus.core import explain
+from janus.core import explain, pages
+from janus.core.adaptive import AdaptiveState, AdaptiveView
 from janus.core.admission import admit_lane
 from janus.core.backoff import retry_delay
 from janus.core.decisions import (
@@ -220,6 +221,9 @@ class Scheduler:
         for state in snapshot.gates:
             if (lane := lanes.get(state.dependency)) is not None:
                 lane.restore_gate(state, now)
+        for adaptive in snapshot.adaptive:  # a new leader goes on from the last limits
+            if (lane := lanes.get(adaptive.dependency)) is not None and lane.adaptive is not None:
+                lane.adaptive.restore(adaptive, now)
         # Admissions older than every rate window are not reloaded: without this floor, a clock
         # that jumps back after a takeover could stamp a new admission into a window beside them.
         core._advance(now)
@@ -261,32 +265,9 @@ class Scheduler:
         return True
 
     def page_requests(self, max_rows: int = PAGE_ROWS_PER_TICK) -> list[PageRequest]:
-        """Scopes whose first attempts in memory run low while more wait in the store.
-
-        At most about `max_rows` jobs in all: a new term over ten thousand scopes must not
-        read them all in one tick (the event loop, and with it the lease renewal, would
-        wait). The rest are asked for at the next ticks, scopes whose turn has come first.
-        """
-        requests = []
-        per_scope = self._pager.per_scope()
-        rows = 0
-        for wanted in (self._pager.urgent, self._pager.wanted):
-            while wanted and rows < max_rows:
-                key = next(iter(wanted))
-                del wanted[key]
-                dependency, name = key
-                scope = self._lanes[dependency].scopes.get(name)
-                if scope is None or scope.paging or not scope.stored:
-                    continue
-                room = per_scope - len(scope.fresh)
-                if room <= 0:
-                    continue
-                scope.paging = True
-                rows += room
-                requests.append(
-                    PageRequest(dependency=dependency, scope=name, after_seq=scope.loaded_upto, limit=room)
-                )
-        return requests
+        """Scopes whose first attempts in memory run low while more wait in the store: at most
+        about `max_rows` jobs in all (core/pages.py)."""
+        return pages.page_requests(self._lanes, self._pager, max_rows)
 
     def load_page(self, request: PageRequest, jobs: Iterable[Job]) -> bool:
         """The store's answer to `request`: its first attempts in seq order.
@@ -332,6 +313,8 @@ class Scheduler:
         error: str | None,
         retry_after: float | None,
         now: float,
+        throttled: bool = False,
+        duration: float | None = None,
     ) -> Transition:
         now = self._advance(now)
         taken = self._take_back(job_id, attempt)
@@ -340,6 +323,11 @@ class Scheduler:
                 return self._late_success(job_id, now)
             return Transition(verdict=taken)
         job, lane = taken
+        if lane.adaptive is not None:  # a failure's retry_after says "slow down" too
+            slow_down = not success and (throttled or retry_after is not None)
+            lane.adaptive.observe(
+                admitted_at=job.admitted_at, throttled=slow_down, duration=duration, now=now
+            )
         if success:
             lane.gate.on_outcome(failed=False, admitted_at=job.admitted_at, now=now)
             if retry_after is not None:
@@ -474,12 +462,7 @@ class Scheduler:
 
     def drain_shadow(self) -> dict[tuple[str, str], int]:
         """(dependency, shadow limit) -> admissions it would have held back since the last call."""
-        drained: dict[tuple[str, str], int] = {}
-        for name, lane in self._lanes.items():
-            if lane.shadow is not None:
-                for limit, count in lane.shadow.drain().items():
-                    drained[(name, limit)] = count
-        return drained
+        return explain.drain_shadow(self._lanes)
 
     def shadow_totals(self, dependency: str) -> dict[str, int]:
         """Per shadow limit of the dependency, the admissions it would have held back in this term."""
@@ -488,15 +471,19 @@ class Scheduler:
 
     def recovery_shares(self) -> dict[str, float]:
         """Per dependency: the share of its capacity its recovery ramp allows now (1.0: no ramp)."""
-        shares = {}
-        for name, lane in self._lanes.items():
-            view = lane.gate.ramp.view(self._clock_floor) if lane.gate.ramp.started is not None else None
-            shares[name] = view.share if view is not None else 1.0
-        return shares
+        return explain.recovery_shares(self._lanes, self._clock_floor)
 
     def retry_budget_parked(self) -> dict[str, int]:
         """Per dependency: scopes whose next job is a retry waiting for the retry budget."""
         return {name: len(lane.retry_parked) for name, lane in self._lanes.items()}
+
+    def adaptive_views(self) -> dict[str, AdaptiveView]:
+        """Per dependency with adaptive limits: the limits in force and what moved them last."""
+        return {name: lane.adaptive.view() for name, lane in self._lanes.items() if lane.adaptive is not None}
+
+    def drain_adaptive(self) -> list[AdaptiveState]:
+        """Adaptive limits changed since the last call (to persist with the tick)."""
+        return [state for lane in self._lanes.values() if (state := lane.drain_adaptive()) is not None]
 
     def drain_gates(self) -> tuple[list[GateState], list[GateEvent]]:
         """Gate states changed since the last call (to persist with the tick), and what happened."""

@@ -10,11 +10,12 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import Gauge
 
 from janus.api.metrics import Metrics
+from janus.core.adaptive import AdaptiveView
 from janus.core.decisions import WaitReason
 from janus.core.gates import GateEvent
 from janus.core.jobs import Admission, Job
@@ -83,6 +84,11 @@ class ThrottledLog:
             self._suppressed[key] = self._suppressed.get(key, 0) + count
 
 
+def _stable(limit: str) -> str:
+    """A limit as a label value: "adaptive rate 38/1s, lowered ..." is "adaptive rate"."""
+    return " ".join(limit.split(" ", 2)[:2]) if limit.startswith("adaptive ") else limit
+
+
 class Observer:
     """The admission loop's metrics and logs, on the registry of `metrics`."""
 
@@ -98,6 +104,7 @@ class Observer:
         self._rates: dict[str, set[str]] = {}
         self._capped: set[str] = set()
         self._steered: dict[tuple[str, str], str] = {}  # (dependency, kind) -> its `by` label
+        self._adaptive: dict[str, str] = {}  # dependency -> the `signal` label shown
         # A new term (a new Observer on the same registry) starts from nothing: the series it
         # removes by name are the ones it shows, so none a previous term showed may linger.
         for shown in (
@@ -156,7 +163,27 @@ class Observer:
             metrics.shadow_held_back.labels(dependency, limit).inc(count)
         for dependency, share in scheduler.recovery_shares().items():
             put(metrics.recovery_ramp, share, dependency)
+        self.adaptive(scheduler.adaptive_views())
         self.limits(scheduler, clock)
+
+    def adaptive(self, views: Mapping[str, AdaptiveView]) -> None:
+        """The adaptive limits in force, and the signal that moved them last (one series each)."""
+        metrics = self.metrics
+        for dependency in set(self._adaptive) - set(views):  # adaptation turned off
+            self._forget(metrics.adaptive_rate, dependency)
+            self._forget(metrics.adaptive_concurrency, dependency)
+            self._forget(metrics.adaptive_changed, dependency, self._adaptive.pop(dependency))
+        for dependency, view in views.items():
+            if view.rate is not None:
+                self._put(metrics.adaptive_rate, view.rate, dependency)
+            if view.concurrency is not None:
+                self._put(metrics.adaptive_concurrency, view.concurrency, dependency)
+            signal = view.signal.value if view.signal is not None else "none"
+            old = self._adaptive.get(dependency)
+            if old is not None and old != signal:
+                self._forget(metrics.adaptive_changed, dependency, old)
+            self._adaptive[dependency] = signal
+            self._put(metrics.adaptive_changed, view.changed_at, dependency, signal)
 
     def steering(self, steering: Steering) -> None:
         """An operator's pause and override in force: who, why, and until when."""
@@ -195,7 +222,8 @@ class Observer:
                 self._forget(metrics.concurrency_limit, dependency)
                 self._capped.discard(dependency)
             blocked = lane.blocked
-            shown = None if blocked is None else (blocked.reason.value, blocked.limit)
+            # An adaptive limit's text moves every round: the label keeps only its kind.
+            shown = None if blocked is None else (blocked.reason.value, _stable(blocked.limit))
             if shown != self._blocked.get(dependency):
                 old = self._blocked.pop(dependency, None)
                 if old is not None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from janus.broker import topology
 from janus.broker.consumer import Delivery, content_type
+from janus.core.adaptive import AdaptiveState
 from janus.core.decisions import AdmitDecision, Changes, Transition, Verdict
 from janus.core.gates import GateEvent, GateState
 from janus.core.jobs import Admission, Job
@@ -96,6 +97,7 @@ class Decided:
     decision: AdmitDecision
     gates: list[GateState]
     gate_events: list[GateEvent]
+    adaptive: list[AdaptiveState]  # adaptive limits changed in the tick, to persist
     # Results that changed nothing: set aside with the reason the store tells, before the commit.
     unapplied: Unapplied = field(default_factory=Unapplied)
     failed: list[FailedAttempt] = field(default_factory=list)  # the error history to write
@@ -150,6 +152,7 @@ async def run_tick(
         failed=decided.failed,
         gates=decided.gates,
         outbox=outcomes,
+        adaptive=decided.adaptive,
     )
     # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
     # which the core could not tell from new ones: they are retracted unpublished.
@@ -240,6 +243,7 @@ def decide(
     decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
     changes = scheduler.drain_changes()
     gates, gate_events = scheduler.drain_gates()
+    adaptive = scheduler.drain_adaptive()
     return Decided(
         batch=batch,
         now=now,
@@ -251,6 +255,7 @@ def decide(
         decision=decision,
         gates=gates,
         gate_events=gate_events,
+        adaptive=adaptive,
         unapplied=unapplied,
         failed=tally.failed,
         finished=tally.finished,
@@ -372,6 +377,8 @@ def _apply_result(
         error=result.error,
         retry_after=result.retry_after,
         now=now,
+        throttled=result.throttled,
+        duration=result.duration,
     )
     tally.count("result", transition)
     unapplied.note(delivery, source, result, transition.verdict)

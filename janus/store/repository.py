@@ -21,7 +21,14 @@ from janus.store.migrate import migrate
 from janus.store.outbox import OutboxStore
 from janus.store.queries import sql
 from janus.store.refusals import settings_error
-from janus.store.rows import DB_ERRORS, FailedAttempt, backlog_from_row, gate_from_row, job_from_row
+from janus.store.rows import (
+    DB_ERRORS,
+    FailedAttempt,
+    adaptive_from_row,
+    backlog_from_row,
+    gate_from_row,
+    job_from_row,
+)
 from janus.store.session import LeaderSession
 from janus.store.steering import PolicyLog
 
@@ -296,6 +303,7 @@ class Store:
                 for row in await connection.fetch(sql("load_budget_admissions_since"), budget_since):
                     budgets[row["dependency"]].append((row["admitted_at"], row["retry"]))
                 gates = [gate_from_row(row) for row in await connection.fetch(sql("load_gates"))]
+                adaptive = [adaptive_from_row(row) for row in await connection.fetch(sql("load_adaptive"))]
         except DB_ERRORS as exc:
             raise StoreError(f"loading what the core is rebuilt from failed: {exc}") from exc
         return Snapshot(
@@ -304,6 +312,7 @@ class Store:
             admissions=dict(admissions),
             budget_admissions=dict(budgets),
             gates=gates,
+            adaptive=adaptive,
             max_seq=max([*(job.seq for job in jobs), *(entry.max_seq for entry in backlog)], default=0),
         )
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from janus.core.adaptive import AdaptiveState
 from janus.core.circuit import CircuitSnapshot, CircuitState
 from janus.core.gates import GateState
 from janus.core.jobs import Job, JobState
@@ -56,6 +57,17 @@ def job_from_row(row: asyncpg.Record) -> Job:
 def backlog_from_row(row: asyncpg.Record) -> Backlog:
     return Backlog(
         dependency=row["dependency"], scope=row["scope"], waiting=row["waiting"], max_seq=row["max_seq"]
+    )
+
+
+def adaptive_from_row(row: asyncpg.Record) -> AdaptiveState:
+    return AdaptiveState(
+        dependency=row["dependency"],
+        rate=row["rate"],
+        concurrency=row["concurrency"],
+        slow_start=row["slow_start"],
+        reason=row["reason"],
+        changed_at=row["changed_at"],
     )
 
 

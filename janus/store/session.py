@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from janus.core.adaptive import AdaptiveState
 from janus.core.decisions import PageRequest
 from janus.core.gates import GateState
 from janus.core.jobs import Admission, Job, JobState
@@ -147,6 +148,31 @@ class RetryControlParams:
         )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AdaptiveParams:
+    """The `tick_adaptive` statement's parameters, by name: one array per column."""
+
+    now: float
+    adaptive_dependencies: list[str]
+    rates: list[float | None]
+    concurrencies: list[float | None]
+    slow_starts: list[bool]
+    reasons: list[str]
+    changed_at: list[float]
+
+    @classmethod
+    def of(cls, now: float, states: Sequence[AdaptiveState]) -> AdaptiveParams:
+        return cls(
+            now=now,
+            adaptive_dependencies=[a.dependency for a in states],
+            rates=[a.rate for a in states],
+            concurrencies=[a.concurrency for a in states],
+            slow_starts=[a.slow_start for a in states],
+            reasons=[a.reason for a in states],
+            changed_at=[a.changed_at for a in states],
+        )
+
+
 class LeaderSession:
     """The leader's own connection for a term: one statement per admission tick.
 
@@ -172,27 +198,36 @@ class LeaderSession:
         failed: Sequence[FailedAttempt] = (),
         gates: Sequence[GateState] = (),
         outbox: Sequence[OutboxMessage] = (),
+        adaptive: Sequence[AdaptiveState] = (),
     ) -> set[str]:
         """Write one tick atomically, fenced by the lease; returns the ids of the new jobs stored.
 
         `new` pairs each submitted job (in its latest state) with its payload as JSON text.
         A submitted job whose id the store already had is not written, nor its admission.
         A tick that failed attempts or changed a dependency's gates writes them too, in the
-        same transaction (a second statement only then: most ticks have neither). `outbox`: the
-        outcomes of the jobs it finishes, kept until the broker confirms them.
+        same transaction (a second statement only then: most ticks have neither), and so does
+        one that changed adaptive limits (a third). `outbox`: the outcomes of the jobs it
+        finishes, kept until the broker confirms them.
         """
-        if not (new or updated or admissions or failed or gates):
+        if not (new or updated or admissions or failed or gates or adaptive):
             return set()
         try:
-            if not (failed or gates):
+            if not (failed or gates or adaptive):
                 return await self._tick(now, new, updated, admissions, outbox)
             async with self._connection.transaction():
                 inserted = await self._tick(now, new, updated, admissions, outbox)
-                await self._connection.fetchrow(
-                    sql("tick_retry_control"),
-                    *bind("tick_retry_control", RetryControlParams.of(now, failed, gates)),
-                    timeout=self._timeout,
-                )
+                if failed or gates:
+                    await self._connection.fetchrow(
+                        sql("tick_retry_control"),
+                        *bind("tick_retry_control", RetryControlParams.of(now, failed, gates)),
+                        timeout=self._timeout,
+                    )
+                if adaptive:
+                    await self._connection.execute(
+                        sql("tick_adaptive"),
+                        *bind("tick_adaptive", AdaptiveParams.of(now, adaptive)),
+                        timeout=self._timeout,
+                    )
                 return inserted
         except DB_ERRORS as exc:
             raise StoreError(f"admission tick failed: {exc}") from exc

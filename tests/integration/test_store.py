@@ -69,6 +69,7 @@ async def test_migrations_build_the_schema_once_even_when_raced(empty_database: 
         "steering",
         "outbox",
         "sent_ticks",
+        "adaptive_limits",
     }
 
 

@@ -1,4 +1,4 @@
-"""The SDK's pieces that need no broker: handler kinds, the thread pool, the reserved `throttled`."""
+"""The SDK's pieces that need no broker: handler kinds, the thread pool, `throttled` and `duration`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from janus.client.sync_producer import default_amqp_url
 from janus.client.worker import ReadyJob, Throttled, _Threads, is_coroutine_function
 from janus.config import DEFAULT_AMQP_URL
+from janus.errors import ProtocolError
 from janus.protocol import decode_result, encode_result
 
 
@@ -60,9 +61,9 @@ def test_the_pool_has_as_many_daemon_threads_as_asked() -> None:
     pool.close()
 
 
-def test_throttled_is_reserved_in_the_result_and_ignored_by_janus() -> None:
+def test_throttled_and_duration_travel_in_the_result_and_are_optional() -> None:
     body = encode_result(
-        job_id="j", attempt=3, outcome="failure", error="429", retry_after=2.0, throttled=True
+        job_id="j", attempt=3, outcome="failure", error="429", retry_after=2.0, throttled=True, duration=0.25
     )
     assert json.loads(body) == {
         "job_id": "j",
@@ -71,9 +72,19 @@ def test_throttled_is_reserved_in_the_result_and_ignored_by_janus() -> None:
         "error": "429",
         "retry_after": 2.0,
         "throttled": True,
+        "duration": 0.25,
     }
-    assert decode_result(body, "application/json").retry_after == 2.0  # an unknown field, ignored
-    assert "throttled" not in json.loads(encode_result(job_id="j", attempt=1, outcome="failure"))
+    decoded = decode_result(body, "application/json")
+    assert decoded.throttled
+    assert decoded.duration == 0.25
+    plain = encode_result(job_id="j", attempt=1, outcome="failure")
+    assert "throttled" not in json.loads(plain)
+    assert "duration" not in json.loads(plain)
+    older = decode_result(plain, "application/json")  # from a worker that sends neither
+    assert not older.throttled
+    assert older.duration is None
+    with pytest.raises(ProtocolError):
+        decode_result(b'{"job_id":"j","attempt":1,"outcome":"success","duration":-1}', "application/json")
     assert str(Throttled()) == "throttled"
     assert str(Throttled(retry_after=2.5)) == "throttled, retry after 2.5s"
 

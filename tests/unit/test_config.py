@@ -387,6 +387,10 @@ ERROR_CASES = [
     ("negative_duration.toml", "dependencies.api.retry.base_delay", "duration must be positive"),  # -1
     ("duration_wrong_type.toml", "dependencies.api.lease_timeout", "a duration is a number"),  # true
     ("bad_rate_limit.toml", "dependencies.api.rate_limits.0", "invalid rate limit '100 per second'"),  # prose
+    ("adaptive_nothing_to_adapt.toml", "dependencies.api.adaptive", "need max_rate, max_concurrency"),
+    ("adaptive_min_above_max.toml", "dependencies.api.adaptive", "min_rate (20/1s) must be at most max_rate"),
+    ("adaptive_rate_not_a_rate.toml", "dependencies.api.adaptive.max_rate", "a rate limit is a string"),
+    ("adaptive_decrease_one.toml", "dependencies.api.adaptive.decrease", "less than 1"),
     ("rate_limit_zero_count.toml", "dependencies.api.rate_limits.1", "COUNT must be at least 1"),  # 2nd entry
     ("rate_limit_bad_window.toml", "dependencies.api.rate_limits.0", "invalid duration '1w'"),  # weeks
     ("rate_limits_not_a_list.toml", "dependencies.api.rate_limits", "valid list"),  # a bare string

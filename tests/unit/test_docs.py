@@ -14,6 +14,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from pydantic import BaseModel
 
 import janus.cli
+from janus.adaptive_config import AdaptiveConfig
 from janus.api.metrics import Metrics
 from janus.config import (
     CircuitConfig,
@@ -129,10 +130,12 @@ def test_configuration_reference_shows_every_key_and_variable() -> None:
     shown = set(re.findall(r"^([a-z_]+) = ", reference, re.M))
     expected = (
         model_keys(JanusConfig) - {"dependencies", "retention"}
-        | model_keys(DependencyConfig) - {"retry", "circuit", "fairness", "shadow", "retention", "recovery"}
+        | model_keys(DependencyConfig)
+        - {"retry", "circuit", "fairness", "shadow", "retention", "recovery", "adaptive"}
         | model_keys(ShadowConfig)
         | model_keys(RetentionConfig)
         | model_keys(RecoveryConfig)
+        | model_keys(AdaptiveConfig)
         | model_keys(RetryConfig)
         | model_keys(CircuitConfig)
         | model_keys(FairnessConfig)

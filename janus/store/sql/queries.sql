@@ -138,6 +138,23 @@ WITH errors AS (
 )
 SELECT (SELECT count(*) FROM errors) AS errors, (SELECT count(*) FROM gates) AS gates;
 
+-- name: tick_adaptive
+-- params: :now, :adaptive_dependencies, :rates, :concurrencies, :slow_starts, :reasons, :changed_at
+-- (named: bound by name from store.session.AdaptiveParams, one array per column)
+-- In the tick's transaction, after the tick statement (whose lease lock fences it), only when
+-- a dependency's adaptive limits changed in the tick.
+INSERT INTO janus.adaptive_limits AS a (dependency, rate, concurrency, slow_start, reason, changed_at, updated_at)
+SELECT d, r, c, s, why, ch, :now
+  FROM unnest(:adaptive_dependencies::text[], :rates::float8[], :concurrencies::float8[],
+              :slow_starts::bool[], :reasons::text[], :changed_at::float8[]) AS u(d, r, c, s, why, ch)
+    ON CONFLICT (dependency) DO UPDATE
+   SET rate = excluded.rate, concurrency = excluded.concurrency, slow_start = excluded.slow_start,
+       reason = excluded.reason, changed_at = excluded.changed_at, updated_at = excluded.updated_at;
+
+-- name: load_adaptive
+-- params: none
+SELECT dependency, rate, concurrency, slow_start, reason, changed_at FROM janus.adaptive_limits;
+
 -- name: load_gates
 -- params: none
 SELECT dependency, circuit_state, circuit_since, open_until, open_for, pause_until FROM janus.dependency_gates;
