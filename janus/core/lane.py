@@ -22,6 +22,7 @@ from janus.core.policy import DependencyPolicy
 from janus.core.rate import SlidingWindow, admission_windows, rebuild_windows, same_windows
 from janus.core.shadow import ShadowLane
 from janus.core.steering import OperatorPause, Override, Steering
+from janus.core.units import UNIT_SCALE, Key, UnitLimits, scaled
 
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
 
@@ -75,6 +76,8 @@ class Scope:
     delayed: int = 0
     admitted: int = 0
     parked: WaitReason | None = None  # at a cap of its own: out of the fair queue until it lifts
+    # Fair-share passes owed (or owed back, negative) for settled costs, added to its next charge.
+    unit_debt: int = 0
 
     def add_again(self, job_id: str) -> None:
         """A job admitted before is eligible again: it queues behind the others."""
@@ -123,6 +126,7 @@ class Lane:
     # No longer in the policy of record: admits nothing, keeps its jobs (`unconfigured`).
     removed: bool = False
     shadow: ShadowLane | None = None  # limits counted, never enforced (core/shadow.py)
+    units: UnitLimits | None = None  # limits in units of cost (core/units.py), if it has any
 
     @classmethod
     def of(cls, policy: DependencyPolicy, ledger: Ledger, pager: Pager) -> Lane:
@@ -134,6 +138,7 @@ class Lane:
             ledger=ledger,
             pager=pager,
             shadow=ShadowLane(policy.shadow, policy.admission_ttl) if policy.shadow is not None else None,
+            units=UnitLimits(policy.unit_limits, policy.admission_ttl) if policy.unit_limits else None,
         )
 
     def scope(self, name: str) -> Scope:
@@ -216,6 +221,9 @@ class Lane:
         ttl = policy.admission_ttl
         if not same_windows(self.windows, policy.rate_limits, ttl):
             self.windows = rebuild_windows([*self.windows, *(self.kept or ())], policy.rate_limits, ttl)
+        if self.units is None or not self.units.same(policy.unit_limits, ttl):
+            units = self.units or UnitLimits((), ttl)
+            self.units = units.rebuilt(policy.unit_limits, ttl) if policy.unit_limits else None
         if (policy.shadow is None) != (self.shadow is None) or (
             self.shadow is not None and self.shadow.limits != policy.shadow
         ):
@@ -269,6 +277,14 @@ class Lane:
             self.shadow.restore(admissions)
         return stamps[-1] if stamps else None
 
+    def restore_units(self, charges: Iterable[tuple[str, int, float, float]]) -> None:
+        """Reload the unit charges, (job_id, attempt, admitted_at, units): estimates, or the actual
+        costs of settled admissions."""
+        if self.units is not None:
+            listed = [(at, (job_id, attempt), scaled(units)) for job_id, attempt, at, units in charges]
+            for window in self.units.windows:
+                window.restore(listed)
+
     def restore_gate(self, state: GateState, now: float) -> None:
         """Go on with a previous leader's circuit and pause (after the held jobs are restored)."""
         jobs = self.ledger.jobs
@@ -310,6 +326,14 @@ class Lane:
                     until=window.free_at(now),
                     waiting=self.eligible,
                 )
+        if self.units is not None and (full := self.units.blocking(now)) is not None:
+            return Blocked(
+                dependency=policy.name,
+                reason=WaitReason.RATE,
+                limit=f"rate {full.limit}",
+                until=self.units.free_at(now, self.units.stopped or 0),
+                waiting=self.eligible,
+            )
         return self._ramp_block(now)
 
     def _ramp_block(self, now: float) -> Blocked | None:
@@ -385,6 +409,31 @@ class Lane:
         self.gate.record_many(now, admissions=count, retries=retries)
         self.gate.on_admit(now, count)
         self.gate.ramp.record(now, count, retries)
+
+    def charge_units(self, scope: Scope, key: Key, cost: float, now: float) -> int | None:
+        """Charge an admission's estimate in every unit window, and return the fair-share step it
+        costs its scope (its stride per unit); None if it does not fit now (then `block` says so)."""
+        units, need = self.units, scaled(cost)
+        if units is None:
+            return scope.stride
+        if not units.fits(now, need):
+            units.stopped = need
+            return None
+        units.stopped = None
+        units.charge(now, key, need)
+        step = max(1, scope.stride * need // UNIT_SCALE) + scope.unit_debt
+        scope.unit_debt = min(0, step - 1)  # what a step of 1 leaves owed back
+        return max(1, step)
+
+    def settle_units(self, job: Job, actual: float) -> None:
+        """The actual cost of the job's current admission: charged in place of its estimate, and
+        its scope's fair share corrected by the difference from its next turn on."""
+        if self.units is None:
+            return
+        delta = self.units.settle((job.job_id, job.attempt), scaled(actual))
+        scope = self.scopes.get(job.scope)
+        if delta and scope is not None:
+            scope.unit_debt += scope.stride * delta // UNIT_SCALE
 
     def scope_cap(self, scope: Scope, now: float) -> ScopeCap | None:
         """The scope's own cap that stops it now: (reason, limit, until)."""

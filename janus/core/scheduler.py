@@ -110,7 +110,9 @@ class Scheduler:
         """
         self._lanes[policy.name].update_policy(policy)
 
-    def submit(self, *, job_id: str, dependency: str, scope: str, payload: object, now: float) -> Job:
+    def submit(
+        self, *, job_id: str, dependency: str, scope: str, payload: object, now: float, cost: float = 1.0
+    ) -> Job:
         """A new job, eligible at once.
 
         The core knows only unfinished jobs: a `job_id` it does not know may still be a
@@ -124,7 +126,13 @@ class Scheduler:
             raise ValueError(f"job {job_id!r} is already known")
         self._next_seq += 1
         job = first_attempt(
-            job_id=job_id, dependency=dependency, scope=scope, payload=payload, seq=self._next_seq, now=now
+            job_id=job_id,
+            dependency=dependency,
+            scope=scope,
+            payload=payload,
+            seq=self._next_seq,
+            now=now,
+            cost=cost,
         )
         state = lane.scopes.get(scope) or lane.scope(scope)
         keep = not state.stored and len(state.fresh) < self._pager.per_scope()
@@ -214,6 +222,9 @@ class Scheduler:
             latest = lane.restore_admissions(admissions) if lane is not None else None
             if latest is not None:
                 core._clock_floor = max(core._clock_floor, latest)
+        for dependency, charges in snapshot.unit_admissions.items():
+            if (lane := lanes.get(dependency)) is not None:
+                lane.restore_units(charges)
         for dependency, flagged in snapshot.budget_admissions.items():
             if (lane := lanes.get(dependency)) is not None:
                 lane.gate.budget.restore(flagged)
@@ -332,7 +343,9 @@ class Scheduler:
         error: str | None,
         retry_after: float | None,
         now: float,
+        cost: float | None = None,
     ) -> Transition:
+        """A worker's result; `cost`: the attempt's actual units, settled in place of its estimate."""
         now = self._advance(now)
         taken = self._take_back(job_id, attempt)
         if isinstance(taken, Verdict):
@@ -340,6 +353,8 @@ class Scheduler:
                 return self._late_success(job_id, now)
             return Transition(verdict=taken)
         job, lane = taken
+        if cost is not None and lane.units is not None:
+            lane.settle_units(job, cost)
         if success:
             lane.gate.on_outcome(failed=False, admitted_at=job.admitted_at, now=now)
             if retry_after is not None:
