@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from janus.core.policy import RateLimit
+from janus.core.policy import DependencyPolicy, RateLimit
 
 UNIT_SCALE = 1000  # units are counted in thousandths: a cost is exact to 0.001
 
@@ -205,3 +205,14 @@ class UnitLimits:
         return [(w.limit, w.span) for w in self.windows] == [
             (x, x.admission_window(admission_ttl)) for x in limits
         ]
+
+
+def cost_refusal(policy: DependencyPolicy, cost: float) -> str | None:
+    """Why a job of this cost can never be admitted (above `max_cost`, or above a unit limit's
+    COUNT, which no window can ever hold), or None: the intake sets such a job aside."""
+    if policy.max_cost is not None and cost > policy.max_cost:
+        return f"cost {cost:g} is above max_cost {policy.max_cost:g} of {policy.name!r}"
+    for limit in policy.unit_limits:
+        if scaled(cost) > limit.count * UNIT_SCALE:
+            return f"cost {cost:g} can never fit the unit limit {limit} of {policy.name!r}"
+    return None

@@ -76,7 +76,8 @@ ALLOWED = {
     "janus.urls": set(),  # what a message may say of a connection URL
     "janus.logs": set(),  # the log format: the CLI configures it, the service sets the term's epoch
     "janus.protocol": {"janus.core", "janus.errors"},
-    "janus.config": {"janus.core", "janus.errors", "janus.urls"},
+    "janus.config": {"janus.core", "janus.errors", "janus.urls", "janus.config_limits"},
+    "janus.config_limits": {"janus.core"},  # durations and rate limits as a policy file writes them
     # The policy of record: a configuration as PostgreSQL keeps its versions (`janus apply`).
     "janus.policy_record": {"janus.core", "janus.errors", "janus.config", "janus.urls"},
     "janus.store": {"janus.core", "janus.errors", "janus.urls"},
