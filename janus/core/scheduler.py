@@ -373,6 +373,7 @@ class Scheduler:
             return Transition(verdict=taken)
         job, lane = taken
         lane.gate.on_returned(job.admitted_at, now)
+        lane.settle_units(job, 0.0)  # never started (docs/protocol.md): it cost nothing
         waiting = job._replace(
             state=JobState.WAITING,
             eligible_at=now,
