@@ -4,14 +4,16 @@ A fake API counts the units of the calls it received in a sliding second and ans
 "throttled" to a call that would take it past its budget (a token-per-minute limit scaled down
 to one second). Janus limits the dependency to the same budget, `"BUDGET units/1s"`, counting
 starts. Job costs come from a wide (log-normal) distribution. The first jobs' estimates are off
-by up to ±50 % (the actual cost is 0.5..1.5 times... the estimate's inverse: the producer
-guessed), and the worker reports each actual cost; the later jobs are estimated right, as a
-producer does once it has corrected its estimates from the reported costs.
+by up to ±50 % (0.5..1.5 times the actual cost), and the worker reports each actual cost; the
+later jobs are estimated right, as a producer does once it has corrected its estimates from the
+reported costs (janus_job_cost_units_total).
 
 The bound (docs/protocol.md, Costed jobs): a window holds at most BUDGET units of settled or
 exact costs, plus the under-estimates of admissions not yet settled. So once every
 under-estimated call has reported and a window (T + admission_ttl) has passed, no call is
-throttled; and the goodput, in units, is within 10 % of the budget while jobs wait.
+throttled; the API never serves more than BUDGET in a window (its own rule, checked on what it
+served); and the goodput, in units, is within 10 % of the budget while jobs wait. T is 20 s and
+not 1 s (see BUDGET): the run takes under a minute all the same.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class FakeApi:
 async def test_units_at_the_api_stay_within_the_budget_and_use_it(database: str, vhost: str) -> None:
     rng = random.Random(23)
     jobs = []
-    for i in range(400):
+    for i in range(400):  # about 35,000 units: a backlog through the first window and beyond
         actual = round(min(400.0, max(1.0, rng.lognormvariate(4.0, 1.0))), 1)
         guessed = i < 60  # the first jobs' estimates are off by up to ±50 %
         estimate = round(actual * rng.uniform(0.5, 1.5), 1) if guessed else actual
@@ -84,17 +86,12 @@ async def test_units_at_the_api_stay_within_the_budget_and_use_it(database: str,
             # All confirms in flight at once (one at a time, the submission would be the bottleneck);
             # one channel publishes them in this order.
             await asyncio.gather(
-                *(producer.submit(job_id, "llm", {"actual": a}, cost=estimate) for job_id, a, estimate, _ in jobs)
+                *(
+                    producer.submit(job_id, "llm", {"actual": a}, cost=estimate)
+                    for job_id, a, estimate, _ in jobs
+                )
             )
-        try:
-            await log.wait_for(lambda _: len(log.succeeded()) == len(jobs), timeout=75)
-        except TimeoutError:
-            from collections import Counter
-
-            print("DEBUG", len(log.succeeded()), len(api.throttled), Counter(r.outcome for r in log.records))
-            print("DEBUG missing", sorted({j[0] for j in jobs} - log.succeeded())[:10])
-            print("DEBUG last", log.records[-3:], time.time())
-            raise
+        await log.wait_for(lambda _: len(log.succeeded()) == len(jobs), timeout=75)
         await worker.stop()
 
     guessed = {job_id for job_id, _, _, g in jobs if g}
@@ -103,9 +100,12 @@ async def test_units_at_the_api_stay_within_the_budget_and_use_it(database: str,
     late = [(at, job_id) for at, job_id in api.throttled if at > corrected]
     first, last = api.calls[0][0], api.calls[-1][0]
     total = sum(units for _, units, _ in api.calls)
-    # Units per second over the run, its last window included: with a backlog throughout, a
-    # sliding log serves BUDGET in the first window and BUDGET per T + TTL after it.
-    goodput = total / (last - first + T)
+    # Units per second over the first span of T + TTL (a limit that counts starts counts
+    # admissions over that span), with a backlog throughout: at best BUDGET in it. The first jobs'
+    # over-estimates hold units back until their results give them back: without settlement
+    # the API would get less.
+    span = T + TTL
+    goodput = sum(units for at, units, _ in api.calls if at < first + span) / span
     worst = max(sum(units for other, units, _ in api.calls if at - T < other <= at) for at, _, _ in api.calls)
     print(
         f"\n{len(api.calls)} calls, {total:,.0f} units in {last - first:.1f} s: goodput {goodput:,.0f} units/s "
