@@ -12,6 +12,7 @@ from janus.config import load_config
 from janus.core.policy import DependencyPolicy, RateCounting, RateLimit
 from janus.core.scheduler import Scheduler
 from janus.errors import ConfigError, ProtocolError
+from janus.policy_record import config_of_record, record_of
 from janus.protocol import decode_intake, decode_result, encode_intake, encode_result
 from janus.service.tick import TickOptions, decide
 from tests.unit.test_tick import batch, delivery, result
@@ -95,3 +96,11 @@ def test_the_tick_sets_aside_what_can_never_fit_and_settles_what_was_reported() 
     assert [(s.job_id, s.attempt, s.admitted_at, s.cost) for s in decided.settled] == [("ok", 1, 1.0, 20.0)]
     assert dict(decided.costs) == {("llm", "estimated"): 70.0, ("llm", "actual"): 20.0}
     assert [a.job_id for a in decided.decision.admissions] == ["small"], "50 units came back"
+
+
+def test_a_stored_policy_version_keeps_its_unit_limits(tmp_path: Path) -> None:
+    # A version of the policy is stored as text the parser reads back (janus apply, failover).
+    file = load_config(config(tmp_path, 'rate_limits = ["100/1m", "90000 units/1m"]\nmax_cost = 5\n'))
+    again = config_of_record(record_of(file), 1, file)
+    assert again.policies() == file.policies()
+    assert '"90000 units/60s"' in record_of(file)
