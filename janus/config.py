@@ -29,6 +29,10 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from janus.adaptive_config import AdaptiveConfig
+from janus.config_limits import _DURATION
+from janus.config_limits import parse_duration as parse_duration
+from janus.config_limits import parse_limit_entry as parse_limit_entry
+from janus.config_limits import parse_rate_limit as parse_rate_limit
 from janus.core.policy import (
     CircuitPolicy,
     DependencyPolicy,
@@ -54,71 +58,7 @@ MAX_MESSAGE_SIZE_CEILING = 512 * 1024 * 1024
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/janus"
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)?\s*(ms|s|m|h|d)\s*$")
-_RATE = re.compile(r"^\s*([0-9]+)\s*/\s*(.+)$")
 DEPENDENCY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string with a unit: "250ms", "2s", "5m", "1h", "1d"."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '2s'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(
-                f"invalid duration {value!r}: use a number of seconds or e.g. '250ms', '2s', '5m', '1h'"
-            )
-        number, unit = match.groups()
-        seconds = float(number if number is not None else 1) * _UNITS[unit]
-    else:
-        raise ValueError("a duration is a number of seconds or a string like '2s'")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"duration must be positive and finite, got {value!r}")
-    return seconds
-
-
-def parse_rate_limit(value: object) -> RateLimit:
-    """A RateLimit from "COUNT/DURATION", e.g. "100/1s" or "2000/1m" ("100/s" means one second)."""
-    if isinstance(value, RateLimit):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("a rate limit is a string 'COUNT/DURATION', e.g. '100/1s'")
-    match = _RATE.match(value)
-    if match is None:
-        raise ValueError(f"invalid rate limit {value!r}: expected 'COUNT/DURATION', e.g. '100/1s'")
-    count = int(match.group(1))
-    if count < 1:
-        raise ValueError(f"invalid rate limit {value!r}: COUNT must be at least 1")
-    try:
-        window = parse_duration(match.group(2))
-    except ValueError as exc:
-        raise ValueError(f"invalid rate limit {value!r}: {exc}") from None
-    return RateLimit(count=count, window=window)
-
-
-_LIMIT_KEYS = ("limit", "counts")
-_COUNTINGS = ", ".join(repr(c.value) for c in RateCounting)
-
-
-def parse_limit_entry(value: object) -> RateLimit:
-    """An entry of `rate_limits` or `scope_rate_limits`: "COUNT/DURATION" (counting starts), or
-    a table { limit = "COUNT/DURATION", counts = "starts" | "admissions" }."""
-    if not isinstance(value, dict):
-        return parse_rate_limit(value)
-    unknown = sorted(str(key) for key in value if key not in _LIMIT_KEYS)
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} in a rate limit table (keys: limit, counts)")
-    if "limit" not in value:
-        raise ValueError("a rate limit table needs 'limit', e.g. { limit = '100/1s', counts = 'admissions' }")
-    limit = parse_rate_limit(value["limit"])
-    counts = value.get("counts", RateCounting.STARTS.value)
-    if not isinstance(counts, str) or counts not in {c.value for c in RateCounting}:
-        raise ValueError(f"invalid counts {counts!r}: one of {_COUNTINGS}")
-    return RateLimit(count=limit.count, window=limit.window, counts=RateCounting(counts))
 
 
 # Bounds of what a policy may say (docs/configuration.md#bounds): beyond them a value is a
@@ -127,6 +67,7 @@ SECOND, DAY = 1.0, 86400.0
 MAX_DEPENDENCIES = 2000  # one channel each on one connection; RabbitMQ allows 2,047 (channel_max)
 MAX_CONCURRENCY = 1_000_000  # slots held at once, per dependency or per scope
 MAX_RATE_COUNT = 10_000_000  # admissions a rate window holds (each one kept in memory)
+MAX_UNIT_COUNT = 10**12  # units of a unit limit (counted to a thousandth in integers)
 MAX_COUNT = 1_000_000  # min_retries, min_outcomes
 MAX_ATTEMPTS = 1000
 MAX_PROBES = 10_000
@@ -169,9 +110,10 @@ def _zero_or_duration(value: object) -> float:
 
 
 def _limit_bounds(limit: RateLimit) -> RateLimit:
-    text = f"{limit.count}/{format_duration(limit.window)}"
-    if limit.count > MAX_RATE_COUNT:
-        raise ValueError(f"invalid rate limit '{text}': COUNT must be at most {MAX_RATE_COUNT:,}")
+    text = f"{limit.count}{' units' if limit.units else ''}/{format_duration(limit.window)}"
+    most = MAX_UNIT_COUNT if limit.units else MAX_RATE_COUNT  # a unit limit keeps one entry per job
+    if limit.count > most:
+        raise ValueError(f"invalid rate limit '{text}': COUNT must be at most {most:,}")
     if not MIN_DURATION <= limit.window <= MAX_WINDOW:
         raise ValueError(
             f"invalid rate limit '{text}': the window must be between {format_duration(MIN_DURATION)} "
@@ -200,6 +142,16 @@ Count = Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)]
 RateLimitSpec = Annotated[RateLimit, BeforeValidator(parse_rate_limit), AfterValidator(_limit_bounds)]
 # Plain, or the table form
 LimitEntry = Annotated[RateLimit, BeforeValidator(parse_limit_entry), AfterValidator(_limit_bounds)]
+
+
+def _jobs_only(limit: RateLimit) -> RateLimit:
+    if limit.units:
+        raise ValueError(f"'{limit}': units are counted only in a dependency's own rate_limits")
+    return limit
+
+
+# A scope's and a shadow's limits count jobs only
+JobLimitEntry = Annotated[LimitEntry, AfterValidator(_jobs_only)]
 
 
 class _Strict(BaseModel):
@@ -281,7 +233,7 @@ class FairnessConfig(_Strict):
     default_weight: Weight = 1.0
     weights: dict[str, Weight] = Field(default_factory=dict)
     scope_concurrency: Concurrency | None = None
-    scope_rate_limits: list[LimitEntry] = Field(default_factory=list)
+    scope_rate_limits: list[JobLimitEntry] = Field(default_factory=list)
 
     def to_policy(self) -> FairnessPolicy:
         return FairnessPolicy(
@@ -295,10 +247,10 @@ class FairnessConfig(_Strict):
 class ShadowConfig(_Strict):
     """Limits counted on every decision, never enforced: what they would have held back."""
 
-    rate_limits: list[LimitEntry] = Field(default_factory=list)
+    rate_limits: list[JobLimitEntry] = Field(default_factory=list)
     concurrency: int | None = Field(default=None, ge=1, strict=True)
     scope_concurrency: int | None = Field(default=None, ge=1, strict=True)
-    scope_rate_limits: list[LimitEntry] = Field(default_factory=list)
+    scope_rate_limits: list[JobLimitEntry] = Field(default_factory=list)
 
     def to_policy(self) -> ShadowLimits:
         return ShadowLimits(
@@ -344,6 +296,7 @@ OUTCOMES: tuple[Outcome, ...] = ("succeeded", "dead")
 
 class DependencyConfig(_Strict):
     rate_limits: list[LimitEntry] = Field(default_factory=list)
+    max_cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # a job's `cost`, at most
     concurrency: Concurrency | None = None
     lease_timeout: LeaseDuration = 300.0
     admission_ttl: TtlDuration | None = None
@@ -375,7 +328,9 @@ class DependencyConfig(_Strict):
             ttl = min(default_admission_ttl(every), self.lease_timeout / 2)
         return DependencyPolicy(
             name=name,
-            rate_limits=limits,
+            rate_limits=tuple(limit for limit in limits if not limit.units),
+            unit_limits=tuple(limit for limit in limits if limit.units),
+            max_cost=self.max_cost,
             concurrency=self.concurrency,
             lease_timeout=self.lease_timeout,
             admission_ttl=ttl,

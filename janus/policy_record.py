@@ -32,8 +32,9 @@ def record_of(config: JanusConfig) -> str:
 
 def _writable(value: Any) -> Any:
     if isinstance(value, dict):
-        if value.keys() == {"count", "window", "counts"}:  # a RateLimit
-            limit = f"{value['count']}/{format(Decimal(repr(value['window'])).normalize(), 'f')}s"
+        if value.keys() == {"count", "window", "counts", "units"}:  # a RateLimit
+            units = " units" if value["units"] else ""
+            limit = f"{value['count']}{units}/{format(Decimal(repr(value['window'])).normalize(), 'f')}s"
             return limit if value["counts"] == "starts" else {"limit": limit, "counts": value["counts"]}
         return {key: _writable(inner) for key, inner in value.items()}
     if isinstance(value, list):

@@ -10,7 +10,15 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+)
 
 from janus.core.jobs import Admission, Job, JobState
 from janus.errors import ProtocolError
@@ -54,11 +62,25 @@ class _Wire(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
+def _finite_number(value: object) -> object:
+    # JSON has one number type: accept 5 as well as 5.0, but never NaN or infinity.
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+# A job's cost in units (issue 23): what its dependency's unit limits count.
+Cost = Annotated[float, BeforeValidator(_finite_number), Field(ge=0)]
+
+
 class IntakeMessage(_Wire):
     job_id: Identifier
     dependency: Identifier
     scope: Identifier = "default"
     payload: JsonValue = None
+    cost: Cost = 1.0  # the estimate, charged at each admission in the dependency's unit limits
 
 
 class ReadyMessage(_Wire):
@@ -85,6 +107,7 @@ class ResultMessage(_Wire):
     # Adaptive limits' signals (docs/protocol.md): the dependency said "slow down"; the call's seconds.
     throttled: bool = False
     duration: float | None = Field(default=None, ge=0)
+    cost: Cost | None = None  # the attempt's actual units: settled in place of the estimate
 
     @field_validator("retry_after", "duration", mode="before")
     @classmethod
@@ -169,14 +192,23 @@ def check_identifiers(*, job_id: str, dependency: str, scope: str) -> None:
 
 
 def encode_checked_intake(
-    *, job_id: str, dependency: str, scope: str, payload: JsonValue, max_payload_bytes: int | None = None
+    *,
+    job_id: str,
+    dependency: str,
+    scope: str,
+    payload: JsonValue,
+    max_payload_bytes: int | None = None,
+    cost: float | None = None,
 ) -> bytes:
     """The intake message, or ProtocolError with the reason Janus would set it aside for (the
-    payload cap is checked only if given: it is Janus's configuration)."""
+    payload cap is checked only if given: it is Janus's configuration; so are `max_cost` and the
+    unit limits a cost must fit)."""
     try:
-        body = encode_intake(job_id=job_id, dependency=dependency, scope=scope, payload=payload)
+        body = encode_intake(job_id=job_id, dependency=dependency, scope=scope, payload=payload, cost=cost)
     except ValueError:
-        raise ProtocolError("invalid_fields", "payload: NaN and Infinity are not JSON numbers") from None
+        raise ProtocolError(
+            "invalid_fields", "payload or cost: NaN and Infinity are not JSON numbers"
+        ) from None
     decode_intake(body, CONTENT_TYPE, max_payload_bytes if max_payload_bytes is not None else len(body))
     return body
 
@@ -230,9 +262,14 @@ def encode_ready(admission: Admission) -> bytes:
     ).encode()
 
 
-def encode_intake(*, job_id: str, dependency: str, scope: str, payload: JsonValue) -> bytes:
+def encode_intake(
+    *, job_id: str, dependency: str, scope: str, payload: JsonValue, cost: float | None = None
+) -> bytes:
+    body: dict[str, object] = {"job_id": job_id, "dependency": dependency, "scope": scope, "payload": payload}
+    if cost is not None:
+        body["cost"] = cost
     return json.dumps(
-        {"job_id": job_id, "dependency": dependency, "scope": scope, "payload": payload},
+        body,
         separators=(",", ":"),
         ensure_ascii=False,
         allow_nan=False,
@@ -248,8 +285,11 @@ def encode_result(
     retry_after: float | None = None,
     throttled: bool = False,
     duration: float | None = None,
+    cost: float | None = None,
 ) -> bytes:
     body: dict[str, object] = {"job_id": job_id, "attempt": attempt, "outcome": outcome}
+    if cost is not None:
+        body["cost"] = cost
     if error is not None:
         body["error"] = error[:MAX_ERROR_LENGTH]
     if retry_after is not None:

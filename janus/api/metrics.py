@@ -62,6 +62,13 @@ class Metrics:
             ["dependency", "verdict"],
             registry=r,
         )
+        self.cost_units = Counter(
+            "janus_job_cost_units_total",
+            "Units of cost of the attempts whose result reported an actual cost, per dependency: the "
+            "estimate charged at admission (kind=estimated) against what the worker reported (kind=actual).",
+            ["dependency", "kind"],
+            registry=r,
+        )
         self.tick_failures = Counter(
             "janus_tick_failures_total",
             "Ticks that failed for what a message carried: retried message by message.",

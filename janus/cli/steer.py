@@ -200,9 +200,11 @@ async def override(args: argparse.Namespace, settings: Settings) -> int:
         raise JanusError("an override needs --for DURATION: it ends by itself")
     for limit in args.rate_limits or ():
         try:
-            parse_limit_entry(limit)
+            parsed = parse_limit_entry(limit)
         except ValueError as exc:
             raise ConfigError(f"--rate-limit: {exc}") from None
+        if parsed.units:  # the unit limits stay the policy's (an override replaces job counts)
+            raise ConfigError(f"--rate-limit: {limit!r}: an override sets job counts, not units")
     return await _steer(args, settings, "override", _lasts(args.lasts), args.concurrency, args.rate_limits)
 
 

@@ -2,9 +2,11 @@
 
 from janus.client.producer import Producer
 from janus.client.sync_producer import SyncProducer, submit
-from janus.client.worker import ReadyJob, RetryAfter, Throttled, Worker, WorkRecord
+from janus.client.worker import Cost, Failed, ReadyJob, RetryAfter, Throttled, Worker, WorkRecord
 
 __all__ = [
+    "Cost",
+    "Failed",
     "Producer",
     "ReadyJob",
     "RetryAfter",

@@ -9,6 +9,7 @@ for it instead (aio-pika matches the return to its publish by `message_id`, the 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable
 from types import TracebackType
 
@@ -62,16 +63,31 @@ class Producer:
         return cls(connection, channel, exchange)
 
     async def submit(
-        self, job_id: str, dependency: str, payload: JsonValue = None, *, scope: str = "default"
+        self,
+        job_id: str,
+        dependency: str,
+        payload: JsonValue = None,
+        *,
+        scope: str = "default",
+        cost: float | None = None,
     ) -> None:
         """Publish one job; returns once the broker has confirmed it. Safe to repeat: Janus deduplicates.
+
+        `cost`: the job's estimated units for its dependency's unit limits (default 1: "90000
+        units/1m" counts tokens, credits, items); the worker may report the actual cost.
 
         Raises ProtocolError, before publishing, for a job Janus would set aside (an empty or
         over-long identifier, control characters, NaN in the payload), and BrokerError if the
         broker routed it nowhere or the connection failed."""
         check_identifiers(job_id=job_id, dependency=dependency, scope=scope)
+        if cost is not None and not (math.isfinite(cost) and cost >= 0):
+            raise ProtocolError(
+                "invalid_fields", f"cost: must be a finite number of at least 0, got {cost!r}"
+            )
         try:
-            body = encode_intake(job_id=job_id, dependency=dependency, scope=scope, payload=payload)
+            body = encode_intake(
+                job_id=job_id, dependency=dependency, scope=scope, payload=payload, cost=cost
+            )
         except ValueError:
             raise ProtocolError("invalid_fields", "payload: NaN and Infinity are not JSON numbers") from None
         message = aio_pika.Message(

@@ -66,8 +66,9 @@ class SyncProducer:
         *,
         scope: str = "default",
         timeout: float = CONFIRM_TIMEOUT,
+        cost: float | None = None,
     ) -> None:
-        self._call(self._open().submit(job_id, dependency, payload, scope=scope), timeout)
+        self._call(self._open().submit(job_id, dependency, payload, scope=scope, cost=cost), timeout)
 
     def submit_many(
         self, jobs: Iterable[tuple[str, str, JsonValue, str]], *, timeout: float | None = None
@@ -118,8 +119,9 @@ def submit(
     *,
     scope: str = "default",
     amqp_url: str | None = None,
+    cost: float | None = None,
 ) -> None:
     """Publish one job and wait for its confirm, on a connection of its own (for scripts and
     occasional jobs; keep a SyncProducer open to submit many)."""
     with SyncProducer(amqp_url) as producer:
-        producer.submit(job_id, dependency, payload, scope=scope)
+        producer.submit(job_id, dependency, payload, scope=scope, cost=cost)

@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import math
 import queue
 import threading
 import time
@@ -71,14 +72,34 @@ _REFUSED = (ChannelAccessRefused, ChannelNotFoundEntity)
 _RECONNECT_FAILED: tuple[type[Exception], ...] = (*BROKER_ERRORS, JanusError)
 
 
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Return from a handler what the call really cost, in its dependency's units (tokens, credits):
+    `return Cost(response.usage.total_tokens)`. The result reports it, and Janus settles it in
+    place of the job's estimate (docs/protocol.md, Costed jobs). Any other return reports none."""
+
+    units: float
+
+
 class RetryAfter(Exception):
     """Raise from a handler when the dependency asked to back off (e.g. HTTP 429 Retry-After):
     the attempt failed, and Janus admits nothing of the dependency for `seconds`. The result
-    says `throttled` too (docs/protocol.md)."""
+    says `throttled` too (docs/protocol.md). `cost`: what the failed call cost anyway, if the
+    dependency charged it."""
 
-    def __init__(self, seconds: float, message: str = "") -> None:
+    def __init__(self, seconds: float, message: str = "", *, cost: float | None = None) -> None:
         super().__init__(message or f"retry after {seconds:g}s")
         self.seconds = seconds
+        self.cost = cost
+
+
+class Failed(Exception):
+    """Raise from a handler for a failed attempt that still cost `cost` units (any other exception
+    reports a failure with no cost: the estimate stays charged)."""
+
+    def __init__(self, message: str, *, cost: float | None = None) -> None:
+        super().__init__(message)
+        self.cost = cost
 
 
 class Throttled(Exception):
@@ -87,9 +108,12 @@ class Throttled(Exception):
     which lowers the dependency's adaptive rate if it has one (docs/protocol.md). With
     `retry_after`, Janus pauses the dependency as for RetryAfter."""
 
-    def __init__(self, retry_after: float | None = None, message: str = "") -> None:
+    def __init__(
+        self, retry_after: float | None = None, message: str = "", *, cost: float | None = None
+    ) -> None:
         super().__init__(message or "throttled" + (f", retry after {retry_after:g}s" if retry_after else ""))
         self.retry_after = retry_after
+        self.cost = cost
 
 
 # What a handler receives: the ready message, validated (docs/protocol.md).
@@ -114,7 +138,8 @@ class WorkRecord:
     try_number: int | None = None  # the job's try in its current life, if Janus said (ReadyJob)
 
 
-# A coroutine function, or a plain function (run on the worker's threads); what it returns is ignored.
+# A coroutine function, or a plain function (run on the worker's threads); what it returns is
+# ignored, unless it is a `Cost`.
 Handler = Callable[[ReadyJob], object]
 
 
@@ -122,6 +147,16 @@ def is_coroutine_function(handler: object) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004 -- an object whose __call__ is async
     )
+
+
+def _cost(units: float | None) -> float | None:
+    """A reported cost as the protocol takes it (a finite number >= 0), or None with a warning."""
+    if units is None:
+        return None
+    if isinstance(units, int | float) and not isinstance(units, bool) and math.isfinite(units) and units >= 0:
+        return float(units)
+    log.warning("a handler reported cost %r: not a finite number >= 0, not reported", units)
+    return None
 
 
 class _Threads:
@@ -445,12 +480,13 @@ class Worker:
         error: str | None = None
         retry_after: float | None = None
         throttled = False
+        cost: float | None = None
         if now >= job.expires_at:
             # The ack took us past expires_at (a stalled event loop): starting now would break
             # the rate promise. Acked, it cannot be handed back: report it failed, unstarted.
             started, error = None, "not started: the admission expired while it was being taken"
         else:
-            error, retry_after, throttled = await self._run(job, now, slot)
+            error, retry_after, throttled, cost = await self._run(job, now, slot)
         finished = self._clock() if started is not None else None
         outcome: Literal["success", "failure"] = "success" if error is None else "failure"
         self._record(job, received, started, finished, outcome, error)
@@ -463,11 +499,15 @@ class Worker:
             throttled=throttled,
             # The handler's time, the adaptive concurrency's signal; none for a call never made.
             duration=max(0.0, finished - started) if finished is not None and started is not None else None,
+            cost=cost,
         )
         await self._report(job, body)
 
-    async def _run(self, job: ReadyJob, started: float, slot: _Slot) -> tuple[str | None, float | None, bool]:
-        """Run the handler until it returns or its lease's cut-off: (error, retry_after, throttled)."""
+    async def _run(
+        self, job: ReadyJob, started: float, slot: _Slot
+    ) -> tuple[str | None, float | None, bool, float | None]:
+        """Run the handler until it returns or its lease's cut-off: (error, retry_after, throttled,
+        the actual cost it reported)."""
         budget = job.lease_expires_at - LEASE_SAFETY - started if job.lease_expires_at is not None else None
         timeout = max(budget, 0.0) if budget is not None else None
         running: asyncio.Future[object] | None = None
@@ -475,17 +515,21 @@ class Worker:
         try:
             running = self._start(job)
             if self._async[job.dependency]:
-                await asyncio.wait_for(running, timeout)  # cancelled at the cut-off, and awaited
+                returned = await asyncio.wait_for(running, timeout)  # cancelled at the cut-off, and awaited
             else:
-                await asyncio.wait_for(asyncio.shield(running), timeout)  # a thread runs on regardless
+                returned = await asyncio.wait_for(
+                    asyncio.shield(running), timeout
+                )  # a thread runs on regardless
         except RetryAfter as exc:
-            return str(exc), exc.seconds, True
+            return str(exc), exc.seconds, True, _cost(exc.cost)
         except Throttled as exc:
-            return str(exc), exc.retry_after, True
+            return str(exc), exc.retry_after, True, _cost(exc.cost)
+        except Failed as exc:
+            return str(exc), None, False, _cost(exc.cost)
         except TimeoutError:
-            return "handler did not finish within the lease", None, False
+            return "handler did not finish within the lease", None, False, None
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}", None, False
+            return f"{type(exc).__name__}: {exc}", None, False, None
         finally:
             self.running -= 1
             if running is not None and not running.done():  # a plain function's thread cannot be stopped
@@ -495,7 +539,7 @@ class Worker:
                     job.job_id,
                     job.dependency,
                 )
-        return None, None, False
+        return None, None, False, _cost(returned.units) if isinstance(returned, Cost) else None
 
     async def _report(self, job: ReadyJob, body: bytes) -> None:
         """Publish a result until the broker confirms it: again over a new connection if the

@@ -40,6 +40,7 @@ def admit_lane(
     expires_at, lease_deadline = now + policy.admission_ttl, now + policy.lease_timeout
     max_attempts = policy.retry.max_attempts  # told to the worker with every admission
     shadow = lane.shadow  # counted, never enforced
+    units = lane.units  # limits in units of cost: checked per admission, the estimate of each job
     leases: list[tuple[str, int]] = []
     room = 0  # admissions the dependency's limits allow before `block` must be asked again
     pending = retries = 0  # admitted, not yet recorded (record_admissions)
@@ -73,7 +74,19 @@ def admit_lane(
             if _stalled(lane, scope, now, blocked, wakeups):
                 break
             continue
-        job, admission = admitted(jobs[job_id], now, expires_at, lease_deadline, max_attempts)
+        waiting = jobs[job_id]
+        step = scope.stride
+        if units is not None:
+            charged = lane.charge_units(scope, (job_id, waiting.attempt + 1), waiting.cost, now)
+            if charged is None:  # its estimate does not fit a unit limit now: it keeps its turn
+                (scope.fresh if waiting.attempt == 0 else scope.again).appendleft(job_id)
+                if pending:
+                    lane.record_admissions(now, pending, retries)
+                    pending = retries = 0
+                _room(lane, now, blocked, wakeups)  # says which limit, and when it frees
+                break
+            step = charged
+        job, admission = admitted(waiting, now, expires_at, lease_deadline, max_attempts)
         jobs[job_id] = job
         changed[job_id] = job
         if lapsed:
@@ -90,7 +103,7 @@ def admit_lane(
         pending += 1
         if admission.retry:
             retries += 1
-        fair.charge(name, scope.stride)
+        fair.charge(name, step)
         if not (scope.fresh or scope.again or scope.stored):
             fair.park(name)
         elif scope.stored:

@@ -36,7 +36,11 @@ def why_job(lane: Lane, job: Job, now: float) -> list[WhyWaiting]:
 def _blocked(lane: Lane, now: float) -> list[WhyWaiting]:
     """What holds the whole dependency back at `now`, as a reason of `why` (none, or one)."""
     block = lane.block(now)
-    return [] if block is None else [WhyWaiting(reason=block.reason, detail=block.limit, until=block.until)]
+    if block is None:
+        return []
+    # A unit limit: how many units it holds and how many must free for the job whose turn it is.
+    units = lane.units.detail(now) if lane.units is not None and block.reason is WaitReason.RATE else None
+    return [WhyWaiting(reason=block.reason, detail=units or block.limit, until=block.until)]
 
 
 def why_scope(lane: Lane, scope_name: str, now: float, *, ahead_in_scope: int = 0) -> list[WhyWaiting]:

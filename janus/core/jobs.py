@@ -42,6 +42,7 @@ class Job(NamedTuple):
     lease_deadline: float | None = None
     last_error: str | None = None
     finished_at: float | None = None
+    cost: float = 1.0  # estimated units (intake `cost`): charged at each admission in unit limits
 
 
 class Admission(NamedTuple):
@@ -58,6 +59,7 @@ class Admission(NamedTuple):
     retry: bool = False  # the job had failed before: counts against the retry budget
     failures: int = 0  # the job's failed attempts in its current life: this is try failures + 1
     max_attempts: int | None = None  # of its dependency's retry policy (None: not known here)
+    cost: float = 1.0  # the job's estimated units, charged by this admission
 
     @classmethod
     def of(cls, job: Job, max_attempts: int | None = None) -> Admission:
@@ -76,6 +78,7 @@ class Admission(NamedTuple):
             retry=job.failures > 0,
             failures=job.failures,
             max_attempts=max_attempts,
+            cost=job.cost,
         )
 
 
@@ -87,7 +90,9 @@ new_value = tuple.__new__
 _WAITING, _ADMITTED, _SUCCEEDED = JobState.WAITING, JobState.ADMITTED, JobState.SUCCEEDED
 
 
-def first_attempt(*, job_id: str, dependency: str, scope: str, payload: object, seq: int, now: float) -> Job:
+def first_attempt(
+    *, job_id: str, dependency: str, scope: str, payload: object, seq: int, now: float, cost: float = 1.0
+) -> Job:
     """A job just submitted: waiting, eligible at `now`, never admitted."""
     return new_value(
         Job,
@@ -106,6 +111,7 @@ def first_attempt(*, job_id: str, dependency: str, scope: str, payload: object, 
             None,  # lease_deadline
             None,  # last_error
             None,  # finished_at
+            cost,
         ),
     )
 
@@ -130,6 +136,7 @@ def admitted(
         _,  # lease_deadline
         last_error,
         _,  # finished_at
+        cost,
     ) = job  # one unpacking is cheaper than eight attribute reads
     attempt += 1
     return (
@@ -150,6 +157,7 @@ def admitted(
                 lease_deadline,
                 last_error,
                 None,  # finished_at
+                cost,
             ),
         ),
         new_value(
@@ -166,6 +174,7 @@ def admitted(
                 failures > 0,  # retry
                 failures,
                 max_attempts,
+                cost,
             ),
         ),
     )
@@ -188,6 +197,7 @@ def succeeded(job: Job, now: float) -> Job:
         lease_deadline,
         _,  # last_error
         _,  # finished_at
+        cost,
     ) = job
     return new_value(
         Job,
@@ -206,5 +216,6 @@ def succeeded(job: Job, now: float) -> Job:
             lease_deadline,
             None,  # last_error
             now,  # finished_at
+            cost,
         ),
     )

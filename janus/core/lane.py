@@ -23,6 +23,7 @@ from janus.core.policy import DependencyPolicy
 from janus.core.rate import SlidingWindow, admission_windows, rebuild_windows, same_windows
 from janus.core.shadow import ShadowLane
 from janus.core.steering import OperatorPause, Override, Steering
+from janus.core.units import UNIT_SCALE, Key, UnitLimits, scaled
 
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
 
@@ -76,6 +77,8 @@ class Scope:
     delayed: int = 0
     admitted: int = 0
     parked: WaitReason | None = None  # at a cap of its own: out of the fair queue until it lifts
+    # Fair-share passes owed (or owed back, negative) for settled costs, added to its next charge.
+    unit_debt: int = 0
 
     def add_again(self, job_id: str) -> None:
         """A job admitted before is eligible again: it queues behind the others."""
@@ -125,6 +128,7 @@ class Lane:
     removed: bool = False
     shadow: ShadowLane | None = None  # limits counted, never enforced (core/shadow.py)
     adaptive: Adaptive | None = None  # limits found from the outcomes (core/adaptive.py)
+    units: UnitLimits | None = None  # limits in units of cost (core/units.py), if it has any
 
     @classmethod
     def of(cls, policy: DependencyPolicy, ledger: Ledger, pager: Pager) -> Lane:
@@ -137,6 +141,7 @@ class Lane:
             pager=pager,
             shadow=ShadowLane(policy.shadow, policy.admission_ttl) if policy.shadow is not None else None,
             adaptive=adaptive_of(policy, None),
+            units=UnitLimits(policy.unit_limits, policy.admission_ttl) if policy.unit_limits else None,
         )
 
     def scope(self, name: str) -> Scope:
@@ -219,6 +224,9 @@ class Lane:
         ttl = policy.admission_ttl
         if not same_windows(self.windows, policy.rate_limits, ttl):
             self.windows = rebuild_windows([*self.windows, *(self.kept or ())], policy.rate_limits, ttl)
+        if self.units is None or not self.units.same(policy.unit_limits, ttl):
+            units = self.units or UnitLimits((), ttl)
+            self.units = units.rebuilt(policy.unit_limits, ttl) if policy.unit_limits else None
         if (policy.shadow is None) != (self.shadow is None) or (
             self.shadow is not None and self.shadow.limits != policy.shadow
         ):
@@ -273,6 +281,14 @@ class Lane:
             self.shadow.restore(admissions)
         return stamps[-1] if stamps else None
 
+    def restore_units(self, charges: Iterable[tuple[str, int, float, float]]) -> None:
+        """Reload the unit charges, (job_id, attempt, admitted_at, units): estimates, or the actual
+        costs of settled admissions."""
+        if self.units is not None:
+            listed = [(at, (job_id, attempt), scaled(units)) for job_id, attempt, at, units in charges]
+            for window in self.units.windows:
+                window.restore(listed)
+
     def restore_gate(self, state: GateState, now: float) -> None:
         """Go on with a previous leader's circuit and pause (after the held jobs are restored)."""
         jobs = self.ledger.jobs
@@ -318,6 +334,14 @@ class Lane:
             adaptive = self._adaptive_block(self.adaptive, now)
             if adaptive is not None:
                 return adaptive
+        if self.units is not None and (full := self.units.blocking(now)) is not None:
+            return Blocked(
+                dependency=policy.name,
+                reason=WaitReason.RATE,
+                limit=f"rate {full.limit}",
+                until=self.units.free_at(now, self.units.stopped or 0),
+                waiting=self.eligible,
+            )
         return self._ramp_block(now)
 
     def _adaptive_block(self, adaptive: Adaptive, now: float) -> Blocked | None:
@@ -413,6 +437,31 @@ class Lane:
 
     def drain_adaptive(self) -> AdaptiveState | None:
         return self.adaptive.drain() if self.adaptive is not None else None
+
+    def charge_units(self, scope: Scope, key: Key, cost: float, now: float) -> int | None:
+        """Charge an admission's estimate in every unit window, and return the fair-share step it
+        costs its scope (its stride per unit); None if it does not fit now (then `block` says so)."""
+        units, need = self.units, scaled(cost)
+        if units is None:
+            return scope.stride
+        if not units.fits(now, need):
+            units.stopped = need
+            return None
+        units.stopped = None
+        units.charge(now, key, need)
+        step = max(1, scope.stride * need // UNIT_SCALE) + scope.unit_debt
+        scope.unit_debt = min(0, step - 1)  # what a step of 1 leaves owed back
+        return max(1, step)
+
+    def settle_units(self, job: Job, actual: float) -> None:
+        """The actual cost of the job's current admission: charged in place of its estimate, and
+        its scope's fair share corrected by the difference from its next turn on."""
+        if self.units is None:
+            return
+        delta = self.units.settle((job.job_id, job.attempt), scaled(actual))
+        scope = self.scopes.get(job.scope)
+        if delta and scope is not None:
+            scope.unit_debt += scope.stride * delta // UNIT_SCALE
 
     def scope_cap(self, scope: Scope, now: float) -> ScopeCap | None:
         """The scope's own cap that stops it now: (reason, limit, until)."""

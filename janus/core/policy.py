@@ -26,11 +26,13 @@ class RateCounting(StrEnum):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RateLimit:
-    """At most `count` starts (or admissions: `counts`) in any window of `window` seconds."""
+    """At most `count` starts (or admissions: `counts`) in any window of `window` seconds; with
+    `units`, at most `count` units of cost (the jobs' `cost`) rather than `count` jobs."""
 
     count: int
     window: float
     counts: RateCounting = RateCounting.STARTS
+    units: bool = False
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -66,7 +68,7 @@ class RateLimit:
         return self.window + admission_ttl
 
     def __str__(self) -> str:
-        return f"{self.count}/{self.window:g}s"
+        return f"{self.count}{' units' if self.units else ''}/{self.window:g}s"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -236,7 +238,9 @@ class DependencyPolicy:
     """Everything the core needs to know about one dependency."""
 
     name: str
-    rate_limits: tuple[RateLimit, ...] = ()
+    rate_limits: tuple[RateLimit, ...] = ()  # counting jobs
+    unit_limits: tuple[RateLimit, ...] = ()  # counting units of cost (core/units.py)
+    max_cost: float | None = None  # a job declaring more is set aside at intake
     concurrency: int | None = None
     lease_timeout: float = 30.0
     admission_ttl: float = 30.0
@@ -250,6 +254,8 @@ class DependencyPolicy:
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if any(limit.units for limit in self.rate_limits) or not all(u.units for u in self.unit_limits):
+            raise ValueError("unit limits go in unit_limits, job counts in rate_limits")
         if self.admission_ttl <= 0:
             raise ValueError("admission_ttl must be positive")
         if self.lease_timeout <= self.admission_ttl:
@@ -261,7 +267,7 @@ class DependencyPolicy:
     def longest_window(self) -> float:
         """The longest span admissions are counted over (`RateLimit.admission_window`), the
         dependency's or a scope's: how far back admission history matters."""
-        limits = (*self.rate_limits, *self.fairness.scope_rate_limits)
+        limits = (*self.rate_limits, *self.unit_limits, *self.fairness.scope_rate_limits)
         if self.shadow is not None:
             limits += (*self.shadow.rate_limits, *self.shadow.scope_rate_limits)
         return max((limit.admission_window(self.admission_ttl) for limit in limits), default=0.0)

@@ -42,6 +42,9 @@ class Snapshot:
     backlog: Sequence[Backlog] = ()
     # Per dependency, (scope, admitted_at) of the admissions in the longest span of its rate windows.
     admissions: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
+    # Per dependency with unit limits, (job_id, attempt, admitted_at, units) of the admissions in
+    # the same span: units are the estimate, or the actual cost once a result settled it.
+    unit_admissions: Mapping[str, Sequence[tuple[str, int, float, float]]] = field(default_factory=dict)
     # Per dependency, (admitted_at, retry) of the admissions in its retry budget's window.
     budget_admissions: Mapping[str, Sequence[tuple[float, bool]]] = field(default_factory=dict)
     gates: Sequence[GateState] = ()  # circuits and pauses as the last leader left them

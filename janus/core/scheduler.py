@@ -111,7 +111,9 @@ class Scheduler:
         """
         self._lanes[policy.name].update_policy(policy)
 
-    def submit(self, *, job_id: str, dependency: str, scope: str, payload: object, now: float) -> Job:
+    def submit(
+        self, *, job_id: str, dependency: str, scope: str, payload: object, now: float, cost: float = 1.0
+    ) -> Job:
         """A new job, eligible at once.
 
         The core knows only unfinished jobs: a `job_id` it does not know may still be a
@@ -125,7 +127,13 @@ class Scheduler:
             raise ValueError(f"job {job_id!r} is already known")
         self._next_seq += 1
         job = first_attempt(
-            job_id=job_id, dependency=dependency, scope=scope, payload=payload, seq=self._next_seq, now=now
+            job_id=job_id,
+            dependency=dependency,
+            scope=scope,
+            payload=payload,
+            seq=self._next_seq,
+            now=now,
+            cost=cost,
         )
         state = lane.scopes.get(scope) or lane.scope(scope)
         keep = not state.stored and len(state.fresh) < self._pager.per_scope()
@@ -215,6 +223,9 @@ class Scheduler:
             latest = lane.restore_admissions(admissions) if lane is not None else None
             if latest is not None:
                 core._clock_floor = max(core._clock_floor, latest)
+        for dependency, charges in snapshot.unit_admissions.items():
+            if (lane := lanes.get(dependency)) is not None:
+                lane.restore_units(charges)
         for dependency, flagged in snapshot.budget_admissions.items():
             if (lane := lanes.get(dependency)) is not None:
                 lane.gate.budget.restore(flagged)
@@ -315,7 +326,9 @@ class Scheduler:
         now: float,
         throttled: bool = False,
         duration: float | None = None,
+        cost: float | None = None,
     ) -> Transition:
+        """A worker's result; `cost`: the attempt's actual units, settled in place of its estimate."""
         now = self._advance(now)
         taken = self._take_back(job_id, attempt)
         if isinstance(taken, Verdict):
@@ -328,6 +341,8 @@ class Scheduler:
             lane.adaptive.observe(
                 admitted_at=job.admitted_at, throttled=slow_down, duration=duration, now=now
             )
+        if cost is not None and lane.units is not None:
+            lane.settle_units(job, cost)
         if success:
             lane.gate.on_outcome(failed=False, admitted_at=job.admitted_at, now=now)
             if retry_after is not None:
@@ -346,6 +361,7 @@ class Scheduler:
             return Transition(verdict=taken)
         job, lane = taken
         lane.gate.on_returned(job.admitted_at, now)
+        lane.settle_units(job, 0.0)  # never started (docs/protocol.md): it cost nothing
         waiting = job._replace(
             state=JobState.WAITING,
             eligible_at=now,

@@ -132,6 +132,8 @@ class Observer:
             metrics.events.labels(source, verdict).inc(count)
         for (dependency, verdict), count in result.transitions.items():
             metrics.transitions.labels(dependency, verdict).inc(count)
+        for (dependency, kind), units in result.costs.items():
+            metrics.cost_units.labels(dependency, kind).inc(units)
         metrics.intake_messages.labels("accepted").inc(result.accepted)
         metrics.intake_messages.labels("duplicate").inc(result.duplicates)
         if result.pages:

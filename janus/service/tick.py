@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -25,7 +25,9 @@ from janus.core.decisions import AdmitDecision, Changes, Transition, Verdict
 from janus.core.gates import GateEvent, GateState
 from janus.core.jobs import Admission, Job
 from janus.core.outbox import OutboxMessage
+from janus.core.policy import DependencyPolicy
 from janus.core.scheduler import Scheduler
+from janus.core.units import cost_refusal
 from janus.errors import ProtocolError
 from janus.protocol import (
     ENVELOPE_BYTES,
@@ -41,7 +43,7 @@ from janus.service.inbox import UNROUTABLE, Batch
 from janus.service.maybe_sent import MaybeSent
 from janus.service.unapplied import Unapplied
 from janus.store.rows import FailedAttempt
-from janus.store.session import LeaderSession
+from janus.store.session import LeaderSession, Settlement
 
 log = logging.getLogger("janus.admission")
 
@@ -106,6 +108,8 @@ class Decided:
     # (dependency, verdict), for the events that changed a job
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     revived: Counter[str] = field(default_factory=Counter)  # per dependency
+    settled: list[Settlement] = field(default_factory=list)  # actual costs results reported
+    costs: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (dependency, estimated|actual)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -125,6 +129,7 @@ class TickResult:
     duplicates: int  # intake messages of jobs the core or the store already had
     pages: int  # scopes paged in from the store
     next_wakeup: float | None  # when the core may admit more by the clock alone
+    costs: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (dependency, estimated|actual)
 
 
 async def run_tick(
@@ -153,6 +158,7 @@ async def run_tick(
         gates=decided.gates,
         outbox=outcomes,
         adaptive=decided.adaptive,
+        settled=decided.settled,
     )
     # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
     # which the core could not tell from new ones: they are retracted unpublished.
@@ -179,6 +185,7 @@ async def run_tick(
         events=decided.events,
         transitions=decided.transitions,
         revived=decided.revived,
+        costs=decided.costs,
         accepted=len(stored),
         duplicates=intake - len(stored),
         pages=pages,
@@ -262,6 +269,8 @@ def decide(
         events=tally.events,
         transitions=tally.transitions,
         revived=revived,
+        settled=tally.settled,
+        costs=tally.costs,
     )
 
 
@@ -275,6 +284,24 @@ class _Tally:
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     finished: list[Job] = field(default_factory=list)
     failed: list[FailedAttempt] = field(default_factory=list)
+    settled: list[Settlement] = field(default_factory=list)
+    costs: defaultdict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+
+    def settle(self, job: Job, actual: float) -> None:
+        """A result's actual cost for the admission `job` held: written in place of its estimate."""
+        if job.admitted_at is None:
+            return
+        self.settled.append(
+            Settlement(
+                job_id=job.job_id,
+                attempt=job.attempt,
+                dependency=job.dependency,
+                admitted_at=job.admitted_at,
+                cost=actual,
+            )
+        )
+        self.costs[job.dependency, "estimated"] += job.cost
+        self.costs[job.dependency, "actual"] += actual
 
     def count(self, source: str, transition: Transition) -> None:
         self.events[source, transition.verdict.value] += 1
@@ -334,6 +361,7 @@ def _submit(
             scope=message.scope,
             payload=message.payload,
             now=now,
+            cost=message.cost,
         )
         payloads[job_id] = payload_text
         submitted[job_id] = [delivery]
@@ -342,6 +370,9 @@ def _submit(
 
 
 DUPLICATE_OF_OTHER_DEPENDENCY = "duplicate_of_other_dependency"
+COST_TOO_LARGE = "cost_too_large"
+# Verdicts of a result applied to the job's current admission: its actual cost is settled.
+SETTLED = frozenset({Verdict.SUCCEEDED, Verdict.RETRY_SCHEDULED, Verdict.DEAD})
 
 
 def _of_other_dependency(delivery: Delivery, job_id: str, dependency: str, had: str) -> SetAside:
@@ -379,8 +410,11 @@ def _apply_result(
         now=now,
         throttled=result.throttled,
         duration=result.duration,
+        cost=result.cost,
     )
     tally.count("result", transition)
+    if result.cost is not None and held is not None and transition.verdict in SETTLED:
+        tally.settle(held, result.cost)
     unapplied.note(delivery, source, result, transition.verdict)
 
 
@@ -392,6 +426,7 @@ def _decode_intake(
 ) -> list[tuple[Delivery, IntakeMessage, str | None]]:
     """The valid intake messages, each with its delivery and its payload as JSON text."""
     decoded = []
+    policies: Mapping[str, DependencyPolicy] = {}  # read once per batch, when a cost needs them
     for message in batch.intake:
         try:
             intake, payload_text = decode_intake(
@@ -401,6 +436,11 @@ def _decode_intake(
                 raise ProtocolError(
                     "unknown_dependency", f"dependency {intake.dependency!r} is not configured"
                 )
+            if intake.cost != 1.0 or policies:  # every cost checked once a batch has one to check
+                policies = policies or scheduler.policies
+                refusal = cost_refusal(policies[intake.dependency], intake.cost)
+                if refusal is not None:
+                    raise ProtocolError(COST_TOO_LARGE, refusal)
         except ProtocolError as exc:
             set_aside.append(SetAside(message=message, source="intake", reason=exc.reason, detail=exc.detail))
             continue

@@ -297,8 +297,12 @@ class Store:
                 jobs = [job_from_row(row) for row in await connection.fetch(sql("load_active_jobs"))]
                 backlog = [backlog_from_row(row) for row in await connection.fetch(sql("load_backlog"))]
                 admissions: dict[str, list[tuple[str, float]]] = defaultdict(list)
+                charges: dict[str, list[tuple[str, int, float, float]]] = defaultdict(list)
                 for row in await connection.fetch(sql("load_admissions_since"), admissions_since):
                     admissions[row["dependency"]].append((row["scope"], row["admitted_at"]))
+                    charges[row["dependency"]].append(
+                        (row["job_id"], row["attempt"], row["admitted_at"], row["units"])
+                    )
                 budgets: dict[str, list[tuple[float, bool]]] = defaultdict(list)
                 for row in await connection.fetch(sql("load_budget_admissions_since"), budget_since):
                     budgets[row["dependency"]].append((row["admitted_at"], row["retry"]))
@@ -310,6 +314,7 @@ class Store:
             jobs=jobs,
             backlog=backlog,
             admissions=dict(admissions),
+            unit_admissions=dict(charges),
             budget_admissions=dict(budgets),
             gates=gates,
             adaptive=adaptive,

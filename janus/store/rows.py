@@ -51,6 +51,7 @@ def job_from_row(row: asyncpg.Record) -> Job:
         expires_at=row["expires_at"],
         lease_deadline=row["lease_deadline"],
         last_error=row["last_error"],
+        cost=row["cost"],
     )
 
 

@@ -39,6 +39,7 @@ class TickParams:
     new_expires_at: list[float | None]
     new_lease_deadlines: list[float | None]
     new_seqs: list[int]
+    new_costs: list[float]
     # Jobs already stored, changed.
     changed_job_ids: list[str]
     changed_states: list[str]
@@ -57,6 +58,7 @@ class TickParams:
     admitted_scopes: list[str]
     admitted_at: list[float]
     admitted_retries: list[bool]
+    admitted_units: list[float]
     # Outcomes of the jobs this tick finishes (the outbox: published after the commit).
     outbox_ids: list[str]
     outbox_job_ids: list[str]
@@ -90,6 +92,7 @@ class TickParams:
             new_expires_at=[j.expires_at for j in jobs],
             new_lease_deadlines=[j.lease_deadline for j in jobs],
             new_seqs=[j.seq for j in jobs],
+            new_costs=[j.cost for j in jobs],
             changed_job_ids=[j.job_id for j in updated],
             changed_states=[j.state.value for j in updated],
             changed_attempts=[j.attempt for j in updated],
@@ -106,10 +109,43 @@ class TickParams:
             admitted_scopes=[a.scope for a in admissions],
             admitted_at=[a.admitted_at for a in admissions],
             admitted_retries=[a.retry for a in admissions],
+            admitted_units=[a.cost for a in admissions],
             outbox_ids=[m.id for m in outbox],
             outbox_job_ids=[m.job_id for m in outbox],
             outbox_routing_keys=[m.routing_key for m in outbox],
             outbox_bodies=[m.body.decode() for m in outbox],
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settlement:
+    """A result's actual cost, to write in place of its admission's estimate (core/units.py)."""
+
+    job_id: str
+    attempt: int
+    dependency: str
+    admitted_at: float
+    cost: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SettleParams:
+    """The `tick_settle_costs` statement's parameters, by name: one array per column."""
+
+    settled_job_ids: list[str]
+    settled_attempts: list[int]
+    settled_dependencies: list[str]
+    settled_admitted_at: list[float]
+    settled_costs: list[float]
+
+    @classmethod
+    def of(cls, settled: Sequence[Settlement]) -> SettleParams:
+        return cls(
+            settled_job_ids=[s.job_id for s in settled],
+            settled_attempts=[s.attempt for s in settled],
+            settled_dependencies=[s.dependency for s in settled],
+            settled_admitted_at=[s.admitted_at for s in settled],
+            settled_costs=[s.cost for s in settled],
         )
 
 
@@ -199,20 +235,21 @@ class LeaderSession:
         gates: Sequence[GateState] = (),
         outbox: Sequence[OutboxMessage] = (),
         adaptive: Sequence[AdaptiveState] = (),
+        settled: Sequence[Settlement] = (),
     ) -> set[str]:
         """Write one tick atomically, fenced by the lease; returns the ids of the new jobs stored.
 
         `new` pairs each submitted job (in its latest state) with its payload as JSON text.
         A submitted job whose id the store already had is not written, nor its admission.
         A tick that failed attempts or changed a dependency's gates writes them too, in the
-        same transaction (a second statement only then: most ticks have neither), and so does
-        one that changed adaptive limits (a third). `outbox`: the outcomes of the jobs it
-        finishes, kept until the broker confirms them.
+        same transaction (a second statement only then: most ticks have neither), and so do
+        changed adaptive limits and the actual costs results reported (`settled`).
+        `outbox`: the outcomes of the jobs it finishes, kept until the broker confirms them.
         """
         if not (new or updated or admissions or failed or gates or adaptive):
             return set()
         try:
-            if not (failed or gates or adaptive):
+            if not (failed or gates or adaptive or settled):
                 return await self._tick(now, new, updated, admissions, outbox)
             async with self._connection.transaction():
                 inserted = await self._tick(now, new, updated, admissions, outbox)
@@ -226,6 +263,12 @@ class LeaderSession:
                     await self._connection.execute(
                         sql("tick_adaptive"),
                         *bind("tick_adaptive", AdaptiveParams.of(now, adaptive)),
+                        timeout=self._timeout,
+                    )
+                if settled:
+                    await self._connection.fetchrow(
+                        sql("tick_settle_costs"),
+                        *bind("tick_settle_costs", SettleParams.of(settled)),
                         timeout=self._timeout,
                     )
                 return inserted

@@ -58,7 +58,13 @@ ADMISSIONS = RateCounting.ADMISSIONS
 
 
 # Fields added to the core's values since the traces were recorded: left out of the digest.
-_ADDED_FIELDS = {"Admission": ("failures", "max_attempts"), "LaneStats": ("parked",)}
+_ADDED_FIELDS = {
+    "Admission": ("failures", "max_attempts", "cost"),
+    "LaneStats": ("parked",),
+    "Job": ("cost",),  # costed jobs (issue 23): every job of the traces costs the default 1
+    "RateLimit": ("units",),
+    "DependencyPolicy": ("unit_limits", "max_cost"),
+}
 _PAUSED_FOR = re.compile(r"nothing admitted for \S+ s$")
 _OPEN_FOR = re.compile(r"; admits nothing for \S+ s$")
 

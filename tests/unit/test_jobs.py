@@ -28,6 +28,7 @@ JOB_FIELDS = (
     "lease_deadline",
     "last_error",
     "finished_at",
+    "cost",
 )
 ADMISSION_FIELDS = (
     "job_id",
@@ -41,6 +42,7 @@ ADMISSION_FIELDS = (
     "retry",
     "failures",
     "max_attempts",
+    "cost",
 )
 
 # Every field a value of its own, and no two of one type alike.
@@ -59,6 +61,7 @@ DISTINCT = Job(
     lease_deadline=4.5,
     last_error="boom",
     finished_at=5.5,
+    cost=6.25,
 )
 
 
@@ -69,8 +72,10 @@ def test_the_field_order_is_pinned() -> None:
 
 
 def test_first_attempt_puts_every_value_in_its_field() -> None:
-    job = first_attempt(job_id="job", dependency="dep", scope="scope", payload=[1], seq=7, now=9.5)
-    assert job == Job(job_id="job", dependency="dep", scope="scope", payload=[1], seq=7, eligible_at=9.5)
+    job = first_attempt(job_id="job", dependency="dep", scope="scope", payload=[1], seq=7, now=9.5, cost=3.0)
+    assert job == Job(
+        job_id="job", dependency="dep", scope="scope", payload=[1], seq=7, eligible_at=9.5, cost=3.0
+    )
     assert job.state is JobState.WAITING
 
 
@@ -96,6 +101,7 @@ def test_admitted_puts_every_value_in_its_field() -> None:
         retry=True,
         failures=2,
         max_attempts=6,
+        cost=6.25,
     )
     assert admission == Admission.of(job, max_attempts=6)
 
@@ -124,6 +130,7 @@ jobs = st.builds(
     lease_deadline=st.none() | times,
     last_error=st.none() | texts,
     finished_at=st.none() | times,
+    cost=st.floats(0, 1e6),
 )
 
 
@@ -151,6 +158,7 @@ def test_the_builders_agree_with_keyword_construction(
         payload=job.payload,
         seq=job.seq,
         now=now,
+        cost=job.cost,
     )
     assert fresh == Job(
         job_id=job.job_id,
@@ -159,4 +167,5 @@ def test_the_builders_agree_with_keyword_construction(
         payload=job.payload,
         seq=job.seq,
         eligible_at=now,
+        cost=job.cost,
     )

@@ -76,10 +76,17 @@ ALLOWED = {
     "janus.urls": set(),  # what a message may say of a connection URL
     "janus.logs": set(),  # the log format: the CLI configures it, the service sets the term's epoch
     "janus.protocol": {"janus.core", "janus.errors"},
-    "janus.config": {"janus.core", "janus.errors", "janus.urls", "janus.adaptive_config"},
+    "janus.config": {
+        "janus.core",
+        "janus.errors",
+        "janus.urls",
+        "janus.adaptive_config",
+        "janus.config_limits",
+    },
     # `[dependencies.X.adaptive]`, a part of the file's model kept out of config.py's bulk; it
     # reaches config.py's parsers at validation time only (a function-level import).
     "janus.adaptive_config": {"janus.core", "janus.errors", "janus.config"},
+    "janus.config_limits": {"janus.core"},  # durations and rate limits as a policy file writes them
     # The policy of record: a configuration as PostgreSQL keeps its versions (`janus apply`).
     "janus.policy_record": {"janus.core", "janus.errors", "janus.config", "janus.urls"},
     "janus.store": {"janus.core", "janus.errors", "janus.urls"},

@@ -40,12 +40,13 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 -- params: :holder uuid, :epoch, :now,
 --         :new_job_ids, :new_dependencies, :new_scopes, :new_payloads (JSON text or NULL),
 --         :new_states, :new_attempts, :new_eligible_at, :new_admitted_at, :new_expires_at,
---         :new_lease_deadlines, :new_seqs,
+--         :new_lease_deadlines, :new_seqs, :new_costs,
 --         :changed_job_ids, :changed_states, :changed_attempts, :changed_failures,
 --         :changed_eligible_at, :changed_admitted_at, :changed_expires_at,
 --         :changed_lease_deadlines, :changed_last_errors, :changed_finished_at,
 --         :admitted_job_ids, :admitted_attempts, :admitted_dependencies, :admitted_scopes,
---         :admitted_at, :admitted_retries (the job had failed before: counts against the retry budget)
+--         :admitted_at, :admitted_retries (the job had failed before: counts against the retry budget),
+--         :admitted_units (the job's estimated cost, charged in its unit limits)
 --         :outbox_ids, :outbox_job_ids, :outbox_routing_keys, :outbox_bodies (outcomes to publish)
 -- (named: bound by name from store.session.TickParams, one array per column)
 -- Everything one admission tick writes, as ONE statement (one round trip, its own transaction).
@@ -63,13 +64,13 @@ WITH lease AS (
        FOR SHARE
 ), inserted AS (
     INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, attempt, eligible_at,
-                            admitted_at, expires_at, lease_deadline, created_at, seq)
-    SELECT j, d, s, p::jsonb, st, a, e, ad, ex, l, :now, q
+                            admitted_at, expires_at, lease_deadline, created_at, seq, cost)
+    SELECT j, d, s, p::jsonb, st, a, e, ad, ex, l, :now, q, c
       FROM unnest(:new_job_ids::text[], :new_dependencies::text[], :new_scopes::text[],
                   :new_payloads::text[], :new_states::text[], :new_attempts::int[],
                   :new_eligible_at::float8[], :new_admitted_at::float8[], :new_expires_at::float8[],
-                  :new_lease_deadlines::float8[], :new_seqs::bigint[])
-           AS t(j, d, s, p, st, a, e, ad, ex, l, q)
+                  :new_lease_deadlines::float8[], :new_seqs::bigint[], :new_costs::float8[])
+           AS t(j, d, s, p, st, a, e, ad, ex, l, q, c)
      WHERE EXISTS (SELECT 1 FROM lease)
         ON CONFLICT (job_id) DO NOTHING
     RETURNING job_id
@@ -87,11 +88,12 @@ WITH lease AS (
      WHERE j.job_id = u.job_id AND EXISTS (SELECT 1 FROM lease)
     RETURNING 1
 ), admitted AS (
-    INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch, retry)
-    SELECT j, a, d, s, t, :epoch, r
+    INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch, retry, units)
+    SELECT j, a, d, s, t, :epoch, r, c
       FROM unnest(:admitted_job_ids::text[], :admitted_attempts::int[], :admitted_dependencies::text[],
-                  :admitted_scopes::text[], :admitted_at::float8[], :admitted_retries::bool[])
-           AS u(j, a, d, s, t, r)
+                  :admitted_scopes::text[], :admitted_at::float8[], :admitted_retries::bool[],
+                  :admitted_units::float8[])
+           AS u(j, a, d, s, t, r, c)
      WHERE EXISTS (SELECT 1 FROM lease)
        AND (j <> ALL (:new_job_ids::text[]) OR j IN (SELECT job_id FROM inserted))
     RETURNING 1
@@ -155,6 +157,27 @@ SELECT d, r, c, s, why, ch, :now
 -- params: none
 SELECT dependency, rate, concurrency, slow_start, reason, changed_at FROM janus.adaptive_limits;
 
+-- name: tick_settle_costs
+-- params: :settled_job_ids, :settled_attempts, :settled_dependencies, :settled_admitted_at, :settled_costs
+-- (named: bound by name from store.session.SettleParams, one array per column)
+-- In the tick's transaction, after the tick statement, only when results reported their actual
+-- cost: the admission's units become that cost (what a new leader's unit windows hold), and the
+-- job keeps it beside its estimate. The admission log has no key (0005): the admission is the
+-- one of that job, attempt and time.
+WITH units AS (
+    UPDATE janus.admissions AS a SET units = u.c
+      FROM unnest(:settled_job_ids::text[], :settled_attempts::int[], :settled_dependencies::text[],
+                  :settled_admitted_at::float8[], :settled_costs::float8[]) AS u(j, n, d, t, c)
+     WHERE a.job_id = u.j AND a.attempt = u.n AND a.dependency = u.d AND a.admitted_at = u.t
+    RETURNING 1
+), jobs AS (
+    UPDATE janus.jobs AS j SET actual_cost = u.c
+      FROM unnest(:settled_job_ids::text[], :settled_costs::float8[]) AS u(j, c)
+     WHERE j.job_id = u.j
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM units) AS units, (SELECT count(*) FROM jobs) AS jobs;
+
 -- name: load_gates
 -- params: none
 SELECT dependency, circuit_state, circuit_since, open_until, open_for, pause_until FROM janus.dependency_gates;
@@ -206,7 +229,7 @@ UPDATE janus.jobs
    AND ($2::text IS NULL OR job_id = $2) AND ($3::text IS NULL OR dependency = $3)
    AND ($4::text IS NULL OR scope = $4)
 RETURNING job_id, dependency, scope, payload::text AS payload, seq, state, attempt, failures, eligible_at,
-          admitted_at, expires_at, lease_deadline, last_error;
+          admitted_at, expires_at, lease_deadline, last_error, cost;
 
 -- name: finish_retry_request
 -- params: $1 request id, $2 jobs revived
@@ -218,7 +241,7 @@ UPDATE janus.retry_requests SET handled_at = now(), revived = $2 WHERE id = $1;
 -- (retries, returned admissions). First attempts stay in the store (load_backlog, load_pages).
 -- Ordered so that jobs eligible at the same time keep their arrival order.
 SELECT job_id, dependency, scope, payload::text AS payload, seq, state, attempt, failures, eligible_at,
-       admitted_at, expires_at, lease_deadline, last_error
+       admitted_at, expires_at, lease_deadline, last_error, cost
   FROM janus.jobs
  WHERE state = 'admitted' OR (state = 'waiting' AND attempt > 0)
  ORDER BY eligible_at, seq;
@@ -235,7 +258,7 @@ SELECT dependency, scope, count(*) AS waiting, max(seq) AS max_seq
 -- params: $1 dependencies, $2 scopes, $3 after seq, $4 limits (one page request per index)
 -- The next first attempts of several scopes in one round trip, each in seq order.
 SELECT r.ord, j.job_id, j.dependency, j.scope, j.payload::text AS payload, j.seq, j.state, j.attempt,
-       j.failures, j.eligible_at, j.admitted_at, j.expires_at, j.lease_deadline, j.last_error
+       j.failures, j.eligible_at, j.admitted_at, j.expires_at, j.lease_deadline, j.last_error, j.cost
   FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[]) WITH ORDINALITY AS r(dep, sc, after, lim, ord)
  CROSS JOIN LATERAL (
         SELECT * FROM janus.jobs
@@ -247,7 +270,7 @@ SELECT r.ord, j.job_id, j.dependency, j.scope, j.payload::text AS payload, j.seq
 
 -- name: load_admissions_since
 -- params: $1 earliest admitted_at
-SELECT dependency, scope, admitted_at FROM janus.admissions WHERE admitted_at > $1 ORDER BY admitted_at;
+SELECT dependency, scope, admitted_at, job_id, attempt, units FROM janus.admissions WHERE admitted_at > $1 ORDER BY admitted_at;
 
 -- name: job_states
 -- params: none
