@@ -68,7 +68,7 @@ WITH lease AS (
                   :new_lease_deadlines::float8[], :new_seqs::bigint[])
            AS t(j, d, s, p, st, a, e, ad, ex, l, q)
      WHERE EXISTS (SELECT 1 FROM lease)
-        ON CONFLICT (job_id) DO NOTHING
+        ON CONFLICT DO NOTHING
     RETURNING job_id
 ), updated AS (
     UPDATE janus.jobs AS j
