@@ -4,8 +4,9 @@ holding many finished jobs (bulk-loaded), alternated in the same run.
 Two fresh databases, migrated: "empty", and "history", into which --rows finished jobs are
 bulk-loaded with generate_series (1 % dead with 5 failed attempts each, the rest succeeded,
 finished over the last 23 hours: within the default retention, so a day of history at a
-steady rate). Ids are random hex, as producers' UUIDs would be, so the primary key's inserts
-land all over a large index; with --ordered-ids, time-ordered ones, as UUIDv7 or ULIDs are.
+steady rate). Ids are random hex, as producers' UUIDs would be, so the inserts into the
+job_id's index land all over a large index; with --ordered-ids, time-ordered ones, as UUIDv7 or
+ULIDs are (which a B-tree keeps together; a hash index, since migration 0006, does not).
 Then, --rounds times, each database in turn (the order alternating) is vacuumed and analyzed
 (what autovacuum does on a default server: without it, the empty table's plans stay those of
 an empty table as it grows) and runs --jobs jobs through the real `tick` statement and

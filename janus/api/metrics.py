@@ -335,6 +335,13 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.pruned_records = Counter(
+            "janus_pruned_records_total",
+            "The leader's own records deleted past the longest default retention, by table "
+            "(handled retry requests, ended leader terms).",
+            ["table"],
+            registry=r,
+        )
         self.oldest_finished = Gauge(
             "janus_oldest_finished_job_seconds",
             "Age of the oldest finished job still stored, by state; stays near the retention "

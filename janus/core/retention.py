@@ -54,6 +54,14 @@ class Retention:
         return now - self.of(dependency).keep_for(state)
 
 
+def records_cutoff(retention: Retention, now: float) -> float:
+    """The leader's own records (handled `janus jobs retry` requests, ended leader terms) that
+    date from before this may be pruned: they are kept as long as the longest default retention,
+    so the record of what was done to a stored job lasts as long as the job."""
+    default = retention.default
+    return now - max(default.keep_for(JobState.SUCCEEDED), default.keep_for(JobState.DEAD))
+
+
 def prunable(
     retention: Retention, *, state: JobState, dependency: str, finished_at: float | None, now: float
 ) -> bool:

@@ -24,13 +24,15 @@ from dataclasses import dataclass
 
 from janus.api.metrics import Metrics
 from janus.core.jobs import JobState
-from janus.core.retention import PRUNED_STATES, BatchSizing, Retention, vacuum_due
+from janus.core.retention import PRUNED_STATES, BatchSizing, Retention, records_cutoff, vacuum_due
 from janus.service.leadership import Term
 from janus.store.repository import OldestFinished, Store
 
 log = logging.getLogger("janus.retention")
 
-TABLES = ("jobs", "attempt_errors", "admissions")  # the tables that grow with traffic
+# The tables that grow: with traffic (the first three), or with operators' retries and with
+# takeovers (a process in a crash loop starts a term every few seconds).
+TABLES = ("jobs", "attempt_errors", "admissions", "retry_requests", "leader_terms")
 SIZES_EVERY = 60.0  # seconds between readings of the table sizes (cheap, but not per batch)
 FIRST_BATCH = 100
 
@@ -57,6 +59,7 @@ class Pruner:
         sizes_due = 0.0
         while not draining.is_set():
             await self.prune_once(draining)
+            await self.prune_records(draining)
             await self.vacuum_if_due()
             if time.monotonic() >= sizes_due:
                 await self.measure_tables()
@@ -108,6 +111,24 @@ class Pruner:
             if pruned < limit:
                 return total
             await asyncio.sleep(elapsed)  # the database's time, shared: as long resting as working
+        return total
+
+    async def prune_records(self, draining: asyncio.Event | None = None) -> int:
+        """Handled retry requests and ended leader terms past the longest default retention, in
+        batches of the current size until none is left. Returns the rows deleted."""
+        before = records_cutoff(self.retention, self.clock())
+        total = 0
+        while draining is None or not draining.is_set():
+            started = time.monotonic()
+            pruned = await self.store.prune_records(
+                self.term.holder, self.term.epoch, before=before, limit=self.size
+            )
+            self.metrics.pruned_records.labels("retry_requests").inc(pruned.retry_requests)
+            self.metrics.pruned_records.labels("leader_terms").inc(pruned.leader_terms)
+            total += pruned.total
+            if max(pruned.retry_requests, pruned.leader_terms) < self.size:
+                break
+            await asyncio.sleep(time.monotonic() - started)  # as long resting as working
         return total
 
     def _report_oldest(self, oldest: list[OldestFinished]) -> None:

@@ -76,6 +76,18 @@ class RetryRequest:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PrunedRecords:
+    """What one batch of pruning the leader's own records deleted."""
+
+    retry_requests: int
+    leader_terms: int
+
+    @property
+    def total(self) -> int:
+        return self.retry_requests + self.leader_terms
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class LeaseHolder:
     holder: uuid.UUID
     epoch: int
@@ -110,6 +122,12 @@ class FencedTransaction:
         else:
             raise ValueError(f"a {state.value} job is never pruned")
         return int(pruned)
+
+    async def prune_records(self, before: float, limit: int) -> PrunedRecords:
+        """At most `limit` handled retry requests and `limit` ended leader terms from before `before`."""
+        requests = await self._connection.execute(sql("prune_retry_requests"), before, limit)
+        terms = await self._connection.execute(sql("prune_leader_terms"), before, limit)
+        return PrunedRecords(retry_requests=int(requests.split()[-1]), leader_terms=int(terms.split()[-1]))
 
     async def take_retry_requests(self) -> list[RetryRequest]:
         rows = await self._connection.fetch(sql("take_retry_requests"))
@@ -436,6 +454,14 @@ class Store:
                 return None
             raise
 
+    async def prune_records(
+        self, holder: uuid.UUID, epoch: int, *, before: float, limit: int
+    ) -> PrunedRecords:
+        """One fenced batch: handled `janus jobs retry` requests and ended leader terms older
+        than `before` (Unix seconds), at most `limit` of each."""
+        async with self.leader_transaction(holder, epoch) as tx:
+            return await tx.prune_records(before, limit)
+
     async def oldest_finished(self) -> list[OldestFinished]:
         """Per terminal state and dependency, when its oldest stored job finished."""
         rows = await self._read("oldest_finished", what="reading the oldest finished jobs")
@@ -481,6 +507,10 @@ class Store:
                     await connection.execute(sql("vacuum_attempt_errors"))
                 elif table == "admissions":
                     await connection.execute(sql("vacuum_admissions"))
+                elif table == "retry_requests":
+                    await connection.execute(sql("vacuum_retry_requests"))
+                elif table == "leader_terms":
+                    await connection.execute(sql("vacuum_leader_terms"))
                 else:
                     raise ValueError(f"no vacuum of {table!r}")
         except DB_ERRORS as exc:

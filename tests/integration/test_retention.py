@@ -407,3 +407,98 @@ async def test_where_autovacuum_is_off_the_pruner_vacuums_what_it_pruned(store: 
     await until_dead_rows(lambda dead: dead == 0)
     cleaner.autovacuum = True  # a server that vacuums by itself: the pruner leaves it alone
     assert await cleaner.vacuum_if_due() == []
+
+
+# The leader's own records: kept RECORDS_KEPT seconds (the longest default retention, dead's).
+RECORDS_KEPT = 1000.0
+
+
+async def insert_records(database: str, current_epoch: int) -> tuple[set[int], set[int]]:
+    """Retry requests and leader terms on both sides of the cutoff; the ids and epochs to keep.
+    Dated on the pruner's clock (NOW, Unix seconds), as the pruner compares them."""
+    requests = [  # (handled seconds ago or None: pending; requested seconds ago)
+        *[(RECORDS_KEPT + 1 + n, RECORDS_KEPT + 10 + n) for n in range(20)],  # handled long ago: go
+        (RECORDS_KEPT - 1, RECORDS_KEPT + 50),  # requested long ago, handled within: kept
+        (None, 1e5),  # pending however old: an operator's request not applied yet
+        (1.0, 2.0),
+    ]
+    connection = await asyncpg.connect(database)
+    try:
+        keep_requests = set()
+        for handled, requested in requests:
+            request_id = await connection.fetchval(
+                "INSERT INTO janus.retry_requests (job_id, requested_at, handled_at, revived)"
+                " VALUES ('x', to_timestamp($1::float8), to_timestamp($2::float8), 0) RETURNING id",
+                NOW - requested,
+                None if handled is None else NOW - handled,
+            )
+            if handled is None or handled <= RECORDS_KEPT:
+                keep_requests.add(request_id)
+        # Terms before the one in force: 20 old ones go, 2 recent ones stay; the term in force
+        # (started "long ago" too: a leader that has led for weeks) stays whatever its age.
+        terms = [(epoch, RECORDS_KEPT + 100 - epoch) for epoch in range(1, 21)] + [(21, 5.0), (22, 1.0)]
+        await connection.executemany(
+            "INSERT INTO janus.leader_terms (epoch, holder, started_at)"
+            " VALUES ($1, gen_random_uuid(), to_timestamp($2::float8)) ON CONFLICT (epoch) DO NOTHING",
+            [(epoch, NOW - ago) for epoch, ago in terms],
+        )
+        await connection.execute(
+            "UPDATE janus.leader_terms SET started_at = to_timestamp($2::float8) WHERE epoch = $1",
+            current_epoch,
+            NOW - 1e5,
+        )
+    finally:
+        await connection.close()
+    return keep_requests, {21, 22, current_epoch}
+
+
+async def stored_records(database: str) -> tuple[set[int], set[int]]:
+    connection = await asyncpg.connect(database)
+    try:
+        requests = {r[0] for r in await connection.fetch("SELECT id FROM janus.retry_requests")}
+        terms = {r[0] for r in await connection.fetch("SELECT epoch FROM janus.leader_terms")}
+    finally:
+        await connection.close()
+    return requests, terms
+
+
+async def take_epoch(database: str, epoch: int) -> None:
+    """Start the lease's epochs after the old terms inserted below, as a long-lived database's are."""
+    connection = await asyncpg.connect(database)
+    try:
+        await connection.execute(
+            "INSERT INTO janus.leader VALUES (true, gen_random_uuid(), $1, now() - interval '1 s')", epoch
+        )
+    finally:
+        await connection.close()
+
+
+async def test_handled_retry_requests_and_ended_terms_are_pruned_past_the_longest_retention(
+    store: Store, database: str
+) -> None:
+    await take_epoch(database, 29)
+    term = await lead(store)
+    assert term.epoch == 30
+    keep_requests, keep_terms = await insert_records(database, term.epoch)
+    metrics = Metrics(CollectorRegistry())
+    cleaner = pruner(store, term, metrics=metrics)  # batches of 3: several batches of each
+    assert await cleaner.prune_records() == 20 + 20
+    assert await stored_records(database) == (keep_requests, keep_terms)
+    for table in ("retry_requests", "leader_terms"):
+        assert metrics.registry.get_sample_value("janus_pruned_records_total", {"table": table}) == 20
+    assert await cleaner.prune_records() == 0, "a second pass finds nothing left"
+
+
+async def test_a_deposed_leader_prunes_no_record(store: Store, database: str) -> None:
+    await take_epoch(database, 29)
+    first = await lead(store, lease=0.5)
+    before = await insert_records(database, first.epoch)
+    second = await lead(store)  # once the first's lease runs out unrenewed
+    assert second.epoch == first.epoch + 1
+    all_requests, all_terms = await stored_records(database)
+    with pytest.raises(LeadershipLost):
+        await pruner(store, first).prune_records()
+    assert await stored_records(database) == (all_requests, all_terms)
+    # The new leader prunes them; the deposed term is no longer in force, and dated long ago.
+    await pruner(store, second).prune_records()
+    assert await stored_records(database) == (before[0], (before[1] - {first.epoch}) | {second.epoch})

@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 
 from janus.config import format_duration, parse_config
 from janus.core.jobs import JobState
-from janus.core.retention import BatchSizing, Retention, RetentionPolicy, TableChurn, prunable, vacuum_due
+from janus.core.retention import (
+    BatchSizing,
+    Retention,
+    RetentionPolicy,
+    TableChurn,
+    prunable,
+    records_cutoff,
+    vacuum_due,
+)
 
 DAY = 86400.0
 DEFAULT = RetentionPolicy(succeeded=DAY, dead=14 * DAY, dedup_window=DAY)
@@ -64,6 +72,20 @@ def test_never_a_waiting_or_admitted_job_nor_one_within_its_retention_or_window(
         kept = policy.succeeded if state is JobState.SUCCEEDED else policy.dead
         assert now - finished_at >= kept
         assert now - finished_at >= policy.dedup_window  # a repeat within the window stays a duplicate
+
+
+@given(
+    policy=policies,
+    state=st.sampled_from([JobState.SUCCEEDED, JobState.DEAD]),
+    now=st.floats(min_value=0, max_value=1e10, allow_nan=False),
+)
+def test_the_leaders_records_outlast_every_job_of_the_default_policy(
+    policy: RetentionPolicy, state: JobState, now: float
+) -> None:
+    """A retry request or a term is never pruned while a job it may concern is still kept."""
+    retention = Retention(default=policy)
+    assert records_cutoff(retention, now) <= retention.cutoff(state, "d", now)
+    assert records_cutoff(retention, now) <= now - policy.dedup_window
 
 
 @given(

@@ -72,7 +72,9 @@ WITH lease AS (
                   :new_lease_deadlines::float8[], :new_seqs::bigint[], :new_costs::float8[])
            AS t(j, d, s, p, st, a, e, ad, ex, l, q, c)
      WHERE EXISTS (SELECT 1 FROM lease)
-        ON CONFLICT (job_id) DO NOTHING
+        -- The arbiter is the job_id's exclusion constraint (0006), the table's only one: an
+        -- exclusion constraint cannot be named as a conflict target.
+        ON CONFLICT DO NOTHING
     RETURNING job_id
 ), updated AS (
     UPDATE janus.jobs AS j
@@ -368,6 +370,31 @@ WITH victims AS (
 )
 SELECT count(*) AS pruned FROM pruned;
 
+-- name: prune_retry_requests
+-- params: $1 handled before (Unix seconds), $2 at most this many
+-- One bounded batch, in a fenced leader transaction: `janus jobs retry` requests handled long
+-- ago. A pending request (handled_at NULL) is never deleted; one being handled is skipped.
+WITH victims AS (
+    SELECT id FROM janus.retry_requests
+     WHERE handled_at < to_timestamp($1)
+     ORDER BY id
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+DELETE FROM janus.retry_requests WHERE id IN (SELECT id FROM victims);
+
+-- name: prune_leader_terms
+-- params: $1 started before (Unix seconds), $2 at most this many
+-- One bounded batch, in a fenced leader transaction: terms that started long ago, never the
+-- one in force. Epochs stay unique without them: a new term's epoch is the lease row's + 1.
+WITH victims AS (
+    SELECT epoch FROM janus.leader_terms
+     WHERE started_at < to_timestamp($1) AND epoch < (SELECT epoch FROM janus.leader)
+     ORDER BY epoch
+     LIMIT $2
+)
+DELETE FROM janus.leader_terms WHERE epoch IN (SELECT epoch FROM victims);
+
 -- name: oldest_finished
 -- params: none
 -- Per terminal state and dependency, the oldest finished_at: a skip scan of the partial indexes
@@ -435,6 +462,14 @@ VACUUM (ANALYZE, TRUNCATE false) janus.attempt_errors;
 -- name: vacuum_admissions
 -- params: none
 VACUUM (ANALYZE, TRUNCATE false) janus.admissions;
+
+-- name: vacuum_retry_requests
+-- params: none
+VACUUM (ANALYZE, TRUNCATE false) janus.retry_requests;
+
+-- name: vacuum_leader_terms
+-- params: none
+VACUUM (ANALYZE, TRUNCATE false) janus.leader_terms;
 
 -- name: job_dependencies
 -- params: $1 job ids
