@@ -71,7 +71,7 @@ def _finite_number(value: object) -> object:
     return value
 
 
-# A job's cost in units (issue 23): what its dependency's unit limits count.
+# A job's cost in units: what its dependency's unit limits count.
 Cost = Annotated[float, BeforeValidator(_finite_number), Field(ge=0)]
 
 

@@ -72,7 +72,7 @@ WITH lease AS (
                   :new_lease_deadlines::float8[], :new_seqs::bigint[], :new_costs::float8[])
            AS t(j, d, s, p, st, a, e, ad, ex, l, q, c)
      WHERE EXISTS (SELECT 1 FROM lease)
-        -- The arbiter is the job_id's exclusion constraint (0006), the table's only one: an
+        -- The arbiter is the job_id's exclusion constraint (0009), the table's only one: an
         -- exclusion constraint cannot be named as a conflict target.
         ON CONFLICT DO NOTHING
     RETURNING job_id

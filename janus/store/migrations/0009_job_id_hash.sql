@@ -1,4 +1,4 @@
--- The job_id's uniqueness through a hash index instead of the primary key's B-tree (issue 25).
+-- The job_id's uniqueness through a hash index instead of the primary key's B-tree.
 -- Every new job is checked against, and inserted into, the index of every stored job's id: with
 -- ids as random as UUIDs, each lands on a random page of it. A B-tree of 32-character ids takes
 -- about 70 bytes a job and is descended level by level; a hash index keeps a 4-byte hash code
