@@ -79,6 +79,7 @@ async def paced(services: Services, rate: float, seconds: float, repeat: int) ->
                             jobs,
                             workdir,
                             results_before=done,
+                            prefix=f"janus-lat-{round_}",
                         )
                     )
                     done += jobs

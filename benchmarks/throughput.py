@@ -390,9 +390,11 @@ async def measure_latency(
     jobs: int,
     workdir: Path,
     results_before: int = 0,
+    prefix: str | None = None,
 ) -> Latency:
+    """`prefix`: of the job ids, unique per phase on one Janus (a repeated id is a duplicate)."""
     worker = await _start_worker(amqp_url, jobs, workdir, latencies=True)
-    producer = await _start_producer(amqp_url, jobs, f"{variant}-lat", workdir, rate=rate)
+    producer = await _start_producer(amqp_url, jobs, prefix or f"{variant}-lat", workdir, rate=rate)
     produced, worked = await asyncio.gather(producer.report(), worker.report())
     _check_worker(worked, jobs)
     await coordinator.caught_up(results_before + jobs, timeout=PHASE_TIMEOUT)
