@@ -158,6 +158,10 @@ class Simulation:
         self._backoff: dict[str, list[float]] = {name: [] for name in self._policies}
         self._untracked: set[str] = set()
         self._all_rated = all(policy.rate_limits for policy in policies)
+        # With several dependencies the random runs found a skipped step that changed a decision
+        # (tests/unit/test_simulate.py, two dependencies): until that is understood, only a
+        # single dependency skips.
+        self._may_skip = len(self._policies) == 1
         self._jobs = 0
         self._scopes = 0  # (dependency, scope) pairs seen
         self._wake_at = float("inf")
@@ -219,6 +223,8 @@ class Simulation:
             elif results:
                 if self._skips_admission(now):
                     self._apply_results(now)
+                    if self._gates_moved():
+                        self._tick(now)  # a success may open a circuit (the outcome that fills its window)
                 else:
                     self._tick(now)
         self._drain()
@@ -311,7 +317,9 @@ class Simulation:
         job, no unused admission, no wakeup due), so no other dependency changed. A failure
         is not skipped: its retry's backoff end is a new wakeup, and it may pause the
         dependency or open its circuit, which `admit` would report; so may a success that
-        carries a `retry_after` (it pauses the dependency).
+        carries a `retry_after` (it pauses the dependency). A success may still open a circuit
+        (the outcome that brings its window to `min_outcomes`) or close one: the caller looks
+        at the gates after applying them, and runs the step if one moved.
 
         What `admit` does besides admitting then happens at the next admission step instead:
         forgetting scopes that emptied, which only the core's per-scope share of its memory
@@ -322,7 +330,7 @@ class Simulation:
         rule needs the last decision's blocks to read the same at every instant). A retry in
         its backoff is not waiting yet: its end is a wakeup, and the step then admits it.
         """
-        if self._scopes > _CONSTANT_SHARE_SCOPES:
+        if self._scopes > _CONSTANT_SHARE_SCOPES or not self._may_skip:
             return False
         held = {
             block.dependency
@@ -345,6 +353,13 @@ class Simulation:
             if waiting[dependency] > len(backoff):
                 return False
         return True
+
+    def _gates_moved(self) -> bool:
+        """Did a gate change (a circuit open or close) since the last look? Its events are logged."""
+        _, gate_events = self._scheduler.drain_gates()
+        for event in gate_events:
+            self._logs[event.dependency].gate_events.append((event.at, event.kind, event.detail))
+        return bool(gate_events)
 
     def _drain(self) -> None:
         """Take what the core keeps for the store and the logs: its change log, and the gates' events."""

@@ -349,7 +349,8 @@ def assert_skipping_changes_nothing(policies: list[DependencyPolicy], load: Work
     for name, log in fast.dependencies.items():
         at_limit = every_time.dependencies[name].at_limit
         assert log.at_limit == pytest.approx(at_limit), name  # the same spans, summed in other pieces
-        assert log.gate_events == every_time.dependencies[name].gate_events
+        # Logged as drained: each drain lists a lane's notes, then its circuit's changes.
+        assert sorted(log.gate_events) == sorted(every_time.dependencies[name].gate_events)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
