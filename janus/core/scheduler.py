@@ -435,8 +435,8 @@ class Scheduler:
             lane.retire_due(now)
         if budget == 0:
             wakeups.append(now)  # cut short by `limit`: more may be admissible at once
-        if self._ledger.leases:
-            wakeups.append(self._ledger.leases[0][0])
+        if (lease_ends := self._ledger.next_deadline()) is not None:
+            wakeups.append(lease_ends)
         return AdmitDecision(admissions=admissions, blocked=blocked, next_wakeup=min(wakeups, default=None))
 
     def drain_changes(self) -> Changes:
