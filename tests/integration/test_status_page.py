@@ -31,7 +31,8 @@ POLICIES = {
         "fairness": {"scope_concurrency": 3},
     },
     "email": {"concurrency": 2, "admission_ttl": "0.5s"},
-    "search": {"rate_limits": ["50/1s"]},
+    # Adaptive under a static ceiling: its card shows the rate it found (its first, with no traffic).
+    "search": {"rate_limits": ["50/1s"], "adaptive": {"enabled": True, "max_rate": "50/1s"}},
 }
 DEADLINE_MS = 20_000
 
@@ -139,6 +140,10 @@ async def test_the_page_shows_updates_and_answers_why(database: str, vhost: str,
             assert int(held) == metric("janus_held_slots", **d)
             if dependency != "search":
                 assert int(cap) == metric("janus_concurrency_limit", **d)
+        found = metric("janus_adaptive_rate", dependency="search")
+        assert found > 0
+        assert await card_value(page, "search", "adaptive") == f"rate {float(f'{found:.3g}'):g}/1s"
+        assert await card_value(page, "payments-api", "adaptive") == "–"
         assert await page.locator('article[data-dependency="email"] .state').inner_text() == "no worker"
         # The why box answers for a job that waits.
         waiting_job = "mail-0"

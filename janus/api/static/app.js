@@ -79,6 +79,27 @@ function steering(lane, now) {
   return parts.join("; ") || "–";
 }
 
+// Adaptive limits where a dependency has them: "rate 38/1s, concurrency 12, lowered 2 s ago after
+// throttled results", as `janus status` says it.
+const ADAPTIVE_MOVES = {
+  throttled: ["lowered", "after throttled results"],
+  clean: ["raised", "after a clean round"],
+  latency_rise: ["lowered", "as latency rose"],
+  latency_floor: ["raised", "with latency near its floor"],
+};
+
+function adaptive(lane) {
+  const a = lane.adaptive;
+  if (!a) return "–";
+  const parts = [];
+  if (a.rate !== null) parts.push(`rate ${Number(a.rate.toPrecision(3))}/1s`);
+  if (a.concurrency !== null) parts.push(`concurrency ${a.concurrency}`);
+  let line = parts.join(", ");
+  const move = ADAPTIVE_MOVES[a.signal];
+  if (move && a.changed_seconds_ago !== null) line += `, ${move[0]} ${Math.round(a.changed_seconds_ago)} s ago ${move[1]}`;
+  return line;
+}
+
 function row(label, value, cls) {
   return el("div", { class: "row" }, el("span", { class: "label" }, label), el("span", { class: `value ${cls}` }, value));
 }
@@ -104,6 +125,7 @@ function card(lane, points, now) {
     row("waiting", String(lane.waiting), "waiting"),
     row("oldest wait", seconds(lane.oldest_waiting_seconds), "oldest"),
     row("operator", steering(lane, now), "steering"),
+    row("adaptive", adaptive(lane), "adaptive"),
     row("held back by", blocked, "blocked"),
     row("waiting by reason", reasons, "reasons"),
     row("top scopes", scopes, "scopes"),
