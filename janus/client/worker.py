@@ -48,6 +48,7 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 from janus.broker import BROKER_ERRORS, topology
 from janus.broker.connection import connect
 from janus.client.acked import AckedAdmissions
+from janus.client.handler_outcomes import Cost, Failed, RetryAfter, Throttled
 from janus.errors import BrokerError, JanusError, ProtocolError, TopologyMissing
 from janus.protocol import CONTENT_TYPE, ReadyMessage, decode_ready, encode_result
 from janus.urls import redact
@@ -70,50 +71,6 @@ _REFUSED = (ChannelAccessRefused, ChannelNotFoundEntity)
 # Reconnecting: the broker still away, or a refused setting (a password changed), which this
 # worker cannot mend while results wait to be published: it keeps trying, and says why.
 _RECONNECT_FAILED: tuple[type[Exception], ...] = (*BROKER_ERRORS, JanusError)
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """Return from a handler what the call really cost, in its dependency's units (tokens, credits):
-    `return Cost(response.usage.total_tokens)`. The result reports it, and Janus settles it in
-    place of the job's estimate (docs/protocol.md, Costed jobs). Any other return reports none."""
-
-    units: float
-
-
-class RetryAfter(Exception):
-    """Raise from a handler when the dependency asked to back off (e.g. HTTP 429 Retry-After):
-    the attempt failed, and Janus admits nothing of the dependency for `seconds`. The result
-    says `throttled` too (docs/protocol.md). `cost`: what the failed call cost anyway, if the
-    dependency charged it."""
-
-    def __init__(self, seconds: float, message: str = "", *, cost: float | None = None) -> None:
-        super().__init__(message or f"retry after {seconds:g}s")
-        self.seconds = seconds
-        self.cost = cost
-
-
-class Failed(Exception):
-    """Raise from a handler for a failed attempt that still cost `cost` units (any other exception
-    reports a failure with no cost: the estimate stays charged)."""
-
-    def __init__(self, message: str, *, cost: float | None = None) -> None:
-        super().__init__(message)
-        self.cost = cost
-
-
-class Throttled(Exception):
-    """Raise from a handler when the dependency refused the call for load (HTTP 429 or 503),
-    with its Retry-After if it gave one: the attempt failed, and the result says `throttled`,
-    which lowers the dependency's adaptive rate if it has one (docs/protocol.md). With
-    `retry_after`, Janus pauses the dependency as for RetryAfter."""
-
-    def __init__(
-        self, retry_after: float | None = None, message: str = "", *, cost: float | None = None
-    ) -> None:
-        super().__init__(message or "throttled" + (f", retry after {retry_after:g}s" if retry_after else ""))
-        self.retry_after = retry_after
-        self.cost = cost
 
 
 # What a handler receives: the ready message, validated (docs/protocol.md).
