@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
+from janus.core.decisions import Blocked, WaitReason
 from janus.core.policy import AdaptivePolicy, DependencyPolicy
 
 BURST = 0.25  # seconds of the adaptive rate the token bucket holds at most (at least 1 call)
@@ -348,6 +349,18 @@ class Adaptive:
         if self.concurrency is not None:
             room = min(room, self.concurrency.cap - held)
         return room
+
+    def blocking(self, dependency: str, held: int, waiting: int, now: float) -> Blocked | None:
+        """What stops every admission of the dependency at `now`, if the adaptive limits do:
+        the concurrency found (with `held` slots taken), then the rate found."""
+        view = self.view()
+        if self.concurrency is not None and held >= self.concurrency.cap:
+            reason, limit, until = WaitReason.CONCURRENCY, view.describe_concurrency(now), None
+        elif self.rate is not None and self.rate.room(now) <= 0:
+            reason, limit, until = WaitReason.RATE, view.describe_rate(now), self.rate.free_at(now)
+        else:
+            return None
+        return Blocked(dependency=dependency, reason=reason, limit=limit, until=until, waiting=waiting)
 
     def view(self) -> AdaptiveView:
         rate, concurrency = self.rate, self.concurrency

@@ -350,7 +350,7 @@ class Lane:
                     waiting=self.eligible,
                 )
         if self.adaptive is not None:
-            adaptive = self._adaptive_block(self.adaptive, now)
+            adaptive = self.adaptive.blocking(policy.name, len(self.held), self.eligible, now)
             if adaptive is not None:
                 return adaptive
         if self.units is not None and (full := self.units.blocking(now)) is not None:
@@ -362,19 +362,6 @@ class Lane:
                 waiting=self.eligible,
             )
         return self._ramp_block(now)
-
-    def _adaptive_block(self, adaptive: Adaptive, now: float) -> Blocked | None:
-        """The adaptive limits, when they stop every admission at `now` (core/adaptive.py)."""
-        view = adaptive.view()
-        if adaptive.concurrency is not None and len(self.held) >= adaptive.concurrency.cap:
-            reason, limit, until = WaitReason.CONCURRENCY, view.describe_concurrency(now), None
-        elif adaptive.rate is not None and adaptive.rate.room(now) <= 0:
-            reason, limit, until = WaitReason.RATE, view.describe_rate(now), adaptive.rate.free_at(now)
-        else:
-            return None
-        return Blocked(
-            dependency=self.policy.name, reason=reason, limit=limit, until=until, waiting=self.eligible
-        )
 
     def _ramp_block(self, now: float) -> Blocked | None:
         """The recovery ramp, when it stops every admission at `now` (core/recovery.py)."""
