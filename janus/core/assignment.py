@@ -12,7 +12,6 @@ ties and place the orphans, so the placement is deterministic and needs no ring.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -63,10 +62,20 @@ class Plan:
         return not (self.claim or self.release or self.wait)
 
 
+_MASK = (1 << 64) - 1
+
+
 def weight(member: str, dependency: str) -> int:
-    """The rendezvous weight: the same on every process and every Python (not `hash()`)."""
-    digest = hashlib.blake2b(f"{member}\x00{dependency}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    """The rendezvous weight: the same on every process and every Python (not `hash()`, which
+    is salted per process). FNV-1a over the pair, then splitmix64's finaliser so that names
+    differing in one letter get unrelated weights. No hashlib: the core imports no more than it
+    needs, and this runs a few hundred times a poll."""
+    value = 0xCBF29CE484222325
+    for byte in f"{member}\x00{dependency}".encode():
+        value = ((value ^ byte) * 0x100000001B3) & _MASK
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK
+    return value ^ (value >> 31)
 
 
 def live_members(view: View) -> tuple[str, ...]:
