@@ -6,6 +6,7 @@ admitting, draining it) is the `Lanes` it drives. Not used by `janus run` yet.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -126,10 +127,8 @@ class MemberLoop:
         """Poll until `stop`, then hand everything over and leave."""
         while not stop.is_set():
             await self.poll()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.timings.poll_every)
-            except TimeoutError:
-                pass
         await self.leave()
 
     async def leave(self) -> None:

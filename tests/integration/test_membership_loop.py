@@ -7,6 +7,8 @@ process, so their intervals are on one monotonic clock)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import time
 import uuid
 from collections import defaultdict
@@ -53,7 +55,7 @@ class Recorder:
     def check_never_two_at_once(self) -> None:
         for dependency, spans in self.intervals.items():
             ordered = sorted(spans, key=lambda s: s[1])
-            for (who, _, end), (next_who, next_start, _) in zip(ordered, ordered[1:], strict=False):
+            for (who, _, end), (next_who, next_start, _) in itertools.pairwise(ordered):
                 assert end is not None, f"{dependency}: {who} still acting when {next_who} started"
                 assert end <= next_start, f"{dependency}: {who} until {end}, {next_who} from {next_start}"
 
@@ -88,10 +90,8 @@ async def until(recorder: Recorder, check: object, deadline: float) -> float:
         remaining = deadline - (time.monotonic() - started)
         assert remaining > 0, "not within the deadline"
         recorder.changed.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(recorder.changed.wait(), remaining)
-        except TimeoutError:
-            pass
     return time.monotonic() - started
 
 
