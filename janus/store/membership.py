@@ -134,3 +134,13 @@ class Membership:
         except DB_ERRORS as exc:
             raise StoreError(f"pruning members failed: {exc}") from exc
         return int(status.split()[-1])
+
+    async def prune_terms(self, before: float, limit: int) -> int:
+        """At most `limit` ended dependency terms that started before `before` (Unix seconds);
+        the global owner's housekeeping, beside today's leader terms."""
+        try:
+            async with asyncio.timeout(self._timeout), self._pool.acquire() as connection:
+                status = await connection.execute(sql("prune_dependency_terms"), before, limit)
+        except DB_ERRORS as exc:
+            raise StoreError(f"pruning dependency terms failed: {exc}") from exc
+        return int(status.split()[-1])

@@ -196,3 +196,19 @@ async def test_a_single_leader_without_members_behaves_as_before(database: str) 
         assert await store.try_acquire(second, 30.0) == 3, "its own lease, taken back in a new epoch"
     finally:
         await store.close()
+
+
+async def test_ended_terms_are_pruned_the_one_in_force_never(
+    membership: Membership, pool: asyncpg.Pool
+) -> None:
+    first, second = await members(membership, 2)
+    assert await membership.claim("email", first, 30.0) == 1
+    await membership.release("email", first, 1)
+    assert await membership.claim("email", second, 30.0) == 2
+    assert await membership.claim("payments-api", second, 30.0) == 1
+    now = await pool.fetchval("SELECT extract(epoch FROM now())::float8")
+    assert await membership.prune_terms(now + 60.0, 100) == 1
+    rows = await pool.fetch("SELECT dependency, epoch FROM janus.dependency_terms ORDER BY 1, 2")
+    assert [(r["dependency"], r["epoch"]) for r in rows] == [("email", 2), ("payments-api", 1)]
+    await membership.release("email", second, 2)
+    assert await membership.claim("email", first, 30.0) == 3, "epochs stay unique after pruning"

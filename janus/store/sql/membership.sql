@@ -83,3 +83,17 @@ SELECT d.dependency FROM janus.dependency_leases AS d
 -- params: $1 seconds
 -- Members gone for longer than $1 seconds (a crashed process's row; a stopped one deletes its own).
 DELETE FROM janus.members WHERE expires_at < now() - make_interval(secs => $1);
+
+-- name: prune_dependency_terms
+-- params: $1 started before (Unix seconds), $2 at most this many
+-- One bounded batch: terms that started long ago, never one in force. Epochs stay unique
+-- without them: a new term's epoch is its lease row's + 1.
+WITH victims AS (
+    SELECT t.dependency, t.epoch FROM janus.dependency_terms AS t
+      JOIN janus.dependency_leases AS d ON d.dependency = t.dependency
+     WHERE t.started_at < to_timestamp($1) AND t.epoch < d.epoch
+     ORDER BY t.started_at
+     LIMIT $2
+)
+DELETE FROM janus.dependency_terms AS t USING victims AS v
+ WHERE t.dependency = v.dependency AND t.epoch = v.epoch;
