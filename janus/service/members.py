@@ -92,6 +92,11 @@ class MemberLoop:
         for dependency in decided.release:
             await self._hand_over(dependency)
         for dependency in decided.claim:
+            if dependency in self.owned:
+                # Our lease ran out on the database before our local deadline (its clock ran
+                # ahead of ours): that term is over, whatever we take now is a new one.
+                del self.owned[dependency]
+                self._lanes.lost(dependency)
             sent = self._clock()
             epoch = await self._membership.claim(dependency, self.member, self.timings.lease)
             if epoch is not None:
