@@ -38,10 +38,7 @@ def available_migrations() -> list[Migration]:
             )
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
-    # scale21 branch only: its migration is numbered 0014 until the merge renumbers it; drop
-    # this exception with the renumbering (the gap check then holds again).
-    expected = [v for v in range(1, len(found) + 1 + 4) if not 10 <= v <= 13][: len(found)]
-    if versions != list(range(1, len(found) + 1)) and versions != expected:
+    if versions != list(range(1, len(found) + 1)):
         raise StoreError(f"migrations must be numbered 1..n without gaps, found {versions}")
     return found
 
