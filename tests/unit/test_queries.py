@@ -302,10 +302,7 @@ def test_bind_takes_each_value_by_its_name() -> None:
 def test_available_migrations_are_numbered_one_to_n() -> None:
     found = available_migrations()
     assert found, "no migrations"
-    # scale21 branch only (0014 after 0009 until the merge renumbers it): drop with migrate.py's.
-    assert [m.version for m in found] == [v for v in range(1, len(found) + 5) if not 10 <= v <= 13][
-        : len(found)
-    ]
+    assert [m.version for m in found] == list(range(1, len(found) + 1))
     for migration in found:
         assert re.fullmatch(r"[a-z0-9_]+", migration.name)
         assert migration.sql.strip()
