@@ -1,4 +1,4 @@
-"""Members and per-dependency leases as stored (migration 0014, docs/scale-out.md): heartbeats,
+"""Members and per-dependency leases as stored (migration 0010, docs/scale-out.md): heartbeats,
 the view the assignment core plans from, and claiming, renewing, releasing and fencing a
 dependency's lease, all on the database's clock. Not used by `janus run` yet."""
 

@@ -1,4 +1,4 @@
-"""Members and per-dependency leases (migration 0014, janus/store/membership.py) against a real
+"""Members and per-dependency leases (migration 0010, janus/store/membership.py) against a real
 PostgreSQL: racing claimers, expiry on the database's clock, the fence after a takeover, a
 claim waiting for the old owner's open transaction, and the guard between the global lease of
 earlier versions and the dependency leases."""
@@ -158,7 +158,7 @@ async def test_the_view_feeds_the_plan_and_a_leaver_is_gone(membership: Membersh
 async def test_an_earlier_version_and_the_members_never_lead_at_once(
     database: str, membership: Membership
 ) -> None:
-    """Migration 0014's guard: janus.leader's acquire (all an earlier version knows) stands by
+    """Migration 0010's guard: janus.leader's acquire (all an earlier version knows) stands by
     while a member holds a dependency; a member's claim stands by while a non-member leads."""
     store = await Store.connect(database)
     try:

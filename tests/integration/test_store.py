@@ -70,7 +70,7 @@ async def test_migrations_build_the_schema_once_even_when_raced(empty_database: 
         "outbox",
         "sent_ticks",
         "adaptive_limits",
-        "members",  # 0014: scale-out
+        "members",  # 0010: scale-out
         "dependency_leases",
         "dependency_terms",
     }

@@ -1,7 +1,7 @@
 """The assignment of dependencies to Janus processes (janus/core/assignment.py), over random
 views and random histories of joins, graceful leaves, crashes and skewed clocks.
 
-The model's database grants leases exactly as migration 0014's statements do (one row per
+The model's database grants leases exactly as migration 0010's statements do (one row per
 dependency; a claim only of an absent, expired or own row, with the epoch + 1; a renewal
 only by holder and epoch while unexpired), and the processes act on plans made from views
 whose clock may be off by seconds. Checked: one holder per (dependency, epoch), never two

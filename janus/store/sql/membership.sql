@@ -1,4 +1,4 @@
--- Members and per-dependency leases (migration 0014, docs/scale-out.md): janus/store/membership.py.
+-- Members and per-dependency leases (migration 0010, docs/scale-out.md): janus/store/membership.py.
 
 -- name: heartbeat_member
 -- params: $1 member uuid, $2 host, $3 ttl seconds
@@ -29,7 +29,7 @@ SELECT 'clock', NULL, NULL, NULL, NULL, NULL, extract(epoch FROM now())::double 
 
 -- name: lock_assignment_shared
 -- params: none
--- Before a claim, in its transaction: orders claims against janus.leader_guard (migration 0014).
+-- Before a claim, in its transaction: orders claims against janus.leader_guard (migration 0010).
 -- A statement of its own, so that the claim's snapshot is taken after the lock is granted.
 SELECT pg_advisory_xact_lock_shared(456901162349);
 
