@@ -60,6 +60,9 @@ class AdaptiveState:
     slow_start: bool
     reason: str  # the signal that moved them last, for operators
     changed_at: float  # when they last moved
+    signal: Signal | None = None  # the same, as the metric's label
+    concurrency_slow_start: bool = True  # the concurrency's own: off once latency left its floor
+    latency_floor: float | None = None  # seconds: the concurrency's no-load floor
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -418,6 +421,9 @@ class Adaptive:
             slow_start=self.rate.slow_start if self.rate is not None else True,
             reason=view.reason,
             changed_at=view.changed_at,
+            signal=view.signal,
+            concurrency_slow_start=self.concurrency.slow_start if self.concurrency is not None else True,
+            latency_floor=self.concurrency.floor if self.concurrency is not None else None,
         )
 
     def drain(self) -> AdaptiveState | None:
@@ -432,10 +438,14 @@ class Adaptive:
         if self.rate is not None and state.rate is not None:
             self.rate.restore(state.rate, state.slow_start, now)
             self.rate.reason, self.rate.changed_at = state.reason, state.changed_at
+            self.rate.signal = state.signal
         if self.concurrency is not None and state.concurrency is not None:
-            self.concurrency.limit = self.concurrency.bounded(state.concurrency)
-            self.concurrency.round_start = now
-            self.concurrency.reason, self.concurrency.changed_at = state.reason, state.changed_at
+            part = self.concurrency
+            part.limit = part.bounded(state.concurrency)
+            part.round_start = part.floor_at = now
+            part.slow_start, part.floor = state.concurrency_slow_start, state.latency_floor
+            part.reason, part.changed_at = state.reason, state.changed_at
+            part.signal = state.signal
 
 
 def rate_ceiling(policy: DependencyPolicy) -> float:
