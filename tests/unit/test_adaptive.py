@@ -11,7 +11,9 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from janus.adaptive_config import AdaptiveConfig
 from janus.core.adaptive import AdaptiveConcurrency, AdaptiveRate, AdaptiveState
 from janus.core.decisions import WaitReason
 from janus.core.policy import AdaptivePolicy, DependencyPolicy, RateLimit
@@ -349,3 +351,23 @@ def test_the_floor_is_taken_at_min_concurrency_and_the_limit_comes_back() -> Non
         assert after[1] == math.floor(before[3])  # ...and comes back
     never = _baseline_rounds(lambda now: 0.1, seconds=120.0, interval=0.0)
     assert [i for i, (_, cap, _, _) in enumerate(never) if i > 10 and cap == 1] == []
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        (None, 60.0),  # the default: Envoy's minRTT interval
+        ("30s", 30.0),
+        ("0s", 0.0),  # never
+        (0, 0.0),
+    ],
+)
+def test_floor_interval_is_read_from_the_file(written: object, seconds: float) -> None:
+    keys = {"max_concurrency": 10} | ({} if written is None else {"floor_interval": written})
+    assert AdaptiveConfig.model_validate(keys).to_policy().floor_interval == seconds
+
+
+@pytest.mark.parametrize("written", ["-1s", "soon", True])
+def test_a_bad_floor_interval_is_refused(written: object) -> None:
+    with pytest.raises(ValidationError, match="floor_interval"):
+        AdaptiveConfig.model_validate({"max_concurrency": 10, "floor_interval": written})
