@@ -24,15 +24,14 @@ from tests.integration.harness import RecordLog, make_config, running_janus
 pytestmark = pytest.mark.integration
 
 C_HIGH, C_LOW = 40, 20
-# Seconds of each phase (C = 40, 20, 40): each ends with the span its criterion is measured on,
-# 5 s from 10 s after the start and after the drop, 7 s from 20 s after the rise (the issue
-# allows 30 s, and the additive increase takes most of 20 s to climb back); no more, so that
-# the test stays well under a minute and a half on a busy machine.
-HIGH, LOW, BACK = 15.0, 15.0, 27.0
-# More than the run can finish (at most 40 x 42 + 20 x 15 successes, and 40 more at the edges of
-# the windows): it never runs dry. No more: each job is submitted and stored before the run.
-BACKLOG = 2100
-FIRST = 500  # submitted before the worker starts: more than 10 s of calls at 40/s
+# Seconds of each phase (C = 40, 20, 40). Each criterion is measured from 10 s after the start
+# or the drop, and 20-27 s after the rise, to the phase's end. Not shorter: measured over 10-15 s
+# after the start, the first phase's goodput fell to 77 % of C in one run of four on a machine
+# loaded to 18 (the first sawtooth after slow start is still in it).
+HIGH, LOW, BACK = 20.0, 15.0, 27.0
+# More than the run can finish (at most 40 x 47 + 20 x 15 successes, and 40 more at the edges of
+# the windows): it never runs dry. No more: each job is submitted before the run.
+BACKLOG = 2300
 RETRY = {"max_attempts": 100, "base_delay": "0.1s", "max_delay": "1s"}
 
 
@@ -86,17 +85,18 @@ async def test_the_adaptive_rate_finds_the_capacity_and_follows_it(database: str
 
     log = RecordLog()
     async with running_janus(config):
-        # A first part of the backlog before the worker, the rest while the run converges (the
-        # first 10 s, not measured): a few thousand jobs take seconds to submit on a busy
-        # machine, and at 40 calls/s the first part lasts longer than the rest takes to arrive.
-        jobs = [(f"job-{i}", "api", None, f"tenant-{i % 4}") for i in range(BACKLOG)]
+        # The backlog first: with no worker nothing is admitted, and the machine's time goes to
+        # the run, not to the intake (a few thousand jobs take seconds to submit here). The
+        # producer, Janus and the worker share this event loop: submitting most of the backlog
+        # during the run was tried, and on a machine loaded to 15-19 it took 18 s and the calls
+        # came in bursts of up to 169 a second, 77 % throttled.
+        submitting = time.time()
         async with await Producer.connect(vhost) as producer:
-            await producer.submit_many(jobs[:FIRST])
-            worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=100)
-            began = time.time()  # the phases count from the worker's start
-            await worker.start()
-            await producer.submit_many(jobs[FIRST:])
-            print(f"\n{BACKLOG} jobs submitted {time.time() - began:.1f} s after the worker started")
+            await producer.submit_many([(f"job-{i}", "api", None, f"tenant-{i % 4}") for i in range(BACKLOG)])
+        print(f"\n{BACKLOG} jobs submitted in {time.time() - submitting:.1f} s")
+        worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=100)
+        began = time.time()  # the phases count from the worker's start
+        await worker.start()
         end = began + HIGH + LOW + BACK
         await log.wait_for(
             lambda records: bool(records) and records[-1].received_at >= end, timeout=HIGH + LOW + BACK + 30
@@ -106,8 +106,8 @@ async def test_the_adaptive_rate_finds_the_capacity_and_follows_it(database: str
     records = log.records
     print(timeline(records, began, end))
     phases = {
-        "C=40, 10-15 s after the start": share_and_goodput(records, began + 10.0, began + HIGH),
-        "C=20, 10-15 s after the drop": share_and_goodput(records, began + HIGH + 10.0, began + HIGH + LOW),
+        "C=40, after 10 s of convergence": share_and_goodput(records, began + 10.0, began + HIGH),
+        "C=20, from 10 s after the drop": share_and_goodput(records, began + HIGH + 10.0, began + HIGH + LOW),
         "C=40 again, 20-27 s after the rise": share_and_goodput(
             records, began + HIGH + LOW + 20.0, began + HIGH + LOW + BACK
         ),
@@ -115,10 +115,10 @@ async def test_the_adaptive_rate_finds_the_capacity_and_follows_it(database: str
     print("\nadaptive rate, no static limit, max_rate 1000/1s, measured at the workers:")
     for name, (share, goodput, calls) in phases.items():
         print(f"  {name}: {share:.1%} throttled of {calls} calls, {goodput:.1f} successes/s")
-    share, goodput, _ = phases["C=40, 10-15 s after the start"]
+    share, goodput, _ = phases["C=40, after 10 s of convergence"]
     assert share <= 0.05
     assert goodput >= 0.8 * C_HIGH
-    share, goodput, _ = phases["C=20, 10-15 s after the drop"]
+    share, goodput, _ = phases["C=20, from 10 s after the drop"]
     assert share < 0.05
     assert goodput >= 0.8 * C_LOW  # not asked by the issue: the limit does not collapse either
     share, goodput, _ = phases["C=40 again, 20-27 s after the rise"]
