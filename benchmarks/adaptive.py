@@ -80,6 +80,9 @@ def concurrency_scenario(knee: int) -> tuple[list[Second], list[str]]:
     adaptive = run(adaptive_policy, seconds=60, latency=LatencyApi(knee=knee))
     baseline = run(static(adaptive_policy, concurrency=knee), seconds=60, latency=LatencyApi(knee=knee))
     limits = [s.concurrency_limit or 0 for s in adaptive if s.at >= 30]
+    # Slow start's overshoot: the highest limit before 30 s, and when the knee was first reached.
+    peak = max(s.concurrency_limit or 0 for s in adaptive if s.at < 30)
+    reached = min((s.at for s in adaptive if (s.concurrency_limit or 0) >= knee), default=None)
     _, a_good = share(adaptive, 30, 60)
     _, b_good = share(baseline, 30, 60)
     unloaded = 0.1 * 1.1  # one call alone: 0.1 s, +-10 % of noise
@@ -87,7 +90,8 @@ def concurrency_scenario(knee: int) -> tuple[list[Second], list[str]]:
         f"concurrency, 0.1 s per call up to K = {knee}, x (n/K)^3 beyond: settles at "
         f"{sum(limits) / len(limits):.1f} (range {min(limits)}-{max(limits)}) from 30 s; p99 "
         f"{p99(adaptive, 30):.3f} s = {p99(adaptive, 30) / unloaded:.2f}x the unloaded p99; "
-        f"throughput {a_good:.0f}/s against {b_good:.0f}/s at the static concurrency K (ratio {a_good / b_good:.2f})"
+        f"throughput {a_good:.0f}/s against {b_good:.0f}/s at the static concurrency K (ratio {a_good / b_good:.2f}); "
+        f"slow start peaks at {peak} ({peak / knee:.2f} K), reaches K at {reached} s"
     ]
     return adaptive, lines
 

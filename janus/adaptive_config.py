@@ -30,6 +30,13 @@ def _seconds(value: object) -> float:
     return parse_duration(value)
 
 
+def _seconds_or_never(value: object) -> float:
+    """A duration, or 0 / "0s": never."""
+    if value in (0, "0s") and not isinstance(value, bool):
+        return 0.0
+    return _seconds(value)
+
+
 Rate = Annotated[RateLimit, BeforeValidator(_rate)]
 Count = Annotated[int, Field(ge=1, le=MAX_ADAPTIVE_CONCURRENCY, strict=True)]
 
@@ -49,6 +56,8 @@ class AdaptiveConfig(BaseModel):
     increase: float = Field(default=0.05, gt=0.0, le=1.0, strict=True)
     tolerance: float = Field(default=1.25, gt=1.0, le=10.0, strict=True)
     min_samples: Count = 5
+    # The latency floor is taken again this often, at min_concurrency ("0s": never).
+    floor_interval: Annotated[float, BeforeValidator(_seconds_or_never), Field(ge=0.0, le=86400.0)] = 60.0
 
     @model_validator(mode="after")
     def _consistent(self) -> AdaptiveConfig:

@@ -13,8 +13,10 @@ Two controllers, each moving at most once per *round* (docs/decisions.md, "Adapt
 - **Concurrency: a latency gradient** (Netflix concurrency-limits Gradient2 and Vegas, Envoy's
   adaptive concurrency filter). Per round, the mean duration of its calls (`short`) against a
   no-load floor (`floor`: the least round mean seen, drifting up slowly so a lasting change of
-  the dependency is followed): while short <= tolerance x floor the limit grows by sqrt(limit)
-  (if it was in use), above it shrinks by tolerance x floor / short (at most halved).
+  the dependency is followed): while short stays near the floor the limit grows (if it was in
+  use): in slow start by x1.5 or sqrt(limit), until the first round whose latency leaves the
+  floor's band (Vegas), then by a fifth of sqrt(limit); above tolerance x floor it shrinks by
+  tolerance x floor / short (at most halved).
 
 Both are bounded by min and max, and by the static limits (hard ceilings), and the rate is
 enforced as a token bucket whose burst is a quarter second of it: a steady backlog is paced,
@@ -35,6 +37,7 @@ FLOOR_DRIFT = 0.002  # per round: how slowly the latency floor follows a lasting
 INITIAL_RATE = 10.0  # calls per second before slow start, like TCP's initial window (RFC 6928)
 SMOOTHING = 0.2  # Gradient2's: each round moves the concurrency a fifth of the way to its target
 HOLD = 0.5  # the concurrency grows below 1 + HOLD x (tolerance - 1) times its floor, holds above
+SLOW_START_GROWTH = 1.5  # the concurrency's slow start, per clean round (small limits)
 USED = 0.5  # a limit is "in use" if the round used at least this share of it (else no growth)
 
 
@@ -57,6 +60,9 @@ class AdaptiveState:
     slow_start: bool
     reason: str  # the signal that moved them last, for operators
     changed_at: float  # when they last moved
+    signal: Signal | None = None  # the same, as the metric's label
+    concurrency_slow_start: bool = True  # the concurrency's own: off once latency left its floor
+    latency_floor: float | None = None  # seconds: the concurrency's no-load floor
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -225,6 +231,8 @@ class AdaptiveConcurrency:
         self._sum = 0.0
         self._samples = 0
         self._peak = 0  # the most calls held in the round
+        self.floor_at = now  # when the floor was last measured afresh
+        self.measuring = False  # a round at min_concurrency, to take the floor again
 
     def bounded(self, limit: float) -> float:
         top = min(float(self.policy.max_concurrency or math.inf), self.ceiling)
@@ -232,6 +240,8 @@ class AdaptiveConcurrency:
 
     @property
     def cap(self) -> int:
+        if self.measuring:
+            return max(1, min(math.floor(self.limit), self.policy.min_concurrency))
         return max(1, math.floor(self.limit))
 
     def held(self, count: int) -> None:
@@ -245,16 +255,45 @@ class AdaptiveConcurrency:
         self._samples += 1
         # A round needs the calls of half the limit: the first to report are those admitted when
         # fewer were in flight, and a round of those alone would say the new limit is fine.
-        # In slow start, the calls of the whole limit: a doubling must be seen in full.
-        needed = max(self.policy.min_samples, math.ceil(self.limit * (1.0 if self.slow_start else USED)))
+        # In slow start, the calls of the whole limit: a step must be seen in full.
+        share = 0.0 if self.measuring else 1.0 if self.slow_start else USED
+        needed = max(self.policy.min_samples, math.ceil(self.limit * share))
         if now < self.round_start + self.policy.window or self._samples < needed:
             return False
+        if self.measuring:
+            return self._end_measure(self._sum / self._samples, now)
         return self._end_round(self._sum / self._samples, now)
+
+    def _end_measure(self, short: float, now: float) -> bool:
+        """The floor taken afresh from calls made at min_concurrency (Envoy's minRTT
+        recalculation): followed down by any round, a baseline that rose is followed up only
+        here, within floor_interval and one round. The limit in force comes back as it was."""
+        self.floor, self.floor_at = short, now
+        self.measuring = False
+        self._next_round(now)
+        return True  # the floor is persisted with the limits
+
+    def _next_round(self, now: float) -> None:
+        self.round_start = now
+        self._sum, self._samples = 0.0, 0
+        self._peak = 0
+        interval = self.policy.floor_interval
+        if interval > 0 and self.floor is not None and now >= self.floor_at + interval:
+            self.measuring = True
+
+    def _step(self) -> float:
+        """How much a round near the floor adds. In slow start x1.5 up to 4 calls, then sqrt(limit)
+        (at least one call): a doubling could land at twice a steep knee, where calls take many
+        times their floor; this lands at most sqrt(knee) past it. After slow start, Gradient2's
+        smoothing: a fifth of sqrt(limit)."""
+        if self.slow_start:
+            return max(1.0, min(self.limit * (SLOW_START_GROWTH - 1.0), math.sqrt(self.limit)))
+        return SMOOTHING * math.sqrt(self.limit)
 
     def _end_round(self, short: float, now: float) -> bool:
         floor = self.floor
         if floor is None or short < floor:
-            self.floor = floor = short
+            self.floor = floor = short  # not a measurement: its round may have queued
         else:
             self.floor = floor = floor + (short - floor) * FLOOR_DRIFT
         before = self.limit
@@ -263,13 +302,12 @@ class AdaptiveConcurrency:
         # so that a steady latency does not make the limit swing around the knee.
         grow_below = 1.0 + (tolerance - 1.0) * HOLD
         if floor <= 0 or short <= tolerance * floor:
-            if short <= grow_below * floor and self._peak >= USED * self.limit:
-                # Doubled until latency first rises (Vegas's slow start), then smoothed as
-                # Gradient2 does: a step of sqrt(limit) would overshoot a steep knee.
-                grown = (
-                    2.0 * self.limit if self.slow_start else self.limit + SMOOTHING * math.sqrt(self.limit)
-                )
-                self.limit = self.bounded(grown)
+            if short > grow_below * floor:
+                # Vegas leaves slow start at the first round whose latency leaves the floor's band,
+                # not at the first decrease: the next step of a slow start would cross the knee.
+                self.slow_start = False
+            elif self._peak >= USED * self.limit:
+                self.limit = self.bounded(self.limit + self._step())
                 reason, signal = "raised with latency near its floor", Signal.LATENCY_FLOOR
         else:
             # Down at once (at most halved), up in small steps: a round lasts a second or more,
@@ -277,9 +315,7 @@ class AdaptiveConcurrency:
             self.limit = self.bounded(self.limit * max(0.5, tolerance * floor / short))
             self.slow_start = False
             reason, signal = f"lowered as latency reached {short / floor:.1f}x its floor", Signal.LATENCY_RISE
-        self.round_start = now
-        self._sum, self._samples = 0.0, 0
-        self._peak = 0
+        self._next_round(now)
         if self.limit != before:
             self.changed_at = now
             self.reason, self.signal = reason, signal
@@ -385,6 +421,9 @@ class Adaptive:
             slow_start=self.rate.slow_start if self.rate is not None else True,
             reason=view.reason,
             changed_at=view.changed_at,
+            signal=view.signal,
+            concurrency_slow_start=self.concurrency.slow_start if self.concurrency is not None else True,
+            latency_floor=self.concurrency.floor if self.concurrency is not None else None,
         )
 
     def drain(self) -> AdaptiveState | None:
@@ -399,10 +438,14 @@ class Adaptive:
         if self.rate is not None and state.rate is not None:
             self.rate.restore(state.rate, state.slow_start, now)
             self.rate.reason, self.rate.changed_at = state.reason, state.changed_at
+            self.rate.signal = state.signal
         if self.concurrency is not None and state.concurrency is not None:
-            self.concurrency.limit = self.concurrency.bounded(state.concurrency)
-            self.concurrency.round_start = now
-            self.concurrency.reason, self.concurrency.changed_at = state.reason, state.changed_at
+            part = self.concurrency
+            part.limit = part.bounded(state.concurrency)
+            part.round_start = part.floor_at = now
+            part.slow_start, part.floor = state.concurrency_slow_start, state.latency_floor
+            part.reason, part.changed_at = state.reason, state.changed_at
+            part.signal = state.signal
 
 
 def rate_ceiling(policy: DependencyPolicy) -> float:

@@ -168,6 +168,7 @@ class AdaptivePolicy:
     increase: float = 0.05  # additive step: this share of the rate before the last decrease
     tolerance: float = 1.25  # latency up to tolerance x its floor lets the concurrency grow
     min_samples: int = 5  # durations a concurrency round needs
+    floor_interval: float = 60.0  # seconds: the latency floor is taken again this often (0: never)
 
     def __post_init__(self) -> None:
         if self.max_rate is None and self.max_concurrency is None and self.enabled:
@@ -182,6 +183,8 @@ class AdaptivePolicy:
             raise ValueError("increase must be more than 0 and at most 1")
         if not self.tolerance > 1.0:
             raise ValueError("tolerance must be more than 1")
+        if self.floor_interval < 0:
+            raise ValueError("floor_interval must be at least 0 (0: never)")
         if self.window <= 0 or self.min_samples < 1:
             raise ValueError("window must be positive and min_samples at least 1")
 

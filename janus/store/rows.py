@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from janus.core.adaptive import AdaptiveState
+from janus.core.adaptive import AdaptiveState, Signal
 from janus.core.circuit import CircuitSnapshot, CircuitState
 from janus.core.gates import GateState
 from janus.core.jobs import Job, JobState
@@ -69,6 +69,9 @@ def adaptive_from_row(row: asyncpg.Record) -> AdaptiveState:
         slow_start=row["slow_start"],
         reason=row["reason"],
         changed_at=row["changed_at"],
+        signal=Signal(row["signal"]) if row["signal"] is not None else None,
+        concurrency_slow_start=row["concurrency_slow_start"],
+        latency_floor=row["latency_floor"],
     )
 
 

@@ -195,6 +195,9 @@ class AdaptiveParams:
     slow_starts: list[bool]
     reasons: list[str]
     changed_at: list[float]
+    signals: list[str | None]
+    concurrency_slow_starts: list[bool]
+    latency_floors: list[float | None]
 
     @classmethod
     def of(cls, now: float, states: Sequence[AdaptiveState]) -> AdaptiveParams:
@@ -206,6 +209,9 @@ class AdaptiveParams:
             slow_starts=[a.slow_start for a in states],
             reasons=[a.reason for a in states],
             changed_at=[a.changed_at for a in states],
+            signals=[a.signal.value if a.signal is not None else None for a in states],
+            concurrency_slow_starts=[a.concurrency_slow_start for a in states],
+            latency_floors=[a.latency_floor for a in states],
         )
 
 

@@ -24,8 +24,14 @@ from tests.integration.harness import RecordLog, make_config, running_janus
 pytestmark = pytest.mark.integration
 
 C_HIGH, C_LOW = 40, 20
-HIGH, LOW, BACK = 20.0, 15.0, 27.0  # seconds of each phase (C = 40, 20, 40)
-BACKLOG = 2400  # more than the run can finish (about 1,800 measured; at most 2,180): it never runs dry
+# Seconds of each phase (C = 40, 20, 40). Each criterion is measured from 10 s after the start
+# or the drop, and 20-27 s after the rise, to the phase's end. Not shorter: measured over 10-15 s
+# after the start, the first phase's goodput fell to 77 % of C in one run of four on a machine
+# loaded to 18 (the first sawtooth after slow start is still in it).
+HIGH, LOW, BACK = 20.0, 15.0, 27.0
+# More than the run can finish (at most 40 x 47 + 20 x 15 successes, and 40 more at the edges of
+# the windows): it never runs dry. No more: each job is submitted before the run.
+BACKLOG = 2300
 RETRY = {"max_attempts": 100, "base_delay": "0.1s", "max_delay": "1s"}
 
 
@@ -80,9 +86,14 @@ async def test_the_adaptive_rate_finds_the_capacity_and_follows_it(database: str
     log = RecordLog()
     async with running_janus(config):
         # The backlog first: with no worker nothing is admitted, and the machine's time goes to
-        # the run, not to the intake (a few thousand jobs take seconds to submit here).
+        # the run, not to the intake (a few thousand jobs take seconds to submit here). The
+        # producer, Janus and the worker share this event loop: submitting most of the backlog
+        # during the run was tried, and on a machine loaded to 15-19 it took 18 s and the calls
+        # came in bursts of up to 169 a second, 77 % throttled.
+        submitting = time.time()
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([(f"job-{i}", "api", None, f"tenant-{i % 4}") for i in range(BACKLOG)])
+        print(f"\n{BACKLOG} jobs submitted in {time.time() - submitting:.1f} s")
         worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=100)
         began = time.time()  # the phases count from the worker's start
         await worker.start()
@@ -193,9 +204,7 @@ async def test_the_adaptive_concurrency_settles_near_the_knee(database: str, vho
         f"{p99 / unloaded:.2f}x the unloaded {unloaded:g}s"
     )
     assert KNEE * 0.6 <= settled <= KNEE * 1.5
-    # The bound is 2x: met in the simulation (1.33x, benchmarks/adaptive.py) and in most
-    # runs here (1.75x), but on this loaded 2-core machine a stall of the event loop now and then
-    # lets the limit overshoot for a round, and the calls of that round make the p99 (4.1x in one
-    # run of three; docs/benchmarks.md). Without the adaptive limit, max_concurrency 200 would
-    # make calls of minutes: this bound still fails if the gradient does not hold the knee.
-    assert p99 <= 5 * unloaded
+    # The bound. A doubling slow start landed up to twice past the knee (16 in flight,
+    # 4.1x in one run of three); growing by sqrt(limit), and leaving slow start at the first
+    # round above the floor's band, it lands at most about sqrt(knee) past it.
+    assert p99 <= 2 * unloaded

@@ -6,11 +6,14 @@ from __future__ import annotations
 import copy
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from janus.adaptive_config import AdaptiveConfig
 from janus.core.adaptive import AdaptiveConcurrency, AdaptiveRate, AdaptiveState
 from janus.core.decisions import WaitReason
 from janus.core.policy import AdaptivePolicy, DependencyPolicy, RateLimit
@@ -246,3 +249,125 @@ def test_a_policy_without_adaptive_drops_it_and_one_with_it_adds_it() -> None:
     assert core.adaptive_views()["api"].rate == 10.0
     core.update_policy(plain)
     assert core.adaptive_views() == {}
+
+
+def _knee_rounds(knee: int, base: float, rounds: int = 60) -> list[tuple[int, float]]:
+    """(cap, latency) per round of a concurrency limit always in use, against an API that
+    answers in `base` up to `knee` calls at once and in base x (n / knee)^3 past it."""
+    limit = AdaptiveConcurrency(AdaptivePolicy(max_concurrency=1000), math.inf, 0.0)
+    out = []
+    now = 0.0
+    for _ in range(rounds):
+        cap = limit.cap
+        latency = base * max(1.0, cap / knee) ** 3
+        out.append((cap, latency))
+        limit.held(cap)
+        start = now
+        for i in range(max(math.ceil(limit.limit), 5)):  # the calls a slow start round needs
+            now = start + limit.policy.window + i * 1e-3
+            limit.observe(admitted_at=start, duration=latency, now=now)
+        now += 1e-3
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=200), st.floats(min_value=0.001, max_value=5.0))
+def test_slow_start_lands_at_most_sqrt_knee_past_a_steep_knee(knee: int, base: float) -> None:
+    # A doubling slow start lands up to twice past the knee, where a cubic API takes 8x its
+    # floor (the e2e p99 of 4.1x); growth by sqrt(limit) lands at most about sqrt(knee) past it.
+    rounds = _knee_rounds(knee, base)
+    band = 1.0 + (AdaptivePolicy(max_rate=1.0).tolerance - 1.0) * 0.5  # growth stops above this x floor
+    # The limit of the last round in the band is under its most calls + 1 (the cap is its floor).
+    highest = knee * band ** (1 / 3) + 1.0
+    assert max(cap for cap, _ in rounds) <= highest + math.sqrt(highest) + 1e-9
+    assert max(cap for cap, _ in rounds) >= min(knee, 1000) * 0.5  # it does find the knee
+
+
+def test_slow_start_ends_at_the_first_round_that_leaves_the_floor() -> None:
+    # Vegas: a round in the tolerance but above its growth band ends slow start without a
+    # decrease, so the next rounds grow by Gradient2's small steps, not by slow start's.
+    limit = AdaptiveConcurrency(AdaptivePolicy(max_concurrency=100, min_samples=1), math.inf, 0.0)
+
+    def round_of(i: int, duration: float) -> None:
+        limit.held(limit.cap)
+        for _ in range(math.ceil(limit.limit)):  # the calls of the whole limit end a slow start round
+            limit.observe(admitted_at=i * 1.1, duration=duration, now=i * 1.1 + 1.05)
+
+    for i, duration in enumerate([0.1, 0.1, 0.1]):
+        round_of(i, duration)
+    assert limit.slow_start
+    held = limit.limit
+    round_of(3, 0.12)  # 1.2x: within the tolerance of 1.25, above the growth band of 1.125
+    assert limit.slow_start is False
+    assert limit.limit == held  # held, not lowered
+    round_of(4, 0.1)
+    assert limit.limit == pytest.approx(held + 0.2 * math.sqrt(held))
+
+
+def _baseline_rounds(
+    base: Callable[[float], float], *, knee: int = 10, seconds: float = 300.0, interval: float = 30.0
+) -> list[tuple[float, int, float, float]]:
+    """(time, cap, floor, limit after it) per round of a limit always in use, on a virtual clock, against an
+    API that answers in base(now) up to `knee` calls at once and base x (n / knee)^3 past it."""
+    policy = AdaptivePolicy(max_concurrency=1000, floor_interval=interval)
+    limit = AdaptiveConcurrency(policy, math.inf, 0.0)
+    out = []
+    now = 0.0
+    while now < seconds:
+        cap = limit.cap
+        latency = base(now) * max(1.0, cap / knee) ** 3
+        limit.held(cap)
+        start = now
+        for i in range(max(math.ceil(limit.limit), policy.min_samples)):
+            now = start + max(policy.window, latency) + i * 1e-3
+            limit.observe(admitted_at=start, duration=latency, now=now)
+        now += 1e-3
+        out.append((now, cap, limit.floor or 0.0, limit.limit))
+    return out
+
+
+@pytest.mark.parametrize("later", [0.3, 0.04])
+def test_a_lasting_change_of_the_baseline_is_followed_within_the_interval(later: float) -> None:
+    # Envoy's minRTT recalculation: every floor_interval the floor is taken again from calls at
+    # min_concurrency. Without it a floor that only creeps up (0.2 % a round) leaves a slower
+    # dependency's limit at its minimum for hundreds of rounds.
+    rounds = _baseline_rounds(lambda now: 0.1 if now < 100.0 else later)
+    settled = [(cap, floor) for at, cap, floor, _ in rounds if 60.0 <= at < 100.0]
+    assert all(floor == pytest.approx(0.1, rel=0.05) for _, floor in settled)  # and its slow drift
+    # Followed within one interval and a few rounds (each lasts a window or a call, at most 1.2 s).
+    after = [(cap, floor) for at, cap, floor, _ in rounds if at >= 100.0 + 30.0 + 10.0]
+    assert all(floor == pytest.approx(later, rel=0.05) for _, floor in after)
+    late = [cap for at, cap, _, _ in rounds if at >= 200.0]
+    assert 6 <= sum(late) / len(late) <= 12  # back near the knee of 10
+
+
+def test_the_floor_is_taken_at_min_concurrency_and_the_limit_comes_back() -> None:
+    rounds = _baseline_rounds(lambda now: 0.1, seconds=120.0)
+    measured = [i for i, (_, cap, _, _) in enumerate(rounds) if i > 10 and cap == 1]
+    assert len(measured) == 3  # a round at min_concurrency every interval (30 s), after slow start
+    for i in measured:
+        before, measuring, after = rounds[i - 1], rounds[i], rounds[i + 1]
+        assert measuring[3] == before[3]  # the limit in force is kept...
+        assert after[1] == math.floor(before[3])  # ...and comes back
+    never = _baseline_rounds(lambda now: 0.1, seconds=120.0, interval=0.0)
+    assert [i for i, (_, cap, _, _) in enumerate(never) if i > 10 and cap == 1] == []
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        (None, 60.0),  # the default: Envoy's minRTT interval
+        ("30s", 30.0),
+        ("0s", 0.0),  # never
+        (0, 0.0),
+    ],
+)
+def test_floor_interval_is_read_from_the_file(written: object, seconds: float) -> None:
+    keys = {"max_concurrency": 10} | ({} if written is None else {"floor_interval": written})
+    assert AdaptiveConfig.model_validate(keys).to_policy().floor_interval == seconds
+
+
+@pytest.mark.parametrize("written", ["-1s", "soon", True])
+def test_a_bad_floor_interval_is_refused(written: object) -> None:
+    with pytest.raises(ValidationError, match="floor_interval"):
+        AdaptiveConfig.model_validate({"max_concurrency": 10, "floor_interval": written})

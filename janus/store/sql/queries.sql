@@ -143,21 +143,28 @@ WITH errors AS (
 SELECT (SELECT count(*) FROM errors) AS errors, (SELECT count(*) FROM gates) AS gates;
 
 -- name: tick_adaptive
--- params: :now, :adaptive_dependencies, :rates, :concurrencies, :slow_starts, :reasons, :changed_at
+-- params: :now, :adaptive_dependencies, :rates, :concurrencies, :slow_starts, :reasons, :changed_at, :signals, :concurrency_slow_starts, :latency_floors
 -- (named: bound by name from store.session.AdaptiveParams, one array per column)
 -- In the tick's transaction, after the tick statement (whose lease lock fences it), only when
 -- a dependency's adaptive limits changed in the tick.
-INSERT INTO janus.adaptive_limits AS a (dependency, rate, concurrency, slow_start, reason, changed_at, updated_at)
-SELECT d, r, c, s, why, ch, :now
+INSERT INTO janus.adaptive_limits AS a (dependency, rate, concurrency, slow_start, reason, changed_at, updated_at,
+                                        signal, concurrency_slow_start, latency_floor)
+SELECT d, r, c, s, why, ch, :now, sig, cs, lf
   FROM unnest(:adaptive_dependencies::text[], :rates::float8[], :concurrencies::float8[],
-              :slow_starts::bool[], :reasons::text[], :changed_at::float8[]) AS u(d, r, c, s, why, ch)
+              :slow_starts::bool[], :reasons::text[], :changed_at::float8[], :signals::text[],
+              :concurrency_slow_starts::bool[], :latency_floors::float8[])
+       AS u(d, r, c, s, why, ch, sig, cs, lf)
     ON CONFLICT (dependency) DO UPDATE
    SET rate = excluded.rate, concurrency = excluded.concurrency, slow_start = excluded.slow_start,
-       reason = excluded.reason, changed_at = excluded.changed_at, updated_at = excluded.updated_at;
+       reason = excluded.reason, changed_at = excluded.changed_at, updated_at = excluded.updated_at,
+       signal = excluded.signal, concurrency_slow_start = excluded.concurrency_slow_start,
+       latency_floor = excluded.latency_floor;
 
 -- name: load_adaptive
 -- params: none
-SELECT dependency, rate, concurrency, slow_start, reason, changed_at FROM janus.adaptive_limits;
+SELECT dependency, rate, concurrency, slow_start, reason, changed_at, signal, concurrency_slow_start,
+       latency_floor
+  FROM janus.adaptive_limits;
 
 -- name: tick_settle_costs
 -- params: :settled_job_ids, :settled_attempts, :settled_dependencies, :settled_admitted_at, :settled_costs
