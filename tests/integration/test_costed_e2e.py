@@ -21,12 +21,14 @@ checks below fail: throttled calls beyond the bound, and a lower goodput.
 Goodput: a limit that counts starts counts admissions over T + admission_ttl (a start may come
 up to the TTL after its admission), so at most BUDGET per T + TTL reach the API: the ceiling.
 The run must reach 90 % of it while jobs wait. At the issue's scale (a minute, a TTL of
-seconds) the ceiling is the budget within a few per cent; scaled down to one second, the TTL
-must shrink with T (here T / 10, a ceiling of 91 % of the budget), and admissions must reach
-the worker within it: a run with the producer and a slow check in the worker's event loop
-let most of them expire (docs/benchmarks.md). The worker and the fake API read Janus's clock
-(the host clock corrected by the database's: the same here), so that a 0.1 s TTL is not
-eaten by the difference between two readings of one clock.
+seconds) the ceiling is the budget within a few per cent. Scaled down to one second, the TTL
+does not scale with T: it must cover the time an admission takes to reach the worker, a median
+of 30-130 ms and a p99 of 0.2-0.6 s on the shared 2-core test machine at load 13-20; with the
+default, a tenth of T, up to two thirds of the admissions expired there, each holding its units
+until it came back. So the TTL is a quarter of T and the ceiling 80 % of the budget
+(docs/benchmarks.md). The worker and the fake API read Janus's clock (the host clock corrected
+by the database's: the same here), so that the TTL is not eaten by the difference between two
+readings of one clock.
 """
 
 from __future__ import annotations
@@ -49,10 +51,10 @@ from tests.integration.harness import make_config, running_janus
 
 pytestmark = pytest.mark.integration
 
-# Units per sliding second, at the API and in Janus's limit; TTL = T / 10 (see the docstring).
+# Units per sliding second, at the API and in Janus's limit; TTL = T / 4 (see the docstring).
 # About 20 jobs per window: a window that frees admits them in one tick, and the last of such a
 # burst must still reach the worker within the TTL on a loaded machine.
-BUDGET, T, TTL = 2_000, 1.0, 0.1
+BUDGET, T, TTL = 2_000, 1.0, 0.25
 CEILING = BUDGET / (T + TTL)  # units per second a limit counting starts lets through
 JOBS = 400  # about 37,000 units: a backlog for some twenty windows
 EPSILON = 1e-6  # the API sums floats
