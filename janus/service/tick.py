@@ -230,21 +230,19 @@ def decide(
     intake = _decode_intake(batch, scheduler, options.max_payload_bytes, set_aside)
     results = _decode_results(batch, set_aside)
     returned = _decode_returned(batch, scheduler, set_aside)
-    tally = _Tally(now=now, published_outcomes=options.published_outcomes)
+    tally = _Tally(now=now, published_outcomes=options.published_outcomes, scheduler=scheduler)
     revived = _revive(batch, scheduler)  # before the intake: a re-publication of one is a duplicate
     payloads, submitted = _submit(intake, scheduler, now, set_aside)
     unapplied = Unapplied()
     for delivery, source, result in results:
         _apply_result(delivery, source, result, scheduler, now, tally, set_aside, unapplied)
     for job_id, attempt in returned:
-        tally.count("returned", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
+        _return(scheduler, "returned", job_id, attempt, now, tally)
     for admission in batch.unpublished:
-        tally.count(
-            "unpublished", scheduler.on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now)
-        )
+        _return(scheduler, "unpublished", admission.job_id, admission.attempt, now, tally)
     for job_id, attempt in maybe_sent.due(now) if maybe_sent is not None else ():
         # Before the leases expire at `now`: an expiry would charge a failed attempt.
-        tally.count("unpublished", scheduler.on_returned(job_id=job_id, attempt=attempt, now=now))
+        _return(scheduler, "unpublished", job_id, attempt, now, tally)
     for transition in scheduler.expire_leases(now):
         tally.count("lease_timeout", transition)
     decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
@@ -284,8 +282,16 @@ class _Tally:
     transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     finished: list[Job] = field(default_factory=list)
     failed: list[FailedAttempt] = field(default_factory=list)
+    scheduler: Scheduler
     settled: list[Settlement] = field(default_factory=list)
     costs: defaultdict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    _unit_limited: frozenset[str] | None = None  # read once, at the tick's first returned admission
+
+    def unit_limited(self, dependency: str) -> bool:
+        if self._unit_limited is None:
+            policies = self.scheduler.policies
+            self._unit_limited = frozenset(name for name, policy in policies.items() if policy.unit_limits)
+        return dependency in self._unit_limited
 
     def settle(self, job: Job, actual: float) -> None:
         """A result's actual cost for the admission `job` held: written in place of its estimate."""
@@ -302,6 +308,21 @@ class _Tally:
         )
         self.costs[job.dependency, "estimated"] += job.cost
         self.costs[job.dependency, "actual"] += actual
+
+    def release(self, job: Job) -> None:
+        """An admission that came back unused: it cost nothing, and its units are written as 0 (a
+        new leader's unit windows must not hold its estimate). Not a reported cost: no metric."""
+        if job.admitted_at is not None:
+            self.settled.append(
+                Settlement(
+                    job_id=job.job_id,
+                    attempt=job.attempt,
+                    dependency=job.dependency,
+                    admitted_at=job.admitted_at,
+                    cost=0.0,
+                    reported=False,
+                )
+            )
 
     def count(self, source: str, transition: Transition) -> None:
         self.events[source, transition.verdict.value] += 1
@@ -322,6 +343,16 @@ class _Tally:
         """Is the outcome of this finished job one its dependency's `outcomes` key lists?"""
         wanted = self.published_outcomes
         return wanted is None or job.state.value in wanted.get(job.dependency, ())
+
+
+def _return(scheduler: Scheduler, source: str, job_id: str, attempt: int, now: float, tally: _Tally) -> None:
+    """An admission back unused: the core settles its units at 0 (core/units.py); so does the store,
+    for a dependency with unit limits, in the same transaction."""
+    held = scheduler.job(job_id)
+    transition = scheduler.on_returned(job_id=job_id, attempt=attempt, now=now)
+    tally.count(source, transition)
+    if transition.verdict is Verdict.RELEASED and held is not None and tally.unit_limited(held.dependency):
+        tally.release(held)
 
 
 def _revive(batch: Batch, scheduler: Scheduler) -> Counter[str]:

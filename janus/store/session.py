@@ -119,13 +119,15 @@ class TickParams:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Settlement:
-    """A result's actual cost, to write in place of its admission's estimate (core/units.py)."""
+    """A result's actual cost, to write in place of its admission's estimate (core/units.py); or 0
+    for an admission returned unused (`reported` False: the job keeps no actual cost)."""
 
     job_id: str
     attempt: int
     dependency: str
     admitted_at: float
     cost: float
+    reported: bool = True
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -137,6 +139,7 @@ class SettleParams:
     settled_dependencies: list[str]
     settled_admitted_at: list[float]
     settled_costs: list[float]
+    settled_reported: list[bool]
 
     @classmethod
     def of(cls, settled: Sequence[Settlement]) -> SettleParams:
@@ -146,6 +149,7 @@ class SettleParams:
             settled_dependencies=[s.dependency for s in settled],
             settled_admitted_at=[s.admitted_at for s in settled],
             settled_costs=[s.cost for s in settled],
+            settled_reported=[s.reported for s in settled],
         )
 
 
@@ -252,7 +256,7 @@ class LeaderSession:
         changed adaptive limits and the actual costs results reported (`settled`).
         `outbox`: the outcomes of the jobs it finishes, kept until the broker confirms them.
         """
-        if not (new or updated or admissions or failed or gates or adaptive):
+        if not (new or updated or admissions or failed or gates or adaptive or settled):
             return set()
         try:
             if not (failed or gates or adaptive or settled):

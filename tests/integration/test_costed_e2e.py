@@ -1,68 +1,148 @@
 """Costed jobs end to end, measured at the workers (issue 23).
 
-A fake API counts the units of the calls it received in a sliding second and answers
-"throttled" to a call that would take it past its budget (a token-per-minute limit scaled down
-to one second). Janus limits the dependency to the same budget, `"BUDGET units/1s"`, counting
-starts. Job costs come from a wide (log-normal) distribution. The first jobs' estimates are off
-by up to ±50 % (0.5..1.5 times the actual cost), and the worker reports each actual cost; the
-later jobs are estimated right, as a producer does once it has corrected its estimates from the
-reported costs (janus_job_cost_units_total).
+A fake API counts the units of the calls it served in a sliding second (a token-per-minute limit
+scaled down to one second) and answers "throttled" to a call that would take it past its budget.
+Janus limits the dependency to the same budget, `"BUDGET units/1s"`, counting starts. Job costs
+come from a wide (log-normal) distribution, and every estimate is off by up to 50 %: 0.5..1 times
+the actual cost for the first half of the jobs, 1..1.5 times for the second half (errors that
+cancel out on average would hide a missing correction in the limit's slack); the worker reports
+each actual cost (`Cost`), which Janus settles in place of the estimate.
 
-The bound (docs/protocol.md, Costed jobs): a window holds at most BUDGET units of settled or
-exact costs, plus the under-estimates of admissions not yet settled. So once every
-under-estimated call has reported and a window (T + admission_ttl) has passed, no call is
-throttled; the API never serves more than BUDGET in a window (its own rule, checked on what it
-served); and the goodput, in units, is within 10 % of the budget while jobs wait. T is 20 s and
-not 1 s (see BUDGET): the run takes under a minute all the same.
+The bound (docs/protocol.md, Costed jobs), checked on every call the API throttled: take the
+calls the API served in the second before it, and the throttled call; Janus's last admission
+among them was decided with each of them charged at its actual cost if its result had been
+applied, else at its estimate. So the API's overrun is at most the under-estimated part of
+the calls whose results Janus had not applied then: a call whose second holds no such call is
+never throttled ("once the estimates are corrected"). When a result was applied is observed
+from outside, by its outcome on janus.outcomes (published after the tick that applied it
+committed). With the correction switched off in the core (results' `cost` ignored), both
+checks below fail: throttled calls beyond the bound, and a lower goodput.
+
+Goodput: a limit that counts starts counts admissions over T + admission_ttl (a start may come
+up to the TTL after its admission), so at most BUDGET per T + TTL reach the API: the ceiling.
+The run must reach 90 % of it while jobs wait. At the issue's scale (a minute, a TTL of
+seconds) the ceiling is the budget within a few per cent. Scaled down to one second, the TTL
+does not scale with T: it must cover the time an admission takes to reach the worker, a median
+of 30-130 ms and a p99 of 0.2-0.6 s on the shared 2-core test machine at load 13-20; with the
+default, a tenth of T, up to two thirds of the admissions expired there, each holding its units
+until it came back. So the TTL is a quarter of T and the ceiling 80 % of the budget
+(docs/benchmarks.md). The worker and the fake API read Janus's clock (the host clock corrected
+by the database's: the same here), so that the TTL is not eaten by the difference between two
+readings of one clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
-import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import aio_pika
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
+from janus.broker import topology
 from janus.client import Cost, Producer, Throttled, Worker
-from janus.client.worker import ReadyJob
-from tests.integration.harness import RecordLog, make_config, running_janus
+from janus.client.worker import ReadyJob, WorkRecord
+from tests.integration.harness import make_config, running_janus
 
 pytestmark = pytest.mark.integration
 
-# Units per sliding window of T, at the API and in Janus's limit. T is 10 s rather than 1 s: on
-# a shared 2-core machine an admission may take a few hundred ms to reach the worker, so the
-# TTL must be that long, and counting starts costs up to TTL / (T + TTL) of the budget.
-BUDGET, T, TTL = 20_000, 20.0, 1.0
+# Units per sliding second, at the API and in Janus's limit; TTL = T / 4 (see the docstring).
+# About 20 jobs per window: a window that frees admits them in one tick, and the last of such a
+# burst must still reach the worker within the TTL on a loaded machine.
+BUDGET, T, TTL = 2_000, 1.0, 0.25
+CEILING = BUDGET / (T + TTL)  # units per second a limit counting starts lets through
+JOBS = 400  # about 37,000 units: a backlog for some twenty windows
+EPSILON = 1e-6  # the API sums floats
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Call:
+    at: float  # when the call reached the API (Janus's clock)
+    job_id: str
+    units: float  # its actual cost
+    estimate: float
+    admitted_at: float
+    served: bool
 
 
 class FakeApi:
     """Counts units per sliding second; past the budget a call is throttled and costs nothing."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, float, str]] = []  # (at, units, job_id) of calls served
-        self.throttled: list[tuple[float, str]] = []
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.calls: list[Call] = []
+        self._recent: deque[Call] = deque()  # the calls served in the last second
 
     async def call(self, job: ReadyJob) -> Cost:
         assert isinstance(job.payload, dict)
-        actual = float(job.payload["actual"])
-        now = time.time()
-        used = sum(units for at, units, _ in self.calls if at > now - T)
-        if used + actual > BUDGET:
-            self.throttled.append((now, job.job_id))
+        actual, estimate = float(job.payload["actual"]), float(job.payload["estimate"])
+        now = self._clock()
+        while self._recent and self._recent[0].at <= now - T:
+            self._recent.popleft()
+        served = sum(c.units for c in self._recent) + actual <= BUDGET + EPSILON
+        self.calls.append(
+            Call(
+                at=now,
+                job_id=job.job_id,
+                units=actual,
+                estimate=estimate,
+                admitted_at=job.admitted_at,
+                served=served,
+            )
+        )
+        if not served:
             raise Throttled(cost=0.0)
-        self.calls.append((now, actual, job.job_id))
+        self._recent.append(self.calls[-1])
         return Cost(actual)
+
+
+class Records:
+    """The worker's records, and an event once every job succeeded: an O(1) check per record, since
+    a check that walks every record, run on each, slows the worker's loop as the run grows."""
+
+    def __init__(self, jobs: int) -> None:
+        self.records: list[WorkRecord] = []
+        self._left = jobs
+        self.all_succeeded = asyncio.Event()
+
+    def append(self, record: WorkRecord) -> None:
+        self.records.append(record)
+        if record.outcome == "success":
+            self._left -= 1
+            if not self._left:
+                self.all_succeeded.set()
+
+
+def unsettled_under_estimates(window: list[Call], settled_at: dict[str, float]) -> float:
+    """The under-estimated units of the calls in `window` whose results Janus may not have applied
+    when it decided the last of their admissions."""
+    last = max(c.admitted_at for c in window)
+    return sum(
+        c.units - c.estimate
+        for c in window
+        if c.units > c.estimate and not settled_at.get(c.job_id, float("inf")) < last
+    )
+
+
+def window_of(call: Call, calls: list[Call]) -> list[Call]:
+    """The calls the API served in the second before `call`, and `call`."""
+    return [c for c in calls if c.served and call.at - T < c.at < call.at] + [call]
 
 
 async def test_units_at_the_api_stay_within_the_budget_and_use_it(database: str, vhost: str) -> None:
     rng = random.Random(23)
     jobs = []
-    for i in range(400):  # about 35,000 units: a backlog through the first window and beyond
+    for i in range(JOBS):
         actual = round(min(400.0, max(1.0, rng.lognormvariate(4.0, 1.0))), 1)
-        guessed = i < 60  # the first jobs' estimates are off by up to ±50 %
-        estimate = round(actual * rng.uniform(0.5, 1.5), 1) if guessed else actual
-        jobs.append((f"job-{i:03}", actual, estimate, guessed))
+        # Off by up to 50 %: too low for the first half of the jobs, too high for the second.
+        low = i < JOBS // 2
+        estimate = round(actual * (rng.uniform(0.5, 1.0) if low else rng.uniform(1.0, 1.5)), 1)
+        jobs.append((f"job-{i:04}", actual, estimate))
     config = make_config(
         database,
         vhost,
@@ -78,40 +158,63 @@ async def test_units_at_the_api_stay_within_the_budget_and_use_it(database: str,
             }
         },
     )
-    api, log = FakeApi(), RecordLog()
-    async with running_janus(config):
-        worker = Worker(vhost, {"llm": api.call}, on_record=log.append, prefetch=200)
-        await worker.start()
-        async with await Producer.connect(vhost) as producer:
-            # All confirms in flight at once (one at a time, the submission would be the bottleneck);
-            # one channel publishes them in this order.
-            await asyncio.gather(
-                *(
-                    producer.submit(job_id, "llm", {"actual": a}, cost=estimate)
-                    for job_id, a, estimate, _ in jobs
-                )
-            )
-        await log.wait_for(lambda _: len(log.succeeded()) == len(jobs), timeout=75)
-        await worker.stop()
+    log = Records(len(jobs))
+    settled_at: dict[str, float] = {}  # job -> when its outcome arrived: its result applied before
+    all_settled = asyncio.Event()
+    async with running_janus(config) as service:
+        api = FakeApi(service.clock)
 
-    guessed = {job_id for job_id, _, _, g in jobs if g}
-    # Every under-estimated call reported: a window later, estimates are all exact.
-    corrected = max(r.finished_at or 0.0 for r in log.records if r.job_id in guessed) + T + TTL
-    late = [(at, job_id) for at, job_id in api.throttled if at > corrected]
-    first, last = api.calls[0][0], api.calls[-1][0]
-    total = sum(units for _, units, _ in api.calls)
-    # Units per second over the first span of T + TTL (a limit that counts starts counts
-    # admissions over that span), with a backlog throughout: at best BUDGET in it. The first jobs'
-    # over-estimates hold units back until their results give them back: without settlement
-    # the API would get less.
-    span = T + TTL
-    goodput = sum(units for at, units, _ in api.calls if at < first + span) / span
-    worst = max(sum(units for other, units, _ in api.calls if at - T < other <= at) for at, _, _ in api.calls)
+        async def on_outcome(message: AbstractIncomingMessage) -> None:
+            settled_at[json.loads(message.body)["job_id"]] = service.clock()
+            await message.ack()
+            if len(settled_at) == len(jobs):
+                all_settled.set()
+
+        async with await aio_pika.connect(vhost) as listening:
+            channel = await listening.channel()
+            outcomes = await channel.declare_queue(exclusive=True)
+            await outcomes.bind(topology.OUTCOMES_EXCHANGE, routing_key="llm.*")
+            await outcomes.consume(on_outcome)
+            async with await Producer.connect(vhost) as producer:
+                # Submitted before any worker consumes: Janus admits nothing until one does, so
+                # the producer's confirms do not compete with the run for the CPU.
+                await asyncio.gather(
+                    *(
+                        producer.submit(job_id, "llm", {"actual": a, "estimate": e}, cost=e)
+                        for job_id, a, e in jobs
+                    )
+                )
+            worker = Worker(vhost, {"llm": api.call}, on_record=log.append, prefetch=200, clock=service.clock)
+            await worker.start()
+            await asyncio.wait_for(log.all_succeeded.wait(), timeout=120)
+            await worker.stop()
+            await asyncio.wait_for(all_settled.wait(), timeout=10)
+
+    calls = api.calls
+    served = [c for c in calls if c.served]
+    throttled = [c for c in calls if not c.served]
+    unexplained = []
+    for call in throttled:
+        window = window_of(call, calls)
+        overrun = sum(c.units for c in window) - BUDGET
+        if overrun > unsettled_under_estimates(window, settled_at) + EPSILON:
+            unexplained.append((call.job_id, round(overrun, 1)))
+    # The calls whose second held no unsettled under-estimate: the bound says none is throttled.
+    corrected = [c for c in calls if unsettled_under_estimates(window_of(c, calls), settled_at) == 0]
+    worst = max(sum(c.units for c in window_of(call, calls)) for call in served)
+    # Goodput while jobs wait: from the first call to the last first admission of a job.
+    first = calls[0].at
+    backlog_ends = max(min(r.admitted_at for r in log.records if r.job_id == j) for j, _, _ in jobs)
+    goodput = sum(c.units for c in served if c.at < backlog_ends) / (backlog_ends - first)
+    expired = sum(1 for r in log.records if r.outcome == "expired")
     print(
-        f"\n{len(api.calls)} calls, {total:,.0f} units in {last - first:.1f} s: goodput {goodput:,.0f} units/s "
-        f"(budget {BUDGET / T:,.0f}/s); busiest window {worst:,.0f} units; {len(api.throttled)} throttled "
-        f"({len(late)} after the estimates were corrected, {corrected - first:.1f} s in)"
+        f"\n{len(calls)} calls, {sum(c.units for c in served):,.0f} units served; goodput "
+        f"{goodput:,.0f} units/s over {backlog_ends - first:.1f} s (budget {BUDGET / T:,.0f}/s, "
+        f"ceiling {CEILING:,.0f}/s); "
+        f"busiest second {worst:,.0f}; {len(throttled)} throttled, {len(unexplained)} beyond the "
+        f"bound; {len(corrected)} calls with their second's estimates corrected; {expired} expired"
     )
-    assert late == []
-    assert worst <= BUDGET  # the fake API's own rule: it never served more
-    assert goodput >= 0.9 * BUDGET / T
+    assert unexplained == []
+    assert len(corrected) >= len(calls) // 4, "the check must bear on many calls"
+    assert worst <= BUDGET + EPSILON  # the fake API's own rule: it never served more
+    assert goodput >= 0.9 * CEILING

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -96,6 +97,32 @@ def test_the_tick_sets_aside_what_can_never_fit_and_settles_what_was_reported() 
     assert [(s.job_id, s.attempt, s.admitted_at, s.cost) for s in decided.settled] == [("ok", 1, 1.0, 20.0)]
     assert dict(decided.costs) == {("llm", "estimated"): 70.0, ("llm", "actual"): 20.0}
     assert [a.job_id for a in decided.decision.admissions] == ["small"], "50 units came back"
+
+
+def test_an_admission_returned_unused_is_settled_at_0_in_the_store_only_where_units_count() -> None:
+    limited = DependencyPolicy(
+        name="llm",
+        unit_limits=(RateLimit(count=100, window=60.0, units=True),),
+        lease_timeout=60.0,
+    )
+    core = Scheduler([limited, DependencyPolicy(name="api", lease_timeout=60.0)], random.Random(0))
+    intake = [
+        costed("llm-1", 70.0),
+        delivery(encode_intake(job_id="api-1", dependency="api", scope="s", payload=None), routing_key="api"),
+    ]
+    assert len(decide(batch(intake=intake), core, 1.0, OPTIONS).decision.admissions) == 2
+    returned = [
+        delivery(json.dumps({"job_id": job_id, "attempt": 1}).encode(), routing_key=dependency)
+        for job_id, dependency in (("llm-1", "llm"), ("api-1", "api"))
+    ]
+    decided = decide(batch(returned=returned), core, 2.0, OPTIONS)
+    assert decided.events == {("returned", "released"): 2}
+    # Written as 0 units, not as a reported cost (no actual cost for the job, no metric); a
+    # dependency without unit limits writes nothing.
+    assert [(s.job_id, s.attempt, s.admitted_at, s.cost, s.reported) for s in decided.settled] == [
+        ("llm-1", 1, 1.0, 0.0, False)
+    ]
+    assert dict(decided.costs) == {}
 
 
 def test_a_stored_policy_version_keeps_its_unit_limits(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ Properties, over random workloads (costs from a wide distribution, estimates off
 - safety: at every admission, what each unit window holds (estimates of the admissions not
   settled yet, actual costs of the settled ones) plus the new estimate is at most COUNT;
 - liveness: every job whose cost fits the limit is admitted, whatever the others cost;
+- exactness: each window holds what the model says, an admission returned unused at 0;
 - fair share in units: two scopes backlogged throughout are charged units U_i with
   |U_1/w_1 - U_2/w_2| <= c_1/w_1 + c_2/w_2 (c_i: the largest cost of scope i), the stride bound
   of docs/fairness.md with each admission weighing its cost.
@@ -116,8 +117,9 @@ def test_charges_survive_a_rebuild_as_settled() -> None:
 
 
 @st.composite
-def workloads(draw: st.DrawFn) -> tuple[DependencyPolicy, list[tuple[str, float, float, float, float]]]:
-    """A policy with one or two unit limits, and jobs (scope, submitted_at, estimate, actual, runs_for)."""
+def workloads(draw: st.DrawFn) -> tuple[DependencyPolicy, list[tuple[str, float, float, float, float, bool]]]:
+    """A policy with one or two unit limits, and jobs (scope, submitted_at, estimate, actual, runs_for,
+    whether the first admission comes back unused)."""
     count = draw(st.sampled_from([10, 100, 1000]))
     limits = [units(count, draw(st.sampled_from([0.5, 1.0, 3.0])), draw(st.sampled_from(RateCounting)))]
     if draw(st.booleans()):
@@ -133,6 +135,7 @@ def workloads(draw: st.DrawFn) -> tuple[DependencyPolicy, list[tuple[str, float,
                 round(estimate, 3),
                 round(min(actual, count), 3),  # an actual cost past COUNT cannot be charged back
                 draw(st.floats(0, 2)),
+                draw(st.booleans()),
             )
         )
     return policy(*limits, ttl=0.1), jobs
@@ -141,25 +144,30 @@ def workloads(draw: st.DrawFn) -> tuple[DependencyPolicy, list[tuple[str, float,
 @settings(max_examples=150, deadline=None)
 @given(workloads())
 def test_units_never_exceed_a_limit_and_every_job_that_fits_runs(
-    workload: tuple[DependencyPolicy, list[tuple[str, float, float, float, float]]],
+    workload: tuple[DependencyPolicy, list[tuple[str, float, float, float, float, bool]]],
 ) -> None:
     dependency, jobs = workload
     core = Scheduler([dependency], random.Random(0))
     pending = sorted(((at, f"j{i}") for i, (_, at, *_rest) in enumerate(jobs)), reverse=True)
     by_id = {f"j{i}": job for i, job in enumerate(jobs)}
     results: list[tuple[float, str, int]] = []  # (due, job_id, attempt)
-    charged: list[tuple[float, str, int]] = []  # (admitted_at, job_id, units) as the model sees them
-    settled: dict[str, int] = {}
+    charged: list[tuple[float, tuple[str, int], int]] = []  # (admitted_at, admission, units): the model
+    settled: dict[tuple[str, int], int] = {}  # per admission, its actual units (0: returned unused)
     now, done = 0.0, set()
     for _ in range(20_000):
         if len(done) == len(jobs):
             break
         while pending and pending[-1][0] <= now:
             _, job_id = pending.pop()
-            scope, _, estimate, _, _ = by_id[job_id]
+            scope, _, estimate, *_ = by_id[job_id]
             core.submit(job_id=job_id, dependency=DEP, scope=scope, payload=None, now=now, cost=estimate)
         for due, job_id, attempt in sorted(r for r in results if r[0] <= now):
             results.remove((due, job_id, attempt))
+            if attempt == 1 and by_id[job_id][5]:
+                # Expired in its queue: it never started, so it cost nothing.
+                core.on_returned(job_id=job_id, attempt=attempt, now=now)
+                settled[job_id, attempt] = 0
+                continue
             actual = by_id[job_id][3]
             core.on_result(
                 job_id=job_id,
@@ -170,19 +178,24 @@ def test_units_never_exceed_a_limit_and_every_job_that_fits_runs(
                 now=now,
                 cost=actual,
             )
-            settled[job_id] = scaled(actual)
+            settled[job_id, attempt] = scaled(actual)
             done.add(job_id)
         decision = core.admit(now)
         for admission in decision.admissions:
-            charged.append((now, admission.job_id, scaled(admission.cost)))
+            charged.append((now, (admission.job_id, admission.attempt), scaled(admission.cost)))
             results.append((now + by_id[admission.job_id][4], admission.job_id, admission.attempt))
         # At each admission: what the window holds, with the settlements known now, plus the new
         # estimates. (Between admissions an under-estimate settled late may push the sum past COUNT:
         # that is the overrun the settlement charges, and it only delays later admissions.)
-        for limit in dependency.unit_limits if decision.admissions else ():
+        windows = core._lanes[DEP].units
+        assert windows is not None
+        for limit, window in zip(dependency.unit_limits, windows.windows, strict=True):
             span = limit.admission_window(dependency.admission_ttl)
-            held = sum(settled.get(j, units_) for at, j, units_ in charged if at + span > now)
-            assert held <= limit.count * UNIT_SCALE, (limit, now, held)
+            held = sum(settled.get(key, units_) for at, key, units_ in charged if at + span > now)
+            if decision.admissions:
+                assert held <= limit.count * UNIT_SCALE, (limit, now, held)
+            # The core's window holds exactly that: what comes back unused or costs less is free again.
+            assert window.capacity - window.room(now) == held, (limit, now)
         wakes = [t for t in (decision.next_wakeup, pending[-1][0] if pending else None) if t is not None]
         wakes += [due for due, _, _ in results]
         now = max(now + 1e-3, min((t for t in wakes if t > now), default=now + 0.1))

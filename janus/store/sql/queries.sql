@@ -167,12 +167,12 @@ SELECT dependency, rate, concurrency, slow_start, reason, changed_at, signal, co
   FROM janus.adaptive_limits;
 
 -- name: tick_settle_costs
--- params: :settled_job_ids, :settled_attempts, :settled_dependencies, :settled_admitted_at, :settled_costs
+-- params: :settled_job_ids, :settled_attempts, :settled_dependencies, :settled_admitted_at, :settled_costs, :settled_reported
 -- (named: bound by name from store.session.SettleParams, one array per column)
 -- In the tick's transaction, after the tick statement, only when results reported their actual
--- cost: the admission's units become that cost (what a new leader's unit windows hold), and the
--- job keeps it beside its estimate. The admission log has no key (0005): the admission is the
--- one of that job, attempt and time.
+-- cost or admissions came back unused: the admission's units become that cost, or 0 (what a new
+-- leader's unit windows hold), and the job keeps a reported cost beside its estimate. The
+-- admission log has no key (0005): the admission is the one of that job, attempt and time.
 WITH units AS (
     UPDATE janus.admissions AS a SET units = u.c
       FROM unnest(:settled_job_ids::text[], :settled_attempts::int[], :settled_dependencies::text[],
@@ -181,8 +181,8 @@ WITH units AS (
     RETURNING 1
 ), jobs AS (
     UPDATE janus.jobs AS j SET actual_cost = u.c
-      FROM unnest(:settled_job_ids::text[], :settled_costs::float8[]) AS u(j, c)
-     WHERE j.job_id = u.j
+      FROM unnest(:settled_job_ids::text[], :settled_costs::float8[], :settled_reported::bool[]) AS u(j, c, r)
+     WHERE j.job_id = u.j AND u.r
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM units) AS units, (SELECT count(*) FROM jobs) AS jobs;
