@@ -132,10 +132,12 @@ def render(
     users: Mapping[str, str] | None = None,
     passwords: Mapping[str, str] | None = None,
     rabbit_version: str = RENDERED_FOR,
+    queue_type: topology.QueueType = topology.DEFAULT_QUEUE_TYPE,
 ) -> dict[str, Any]:
     """The definitions document. `users` maps a role to its user name (default: the role);
     a role without a password gets an empty hash: it cannot log in until one is set. Each of
-    `dependencies` gets a role worker-<dependency> of its own."""
+    `dependencies` gets a role worker-<dependency> of its own. The shared queues are of
+    `queue_type`, which must be Janus's own (its policy's queue_type)."""
     all_roles = roles(dependencies)
     users = {role: (users or {}).get(role, role) for role in all_roles}
     passwords = passwords or {}
@@ -182,7 +184,13 @@ def render(
             for exchange in topology.SHARED_EXCHANGES
         ],
         "queues": [
-            {"name": queue.name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": {}}
+            {
+                "name": queue.name,
+                "vhost": vhost,
+                "durable": True,
+                "auto_delete": False,
+                "arguments": dict(topology.queue_arguments(queue_type)),
+            }
             for queue in topology.SHARED_QUEUES
         ],
         "bindings": [
@@ -277,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"{_dotted(CC_CHECKED_SINCE)} or later, whose topic permissions check CC and BCC routing keys",
     )
     parser.add_argument(
+        "--queue-type",
+        choices=topology.QUEUE_TYPES,
+        help="the type of the shared queues: Janus's queue_type (default: --config's, else "
+        f"{topology.DEFAULT_QUEUE_TYPE})",
+    )
+    parser.add_argument(
         "--allow-unchecked-cc",
         action="store_true",
         help="render worker-DEPENDENCY users for an older or unnamed RabbitMQ all the same (warns)",
@@ -315,12 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     dependencies = list(args.dependency)
+    queue_type: topology.QueueType = args.queue_type or topology.DEFAULT_QUEUE_TYPE
     if args.config is not None:
         from janus.config import load_config  # only here: the plain rendering needs no config
 
-        dependencies += [
-            name for name in load_config(args.config, env={}).dependencies if name not in dependencies
-        ]
+        config = load_config(args.config, env={})
+        dependencies += [name for name in config.dependencies if name not in dependencies]
+        queue_type = args.queue_type or config.queue_type
     try:
         risk = unchecked_cc_risk(args.rabbitmq_version) if dependencies else None
     except ValueError as exc:
@@ -364,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         users=users,
         passwords=passwords,
         rabbit_version=args.rabbitmq_version or RENDERED_FOR,
+        queue_type=queue_type,
     )
     text = json.dumps(document, indent=2) + "\n"
     if args.output is not None:

@@ -106,9 +106,10 @@ async def migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def broker_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    """Once, when upgrading from a Janus whose janus.results was a fanout (docs/protocol.md)."""
+    """Once, when upgrading from a Janus whose janus.results was a fanout (docs/protocol.md), or
+    whose queues are of another type than the policy's queue_type (docs/operations.md)."""
     from janus.broker import connection as broker
-    from janus.broker import topology
+    from janus.broker import queue_types, topology
 
     config = config_of(args, settings)
     connection = await broker.connect(
@@ -116,8 +117,12 @@ async def broker_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         deleted = await topology.upgrade_results_exchange(connection)
-        declared = await topology.declare_topology(connection, [p.name for p in config.policies()])
+        names = [p.name for p in config.policies()]
+        converted = await queue_types.convert_queues(connection, names, config.queue_type)
+        declared = await topology.declare_topology(connection, names, queue_type=config.queue_type)
     finally:
         await broker.close(connection)
     print(f"deleted: {', '.join(deleted) or 'nothing'}; declared: {', '.join(declared) or 'nothing'}")
+    for name, moved in converted.items():
+        print(f"redeclared {name} as {config.queue_type} ({moved} messages moved)")
     return 0
