@@ -209,10 +209,20 @@ def render(
 
 
 JANUS_URL_FILE = "janus-amqp-url"  # in a password directory: Janus's own URL, for JANUS_AMQP_URL_FILE
+# docker-compose's `cluster` profile: Janus's URLs of the three nodes, and the nodes' shared Erlang cookie.
+JANUS_CLUSTER_URL_FILE = "janus-amqp-cluster-url"
+ERLANG_COOKIE_FILE = "erlang-cookie"
+CLUSTER_HOSTS = "rabbit-1:5672,rabbit-2:5672,rabbit-3:5672"
 
 
 def create_passwords(
-    directory: Path, all_roles: Sequence[str], *, host: str, vhost: str, janus_user: str = "janus"
+    directory: Path,
+    all_roles: Sequence[str],
+    *,
+    host: str,
+    vhost: str,
+    janus_user: str = "janus",
+    cluster_hosts: str = CLUSTER_HOSTS,
 ) -> list[Path]:
     """A random password in `directory`/ROLE for each role that has none, and Janus's AMQP URL
     (its user, its password, `host`, `vhost`) in `directory`/janus-amqp-url; the files created.
@@ -228,13 +238,25 @@ def create_passwords(
             path.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")  # URL-safe: no quoting
             path.chmod(0o644)
             created.append(path)
-    url = directory / JANUS_URL_FILE
+    cookie = directory / ERLANG_COOKIE_FILE
+    if not cookie.exists():
+        cookie.write_text(secrets.token_hex(20).upper(), encoding="utf-8")
+        cookie.chmod(0o644)
+        created.append(cookie)
     janus_password = (directory / "janus").read_text(encoding="utf-8").strip()
-    text = f"amqp://{quote(janus_user, safe='')}:{janus_password}@{host}/{quote(vhost, safe='')}\n"
-    if not url.exists() or url.read_text(encoding="utf-8") != text:
-        url.write_text(text, encoding="utf-8")
-        url.chmod(0o644)
-        created.append(url)
+
+    def janus_url(one: str) -> str:
+        return f"amqp://{quote(janus_user, safe='')}:{janus_password}@{one}/{quote(vhost, safe='')}"
+
+    for name, text in (
+        (JANUS_URL_FILE, janus_url(host) + "\n"),
+        (JANUS_CLUSTER_URL_FILE, ",".join(map(janus_url, cluster_hosts.split(","))) + "\n"),
+    ):
+        url = directory / name
+        if not url.exists() or url.read_text(encoding="utf-8") != text:
+            url.write_text(text, encoding="utf-8")
+            url.chmod(0o644)
+            created.append(url)
     return created
 
 
@@ -278,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         f"{JANUS_URL_FILE} (Janus's AMQP URL); print the definitions only with --output",
     )
     parser.add_argument("--janus-host", default="rabbitmq:5672", help=f"HOST:PORT in DIR/{JANUS_URL_FILE}")
+    parser.add_argument(
+        "--janus-cluster-hosts",
+        default=CLUSTER_HOSTS,
+        help=f"HOST:PORT,... of a cluster's nodes, in DIR/{JANUS_CLUSTER_URL_FILE}",
+    )
     parser.add_argument("--output", type=Path, help="write the definitions there (default: standard output)")
     parser.add_argument(
         "--rabbitmq-version",
@@ -360,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 host=args.janus_host,
                 vhost=args.vhost,
                 janus_user=users.get("janus", "janus"),
+                cluster_hosts=args.janus_cluster_hosts,
             )
             for path in created:
                 print(f"created {path}", file=sys.stderr)

@@ -26,7 +26,8 @@ def add_parsers(commands: Any) -> None:
     with_config(
         commands.add_parser(
             "broker-upgrade",
-            help="once: replace the fanout janus.results of earlier versions (needs a user that may delete it)",
+            help="once: replace the fanout janus.results of earlier versions, and redeclare queues of "
+            "another type than queue_type, keeping their messages (needs a user that may delete them)",
         )
     )
 
