@@ -20,6 +20,12 @@ as a whole: a coordinator that makes the others do more work slows them all.
 
     .venv/bin/python -m benchmarks.throughput [--jobs 20000]
 
+With --queue-types, Janus with quorum queues against Janus with classic queues instead (no
+relay, no paced phase): --rounds rounds, the two alternating which goes first, each on a vhost
+and a database of its own; the ratio quorum/classic of throughput and of RabbitMQ's CPU per job.
+
+    .venv/bin/python -m benchmarks.throughput --queue-types [--jobs 5000] [--rounds 3]
+
 Absolute figures are noisy on a shared machine: read the ratio.
 """
 
@@ -457,18 +463,30 @@ async def run_relay_latency(services: Services, vhost: str, rate: float, jobs: i
 
 
 async def run_janus(
-    services: Services, vhost: str, database: str, jobs: int, workdir: Path
-) -> tuple[Throughput, Latency]:
+    services: Services,
+    vhost: str,
+    database: str,
+    jobs: int,
+    workdir: Path,
+    *,
+    queue_type: str = "classic",
+    paced: bool = True,
+) -> tuple[Throughput, Latency | None]:
     url = services.amqp_url(vhost)
     database_url = services.pg_url(database)
     config = workdir / "janus.toml"
-    config.write_text(JANUS_CONFIG, encoding="utf-8")
+    config.write_text(f'queue_type = "{queue_type}"\n' + JANUS_CONFIG, encoding="utf-8")
     env = janus_env(url, database_url)
     child = await Child.start("janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env)
     try:
         await child.wait_for_stderr("leading as", timeout=60.0)
         coordinator = JanusCoordinator(child, database_url, database)
-        throughput = await measure_throughput("janus", coordinator, url, jobs, workdir)
+        throughput = await measure_throughput(f"janus-{queue_type}", coordinator, url, jobs, workdir)
+        if not paced:
+            code = await child.stop()
+            if code != 0:
+                raise BenchmarkError(f"janus exited {code} on SIGTERM\n{child.stderr_tail()}")
+            return throughput, None
         rate = throughput.rate / 2
         count = max(min(jobs // 2, int(rate * LATENCY_SECONDS)), 100)
         latency = await measure_latency("janus", coordinator, url, rate, count, workdir, results_before=jobs)
@@ -497,6 +515,7 @@ async def run(services: Services, jobs: int) -> Outcome:
             await services.create_database(database)
             relay = await run_relay(services, relay_vhost, jobs, workdir)
             janus, latency = await run_janus(services, janus_vhost, database, jobs, workdir)
+            assert latency is not None
             relay_latency = await run_relay_latency(
                 services, relay_vhost, latency.target_rate, latency.jobs, workdir
             )
@@ -508,6 +527,51 @@ async def run(services: Services, jobs: int) -> Outcome:
                     await services.delete_vhost(vhost)
             with contextlib.suppress(JanusError, OSError, asyncpg.PostgresError):
                 await services.drop_database(database)
+
+
+async def run_queue_types(services: Services, jobs: int, rounds: int) -> list[tuple[Throughput, float]]:
+    """Janus with classic, then quorum queues (the order alternating by round): (run, load average)."""
+    runs: list[tuple[Throughput, float]] = []
+    for index in range(rounds):
+        order = ("classic", "quorum") if index % 2 == 0 else ("quorum", "classic")
+        for queue_type in order:
+            tag = uuid.uuid4().hex[:8]
+            vhost, database = f"janus-bench-{queue_type}-{tag}", f"janus_bench_{tag}"
+            with tempfile.TemporaryDirectory(prefix="janus-bench-") as tmp:
+                try:
+                    await services.create_vhost(vhost)
+                    await services.create_database(database)
+                    run, _ = await run_janus(
+                        services, vhost, database, jobs, Path(tmp), queue_type=queue_type, paced=False
+                    )
+                    runs.append((run, os.getloadavg()[0]))
+                finally:
+                    await Child.kill_all()
+                    with contextlib.suppress(JanusError):
+                        await services.delete_vhost(vhost)
+                    with contextlib.suppress(JanusError, OSError, asyncpg.PostgresError):
+                        await services.drop_database(database)
+    return runs
+
+
+def report_queue_types(runs: list[tuple[Throughput, float]]) -> str:
+    lines = [f"jobs per run: {runs[0][0].jobs}"]
+    for run, load in runs:
+        lines.append(
+            f"  {run.variant:<14}: {run.rate:5.0f} jobs/s  janus cpu {_us(run.coordinator_cpu, run.jobs)}  "
+            f"rabbitmq cpu {_us(run.broker_cpu, run.jobs)}  load average {load:.2f}"
+        )
+    by_type: dict[str, list[Throughput]] = {}
+    for run, _ in runs:
+        by_type.setdefault(run.variant, []).append(run)
+    quorum, classic = by_type["janus-quorum"], by_type["janus-classic"]
+    rates = [q.rate / c.rate for q, c in zip(quorum, classic, strict=True)]
+    broker = [q.broker_cpu / c.broker_cpu for q, c in zip(quorum, classic, strict=True)]
+    lines.append(f"ratio quorum/classic, throughput by round: {', '.join(f'{r:.2f}' for r in rates)}")
+    lines.append(
+        f"ratio quorum/classic, rabbitmq cpu per job by round: {', '.join(f'{r:.2f}' for r in broker)}"
+    )
+    return "\n".join(lines)
 
 
 def _us(seconds: float, jobs: int) -> str:
@@ -552,10 +616,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pg-base", default="postgresql://postgres@127.0.0.1:5432", help="PostgreSQL URL without database"
     )
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl")
+    parser.add_argument(
+        "--queue-types", action="store_true", help="Janus with quorum queues against classic, same run"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --queue-types: rounds (default 3)")
     args = parser.parse_args(argv)
     if args.jobs < 200:
         parser.error("--jobs must be at least 200")
     services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=(args.rabbitmqctl,))
+    if args.queue_types:
+        try:
+            runs = uvloop.run(run_queue_types(services, args.jobs, args.rounds))
+        except (BenchmarkError, JanusError) as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 1
+        print(report_queue_types(runs))
+        return 0
     try:
         outcome = uvloop.run(run(services, args.jobs))
     except (BenchmarkError, JanusError) as exc:

@@ -46,7 +46,7 @@ from janus.core.policy import (
 )
 from janus.core.retention import BatchSizing, Retention, RetentionPolicy
 from janus.errors import ConfigError
-from janus.urls import check_port
+from janus.urls import check_port, split_urls
 
 # janus.protocol's ENVELOPE_BYTES and MAX_RESULT_BYTES (the config may not import the protocol;
 # a unit test keeps them equal): what max_message_size must leave room for.
@@ -353,6 +353,9 @@ class JanusConfig(_Strict):
     # Per results queue: bad results set aside in any window; beyond it the queue waits, so a
     # flooding worker cannot take the leader's CPU from other dependencies (janus/core/flood.py).
     bad_results_limit: RateLimitSpec = RateLimit(count=200, window=1.0)
+    # The type of every queue Janus declares: "quorum" (replicated, for a cluster) or "classic"
+    # (the default: what existing deployments have; docs/decisions.md). Read at start only.
+    queue_type: Literal["quorum", "classic"] = "classic"
     dependencies: dict[str, DependencyConfig] = Field(min_length=1)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
@@ -366,10 +369,16 @@ class JanusConfig(_Strict):
             )
         return value
 
+    @field_validator("amqp_url", mode="before")
+    @classmethod
+    def _nodes(cls, value: object) -> object:  # a cluster's nodes: a list, or one string of URLs
+        return ",".join(map(str, value)) if isinstance(value, list) else value
+
     @field_validator("amqp_url", "database_url")
     @classmethod
-    def _port(cls, value: str) -> str:
-        check_port(value)  # a port like "abc" would otherwise fail only when connecting
+    def _port(cls, value: str, info: ValidationInfo) -> str:
+        for url in split_urls(value) if info.field_name == "amqp_url" else [value]:
+            check_port(url)  # a port like "abc" would otherwise fail only when connecting
         return value
 
     @field_validator("max_message_size")

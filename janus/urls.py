@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit
 
 
+def split_urls(urls: str) -> list[str]:
+    """Several AMQP URLs (a cluster's nodes) in one string, separated by commas or whitespace
+    (a comma inside a URL is percent-encoded, %2C). One URL is a list of one."""
+    return [url for url in re.split(r"[\s,]+", urls.strip()) if url]
+
+
 def redact(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
+    """The URL (or each of several AMQP URLs) with its password replaced by ***, for messages and logs."""
+    if url.count("://") > 1:
+        return ",".join(redact(one) for one in split_urls(url))
     try:
         parts = urlsplit(url)
         password = parts.password

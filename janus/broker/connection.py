@@ -25,7 +25,7 @@ from aiormq.exceptions import (
 
 from janus.broker import BROKER_ERRORS
 from janus.errors import BrokerError, ConnectionSettingsError
-from janus.urls import check_port, redact, url_path_name, url_user
+from janus.urls import check_port, redact, split_urls, url_path_name, url_user
 
 log = logging.getLogger("janus.broker")
 
@@ -38,8 +38,28 @@ _CONNECT_ERRORS: tuple[type[Exception], ...] = (*BROKER_ERRORS, ValueError)  # V
 async def connect(
     url: str, *, name: str, timeout: float | None = None, heartbeat: int | None = None
 ) -> Connection:
-    """A connection named `name` (shown by the broker); `heartbeat` in seconds unless the URL
-    sets its own (0: the broker's choice)."""
+    """A connection named `name` (shown by the broker) to the first node of `url` that answers
+    (`split_urls`: a cluster's nodes in the order to try them); `heartbeat` in seconds unless
+    the URL sets its own (0: the broker's choice).
+
+    Each reconnection starts again from the first node: a node that is down refuses at once,
+    so the next is tried. A refusal of the settings (credentials, vhost, URL) is raised at
+    once: another node of the same cluster would refuse them too. BrokerError once every node
+    failed, naming each."""
+    urls = split_urls(url) or [url]
+    failures: list[str] = []
+    for one in urls:
+        try:
+            return await _connect_one(one, name=name, timeout=timeout, heartbeat=heartbeat)
+        except BrokerError as exc:
+            if len(urls) == 1:
+                raise
+            failures.append(str(exc))
+            log.info("%s; trying the next node", exc)
+    raise BrokerError(f"no node of the RabbitMQ cluster answered: {'; '.join(failures)}")
+
+
+async def _connect_one(url: str, *, name: str, timeout: float | None, heartbeat: int | None) -> Connection:
     try:
         check_port(url)
         if "heartbeat" in parse_qs(urlsplit(url).query):  # the URL's own setting wins

@@ -132,10 +132,12 @@ def render(
     users: Mapping[str, str] | None = None,
     passwords: Mapping[str, str] | None = None,
     rabbit_version: str = RENDERED_FOR,
+    queue_type: topology.QueueType = topology.DEFAULT_QUEUE_TYPE,
 ) -> dict[str, Any]:
     """The definitions document. `users` maps a role to its user name (default: the role);
     a role without a password gets an empty hash: it cannot log in until one is set. Each of
-    `dependencies` gets a role worker-<dependency> of its own."""
+    `dependencies` gets a role worker-<dependency> of its own. The shared queues are of
+    `queue_type`, which must be Janus's own (its policy's queue_type)."""
     all_roles = roles(dependencies)
     users = {role: (users or {}).get(role, role) for role in all_roles}
     passwords = passwords or {}
@@ -182,7 +184,13 @@ def render(
             for exchange in topology.SHARED_EXCHANGES
         ],
         "queues": [
-            {"name": queue.name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": {}}
+            {
+                "name": queue.name,
+                "vhost": vhost,
+                "durable": True,
+                "auto_delete": False,
+                "arguments": dict(topology.queue_arguments(queue_type)),
+            }
             for queue in topology.SHARED_QUEUES
         ],
         "bindings": [
@@ -201,10 +209,20 @@ def render(
 
 
 JANUS_URL_FILE = "janus-amqp-url"  # in a password directory: Janus's own URL, for JANUS_AMQP_URL_FILE
+# docker-compose's `cluster` profile: Janus's URLs of the three nodes, and the nodes' shared Erlang cookie.
+JANUS_CLUSTER_URL_FILE = "janus-amqp-cluster-url"
+ERLANG_COOKIE_FILE = "erlang-cookie"
+CLUSTER_HOSTS = "rabbit-1:5672,rabbit-2:5672,rabbit-3:5672"
 
 
 def create_passwords(
-    directory: Path, all_roles: Sequence[str], *, host: str, vhost: str, janus_user: str = "janus"
+    directory: Path,
+    all_roles: Sequence[str],
+    *,
+    host: str,
+    vhost: str,
+    janus_user: str = "janus",
+    cluster_hosts: str = CLUSTER_HOSTS,
 ) -> list[Path]:
     """A random password in `directory`/ROLE for each role that has none, and Janus's AMQP URL
     (its user, its password, `host`, `vhost`) in `directory`/janus-amqp-url; the files created.
@@ -220,13 +238,25 @@ def create_passwords(
             path.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")  # URL-safe: no quoting
             path.chmod(0o644)
             created.append(path)
-    url = directory / JANUS_URL_FILE
+    cookie = directory / ERLANG_COOKIE_FILE
+    if not cookie.exists():
+        cookie.write_text(secrets.token_hex(20).upper(), encoding="utf-8")
+        cookie.chmod(0o644)
+        created.append(cookie)
     janus_password = (directory / "janus").read_text(encoding="utf-8").strip()
-    text = f"amqp://{quote(janus_user, safe='')}:{janus_password}@{host}/{quote(vhost, safe='')}\n"
-    if not url.exists() or url.read_text(encoding="utf-8") != text:
-        url.write_text(text, encoding="utf-8")
-        url.chmod(0o644)
-        created.append(url)
+
+    def janus_url(one: str) -> str:
+        return f"amqp://{quote(janus_user, safe='')}:{janus_password}@{one}/{quote(vhost, safe='')}"
+
+    for name, text in (
+        (JANUS_URL_FILE, janus_url(host) + "\n"),
+        (JANUS_CLUSTER_URL_FILE, ",".join(map(janus_url, cluster_hosts.split(","))) + "\n"),
+    ):
+        url = directory / name
+        if not url.exists() or url.read_text(encoding="utf-8") != text:
+            url.write_text(text, encoding="utf-8")
+            url.chmod(0o644)
+            created.append(url)
     return created
 
 
@@ -270,11 +300,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"{JANUS_URL_FILE} (Janus's AMQP URL); print the definitions only with --output",
     )
     parser.add_argument("--janus-host", default="rabbitmq:5672", help=f"HOST:PORT in DIR/{JANUS_URL_FILE}")
+    parser.add_argument(
+        "--janus-cluster-hosts",
+        default=CLUSTER_HOSTS,
+        help=f"HOST:PORT,... of a cluster's nodes, in DIR/{JANUS_CLUSTER_URL_FILE}",
+    )
     parser.add_argument("--output", type=Path, help="write the definitions there (default: standard output)")
     parser.add_argument(
         "--rabbitmq-version",
         help="the RabbitMQ the definitions are for (X.Y.Z); worker-DEPENDENCY users need "
         f"{_dotted(CC_CHECKED_SINCE)} or later, whose topic permissions check CC and BCC routing keys",
+    )
+    parser.add_argument(
+        "--queue-type",
+        choices=topology.QUEUE_TYPES,
+        help="the type of the shared queues: Janus's queue_type (default: --config's, else "
+        f"{topology.DEFAULT_QUEUE_TYPE})",
     )
     parser.add_argument(
         "--allow-unchecked-cc",
@@ -315,12 +356,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     dependencies = list(args.dependency)
+    queue_type: topology.QueueType = args.queue_type or topology.DEFAULT_QUEUE_TYPE
     if args.config is not None:
         from janus.config import load_config  # only here: the plain rendering needs no config
 
-        dependencies += [
-            name for name in load_config(args.config, env={}).dependencies if name not in dependencies
-        ]
+        config = load_config(args.config, env={})
+        dependencies += [name for name in config.dependencies if name not in dependencies]
+        queue_type = args.queue_type or config.queue_type
     try:
         risk = unchecked_cc_risk(args.rabbitmq_version) if dependencies else None
     except ValueError as exc:
@@ -345,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 host=args.janus_host,
                 vhost=args.vhost,
                 janus_user=users.get("janus", "janus"),
+                cluster_hosts=args.janus_cluster_hosts,
             )
             for path in created:
                 print(f"created {path}", file=sys.stderr)
@@ -364,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         users=users,
         passwords=passwords,
         rabbit_version=args.rabbitmq_version or RENDERED_FOR,
+        queue_type=queue_type,
     )
     text = json.dumps(document, indent=2) + "\n"
     if args.output is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import unquote
 
 import aio_pika
@@ -103,25 +103,73 @@ SHARED_QUEUES = (
     QueueSpec(name=RETURNED_QUEUE, bound_to=RETURNED_EXCHANGE),
     QueueSpec(name=REJECTED_QUEUE),
 )
-READY_QUEUE_ARGUMENTS: FieldTable = {"x-dead-letter-exchange": RETURNED_EXCHANGE}
+
+# The type of every queue Janus declares (the policy's `queue_type`). Classic queues live on
+# one node; quorum queues are replicated (Raft) and confirm a publish once a majority has it.
+QueueType = Literal["quorum", "classic"]
+QUEUE_TYPES: tuple[QueueType, ...] = ("quorum", "classic")
+DEFAULT_QUEUE_TYPE: QueueType = "classic"  # what queues of earlier versions are (docs/decisions.md)
 
 
-async def declare_ready_queue(channel: AbstractChannel, dependency: str) -> AbstractQueue:
+def queue_arguments(queue_type: QueueType) -> FieldTable:
+    """A queue of `queue_type`. Classic queues are declared with no x-queue-type, as before
+    there was a choice: RabbitMQ 3.x compares the argument with the one the queue was made with."""
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+
+
+def ready_queue_arguments(queue_type: QueueType) -> FieldTable:
+    """Admissions that expire (per-message TTL) or are rejected go back to Janus. A quorum
+    queue dead-letters at most once unless told otherwise: the at-least-once strategy keeps
+    the message until janus.returned's queue confirms it, and RabbitMQ allows that strategy
+    only with reject-publish overflow (no length limit is set, so nothing is refused for it)."""
+    arguments: FieldTable = {**queue_arguments(queue_type), "x-dead-letter-exchange": RETURNED_EXCHANGE}
+    if queue_type == "quorum":
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+        arguments["x-overflow"] = "reject-publish"
+    return arguments
+
+
+READY_QUEUE_ARGUMENTS: FieldTable = ready_queue_arguments(DEFAULT_QUEUE_TYPE)
+
+
+async def declare_ready_queue(
+    channel: AbstractChannel, dependency: str, queue_type: QueueType = DEFAULT_QUEUE_TYPE
+) -> AbstractQueue:
     """A dependency's ready queue: admissions that expire or are rejected go back to Janus."""
     queue = await channel.declare_queue(
-        ready_queue(dependency), durable=True, arguments=READY_QUEUE_ARGUMENTS
+        ready_queue(dependency), durable=True, arguments=ready_queue_arguments(queue_type)
     )
     await queue.bind(READY_EXCHANGE, routing_key=dependency)
     return queue
 
 
-async def declare_topology(connection: AbstractConnection, dependencies: Iterable[str]) -> list[str]:
-    """Make sure everything Janus needs exists (`_declare_topology`); BrokerError if the broker fails."""
+def queue_type_hint(name: str, vhost: str, queue_type: QueueType) -> str:
+    other = "classic" if queue_type == "quorum" else "quorum"
+    return (
+        f"the queue {name!r} in vhost {vhost!r} exists as another type or with other arguments than "
+        f"the policy's queue_type = {queue_type!r} asks (a {other} queue, as an earlier policy or "
+        f"version made it). Either set queue_type = {other!r}, or migrate: stop the producers, the "
+        f"workers and Janus, then `janus broker-upgrade --config PATH` (an AMQP user allowed to "
+        f"declare and delete Janus's queues) moves every message of each such queue aside, "
+        f"redeclares it as {queue_type} and moves them back (docs/operations.md, queue types)"
+    )
+
+
+async def declare_topology(
+    connection: AbstractConnection,
+    dependencies: Iterable[str],
+    *,
+    queue_type: QueueType = DEFAULT_QUEUE_TYPE,
+) -> list[str]:
+    """Make sure everything Janus needs exists (`_declare_topology`); BrokerError if the broker
+    fails, TopologyConflict if a queue exists as another type."""
     with broker_errors("declaring the broker topology failed"):
-        return await _declare_topology(connection, dependencies)
+        return await _declare_topology(connection, dependencies, queue_type)
 
 
-async def _declare_topology(connection: AbstractConnection, dependencies: Iterable[str]) -> list[str]:
+async def _declare_topology(
+    connection: AbstractConnection, dependencies: Iterable[str], queue_type: QueueType
+) -> list[str]:
     """Make sure everything Janus needs exists; returns the names it had to declare.
 
     Shared exchanges and queues are first checked passively (which needs no permission):
@@ -130,7 +178,8 @@ async def _declare_topology(connection: AbstractConnection, dependencies: Iterab
     rights: on a development vhost Janus therefore sets itself up. Ready and results queues
     of each dependency are declared every time (idempotent), with the rights Janus's user
     has on them. An existing janus.results of another type (the fanout of earlier versions)
-    raises TopologyConflict, naming the fix: Janus never deletes it by itself.
+    raises TopologyConflict, naming the fix: Janus never deletes it by itself; so does a queue
+    of another queue type than `queue_type` (PRECONDITION_FAILED on its declaration).
     """
     declared: list[str] = []
     channel = await connection.channel()
@@ -149,24 +198,59 @@ async def _declare_topology(connection: AbstractConnection, dependencies: Iterab
                 await channel.get_queue(spec.name, ensure=True)
             except ChannelNotFoundEntity:
                 channel = await _reopen(connection, channel)
-                queue = await channel.declare_queue(spec.name, durable=True)
-                if spec.bound_to is not None:
-                    await queue.bind(spec.bound_to, routing_key=spec.routing_key)
+                await declare_shared_queue(channel, spec, queue_type)
                 declared.append(spec.name)
+            else:
+                channel = await _check_queue(connection, channel, spec, queue_type)
         for dependency in dependencies:
-            await declare_ready_queue(channel, dependency)
-            await declare_results_queue(channel, dependency)
+            for name, declare in (
+                (ready_queue(dependency), declare_ready_queue),
+                (results_queue(dependency), declare_results_queue),
+            ):
+                try:
+                    await declare(channel, dependency, queue_type)
+                except ChannelPreconditionFailed as exc:
+                    raise TopologyConflict(
+                        queue_type_hint(name, connection_vhost(connection), queue_type)
+                    ) from exc
     finally:
         if not channel.is_closed:
             await channel.close()
     return declared
 
 
-async def declare_results_queue(channel: AbstractChannel, dependency: str) -> AbstractQueue:
+async def declare_results_queue(
+    channel: AbstractChannel, dependency: str, queue_type: QueueType = DEFAULT_QUEUE_TYPE
+) -> AbstractQueue:
     """A dependency's results queue: only results published with its name as routing key."""
-    queue = await channel.declare_queue(results_queue(dependency), durable=True)
+    queue = await channel.declare_queue(
+        results_queue(dependency), durable=True, arguments=queue_arguments(queue_type)
+    )
     await queue.bind(RESULTS_EXCHANGE, routing_key=dependency)
     return queue
+
+
+async def declare_shared_queue(
+    channel: AbstractChannel, spec: QueueSpec, queue_type: QueueType
+) -> AbstractQueue:
+    queue = await channel.declare_queue(spec.name, durable=True, arguments=queue_arguments(queue_type))
+    if spec.bound_to is not None:
+        await queue.bind(spec.bound_to, routing_key=spec.routing_key)
+    return queue
+
+
+async def _check_queue(
+    connection: AbstractConnection, channel: AbstractChannel, spec: QueueSpec, queue_type: QueueType
+) -> AbstractChannel:
+    """A passive declare accepts a queue of any type: declare it as it must be. ACCESS_REFUSED
+    means a locked-down vhost, whose definitions are trusted (rendered with the same queue_type)."""
+    try:
+        await channel.declare_queue(spec.name, durable=True, arguments=queue_arguments(queue_type))
+    except ChannelPreconditionFailed as exc:
+        raise TopologyConflict(queue_type_hint(spec.name, connection_vhost(connection), queue_type)) from exc
+    except ChannelAccessRefused:
+        pass
+    return await _reopen(connection, channel) if channel.is_closed else channel
 
 
 async def _declare_exchange(channel: AbstractChannel, exchange: ExchangeSpec) -> None:

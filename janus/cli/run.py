@@ -26,7 +26,8 @@ def add_parsers(commands: Any) -> None:
     with_config(
         commands.add_parser(
             "broker-upgrade",
-            help="once: replace the fanout janus.results of earlier versions (needs a user that may delete it)",
+            help="once: replace the fanout janus.results of earlier versions, and redeclare queues of "
+            "another type than queue_type, keeping their messages (needs a user that may delete them)",
         )
     )
 
@@ -106,9 +107,10 @@ async def migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def broker_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    """Once, when upgrading from a Janus whose janus.results was a fanout (docs/protocol.md)."""
+    """Once, when upgrading from a Janus whose janus.results was a fanout (docs/protocol.md), or
+    whose queues are of another type than the policy's queue_type (docs/operations.md)."""
     from janus.broker import connection as broker
-    from janus.broker import topology
+    from janus.broker import queue_types, topology
 
     config = config_of(args, settings)
     connection = await broker.connect(
@@ -116,8 +118,12 @@ async def broker_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         deleted = await topology.upgrade_results_exchange(connection)
-        declared = await topology.declare_topology(connection, [p.name for p in config.policies()])
+        names = [p.name for p in config.policies()]
+        converted = await queue_types.convert_queues(connection, names, config.queue_type)
+        declared = await topology.declare_topology(connection, names, queue_type=config.queue_type)
     finally:
         await broker.close(connection)
     print(f"deleted: {', '.join(deleted) or 'nothing'}; declared: {', '.join(declared) or 'nothing'}")
+    for name, moved in converted.items():
+        print(f"redeclared {name} as {config.queue_type} ({moved} messages moved)")
     return 0

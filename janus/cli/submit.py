@@ -25,7 +25,9 @@ def add_parsers(commands: Any) -> None:
     )
     submit.add_argument("--payload", help="a JSON value (default: none)")
     submit.add_argument(
-        "--amqp-url", help="RabbitMQ (default: $JANUS_AMQP_URL, else the --config file's, else the local one)"
+        "--amqp-url",
+        help="RabbitMQ; a cluster's nodes separated by commas (default: $JANUS_AMQP_URL, else the "
+        "--config file's, else the local one)",
     )
 
 

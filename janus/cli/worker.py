@@ -60,7 +60,9 @@ def add_parsers(commands: Any) -> None:
         "prefetch (default: %(default)s)",
     )
     worker.add_argument(
-        "--amqp-url", help="RabbitMQ (default: $JANUS_AMQP_URL, else the --config file's, else the local one)"
+        "--amqp-url",
+        help="RabbitMQ; a cluster's nodes separated by commas (default: $JANUS_AMQP_URL, else the "
+        "--config file's, else the local one)",
     )
     worker.add_argument("--metrics-port", type=port, help="serve /metrics on this port (default: none)")
     worker.add_argument(

@@ -21,7 +21,7 @@ from aiormq.exceptions import DeliveryError
 from pydantic import JsonValue
 
 from janus.broker import BROKER_ERRORS, topology
-from janus.broker.connection import connect
+from janus.broker.connection import close, connect
 from janus.errors import BrokerError, NotRouted, ProtocolError, TopologyMissing
 from janus.protocol import CONTENT_TYPE, check_identifiers, encode_intake
 from janus.urls import redact
@@ -37,6 +37,10 @@ class Producer:
         self._connection = connection
         self._channel = channel
         self._exchange = exchange
+        # Set by `connect`: after a lost connection the next submit reconnects (to the first node
+        # of a cluster's URLs that answers) and publishes again; Janus deduplicates job ids.
+        self._reconnect_with: tuple[str, str, float] | None = None
+        self._reconnecting = asyncio.Lock()
 
     @classmethod
     async def connect(
@@ -46,6 +50,14 @@ class Producer:
 
         Raises ConnectionSettingsError (credentials, vhost, URL), BrokerError (RabbitMQ does not
         answer) or TopologyMissing (no janus.intake: Janus has never run on this vhost)."""
+        producer = cls(*await cls._open(amqp_url, name=name, timeout=timeout))
+        producer._reconnect_with = (amqp_url, name, timeout)
+        return producer
+
+    @staticmethod
+    async def _open(
+        amqp_url: str, *, name: str, timeout: float
+    ) -> tuple[AbstractConnection, AbstractChannel, AbstractExchange]:
         connection = await connect(amqp_url, name=name, timeout=timeout)
         try:
             channel, exchange = await topology.await_exchange(
@@ -60,7 +72,18 @@ class Producer:
         except BaseException:
             await connection.close()
             raise
-        return cls(connection, channel, exchange)
+        return connection, channel, exchange
+
+    async def _reconnect(self, lost: AbstractConnection) -> None:
+        """A new connection in place of `lost` (once, however many submits saw it go)."""
+        assert self._reconnect_with is not None
+        url, name, timeout = self._reconnect_with
+        async with self._reconnecting:
+            if self._connection is lost:
+                await close(lost)
+                self._connection, self._channel, self._exchange = await self._open(
+                    url, name=name, timeout=timeout
+                )
 
     async def submit(
         self,
@@ -96,6 +119,16 @@ class Producer:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=job_id,
         )
+        connection = self._connection
+        try:
+            await self._publish(message, job_id, dependency)
+        except BrokerError:
+            if self._reconnect_with is None or not (connection.is_closed or self._channel.is_closed):
+                raise
+            await self._reconnect(connection)
+            await self._publish(message, job_id, dependency)
+
+    async def _publish(self, message: aio_pika.Message, job_id: str, dependency: str) -> None:
         # mandatory: a job no queue takes (Janus's topology not declared yet) is an error
         # the caller sees, never a silent loss.
         try:

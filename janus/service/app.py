@@ -384,7 +384,9 @@ class Service:
         self, store: Store, term: Term, connection: broker.Connection, scheduler: Scheduler
     ) -> None:
         self._tell_broker_version(connection)
-        declared = await topology.declare_topology(connection, scheduler.policies.keys())
+        declared = await topology.declare_topology(
+            connection, scheduler.policies.keys(), queue_type=self.config.queue_type
+        )
         publisher = await Publisher.open(connection)
         if declared:
             log.info("declared the missing topology %s", declared)
@@ -470,7 +472,9 @@ class Service:
                 """A new version: the queues of the dependencies it adds exist before it runs."""
                 added = [name for name in running.config.dependencies if not loop.scheduler.knows(name)]
                 if added:
-                    declared = await topology.declare_topology(connection, added)
+                    declared = await topology.declare_topology(
+                        connection, added, queue_type=self.config.queue_type
+                    )
                     log.info("version %d adds %s: declared %s", running.version, ", ".join(added), declared)
                     for name in added:
                         queue = topology.results_queue(name)

@@ -19,6 +19,7 @@ from janus.core.retention import TableChurn
 from janus.errors import LeadershipLost, StoreError
 from janus.store.migrate import migrate
 from janus.store.outbox import OutboxStore
+from janus.store.pooling import connect_options
 from janus.store.queries import sql
 from janus.store.refusals import settings_error
 from janus.store.rows import (
@@ -174,18 +175,24 @@ class Store:
     @classmethod
     async def connect(cls, url: str, *, application_name: str = "janus", timeout: float = 5.0) -> Store:
         try:
+            options = connect_options(url)  # behind PgBouncer: janus/store/pooling.py
+            settings = {"application_name": application_name}
+            if options.statement_cache_size is None:
+                # The tick statement runs thousands of times a second with the same shape: plan it once.
+                settings["plan_cache_mode"] = "force_generic_plan"
             pool = await asyncpg.create_pool(
-                url,
+                options.url,
                 min_size=1,
                 # The tick's session, lease renewal, and the leader's housekeeping (retry
                 # requests, pruning) each hold one at times; a spare for operators' questions.
                 max_size=6,
                 timeout=timeout,
-                # The tick statement runs thousands of times a second with the same shape: plan it once.
-                server_settings={
-                    "application_name": application_name,
-                    "plan_cache_mode": "force_generic_plan",
-                },
+                server_settings=settings,
+                **(
+                    {}
+                    if options.statement_cache_size is None
+                    else {"statement_cache_size": options.statement_cache_size}
+                ),
             )
         except (*DB_ERRORS, ValueError) as exc:  # ValueError: a malformed URL
             raise settings_error(exc, url) or StoreError(f"cannot connect to PostgreSQL: {exc}") from exc

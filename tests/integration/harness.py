@@ -21,11 +21,17 @@ from janus.service.app import Service, ServiceOptions
 from janus.service.leadership import LeaseTimings
 
 FAST_LEASE = LeaseTimings(lease=2.0, renew_every=0.3, poll_every=0.2)
+# The end-to-end tests run with the queues of this type: JANUS_TEST_QUEUE_TYPE=quorum runs them
+# against quorum queues (the default is the policy's default).
+QUEUE_TYPE: topology.QueueType = (
+    "quorum" if os.environ.get("JANUS_TEST_QUEUE_TYPE") == "quorum" else "classic"
+)
 
 
 def make_config(
     database: str, amqp: str, dependencies: dict[str, dict[str, Any]], **extra: Any
 ) -> JanusConfig:
+    extra.setdefault("queue_type", QUEUE_TYPE)
     return parse_config(
         {"database_url": database, "amqp_url": amqp, "dependencies": dependencies, **extra}, env={}
     )

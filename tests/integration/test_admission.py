@@ -17,6 +17,7 @@ from janus.client import Producer, ReadyJob, RetryAfter, Worker
 from janus.core.backoff import backoff_ceiling
 from janus.protocol import encode_result
 from tests.integration.harness import (
+    QUEUE_TYPE,
     RecordLog,
     job_rows,
     make_config,
@@ -380,7 +381,7 @@ async def test_admissions_the_broker_refuses_cost_no_attempt(database: str, vhos
         )
         assert refused is not None
         assert refused >= 3
-        await topology.declare_ready_queue(channel, "api")  # bound again
+        await topology.declare_ready_queue(channel, "api", QUEUE_TYPE)  # bound again
         await connection.close()
         # All 3 slots are taken by each round; with a 60 s lease, re-admission proves refusals free them.
         await log.wait_for(lambda _: len(log.succeeded()) == 3, timeout=20)

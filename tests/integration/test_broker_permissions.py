@@ -31,7 +31,7 @@ from janus.broker.definitions import render, roles, unchecked_cc_risk, worker_ro
 from janus.client import Producer, ReadyJob, Worker
 from janus.config import load_config
 from janus.protocol import encode_result
-from tests.integration.harness import RecordLog, job_rows, make_config, running_janus, succeed
+from tests.integration.harness import QUEUE_TYPE, RecordLog, job_rows, make_config, running_janus, succeed
 from tests.integration.test_misbehaving_workers import rejected_messages
 from tests.services import Services
 
@@ -83,7 +83,11 @@ async def locked(services: Services) -> AsyncIterator[LockedVhost]:
     await services.create_vhost(vhost)  # also lets the test's admin (guest) in, for clean-up
     try:
         document = render(
-            vhost=vhost, dependencies=DEPENDENCIES, users=users, passwords=dict.fromkeys(users, password)
+            vhost=vhost,
+            dependencies=DEPENDENCIES,
+            users=users,
+            passwords=dict.fromkeys(users, password),
+            queue_type=QUEUE_TYPE,
         )
         await _import(services, document)
         locked = LockedVhost(vhost=vhost, users=users, password=password, host=host)
@@ -141,7 +145,7 @@ async def bind(channel: AbstractChannel, queue: str, exchange: str) -> None:
 async def declare_janus_topology(locked: LockedVhost) -> None:
     connection = await aio_pika.connect(locked.url("janus"))
     async with connection:
-        declared = await topology.declare_topology(connection, DEPENDENCIES)
+        declared = await topology.declare_topology(connection, DEPENDENCIES, queue_type=QUEUE_TYPE)
         assert declared == [], "the definitions declare it all"
 
 

@@ -26,6 +26,7 @@ from janus.client.worker import WorkRecord
 from janus.core.jobs import Admission
 from janus.protocol import decode_ready, encode_ready
 from tests.integration.harness import (
+    QUEUE_TYPE,
     RecordLog,
     job_rows,
     make_config,
@@ -199,7 +200,7 @@ async def admission_times(database: str) -> dict[str, list[float]]:
 async def test_the_sdk_worker_never_starts_an_expired_admission(vhost: str) -> None:
     """Delivered late, or waiting for a free handler past `expires_at`: refused unstarted, dead-lettered."""
     connection = await aio_pika.connect(vhost)
-    await topology.declare_topology(connection, ["api"])
+    await topology.declare_topology(connection, ["api"], queue_type=QUEUE_TYPE)
     channel = await connection.channel(publisher_confirms=True)
     ready = await channel.get_exchange(topology.READY_EXCHANGE, ensure=True)
     returned = await channel.get_queue(topology.RETURNED_QUEUE, ensure=True)
