@@ -14,6 +14,9 @@ The concurrency limit must cover the rate times the round trip of a job (admissi
 queue, worker, result, tick): on a machine whose load average is several times its cores
 that round trip takes seconds, and a limit of 400 held the run to about 110 jobs/s at an
 offered 300 (Little's law), the backlog grew, and the worker never saw its last job in time.
+The worker's prefetch is such a limit too: the SDK worker runs at most `prefetch` jobs at once
+and a job's slot is free only once its result is confirmed by the broker, which on that
+machine took a few hundred milliseconds: 50 (the SDK's default) held it to about 150 jobs/s.
 
     .venv/bin/python -m benchmarks.retention_soak [--rate 100] [--seconds 300] [--retention 20]
 
@@ -145,7 +148,13 @@ admission_ttl = "240s"  # a ready message that outlived it would be worked twice
 
 
 async def run(
-    services: Services, rate: float, seconds: float, retention: float, periods: int, concurrency: int
+    services: Services,
+    rate: float,
+    seconds: float,
+    retention: float,
+    periods: int,
+    concurrency: int,
+    prefetch: int,
 ) -> int:
     jobs = int(rate * seconds)
     suffix = uuid.uuid4().hex[:8]
@@ -169,6 +178,7 @@ async def run(
                 await child.wait_for_stderr("leading as", timeout=60.0)
                 args = ["-m", "benchmarks.load", "worker", "--amqp-url", url, "--expect", str(jobs)]
                 args += ["--dependency", DEPENDENCY, "--latencies", "--timeout", str(seconds + 120)]
+                args += ["--prefetch", str(prefetch)]
                 worker = await Child.start("worker", args, workdir)
                 await worker.expect("ready")
                 stop = asyncio.Event()
@@ -287,13 +297,27 @@ def main() -> int:
         default=3000,
         help="the dependency's concurrency limit: at least the rate times the slowest round trip expected",
     )
+    parser.add_argument(
+        "--worker-prefetch",
+        type=int,
+        default=600,
+        help="the worker's prefetch, which also bounds the jobs it runs and reports at once",
+    )
     parser.add_argument("--amqp-base", default="amqp://guest:guest@127.0.0.1:5672")
     parser.add_argument("--pg-base", default="postgresql://postgres@127.0.0.1:5432")
     args = parser.parse_args()
     services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=("rabbitmqctl",))
     try:
         return uvloop.run(
-            run(services, args.rate, args.seconds, args.retention, args.periods, args.concurrency)
+            run(
+                services,
+                args.rate,
+                args.seconds,
+                args.retention,
+                args.periods,
+                args.concurrency,
+                args.worker_prefetch,
+            )
         )
     except (BenchmarkError, JanusError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
