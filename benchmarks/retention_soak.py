@@ -15,8 +15,8 @@ queue, worker, result, tick): on a machine whose load average is several times i
 that round trip takes seconds, and a limit of 400 held the run to about 110 jobs/s at an
 offered 300 (Little's law), the backlog grew, and the worker never saw its last job in time.
 The worker's prefetch is such a limit too: the SDK worker runs at most `prefetch` jobs at once
-and a job's slot is free only once its result is confirmed by the broker, which on that
-machine took a few hundred milliseconds: 50 (the SDK's default) held it to about 150 jobs/s.
+and a job's slot is free only once the broker confirmed its result: with 50 (the SDK's
+default) and confirms taking 0.3 s, as they may on a loaded machine, at most about 170 jobs/s.
 
     .venv/bin/python -m benchmarks.retention_soak [--rate 100] [--seconds 300] [--retention 20]
 
