@@ -7,27 +7,36 @@ finished over the last 23 hours: within the default retention, so a day of histo
 steady rate). Ids are random hex, as producers' UUIDs would be, so the inserts into the
 job_id's index land all over a large index; with --ordered-ids, time-ordered ones, as UUIDv7 or
 ULIDs are (which a B-tree keeps together; a hash index, since migration 0006, does not).
+With --keep-loaded NAME, the loaded database is kept under NAME (its comment says what it
+holds) and the next run with the same --rows and id order copies it instead of loading again
+(a file copy, seconds instead of minutes; migrations added since are applied to the copy).
 Then, --rounds times, each database in turn (the order alternating) is vacuumed and analyzed
 (what autovacuum does on a default server: without it, the empty table's plans stay those of
 an empty table as it grows) and runs --jobs jobs through the real `tick` statement and
 LeaderSession (as benchmarks.tick_statement does: inserted admitted with their admission,
 then marked succeeded, in batches of --batch); we read the PostgreSQL backend's CPU per job
-and the jobs per second the statements sustain. Prints the medians and the ratio
-history / empty, and the bytes per stored job (for sizing a database: docs/operations.md).
+and the jobs per second the statements sustain, and the blocks PostgreSQL had to read from
+outside its shared buffers per job (pg_statio, per database: only this run's statements).
+On a machine loaded by other work the rate of either database moves by a factor of two from
+round to round, so the verdict is the median of the per-round ratios (each round runs both
+databases back to back, their order alternating), with their quartiles and extremes as the
+spread; the medians of each side are printed too. Also the bytes per stored job (for sizing
+a database: docs/operations.md).
 
 With --end-to-end N, then also a real `janus run` on each database in turn (alternating,
 --rounds // 2 times each), N jobs through an SDK producer and worker as fast as they go
 (benchmarks.throughput's measurement, whose ids are PREFIX-N): jobs per second and the
 PostgreSQL backends' CPU per job, end to end, and their ratio.
 
-    .venv/bin/python -m benchmarks.retention_history [--rows 10000000] [--rounds 8] [--jobs 4000]
-        [--end-to-end 5000] [--ordered-ids]
+    .venv/bin/python -m benchmarks.retention_history [--rows 10000000] [--rounds 16] [--jobs 4000]
+        [--end-to-end 5000] [--ordered-ids] [--keep-loaded NAME]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -63,12 +72,17 @@ SELECT job_id, a, finished_at, 'RuntimeError: upstream said 503'
   FROM janus.jobs, generate_series(1, 5) AS a WHERE state = 'dead'
 """
 CHUNK = 1_000_000
+BLOCKS_READ = """
+SELECT sum(coalesce(heap_blks_read, 0) + coalesce(idx_blks_read, 0) + coalesce(toast_blks_read, 0))
+  FROM pg_statio_user_tables WHERE schemaname = 'janus'
+"""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Round:
     cpu_per_job: float  # seconds of the backend's CPU
     jobs_per_second: float
+    reads_per_job: float  # blocks read from outside shared buffers (heap and indexes of janus.*)
 
 
 def _admitted(job_id: str, now: float) -> tuple[Job, str]:
@@ -116,8 +130,16 @@ class Bench:
         for table in ("jobs", "admissions"):
             await self.connection.execute(f"VACUUM (ANALYZE) janus.{table}", timeout=None)
 
+    async def blocks_read(self) -> int:
+        # This backend's counters are flushed to the shared statistics at most once a second.
+        await self.connection.execute("SELECT pg_stat_force_next_flush()")
+        await asyncio.sleep(0)
+        value = await self.connection.fetchval(BLOCKS_READ)
+        return int(value or 0)
+
     async def run(self, jobs: int, batch: int) -> None:
         assert self.backend is not None
+        reads_before = await self.blocks_read()
         cpu_before = sum(self.backend.cpu_times()[:2])
         started = time.perf_counter()
         for _ in range(jobs // batch):
@@ -131,8 +153,10 @@ class Bench:
             await self.session.tick(now, [], [_succeeded(i, now) for i in ids], [])
         done = jobs // batch * batch
         cpu = sum(self.backend.cpu_times()[:2]) - cpu_before
+        elapsed = time.perf_counter() - started
+        reads = await self.blocks_read() - reads_before
         self.rounds.append(
-            Round(cpu_per_job=cpu / done, jobs_per_second=done / (time.perf_counter() - started))
+            Round(cpu_per_job=cpu / done, jobs_per_second=done / elapsed, reads_per_job=reads / done)
         )
 
 
@@ -244,7 +268,58 @@ async def end_to_end(local: LocalServices, names: dict[str, str], rounds: int, j
     )
 
 
-async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: int, ordered: bool) -> None:
+def _spread(values: list[float]) -> str:
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return f"median {median:.2f} (quartiles {q1:.2f}-{q3:.2f}, extremes {min(values):.2f}-{max(values):.2f})"
+
+
+async def _history_database(
+    local: LocalServices, name: str, rows: int, ordered: bool, keep: str | None
+) -> None:
+    """Fill the fresh database `name` with `rows` finished jobs: loaded, or copied from `keep`."""
+    marker = f"janus retention history {rows} {'ordered' if ordered else 'random'}"
+    if keep is not None:
+        exists, comment = await local.database_marker(keep)
+        if exists and comment == marker:
+            started = time.perf_counter()
+            await local.drop_database(name)
+            await _copy_database(local, keep, name)
+            connection = await asyncpg.connect(local.pg_url(name))
+            try:
+                await migrate(connection)  # migrations added since the copy was loaded
+                await connection.execute("VACUUM (ANALYZE) janus.jobs", timeout=None)
+            finally:
+                await connection.close()
+            print(f"copied {keep} ({marker}) in {time.perf_counter() - started:.0f} s", flush=True)
+            return
+        if exists:
+            raise SystemExit(f"{keep} exists and is not {marker!r}: drop it or name another")
+    print(f"bulk-loading {rows:,} finished jobs into the history database:", flush=True)
+    took = await load(local.pg_url(name), rows, ordered)
+    print(f"loaded in {took:.0f} s", flush=True)
+    if keep is not None:
+        await _copy_database(local, name, keep)
+        admin = await asyncpg.connect(local.pg_url("postgres"))
+        try:
+            await admin.execute(f"COMMENT ON DATABASE \"{keep}\" IS '{marker}'")
+        finally:
+            await admin.close()
+        print(f"kept as {keep} for the next run", flush=True)
+
+
+async def _copy_database(local: LocalServices, source: str, target: str) -> None:
+    admin = await asyncpg.connect(local.pg_url("postgres"))
+    try:  # FILE_COPY: copies the files at once instead of writing each page to the WAL
+        await admin.execute(
+            f'CREATE DATABASE "{target}" TEMPLATE "{source}" STRATEGY FILE_COPY', timeout=None
+        )
+    finally:
+        await admin.close()
+
+
+async def run(
+    rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: int, ordered: bool, keep: str | None
+) -> None:
     local = LocalServices()
     suffix = uuid.uuid4().hex[:8]
     names = {"empty": f"janus_hist_empty_{suffix}", "history": f"janus_hist_full_{suffix}"}
@@ -256,11 +331,10 @@ async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: in
             connection = await asyncpg.connect(local.pg_url(name))
             await migrate(connection)
             await connection.close()
-        print(f"bulk-loading {rows:,} finished jobs into the history database:", flush=True)
-        took = await load(local.pg_url(names["history"]), rows, ordered)
+        await _history_database(local, names["history"], rows, ordered, keep)
         stored, jobs_bytes, errors_bytes = await sizes(local.pg_url(names["history"]))
         print(
-            f"loaded in {took:.0f} s: {stored:,} jobs; janus.jobs {jobs_bytes / 2**20:,.0f} MiB "
+            f"{stored:,} jobs; janus.jobs {jobs_bytes / 2**20:,.0f} MiB "
             f"({jobs_bytes / stored:.0f} bytes a job, indexes included), attempt_errors "
             f"{errors_bytes / 2**20:,.0f} MiB ({errors_bytes / stored:.0f} bytes a job over all jobs)"
         )
@@ -288,20 +362,13 @@ async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: in
                 f"  round {index + 1}: "
                 + "; ".join(
                     f"{b.name} {b.rounds[-1].cpu_per_job * 1e6:.0f} µs CPU/job, "
-                    f"{b.rounds[-1].jobs_per_second:,.0f} jobs/s"
+                    f"{b.rounds[-1].jobs_per_second:,.0f} jobs/s, {b.rounds[-1].reads_per_job:.3f} reads/job"
                     for b in benches
-                ),
+                )
+                + f" (load average {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
-        empty, history = benches
-        cpu = [statistics.median(r.cpu_per_job for r in b.rounds) for b in benches]
-        rate = [statistics.median(r.jobs_per_second for r in b.rounds) for b in benches]
-        print(f"tick statement, batches of {batch}, {rounds} rounds of {jobs} jobs each, medians:")
-        print(f"  empty table:      {cpu[0] * 1e6:6.0f} µs backend CPU a job, {rate[0]:8,.0f} jobs/s")
-        print(f"  {rows:,} finished: {cpu[1] * 1e6:6.0f} µs backend CPU a job, {rate[1]:8,.0f} jobs/s")
-        print(f"  ratio history/empty: CPU {cpu[1] / cpu[0]:.2f}, throughput {rate[1] / rate[0]:.2f}")
-        ratios = [h.cpu_per_job / e.cpu_per_job for e, h in zip(empty.rounds, history.rounds, strict=True)]
-        print(f"  per-round CPU ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
+        print_summary(benches, rows, rounds, jobs, batch)
         for connection in connections:
             await connection.execute("UPDATE janus.leader SET expires_at = now()")  # for janus run
             await connection.close()
@@ -315,20 +382,52 @@ async def run(rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: in
             await local.drop_database(name)
 
 
+def print_summary(benches: list[Bench], rows: int, rounds: int, jobs: int, batch: int) -> None:
+    empty, history = benches
+    cpu = [statistics.median(r.cpu_per_job for r in b.rounds) for b in benches]
+    rate = [statistics.median(r.jobs_per_second for r in b.rounds) for b in benches]
+    reads = [statistics.median(r.reads_per_job for r in b.rounds) for b in benches]
+    print(f"tick statement, batches of {batch}, {rounds} rounds of {jobs} jobs each, medians:")
+    print(
+        f"  empty table:      {cpu[0] * 1e6:6.0f} µs backend CPU a job, {rate[0]:8,.0f} jobs/s, "
+        f"{reads[0]:.3f} blocks read a job"
+    )
+    print(
+        f"  {rows:,} finished: {cpu[1] * 1e6:6.0f} µs backend CPU a job, {rate[1]:8,.0f} jobs/s, "
+        f"{reads[1]:.3f} blocks read a job"
+    )
+    pairs = list(zip(empty.rounds, history.rounds, strict=True))
+    cpu_ratios = [h.cpu_per_job / e.cpu_per_job for e, h in pairs]
+    rate_ratios = [h.jobs_per_second / e.jobs_per_second for e, h in pairs]
+    print(f"  per-round ratio history/empty, CPU a job: {_spread(cpu_ratios)}")
+    print(f"  per-round ratio history/empty, jobs/s:    {_spread(rate_ratios)}")
+    print(f"  per-round CPU ratios: {', '.join(f'{r:.2f}' for r in cpu_ratios)}")
+    print(f"  per-round throughput ratios: {', '.join(f'{r:.2f}' for r in rate_ratios)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=10_000_000, help="finished jobs bulk-loaded")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per round and database")
     parser.add_argument("--batch", type=int, default=50, help="jobs per tick statement")
     parser.add_argument(
         "--ordered-ids", action="store_true", help="time-ordered job ids (UUIDv7-like) instead of random ones"
     )
     parser.add_argument("--end-to-end", type=int, default=0, help="jobs per janus run round (0: none)")
+    parser.add_argument(
+        "--keep-loaded",
+        metavar="NAME",
+        help="keep the loaded history database as NAME, or copy it from there",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.rows, args.rounds, args.jobs, args.batch, args.end_to_end, args.ordered_ids))
+    asyncio.run(
+        run(
+            args.rows, args.rounds, args.jobs, args.batch, args.end_to_end, args.ordered_ids, args.keep_loaded
+        )
+    )
 
 
 if __name__ == "__main__":
