@@ -9,7 +9,7 @@ the unused admissions, expire leases, `admit`, drain the changes and the gates. 
 stepped at a fixed interval, so idle time costs nothing; what is due at one instant is one heap
 entry; and a success that reaches a dependency held by a rate window or a pause, or one with
 no job waiting, is applied without the admission step, which could not admit anything then
-(`_skips_admission`).
+(`janus/simulate/skipping.py`).
 
 The workers are modelled as the SDK worker behaves: an admission reaches a worker pool after
 `start_delay`, waits there for a free handler, is refused unstarted if it has expired (or is
@@ -28,24 +28,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from janus.client.worker import LEASE_SAFETY
-from janus.core.decisions import Blocked, Verdict, WaitReason
+from janus.core.decisions import Blocked, Verdict
 from janus.core.jobs import Admission, Job
-from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET
 from janus.core.policy import DependencyPolicy
 from janus.core.scheduler import Scheduler
 from janus.service.tick import MAX_ADMISSIONS_PER_TICK
+from janus.simulate.skipping import SkipRule
 from janus.simulate.workload import ServiceModel, WorkerModel, Workload
 
 # Event kinds. At one instant every event is handled before the tick, so their order there
 # matters only for the worker pools (a handler freed at t may take an admission delivered at t).
 _ARRIVE, _FINISH, _RESULT, _RETURN, _DELIVER, _EXPIRE, _WAKE = range(7)
 
-_CLOCK_ONLY = frozenset({WaitReason.RATE, WaitReason.PAUSED})
-# Limits whose `Blocked` reads the same at every instant until a wakeup or the lane's own event
-# lifts it (a recovering ramp's text names its share, which grows by the clock).
-_STEADY_BLOCKS = frozenset({WaitReason.RATE, WaitReason.PAUSED, WaitReason.CONCURRENCY, WaitReason.CIRCUIT})
-# Up to this many scopes the core keeps the same number of first attempts in memory per scope.
-_CONSTANT_SHARE_SCOPES = MEMORY_BUDGET // MAX_PER_SCOPE
 
 # drain_changes hands the store what changed; nothing here reads it, so it is drained in
 # large batches only to bound the memory of the core's change log. The gates' events carry
@@ -151,19 +145,8 @@ class Simulation:
         self._stored: dict[tuple[str, str], deque[Job]] = defaultdict(deque)  # first attempts paged out
         self._arrived_at: dict[str, float] = {}  # jobs not admitted yet
         self._open = 0  # jobs neither succeeded nor dead
-        # Per dependency: jobs waiting for an admission (eligible, or in a retry's backoff), and
-        # the backoff ends still ahead; not counted any more once a lease ran out in the core
-        # (its late success may cancel a retry).
-        self._waiting = dict.fromkeys(self._policies, 0)
-        self._backoff: dict[str, list[float]] = {name: [] for name in self._policies}
-        self._untracked: set[str] = set()
-        self._all_rated = all(policy.rate_limits for policy in policies)
-        # With several dependencies the random runs found a skipped step that changed a decision
-        # (tests/unit/test_simulate.py, two dependencies): until that is understood, only a
-        # single dependency skips.
-        self._may_skip = len(self._policies) == 1
+        self._skip = SkipRule(policies)  # when a result needs no admission step (simulate/skipping.py)
         self._jobs = 0
-        self._scopes = 0  # (dependency, scope) pairs seen
         self._wake_at = float("inf")
         self._blocked: list[Blocked] = []  # the dependencies held back by a limit after the last tick
         self._last_tick = 0.0
@@ -286,7 +269,7 @@ class Simulation:
                 self._take_back(now)
             for transition in scheduler.expire_leases(now):
                 if transition.job is not None:
-                    self._untracked.add(transition.job.dependency)
+                    self._skip.untracked.add(transition.job.dependency)
                 self._finished(transition.verdict, transition.job, now)
             decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
             if self._ticks % _DRAIN_EVERY == 0:
@@ -296,63 +279,22 @@ class Simulation:
             for admission in decision.admissions:
                 admitted(now, admission)
             wakeup = decision.next_wakeup
+            stalled = False
             if wakeup is None or wakeup > now:
                 break
             # Cut short (a full tick, or a scope's page to read): the service ticks again at once.
             if not (decision.admissions or paged):
                 wakeup = None  # no progress at this instant: the next event will tick again
+                stalled = True
                 break
+        self._skip.ticked(decision.blocked, stalled)
         if wakeup is not None and wakeup < self._wake_at:
             self._wake_at = wakeup
             self._push(wakeup, _WAKE, None)
 
     def _skips_admission(self, now: float) -> bool:
-        """May the results gathered for `now` be applied without the admission step?
-
-        Yes when every one is a success of a dependency that `admit` at `now` could not admit
-        from: one that the last decision found held by a limit that only the clock lifts, and
-        not before a later instant (a rate window, a retry_after pause), or one with no job
-        eligible (the idle rule). A success lifts no such limit and makes no job eligible; the wakeups
-        for the clock are already scheduled; and nothing else reached Janus at `now` (no new
-        job, no unused admission, no wakeup due), so no other dependency changed. A failure
-        is not skipped: its retry's backoff end is a new wakeup, and it may pause the
-        dependency or open its circuit, which `admit` would report; so may a success that
-        carries a `retry_after` (it pauses the dependency). A success may still open a circuit
-        (the outcome that brings its window to `min_outcomes`) or close one: the caller looks
-        at the gates after applying them, and runs the step if one moved.
-
-        What `admit` does besides admitting then happens at the next admission step instead:
-        forgetting scopes that emptied, which only the core's per-scope share of its memory
-        reads, constant while there are few scopes (with more, every result gets its
-        admission step); and lifting a recovery ramp past its time, which `admit` also does
-        at its first look at a dependency with rate limits (so the idle rule needs them on
-        every dependency), and whose text in a `Blocked` changes with the clock (so the idle
-        rule needs the last decision's blocks to read the same at every instant). A retry in
-        its backoff is not waiting yet: its end is a wakeup, and the step then admits it.
-        """
-        if self._scopes > _CONSTANT_SHARE_SCOPES or not self._may_skip:
-            return False
-        held = {
-            block.dependency
-            for block in self._blocked
-            if block.reason in _CLOCK_ONLY and block.until is not None and block.until > now
-        }
-        idle_rule = self._all_rated and all(block.reason in _STEADY_BLOCKS for block in self._blocked)
-        waiting, untracked = self._waiting, self._untracked
-        for admission, failed, _, retry_after in self._results:
-            if failed or retry_after is not None:
-                return False
-            dependency = admission.dependency
-            if dependency in held:
-                continue
-            if not idle_rule or dependency in untracked:
-                return False
-            backoff = self._backoff[dependency]
-            while backoff and backoff[0] <= now:
-                heapq.heappop(backoff)  # eligible now
-            if waiting[dependency] > len(backoff):
-                return False
-        return True
+        """May the results gathered for `now` be applied without the admission step? (SkipRule)"""
+        return self._skip.skips(self._results, now)
 
     def _gates_moved(self) -> bool:
         """Did a gate change (a circuit open or close) since the last look? Its events are logged."""
@@ -388,14 +330,14 @@ class Simulation:
             if scheduler.job(job_id) is None:  # the core keeps only the head of a backlog
                 self._stored[(dependency, scope)].append(job)
             arrived_at[job_id] = now
-            self._waiting[dependency] += 1
+            self._skip.waiting[dependency] += 1
             self._jobs += 1
             self._open += 1
             scopes = logs[dependency].scopes
             log = scopes.get(scope)
             if log is None:
                 log = scopes[scope] = ScopeLog()
-                self._scopes += 1
+                self._skip.scopes += 1
             log.arrived.append(now)
             if timeline is not None:
                 timeline.append((now, "arrived", job_id, dependency, scope, 0, ""))
@@ -426,7 +368,7 @@ class Simulation:
         for admission in returned:
             transition = on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now)
             if transition.verdict is Verdict.RELEASED:
-                self._waiting[admission.dependency] += 1
+                self._skip.waiting[admission.dependency] += 1
                 self._logs[admission.dependency].scopes[admission.scope].returned += 1
                 if self._timeline is not None:
                     self._timeline.append(
@@ -445,8 +387,7 @@ class Simulation:
     def _finished(self, verdict: Verdict, job: Job | None, now: float) -> None:
         if job is None or verdict not in (Verdict.SUCCEEDED, Verdict.DEAD):
             if job is not None and verdict is Verdict.RETRY_SCHEDULED:
-                self._waiting[job.dependency] += 1
-                heapq.heappush(self._backoff[job.dependency], job.eligible_at)
+                self._skip.retry_scheduled(job.dependency, job.eligible_at)
             return
         log = self._logs[job.dependency].scopes[job.scope]
         log.finished.append(now)
@@ -471,7 +412,7 @@ class Simulation:
     # -- the workers ---------------------------------------------------------------------
 
     def _admitted(self, now: float, admission: Admission) -> None:
-        self._waiting[admission.dependency] -= 1
+        self._skip.waiting[admission.dependency] -= 1
         log = self._logs[admission.dependency].scopes[admission.scope]
         log.admitted.append(now)
         if admission.retry:

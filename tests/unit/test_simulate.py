@@ -341,8 +341,9 @@ def assert_skipping_changes_nothing(policies: list[DependencyPolicy], load: Work
     fast = skipping.run()
     every_time = AlwaysTicking(policies, load, seed=2, timeline=True).run()
     if fast.unfinished == 0:  # the idle rule's count of waiting jobs came back to zero
-        assert {name: n for name, n in skipping._waiting.items() if name not in skipping._untracked} == {
-            name: 0 for name in skipping._waiting if name not in skipping._untracked
+        rule = skipping._skip
+        assert {name: n for name, n in rule.waiting.items() if name not in rule.untracked} == {
+            name: 0 for name in rule.waiting if name not in rule.untracked
         }
     assert timeline(fast) == timeline(every_time)
     assert fast.ticks <= every_time.ticks
