@@ -45,6 +45,9 @@ _ARRIVE, _FINISH, _RESULT, _RETURN, _DELIVER, _EXPIRE, _WAKE = range(7)
 # large batches only to bound the memory of the core's change log. The gates' events carry
 # their own times, so they are taken at the same pace.
 _DRAIN_EVERY = 4096
+# Time at a limit is told per scope up to this many scopes of a dependency: each span held at
+# a limit reads every scope's backlog.
+_SCOPES_ACCOUNTED = 1000
 
 Row = tuple[float, str, str, str, str, int, str]  # t, event, job_id, dependency, scope, attempt, detail
 
@@ -61,6 +64,9 @@ class ScopeLog:
     succeeded: int = 0
     dead: int = 0
     returned: int = 0  # admissions that came back unused
+    # limit -> seconds the scope had jobs waiting (eligible or backing off) while its dependency
+    # was held at that limit (kept up to _SCOPES_ACCOUNTED scopes per dependency)
+    at_limit: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
 @dataclass(kw_only=True, slots=True)
@@ -405,8 +411,18 @@ class Simulation:
         """The time since the last tick, to the limit each dependency was held at by it."""
         elapsed = now - self._last_tick
         if elapsed > 0:
+            scheduler = self._scheduler
             for block in self._blocked:
-                self._logs[block.dependency].at_limit[f"{block.reason.value} ({block.limit})"] += elapsed
+                limit = f"{block.reason.value} ({block.limit})"
+                log = self._logs[block.dependency]
+                log.at_limit[limit] += elapsed
+                # The scopes that waited through it: their backlogs changed only at the last tick.
+                scopes = log.scopes
+                if len(scopes) <= _SCOPES_ACCOUNTED:
+                    names = scheduler.scope_names(block.dependency)
+                    for waiting, name in scheduler.scope_backlogs(block.dependency, names):
+                        if waiting and name in scopes:
+                            scopes[name].at_limit[limit] += elapsed
         self._last_tick = now
 
     # -- the workers ---------------------------------------------------------------------

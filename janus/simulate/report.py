@@ -3,7 +3,7 @@
 Reads an `Outcome` only. Waits are from a job's arrival to its first admission (what the policy
 decides); makespan from the first arrival to the last job finished (succeeded or dead);
 "time at a limit" is how long the dependency had jobs eligible that one of its own limits held
-back (as `janus why` would name it).
+back (as `janus why` would name it), and per scope how long the scope had jobs waiting then.
 """
 
 from __future__ import annotations
@@ -232,6 +232,11 @@ def render(outcome: Outcome, *, seed: int, max_scopes: int = 20) -> str:
             for limit, spent in sorted(log.at_limit.items(), key=lambda item: -item[1])
         )
         lines.append(f"  time at a limit: {at_limit or 'none'}")
+        for scope, scope_log in ranked[:max_scopes]:
+            if scope_log.at_limit:
+                spent_by_limit = sorted(scope_log.at_limit.items(), key=lambda item: -item[1])
+                told = ", ".join(f"{limit} {seconds(spent)}" for limit, spent in spent_by_limit)
+                lines.append(f"    {scope}: {told}")
         pauses = [event for event in log.gate_events if event[1] in ("paused", "circuit_open")]
         if pauses:
             kinds = {kind: sum(1 for e in pauses if e[1] == kind) for kind in ("paused", "circuit_open")}

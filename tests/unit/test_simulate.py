@@ -350,6 +350,9 @@ def assert_skipping_changes_nothing(policies: list[DependencyPolicy], load: Work
     for name, log in fast.dependencies.items():
         at_limit = every_time.dependencies[name].at_limit
         assert log.at_limit == pytest.approx(at_limit), name  # the same spans, summed in other pieces
+        for scope, scope_log in log.scopes.items():
+            scope_at_limit = every_time.dependencies[name].scopes[scope].at_limit
+            assert scope_log.at_limit == pytest.approx(scope_at_limit), (name, scope)
         # Logged as drained: each drain lists a lane's notes, then its circuit's changes.
         assert sorted(log.gate_events) == sorted(every_time.dependencies[name].gate_events)
 
