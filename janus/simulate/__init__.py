@@ -8,7 +8,8 @@ docs/simulate.md says what it can and cannot know.
 
 from __future__ import annotations
 
-from janus.simulate.engine import Outcome, Simulation, simulate
+from janus.simulate.engine import Simulation, simulate
+from janus.simulate.logs import Outcome
 from janus.simulate.workload import Workload, WorkloadError, load_workload, parse_workload
 
 __all__ = [

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import heapq
 import random
-from array import array
 from collections import defaultdict, deque
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from janus.client.worker import LEASE_SAFETY
@@ -32,8 +31,12 @@ from janus.core.decisions import Blocked, Verdict
 from janus.core.jobs import Admission, Job
 from janus.core.policy import DependencyPolicy
 from janus.core.scheduler import Scheduler
+from janus.core.units import cost_refusal
 from janus.service.tick import MAX_ADMISSIONS_PER_TICK
-from janus.simulate.skipping import SkipRule
+from janus.simulate.costs import actual, estimate
+from janus.simulate.distributions import Distribution
+from janus.simulate.logs import DependencyLog, Outcome, Row, ScopeLog
+from janus.simulate.skipping import Result, SkipRule
 from janus.simulate.workload import ServiceModel, WorkerModel, Workload
 
 # Event kinds. At one instant every event is handled before the tick, so their order there
@@ -48,50 +51,6 @@ _DRAIN_EVERY = 4096
 # Time at a limit is told per scope up to this many scopes of a dependency: each span held at
 # a limit reads every scope's backlog.
 _SCOPES_ACCOUNTED = 1000
-
-Row = tuple[float, str, str, str, str, int, str]  # t, event, job_id, dependency, scope, attempt, detail
-
-
-@dataclass(kw_only=True, slots=True)
-class ScopeLog:
-    """What happened to one scope of one dependency."""
-
-    arrived: array[float] = field(default_factory=lambda: array("d"))
-    admitted: array[float] = field(default_factory=lambda: array("d"))
-    waits: array[float] = field(default_factory=lambda: array("d"))  # arrival to first admission
-    finished: array[float] = field(default_factory=lambda: array("d"))  # succeeded or dead
-    retries: int = 0  # admissions of jobs that had failed before
-    succeeded: int = 0
-    dead: int = 0
-    returned: int = 0  # admissions that came back unused
-    # limit -> seconds the scope had jobs waiting (eligible or backing off) while its dependency
-    # was held at that limit (kept up to _SCOPES_ACCOUNTED scopes per dependency)
-    at_limit: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-
-@dataclass(kw_only=True, slots=True)
-class DependencyLog:
-    scopes: dict[str, ScopeLog] = field(default_factory=dict)
-    started: array[float] = field(default_factory=lambda: array("d"))  # calls made
-    failed_calls: int = 0
-    throttled: int = 0
-    lease_cut: int = 0  # handlers cut at the lease's end
-    at_limit: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # limit -> seconds
-    gate_events: list[tuple[float, str, str]] = field(default_factory=list)  # (t, kind, detail)
-
-
-@dataclass(kw_only=True, slots=True)
-class Outcome:
-    """Everything a run produced, for the report, the plot and the timeline."""
-
-    policies: Mapping[str, DependencyPolicy]
-    dependencies: dict[str, DependencyLog]
-    end: float  # the virtual time of the last event handled
-    unfinished: int  # jobs neither succeeded nor dead when the run ended
-    jobs: int
-    ticks: int
-    events: int
-    timeline: list[Row] | None
 
 
 class _Pool:
@@ -160,7 +119,8 @@ class Simulation:
         self._timeline: list[Row] | None = [] if timeline else None
         # Inputs gathered for the next tick, in the order the tick applies them.
         self._arrivals: list[tuple[float, str, str, str]] = []
-        self._results: list[tuple[Admission, bool, str | None, float | None]] = []
+        self._results: list[Result] = []
+        self._arrival_costs: list[Distribution | None] = []  # beside _arrivals: each job's estimate
         self._returned: list[Admission] = []
 
     # -- the run -----------------------------------------------------------------------
@@ -168,7 +128,7 @@ class Simulation:
     def run(self) -> Outcome:
         heap = self._heap
         for stream in self._workload.streams:
-            self._next_arrival(stream.jobs(self._arrivals_rng))
+            self._next_arrival(stream.jobs(self._arrivals_rng), stream.cost)
         horizon = self._workload.horizon
         events = 0
         now = 0.0
@@ -242,19 +202,22 @@ class Simulation:
             heapq.heappush(self._heap, (at, self._serial, kind, batch))
         batch.append(item)
 
-    def _next_arrival(self, jobs: Iterator[tuple[float, str, str, str]]) -> None:
+    def _next_arrival(self, jobs: Iterator[tuple[float, str, str, str]], cost: Distribution | None) -> None:
         head = next(jobs, None)
         if head is not None:
-            self._push(head[0], _ARRIVE, _Arrivals(head, jobs))
+            self._push(head[0], _ARRIVE, _Arrivals(head, jobs, cost))
 
     def _arrive(self, now: float, arrivals: _Arrivals) -> None:
         """The stream's jobs that arrive at `now` (a burst is taken at once, not through the heap)."""
         self._arrivals.append(arrivals.head)
+        costs, cost = self._arrival_costs, arrivals.cost
+        costs.append(cost)
         for job in arrivals.rest:
             if job[0] != now:
-                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest))
+                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest, cost))
                 return
             self._arrivals.append(job)
+            costs.append(cost)
 
     # -- a tick, as the service makes it -------------------------------------------------
 
@@ -331,8 +294,14 @@ class Simulation:
         if not arrivals:
             return
         scheduler, logs, arrived_at, timeline = self._scheduler, self._logs, self._arrived_at, self._timeline
-        for _, job_id, dependency, scope in arrivals:
-            job = scheduler.submit(job_id=job_id, dependency=dependency, scope=scope, payload=None, now=now)
+        costs, seed = self._arrival_costs, self._seed
+        for (_, job_id, dependency, scope), cost in zip(arrivals, costs, strict=True):
+            estimated = 1.0 if cost is None else estimate(cost, seed, job_id)
+            if cost is not None and self._refused(now, job_id, dependency, scope, estimated):
+                continue
+            job = scheduler.submit(
+                job_id=job_id, dependency=dependency, scope=scope, payload=None, now=now, cost=estimated
+            )
             if scheduler.job(job_id) is None:  # the core keeps only the head of a backlog
                 self._stored[(dependency, scope)].append(job)
             arrived_at[job_id] = now
@@ -348,13 +317,24 @@ class Simulation:
             if timeline is not None:
                 timeline.append((now, "arrived", job_id, dependency, scope, 0, ""))
         arrivals.clear()
+        costs.clear()
+
+    def _refused(self, now: float, job_id: str, dependency: str, scope: str, cost: float) -> bool:
+        """A job whose cost can never be admitted is set aside at intake, as the service does."""
+        reason = cost_refusal(self._policies[dependency], cost)
+        if reason is None:
+            return False
+        self._logs[dependency].refused.append((job_id, scope, reason))
+        if self._timeline is not None:
+            self._timeline.append((now, "refused", job_id, dependency, scope, 0, reason))
+        return True
 
     def _apply_results(self, now: float) -> None:
         results = self._results
         if not results:
             return
         on_result = self._scheduler.on_result
-        for admission, failed, error, retry_after in results:
+        for admission, failed, error, retry_after, cost in results:
             transition = on_result(
                 job_id=admission.job_id,
                 attempt=admission.attempt,
@@ -362,6 +342,7 @@ class Simulation:
                 error=error,
                 retry_after=retry_after,
                 now=now,
+                cost=cost,
             )
             self._finished(transition.verdict, transition.job, now)
         results.clear()
@@ -487,6 +468,7 @@ class Simulation:
         log = self._logs[dependency]
         pool.busy += 1
         log.started.append(now)
+        cost: float | None = None
         if service is None:
             duration, failed, error, retry_after = 0.0, False, None, None
         else:
@@ -501,13 +483,21 @@ class Simulation:
             )
             if answer.throttled:
                 log.throttled += 1
+            elif service.cost_factor is not None and not (service.outages and service.in_outage(now)):
+                # Answered: the call reports what it cost (a refused one reports nothing).
+                cost = actual(
+                    service.cost_factor, admission.cost, self._seed, admission.job_id, admission.attempt
+                )
+                log.units_estimated += admission.cost
+                log.units_actual += cost or 0.0
         end = now + duration
         cut = admission.lease_deadline - LEASE_SAFETY
         if end > cut:
-            end, failed, error, retry_after = (
+            end, failed, error, retry_after, cost = (
                 max(cut, now),
                 True,
                 "handler did not finish within the lease",
+                None,
                 None,
             )
             log.lease_cut += 1
@@ -517,10 +507,10 @@ class Simulation:
             self._timeline.append(
                 (now, "started", admission.job_id, dependency, admission.scope, admission.attempt, "")
             )
-        self._later(end, _FINISH, (admission, failed, error, retry_after))
+        self._later(end, _FINISH, (admission, failed, error, retry_after, cost))
 
-    def _finish(self, now: float, data: tuple[Admission, bool, str | None, float | None]) -> None:
-        admission, failed, error, _ = data
+    def _finish(self, now: float, data: Result) -> None:
+        admission, failed, error, _, _ = data
         pool = self._pools[admission.dependency]
         pool.busy -= 1
         if self._timeline is not None:
@@ -554,6 +544,7 @@ class _Arrivals:
 
     head: tuple[float, str, str, str]
     rest: Iterator[tuple[float, str, str, str]]
+    cost: Distribution | None  # the estimate the stream's jobs declare
 
 
 def simulate(

@@ -31,7 +31,8 @@ _STEADY_BLOCKS = frozenset({WaitReason.RATE, WaitReason.PAUSED, WaitReason.CONCU
 # Up to this many scopes the core keeps the same number of first attempts in memory per scope.
 _CONSTANT_SHARE_SCOPES = MEMORY_BUDGET // MAX_PER_SCOPE
 
-Result = tuple[Admission, bool, str | None, float | None]  # admission, failed, error, retry_after
+# admission, failed, error, retry_after, the actual cost reported (None: none)
+Result = tuple[Admission, bool, str | None, float | None, float | None]
 
 
 class SkipRule:
@@ -41,6 +42,7 @@ class SkipRule:
         "_all_rated",
         "_backoff",
         "_blocked",
+        "_costed",
         "_single",
         "_stalled",
         "scopes",
@@ -57,6 +59,7 @@ class SkipRule:
         self.untracked: set[str] = set()
         self._all_rated = all(policy.rate_limits for policy in policies)
         self._single = len(policies) == 1
+        self._costed = {policy.name for policy in policies if policy.unit_limits}
         self.scopes = 0  # (dependency, scope) pairs seen
         self._blocked: list[Blocked] = []  # what the last admission step found held back
         self._stalled = False  # the last step announced a wakeup at its own instant and admitted nothing
@@ -115,10 +118,13 @@ class SkipRule:
             }
         idle_rule = self._all_rated
         waiting, untracked = self.waiting, self.untracked
-        for admission, failed, _, retry_after in results:
+        costed = self._costed
+        for admission, failed, _, retry_after, cost in results:
             if failed or retry_after is not None:
                 return False
             dependency = admission.dependency
+            if cost is not None and dependency in costed:
+                return False  # settling the cost moves the unit windows, either way
             if dependency in held:
                 continue
             if not idle_rule or dependency in untracked:

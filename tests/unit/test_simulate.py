@@ -22,7 +22,8 @@ from janus.audit import max_in_window, max_overlap
 from janus.cli import main
 from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
 from janus.simulate import engine
-from janus.simulate.engine import Outcome, simulate
+from janus.simulate.engine import simulate
+from janus.simulate.logs import Outcome
 from janus.simulate.report import promised_windows, render, write_timeline
 from janus.simulate.workload import ServiceModel, Workload, WorkloadError, parse_workload
 
