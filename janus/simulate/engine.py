@@ -110,6 +110,7 @@ class Simulation:
         self._stored: dict[tuple[str, str], deque[Job]] = defaultdict(deque)  # first attempts paged out
         self._arrived_at: dict[str, float] = {}  # jobs not admitted yet
         self._open = 0  # jobs neither succeeded nor dead
+        self._lapsed: set[str] = set()  # jobs whose lease ran out, waiting for their retry
         self._skip = SkipRule(policies)  # when a result needs no admission step (simulate/skipping.py)
         self._jobs = 0
         self._wake_at = float("inf")
@@ -239,6 +240,8 @@ class Simulation:
             for transition in scheduler.expire_leases(now):
                 if transition.job is not None:
                     self._skip.untracked.add(transition.job.dependency)
+                    if transition.verdict is Verdict.RETRY_SCHEDULED:
+                        self._lapsed.add(transition.job.job_id)  # its late success may still come
                 self._finished(transition.verdict, transition.job, now)
             decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
             if self._ticks % _DRAIN_EVERY == 0:
@@ -314,6 +317,7 @@ class Simulation:
                 log = scopes[scope] = ScopeLog()
                 self._skip.scopes += 1
             log.arrived.append(now)
+            log.waiting += 1
             if timeline is not None:
                 timeline.append((now, "arrived", job_id, dependency, scope, 0, ""))
         arrivals.clear()
@@ -356,7 +360,9 @@ class Simulation:
             transition = on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now)
             if transition.verdict is Verdict.RELEASED:
                 self._skip.waiting[admission.dependency] += 1
-                self._logs[admission.dependency].scopes[admission.scope].returned += 1
+                scope_log = self._logs[admission.dependency].scopes[admission.scope]
+                scope_log.returned += 1
+                scope_log.waiting += 1
                 if self._timeline is not None:
                     self._timeline.append(
                         (
@@ -375,8 +381,12 @@ class Simulation:
         if job is None or verdict not in (Verdict.SUCCEEDED, Verdict.DEAD):
             if job is not None and verdict is Verdict.RETRY_SCHEDULED:
                 self._skip.retry_scheduled(job.dependency, job.eligible_at)
+                self._logs[job.dependency].scopes[job.scope].waiting += 1
             return
         log = self._logs[job.dependency].scopes[job.scope]
+        if self._lapsed and job.job_id in self._lapsed:  # a late success: its retry was waiting
+            self._lapsed.discard(job.job_id)
+            log.waiting -= 1
         log.finished.append(now)
         self._open -= 1
         if verdict is Verdict.SUCCEEDED:
@@ -392,18 +402,15 @@ class Simulation:
         """The time since the last tick, to the limit each dependency was held at by it."""
         elapsed = now - self._last_tick
         if elapsed > 0:
-            scheduler = self._scheduler
             for block in self._blocked:
                 limit = f"{block.reason.value} ({block.limit})"
                 log = self._logs[block.dependency]
                 log.at_limit[limit] += elapsed
                 # The scopes that waited through it: their backlogs changed only at the last tick.
-                scopes = log.scopes
-                if len(scopes) <= _SCOPES_ACCOUNTED:
-                    names = scheduler.scope_names(block.dependency)
-                    for waiting, name in scheduler.scope_backlogs(block.dependency, names):
-                        if waiting and name in scopes:
-                            scopes[name].at_limit[limit] += elapsed
+                if len(log.scopes) <= _SCOPES_ACCOUNTED:
+                    for scope_log in log.scopes.values():
+                        if scope_log.waiting:
+                            scope_log.at_limit[limit] += elapsed
         self._last_tick = now
 
     # -- the workers ---------------------------------------------------------------------
@@ -411,6 +418,9 @@ class Simulation:
     def _admitted(self, now: float, admission: Admission) -> None:
         self._skip.waiting[admission.dependency] -= 1
         log = self._logs[admission.dependency].scopes[admission.scope]
+        log.waiting -= 1
+        if self._lapsed:
+            self._lapsed.discard(admission.job_id)
         log.admitted.append(now)
         if admission.retry:
             log.retries += 1

@@ -334,6 +334,10 @@ def test_every_limit_holds_over_the_timeline_of_random_runs(
     audit_timeline(outcome)
     finished = sum(scope.succeeded + scope.dead for scope in outcome.dependencies["api"].scopes.values())
     assert finished + outcome.unfinished == outcome.jobs
+    if outcome.unfinished == 0:  # the per-scope count of jobs waiting (time at a limit) came back to 0
+        assert [scope.waiting for scope in outcome.dependencies["api"].scopes.values()] == [0] * len(
+            outcome.dependencies["api"].scopes
+        )
 
 
 def assert_skipping_changes_nothing(policies: list[DependencyPolicy], load: Workload) -> None:
