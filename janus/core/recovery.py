@@ -215,7 +215,7 @@ class Ramp:
         recovery = self.policy.recovery
         if target <= 1.0:
             linear = recovery.ramp * (target - recovery.start) / (1.0 - recovery.start)
-            return min(started + math.ceil(linear / RAMP_WINDOW) * RAMP_WINDOW, started + recovery.ramp)
+            return min(_step_starts(started, math.ceil(linear / RAMP_WINDOW)), started + recovery.ramp)
         if self.policy.rate_limits:
             return started + recovery.ramp  # lifted then
         return started + recovery.ramp + (recovery.ramp / 3.0) * math.log2(target)
@@ -236,3 +236,12 @@ def _scaled(count: int, share: float) -> int:
 
 def _scaled_float(full: float, share: float) -> int:
     return max(1, math.floor(full * share))
+
+
+def _step_starts(started: float, steps: int) -> float:
+    """The first instant `share` reads step `steps` of the staircase: `started + steps` rounded
+    in floating point may read `steps - 1` there, and a wakeup at it would find the ramp unmoved."""
+    at = started + steps * RAMP_WINDOW
+    while math.floor(max(0.0, at - started) / RAMP_WINDOW) < steps:
+        at = math.nextafter(at, math.inf)
+    return at

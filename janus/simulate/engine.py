@@ -9,7 +9,7 @@ the unused admissions, expire leases, `admit`, drain the changes and the gates. 
 stepped at a fixed interval, so idle time costs nothing; what is due at one instant is one heap
 entry; and a success that reaches a dependency held by a rate window or a pause, or one with
 no job waiting, is applied without the admission step, which could not admit anything then
-(`_skips_admission`).
+(`janus/simulate/skipping.py`).
 
 The workers are modelled as the SDK worker behaves: an admission reaches a worker pool after
 `start_delay`, waits there for a free handler, is refused unstarted if it has expired (or is
@@ -21,77 +21,36 @@ from __future__ import annotations
 
 import heapq
 import random
-from array import array
 from collections import defaultdict, deque
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from janus.client.worker import LEASE_SAFETY
-from janus.core.decisions import Blocked, Verdict, WaitReason
+from janus.core.decisions import Blocked, Verdict
 from janus.core.jobs import Admission, Job
-from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET
 from janus.core.policy import DependencyPolicy
 from janus.core.scheduler import Scheduler
+from janus.core.units import cost_refusal
 from janus.service.tick import MAX_ADMISSIONS_PER_TICK
+from janus.simulate.costs import actual, estimate
+from janus.simulate.distributions import Distribution
+from janus.simulate.logs import DependencyLog, Outcome, Row, ScopeLog
+from janus.simulate.skipping import Result, SkipRule
 from janus.simulate.workload import ServiceModel, WorkerModel, Workload
 
 # Event kinds. At one instant every event is handled before the tick, so their order there
 # matters only for the worker pools (a handler freed at t may take an admission delivered at t).
 _ARRIVE, _FINISH, _RESULT, _RETURN, _DELIVER, _EXPIRE, _WAKE = range(7)
 
-_CLOCK_ONLY = frozenset({WaitReason.RATE, WaitReason.PAUSED})
-# Limits whose `Blocked` reads the same at every instant until a wakeup or the lane's own event
-# lifts it (a recovering ramp's text names its share, which grows by the clock).
-_STEADY_BLOCKS = frozenset({WaitReason.RATE, WaitReason.PAUSED, WaitReason.CONCURRENCY, WaitReason.CIRCUIT})
-# Up to this many scopes the core keeps the same number of first attempts in memory per scope.
-_CONSTANT_SHARE_SCOPES = MEMORY_BUDGET // MAX_PER_SCOPE
 
 # drain_changes hands the store what changed; nothing here reads it, so it is drained in
 # large batches only to bound the memory of the core's change log. The gates' events carry
 # their own times, so they are taken at the same pace.
 _DRAIN_EVERY = 4096
-
-Row = tuple[float, str, str, str, str, int, str]  # t, event, job_id, dependency, scope, attempt, detail
-
-
-@dataclass(kw_only=True, slots=True)
-class ScopeLog:
-    """What happened to one scope of one dependency."""
-
-    arrived: array[float] = field(default_factory=lambda: array("d"))
-    admitted: array[float] = field(default_factory=lambda: array("d"))
-    waits: array[float] = field(default_factory=lambda: array("d"))  # arrival to first admission
-    finished: array[float] = field(default_factory=lambda: array("d"))  # succeeded or dead
-    retries: int = 0  # admissions of jobs that had failed before
-    succeeded: int = 0
-    dead: int = 0
-    returned: int = 0  # admissions that came back unused
-
-
-@dataclass(kw_only=True, slots=True)
-class DependencyLog:
-    scopes: dict[str, ScopeLog] = field(default_factory=dict)
-    started: array[float] = field(default_factory=lambda: array("d"))  # calls made
-    failed_calls: int = 0
-    throttled: int = 0
-    lease_cut: int = 0  # handlers cut at the lease's end
-    at_limit: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # limit -> seconds
-    gate_events: list[tuple[float, str, str]] = field(default_factory=list)  # (t, kind, detail)
-
-
-@dataclass(kw_only=True, slots=True)
-class Outcome:
-    """Everything a run produced, for the report, the plot and the timeline."""
-
-    policies: Mapping[str, DependencyPolicy]
-    dependencies: dict[str, DependencyLog]
-    end: float  # the virtual time of the last event handled
-    unfinished: int  # jobs neither succeeded nor dead when the run ended
-    jobs: int
-    ticks: int
-    events: int
-    timeline: list[Row] | None
+# Time at a limit is told per scope up to this many scopes of a dependency: each span held at
+# a limit reads every scope's backlog.
+_SCOPES_ACCOUNTED = 1000
 
 
 class _Pool:
@@ -151,19 +110,9 @@ class Simulation:
         self._stored: dict[tuple[str, str], deque[Job]] = defaultdict(deque)  # first attempts paged out
         self._arrived_at: dict[str, float] = {}  # jobs not admitted yet
         self._open = 0  # jobs neither succeeded nor dead
-        # Per dependency: jobs waiting for an admission (eligible, or in a retry's backoff), and
-        # the backoff ends still ahead; not counted any more once a lease ran out in the core
-        # (its late success may cancel a retry).
-        self._waiting = dict.fromkeys(self._policies, 0)
-        self._backoff: dict[str, list[float]] = {name: [] for name in self._policies}
-        self._untracked: set[str] = set()
-        self._all_rated = all(policy.rate_limits for policy in policies)
-        # With several dependencies the random runs found a skipped step that changed a decision
-        # (tests/unit/test_simulate.py, two dependencies): until that is understood, only a
-        # single dependency skips.
-        self._may_skip = len(self._policies) == 1
+        self._lapsed: set[str] = set()  # jobs whose lease ran out, waiting for their retry
+        self._skip = SkipRule(policies)  # when a result needs no admission step (simulate/skipping.py)
         self._jobs = 0
-        self._scopes = 0  # (dependency, scope) pairs seen
         self._wake_at = float("inf")
         self._blocked: list[Blocked] = []  # the dependencies held back by a limit after the last tick
         self._last_tick = 0.0
@@ -171,7 +120,8 @@ class Simulation:
         self._timeline: list[Row] | None = [] if timeline else None
         # Inputs gathered for the next tick, in the order the tick applies them.
         self._arrivals: list[tuple[float, str, str, str]] = []
-        self._results: list[tuple[Admission, bool, str | None, float | None]] = []
+        self._results: list[Result] = []
+        self._arrival_costs: list[Distribution | None] = []  # beside _arrivals: each job's estimate
         self._returned: list[Admission] = []
 
     # -- the run -----------------------------------------------------------------------
@@ -179,7 +129,7 @@ class Simulation:
     def run(self) -> Outcome:
         heap = self._heap
         for stream in self._workload.streams:
-            self._next_arrival(stream.jobs(self._arrivals_rng))
+            self._next_arrival(stream.jobs(self._arrivals_rng), stream.cost)
         horizon = self._workload.horizon
         events = 0
         now = 0.0
@@ -253,19 +203,22 @@ class Simulation:
             heapq.heappush(self._heap, (at, self._serial, kind, batch))
         batch.append(item)
 
-    def _next_arrival(self, jobs: Iterator[tuple[float, str, str, str]]) -> None:
+    def _next_arrival(self, jobs: Iterator[tuple[float, str, str, str]], cost: Distribution | None) -> None:
         head = next(jobs, None)
         if head is not None:
-            self._push(head[0], _ARRIVE, _Arrivals(head, jobs))
+            self._push(head[0], _ARRIVE, _Arrivals(head, jobs, cost))
 
     def _arrive(self, now: float, arrivals: _Arrivals) -> None:
         """The stream's jobs that arrive at `now` (a burst is taken at once, not through the heap)."""
         self._arrivals.append(arrivals.head)
+        costs, cost = self._arrival_costs, arrivals.cost
+        costs.append(cost)
         for job in arrivals.rest:
             if job[0] != now:
-                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest))
+                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest, cost))
                 return
             self._arrivals.append(job)
+            costs.append(cost)
 
     # -- a tick, as the service makes it -------------------------------------------------
 
@@ -286,7 +239,9 @@ class Simulation:
                 self._take_back(now)
             for transition in scheduler.expire_leases(now):
                 if transition.job is not None:
-                    self._untracked.add(transition.job.dependency)
+                    self._skip.untracked.add(transition.job.dependency)
+                    if transition.verdict is Verdict.RETRY_SCHEDULED:
+                        self._lapsed.add(transition.job.job_id)  # its late success may still come
                 self._finished(transition.verdict, transition.job, now)
             decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
             if self._ticks % _DRAIN_EVERY == 0:
@@ -296,63 +251,22 @@ class Simulation:
             for admission in decision.admissions:
                 admitted(now, admission)
             wakeup = decision.next_wakeup
+            stalled = False
             if wakeup is None or wakeup > now:
                 break
             # Cut short (a full tick, or a scope's page to read): the service ticks again at once.
             if not (decision.admissions or paged):
                 wakeup = None  # no progress at this instant: the next event will tick again
+                stalled = True
                 break
+        self._skip.ticked(decision.blocked, stalled)
         if wakeup is not None and wakeup < self._wake_at:
             self._wake_at = wakeup
             self._push(wakeup, _WAKE, None)
 
     def _skips_admission(self, now: float) -> bool:
-        """May the results gathered for `now` be applied without the admission step?
-
-        Yes when every one is a success of a dependency that `admit` at `now` could not admit
-        from: one that the last decision found held by a limit that only the clock lifts, and
-        not before a later instant (a rate window, a retry_after pause), or one with no job
-        eligible (the idle rule). A success lifts no such limit and makes no job eligible; the wakeups
-        for the clock are already scheduled; and nothing else reached Janus at `now` (no new
-        job, no unused admission, no wakeup due), so no other dependency changed. A failure
-        is not skipped: its retry's backoff end is a new wakeup, and it may pause the
-        dependency or open its circuit, which `admit` would report; so may a success that
-        carries a `retry_after` (it pauses the dependency). A success may still open a circuit
-        (the outcome that brings its window to `min_outcomes`) or close one: the caller looks
-        at the gates after applying them, and runs the step if one moved.
-
-        What `admit` does besides admitting then happens at the next admission step instead:
-        forgetting scopes that emptied, which only the core's per-scope share of its memory
-        reads, constant while there are few scopes (with more, every result gets its
-        admission step); and lifting a recovery ramp past its time, which `admit` also does
-        at its first look at a dependency with rate limits (so the idle rule needs them on
-        every dependency), and whose text in a `Blocked` changes with the clock (so the idle
-        rule needs the last decision's blocks to read the same at every instant). A retry in
-        its backoff is not waiting yet: its end is a wakeup, and the step then admits it.
-        """
-        if self._scopes > _CONSTANT_SHARE_SCOPES or not self._may_skip:
-            return False
-        held = {
-            block.dependency
-            for block in self._blocked
-            if block.reason in _CLOCK_ONLY and block.until is not None and block.until > now
-        }
-        idle_rule = self._all_rated and all(block.reason in _STEADY_BLOCKS for block in self._blocked)
-        waiting, untracked = self._waiting, self._untracked
-        for admission, failed, _, retry_after in self._results:
-            if failed or retry_after is not None:
-                return False
-            dependency = admission.dependency
-            if dependency in held:
-                continue
-            if not idle_rule or dependency in untracked:
-                return False
-            backoff = self._backoff[dependency]
-            while backoff and backoff[0] <= now:
-                heapq.heappop(backoff)  # eligible now
-            if waiting[dependency] > len(backoff):
-                return False
-        return True
+        """May the results gathered for `now` be applied without the admission step? (SkipRule)"""
+        return self._skip.skips(self._results, now)
 
     def _gates_moved(self) -> bool:
         """Did a gate change (a circuit open or close) since the last look? Its events are logged."""
@@ -383,30 +297,48 @@ class Simulation:
         if not arrivals:
             return
         scheduler, logs, arrived_at, timeline = self._scheduler, self._logs, self._arrived_at, self._timeline
-        for _, job_id, dependency, scope in arrivals:
-            job = scheduler.submit(job_id=job_id, dependency=dependency, scope=scope, payload=None, now=now)
+        costs, seed = self._arrival_costs, self._seed
+        for (_, job_id, dependency, scope), cost in zip(arrivals, costs, strict=True):
+            estimated = 1.0 if cost is None else estimate(cost, seed, job_id)
+            if cost is not None and self._refused(now, job_id, dependency, scope, estimated):
+                continue
+            job = scheduler.submit(
+                job_id=job_id, dependency=dependency, scope=scope, payload=None, now=now, cost=estimated
+            )
             if scheduler.job(job_id) is None:  # the core keeps only the head of a backlog
                 self._stored[(dependency, scope)].append(job)
             arrived_at[job_id] = now
-            self._waiting[dependency] += 1
+            self._skip.waiting[dependency] += 1
             self._jobs += 1
             self._open += 1
             scopes = logs[dependency].scopes
             log = scopes.get(scope)
             if log is None:
                 log = scopes[scope] = ScopeLog()
-                self._scopes += 1
+                self._skip.scopes += 1
             log.arrived.append(now)
+            log.waiting += 1
             if timeline is not None:
                 timeline.append((now, "arrived", job_id, dependency, scope, 0, ""))
         arrivals.clear()
+        costs.clear()
+
+    def _refused(self, now: float, job_id: str, dependency: str, scope: str, cost: float) -> bool:
+        """A job whose cost can never be admitted is set aside at intake, as the service does."""
+        reason = cost_refusal(self._policies[dependency], cost)
+        if reason is None:
+            return False
+        self._logs[dependency].refused.append((job_id, scope, reason))
+        if self._timeline is not None:
+            self._timeline.append((now, "refused", job_id, dependency, scope, 0, reason))
+        return True
 
     def _apply_results(self, now: float) -> None:
         results = self._results
         if not results:
             return
         on_result = self._scheduler.on_result
-        for admission, failed, error, retry_after in results:
+        for admission, failed, error, retry_after, cost in results:
             transition = on_result(
                 job_id=admission.job_id,
                 attempt=admission.attempt,
@@ -414,6 +346,7 @@ class Simulation:
                 error=error,
                 retry_after=retry_after,
                 now=now,
+                cost=cost,
             )
             self._finished(transition.verdict, transition.job, now)
         results.clear()
@@ -426,8 +359,10 @@ class Simulation:
         for admission in returned:
             transition = on_returned(job_id=admission.job_id, attempt=admission.attempt, now=now)
             if transition.verdict is Verdict.RELEASED:
-                self._waiting[admission.dependency] += 1
-                self._logs[admission.dependency].scopes[admission.scope].returned += 1
+                self._skip.waiting[admission.dependency] += 1
+                scope_log = self._logs[admission.dependency].scopes[admission.scope]
+                scope_log.returned += 1
+                scope_log.waiting += 1
                 if self._timeline is not None:
                     self._timeline.append(
                         (
@@ -445,10 +380,13 @@ class Simulation:
     def _finished(self, verdict: Verdict, job: Job | None, now: float) -> None:
         if job is None or verdict not in (Verdict.SUCCEEDED, Verdict.DEAD):
             if job is not None and verdict is Verdict.RETRY_SCHEDULED:
-                self._waiting[job.dependency] += 1
-                heapq.heappush(self._backoff[job.dependency], job.eligible_at)
+                self._skip.retry_scheduled(job.dependency, job.eligible_at)
+                self._logs[job.dependency].scopes[job.scope].waiting += 1
             return
         log = self._logs[job.dependency].scopes[job.scope]
+        if self._lapsed and job.job_id in self._lapsed:  # a late success: its retry was waiting
+            self._lapsed.discard(job.job_id)
+            log.waiting -= 1
         log.finished.append(now)
         self._open -= 1
         if verdict is Verdict.SUCCEEDED:
@@ -465,14 +403,24 @@ class Simulation:
         elapsed = now - self._last_tick
         if elapsed > 0:
             for block in self._blocked:
-                self._logs[block.dependency].at_limit[f"{block.reason.value} ({block.limit})"] += elapsed
+                limit = f"{block.reason.value} ({block.limit})"
+                log = self._logs[block.dependency]
+                log.at_limit[limit] += elapsed
+                # The scopes that waited through it: their backlogs changed only at the last tick.
+                if len(log.scopes) <= _SCOPES_ACCOUNTED:
+                    for scope_log in log.scopes.values():
+                        if scope_log.waiting:
+                            scope_log.at_limit[limit] += elapsed
         self._last_tick = now
 
     # -- the workers ---------------------------------------------------------------------
 
     def _admitted(self, now: float, admission: Admission) -> None:
-        self._waiting[admission.dependency] -= 1
+        self._skip.waiting[admission.dependency] -= 1
         log = self._logs[admission.dependency].scopes[admission.scope]
+        log.waiting -= 1
+        if self._lapsed:
+            self._lapsed.discard(admission.job_id)
         log.admitted.append(now)
         if admission.retry:
             log.retries += 1
@@ -530,6 +478,7 @@ class Simulation:
         log = self._logs[dependency]
         pool.busy += 1
         log.started.append(now)
+        cost: float | None = None
         if service is None:
             duration, failed, error, retry_after = 0.0, False, None, None
         else:
@@ -544,13 +493,21 @@ class Simulation:
             )
             if answer.throttled:
                 log.throttled += 1
+            elif service.cost_factor is not None and not (service.outages and service.in_outage(now)):
+                # Answered: the call reports what it cost (a refused one reports nothing).
+                cost = actual(
+                    service.cost_factor, admission.cost, self._seed, admission.job_id, admission.attempt
+                )
+                log.units_estimated += admission.cost
+                log.units_actual += cost or 0.0
         end = now + duration
         cut = admission.lease_deadline - LEASE_SAFETY
         if end > cut:
-            end, failed, error, retry_after = (
+            end, failed, error, retry_after, cost = (
                 max(cut, now),
                 True,
                 "handler did not finish within the lease",
+                None,
                 None,
             )
             log.lease_cut += 1
@@ -560,10 +517,10 @@ class Simulation:
             self._timeline.append(
                 (now, "started", admission.job_id, dependency, admission.scope, admission.attempt, "")
             )
-        self._later(end, _FINISH, (admission, failed, error, retry_after))
+        self._later(end, _FINISH, (admission, failed, error, retry_after, cost))
 
-    def _finish(self, now: float, data: tuple[Admission, bool, str | None, float | None]) -> None:
-        admission, failed, error, _ = data
+    def _finish(self, now: float, data: Result) -> None:
+        admission, failed, error, _, _ = data
         pool = self._pools[admission.dependency]
         pool.busy -= 1
         if self._timeline is not None:
@@ -597,6 +554,7 @@ class _Arrivals:
 
     head: tuple[float, str, str, str]
     rest: Iterator[tuple[float, str, str, str]]
+    cost: Distribution | None  # the estimate the stream's jobs declare
 
 
 def simulate(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from janus.errors import ConfigError
-from janus.simulate.engine import Outcome, ScopeLog
+from janus.simulate.logs import Outcome, ScopeLog
 from janus.simulate.report import active_until
 
 MAX_SCOPE_LINES = 6

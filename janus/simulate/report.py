@@ -3,7 +3,7 @@
 Reads an `Outcome` only. Waits are from a job's arrival to its first admission (what the policy
 decides); makespan from the first arrival to the last job finished (succeeded or dead);
 "time at a limit" is how long the dependency had jobs eligible that one of its own limits held
-back (as `janus why` would name it).
+back (as `janus why` would name it), and per scope how long the scope had jobs waiting then.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from janus.core.policy import RateLimit
-from janus.simulate.engine import DependencyLog, Outcome, ScopeLog
+from janus.simulate.logs import DependencyLog, Outcome, ScopeLog
 
 # Bucket widths the admissions table may use, in seconds: the smallest giving at most MAX_ROWS rows.
 _WIDTHS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
@@ -206,7 +206,7 @@ def render(outcome: Outcome, *, seed: int, max_scopes: int = 20) -> str:
     lines = []
     span = active_until(outcome)
     for name, log in outcome.dependencies.items():
-        if not log.scopes:
+        if not (log.scopes or log.refused):
             continue
         policy = outcome.policies[name]
         limits = ", ".join(str(limit) for limit in policy.rate_limits) or "no rate limit"
@@ -232,6 +232,18 @@ def render(outcome: Outcome, *, seed: int, max_scopes: int = 20) -> str:
             for limit, spent in sorted(log.at_limit.items(), key=lambda item: -item[1])
         )
         lines.append(f"  time at a limit: {at_limit or 'none'}")
+        for scope, scope_log in ranked[:max_scopes]:
+            if scope_log.at_limit:
+                spent_by_limit = sorted(scope_log.at_limit.items(), key=lambda item: -item[1])
+                told = ", ".join(f"{limit} {seconds(spent)}" for limit, spent in spent_by_limit)
+                lines.append(f"    {scope}: {told}")
+        if log.units_estimated or log.units_actual:
+            lines.append(
+                f"  units of the calls that reported a cost: estimated {log.units_estimated:,.0f}, "
+                f"actual {log.units_actual:,.0f}"
+            )
+        if log.refused:
+            lines.append(f"  set aside at intake: {len(log.refused)} jobs ({log.refused[0][2]})")
         pauses = [event for event in log.gate_events if event[1] in ("paused", "circuit_open")]
         if pauses:
             kinds = {kind: sum(1 for e in pauses if e[1] == kind) for kind in ("paused", "circuit_open")}

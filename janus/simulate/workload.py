@@ -22,7 +22,6 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -30,6 +29,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from janus.config import parse_duration, parse_rate_limit
 from janus.core.policy import RateLimit
 from janus.errors import ConfigError
+from janus.simulate.costs import CostSpec
+from janus.simulate.distributions import Distribution, mix
 
 
 class WorkloadError(ConfigError):
@@ -80,37 +81,6 @@ class _Strict(BaseModel):
 
 
 # -- durations ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Distribution:
-    """A distribution of durations, sampled by inverse transform from one uniform draw."""
-
-    kind: Literal["constant", "uniform", "exponential", "lognormal"]
-    a: float  # constant: the value; uniform: low; exponential: mean; lognormal: median
-    b: float = 0.0  # uniform: high; lognormal: sigma
-
-    def sample(self, u: float) -> float:
-        kind = self.kind
-        if kind == "constant":
-            return self.a
-        if kind == "uniform":
-            return self.a + (self.b - self.a) * u
-        if kind == "exponential":
-            return -self.a * math.log1p(-u)
-        return self.a * math.exp(self.b * _NORMAL.inv_cdf(min(max(u, 1e-12), 1 - 1e-12)))
-
-    def __str__(self) -> str:
-        if self.kind == "constant":
-            return f"{self.a:g}s"
-        if self.kind == "uniform":
-            return f"uniform {self.a:g}s..{self.b:g}s"
-        if self.kind == "exponential":
-            return f"exponential, mean {self.a:g}s"
-        return f"lognormal, median {self.a:g}s, sigma {self.b:g}"
-
-
-_NORMAL = NormalDist()
 
 
 class _Uniform(_Strict):
@@ -170,6 +140,9 @@ class ArrivalConfig(_Strict):
     stop: Offset | None = None
     spacing: Literal["even", "poisson"] = "even"
     trace: str | None = None
+    cost: CostSpec | None = (
+        None  # each job's estimated units, declared at submission (janus/simulate/costs.py)
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> ArrivalConfig:
@@ -204,6 +177,7 @@ class ServiceConfig(_Strict):
     outages: list[OutageConfig] = Field(default_factory=list)
     capacity: Limit | None = None
     throttle_retry_after: Duration | None = None
+    cost_factor: CostSpec | None = None  # a call's actual cost over its estimate, reported with the result
 
 
 class WorkersConfig(_Strict):
@@ -236,14 +210,6 @@ _MASK = (1 << 64) - 1
 _TO_UNIT = 2.0**-32
 
 
-def _mix(x: int) -> int:
-    """splitmix64's finaliser: a well-spread 64-bit value from any 64-bit input."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-    return x ^ (x >> 31)
-
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ServiceModel:
     """How one dependency answers calls."""
@@ -255,11 +221,12 @@ class ServiceModel:
     outages: tuple[tuple[float, float], ...] = ()
     capacity: RateLimit | None = None
     throttle_retry_after: float | None = None
+    cost_factor: Distribution | None = None
     constant: Answer | None = field(default=None, init=False, repr=False, compare=False)
 
     def draws(self, seed: int, job_id: str, attempt: int) -> tuple[float, float]:
         """Two uniform draws in [0, 1) for this call, a function of (seed, job, attempt) alone."""
-        x = _mix((zlib.crc32(job_id.encode()) << 32) ^ (attempt << 8) ^ (seed & _MASK))
+        x = mix((zlib.crc32(job_id.encode()) << 32) ^ (attempt << 8) ^ (seed & _MASK))
         return (x & 0xFFFFFFFF) * _TO_UNIT, (x >> 32) * _TO_UNIT
 
     def in_outage(self, at: float) -> bool:
@@ -315,6 +282,7 @@ class Stream:
     stop: float | None = None
     spacing: str = "even"
     trace: tuple[tuple[float, str, str, str], ...] = ()
+    cost: Distribution | None = None  # the estimate its jobs declare (None: the default, 1)
 
     def jobs(self, rng: random.Random) -> Iterator[tuple[float, str, str, str]]:
         """(t, job_id, dependency, scope), in time order."""
@@ -473,6 +441,7 @@ def parse_workload(
                 stop=arrival.stop,
                 spacing=arrival.spacing,
                 trace=trace,
+                cost=arrival.cost,
             )
         )
     for name in sorted(used):
@@ -487,6 +456,7 @@ def parse_workload(
             outages=tuple((outage.start, outage.end) for outage in service.outages),
             capacity=service.capacity,
             throttle_retry_after=service.throttle_retry_after,
+            cost_factor=service.cost_factor,
         )
         for name, service in config.services.items()
     }

@@ -22,7 +22,8 @@ from janus.audit import max_in_window, max_overlap
 from janus.cli import main
 from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
 from janus.simulate import engine
-from janus.simulate.engine import Outcome, simulate
+from janus.simulate.engine import simulate
+from janus.simulate.logs import Outcome
 from janus.simulate.report import promised_windows, render, write_timeline
 from janus.simulate.workload import ServiceModel, Workload, WorkloadError, parse_workload
 
@@ -333,6 +334,10 @@ def test_every_limit_holds_over_the_timeline_of_random_runs(
     audit_timeline(outcome)
     finished = sum(scope.succeeded + scope.dead for scope in outcome.dependencies["api"].scopes.values())
     assert finished + outcome.unfinished == outcome.jobs
+    if outcome.unfinished == 0:  # the per-scope count of jobs waiting (time at a limit) came back to 0
+        assert [scope.waiting for scope in outcome.dependencies["api"].scopes.values()] == [0] * len(
+            outcome.dependencies["api"].scopes
+        )
 
 
 def assert_skipping_changes_nothing(policies: list[DependencyPolicy], load: Workload) -> None:
@@ -341,14 +346,18 @@ def assert_skipping_changes_nothing(policies: list[DependencyPolicy], load: Work
     fast = skipping.run()
     every_time = AlwaysTicking(policies, load, seed=2, timeline=True).run()
     if fast.unfinished == 0:  # the idle rule's count of waiting jobs came back to zero
-        assert {name: n for name, n in skipping._waiting.items() if name not in skipping._untracked} == {
-            name: 0 for name in skipping._waiting if name not in skipping._untracked
+        rule = skipping._skip
+        assert {name: n for name, n in rule.waiting.items() if name not in rule.untracked} == {
+            name: 0 for name in rule.waiting if name not in rule.untracked
         }
     assert timeline(fast) == timeline(every_time)
     assert fast.ticks <= every_time.ticks
     for name, log in fast.dependencies.items():
         at_limit = every_time.dependencies[name].at_limit
         assert log.at_limit == pytest.approx(at_limit), name  # the same spans, summed in other pieces
+        for scope, scope_log in log.scopes.items():
+            scope_at_limit = every_time.dependencies[name].scopes[scope].at_limit
+            assert scope_log.at_limit == pytest.approx(scope_at_limit), (name, scope)
         # Logged as drained: each drain lists a lane's notes, then its circuit's changes.
         assert sorted(log.gate_events) == sorted(every_time.dependencies[name].gate_events)
 
