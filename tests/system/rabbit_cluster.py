@@ -141,9 +141,22 @@ class RabbitCluster:
         log.close()
 
     async def await_startup(self, node: Node) -> None:
-        await self.ctl(
-            node, "await_startup", "--timeout", str(int(START_TIMEOUT)), timeout=START_TIMEOUT + 10
-        )
+        # await_startup waits for a node that is booting, but fails at once while the VM has not
+        # yet registered with epmd ("not running at all"): on a busy machine that takes seconds.
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT
+        while True:
+            try:
+                await self.ctl(
+                    node, "await_startup", "--timeout", str(int(START_TIMEOUT)), timeout=START_TIMEOUT + 10
+                )
+                return
+            except RuntimeError as exc:
+                alive = node.process is not None and node.process.poll() is None
+                if "not running at all" not in str(exc) or not alive:
+                    raise
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(1.0)
 
     async def start(self) -> None:
         """Start the three nodes and join the second and third to the first."""
