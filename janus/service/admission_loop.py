@@ -46,9 +46,6 @@ from janus.store.session import LeaderSession
 
 log = logging.getLogger("janus.admission")
 
-BUSY_BATCH = 4  # a tick with this many messages means the next one should wait to grow
-FULL_BATCH = 256  # ...unless this many are already waiting
-LINGER = 0.005  # seconds
 MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
 # A flood of results (bad ones included) is taken in slices: each tick, and so the wait of
 # every dependency's admissions, stays short, and a flooded results queue gets no more of a
@@ -101,7 +98,6 @@ class AdmissionLoop:
         # Per consuming channel, the task that acks its last batch: the next waits for it, so a
         # multiple-ack never covers a bad message whose copy on janus.rejected is unconfirmed.
         self._acking: dict[RawChannel, asyncio.Task[None]] = {}
-        self._last_batch = 0
 
     @property
     def scheduler(self) -> Scheduler:
@@ -137,17 +133,14 @@ class AdmissionLoop:
             self._holds.stop()
 
     async def _wait(self, stop: asyncio.Event) -> None:
+        # Two turns of the event loop first: the last tick's admissions were handed to their
+        # publish tasks, which queue their frames on the first turn, and the connection's writer
+        # sends them on the second, before this tick decides anything.
+        for _ in range(2):
+            await asyncio.sleep(0)
         if self._inbox.ready.is_set():
-            if (
-                self._last_batch >= BUSY_BATCH
-                and self._inbox.servable(RESULTS_PER_QUEUE_PER_TICK) < FULL_BATCH
-            ):
-                # Under load, a moment's wait makes the next statement bigger: PostgreSQL's cost
-                # is mostly per statement (benchmarks/tick_statement.py), and CPU is what the
-                # pipeline runs short of. Counted as the next tick can take them: a flood waiting
-                # in a held queue (or beyond a slice) would otherwise stop the lingering, and every
-                # other dependency's ticks would shrink (benchmarks/flood.py).
-                await asyncio.sleep(LINGER)
+            # No linger: what arrived while the last statement was in flight is the next batch
+            # (batching for free when PostgreSQL is slow; a quiet leader answers at once).
             return
         timeout = None
         if self._next_wakeup is not None:
@@ -168,7 +161,6 @@ class AdmissionLoop:
     async def tick(self) -> None:
         started = time.perf_counter()
         batch = self._inbox.take(per_queue=RESULTS_PER_QUEUE_PER_TICK, total=MAX_RESULTS_PER_TICK)
-        self._last_batch = len(batch)
         if not self._term.may_act():
             raise LeadershipLost("the lease may have expired: not acting")
         if batch.controls:
@@ -218,7 +210,9 @@ class AdmissionLoop:
         self._observer.gate_events(result.gate_events)
         # Admissions (and outcomes) first: they need not wait for bad input to be set aside.
         if result.admissions or result.outcomes:
-            self._background(self._publish(result.admissions, result.outcomes, result.finished))
+            # The admissions' publishes start now; outcomes, which nobody waits for, after them.
+            confirmed = self._publisher.start_admissions(result.admissions) if result.admissions else None
+            self._background(self._publish(result.admissions, confirmed, result.outcomes, result.finished))
         batch = result.batch
         if one_by_one:
             # Messages of a batch being isolated are acked singly: a multiple-ack would also
@@ -278,14 +272,22 @@ class AdmissionLoop:
         await publisher.set_aside(body, item.source, item.reason, item.detail, original_size=original_size)
 
     async def _publish(
-        self, admissions: list[Admission], outcomes: list[OutboxMessage], finished: list[Job]
+        self,
+        admissions: list[Admission],
+        confirmed: Awaitable[list[Admission]] | None,
+        outcomes: list[OutboxMessage],
+        finished: list[Job],
     ) -> None:
-        await asyncio.gather(self._publish_admissions(admissions), self._publish_outcomes(outcomes, finished))
+        await asyncio.gather(
+            self._publish_admissions(admissions, confirmed), self._publish_outcomes(outcomes, finished)
+        )
 
-    async def _publish_admissions(self, admissions: list[Admission]) -> None:
-        if not admissions:
+    async def _publish_admissions(
+        self, admissions: list[Admission], confirmed: Awaitable[list[Admission]] | None
+    ) -> None:
+        if confirmed is None:
             return
-        refused = await self._publisher.publish_admissions(admissions)
+        refused = await confirmed
         # Every one confirmed or refused (a refused one comes back as unpublished): sent.
         self._outbox.sent({a.admitted_at for a in admissions})
         self._observer.published(admissions, refused)
