@@ -46,6 +46,9 @@ from janus.store.session import LeaderSession
 
 log = logging.getLogger("janus.admission")
 
+# The per-dependency gauges cost a tick as much as a small batch's decisions: refreshed at most
+# this often (and once more this long after the last tick, so they never stay stale), not per tick.
+GAUGES_EVERY = 0.1  # seconds
 MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
 # A flood of results (bad ones included) is taken in slices: each tick, and so the wait of
 # every dependency's admissions, stays short, and a flooded results queue gets no more of a
@@ -98,6 +101,8 @@ class AdmissionLoop:
         # Per consuming channel, the task that acks its last batch: the next waits for it, so a
         # multiple-ack never covers a bad message whose copy on janus.rejected is unconfirmed.
         self._acking: dict[RawChannel, asyncio.Task[None]] = {}
+        self._gauges_due = float("-inf")  # time.monotonic() of the next refresh of the gauges
+        self._gauges_later: asyncio.TimerHandle | None = None
 
     @property
     def scheduler(self) -> Scheduler:
@@ -131,6 +136,9 @@ class AdmissionLoop:
         finally:
             observing.cancel()
             self._holds.stop()
+            if self._gauges_later is not None:  # the last tick's gauges, not left for a timer
+                self._gauges_later.cancel()
+                self._refresh_gauges()
 
     async def _wait(self, stop: asyncio.Event) -> None:
         # Two turns of the event loop first: the last tick's admissions were handed to their
@@ -173,7 +181,24 @@ class AdmissionLoop:
             await self._isolate(batch, exc)
         else:
             await self._after_commit(result, one_by_one=False)
-        self._observer.tick(len(batch), started, self._scheduler)
+        self._observer.tick(len(batch), started, self._scheduler, gauges=self._gauges_now())
+
+    def _gauges_now(self) -> bool:
+        """Whether this tick refreshes the gauges; if not, a refresh is set for when one is due."""
+        now = time.monotonic()
+        if now >= self._gauges_due:
+            self._gauges_due = now + GAUGES_EVERY
+            return True
+        if self._gauges_later is None:
+            self._gauges_later = asyncio.get_running_loop().call_later(
+                self._gauges_due - now, self._refresh_gauges
+            )
+        return False
+
+    def _refresh_gauges(self) -> None:
+        self._gauges_later = None
+        self._gauges_due = time.monotonic() + GAUGES_EVERY
+        self._observer.gauges(self._scheduler)
 
     def set_options(self, options: TickOptions) -> None:
         """A new version of the policy: its outcomes from the next tick on."""
