@@ -46,14 +46,14 @@ from janus.store.session import LeaderSession
 
 log = logging.getLogger("janus.admission")
 
-# Linger only while ticks keep the loop busy (their share of its time, a moving average): then
-# the leader, and PostgreSQL whose cost is mostly per statement (benchmarks/tick_statement.py),
-# are what the pipeline runs short of, and a moment's wait makes the next statement bigger. A
-# leader with time to spare ticks at once: there the linger was only delay (issue 22).
+# Under load (a tick of BUSY_BATCH messages or more) the loop waits LINGER before the next tick,
+# so the next statement is bigger: PostgreSQL's cost is mostly per statement
+# (benchmarks/tick_statement.py), and so is much of the leader's. Tried for issue 22 and measured
+# worse (docs/benchmarks.md, speed22): no linger at all, or one only while ticks took half the
+# loop's time; both spent more CPU per job, in Janus and in its PostgreSQL backends.
+BUSY_BATCH = 4
+FULL_BATCH = 256  # ...unless this many are already waiting
 LINGER = 0.005  # seconds
-BUSY_SHARE = 0.5
-BUSY_WEIGHT = 0.2  # of the last tick's cycle in the moving average
-FULL_BATCH = 256  # no linger when this many are already waiting
 # The per-dependency gauges cost a tick as much as a small batch's decisions: refreshed at most
 # this often (and once more this long after the last tick, so they never stay stale), not per tick.
 GAUGES_EVERY = 0.1  # seconds
@@ -109,8 +109,7 @@ class AdmissionLoop:
         # Per consuming channel, the task that acks its last batch: the next waits for it, so a
         # multiple-ack never covers a bad message whose copy on janus.rejected is unconfirmed.
         self._acking: dict[RawChannel, asyncio.Task[None]] = {}
-        self._busy = 0.0  # the share of the loop's time in ticks (moving average), for LINGER
-        self._last_end: float | None = None  # time.perf_counter() when the last tick ended
+        self._last_batch = 0
         self._gauges_due = float("-inf")  # time.monotonic() of the next refresh of the gauges
         self._gauges_later: asyncio.TimerHandle | None = None
 
@@ -157,11 +156,12 @@ class AdmissionLoop:
         for _ in range(2):
             await asyncio.sleep(0)
         if self._inbox.ready.is_set():
-            # What arrived while the last statement was in flight is the next batch (batching
-            # for free when PostgreSQL is slow); a wait to grow it only when the loop is busy.
             # Counted as the next tick can take them: a flood waiting in a held queue (or beyond
             # a slice) must not stop the lingering (benchmarks/flood.py).
-            if self._busy >= BUSY_SHARE and self._inbox.servable(RESULTS_PER_QUEUE_PER_TICK) < FULL_BATCH:
+            if (
+                self._last_batch >= BUSY_BATCH
+                and self._inbox.servable(RESULTS_PER_QUEUE_PER_TICK) < FULL_BATCH
+            ):
                 await asyncio.sleep(LINGER)
             return
         timeout = None
@@ -183,6 +183,7 @@ class AdmissionLoop:
     async def tick(self) -> None:
         started = time.perf_counter()
         batch = self._inbox.take(per_queue=RESULTS_PER_QUEUE_PER_TICK, total=MAX_RESULTS_PER_TICK)
+        self._last_batch = len(batch)
         if not self._term.may_act():
             raise LeadershipLost("the lease may have expired: not acting")
         if batch.controls:
@@ -196,16 +197,6 @@ class AdmissionLoop:
         else:
             await self._after_commit(result, one_by_one=False)
         self._observer.tick(len(batch), started, self._scheduler, gauges=self._gauges_now())
-        self._count_busy(started)
-
-    def _count_busy(self, started: float) -> None:
-        """The share of the loop's time that ticks take: this tick's duration over the time since
-        the previous one ended (lingering and idle waits count as not busy)."""
-        ended = time.perf_counter()
-        if self._last_end is not None and ended > self._last_end:
-            share = min((ended - started) / (ended - self._last_end), 1.0)
-            self._busy += BUSY_WEIGHT * (share - self._busy)
-        self._last_end = ended
 
     def _gauges_now(self) -> bool:
         """Whether this tick refreshes the gauges; if not, a refresh is set for when one is due."""
