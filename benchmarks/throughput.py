@@ -18,7 +18,7 @@ whole broker, so anything else using it counts too), Janus's PostgreSQL
 backends, the producer and the worker. On a small machine the run is CPU-bound
 as a whole: a coordinator that makes the others do more work slows them all.
 
-    .venv/bin/python -m benchmarks.throughput [--jobs 20000]
+    .venv/bin/python -m benchmarks.throughput [--jobs 20000] [--runs 3]
 
 Absolute figures are noisy on a shared machine: read the ratio.
 """
@@ -32,6 +32,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -552,17 +553,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pg-base", default="postgresql://postgres@127.0.0.1:5432", help="PostgreSQL URL without database"
     )
     parser.add_argument("--rabbitmqctl", default="rabbitmqctl")
+    parser.add_argument("--runs", type=int, default=1, help="whole runs, then their medians (default 1)")
     args = parser.parse_args(argv)
     if args.jobs < 200:
         parser.error("--jobs must be at least 200")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=(args.rabbitmqctl,))
-    try:
-        outcome = uvloop.run(run(services, args.jobs))
-    except (BenchmarkError, JanusError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    print(report(outcome))
+    outcomes = []
+    for number in range(1, args.runs + 1):
+        try:
+            outcome = uvloop.run(run(services, args.jobs))
+        except (BenchmarkError, JanusError) as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 1
+        if args.runs > 1:
+            print(f"-- run {number} of {args.runs}")
+        print(report(outcome), flush=True)
+        outcomes.append(outcome)
+    if args.runs > 1:
+        print(medians(outcomes))
     return 0
+
+
+def medians(outcomes: Sequence[Outcome]) -> str:
+    """The medians over the runs; each ratio is taken within its run (relay and Janus back to back)."""
+    median = statistics.median
+    jobs = outcomes[0].janus.jobs
+    ratio = median([o.janus.rate / o.relay.rate for o in outcomes])
+    cpu = median([o.janus.coordinator_cpu / o.relay.coordinator_cpu for o in outcomes])
+    return "\n".join(
+        [
+            f"medians over {len(outcomes)} runs:",
+            f"  throughput ratio janus/relay {ratio:.2f}, CPU per job ratio janus/relay {cpu:.2f}",
+            f"  relay cpu {_us(median([o.relay.coordinator_cpu for o in outcomes]), jobs)}, "
+            f"janus cpu {_us(median([o.janus.coordinator_cpu for o in outcomes]), jobs)}, "
+            f"janus's postgres backends {_us(median([o.janus.database_cpu for o in outcomes]), jobs)}",
+        ]
+    )
 
 
 if __name__ == "__main__":

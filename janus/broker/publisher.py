@@ -1,19 +1,11 @@
-"""Confirmed, pipelined publishing of admissions (and of input set aside).
-
-Every publish passes `wait=False` to aiormq: by default each publish holds the channel's lock
-until the connection's writer task has written its frames, so N pipelined publishes cost N
-hand-overs between tasks before the last one's bytes leave. Without it each publish queues its
-frames and goes on to await its confirm; the confirms are what Janus waits for, and the broker's
-prefetch and MAX_ADMISSIONS_PER_TICK bound what can be queued (benchmarks/throughput.py).
-"""
+"""Confirmed, pipelined publishing of admissions (and of input set aside)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
-import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
@@ -27,16 +19,12 @@ from janus.protocol import CONTENT_TYPE, encode_ready
 
 PERSISTENT = 2
 T = TypeVar("T")
-Task = asyncio.Task[None]
 
 
 class Publisher:
     def __init__(self, channel: AbstractChannel, raw: RawChannel) -> None:
         self._channel = channel
-        # aiormq's abstract channel does not declare `wait`; its one implementation has it.
-        if not isinstance(raw, aiormq.Channel):
-            raise TypeError(f"expected an aiormq channel, got {type(raw).__name__}")
-        self._raw: aiormq.Channel = raw
+        self._raw = raw
 
     @classmethod
     async def open(cls, connection: AbstractConnection) -> Publisher:
@@ -54,28 +42,14 @@ class Publisher:
 
     async def publish_admissions(self, admissions: Sequence[Admission]) -> list[Admission]:
         """Publish all at once, wait for every confirm; returns the admissions the broker refused."""
-        return await self.start_admissions(admissions)
+        return await self._publish_all(admissions, self._publish_one)
 
-    def start_admissions(self, admissions: Sequence[Admission]) -> Awaitable[list[Admission]]:
-        """Start publishing now (each publish a task scheduled at once, not from a task scheduled
-        later: an admission's frames leave one hop sooner); await the result for the refused ones."""
-        return self._confirmed(admissions, self._start(admissions, self._publish_one))
-
-    def _start(self, items: Sequence[T], publish_one: Callable[[T], Coroutine[Any, Any, None]]) -> list[Task]:
-        loop = asyncio.get_running_loop()
-        return [loop.create_task(publish_one(item)) for item in items]
-
-    async def _publish_all(
-        self, items: Sequence[T], publish_one: Callable[[T], Coroutine[Any, Any, None]]
-    ) -> list[T]:
-        return await self._confirmed(items, self._start(items, publish_one))
-
-    async def _confirmed(self, items: Sequence[T], publishing: list[Task]) -> list[T]:
-        """Every confirm awaited; the items the broker refused. A closed channel is raised, not
-        returned: nothing more can be published on it."""
+    async def _publish_all(self, items: Sequence[T], publish_one: Callable[[T], Awaitable[None]]) -> list[T]:
+        """Each item published at once (pipelined), every confirm awaited; the items the broker
+        refused. A closed channel is raised, not returned: nothing more can be published on it."""
         if not items:
             return []
-        outcomes = await asyncio.gather(*publishing, return_exceptions=True)
+        outcomes = await asyncio.gather(*(publish_one(item) for item in items), return_exceptions=True)
         failed = [item for item, outcome in zip(items, outcomes, strict=True) if outcome is not None]
         if failed and self._channel.is_closed:
             raise BrokerError("the publishing channel closed") from next(
@@ -97,7 +71,6 @@ class Publisher:
             routing_key=admission.dependency,
             properties=properties,
             mandatory=True,
-            wait=False,
         )
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerError(f"the broker refused admission {admission.job_id!r}: {confirmation!r}")
@@ -116,7 +89,6 @@ class Publisher:
             exchange=topology.OUTCOMES_EXCHANGE,
             routing_key=message.routing_key,
             properties=properties,
-            wait=False,
         )
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerError(f"the broker refused the outcome of {message.job_id!r}: {confirmation!r}")
@@ -140,12 +112,7 @@ class Publisher:
         properties = spec.Basic.Properties(delivery_mode=PERSISTENT, headers=headers)
         with broker_errors("could not set aside a rejected message"):
             confirmation = await self._raw.basic_publish(
-                body,
-                exchange="",
-                routing_key=topology.REJECTED_QUEUE,
-                properties=properties,
-                mandatory=True,
-                wait=False,
+                body, exchange="", routing_key=topology.REJECTED_QUEUE, properties=properties, mandatory=True
             )
         if not isinstance(confirmation, spec.Basic.Ack):
             raise BrokerError(f"the broker did not take a rejected message: {confirmation!r}")

@@ -46,17 +46,9 @@ from janus.store.session import LeaderSession
 
 log = logging.getLogger("janus.admission")
 
-# Under load (a tick of BUSY_BATCH messages or more) the loop waits LINGER before the next tick,
-# so the next statement is bigger: PostgreSQL's cost is mostly per statement
-# (benchmarks/tick_statement.py), and so is much of the leader's. Tried for issue 22 and measured
-# worse (docs/benchmarks.md, speed22): no linger at all, or one only while ticks took half the
-# loop's time; both spent more CPU per job, in Janus and in its PostgreSQL backends.
-BUSY_BATCH = 4
+BUSY_BATCH = 4  # a tick with this many messages means the next one should wait to grow
 FULL_BATCH = 256  # ...unless this many are already waiting
 LINGER = 0.005  # seconds
-# The per-dependency gauges cost a tick as much as a small batch's decisions: refreshed at most
-# this often (and once more this long after the last tick, so they never stay stale), not per tick.
-GAUGES_EVERY = 0.1  # seconds
 MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
 # A flood of results (bad ones included) is taken in slices: each tick, and so the wait of
 # every dependency's admissions, stays short, and a flooded results queue gets no more of a
@@ -110,8 +102,6 @@ class AdmissionLoop:
         # multiple-ack never covers a bad message whose copy on janus.rejected is unconfirmed.
         self._acking: dict[RawChannel, asyncio.Task[None]] = {}
         self._last_batch = 0
-        self._gauges_due = float("-inf")  # time.monotonic() of the next refresh of the gauges
-        self._gauges_later: asyncio.TimerHandle | None = None
 
     @property
     def scheduler(self) -> Scheduler:
@@ -145,23 +135,18 @@ class AdmissionLoop:
         finally:
             observing.cancel()
             self._holds.stop()
-            if self._gauges_later is not None:  # the last tick's gauges, not left for a timer
-                self._gauges_later.cancel()
-                self._refresh_gauges()
 
     async def _wait(self, stop: asyncio.Event) -> None:
-        # Two turns of the event loop first: the last tick's admissions were handed to their
-        # publish tasks, which queue their frames on the first turn, and the connection's writer
-        # sends them on the second, before this tick decides anything.
-        for _ in range(2):
-            await asyncio.sleep(0)
         if self._inbox.ready.is_set():
-            # Counted as the next tick can take them: a flood waiting in a held queue (or beyond
-            # a slice) must not stop the lingering (benchmarks/flood.py).
             if (
                 self._last_batch >= BUSY_BATCH
                 and self._inbox.servable(RESULTS_PER_QUEUE_PER_TICK) < FULL_BATCH
             ):
+                # Under load, a moment's wait makes the next statement bigger: PostgreSQL's cost
+                # is mostly per statement (benchmarks/tick_statement.py), and CPU is what the
+                # pipeline runs short of. Counted as the next tick can take them: a flood waiting
+                # in a held queue (or beyond a slice) would otherwise stop the lingering, and every
+                # other dependency's ticks would shrink (benchmarks/flood.py).
                 await asyncio.sleep(LINGER)
             return
         timeout = None
@@ -196,24 +181,7 @@ class AdmissionLoop:
             await self._isolate(batch, exc)
         else:
             await self._after_commit(result, one_by_one=False)
-        self._observer.tick(len(batch), started, self._scheduler, gauges=self._gauges_now())
-
-    def _gauges_now(self) -> bool:
-        """Whether this tick refreshes the gauges; if not, a refresh is set for when one is due."""
-        now = time.monotonic()
-        if now >= self._gauges_due:
-            self._gauges_due = now + GAUGES_EVERY
-            return True
-        if self._gauges_later is None:
-            self._gauges_later = asyncio.get_running_loop().call_later(
-                self._gauges_due - now, self._refresh_gauges
-            )
-        return False
-
-    def _refresh_gauges(self) -> None:
-        self._gauges_later = None
-        self._gauges_due = time.monotonic() + GAUGES_EVERY
-        self._observer.gauges(self._scheduler)
+        self._observer.tick(len(batch), started, self._scheduler)
 
     def set_options(self, options: TickOptions) -> None:
         """A new version of the policy: its outcomes from the next tick on."""
@@ -250,9 +218,7 @@ class AdmissionLoop:
         self._observer.gate_events(result.gate_events)
         # Admissions (and outcomes) first: they need not wait for bad input to be set aside.
         if result.admissions or result.outcomes:
-            # The admissions' publishes start now; outcomes, which nobody waits for, after them.
-            confirmed = self._publisher.start_admissions(result.admissions) if result.admissions else None
-            self._background(self._publish(result.admissions, confirmed, result.outcomes, result.finished))
+            self._background(self._publish(result.admissions, result.outcomes, result.finished))
         batch = result.batch
         if one_by_one:
             # Messages of a batch being isolated are acked singly: a multiple-ack would also
@@ -312,22 +278,14 @@ class AdmissionLoop:
         await publisher.set_aside(body, item.source, item.reason, item.detail, original_size=original_size)
 
     async def _publish(
-        self,
-        admissions: list[Admission],
-        confirmed: Awaitable[list[Admission]] | None,
-        outcomes: list[OutboxMessage],
-        finished: list[Job],
+        self, admissions: list[Admission], outcomes: list[OutboxMessage], finished: list[Job]
     ) -> None:
-        await asyncio.gather(
-            self._publish_admissions(admissions, confirmed), self._publish_outcomes(outcomes, finished)
-        )
+        await asyncio.gather(self._publish_admissions(admissions), self._publish_outcomes(outcomes, finished))
 
-    async def _publish_admissions(
-        self, admissions: list[Admission], confirmed: Awaitable[list[Admission]] | None
-    ) -> None:
-        if confirmed is None:
+    async def _publish_admissions(self, admissions: list[Admission]) -> None:
+        if not admissions:
             return
-        refused = await confirmed
+        refused = await self._publisher.publish_admissions(admissions)
         # Every one confirmed or refused (a refused one comes back as unpublished): sent.
         self._outbox.sent({a.admitted_at for a in admissions})
         self._observer.published(admissions, refused)

@@ -139,19 +139,13 @@ class Observer:
         if result.pages:
             metrics.pages_loaded.inc(result.pages)
 
-    def tick(self, messages: int, started: float, scheduler: Scheduler, *, gauges: bool = True) -> None:
-        """After every tick: its duration and size, and (unless `gauges` is false: the admission
-        loop refreshes them on a clock of its own) the gauges of every dependency."""
+    def tick(self, messages: int, started: float, scheduler: Scheduler) -> None:
+        """After every tick: its duration and size, and the gauges of every dependency."""
         metrics = self.metrics
         metrics.tick_seconds.observe(time.perf_counter() - started)
         if messages:
             metrics.tick_messages.observe(messages)
-        if gauges:
-            self.gauges(scheduler)
-
-    def gauges(self, scheduler: Scheduler) -> None:
-        """The gauges of every dependency: held, waiting, gates, steering, limits (O(dependencies))."""
-        metrics, put = self.metrics, self._put
+        put = self._put
         for stats in scheduler.stats():
             put(metrics.held, stats.held, stats.dependency)
             put(metrics.waiting, stats.ready, stats.dependency, "ready")
