@@ -18,7 +18,7 @@ whole broker, so anything else using it counts too), Janus's PostgreSQL
 backends, the producer and the worker. On a small machine the run is CPU-bound
 as a whole: a coordinator that makes the others do more work slows them all.
 
-    .venv/bin/python -m benchmarks.throughput [--jobs 20000]
+    .venv/bin/python -m benchmarks.throughput [--jobs 20000] [--runs 3]
 
 With --queue-types, Janus with quorum queues against Janus with classic queues instead (no
 relay, no paced phase): --rounds rounds, the two alternating which goes first, each on a vhost
@@ -38,6 +38,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -620,9 +621,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--queue-types", action="store_true", help="Janus with quorum queues against classic, same run"
     )
     parser.add_argument("--rounds", type=int, default=3, help="with --queue-types: rounds (default 3)")
+    parser.add_argument("--runs", type=int, default=1, help="whole runs, then their medians (default 1)")
     args = parser.parse_args(argv)
     if args.jobs < 200:
         parser.error("--jobs must be at least 200")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=(args.rabbitmqctl,))
     if args.queue_types:
         try:
@@ -632,13 +636,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(report_queue_types(runs))
         return 0
-    try:
-        outcome = uvloop.run(run(services, args.jobs))
-    except (BenchmarkError, JanusError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    print(report(outcome))
+    outcomes = []
+    for number in range(1, args.runs + 1):
+        try:
+            outcome = uvloop.run(run(services, args.jobs))
+        except (BenchmarkError, JanusError) as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 1
+        if args.runs > 1:
+            print(f"-- run {number} of {args.runs}")
+        print(report(outcome), flush=True)
+        outcomes.append(outcome)
+    if args.runs > 1:
+        print(medians(outcomes))
     return 0
+
+
+def medians(outcomes: Sequence[Outcome]) -> str:
+    """The medians over the runs; each ratio is taken within its run (relay and Janus back to back)."""
+    median = statistics.median
+    jobs = outcomes[0].janus.jobs
+    ratio = median([o.janus.rate / o.relay.rate for o in outcomes])
+    cpu = median([o.janus.coordinator_cpu / o.relay.coordinator_cpu for o in outcomes])
+    return "\n".join(
+        [
+            f"medians over {len(outcomes)} runs:",
+            f"  throughput ratio janus/relay {ratio:.2f}, CPU per job ratio janus/relay {cpu:.2f}",
+            f"  relay cpu {_us(median([o.relay.coordinator_cpu for o in outcomes]), jobs)}, "
+            f"janus cpu {_us(median([o.janus.coordinator_cpu for o in outcomes]), jobs)}, "
+            f"janus's postgres backends {_us(median([o.janus.database_cpu for o in outcomes]), jobs)}",
+        ]
+    )
 
 
 if __name__ == "__main__":
