@@ -40,7 +40,8 @@ from janus.simulate.workload import ServiceModel, WorkerModel, Workload
 # matters only for the worker pools (a handler freed at t may take an admission delivered at t).
 _ARRIVE, _FINISH, _RESULT, _RETURN, _DELIVER, _EXPIRE, _WAKE = range(7)
 
-_CLOCK_ONLY = frozenset({WaitReason.RATE, WaitReason.PAUSED})
+_CLOCK_ONLY = frozenset({WaitReason.PAUSED})  # not RATE: a result's duration frees a window early
+_Result = tuple[Admission, bool, str | None, float | None, float]  # (..., retry_after, duration)
 # Limits whose `Blocked` reads the same at every instant until a wakeup or the lane's own event
 # lifts it (a recovering ramp's text names its share, which grows by the clock).
 _STEADY_BLOCKS = frozenset({WaitReason.RATE, WaitReason.PAUSED, WaitReason.CONCURRENCY, WaitReason.CIRCUIT})
@@ -171,7 +172,7 @@ class Simulation:
         self._timeline: list[Row] | None = [] if timeline else None
         # Inputs gathered for the next tick, in the order the tick applies them.
         self._arrivals: list[tuple[float, str, str, str]] = []
-        self._results: list[tuple[Admission, bool, str | None, float | None]] = []
+        self._results: list[_Result] = []
         self._returned: list[Admission] = []
 
     # -- the run -----------------------------------------------------------------------
@@ -311,7 +312,8 @@ class Simulation:
 
         Yes when every one is a success of a dependency that `admit` at `now` could not admit
         from: one that the last decision found held by a limit that only the clock lifts, and
-        not before a later instant (a rate window, a retry_after pause), or one with no job
+        not before a later instant (a retry_after pause; not a rate window, which a result's
+        duration may free early), or one with no job
         eligible (the idle rule). A success lifts no such limit and makes no job eligible; the wakeups
         for the clock are already scheduled; and nothing else reached Janus at `now` (no new
         job, no unused admission, no wakeup due), so no other dependency changed. A failure
@@ -339,7 +341,7 @@ class Simulation:
         }
         idle_rule = self._all_rated and all(block.reason in _STEADY_BLOCKS for block in self._blocked)
         waiting, untracked = self._waiting, self._untracked
-        for admission, failed, _, retry_after in self._results:
+        for admission, failed, _, retry_after, _ in self._results:
             if failed or retry_after is not None:
                 return False
             dependency = admission.dependency
@@ -406,7 +408,7 @@ class Simulation:
         if not results:
             return
         on_result = self._scheduler.on_result
-        for admission, failed, error, retry_after in results:
+        for admission, failed, error, retry_after, duration in results:
             transition = on_result(
                 job_id=admission.job_id,
                 attempt=admission.attempt,
@@ -414,6 +416,7 @@ class Simulation:
                 error=error,
                 retry_after=retry_after,
                 now=now,
+                duration=duration,  # as the SDK reports it: it trims the rate windows
             )
             self._finished(transition.verdict, transition.job, now)
         results.clear()
@@ -560,10 +563,10 @@ class Simulation:
             self._timeline.append(
                 (now, "started", admission.job_id, dependency, admission.scope, admission.attempt, "")
             )
-        self._later(end, _FINISH, (admission, failed, error, retry_after))
+        self._later(end, _FINISH, (admission, failed, error, retry_after, end - now))
 
-    def _finish(self, now: float, data: tuple[Admission, bool, str | None, float | None]) -> None:
-        admission, failed, error, _ = data
+    def _finish(self, now: float, data: _Result) -> None:
+        admission, failed, error, _, _ = data
         pool = self._pools[admission.dependency]
         pool.busy -= 1
         if self._timeline is not None:
