@@ -39,7 +39,10 @@ eaten by the difference between two readings of one clock.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import json
+import math
 import random
 import statistics
 from collections import deque
@@ -135,6 +138,18 @@ def unsettled_under_estimates(window: list[Call], settled_at: dict[str, float]) 
     )
 
 
+def mean_use(served: list[Call], start: float, end: float, step: float = 0.01) -> float:
+    """The units of `served` calls in the window of T before each instant of [start, end), every
+    `step`, averaged."""
+    ordered = sorted(served, key=lambda c: c.at)
+    times = [c.at for c in ordered]
+    before = list(itertools.accumulate((c.units for c in ordered), initial=0.0))
+    instants = [start + i * step for i in range(max(1, math.ceil((end - start) / step)))]
+    return statistics.fmean(
+        before[bisect.bisect_right(times, t)] - before[bisect.bisect_right(times, t - T)] for t in instants
+    )
+
+
 def window_of(call: Call, calls: list[Call]) -> list[Call]:
     """The calls the API served in the window of T before `call`, and `call`."""
     return [c for c in calls if c.served and call.at - T < c.at < call.at] + [call]
@@ -208,19 +223,20 @@ async def test_units_at_the_api_stay_within_the_budget_and_use_it(database: str,
     # The calls whose window held no unsettled under-estimate: the bound says none is throttled.
     corrected = [c for c in calls if unsettled_under_estimates(window_of(c, calls), settled_at) == 0]
     worst = max(sum(c.units for c in window_of(call, calls)) for call in served)
-    # Goodput while jobs wait, in the steady state: from one window after the first call (the first
-    # window's burst is a whole budget at once, a free window over the run) to the last first
-    # admission of a job.
-    first = calls[0].at + T
+    # Goodput while jobs wait: the units the API served in the window of T before each instant,
+    # averaged over instants every 10 ms from one window after the first call (the first
+    # window's burst is a whole budget at once) to the last first admission of a job, per T.
+    # What a sliding budget is used to; units over a stretch would swing by a whole window with
+    # where the stretch's ends fall against the waves of admissions that each freed window brings.
     backlog_ends = max(min(r.admitted_at for r in log.records if r.job_id == j) for j, _, _ in jobs)
-    goodput = sum(c.units for c in served if first <= c.at < backlog_ends) / (backlog_ends - first)
+    goodput = mean_use(served, calls[0].at + T, backlog_ends) / T
     expired = sum(1 for r in log.records if r.outcome == "expired")
     # What a place costs beyond T: the admission's way to the worker, and its result's way back.
     to_worker = statistics.median(c.at - c.admitted_at for c in calls)
     back = statistics.median(settled_at[c.job_id] - c.at for c in served if c.job_id in settled_at)
     print(
         f"\n{len(calls)} calls, {sum(c.units for c in served):,.0f} units served; goodput "
-        f"{goodput:,.0f} units/s over {backlog_ends - first:.1f} s (budget {BUDGET / T:,.0f}/s, "
+        f"{goodput:,.0f} units/s over {backlog_ends - calls[0].at - T:.1f} s (budget {BUDGET / T:,.0f}/s, "
         f"untrimmed ceiling {UNTRIMMED:,.0f}/s, {goodput / (BUDGET / T):.1%} of the budget); "
         f"busiest window {worst:,.0f}; {len(throttled)} throttled, {len(unexplained)} beyond the "
         f"bound; {len(corrected)} calls with their window's estimates corrected; {expired} expired; "
