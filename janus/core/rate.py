@@ -8,7 +8,9 @@ and O(1) amortised per admission.
 
 A window counts admissions over a *span*: T for a limit that counts admissions, and
 T + admission_ttl for one that counts starts (the default), the least span that keeps
-the starts workers make within COUNT per T (`RateLimit.admission_window` proves it).
+the starts workers make within COUNT per T (`RateLimit.admission_window` proves it). A result
+that says how long its call took ends the admission's place earlier, T after the latest time the
+call can have begun (`SlidingWindow.trim`, docs/protocol.md); never before T after the admission.
 """
 
 from __future__ import annotations
