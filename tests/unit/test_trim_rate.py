@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypothesis import given, settings
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 
 from janus.audit import max_in_window
 from janus.core.decisions import Admission
-from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit
+from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit, ShadowLimits
 from janus.core.scheduler import Scheduler
 
 WINDOWS = [0.1, 1.0, 2.5]
@@ -77,11 +78,17 @@ def latest_start(admission: Admission, fate: Fate) -> float:
 
 
 def run(
-    policy: DependencyPolicy, schedule: list[tuple[float, int]], fated: list[Fate], seed: int
+    policy: DependencyPolicy,
+    schedule: list[tuple[float, int]],
+    fated: list[Fate],
+    seed: int,
+    made: Callable[[Scheduler], None] = lambda _: None,
 ) -> list[Call]:
-    """The real core over the schedule; each admission's result comes as its fate says (in time
-    order, with an admission after each event), and its call starts where the fate puts it."""
+    """The real core over the schedule (handed to `made`); each admission's result comes as its
+    fate says (in time order, with an admission after each event), and its call starts where the
+    fate puts it."""
     core = Scheduler([policy], random.Random(seed))
+    made(core)
     rng = random.Random(seed)
     events: list[tuple[float, int, str, object]] = []  # (at, serial, kind, what)
     calls: list[Call] = []
@@ -227,3 +234,26 @@ def test_a_result_with_its_duration_frees_the_place_early() -> None:
         assert decision.next_wakeup == second_at, duration
         assert core.admit(math.nextafter(second_at, 0.0)).admissions == []
         assert [a.job_id for a in core.admit(second_at).admissions] == ["b"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(schedule=schedules, fated=fates, seed=st.integers(0, 2**16))
+def test_a_shadow_limit_equal_to_the_real_one_holds_nothing_back(
+    schedule: list[tuple[float, int]], fated: list[Fate], seed: int
+) -> None:
+    """The shadow windows are trimmed with the real ones: a shadow of the very limits in force
+    never says it would have held an admission back."""
+    limit, scope_limit = RateLimit(count=3, window=1.0), RateLimit(count=2, window=1.0)
+    policy = DependencyPolicy(
+        name="api",
+        rate_limits=(limit,),
+        unit_limits=(RateLimit(count=8, window=1.0, units=True),),
+        admission_ttl=0.25,
+        lease_timeout=10.0,
+        fairness=FairnessPolicy(scope_rate_limits=(scope_limit,)),
+        shadow=ShadowLimits(rate_limits=(limit,), scope_rate_limits=(scope_limit,)),
+    )
+    core: list[Scheduler] = []
+    calls = run(policy, schedule, fated, seed, made=core.append)
+    assert calls or not any(jobs for _, jobs in schedule)
+    assert core[0].shadow_totals("api") == {}
