@@ -4,8 +4,10 @@ Pure functions over `WorkRecord`s (what workers saw), the core's policies and,
 when given, the job table's final states. A rate limit COUNT/T is checked where it
 promises: by the workers' start times in every window [t, t + T) (a limit that counts
 starts, the default) or [t, t + T - admission_ttl) (one that counts admissions), and by
-`admitted_at` over every window of the span Janus counts admissions over (T + ttl, or
-T); the densest windows always start at a record, so those are the ones counted. A
+the places admissions hold in the windows Janus counts them in: from `admitted_at` for the
+span (T + ttl, or T), or shorter once a result told when the call began (`place_end`), at
+most COUNT at any admission's instant; the densest windows always start at a record, so
+those are the ones counted. A
 scope's rate limits the same way, per scope. Concurrency by the most handlers running
 at once. `audit_database` reads the job table (through the store) and returns the same
 one report.
@@ -53,21 +55,47 @@ def start_window(limit: RateLimit, admission_ttl: float) -> float:
     return limit.window if limit.counts is RateCounting.STARTS else limit.window - admission_ttl
 
 
-def worst_of_limit(
-    limit: RateLimit, admission_ttl: float, admitted: Sequence[float], started: Sequence[float]
-) -> tuple[int, int]:
-    """(most admissions in one window of the limit's span, most starts in one of its start windows)."""
+def place_end(record: WorkRecord, limit: RateLimit, admission_ttl: float) -> float:
+    """The earliest end Janus can have given the admission's place in the limit's window.
+
+    A limit that counts starts holds an admission for its span (T + ttl), or, once a result
+    says how long the call took, until T after the latest time the call can have begun
+    (core/rate.py, `SlidingWindow.trim`). That time is at least the admission plus the time the
+    admission waited in the worker before it started (started - received, on the worker's own
+    clock, so no two clocks are compared), which is all the records tell."""
+    span = limit.admission_window(admission_ttl)
+    if limit.counts is not RateCounting.STARTS or record.started_at is None:
+        return record.admitted_at + span
+    waited = record.started_at - record.received_at
+    if waited >= admission_ttl:
+        return record.admitted_at + span
+    return record.admitted_at + max(0.0, waited) + limit.window
+
+
+def most_places_held(admitted: Sequence[float], ends: Sequence[float]) -> int:
+    """The most places [admitted, end) held at one admission's instant: what the core's sliding
+    window counted when it admitted (for ends admitted + span: `max_in_window` over the span)."""
+    starts, stops = sorted(admitted), sorted(ends)
+    return max((bisect.bisect_right(starts, at) - bisect.bisect_right(stops, at) for at in starts), default=0)
+
+
+def worst_of_limit(limit: RateLimit, admission_ttl: float, group: Sequence[WorkRecord]) -> tuple[int, int]:
+    """(most admissions holding a place in the limit's window at once, most starts in one of its
+    start windows)."""
     starts = start_window(limit, admission_ttl)
+    started = [r.started_at for r in group if r.started_at is not None]
     worst_start = max_in_window(started, starts) if starts > 0 else 0
-    return max_in_window(admitted, limit.admission_window(admission_ttl)), worst_start
+    admitted = [r.admitted_at for r in group]
+    ends = [place_end(r, limit, admission_ttl) for r in group]
+    return most_places_held(admitted, ends), worst_start
 
 
 @dataclass(kw_only=True)
 class DependencyAudit:
     dependency: str
     admissions_seen: int
-    # "COUNT/Ts" (a scope's: "scope COUNT/Ts", the worst scope) -> most admissions in one window
-    # of the span Janus counts them over
+    # "COUNT/Ts" (a scope's: "scope COUNT/Ts", the worst scope) -> most admissions holding a
+    # place in the window Janus counts them in at once (`place_end`)
     worst_rate: dict[str, int] = field(default_factory=dict)
     # the same keys -> most starts in one window of T (T - ttl for a limit counting admissions)
     worst_start_rate: dict[str, int] = field(default_factory=dict)
@@ -168,11 +196,9 @@ def audit(
                 by_scope[record.scope].append(record)
             groups += [("scope ", policy.fairness.scope_rate_limits, group) for group in by_scope.values()]
         for prefix, limits, group in groups:
-            admitted = [r.admitted_at for r in group]
-            started = [r.started_at for r in group if r.started_at is not None]
             for limit in limits:
                 key = f"{prefix}{limit}"
-                worst, worst_start = worst_of_limit(limit, ttl, admitted, started)
+                worst, worst_start = worst_of_limit(limit, ttl, group)
                 result.worst_rate[key] = max(result.worst_rate.get(key, 0), worst)
                 result.worst_start_rate[key] = max(result.worst_start_rate.get(key, 0), worst_start)
                 excess = max(excess, worst - limit.count, worst_start - limit.count)

@@ -8,12 +8,14 @@ and O(1) amortised per admission.
 
 A window counts admissions over a *span*: T for a limit that counts admissions, and
 T + admission_ttl for one that counts starts (the default), the least span that keeps
-the starts workers make within COUNT per T (`RateLimit.admission_window` proves it).
+the starts workers make within COUNT per T (`RateLimit.admission_window` proves it). A result
+that says how long its call took ends the admission's place earlier, T after the latest time the
+call can have begun (`SlidingWindow.trim`, docs/protocol.md); never before T after the admission.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from itertools import repeat
 
@@ -21,66 +23,97 @@ from janus.core.policy import RateLimit
 
 
 class SlidingWindow:
-    """Timestamps of one rate limit that still fall inside its span: at most `limit.count`
-    in any half-open window of `span` seconds.
+    """The admissions of one rate limit that still hold a place in its span: at most
+    `limit.count` in any half-open window of `span` seconds.
+
+    An admission made at `at` holds its place until `at + span`, or until the earlier end that a
+    result allows (`trim`: the call had started by then, docs/protocol.md). The places are kept
+    sorted by their end, so the oldest to leave is first: a list with a moving head (cheaper to
+    trim in than a deque), compacted once the head has passed half of it.
 
     Callers must pass non-decreasing `now` values (the scheduler clamps its clock),
     otherwise a pruned timestamp could re-enter a window after a backward clock jump.
     """
 
-    __slots__ = ("_stamps", "limit", "span")
+    __slots__ = ("_head", "_places", "limit", "span")
 
     def __init__(self, limit: RateLimit, span: float) -> None:
         if span <= 0:
             raise ValueError("a window's span must be positive")
         self.limit = limit
         self.span = span
-        self._stamps: deque[float] = deque()
+        self._places: list[tuple[float, float]] = []  # (end, admitted at), sorted
+        self._head = 0  # places before it have ended
 
     def _prune(self, now: float) -> None:
-        # A stamp s lies in some half-open window [x, x + span) containing `now` only if
-        # s + span > now (written as the sum, not now - span, so that float rounding matches
-        # the audit exactly).
-        window = self.span
-        stamps = self._stamps
-        while stamps and stamps[0] + window <= now:
-            stamps.popleft()
+        # A place ends at s + span (written as the sum, not now - span, so that float rounding
+        # matches the audit exactly), or earlier once trimmed.
+        places, head = self._places, self._head
+        size = len(places)
+        while head < size and places[head][0] <= now:
+            head += 1
+        if head > 32 and head * 2 > size:
+            del places[:head]
+            head = 0
+        self._head = head
 
     def room(self, now: float) -> int:
         """How many admissions may happen at `now`."""
         self._prune(now)
-        return self.limit.count - len(self._stamps)
+        return self.limit.count - (len(self._places) - self._head)
 
     def record(self, at: float) -> None:
-        self._stamps.append(at)
+        self._places.append((at + self.span, at))
 
     def record_many(self, at: float, count: int) -> None:
-        """`count` admissions at `at` (the scheduler records a batch of one decision at once)."""
-        self._stamps.extend(repeat(at, count))
+        """`count` admissions at `at` (the scheduler records a batch of one decision at once).
+        Their end is the latest yet: `at` never decreases, and a trimmed end is only earlier."""
+        self._places.extend(repeat((at + self.span, at), count))
+
+    def trim(self, at: float, started_by: float) -> None:
+        """The admission made at `at` started its call by `started_by` (a result told so): its
+        place ends T after that rather than at the end of its span, but never before `at + T`
+        (a call starts no earlier than its admission) nor later than before. A window counting
+        admissions (span T) keeps its places as they are."""
+        untrimmed = at + self.span
+        end = min(untrimmed, max(at, started_by) + self.limit.window)
+        if end >= untrimmed:
+            return
+        places, old = self._places, (untrimmed, at)
+        index = bisect_left(places, old, self._head)
+        if index == len(places) or places[index] != old:
+            return  # no longer held (its span passed), or never recorded here (a rebuilt window)
+        del places[index]
+        insort(places, (end, at), self._head)
 
     def restore(self, stamps: Iterable[float]) -> None:
-        """Reload history after a restart or a takeover (in any order: the log is kept sorted)."""
-        self._stamps = deque(sorted([*self._stamps, *stamps]))
+        """Reload history after a restart or a takeover (in any order: the log is kept sorted).
+        Admission times only: a trimmed place comes back whole, which errs on the safe side."""
+        live = self._places[self._head :]
+        self._places = sorted([*live, *((at + self.span, at) for at in stamps)])
+        self._head = 0
 
     def free_at(self, now: float, count: int | None = None) -> float:
         """The earliest time at which one more admission fits (under `count` instead of the
         limit's COUNT if given: the recovery ramp's scaled limit)."""
         self._prune(now)
-        excess = len(self._stamps) - (self.limit.count if count is None else count)
+        held = len(self._places) - self._head
+        excess = held - (self.limit.count if count is None else count)
         if excess < 0:
             return now
-        # The (excess+1)-th oldest stamp must leave the window.
-        return self._stamps[excess] + self.span
+        # The (excess+1)-th place to end must end.
+        return self._places[self._head + excess][0]
 
     def stamps(self) -> list[float]:
-        return list(self._stamps)
+        """The admission times of the places held (not yet pruned), in order."""
+        return sorted(at for _, at in self._places[self._head :])
 
     def clear_at(self) -> float:
         """When every admission recorded so far has left the window (-inf if none)."""
-        return self._stamps[-1] + self.span if self._stamps else float("-inf")
+        return self._places[-1][0] if len(self._places) > self._head else float("-inf")
 
     def __len__(self) -> int:
-        return len(self._stamps)
+        return len(self._places) - self._head
 
 
 def admission_windows(limits: Sequence[RateLimit], admission_ttl: float) -> list[SlidingWindow]:

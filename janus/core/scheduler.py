@@ -337,6 +337,9 @@ class Scheduler(Readout):
             lane.adaptive.observe(
                 admitted_at=job.admitted_at, throttled=slow_down, duration=duration, now=now
             )
+        if duration is not None:  # the call ran that long and ended by `now`, and began before expiry
+            expires = job.expires_at if job.expires_at is not None else now
+            lane.trim(job, min(now - duration, expires))
         if cost is not None and lane.units is not None:
             lane.settle_units(job, cost)
         if success:

@@ -15,7 +15,7 @@ The windows are exact sliding logs over the span of `RateLimit.admission_window`
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -49,18 +49,26 @@ def _amount(thousandths: int) -> str:
 
 
 class _Charge:
-    """One admission's charge in one window: its units change once, when the result settles it."""
+    """One admission's charge in one window: its units change once, when the result settles it,
+    and its end once, when the result tells when the call had started (`UnitWindow.trim`)."""
 
-    __slots__ = ("at", "key", "units")
+    __slots__ = ("at", "end", "key", "units")
 
-    def __init__(self, at: float, key: Key, units: int) -> None:
-        self.at, self.key, self.units = at, key, units
+    def __init__(self, at: float, end: float, key: Key, units: int) -> None:
+        self.at, self.end, self.key, self.units = at, end, key, units
+
+
+def _end(charge: _Charge) -> float:
+    return charge.end
 
 
 class UnitWindow:
-    """The charges of one unit limit that still fall inside its span, and their sum."""
+    """The charges of one unit limit that still fall inside its span, and their sum.
 
-    __slots__ = ("_by_key", "_entries", "capacity", "limit", "span", "used")
+    Kept sorted by their end (a list with a moving head, like `core/rate.py`): an admission's
+    charge ends `span` after it, or earlier once trimmed."""
+
+    __slots__ = ("_by_key", "_entries", "_head", "capacity", "limit", "span", "used")
 
     def __init__(self, limit: RateLimit, span: float) -> None:
         if span <= 0:
@@ -68,17 +76,24 @@ class UnitWindow:
         self.limit = limit
         self.span = span
         self.capacity = limit.count * UNIT_SCALE
-        self._entries: deque[_Charge] = deque()  # in time order
+        self._entries: list[_Charge] = []  # by end; those before `_head` have ended
+        self._head = 0
         self._by_key: dict[Key, _Charge] = {}  # unsettled charges, to settle by admission
         self.used = 0
 
     def _prune(self, now: float) -> None:
-        entries, span, by_key = self._entries, self.span, self._by_key
-        while entries and entries[0].at + span <= now:
-            charge = entries.popleft()
+        entries, by_key, head = self._entries, self._by_key, self._head
+        size = len(entries)
+        while head < size and entries[head].end <= now:
+            charge = entries[head]
+            head += 1
             self.used -= charge.units
             if by_key.get(charge.key) is charge:
                 del by_key[charge.key]
+        if head > 32 and head * 2 > size:
+            del entries[:head]
+            head = 0
+        self._head = head
 
     def room(self, now: float) -> int:
         """Thousandths of a unit that fit at `now`."""
@@ -86,7 +101,8 @@ class UnitWindow:
         return self.capacity - self.used
 
     def charge(self, at: float, key: Key, units: int) -> None:
-        charge = _Charge(at, key, units)
+        # The latest end yet: `at` never decreases, and a trimmed end is only earlier.
+        charge = _Charge(at, at + self.span, key, units)
         self._entries.append(charge)
         self._by_key[key] = charge
         self.used += units
@@ -102,6 +118,24 @@ class UnitWindow:
         self.used += delta
         return delta
 
+    def trim(self, key: Key, started_by: float) -> None:
+        """Admission `key` started its call by `started_by`: its charge ends T after that, never
+        before T after its admission nor later than before (`SlidingWindow.trim`). Only an
+        unsettled charge is found: trim before settling."""
+        charge = self._by_key.get(key)
+        if charge is None:
+            return
+        end = min(charge.end, max(charge.at, started_by) + self.limit.window)
+        if end >= charge.end:
+            return
+        entries = self._entries
+        index = bisect_left(entries, charge.end, self._head, key=_end)
+        while entries[index] is not charge:  # among the charges that end at the same time
+            index += 1
+        del entries[index]
+        charge.end = end
+        insort(entries, charge, self._head, key=_end)
+
     def free_at(self, now: float, units: int) -> float:
         """The earliest time at which `units` more fit (inf if they never can)."""
         if units > self.capacity:
@@ -110,21 +144,24 @@ class UnitWindow:
         need = self.used + units - self.capacity
         if need <= 0:
             return now
-        for charge in self._entries:
+        entries = self._entries
+        for index in range(self._head, len(entries)):
+            charge = entries[index]
             need -= charge.units
             if need <= 0:
-                return charge.at + self.span
+                return charge.end
         return now  # unreachable: every charge gone leaves room for `units` <= capacity
 
     def restore(self, charges: Iterable[tuple[float, Key, int]]) -> None:
-        """Reload charges (at, key, units) after a restart or a takeover, in any order."""
+        """Reload charges (at, key, units) after a restart or a takeover, in any order. Admission
+        times only: a trimmed charge comes back whole, which errs on the safe side."""
         merged = sorted([*self.charges(), *charges], key=lambda charge: charge[0])
-        self._entries, self._by_key, self.used = deque(), {}, 0
+        self._entries, self._head, self._by_key, self.used = [], 0, {}, 0
         for at, key, units in merged:
             self.charge(at, key, units)
 
     def charges(self) -> list[tuple[float, Key, int]]:
-        return [(charge.at, charge.key, charge.units) for charge in self._entries]
+        return [(charge.at, charge.key, charge.units) for charge in self._entries[self._head :]]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -160,6 +197,10 @@ class UnitLimits:
         """The actual cost of admission `key`: the difference (in thousandths) charged in the window
         that charged the estimate the longest (the others hold it too, or have let it go)."""
         return max((window.settle(key, units) for window in self.windows), key=abs, default=0)
+
+    def trim(self, key: Key, started_by: float) -> None:
+        for window in self.windows:
+            window.trim(key, started_by)
 
     def free_at(self, now: float, units: int) -> float:
         return max((window.free_at(now, units) for window in self.windows), default=now)

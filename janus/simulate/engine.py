@@ -338,7 +338,7 @@ class Simulation:
         if not results:
             return
         on_result = self._scheduler.on_result
-        for admission, failed, error, retry_after, cost in results:
+        for admission, failed, error, retry_after, cost, duration in results:
             transition = on_result(
                 job_id=admission.job_id,
                 attempt=admission.attempt,
@@ -347,6 +347,7 @@ class Simulation:
                 retry_after=retry_after,
                 now=now,
                 cost=cost,
+                duration=duration,  # as the SDK reports it: it trims the rate windows
             )
             self._finished(transition.verdict, transition.job, now)
         results.clear()
@@ -517,10 +518,10 @@ class Simulation:
             self._timeline.append(
                 (now, "started", admission.job_id, dependency, admission.scope, admission.attempt, "")
             )
-        self._later(end, _FINISH, (admission, failed, error, retry_after, cost))
+        self._later(end, _FINISH, (admission, failed, error, retry_after, cost, end - now))
 
     def _finish(self, now: float, data: Result) -> None:
-        admission, failed, error, _, _ = data
+        admission, failed, error, _, _, _ = data
         pool = self._pools[admission.dependency]
         pool.busy -= 1
         if self._timeline is not None:

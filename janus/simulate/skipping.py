@@ -24,15 +24,15 @@ from janus.core.jobs import Admission
 from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET
 from janus.core.policy import DependencyPolicy
 
-_CLOCK_ONLY = frozenset({WaitReason.RATE, WaitReason.PAUSED})
+_CLOCK_ONLY = frozenset({WaitReason.PAUSED})  # not RATE: a result's duration frees a window early
 # Limits whose `Blocked` reads the same at every instant until a wakeup or the lane's own event
 # lifts it (a recovering ramp's text names its share, which grows by the clock).
 _STEADY_BLOCKS = frozenset({WaitReason.RATE, WaitReason.PAUSED, WaitReason.CONCURRENCY, WaitReason.CIRCUIT})
 # Up to this many scopes the core keeps the same number of first attempts in memory per scope.
 _CONSTANT_SHARE_SCOPES = MEMORY_BUDGET // MAX_PER_SCOPE
 
-# admission, failed, error, retry_after, the actual cost reported (None: none)
-Result = tuple[Admission, bool, str | None, float | None, float | None]
+# admission, failed, error, retry_after, the actual cost reported (None: none), the call's duration
+Result = tuple[Admission, bool, str | None, float | None, float | None, float]
 
 
 class SkipRule:
@@ -81,7 +81,8 @@ class SkipRule:
 
         Yes when every one is a success of a dependency that `admit` at `now` could not admit
         from: one that the last decision found held by a limit that only the clock lifts, and
-        not before a later instant (a rate window, a retry_after pause), or one with no job
+        not before a later instant (a retry_after pause; not a rate window, which a result's
+        duration may free early), or one with no job
         eligible (the idle rule). A success lifts no such limit and makes no job eligible;
         nothing else reached Janus at `now` (no new job, no unused admission, no wakeup due),
         so every other dependency is as the last step left it but for the clock, and the
@@ -119,7 +120,7 @@ class SkipRule:
         idle_rule = self._all_rated
         waiting, untracked = self.waiting, self.untracked
         costed = self._costed
-        for admission, failed, _, retry_after, cost in results:
+        for admission, failed, _, retry_after, cost, _ in results:
             if failed or retry_after is not None:
                 return False
             dependency = admission.dependency
