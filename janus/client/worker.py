@@ -438,12 +438,15 @@ class Worker:
         retry_after: float | None = None
         throttled = False
         cost: float | None = None
+        elapsed = 0.0
         if now >= job.expires_at:
             # The ack took us past expires_at (a stalled event loop): starting now would break
             # the rate promise. Acked, it cannot be handed back: report it failed, unstarted.
             started, error = None, "not started: the admission expired while it was being taken"
         else:
+            began = time.monotonic()  # the duration on a clock that never steps (Janus trims by it)
             error, retry_after, throttled, cost = await self._run(job, now, slot)
+            elapsed = time.monotonic() - began
         finished = self._clock() if started is not None else None
         outcome: Literal["success", "failure"] = "success" if error is None else "failure"
         self._record(job, received, started, finished, outcome, error)
@@ -455,7 +458,7 @@ class Worker:
             retry_after=retry_after,
             throttled=throttled,
             # The handler's time, the adaptive concurrency's signal; none for a call never made.
-            duration=max(0.0, finished - started) if finished is not None and started is not None else None,
+            duration=elapsed if started is not None else None,
             cost=cost,
         )
         await self._report(job, body)
