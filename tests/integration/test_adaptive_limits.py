@@ -14,8 +14,10 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from janus.client import Producer, ReadyJob, Worker
 from janus.client.worker import Throttled, WorkRecord
@@ -139,6 +141,45 @@ def timeline(records: list[WorkRecord], began: float, end: float) -> str:
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Start:
+    """A call's start at the API: the calls then in flight, and when the earliest was admitted."""
+
+    at: float
+    in_flight: int
+    earliest_admitted: float
+
+
+class LimitLog:
+    """The adaptive concurrency the leader shows (its gauge, set at the end of each tick), each
+    value with when it was first seen: sampled every 10 ms and at every call's start."""
+
+    def __init__(self) -> None:
+        self.registry: CollectorRegistry | None = None
+        self.seen: list[tuple[float, float]] = []
+
+    def sample(self, now: float) -> None:
+        if self.registry is None:
+            return
+        value = self.registry.get_sample_value("janus_adaptive_concurrency", {"dependency": "api"})
+        if value is not None and (not self.seen or self.seen[-1][1] != value):
+            self.seen.append((now, value))
+
+    async def watch(self) -> None:
+        while True:
+            self.sample(time.time())
+            await asyncio.sleep(0.01)
+
+    def highest(self, since: float, until: float) -> float:
+        """The highest limit in force in [since, until]: the one shown last before `since` (a
+        tick's gauge comes after its admissions), and every one shown until `until`."""
+        before = [value for at, value in self.seen if at <= since][-1:]
+        return max(before + [value for at, value in self.seen if since < at <= until], default=0.0)
+
+    def describe(self, began: float) -> str:
+        return " ".join(f"{at - began:.1f}:{value:g}" for at, value in self.seen)
+
+
 KNEE, BASE = 10, 0.5  # the API answers in BASE seconds up to KNEE calls at once (long enough that
 # the time an admission spends in transit, on a loaded 2-core machine, is small beside it)
 
@@ -158,20 +199,34 @@ async def test_the_adaptive_concurrency_settles_near_the_knee(database: str, vho
     )
     in_flight = 0
     latencies: list[tuple[float, int, float]] = []  # (started, in flight, seconds)
+    # The count is the API's own: from the handler's start to its end, which lie inside the
+    # admission's hold at the leader (the result is published after the end). The invariant
+    # checked on it: calls in flight never exceed the highest limit in force since the earliest
+    # of them was admitted (a cut does not recall the calls already running).
+    running: dict[str, float] = {}  # job -> admitted_at, of the calls in flight
+    starts: list[Start] = []
+    limits = LimitLog()
 
     async def handler(job: ReadyJob) -> None:
         nonlocal in_flight
         in_flight += 1
+        running[job.job_id] = job.admitted_at
         took = BASE * max(1.0, in_flight / KNEE) ** 3  # steeply past the knee
-        latencies.append((time.time(), in_flight, took))
+        now = time.time()
+        limits.sample(now)  # the limit of the tick that admitted it, or of a later one
+        latencies.append((now, in_flight, took))
+        starts.append(Start(at=now, in_flight=in_flight, earliest_admitted=min(running.values())))
         try:
             await asyncio.sleep(took)
         finally:
             in_flight -= 1
+            del running[job.job_id]
 
     log = RecordLog()
     run_for = 50.0
-    async with running_janus(config):
+    async with running_janus(config) as service:
+        limits.registry = service.metrics.registry
+        watching = asyncio.create_task(limits.watch())
         worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=300)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
@@ -181,7 +236,13 @@ async def test_the_adaptive_concurrency_settles_near_the_knee(database: str, vho
             lambda records: bool(records) and records[-1].received_at >= began + run_for, timeout=run_for + 30
         )
         await worker.stop()
+        watching.cancel()
 
+    print("\nadaptive concurrency (s from the run's start:limit): " + limits.describe(began))
+    over = [start for start in starts if start.in_flight > limits.highest(start.earliest_admitted, start.at)]
+    assert not over, "more calls in flight than any limit in force since they were admitted: " + ", ".join(
+        f"{start.in_flight} at {start.at - began:.2f} s" for start in over[:5]
+    )
     per_second: dict[int, list[int]] = {}
     for at, n, _ in latencies:
         per_second.setdefault(int(at - began), []).append(n)
