@@ -5,7 +5,9 @@ sliding window and answers "throttled" beyond (the handler raises `Throttled`). 
 has `adaptive.enabled`, no static rate limit, `max_rate = "1000/1s"`, and a backlog of a few
 thousand jobs. C is 40, then 20, then 40 again; the issue's criteria are checked on the calls
 the workers made. A second test gives an API whose latency climbs steeply past K calls at once
-and reports where the adaptive concurrency settles, and the p99 latency against the unloaded one.
+and reports where the adaptive concurrency settles, and the p99 latency against the unloaded one;
+there, the calls in flight at the API never exceed the highest limit in force since they were
+admitted.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ pytestmark = pytest.mark.integration
 
 C_HIGH, C_LOW = 40, 20
 # Seconds of each phase (C = 40, 20, 40). Each criterion is measured from 10 s after the start
-# or the drop, and 20-27 s after the rise, to the phase's end. Not shorter: measured over 10-15 s
-# after the start, the first phase's goodput fell to 77 % of C in one run of four on a machine
-# loaded to 18 (the first sawtooth after slow start is still in it).
-HIGH, LOW, BACK = 20.0, 15.0, 27.0
-# More than the run can finish (at most 40 x 47 + 20 x 15 successes, and 40 more at the edges of
+# or the drop, and 20-27 s after the rise, to the phase's end. The first phase is measured over
+# 15 s: its goodput is the mean of the rate's sawtooth (from 0.75 C to just over C, a cycle of
+# about 6 s), and over 10 s it depended on where the cycles fell (32.4-35.5/s in runs that
+# admitted as much as the rate in force allowed: docs/benchmarks.md, "adaptive").
+HIGH, LOW, BACK = 25.0, 15.0, 27.0
+# More than the run can finish (at most 40 x 52 + 20 x 15 successes, and 40 more at the edges of
 # the windows): it never runs dry. No more: each job is submitted before the run.
-BACKLOG = 2300
+BACKLOG = 2500
 RETRY = {"max_attempts": 100, "base_delay": "0.1s", "max_delay": "1s"}
 
 
@@ -86,7 +89,17 @@ async def test_the_adaptive_rate_finds_the_capacity_and_follows_it(database: str
             raise Throttled(message="throttled: 429 Too Many Requests")
 
     log = RecordLog()
-    async with running_janus(config):
+    rates: list[tuple[float, float]] = []  # (when, the adaptive rate the leader shows)
+
+    async def watch_rate(registry: CollectorRegistry) -> None:
+        while True:
+            value = registry.get_sample_value("janus_adaptive_rate", {"dependency": "api"})
+            if value is not None:
+                rates.append((time.time(), value))
+            await asyncio.sleep(0.1)
+
+    async with running_janus(config) as service:
+        watching = asyncio.create_task(watch_rate(service.metrics.registry))
         # The backlog first: with no worker nothing is admitted, and the machine's time goes to
         # the run, not to the intake (a few thousand jobs take seconds to submit here). The
         # producer, Janus and the worker share this event loop: submitting most of the backlog
@@ -104,9 +117,18 @@ async def test_the_adaptive_rate_finds_the_capacity_and_follows_it(database: str
             lambda records: bool(records) and records[-1].received_at >= end, timeout=HIGH + LOW + BACK + 30
         )
         await worker.stop()
+        watching.cancel()
 
     records = log.records
     print(timeline(records, began, end))
+    # Where goodput went, for a reader of a failure: lost after Janus's decision, or not admitted.
+    print("\nper phase, as measured below:")
+    for name, (start, stop) in {
+        "C=40": (10.0, HIGH),
+        "C=20": (HIGH + 10.0, HIGH + LOW),
+        "C=40 again": (HIGH + LOW + 20.0, HIGH + LOW + BACK),
+    }.items():
+        print(f"  {name}: " + where_the_rate_goes(records, rates, began + start, began + stop))
     phases = {
         "C=40, after 10 s of convergence": share_and_goodput(records, began + 10.0, began + HIGH),
         "C=20, from 10 s after the drop": share_and_goodput(records, began + HIGH + 10.0, began + HIGH + LOW),
@@ -126,6 +148,28 @@ async def test_the_adaptive_rate_finds_the_capacity_and_follows_it(database: str
     share, goodput, _ = phases["C=40 again, 20-27 s after the rise"]
     assert share < 0.05
     assert goodput > 0.8 * C_HIGH
+
+
+def where_the_rate_goes(
+    records: list[WorkRecord], rates: list[tuple[float, float]], start: float, end: float
+) -> str:
+    """Over [start, end): the adaptive rate in force (its gauge, sampled), the admissions Janus
+    made, the calls the worker started, and the successes, each per second; and how long the
+    admissions took to start. Where goodput falls short of the rate in force, it was lost after
+    Janus's decision (in transit, or a CPU-starved worker); where the rate itself is low, it was
+    the controller."""
+    span = end - start
+    in_force = [value for at, value in rates if start <= at < end]
+    admitted = sum(1 for r in records if start <= r.admitted_at < end)
+    started = [r for r in records if r.started_at is not None and start <= r.started_at < end]
+    ok = sum(1 for r in started if r.outcome == "success")
+    lags = sorted(r.started_at - r.admitted_at for r in started if r.started_at is not None)
+    lag = lags[int(0.99 * (len(lags) - 1))] if lags else 0.0
+    return (
+        f"rate in force {sum(in_force) / max(1, len(in_force)):.1f}/s (min {min(in_force, default=0.0):.1f}), "
+        f"admitted {admitted / span:.1f}/s, started {len(started) / span:.1f}/s, "
+        f"succeeded {ok / span:.1f}/s; admission to start p99 {lag * 1000:.0f} ms"
+    )
 
 
 def timeline(records: list[WorkRecord], began: float, end: float) -> str:
