@@ -311,5 +311,6 @@ async def test_the_adaptive_concurrency_settles_near_the_knee(database: str, vho
     assert KNEE * 0.6 <= settled <= KNEE * 1.5
     # The bound. A doubling slow start landed up to twice past the knee (16 in flight,
     # 4.1x in one run of three); growing by sqrt(limit), and leaving slow start at the first
-    # round above the floor's band, it lands at most about sqrt(knee) past it.
+    # round above the floor's band, it lands one or two sqrt steps past it (12 or 15 here: a
+    # round ends on its first results, the short ones), and is cut by half at once.
     assert p99 <= 2 * unloaded
