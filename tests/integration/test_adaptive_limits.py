@@ -200,6 +200,7 @@ class LimitLog:
 
     def __init__(self) -> None:
         self.registry: CollectorRegistry | None = None
+        self.clock: Callable[[], float] = time.time  # the leader's, whose `admitted_at` it is compared with
         self.seen: list[tuple[float, float]] = []
 
     def sample(self, now: float) -> None:
@@ -211,7 +212,7 @@ class LimitLog:
 
     async def watch(self) -> None:
         while True:
-            self.sample(time.time())
+            self.sample(self.clock())
             await asyncio.sleep(0.01)
 
     def highest(self, since: float, until: float) -> float:
@@ -256,7 +257,7 @@ async def test_the_adaptive_concurrency_settles_near_the_knee(database: str, vho
         in_flight += 1
         running[job.job_id] = job.admitted_at
         took = BASE * max(1.0, in_flight / KNEE) ** 3  # steeply past the knee
-        now = time.time()
+        now = limits.clock()
         limits.sample(now)  # the limit of the tick that admitted it, or of a later one
         latencies.append((now, in_flight, took))
         starts.append(Start(at=now, in_flight=in_flight, earliest_admitted=min(running.values())))
@@ -269,7 +270,7 @@ async def test_the_adaptive_concurrency_settles_near_the_knee(database: str, vho
     log = RecordLog()
     run_for = 50.0
     async with running_janus(config) as service:
-        limits.registry = service.metrics.registry
+        limits.registry, limits.clock = service.metrics.registry, service.clock
         watching = asyncio.create_task(limits.watch())
         worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=300)
         await worker.start()
