@@ -18,8 +18,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from janus.client import ReadyJob, Worker
-from janus.client.worker import Throttled, WorkRecord
+from janus.client import ReadyJob, Throttled, Worker
+from janus.client.worker import WorkRecord
 
 
 class SlidingApi:
