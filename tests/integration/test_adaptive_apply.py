@@ -22,7 +22,8 @@ import pytest
 from janus.client import Producer, ReadyJob, Worker
 from janus.client.worker import Throttled
 from tests.integration.harness import RecordLog, eventually, janus_cli, make_config, running_janus
-from tests.integration.test_adaptive_limits import SlidingApi, share_and_goodput, timeline
+from tests.integration.sliding_api_worker import SlidingApi
+from tests.integration.test_adaptive_limits import share_and_goodput, timeline
 
 pytestmark = pytest.mark.integration
 

@@ -1,54 +1,45 @@
 """Adaptive limits end to end (issue 16), against real RabbitMQ and PostgreSQL, measured at the workers.
 
 A simulated API whose capacity Janus is not told: it accepts at most C calls in any 1 s
-sliding window and answers "throttled" beyond (the handler raises `Throttled`). The dependency
+sliding window and answers "throttled" beyond (the handler raises `Throttled`; the worker and
+the API run in a process of their own, `sliding_api_worker.py`). The dependency
 has `adaptive.enabled`, no static rate limit, `max_rate = "1000/1s"`, and a backlog of a few
 thousand jobs. C is 40, then 20, then 40 again; the issue's criteria are checked on the calls
 the workers made. A second test gives an API whose latency climbs steeply past K calls at once
-and reports where the adaptive concurrency settles, and the p99 latency against the unloaded one.
+and reports where the adaptive concurrency settles, and the p99 latency against the unloaded one;
+there, the calls in flight at the API never exceed the highest limit in force since they were
+admitted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from janus.client import Producer, ReadyJob, Worker
-from janus.client.worker import Throttled, WorkRecord
+from janus.client.worker import WorkRecord
 from tests.integration.harness import RecordLog, make_config, running_janus
 
 pytestmark = pytest.mark.integration
 
 C_HIGH, C_LOW = 40, 20
 # Seconds of each phase (C = 40, 20, 40). Each criterion is measured from 10 s after the start
-# or the drop, and 20-27 s after the rise, to the phase's end. Not shorter: measured over 10-15 s
-# after the start, the first phase's goodput fell to 77 % of C in one run of four on a machine
-# loaded to 18 (the first sawtooth after slow start is still in it).
-HIGH, LOW, BACK = 20.0, 15.0, 27.0
-# More than the run can finish (at most 40 x 47 + 20 x 15 successes, and 40 more at the edges of
+# or the drop, and 20-27 s after the rise, to the phase's end. The first phase is measured over
+# 15 s: its goodput is the mean of the rate's sawtooth (from 0.75 C to just over C, a cycle of
+# about 6 s), and over 10 s it depended on where the cycles fell (32.4-35.5/s in runs that
+# admitted as much as the rate in force allowed: docs/benchmarks.md, "adaptive").
+HIGH, LOW, BACK = 25.0, 15.0, 27.0
+# More than the run can finish (at most 40 x 52 + 20 x 15 successes, and 40 more at the edges of
 # the windows): it never runs dry. No more: each job is submitted before the run.
-BACKLOG = 2300
+BACKLOG = 2500
 RETRY = {"max_attempts": 100, "base_delay": "0.1s", "max_delay": "1s"}
-
-
-class SlidingApi:
-    """At most `capacity()` accepted calls in any 1 s window; refusals are not counted."""
-
-    def __init__(self, capacity: Callable[[float], int]) -> None:
-        self.capacity = capacity
-        self._accepted: deque[float] = deque()
-
-    def call(self, now: float) -> bool:
-        while self._accepted and self._accepted[0] + 1.0 <= now:
-            self._accepted.popleft()
-        if len(self._accepted) >= self.capacity(now):
-            return False
-        self._accepted.append(now)
-        return True
 
 
 def share_and_goodput(records: list[WorkRecord], start: float, end: float) -> tuple[float, float, int]:
@@ -71,40 +62,61 @@ async def test_the_adaptive_rate_finds_the_capacity_and_follows_it(database: str
             }
         },
     )
-    began = time.time() + 3600.0  # set when the backlog is in: the phases count from then
-
-    def capacity(now: float) -> int:
-        return C_LOW if began + HIGH <= now < began + HIGH + LOW else C_HIGH
-
-    api = SlidingApi(capacity)
-
-    async def handler(job: ReadyJob) -> None:
-        await asyncio.sleep(0.01)  # the call's own time
-        if not api.call(time.time()):
-            raise Throttled(message="throttled: 429 Too Many Requests")
-
     log = RecordLog()
-    async with running_janus(config):
+    rates: list[tuple[float, float]] = []  # (when, the adaptive rate the leader shows)
+
+    async def watch_rate(registry: CollectorRegistry) -> None:
+        while True:
+            value = registry.get_sample_value("janus_adaptive_rate", {"dependency": "api"})
+            if value is not None:
+                rates.append((time.time(), value))
+            await asyncio.sleep(0.1)
+
+    async with running_janus(config) as service:
+        watching = asyncio.create_task(watch_rate(service.metrics.registry))
         # The backlog first: with no worker nothing is admitted, and the machine's time goes to
         # the run, not to the intake (a few thousand jobs take seconds to submit here). The
-        # producer, Janus and the worker share this event loop: submitting most of the backlog
-        # during the run was tried, and on a machine loaded to 15-19 it took 18 s and the calls
-        # came in bursts of up to 169 a second, 77 % throttled.
+        # producer and Janus share this event loop: submitting most of the backlog during the
+        # run was tried, and on a machine loaded to 15-19 it took 18 s and the calls came in
+        # bursts of up to 169 a second, 77 % throttled. The worker and the API run in a process
+        # of their own, as workers do (sliding_api_worker.py).
         submitting = time.time()
         async with await Producer.connect(vhost) as producer:
             await producer.submit_many([(f"job-{i}", "api", None, f"tenant-{i % 4}") for i in range(BACKLOG)])
         print(f"\n{BACKLOG} jobs submitted in {time.time() - submitting:.1f} s")
-        worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=100)
         began = time.time()  # the phases count from the worker's start
-        await worker.start()
         end = began + HIGH + LOW + BACK
-        await log.wait_for(
-            lambda records: bool(records) and records[-1].received_at >= end, timeout=HIGH + LOW + BACK + 30
+        figures = (began, HIGH, LOW, C_HIGH, C_LOW, end)
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.integration.sliding_api_worker",
+            vhost,
+            *(repr(figure) for figure in figures),
+            stdout=asyncio.subprocess.PIPE,
         )
-        await worker.stop()
+        assert worker.stdout is not None
+        try:
+            async with asyncio.timeout(HIGH + LOW + BACK + 60):
+                async for line in worker.stdout:
+                    log.append(WorkRecord(**json.loads(line)))
+                assert await worker.wait() == 0
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+        watching.cancel()
 
     records = log.records
     print(timeline(records, began, end))
+    # Where goodput went, for a reader of a failure: lost after Janus's decision, or not admitted.
+    print("\nper phase, as measured below:")
+    for name, (start, stop) in {
+        "C=40": (10.0, HIGH),
+        "C=20": (HIGH + 10.0, HIGH + LOW),
+        "C=40 again": (HIGH + LOW + 20.0, HIGH + LOW + BACK),
+    }.items():
+        print(f"  {name}: " + where_the_rate_goes(records, rates, began + start, began + stop))
     phases = {
         "C=40, after 10 s of convergence": share_and_goodput(records, began + 10.0, began + HIGH),
         "C=20, from 10 s after the drop": share_and_goodput(records, began + HIGH + 10.0, began + HIGH + LOW),
@@ -126,6 +138,28 @@ async def test_the_adaptive_rate_finds_the_capacity_and_follows_it(database: str
     assert goodput > 0.8 * C_HIGH
 
 
+def where_the_rate_goes(
+    records: list[WorkRecord], rates: list[tuple[float, float]], start: float, end: float
+) -> str:
+    """Over [start, end): the adaptive rate in force (its gauge, sampled), the admissions Janus
+    made, the calls the worker started, and the successes, each per second; and how long the
+    admissions took to start. Where goodput falls short of the rate in force, it was lost after
+    Janus's decision (in transit, or a CPU-starved worker); where the rate itself is low, it was
+    the controller."""
+    span = end - start
+    in_force = [value for at, value in rates if start <= at < end]
+    admitted = sum(1 for r in records if start <= r.admitted_at < end)
+    started = [r for r in records if r.started_at is not None and start <= r.started_at < end]
+    ok = sum(1 for r in started if r.outcome == "success")
+    lags = sorted(r.started_at - r.admitted_at for r in started if r.started_at is not None)
+    lag = lags[int(0.99 * (len(lags) - 1))] if lags else 0.0
+    return (
+        f"rate in force {sum(in_force) / max(1, len(in_force)):.1f}/s (min {min(in_force, default=0.0):.1f}), "
+        f"admitted {admitted / span:.1f}/s, started {len(started) / span:.1f}/s, "
+        f"succeeded {ok / span:.1f}/s; admission to start p99 {lag * 1000:.0f} ms"
+    )
+
+
 def timeline(records: list[WorkRecord], began: float, end: float) -> str:
     """Per second from `began`: calls started, of which throttled (for a reader of a failure)."""
     seconds = int(end - began) + 1
@@ -137,6 +171,46 @@ def timeline(records: list[WorkRecord], began: float, end: float) -> str:
     return "calls/throttled per second: " + " ".join(
         f"{c}/{t}" for c, t in zip(calls, throttled, strict=True)
     )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Start:
+    """A call's start at the API: the calls then in flight, and when the earliest was admitted."""
+
+    at: float
+    in_flight: int
+    earliest_admitted: float
+
+
+class LimitLog:
+    """The adaptive concurrency the leader shows (its gauge, set at the end of each tick), each
+    value with when it was first seen: sampled every 10 ms and at every call's start."""
+
+    def __init__(self) -> None:
+        self.registry: CollectorRegistry | None = None
+        self.clock: Callable[[], float] = time.time  # the leader's, whose `admitted_at` it is compared with
+        self.seen: list[tuple[float, float]] = []
+
+    def sample(self, now: float) -> None:
+        if self.registry is None:
+            return
+        value = self.registry.get_sample_value("janus_adaptive_concurrency", {"dependency": "api"})
+        if value is not None and (not self.seen or self.seen[-1][1] != value):
+            self.seen.append((now, value))
+
+    async def watch(self) -> None:
+        while True:
+            self.sample(self.clock())
+            await asyncio.sleep(0.01)
+
+    def highest(self, since: float, until: float) -> float:
+        """The highest limit in force in [since, until]: the one shown last before `since` (a
+        tick's gauge comes after its admissions), and every one shown until `until`."""
+        before = [value for at, value in self.seen if at <= since][-1:]
+        return max(before + [value for at, value in self.seen if since < at <= until], default=0.0)
+
+    def describe(self, began: float) -> str:
+        return " ".join(f"{at - began:.1f}:{value:g}" for at, value in self.seen)
 
 
 KNEE, BASE = 10, 0.5  # the API answers in BASE seconds up to KNEE calls at once (long enough that
@@ -158,20 +232,34 @@ async def test_the_adaptive_concurrency_settles_near_the_knee(database: str, vho
     )
     in_flight = 0
     latencies: list[tuple[float, int, float]] = []  # (started, in flight, seconds)
+    # The count is the API's own: from the handler's start to its end, which lie inside the
+    # admission's hold at the leader (the result is published after the end). The invariant
+    # checked on it: calls in flight never exceed the highest limit in force since the earliest
+    # of them was admitted (a cut does not recall the calls already running).
+    running: dict[str, float] = {}  # job -> admitted_at, of the calls in flight
+    starts: list[Start] = []
+    limits = LimitLog()
 
     async def handler(job: ReadyJob) -> None:
         nonlocal in_flight
         in_flight += 1
+        running[job.job_id] = job.admitted_at
         took = BASE * max(1.0, in_flight / KNEE) ** 3  # steeply past the knee
-        latencies.append((time.time(), in_flight, took))
+        now = limits.clock()
+        limits.sample(now)  # the limit of the tick that admitted it, or of a later one
+        latencies.append((now, in_flight, took))
+        starts.append(Start(at=now, in_flight=in_flight, earliest_admitted=min(running.values())))
         try:
             await asyncio.sleep(took)
         finally:
             in_flight -= 1
+            del running[job.job_id]
 
     log = RecordLog()
     run_for = 50.0
-    async with running_janus(config):
+    async with running_janus(config) as service:
+        limits.registry, limits.clock = service.metrics.registry, service.clock
+        watching = asyncio.create_task(limits.watch())
         worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=300)
         await worker.start()
         async with await Producer.connect(vhost) as producer:
@@ -181,7 +269,13 @@ async def test_the_adaptive_concurrency_settles_near_the_knee(database: str, vho
             lambda records: bool(records) and records[-1].received_at >= began + run_for, timeout=run_for + 30
         )
         await worker.stop()
+        watching.cancel()
 
+    print("\nadaptive concurrency (s from the run's start:limit): " + limits.describe(began))
+    over = [start for start in starts if start.in_flight > limits.highest(start.earliest_admitted, start.at)]
+    assert not over, "more calls in flight than any limit in force since they were admitted: " + ", ".join(
+        f"{start.in_flight} at {start.at - began:.2f} s" for start in over[:5]
+    )
     per_second: dict[int, list[int]] = {}
     for at, n, _ in latencies:
         per_second.setdefault(int(at - began), []).append(n)
@@ -206,5 +300,6 @@ async def test_the_adaptive_concurrency_settles_near_the_knee(database: str, vho
     assert KNEE * 0.6 <= settled <= KNEE * 1.5
     # The issue's bound. A doubling slow start landed up to twice past the knee (16 in flight,
     # 4.1x in one run of three); growing by sqrt(limit), and leaving slow start at the first
-    # round above the floor's band, it lands at most about sqrt(knee) past it.
+    # round above the floor's band, it lands one or two sqrt steps past it (12 or 15 here: a
+    # round ends on its first results, the short ones), and is cut by half at once.
     assert p99 <= 2 * unloaded
