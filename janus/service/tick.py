@@ -297,15 +297,7 @@ class _Tally:
         """A result's actual cost for the admission `job` held: written in place of its estimate."""
         if job.admitted_at is None:
             return
-        self.settled.append(
-            Settlement(
-                job_id=job.job_id,
-                attempt=job.attempt,
-                dependency=job.dependency,
-                admitted_at=job.admitted_at,
-                cost=actual,
-            )
-        )
+        self._settle(job, job.admitted_at, actual, reported=True)
         self.costs[job.dependency, "estimated"] += job.cost
         self.costs[job.dependency, "actual"] += actual
 
@@ -313,16 +305,19 @@ class _Tally:
         """An admission that came back unused: it cost nothing, and its units are written as 0 (a
         new leader's unit windows must not hold its estimate). Not a reported cost: no metric."""
         if job.admitted_at is not None:
-            self.settled.append(
-                Settlement(
-                    job_id=job.job_id,
-                    attempt=job.attempt,
-                    dependency=job.dependency,
-                    admitted_at=job.admitted_at,
-                    cost=0.0,
-                    reported=False,
-                )
+            self._settle(job, job.admitted_at, 0.0, reported=False)
+
+    def _settle(self, job: Job, admitted_at: float, cost: float, *, reported: bool) -> None:
+        self.settled.append(
+            Settlement(
+                job_id=job.job_id,
+                attempt=job.attempt,
+                dependency=job.dependency,
+                admitted_at=admitted_at,
+                cost=cost,
+                reported=reported,
             )
+        )
 
     def count(self, source: str, transition: Transition) -> None:
         self.events[source, transition.verdict.value] += 1
