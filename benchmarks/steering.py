@@ -24,7 +24,8 @@ from janus.client import Producer, ReadyJob, Worker
 from janus.config import parse_config
 from janus.local_services import LocalServices
 from janus.policy_record import diff, record_of
-from janus.service.app import Service, ServiceOptions
+from janus.service.app import Service
+from janus.service.options import ServiceOptions
 from janus.store.repository import Store
 
 

@@ -33,8 +33,9 @@ def add_parsers(commands: Any) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    from janus.service.app import Service, ServiceOptions, install_signal_handlers
+    from janus.service.app import Service, install_signal_handlers
     from janus.service.gc_pauses import tune_for_run
+    from janus.service.options import ServiceOptions
 
     config = config_of(args, settings)
     tune_for_run()

@@ -36,7 +36,8 @@ from janus.demo.world import (
 )
 from janus.errors import JanusError
 from janus.local_services import LocalServices, check_database_name
-from janus.service.app import Service, ServiceOptions
+from janus.service.app import Service
+from janus.service.options import ServiceOptions
 from janus.store.repository import Store
 
 # The policy the demo runs with: package data, so that an installed Janus has it too.

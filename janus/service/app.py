@@ -26,8 +26,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from janus import logs
@@ -37,9 +36,8 @@ from janus.broker import connection as broker
 from janus.broker import topology
 from janus.broker.consumer import Consuming, consume
 from janus.broker.publisher import Publisher
-from janus.config import JanusConfig, Settings
+from janus.config import JanusConfig
 from janus.core.backoff import retry_delay
-from janus.core.policy import RetryPolicy
 from janus.core.rebuild import history_since
 from janus.core.scheduler import Scheduler
 from janus.errors import BrokerError, LeadershipLost, StoreError
@@ -52,13 +50,14 @@ from janus.service.gc_pauses import GcPauseObserver
 from janus.service.health import Health, Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
-from janus.service.leadership import LeaseTimings, Term
+from janus.service.leadership import Term
 from janus.service.observe import loop_lag_forever
+from janus.service.options import ServiceOptions
 from janus.service.outbox import OutboxRelay
 from janus.service.retention import Pruner
 from janus.service.steer import Running, Steerer, policy_of_record, steering_of
 from janus.service.tick import TickOptions
-from janus.service.worker_watch import POLL_EVERY, WorkerWatch
+from janus.service.worker_watch import WorkerWatch
 from janus.store.repository import Store
 from janus.store.session import LeaderSession
 
@@ -84,37 +83,6 @@ REVIVE_EVERY = 0.5  # how often the leader looks for `janus jobs retry` requests
 # Errors that mean "the broker or the database is gone or refuses": the process recovers.
 # The adapters (store/, broker/) raise nothing else for a lost or refusing service.
 RECOVERABLE: tuple[type[Exception], ...] = (StoreError, BrokerError)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ServiceOptions:
-    timings: LeaseTimings = field(default_factory=LeaseTimings)
-    serve_metrics: bool = True
-    amqp_heartbeat: int = 2  # seconds; 0: the broker's choice
-    db_timeout: float = 5.0  # connecting, and every short statement
-    reconnect: RetryPolicy = field(
-        default_factory=lambda: RetryPolicy(max_attempts=1, base_delay=0.1, max_delay=5.0, jitter=0.5)
-    )
-    worker_poll_every: float = POLL_EVERY  # how often the leader counts each ready queue's consumers
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ServiceOptions:
-        return cls(
-            timings=LeaseTimings(
-                lease=settings.leader_lease,
-                renew_every=settings.leader_renew_every,
-                poll_every=settings.standby_poll_every,
-            ),
-            serve_metrics=settings.http_port != 0,
-            amqp_heartbeat=settings.amqp_heartbeat,
-            db_timeout=settings.db_timeout,
-            reconnect=RetryPolicy(
-                max_attempts=1,
-                base_delay=min(0.1, settings.reconnect_max_delay),
-                max_delay=settings.reconnect_max_delay,
-                jitter=0.5,
-            ),
-        )
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -384,9 +352,7 @@ class Service:
         self, store: Store, term: Term, connection: broker.Connection, scheduler: Scheduler
     ) -> None:
         self._tell_broker_version(connection)
-        declared = await topology.declare_topology(
-            connection, scheduler.policies.keys(), queue_type=self.config.queue_type
-        )
+        declared = await self._declare(connection, scheduler.policies.keys())
         publisher = await Publisher.open(connection)
         if declared:
             log.info("declared the missing topology %s", declared)
@@ -472,9 +438,7 @@ class Service:
                 """A new version: the queues of the dependencies it adds exist before it runs."""
                 added = [name for name in running.config.dependencies if not loop.scheduler.knows(name)]
                 if added:
-                    declared = await topology.declare_topology(
-                        connection, added, queue_type=self.config.queue_type
-                    )
+                    declared = await self._declare(connection, added)
                     log.info("version %d adds %s: declared %s", running.version, ", ".join(added), declared)
                     for name in added:
                         queue = topology.results_queue(name)
@@ -514,6 +478,10 @@ class Service:
             for extra in watches:
                 extra.cancel()
         await workers.close()
+
+    async def _declare(self, connection: broker.Connection, dependencies: Iterable[str]) -> list[str]:
+        """Declare what is missing of these dependencies' topology, queues of the policy's type."""
+        return await topology.declare_topology(connection, dependencies, queue_type=self.config.queue_type)
 
     def _tell_broker_version(self, connection: broker.Connection) -> None:
         if not self._told_broker_version:  # once per process

@@ -17,8 +17,9 @@ from janus.broker import topology
 from janus.client.worker import ReadyJob, WorkRecord
 from janus.config import JanusConfig, parse_config
 from janus.core.policy import DependencyPolicy
-from janus.service.app import Service, ServiceOptions
+from janus.service.app import Service
 from janus.service.leadership import LeaseTimings
+from janus.service.options import ServiceOptions
 
 FAST_LEASE = LeaseTimings(lease=2.0, renew_every=0.3, poll_every=0.2)
 # The end-to-end tests run with the queues of this type: JANUS_TEST_QUEUE_TYPE=quorum runs them

@@ -17,8 +17,9 @@ import pytest
 from janus.audit import audit_database
 from janus.client import Producer, Worker
 from janus.core.scheduler import Scheduler
-from janus.service.app import Service, ServiceOptions
+from janus.service.app import Service
 from janus.service.health import Role
+from janus.service.options import ServiceOptions
 from tests.integration.harness import (
     FAST_LEASE,
     RecordLog,
