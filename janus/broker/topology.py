@@ -34,6 +34,9 @@ RETURNED_EXCHANGE = f"{PREFIX}.returned"  # fanout; ready queues dead-letter her
 # a RabbitMQ permission regex matches both kinds, and a producer's right to write to the
 # exchange janus.intake must not also be a right to bind the queue Janus consumes.
 INTAKE_QUEUE = f"{PREFIX}.q.intake"  # bound to janus.intake with "#"
+# Scale-out (docs/scale-out.md): one intake queue per dependency, bound to janus.intake with the
+# dependency as key, so that each dependency's owner reads its own intake and nothing else.
+INTAKE_QUEUE_PREFIX = f"{PREFIX}.q.intake."  # + dependency
 RESULTS_QUEUE_PREFIX = f"{PREFIX}.q.results."  # + dependency: bound to janus.results with its key
 UNROUTABLE_QUEUE = f"{PREFIX}.q.unroutable"  # bound to janus.unroutable; Janus sets all of it aside
 # Before results were routed per dependency (one fanout janus.results, one queue): only named to
@@ -54,6 +57,11 @@ ORIGINAL_SIZE_HEADER = "x-janus-original-size"
 
 def ready_queue(dependency: str) -> str:
     return f"{PREFIX}.ready.{dependency}"
+
+
+def intake_queue(dependency: str) -> str:
+    """Where the owner of `dependency` takes its intake, in member mode (docs/scale-out.md)."""
+    return f"{INTAKE_QUEUE_PREFIX}{dependency}"
 
 
 def results_queue(dependency: str) -> str:
