@@ -286,3 +286,34 @@ async def test_status_readyz_metrics_and_the_cli_from_the_database(
         server.close()
         stop.set()
         await reading
+
+
+async def test_a_failed_read_keeps_the_last_answer_which_ages(database: str) -> None:
+    """The database gone: the reader goes on (logging), /status keeps its last answer with its
+    age, and a member's readiness fails once that answer is older than the rule allows."""
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    lost = Membership(pool, timeout=1.0)
+    a = uuid.uuid4()
+    await lost.heartbeat(a, "node-a", 30.0)
+    metrics = Metrics()
+    reader = OwnersReader(lost, metrics, ("api",), member=a, every=0.05)
+    health = Health(identity=a, standby_fresh_within=0.5, member_view=reader.member_view)
+    health.become(Role.STANDBY)
+    await reader.read()
+    assert reader.status() is not None
+    await pool.close()
+    stop = asyncio.Event()
+    reading = asyncio.create_task(reader.run(stop))
+    try:
+        await asyncio.sleep(0.7)
+        assert not reading.done(), "a failed read does not end the reader"
+        answer = reader.status()
+        assert answer is not None
+        assert answer["read_seconds_ago"] >= 0.6
+        assert [m["host"] for m in answer["members"]] == ["node-a"]
+        ok, body = health.readiness()
+        assert not ok
+        assert body["member"]["detail"].startswith("the members were last read")
+    finally:
+        stop.set()
+        await reading
