@@ -100,17 +100,33 @@ class OwnersReader:
         self._clock = clock
         self._last: _Read | None = None
         self._owner_series: set[tuple[str, str]] = set()
+        self._share_key: tuple[tuple[str, ...], tuple[tuple[str, str], ...]] | None = None
+        self._share_value: tuple[str, ...] = ()
 
     async def read(self) -> Owners:
         """One read: kept for the answers, and the metrics set from it. StoreError if it fails."""
         owners = await self._membership.owners()
-        share: tuple[str, ...] = ()
-        if self.member is not None:
-            decided = plan(owners.view(self.dependencies), self.member)
-            share = tuple(sorted((*decided.keep, *decided.claim, *decided.wait)))
-        self._last = _Read(owners, self._clock(), picture(owners, self.dependencies), share)
+        self._last = _Read(owners, self._clock(), picture(owners, self.dependencies), self._share(owners))
         self._set_metrics(owners)
         return owners
+
+    def _share(self, owners: Owners) -> tuple[str, ...]:
+        """What the assignment targets to this member. The plan depends only on who is live and
+        who holds what live, so it is computed again only when that changes (its rendezvous
+        weights are most of a read's CPU)."""
+        if self.member is None:
+            return ()
+        key = (
+            tuple(m.member for m in owners.members),
+            tuple((o.dependency, o.holder) for o in owners.leases if o.live),
+        )
+        if key != self._share_key:
+            decided = plan(owners.view(self.dependencies), self.member)
+            self._share_key, self._share_value = (
+                key,
+                tuple(sorted((*decided.keep, *decided.claim, *decided.wait))),
+            )
+        return self._share_value
 
     def _set_metrics(self, owners: Owners) -> None:
         m = self._metrics
@@ -120,7 +136,7 @@ class OwnersReader:
         for gone in self._owner_series - live:
             with contextlib.suppress(KeyError):
                 m.dependency_owner.remove(*gone)
-        for dependency, holder in live:
+        for dependency, holder in live - self._owner_series:  # the others are 1 already
             m.dependency_owner.labels(dependency=dependency, member=holder).set(1)
         self._owner_series = live
         m.dependencies_unowned.set(len(set(self.dependencies) - {d for d, _ in live}))
