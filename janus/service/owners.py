@@ -78,7 +78,15 @@ def picture(owners: Owners, dependencies: tuple[str, ...]) -> dict[str, Any]:
 
 
 class OwnersReader:
-    """Reads who leads what, keeps the last answer, and sets the owners metrics."""
+    """Reads who leads what, keeps the last answer, and sets the owners metrics. In member mode
+    the service runs one beside its member loop:
+
+        reader = OwnersReader(membership, metrics, dependencies, member=member_id,
+                              admitting=lambda: service.owned)  # dependency -> epoch admitting
+        service.health.member_view = reader.member_view  # /readyz: a member's rule
+        StatusBoard(..., owners=reader.status)  # /status, `janus status`, the page
+        reading = asyncio.create_task(reader.run(stop))  # every second; sets the gauges
+    """
 
     def __init__(
         self,
