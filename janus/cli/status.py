@@ -200,9 +200,10 @@ def owners_tables(owners: dict[str, Any] | None) -> list[Any]:
     members = Table(title=f"members ({len(owners['members'])} live)", title_justify="left")
     for column in ("member", "host", "up", "heartbeat", "leads"):
         members.add_column(column, justify="right" if column in ("up", "heartbeat") else "left")
+    this = owners.get("this_member")
     for member in owners["members"]:
         members.add_row(
-            _short(member["member"]),
+            _short(member["member"]) + (" (this process)" if member["member"] == this else ""),
             member["host"] or "-",
             _seconds(max(0.0, now - member["started_at"])),
             f"{_seconds(member['heartbeat_age_seconds'])} ago",

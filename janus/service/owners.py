@@ -164,7 +164,11 @@ class OwnersReader:
         last = self._last
         if last is None:
             return None
-        return last.picture | {"read_seconds_ago": round(self._clock() - last.at, 3)}
+        # "this_member": the process that answers (None: not a member), marked on the screen.
+        return last.picture | {
+            "read_seconds_ago": round(self._clock() - last.at, 3),
+            "this_member": self.member,
+        }
 
     def member_view(self) -> MemberView | None:
         """This process's member as the last read shows it: Health.member_view."""

@@ -257,6 +257,7 @@ async def test_status_readyz_metrics_and_the_cli_from_the_database(
             for d, holder in {o.dependency: o.holder for o in (await membership.owners()).leases}.items()
         }
         assert [m["host"] for m in owners["members"]] == ["node-a", "node-b"]
+        assert owners["this_member"] == str(a)
         assert owners["unowned"] == []
         status, text = await asyncio.to_thread(get, f"{url}/metrics")
         assert "janus_members_live 2.0" in text
@@ -269,7 +270,7 @@ async def test_status_readyz_metrics_and_the_cli_from_the_database(
         for dependency in DEPENDENCIES:
             assert dependency in done.stdout
         assert "members (2 live)" in done.stdout
-        assert str(a).split("-")[0] in done.stdout
+        assert f"{str(a).split('-')[0]} (this process)" in done.stdout
         done = await asyncio.to_thread(
             subprocess.run, [*command, "--json"], capture_output=True, text=True, timeout=60
         )

@@ -57,6 +57,8 @@ async def test_the_page_shows_who_leads_which_dependency(membership: Membership)
                 host = "node-b" if dependency in held_by_b else "node-a"
                 assert host in row, row
             assert await page.locator("#members-head").inner_text() == "Members (2 live)"
+            member_a = await page.locator(f'#members-list tr[data-member="{a}"]').inner_text()
+            assert f"{str(a).split('-')[0]} (this process)" in member_a
             member_b = await page.locator(f'#members-list tr[data-member="{b}"]').inner_text()
             assert ", ".join(held_by_b) in member_b
 

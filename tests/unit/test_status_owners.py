@@ -23,6 +23,7 @@ def owners() -> dict[str, Any]:
     return {
         "as_of": 2000.0,
         "read_seconds_ago": 0.4,
+        "this_member": B,
         "members": [
             {
                 "member": A,
@@ -90,6 +91,7 @@ def test_the_screen_says_who_leads_which_dependency_and_lists_the_members() -> N
     assert "nobody" in sms
     assert "members (2 live)" in text
     member_b = next(line for line in lines if "bbbbbbbb" in line)
+    assert "bbbbbbbb (this process)" in member_b
     assert "node-2" in member_b
     assert "nothing (standing by)" in member_b
     member_a = next(line for line in lines if "aaaaaaaa" in line and "0.3s ago" in line)

@@ -181,7 +181,8 @@ function owners(answer) {
   document.getElementById("owners-read").textContent = `(read ${seconds(answer.read_seconds_ago)} ago)`;
   document.getElementById("members-head").textContent = `Members (${answer.members.length} live)`;
   document.getElementById("members-list").replaceChildren(...answer.members.map((m) => {
-    const row = cells(short(m.member), m.host || "–", seconds(Math.max(0, now - m.started_at)),
+    const name = short(m.member) + (m.member === answer.this_member ? " (this process)" : "");
+    const row = cells(name, m.host || "–", seconds(Math.max(0, now - m.started_at)),
       `${seconds(m.heartbeat_age_seconds)} ago`, m.dependencies.join(", ") || "nothing (standing by)");
     row.dataset.member = m.member;
     return row;
