@@ -16,6 +16,7 @@ class Metrics:
             self._retry_control,
             self._steering,
             self._retention,
+            self._owners,
         ):
             declare(self.registry)
 
@@ -364,5 +365,26 @@ class Metrics:
             "janus_table_bytes",
             "On-disk size of Janus's largest tables, with their indexes and TOAST.",
             ["table"],
+            registry=r,
+        )
+
+    def _owners(self, r: CollectorRegistry) -> None:
+        """Who leads which dependency, as the database says (scale-out: janus/service/owners.py),
+        on whatever process is scraped. Set only in member mode; a single leader's stay 0."""
+        self.members_live = Gauge(
+            "janus_members_live",
+            "Janus processes whose member row is live in the database, as last read.",
+            registry=r,
+        )
+        self.dependency_owner = Gauge(
+            "janus_dependency_owner_info",
+            "1 for the member holding the dependency's live lease, as last read from the database; "
+            "no series while nobody holds it.",
+            ["dependency", "member"],
+            registry=r,
+        )
+        self.dependencies_unowned = Gauge(
+            "janus_dependencies_unowned",
+            "Dependencies of the policy without a live lease, as last read from the database.",
             registry=r,
         )

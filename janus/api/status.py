@@ -25,6 +25,8 @@ from janus.api.changes import RecentChanges
 from janus.api.exposition import Series, read
 
 LeaderAnswer = Callable[[], Coroutine[Any, Any, dict[str, Any] | None]]
+# Member mode: who leads which dependency, as last read from the database (janus/service/owners.py).
+OwnersAnswer = Callable[[], dict[str, Any] | None]
 
 INFINITIES = (math.inf, -math.inf)
 WHO_LEADS_DEADLINE = 5.0  # seconds for a standby to read the lease from PostgreSQL
@@ -341,7 +343,9 @@ class KeptPicture:
 
 class StatusBoard:
     """What GET /status answers (from the HTTP server's thread): the leader's picture; a
-    standby's says who leads instead (`who_leads` runs on the event loop: it asks the database)."""
+    standby's says who leads instead (`who_leads` runs on the event loop: it asks the database).
+    With `owners` (member mode), every answer adds "owners": which member leads which
+    dependency, the last read of the database (no query per request)."""
 
     def __init__(
         self,
@@ -349,8 +353,10 @@ class StatusBoard:
         loop: asyncio.AbstractEventLoop | None = None,
         who_leads: LeaderAnswer | None = None,
         changes: RecentChanges | None = None,
+        owners: OwnersAnswer | None = None,
     ) -> None:
         self.registry = registry
+        self._owners = owners
         self.changes = changes if changes is not None else RecentChanges()
         self._loop = loop
         self._who_leads = who_leads
@@ -361,6 +367,9 @@ class StatusBoard:
         question of who leads goes to the service's loop (it reads the database)."""
         # The leader's copy of the recent changes (janus/api/changes.py): no query per request.
         leading, encoded = self._kept.encoded(time.time(), self.changes.listed() or [])
+        owners = self._owners() if self._owners is not None else None
+        if owners is not None:  # an added key: the picture's own keys stay as they are
+            encoded = encoded[:-1] + b', "owners": ' + json.dumps(owners).encode() + b"}"
         if leading or self._who_leads is None or self._loop is None:
             return True, encoded
         body = json.loads(encoded)  # a standby's: no lanes, and who leads

@@ -1,4 +1,5 @@
-"""`janus status`: every dependency on one screen, from the leader's /status (the /metrics samples).
+"""`janus status`: every dependency on one screen, from the leader's /status (the /metrics samples);
+in member mode (scale-out), also who leads which dependency, from /status's "owners".
 
 `--watch` redraws it in place with rich's Live display; `--json` prints the answer for scripts.
 """
@@ -109,8 +110,10 @@ def render(body: dict[str, Any]) -> Any:
     from rich.text import Text
 
     about = body["process"]
+    owners = owners_tables(body.get("owners"))
     if not about["leading"]:
-        return Text(standby_line(body))
+        standby = Text(standby_line(body))
+        return standby if not owners else Group(standby, *owners)
     title = f"Janus, leading in epoch {about['epoch']}"
     lag = about.get("event_loop_lag_seconds")
     if lag is not None:
@@ -150,7 +153,63 @@ def render(body: dict[str, Any]) -> Any:
     if changes:
         details.append(Text("recent changes (janus history has them all):"))
         details.extend(Text("  " + change_line(change)) for change in changes[:CHANGES_SHOWN])
-    return Group(table, *details)
+    return Group(table, *details, *owners)
+
+
+def _short(member: str | None) -> str:
+    """A member's id as the screen shows it: the first block of its UUID (--json has all)."""
+    return "-" if member is None else member.split("-", 1)[0]
+
+
+def _lease_left(lease: dict[str, Any], now: float) -> str:
+    if lease["live"]:
+        return _seconds(lease["lease_left_seconds"])
+    since = lease.get("since")
+    return "expired" + (f" {_seconds(max(0.0, now - since))} ago" if since is not None else "")
+
+
+def owners_tables(owners: dict[str, Any] | None) -> list[Any]:
+    """Member mode (scale-out): who leads which dependency and the live members, as the last
+    read of the database shows them. Nothing when no process is a member (a single leader)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if not owners or not (owners["members"] or owners["dependencies"]):
+        return []
+    now = owners["as_of"]
+    leads = Table(
+        title=f"who leads which dependency (read {owners['read_seconds_ago']:.1f}s ago)",
+        title_justify="left",
+    )
+    for column in ("dependency", "owner", "host", "epoch", "lease left"):
+        leads.add_column(column, justify="right" if column in ("epoch", "lease left") else "left")
+    rows = [(lease["dependency"], lease) for lease in owners["dependencies"]]
+    rows += [(name, None) for name in owners["unowned"] if name not in {d for d, _ in rows}]
+    for name, lease in sorted(rows, key=lambda row: row[0]):
+        if lease is None:
+            leads.add_row(name, Text("nobody", style="bold red"), "-", "-", "-")
+            continue
+        owner = _short(lease["member"]) + ("" if lease["member_live"] else " (gone)")
+        leads.add_row(
+            name,
+            Text(owner, style="" if lease["live"] else "bold red"),
+            lease["host"] or "-",
+            str(lease["epoch"]),
+            _lease_left(lease, now),
+        )
+    members = Table(title=f"members ({len(owners['members'])} live)", title_justify="left")
+    for column in ("member", "host", "up", "heartbeat", "leads"):
+        members.add_column(column, justify="right" if column in ("up", "heartbeat") else "left")
+    this = owners.get("this_member")
+    for member in owners["members"]:
+        members.add_row(
+            _short(member["member"]) + (" (this process)" if member["member"] == this else ""),
+            member["host"] or "-",
+            _seconds(max(0.0, now - member["started_at"])),
+            f"{_seconds(member['heartbeat_age_seconds'])} ago",
+            ", ".join(member["dependencies"]) or "nothing (standing by)",
+        )
+    return [leads, members]
 
 
 ADAPTIVE_MOVES = {

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -16,6 +17,57 @@ from janus.errors import LeadershipLost, StoreError
 from janus.store.queries import sql
 from janus.store.repository import FencedTransaction
 from janus.store.rows import DB_ERRORS
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LiveMember:
+    """A live member row as operators see it; times in Unix seconds on the database's clock."""
+
+    member: str
+    host: str | None
+    started_at: float
+    heartbeat_age: float  # seconds since its last heartbeat
+    expires_at: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Ownership:
+    """A dependency's lease row: who holds it, in which epoch, and whether it is still live."""
+
+    dependency: str
+    holder: str
+    host: str | None  # the holder's, while its member row is kept
+    epoch: int
+    started_at: float | None  # when this epoch's term began (None: its term row was pruned)
+    expires_at: float
+    live: bool  # the lease is unexpired
+    holder_live: bool  # its holder's member row is live
+
+    @property
+    def since(self) -> float | None:
+        """Live: since its term began; expired: since it expired."""
+        return self.started_at if self.live else self.expires_at
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Owners:
+    """Who leads which dependency, from one read on the database's clock (`now`)."""
+
+    now: float
+    members: tuple[LiveMember, ...]
+    leases: tuple[Ownership, ...]
+
+    def view(self, dependencies: tuple[str, ...]) -> View:
+        """The same read as the assignment core's input (its members are the live ones)."""
+        return View(
+            now=self.now,
+            members=tuple(Member(member=m.member, expires_at=m.expires_at) for m in self.members),
+            leases=tuple(
+                Lease(dependency=o.dependency, holder=o.holder, epoch=o.epoch, expires_at=o.expires_at)
+                for o in self.leases
+            ),
+            dependencies=dependencies,
+        )
 
 
 class Membership:
@@ -61,6 +113,44 @@ class Membership:
             if r["kind"] == "lease"
         )
         return View(now=rows[0]["now"], members=members, leases=leases, dependencies=dependencies)
+
+    async def owners(self) -> Owners:
+        """Live members and every dependency's lease, read in one statement (operators' view)."""
+        try:
+            async with asyncio.timeout(self._timeout), self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("owners_view"))
+        except DB_ERRORS as exc:
+            raise StoreError(f"reading who leads what failed: {exc}") from exc
+        members = tuple(
+            LiveMember(
+                member=r["name"],
+                host=r["host"],
+                started_at=r["started_at"],
+                heartbeat_age=max(0.0, r["heartbeat_age"]),
+                expires_at=r["expires_at"],
+            )
+            for r in rows
+            if r["kind"] == "member"
+        )
+        leases = tuple(
+            Ownership(
+                dependency=r["name"],
+                holder=r["holder"],
+                host=r["host"],
+                epoch=r["epoch"],
+                started_at=r["started_at"],
+                expires_at=r["expires_at"],
+                live=r["live"],
+                holder_live=r["holder_live"],
+            )
+            for r in rows
+            if r["kind"] == "lease"
+        )
+        return Owners(
+            now=rows[0]["now"],
+            members=tuple(sorted(members, key=lambda m: (m.started_at, m.member))),
+            leases=tuple(sorted(leases, key=lambda o: o.dependency)),
+        )
 
     async def claim(self, dependency: str, holder: uuid.UUID, lease_seconds: float) -> int | None:
         """The new epoch if `holder` now leads `dependency`, else None (held by another, the

@@ -150,6 +150,46 @@ function change(c) {
   return item;
 }
 
+// Member mode (scale-out): who leads which dependency, as the process last read the database.
+function short(member) {
+  return member ? member.split("-")[0] : "–";
+}
+
+function cells(...values) {
+  return el("tr", {}, ...values.map((v) => el("td", {}, v)));
+}
+
+function owners(answer) {
+  const section = document.getElementById("owners");
+  if (!answer || (!answer.members.length && !answer.dependencies.length)) {
+    section.hidden = true; // a single leader: nothing to show
+    return;
+  }
+  const now = answer.as_of;
+  const leases = new Map(answer.dependencies.map((d) => [d.dependency, d]));
+  for (const name of answer.unowned) if (!leases.has(name)) leases.set(name, null);
+  const rows = [...leases.keys()].sort().map((name) => {
+    const d = leases.get(name);
+    if (d === null) return el("tr", { "data-dependency": name, class: "unowned" }, el("td", {}, name), el("td", {}, "nobody"));
+    const left = d.live ? seconds(d.lease_left_seconds) : `expired ${seconds(Math.max(0, now - d.since))} ago`;
+    const row = cells(name, short(d.member) + (d.member_live ? "" : " (gone)"), d.host || "–", String(d.epoch), left);
+    row.dataset.dependency = name;
+    if (!d.live) row.className = "unowned";
+    return row;
+  });
+  document.getElementById("owners-list").replaceChildren(...rows);
+  document.getElementById("owners-read").textContent = `(read ${seconds(answer.read_seconds_ago)} ago)`;
+  document.getElementById("members-head").textContent = `Members (${answer.members.length} live)`;
+  document.getElementById("members-list").replaceChildren(...answer.members.map((m) => {
+    const name = short(m.member) + (m.member === answer.this_member ? " (this process)" : "");
+    const row = cells(name, m.host || "–", seconds(Math.max(0, now - m.started_at)),
+      `${seconds(m.heartbeat_age_seconds)} ago`, m.dependencies.join(", ") || "nothing (standing by)");
+    row.dataset.member = m.member;
+    return row;
+  }));
+  section.hidden = false;
+}
+
 function show(body) {
   const process = document.getElementById("process");
   const standby = document.getElementById("standby");
@@ -169,6 +209,7 @@ function show(body) {
     standby.hidden = false;
   }
   list.replaceChildren(...body.dependencies.map((lane) => card(lane, remember(lane, body.time), body.time)));
+  owners(body.owners);
   const changes = body.recent_changes || [];
   document.getElementById("changes-list").replaceChildren(
     ...(changes.length ? changes.map(change) : [el("li", { class: "muted" }, "none")]),

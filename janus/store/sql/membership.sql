@@ -97,3 +97,31 @@ WITH victims AS (
 )
 DELETE FROM janus.dependency_terms AS t USING victims AS v
  WHERE t.dependency = v.dependency AND t.epoch = v.epoch;
+
+-- name: owners_view
+-- params: none
+-- Who leads what, for operators (`janus status`, /status, /readyz, the owners metrics), in one
+-- statement on the database's clock: each live member with its heartbeat's age, and each
+-- dependency's lease with its holder's host, whether the lease and its holder are live, and
+-- when its term started.
+WITH clock AS (SELECT now() AS now)
+SELECT 'member' AS kind, m.member::text AS name, m.host, NULL::text AS holder, NULL::bigint AS epoch,
+       extract(epoch FROM m.started_at)::double precision AS started_at,
+       extract(epoch FROM c.now - m.heartbeat_at)::double precision AS heartbeat_age,
+       extract(epoch FROM m.expires_at)::double precision AS expires_at,
+       TRUE AS live, NULL::boolean AS holder_live, extract(epoch FROM c.now)::double precision AS now
+  FROM janus.members AS m, clock AS c
+ WHERE m.expires_at > c.now
+UNION ALL
+SELECT 'lease', d.dependency, m.host, d.holder::text, d.epoch,
+       extract(epoch FROM t.started_at)::double precision, NULL,
+       extract(epoch FROM d.expires_at)::double precision,
+       d.expires_at > c.now, coalesce(m.expires_at > c.now, FALSE),
+       extract(epoch FROM c.now)::double precision
+  FROM janus.dependency_leases AS d
+ CROSS JOIN clock AS c
+  LEFT JOIN janus.dependency_terms AS t ON t.dependency = d.dependency AND t.epoch = d.epoch
+  LEFT JOIN janus.members AS m ON m.member = d.holder
+UNION ALL
+SELECT 'clock', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM c.now)::double precision
+  FROM clock AS c;
