@@ -30,15 +30,15 @@ HOLDING_SUFFIX = ".upgrading"  # + the holding queue of a queue being redeclared
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class _Queue:
+class ConvertibleQueue:
     name: str
     arguments: FieldTable  # as `queue_type` wants it
     declare: Callable[[AbstractChannel], Awaitable[AbstractQueue]]  # declared again, with its bindings
 
 
-def _queues(dependencies: list[str], queue_type: QueueType) -> list[_Queue]:
+def _queues(dependencies: list[str], queue_type: QueueType) -> list[ConvertibleQueue]:
     queues = [
-        _Queue(
+        ConvertibleQueue(
             name=spec.name,
             arguments=topology.queue_arguments(queue_type),
             declare=partial(topology.declare_shared_queue, spec=spec, queue_type=queue_type),
@@ -47,14 +47,14 @@ def _queues(dependencies: list[str], queue_type: QueueType) -> list[_Queue]:
     ]
     for dependency in dependencies:
         queues.append(
-            _Queue(
+            ConvertibleQueue(
                 name=topology.ready_queue(dependency),
                 arguments=topology.ready_queue_arguments(queue_type),
                 declare=partial(topology.declare_ready_queue, dependency=dependency, queue_type=queue_type),
             )
         )
         queues.append(
-            _Queue(
+            ConvertibleQueue(
                 name=topology.results_queue(dependency),
                 arguments=topology.queue_arguments(queue_type),
                 declare=partial(topology.declare_results_queue, dependency=dependency, queue_type=queue_type),
@@ -71,10 +71,15 @@ async def convert_queues(
     with broker_errors("converting the queues' type failed"):
         converted: dict[str, int] = {}
         for queue in _queues(dependencies, queue_type):
-            # A holding queue left behind: an upgrade stopped midway, to be finished.
-            if await _exists(connection, queue.name + HOLDING_SUFFIX) or await _differs(connection, queue):
-                converted[queue.name] = await _convert(connection, queue)
+            if await needs_conversion(connection, queue):
+                converted[queue.name] = await convert_queue(connection, queue)
         return converted
+
+
+async def needs_conversion(connection: AbstractConnection, queue: ConvertibleQueue) -> bool:
+    """Whether `queue` exists with other arguments, or a holding queue was left behind (an
+    upgrade stopped midway, to be finished). Also for the intake queues of member mode."""
+    return await _exists(connection, queue.name + HOLDING_SUFFIX) or await _differs(connection, queue)
 
 
 async def _exists(connection: AbstractConnection, name: str) -> bool:
@@ -89,7 +94,7 @@ async def _exists(connection: AbstractConnection, name: str) -> bool:
     return True
 
 
-async def _differs(connection: AbstractConnection, queue: _Queue) -> bool:
+async def _differs(connection: AbstractConnection, queue: ConvertibleQueue) -> bool:
     """Whether `queue` exists with other arguments (declaring it as wanted is PRECONDITION_FAILED)."""
     channel = await connection.channel()
     try:
@@ -105,7 +110,8 @@ async def _differs(connection: AbstractConnection, queue: _Queue) -> bool:
     return False
 
 
-async def _convert(connection: AbstractConnection, queue: _Queue) -> int:
+async def convert_queue(connection: AbstractConnection, queue: ConvertibleQueue) -> int:
+    """Redeclare `queue` with its arguments, its messages kept; returns how many it moved."""
     holding_name = queue.name + HOLDING_SUFFIX
     # Two channels: RabbitMQ 3.10's channel remembers the type of a queue it used, and crashes
     # (INTERNAL_ERROR) publishing to a queue of that name declared again with another type.
