@@ -94,11 +94,14 @@ async def _check(connection: AbstractConnection, dependencies: list[str]) -> Non
             raise TopologyConflict(f"no queue {name!r}: " + upgrade_hint(vhost))
 
 
-async def _declare(connection: AbstractConnection, dependencies: list[str], queue_type: QueueType) -> None:
+async def _declare(
+    connection: AbstractConnection, dependencies: list[str], queue_type: QueueType, *, convert: bool = False
+) -> None:
     """Declare (idempotently) the alternate exchange, its queue, the inner exchange, each
     dependency's queue bound to it, and, last, the binding from janus.intake: every route out of
     the inner exchange exists before anything flows into it. What Janus's user may not declare
-    or bind (ACCESS_REFUSED: a locked-down vhost) is left to the definitions."""
+    or bind (ACCESS_REFUSED: a locked-down vhost) is left to the definitions. `convert`: first
+    redeclare the intake queues of another type than `queue_type`, their messages kept."""
     vhost = topology.connection_vhost(connection)
     async with _channel(connection) as channel:
         await _tolerate_refusal(
@@ -125,9 +128,9 @@ async def _declare(connection: AbstractConnection, dependencies: list[str], queu
                 f"than an internal topic exchange whose alternate exchange is {INTAKE_UNROUTED_EXCHANGE!r}: "
                 f"delete it, then `janus broker-upgrade {UPGRADE_FLAG}`"
             ) from exc
-    queues = [(INTAKE_UNROUTED_QUEUE, INTAKE_UNROUTED_EXCHANGE, "")]
-    queues += [(topology.intake_queue(d), PARTITIONED_EXCHANGE, d) for d in dependencies]
-    for name, exchange, key in queues:
+    if convert:
+        await _convert_intake_queues(connection, dependencies, queue_type)
+    for name, exchange, key in _intake_queues(dependencies):
         async with _channel(connection) as channel:
             try:
                 await _tolerate_refusal(
@@ -143,6 +146,12 @@ async def _declare(connection: AbstractConnection, dependencies: list[str], queu
             channel,
             lambda ch: _bind_exchange(ch, PARTITIONED_EXCHANGE, topology.INTAKE_EXCHANGE),
         )
+
+
+def _intake_queues(dependencies: list[str]) -> list[tuple[str, str, str]]:
+    """(queue, the exchange it is bound to, routing key) of member mode's intake."""
+    queues = [(INTAKE_UNROUTED_QUEUE, INTAKE_UNROUTED_EXCHANGE, "")]
+    return queues + [(topology.intake_queue(d), PARTITIONED_EXCHANGE, d) for d in dependencies]
 
 
 async def _declare_bound_queue(
@@ -192,8 +201,7 @@ async def to_partitioned(
         if single:
             async with _channel(connection) as channel:
                 _refuse_consumers(await channel.declare_queue(topology.INTAKE_QUEUE, passive=True))
-        await _declare(connection, dependencies, queue_type)
-        await _convert_intake_queues(connection, dependencies, queue_type)
+        await _declare(connection, dependencies, queue_type, convert=True)
         done = Moved()
         if not single:
             return done
@@ -306,9 +314,7 @@ async def _convert_intake_queues(
 ) -> dict[str, int]:
     """The intake queues of another type than `queue_type` converted as queue_types does the others."""
     converted: dict[str, int] = {}
-    queues = [(INTAKE_UNROUTED_QUEUE, INTAKE_UNROUTED_EXCHANGE, "")]
-    queues += [(topology.intake_queue(d), PARTITIONED_EXCHANGE, d) for d in dependencies]
-    for name, exchange, key in queues:
+    for name, exchange, key in _intake_queues(dependencies):
         queue = queue_types.ConvertibleQueue(
             name=name,
             arguments=topology.queue_arguments(queue_type),

@@ -27,6 +27,7 @@ from janus.broker.topology import QueueType
 from janus.errors import TopologyConflict
 
 HOLDING_SUFFIX = ".upgrading"  # + the holding queue of a queue being redeclared
+RELAY_PREFIX = "janus.upgrading."  # + a queue: the fanout exchange that moves messages into it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -155,7 +156,16 @@ async def _confirming(connection: AbstractConnection) -> AsyncIterator[AbstractC
 
 
 async def _move(channel: AbstractChannel, source: AbstractQueue, destination: str) -> int:
-    """Every message of `source` into the queue `destination`: published, confirmed, then acked."""
+    """Every message of `source` into the queue `destination`: published, confirmed, then acked.
+
+    Through a fanout exchange bound to `destination` alone, with each message's own routing key:
+    the default exchange would replace it by the queue's name, and Janus refuses an intake or a
+    result whose routing key is not its dependency (wrong_routing_key)."""
+    relay = await channel.declare_exchange(
+        RELAY_PREFIX + destination, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    await channel.declare_queue(destination, passive=True)
+    await (await channel.get_queue(destination, ensure=False)).bind(relay)
     moved = 0
     while (message := await source.get(no_ack=False, fail=False)) is not None:
         copy = aio_pika.Message(
@@ -173,7 +183,8 @@ async def _move(channel: AbstractChannel, source: AbstractQueue, destination: st
             type=message.type,
             app_id=message.app_id,
         )
-        await channel.default_exchange.publish(copy, routing_key=destination, mandatory=True)
+        await relay.publish(copy, routing_key=message.routing_key or "", mandatory=True)
         await message.ack()
         moved += 1
+    await relay.delete()
     return moved

@@ -1,0 +1,232 @@
+"""Member mode's intake on the real broker: one queue per dependency, unknown routing keys kept
+aside, `janus broker-upgrade --scale-out` moving what waits in janus.q.intake without losing a
+job (also while producers publish), idempotent, refused while Janus consumes, and `--back`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.exceptions import DeliveryError
+
+from janus.broker import intake_upgrade, queue_types, topology
+from janus.broker.intake_upgrade import INTAKE_UNROUTED_QUEUE
+from janus.errors import TopologyConflict
+from tests.integration.test_quorum_queues import queue_types_in
+from tests.services import Services
+
+pytestmark = pytest.mark.integration
+
+DEPENDENCIES = ["api", "mail"]
+
+
+async def publish(channel: AbstractChannel, key: str, body: str, **properties: object) -> None:
+    intake = await channel.get_exchange(topology.INTAKE_EXCHANGE, ensure=True)
+    await intake.publish(aio_pika.Message(body.encode(), **properties), routing_key=key, mandatory=True)  # type: ignore[arg-type]
+
+
+async def take_all(channel: AbstractChannel, queue: str) -> list[tuple[str, str]]:
+    """(body, routing key) of every message of `queue`, in order, acked."""
+    source = await channel.get_queue(queue, ensure=True)
+    got = []
+    while (message := await source.get(no_ack=True, fail=False)) is not None:
+        got.append((message.body.decode(), message.routing_key or ""))
+    return got
+
+
+async def exists(connection: AbstractConnection, queue: str) -> bool:
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(queue, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return False
+    await channel.close()
+    return True
+
+
+async def test_the_upgrade_moves_every_waiting_job_to_its_dependency_and_unknown_keys_aside(
+    services: Services, vhost: str
+) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        for i in range(30):
+            await publish(channel, "api", f"api-{i}", headers={"n": i}, message_id=f"api-{i}")
+        for i in range(20):
+            await publish(channel, "mail", f"mail-{i}")
+        for i in range(5):
+            await publish(channel, "ghost", f"ghost-{i}")  # no such dependency
+
+        with pytest.raises(TopologyConflict, match="janus broker-upgrade --scale-out"):
+            await intake_upgrade.check_partitioned_intake(connection, DEPENDENCIES)
+
+        done = await intake_upgrade.to_partitioned(connection, DEPENDENCIES, "classic")
+        assert done.moved == {topology.INTAKE_QUEUE: 55}
+        assert done.deleted == [topology.INTAKE_QUEUE]
+        assert not await exists(connection, topology.INTAKE_QUEUE)
+        await intake_upgrade.check_partitioned_intake(connection, DEPENDENCIES)
+
+        # Jobs published after the upgrade go the same way; a producer's mandatory publish
+        # with an unknown key is taken (by the alternate exchange), not returned.
+        await publish(channel, "api", "api-after")
+        await publish(channel, "nobody", "nobody-after")
+        # Run twice: nothing to do, nothing moved twice.
+        again = await intake_upgrade.to_partitioned(connection, DEPENDENCIES, "classic")
+        assert again.moved == {}
+        assert again.deleted == []
+        assert await topology.declare_topology(connection, DEPENDENCIES, partitioned=True) == []
+        assert not await exists(connection, topology.INTAKE_QUEUE), "not declared again in member mode"
+
+        source = await channel.get_queue(topology.intake_queue("api"), ensure=True)
+        first = await source.get(no_ack=True)
+        assert (first.headers, first.message_id) == ({"n": 0}, "api-0"), "properties kept"
+        api = await take_all(channel, topology.intake_queue("api"))
+        assert api == [(f"api-{i}", "api") for i in range(1, 30)] + [("api-after", "api")]
+        assert await take_all(channel, topology.intake_queue("mail")) == [
+            (f"mail-{i}", "mail") for i in range(20)
+        ]
+        unrouted = await take_all(channel, INTAKE_UNROUTED_QUEUE)
+        assert unrouted == [(f"ghost-{i}", "ghost") for i in range(5)] + [("nobody-after", "nobody")]
+    assert set(await queue_types_in(services, vhost)) >= {
+        topology.intake_queue("api"),
+        topology.intake_queue("mail"),
+        INTAKE_UNROUTED_QUEUE,
+    }
+
+
+async def test_back_binds_the_one_queue_again_and_moves_every_dependencys_intake_into_it(vhost: str) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES, partitioned=True)
+        await intake_upgrade.declare_partitioned_intake(connection, DEPENDENCIES, "classic")
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        for i in range(10):
+            await publish(channel, DEPENDENCIES[i % 2], f"job-{i}")
+        await publish(channel, "ghost", "ghost-0")
+
+        done = await intake_upgrade.to_single(connection, DEPENDENCIES, "classic")
+        assert done.moved == {
+            topology.intake_queue("api"): 5,
+            topology.intake_queue("mail"): 5,
+            INTAKE_UNROUTED_QUEUE: 1,
+        }
+        assert not await intake_upgrade.is_partitioned(connection)
+        for name in (topology.intake_queue("api"), topology.intake_queue("mail"), INTAKE_UNROUTED_QUEUE):
+            assert not await exists(connection, name)
+        await publish(channel, "ghost", "after")  # "#" again: everything, known or not
+        got = await take_all(channel, topology.INTAKE_QUEUE)
+        assert sorted(got) == sorted(
+            [(f"job-{i}", DEPENDENCIES[i % 2]) for i in range(10)]
+            + [("ghost-0", "ghost"), ("after", "ghost")]
+        )
+        with pytest.raises(TopologyConflict, match="--scale-out"):
+            await intake_upgrade.check_partitioned_intake(connection, DEPENDENCIES)
+        again = await intake_upgrade.to_single(connection, DEPENDENCIES, "classic")
+        assert again.moved == {}
+        assert again.deleted == []
+
+
+async def test_member_mode_refuses_a_broker_not_upgraded_and_binds_nothing(vhost: str) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES)
+        with pytest.raises(TopologyConflict, match=r"janus broker-upgrade --scale-out"):
+            await intake_upgrade.declare_partitioned_intake(connection, DEPENDENCIES, "classic")
+        assert not await intake_upgrade.is_partitioned(connection)
+        assert not await exists(connection, topology.intake_queue("api"))
+
+
+async def test_the_upgrade_is_refused_while_janus_consumes_the_one_queue(vhost: str) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await publish(channel, "api", "waiting")
+        consumer = await connection.channel()
+        await consumer.set_qos(prefetch_count=1)
+        queue = await consumer.get_queue(topology.INTAKE_QUEUE, ensure=True)
+        tag = await queue.consume(lambda message: None)
+        with pytest.raises(TopologyConflict, match="stop every `janus run`"):
+            await intake_upgrade.to_partitioned(connection, DEPENDENCIES, "classic")
+        assert not await intake_upgrade.is_partitioned(connection), "nothing done"
+        await queue.cancel(tag)
+        await consumer.close()
+
+
+async def test_a_producer_publishing_through_the_upgrade_and_back_loses_nothing(vhost: str) -> None:
+    """Confirmed, mandatory publishes all along: none returned, each found afterwards in the
+    queue its routing key leads to (a duplicate allowed: Janus deduplicates by job_id)."""
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        for i in range(200):
+            await publish(channel, "api", f"before-{i}")
+        sent: list[str] = []
+        returned: list[str] = []
+        stop = asyncio.Event()
+
+        async def produce() -> None:
+            own = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            i = 0
+            while not stop.is_set():
+                body = f"during-{i}"
+                try:
+                    await publish(own, "api", body)
+                except DeliveryError:
+                    returned.append(body)
+                else:
+                    sent.append(body)
+                i += 1
+
+        producing = asyncio.create_task(produce())
+        await asyncio.sleep(0.1)
+        await intake_upgrade.to_partitioned(connection, DEPENDENCIES, "classic")
+        await asyncio.sleep(0.1)
+        upgraded_at = len(sent)
+        await intake_upgrade.to_single(connection, DEPENDENCIES, "classic")
+        await asyncio.sleep(0.1)
+        stop.set()
+        await producing
+        assert returned == []
+        got = Counter(body for body, key in await take_all(channel, topology.INTAKE_QUEUE))
+        expected = {f"before-{i}" for i in range(200)} | set(sent)
+        assert expected <= set(got), f"lost: {sorted(expected - set(got))[:5]}"
+        assert set(got) <= expected
+        duplicates = sum(count - 1 for count in got.values())
+        print(
+            f"published during: {len(sent)} ({upgraded_at} by the end of the upgrade); duplicates: {duplicates}"
+        )
+
+
+async def test_intake_queues_follow_the_policys_queue_type(services: Services, vhost: str) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES, queue_type="quorum", partitioned=True)
+        await intake_upgrade.declare_partitioned_intake(connection, DEPENDENCIES, "quorum")
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await publish(channel, "mail", "kept")
+        done = await intake_upgrade.to_partitioned(connection, DEPENDENCIES, "classic")
+        assert done.moved == {}
+        assert (await queue_types_in(services, vhost))[topology.intake_queue("mail")] == "classic"
+        assert await take_all(channel, topology.intake_queue("mail")) == [("kept", "mail")]
+        with pytest.raises(TopologyConflict, match=f"{INTAKE_UNROUTED_QUEUE}.* another type"):
+            await intake_upgrade.declare_partitioned_intake(connection, DEPENDENCIES, "quorum")
+
+
+async def test_converting_a_queues_type_keeps_each_messages_routing_key(vhost: str) -> None:
+    """Janus refuses an intake whose routing key is not its dependency: a conversion that moved
+    messages through the default exchange (routing key = the queue's name) would set every
+    waiting job aside."""
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES, queue_type="classic")
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await publish(channel, "api", "waiting")
+        converted = await queue_types.convert_queues(connection, DEPENDENCIES, "quorum")
+        assert converted[topology.INTAKE_QUEUE] == 1
+        assert await take_all(channel, topology.INTAKE_QUEUE) == [("waiting", "api")]
