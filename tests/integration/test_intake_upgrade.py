@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import DeliveryError
 
+from janus import cli
 from janus.broker import intake_upgrade, queue_types, topology
 from janus.broker.intake_upgrade import INTAKE_UNROUTED_QUEUE
 from janus.errors import TopologyConflict
@@ -230,3 +232,36 @@ async def test_converting_a_queues_type_keeps_each_messages_routing_key(vhost: s
         converted = await queue_types.convert_queues(connection, DEPENDENCIES, "quorum")
         assert converted[topology.INTAKE_QUEUE] == 1
         assert await take_all(channel, topology.INTAKE_QUEUE) == [("waiting", "api")]
+
+
+async def test_the_command_upgrades_stays_upgraded_and_goes_back(
+    vhost: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`janus broker-upgrade --scale-out`, then the plain command (which keeps member mode), then `--back`."""
+    policy = tmp_path / "janus.toml"
+    policy.write_text(
+        f'amqp_url = "{vhost}"\ndatabase_url = "postgresql://unused@127.0.0.1/unused"\n'
+        + "".join(f"[dependencies.{name}]\nconcurrency = 5\n" for name in DEPENDENCIES)
+    )
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await publish(channel, "api", "waiting")
+
+        def upgrade(*flags: str) -> str:
+            assert cli.main(["broker-upgrade", *flags, "--config", str(policy)]) == 0
+            return capsys.readouterr().out
+
+        out = await asyncio.to_thread(upgrade, "--scale-out")
+        assert f"moved 1 messages of {topology.INTAKE_QUEUE}" in out
+        assert "member mode" in out
+        await intake_upgrade.check_partitioned_intake(connection, DEPENDENCIES)
+        out = await asyncio.to_thread(upgrade)
+        assert "member mode" in out
+        assert not await exists(connection, topology.INTAKE_QUEUE)
+        await intake_upgrade.check_partitioned_intake(connection, DEPENDENCIES)
+        out = await asyncio.to_thread(upgrade, "--back")
+        assert f"moved 1 messages of {topology.intake_queue('api')}" in out
+        assert await take_all(channel, topology.INTAKE_QUEUE) == [("waiting", "api")]
+        assert not await intake_upgrade.is_partitioned(connection)
