@@ -280,9 +280,11 @@ async def _drain(connection: AbstractConnection, name: str) -> int:
 
 
 def _copy(message: AbstractIncomingMessage) -> aio_pika.Message:
+    # A quorum queue's delivery count belongs to the queue it came from, not to the next one.
+    headers = {k: v for k, v in message.headers.items() if k != "x-delivery-count"}
     return aio_pika.Message(
         message.body,
-        headers=message.headers,
+        headers=headers,
         content_type=message.content_type,
         content_encoding=message.content_encoding,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
