@@ -17,7 +17,10 @@ from janus import cli
 from janus.broker import intake_upgrade, queue_types, topology
 from janus.broker.intake_upgrade import INTAKE_UNROUTED_QUEUE
 from janus.broker.topology import QueueType
+from janus.client import Producer, Worker
 from janus.errors import TopologyConflict
+from tests.integration.harness import QUEUE_TYPE, RecordLog, job_rows, make_config, running_janus, succeed
+from tests.integration.test_misbehaving_workers import rejected_messages
 from tests.integration.test_quorum_queues import queue_types_in
 from tests.services import Services
 
@@ -270,3 +273,42 @@ async def test_the_command_upgrades_stays_upgraded_and_goes_back(
         assert f"moved 1 messages of {topology.intake_queue('api')}" in out
         assert await take_all(channel, topology.INTAKE_QUEUE) == [("waiting", "api")]
         assert not await intake_upgrade.is_partitioned(connection)
+
+
+async def test_jobs_taken_through_the_upgrade_and_back_are_each_admitted_once(
+    database: str, vhost: str
+) -> None:
+    """Jobs waiting before `--scale-out`, submitted between it and `--back` (some twice), then
+    admitted by a single-leader Janus: each job once, its routing key accepted (a moved job whose
+    key were the queue's name would be set aside), the unknown dependency set aside."""
+    config = make_config(database, vhost, {name: {"lease_timeout": "10s"} for name in DEPENDENCIES})
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES, queue_type=QUEUE_TYPE)
+        async with await Producer.connect(vhost) as producer:
+            for i in range(20):
+                await producer.submit(f"early-{i}", DEPENDENCIES[i % 2])
+            await producer.submit("lost-soul", "ghost")
+            await intake_upgrade.to_partitioned(connection, DEPENDENCIES, QUEUE_TYPE)
+            for i in range(5):
+                await producer.submit(f"late-{i}", DEPENDENCIES[i % 2])
+            for i in range(3):
+                await producer.submit(f"early-{i}", DEPENDENCIES[i % 2])  # a producer's retry
+            await intake_upgrade.to_single(connection, DEPENDENCIES, QUEUE_TYPE)
+    log = RecordLog()
+    async with running_janus(config):
+        worker = Worker(vhost, dict.fromkeys(DEPENDENCIES, succeed), on_record=log.append)
+        await worker.start()
+        try:
+            await log.wait_for(lambda _: len(log.succeeded()) == 25, timeout=60)
+        finally:
+            await worker.stop()
+    admitted = Counter(record.job_id for record in log.records)
+    assert set(admitted) == {f"early-{i}" for i in range(20)} | {f"late-{i}" for i in range(5)}
+    assert set(admitted.values()) == {1}, "no job admitted twice"
+    rows = await job_rows(database)
+    assert {row["state"] for row in rows.values()} == {"succeeded"}
+    assert len(rows) == 25
+    [(body, headers)] = await rejected_messages(vhost, 1)
+    assert b"lost-soul" in body
+    assert headers[topology.REASON_HEADER] == "unknown_dependency"
