@@ -223,15 +223,15 @@ async def to_single(connection: AbstractConnection, dependencies: list[str], que
     member-mode processes must be stopped (a consumer on a queue to empty is refused). Only
     the `dependencies` named are drained: a queue of a dependency no longer configured is left."""
     with broker_errors("rolling the intake back to one queue failed"):
+        names = [*map(topology.intake_queue, dependencies), INTAKE_UNROUTED_QUEUE]
+        present = [name for name in names if await _queue_exists(connection, name)]
+        for name in present:  # before anything changes: a refused run leaves the broker as it was
+            async with _channel(connection) as channel:
+                _refuse_consumers(await channel.declare_queue(name, passive=True))
         spec = next(s for s in topology.SHARED_QUEUES if s.name == topology.INTAKE_QUEUE)
         async with _channel(connection) as channel:
             await topology.declare_shared_queue(channel, spec, queue_type)
         done = Moved()
-        names = [*map(topology.intake_queue, dependencies), INTAKE_UNROUTED_QUEUE]
-        present = [name for name in names if await _queue_exists(connection, name)]
-        for name in present:
-            async with _channel(connection) as channel:
-                _refuse_consumers(await channel.declare_queue(name, passive=True))
         if await _exchange_exists(connection, PARTITIONED_EXCHANGE):
             async with _channel(connection) as channel:
                 await _unbind_exchange(channel, PARTITIONED_EXCHANGE, topology.INTAKE_EXCHANGE)

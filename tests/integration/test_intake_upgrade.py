@@ -167,6 +167,22 @@ async def test_the_upgrade_is_refused_while_janus_consumes_the_one_queue(vhost: 
         await consumer.close()
 
 
+async def test_back_is_refused_while_a_member_consumes_and_changes_nothing(vhost: str) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES, partitioned=True)
+        await intake_upgrade.declare_partitioned_intake(connection, DEPENDENCIES, "classic")
+        consumer = await connection.channel()
+        queue = await consumer.get_queue(topology.intake_queue("mail"), ensure=True)
+        tag = await queue.consume(lambda message: None)
+        with pytest.raises(TopologyConflict, match="stop every `janus run`"):
+            await intake_upgrade.to_single(connection, DEPENDENCIES, "classic")
+        assert not await exists(connection, topology.INTAKE_QUEUE), "nothing done"
+        await intake_upgrade.check_partitioned_intake(connection, DEPENDENCIES)
+        await queue.cancel(tag)
+        await consumer.close()
+
+
 async def test_a_producer_publishing_through_the_upgrade_and_back_loses_nothing(vhost: str) -> None:
     """Confirmed, mandatory publishes all along: none returned, each found afterwards in the
     queue its routing key leads to (a duplicate allowed: Janus deduplicates by job_id)."""
