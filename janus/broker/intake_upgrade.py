@@ -21,13 +21,20 @@ tells a broker not upgraded (or rolled back) apart from one ready for member mod
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 from aio_pika.exceptions import ChannelNotFoundEntity
 from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 from pamqp.common import FieldTable
@@ -41,6 +48,8 @@ INTAKE_UNROUTED_EXCHANGE = f"{topology.PREFIX}.intake.unrouted"  # internal fano
 INTAKE_UNROUTED_QUEUE = f"{topology.PREFIX}.q.intake-unrouted"  # read by the owner of the global work
 PARTITIONED_ARGUMENTS: FieldTable = {"alternate-exchange": INTAKE_UNROUTED_EXCHANGE}
 UPGRADE_FLAG = "--scale-out"
+DRAIN_WINDOW = 200  # messages republished, then confirmed together, before they are acked
+DRAIN_WAIT = 5.0  # seconds for the next message of a queue being emptied
 
 
 def upgrade_hint(vhost: str) -> str:
@@ -265,18 +274,46 @@ def _refuse_consumers(queue: AbstractQueue) -> None:
 
 async def _drain(connection: AbstractConnection, name: str) -> int:
     """Every message of the queue `name` published again to janus.intake with its routing key
-    (mandatory, confirmed), then acked: a crash in between leaves a duplicate, never a loss."""
+    (mandatory, confirmed), then acked: a crash in between leaves a duplicate, never a loss.
+
+    Consumed with a prefetch and confirmed in windows of DRAIN_WINDOW: a get and a confirm per
+    message made the stop window a minute for 3,000 jobs on the loaded test machine. The queue is
+    unbound, so its depth only falls: each round takes what the depth said, until it says 0."""
     moved = 0
     async with _channel(connection, confirms=True) as channel:
-        source = await channel.declare_queue(name, passive=True)
+        await channel.set_qos(prefetch_count=DRAIN_WINDOW)
         intake = await channel.get_exchange(topology.INTAKE_EXCHANGE, ensure=True)
-        while (message := await source.get(no_ack=False, fail=False)) is not None:
-            # A returned publish raises (on_return_raises): the message is then not acked, and
-            # goes back to its queue when the channel closes.
-            await intake.publish(_copy(message), routing_key=message.routing_key or "", mandatory=True)
-            await message.ack()
-            moved += 1
+        while left := (await channel.declare_queue(name, passive=True)).declaration_result.message_count:
+            source = await channel.get_queue(name, ensure=False)
+            async with source.iterator() as messages:
+                window: list[AbstractIncomingMessage] = []
+                while left:
+                    try:
+                        message = await asyncio.wait_for(anext(messages), DRAIN_WAIT)
+                    except TimeoutError:
+                        break  # fewer than the depth said (taken meanwhile): count again
+                    window.append(message)
+                    left -= 1
+                    if len(window) == DRAIN_WINDOW or not left:
+                        moved += await _republish(intake, window)
+                        window = []
+                moved += await _republish(intake, window)
     return moved
+
+
+async def _republish(intake: AbstractExchange, window: list[AbstractIncomingMessage]) -> int:
+    """Publish `window` to janus.intake, await every confirm, then ack it all. A returned publish
+    raises (on_return_raises): nothing of the window is acked, it goes back to its queue."""
+    if not window:
+        return 0
+    await asyncio.gather(
+        *(
+            intake.publish(_copy(message), routing_key=message.routing_key or "", mandatory=True)
+            for message in window
+        )
+    )
+    await window[-1].ack(multiple=True)
+    return len(window)
 
 
 def _copy(message: AbstractIncomingMessage) -> aio_pika.Message:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aiormq.exceptions import DeliveryError
 
 from janus import cli
@@ -41,6 +41,10 @@ async def take_all(channel: AbstractChannel, queue: str) -> list[tuple[str, str]
     while (message := await source.get(no_ack=True, fail=False)) is not None:
         got.append((message.body.decode(), message.routing_key or ""))
     return got
+
+
+async def ignore(message: AbstractIncomingMessage) -> None:
+    """A consumer that holds what it is given (as a running Janus would, for a while)."""
 
 
 async def exists(connection: AbstractConnection, queue: str) -> bool:
@@ -159,7 +163,7 @@ async def test_the_upgrade_is_refused_while_janus_consumes_the_one_queue(vhost: 
         consumer = await connection.channel()
         await consumer.set_qos(prefetch_count=1)
         queue = await consumer.get_queue(topology.INTAKE_QUEUE, ensure=True)
-        tag = await queue.consume(lambda message: None)
+        tag = await queue.consume(ignore)
         with pytest.raises(TopologyConflict, match="stop every `janus run`"):
             await intake_upgrade.to_partitioned(connection, DEPENDENCIES, "classic")
         assert not await intake_upgrade.is_partitioned(connection), "nothing done"
@@ -174,7 +178,7 @@ async def test_back_is_refused_while_a_member_consumes_and_changes_nothing(vhost
         await intake_upgrade.declare_partitioned_intake(connection, DEPENDENCIES, "classic")
         consumer = await connection.channel()
         queue = await consumer.get_queue(topology.intake_queue("mail"), ensure=True)
-        tag = await queue.consume(lambda message: None)
+        tag = await queue.consume(ignore)
         with pytest.raises(TopologyConflict, match="stop every `janus run`"):
             await intake_upgrade.to_single(connection, DEPENDENCIES, "classic")
         assert not await exists(connection, topology.INTAKE_QUEUE), "nothing done"
