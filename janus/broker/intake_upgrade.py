@@ -157,6 +157,25 @@ async def _declare(
         )
 
 
+async def retire_intake_queue(connection: AbstractConnection, dependency: str) -> int:
+    """A dependency gone from the policy: its queue unbound from the partitioned path (its jobs
+    from now on go to the unrouted queue and are set aside, as one leader sets aside a job of an
+    unknown dependency), and deleted once empty. Returns how many jobs still wait in it (0: gone,
+    or never there); call again after they are read. BrokerError if the broker fails."""
+    name = topology.intake_queue(dependency)
+    with broker_errors(f"retiring the intake queue of {dependency!r} failed"):
+        if not await _queue_exists(connection, name):
+            return 0
+        async with _channel(connection) as channel:
+            queue = await channel.declare_queue(name, passive=True)
+            await queue.unbind(PARTITIONED_EXCHANGE, routing_key=dependency)
+            await queue.unbind(topology.INTAKE_EXCHANGE, routing_key=dependency)  # a no-op if not bound
+            left = (await channel.declare_queue(name, passive=True)).declaration_result.message_count or 0
+            if not left:
+                await channel.queue_delete(name)
+            return left
+
+
 def _intake_queues(dependencies: list[str]) -> list[tuple[str, str, str]]:
     """(queue, the exchange it is bound to, routing key) of member mode's intake."""
     queues = [(INTAKE_UNROUTED_QUEUE, INTAKE_UNROUTED_EXCHANGE, "")]

@@ -332,3 +332,20 @@ async def test_jobs_taken_through_the_upgrade_and_back_are_each_admitted_once(
     [(body, headers)] = await rejected_messages(vhost, 1)
     assert b"lost-soul" in body
     assert headers[topology.REASON_HEADER] == "unknown_dependency"
+
+
+async def test_a_dependency_gone_from_the_policy_has_its_queue_retired_once_read(vhost: str) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES, partitioned=True)
+        await intake_upgrade.declare_partitioned_intake(connection, DEPENDENCIES, "classic")
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        await publish(channel, "mail", "waiting")
+        assert await intake_upgrade.retire_intake_queue(connection, "mail") == 1, "kept while it holds jobs"
+        await publish(channel, "mail", "after")  # no longer a dependency: set aside, like any unknown key
+        assert await take_all(channel, INTAKE_UNROUTED_QUEUE) == [("after", "mail")]
+        assert await take_all(channel, topology.intake_queue("mail")) == [("waiting", "mail")]
+        assert await intake_upgrade.retire_intake_queue(connection, "mail") == 0
+        assert not await exists(connection, topology.intake_queue("mail"))
+        assert await intake_upgrade.retire_intake_queue(connection, "mail") == 0, "idempotent"
+        await intake_upgrade.check_partitioned_intake(connection, ["api"])
