@@ -215,17 +215,20 @@ def render(
             for queue in queues
             if queue.bound_to is not None
         ]
-        + [
-            {
-                "source": topology.INTAKE_EXCHANGE,
-                "vhost": vhost,
-                "destination": intake_upgrade.PARTITIONED_EXCHANGE,
-                "destination_type": "exchange",
-                "routing_key": "#",
-                "arguments": {},
-            }
-            for _ in range(scale_out)
-        ],
+        + (
+            [
+                {
+                    "source": topology.INTAKE_EXCHANGE,
+                    "vhost": vhost,
+                    "destination": intake_upgrade.PARTITIONED_EXCHANGE,
+                    "destination_type": "exchange",
+                    "routing_key": "#",
+                    "arguments": {},
+                }
+            ]
+            if scale_out
+            else []
+        ),
     }
 
 
