@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from janus.broker import topology
+from aio_pika import ExchangeType
+
+from janus.broker import intake_upgrade, topology
 
 ROLES = ("janus", "producer", "worker", "monitoring", "subscriber")
 RENDERED_FOR = "3.10.8"  # `rabbit_version` of the document unless --rabbitmq-version says otherwise
@@ -54,6 +56,9 @@ def _names(*names: str) -> str:
 _READY_QUEUES = re.escape(topology.ready_queue("")) + ".+"
 _RESULTS_QUEUES = re.escape(topology.results_queue("")) + ".+"
 _SUBSCRIBER_QUEUES = re.escape(topology.SUBSCRIBER_QUEUE_PREFIX) + ".+"
+# Member mode's queue per dependency (janus.q.intake.<dependency>); not janus.q.intake, nor
+# janus.q.intake-unrouted, which the definitions declare.
+_INTAKE_QUEUES = re.escape(topology.intake_queue("")) + ".+"
 
 # (configure, write, read) per role. RabbitMQ checks: declare/delete -> configure on the
 # entity; publish -> write on the exchange ("amq.default" for the default exchange);
@@ -62,16 +67,18 @@ _SUBSCRIBER_QUEUES = re.escape(topology.SUBSCRIBER_QUEUE_PREFIX) + ".+"
 # that exchange. Passive declares need no permission.
 PERMISSIONS: Mapping[str, tuple[str, str, str]] = {
     "janus": (
-        # declares the ready queue and the results queue of each configured dependency
-        f"^({_READY_QUEUES}|{_RESULTS_QUEUES})$",
-        # publishes admissions and outcomes; binds ready and results queues; names janus.returned
-        # as the ready queues' dead-letter exchange; sets bad input aside through the default exchange
-        f"^({re.escape(topology.READY_EXCHANGE)}|{_READY_QUEUES}|{_RESULTS_QUEUES}"
+        # declares the ready, results and (member mode) intake queue of each configured dependency
+        f"^({_READY_QUEUES}|{_RESULTS_QUEUES}|{_INTAKE_QUEUES})$",
+        # publishes admissions and outcomes; binds ready, results and intake queues; names
+        # janus.returned as the ready queues' dead-letter exchange; sets bad input aside through
+        # the default exchange
+        f"^({re.escape(topology.READY_EXCHANGE)}|{_READY_QUEUES}|{_RESULTS_QUEUES}|{_INTAKE_QUEUES}"
         f"|{re.escape(topology.RETURNED_EXCHANGE)}|{re.escape(topology.OUTCOMES_EXCHANGE)}|amq\\.default)$",
-        # consumes its own queues; binds ready queues to janus.ready and results queues to
-        # janus.results; dead-lettering ready queues
+        # consumes its own queues; binds ready queues to janus.ready, results queues to
+        # janus.results and intake queues to janus.intake.partitioned; dead-lettering ready queues
         f"^({re.escape(topology.PREFIX)}\\.q\\..+|{re.escape(topology.READY_EXCHANGE)}"
-        f"|{re.escape(topology.RESULTS_EXCHANGE)}|{_READY_QUEUES})$",
+        f"|{re.escape(topology.RESULTS_EXCHANGE)}|{re.escape(intake_upgrade.PARTITIONED_EXCHANGE)}"
+        f"|{_READY_QUEUES})$",
     ),
     "producer": (NOTHING, _names(topology.INTAKE_EXCHANGE), NOTHING),
     # Any dependency's admissions and results: for a deployment where one team runs every
@@ -133,11 +140,13 @@ def render(
     passwords: Mapping[str, str] | None = None,
     rabbit_version: str = RENDERED_FOR,
     queue_type: topology.QueueType = topology.DEFAULT_QUEUE_TYPE,
+    scale_out: bool = False,
 ) -> dict[str, Any]:
     """The definitions document. `users` maps a role to its user name (default: the role);
     a role without a password gets an empty hash: it cannot log in until one is set. Each of
     `dependencies` gets a role worker-<dependency> of its own. The shared queues are of
-    `queue_type`, which must be Janus's own (its policy's queue_type)."""
+    `queue_type`, which must be Janus's own (its policy's queue_type). `scale_out`: member mode's
+    intake (janus/broker/intake_upgrade.py) in place of the one queue janus.q.intake."""
     all_roles = roles(dependencies)
     users = {role: (users or {}).get(role, role) for role in all_roles}
     passwords = passwords or {}
@@ -145,6 +154,7 @@ def render(
         **PERMISSIONS,
         **{worker_role(dependency): dependency_permissions(dependency) for dependency in dependencies},
     }
+    exchanges, queues = _shared_topology(scale_out)
     return {
         "rabbit_version": rabbit_version,
         "vhosts": [{"name": vhost}],
@@ -178,10 +188,10 @@ def render(
                 "type": exchange.type.value,
                 "durable": True,
                 "auto_delete": False,
-                "internal": False,
+                "internal": internal,
                 "arguments": dict(exchange.arguments or {}),
             }
-            for exchange in topology.SHARED_EXCHANGES
+            for exchange, internal in exchanges
         ],
         "queues": [
             {
@@ -191,7 +201,7 @@ def render(
                 "auto_delete": False,
                 "arguments": dict(topology.queue_arguments(queue_type)),
             }
-            for queue in topology.SHARED_QUEUES
+            for queue in queues
         ],
         "bindings": [
             {
@@ -202,10 +212,55 @@ def render(
                 "routing_key": queue.routing_key,
                 "arguments": {},
             }
-            for queue in topology.SHARED_QUEUES
+            for queue in queues
             if queue.bound_to is not None
-        ],
+        ]
+        + (
+            [
+                {
+                    "source": topology.INTAKE_EXCHANGE,
+                    "vhost": vhost,
+                    "destination": intake_upgrade.PARTITIONED_EXCHANGE,
+                    "destination_type": "exchange",
+                    "routing_key": "#",
+                    "arguments": {},
+                }
+            ]
+            if scale_out
+            else []
+        ),
     }
+
+
+def _shared_topology(
+    scale_out: bool,
+) -> tuple[list[tuple[topology.ExchangeSpec, bool]], list[topology.QueueSpec]]:
+    """(exchange, internal) and queues the definitions declare: member mode's intake path in
+    place of janus.q.intake (bound to janus.intake with "#") when `scale_out`."""
+    exchanges = [(exchange, False) for exchange in topology.SHARED_EXCHANGES]
+    queues = list(topology.SHARED_QUEUES)
+    if scale_out:
+        exchanges += [
+            (
+                topology.ExchangeSpec(name=intake_upgrade.INTAKE_UNROUTED_EXCHANGE, type=ExchangeType.FANOUT),
+                True,
+            ),
+            (
+                topology.ExchangeSpec(
+                    name=intake_upgrade.PARTITIONED_EXCHANGE,
+                    type=ExchangeType.TOPIC,
+                    arguments=intake_upgrade.PARTITIONED_ARGUMENTS,
+                ),
+                True,
+            ),
+        ]
+        queues = [queue for queue in queues if queue.name != topology.INTAKE_QUEUE]
+        queues.append(
+            topology.QueueSpec(
+                name=intake_upgrade.INTAKE_UNROUTED_QUEUE, bound_to=intake_upgrade.INTAKE_UNROUTED_EXCHANGE
+            )
+        )
+    return exchanges, queues
 
 
 JANUS_URL_FILE = "janus-amqp-url"  # in a password directory: Janus's own URL, for JANUS_AMQP_URL_FILE
@@ -318,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"{topology.DEFAULT_QUEUE_TYPE})",
     )
     parser.add_argument(
+        "--scale-out",
+        action="store_true",
+        help="member mode's intake (one queue per dependency, an alternate exchange for unknown routing "
+        f"keys) in place of {topology.INTAKE_QUEUE} (docs/scale-out.md)",
+    )
+    parser.add_argument(
         "--allow-unchecked-cc",
         action="store_true",
         help="render worker-DEPENDENCY users for an older or unnamed RabbitMQ all the same (warns)",
@@ -408,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         passwords=passwords,
         rabbit_version=args.rabbitmq_version or RENDERED_FOR,
         queue_type=queue_type,
+        scale_out=args.scale_out,
     )
     text = json.dumps(document, indent=2) + "\n"
     if args.output is not None:

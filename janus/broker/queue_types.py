@@ -27,18 +27,19 @@ from janus.broker.topology import QueueType
 from janus.errors import TopologyConflict
 
 HOLDING_SUFFIX = ".upgrading"  # + the holding queue of a queue being redeclared
+RELAY_PREFIX = "janus.upgrading."  # + a queue: the fanout exchange that moves messages into it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class _Queue:
+class ConvertibleQueue:
     name: str
     arguments: FieldTable  # as `queue_type` wants it
     declare: Callable[[AbstractChannel], Awaitable[AbstractQueue]]  # declared again, with its bindings
 
 
-def _queues(dependencies: list[str], queue_type: QueueType) -> list[_Queue]:
+def _queues(dependencies: list[str], queue_type: QueueType) -> list[ConvertibleQueue]:
     queues = [
-        _Queue(
+        ConvertibleQueue(
             name=spec.name,
             arguments=topology.queue_arguments(queue_type),
             declare=partial(topology.declare_shared_queue, spec=spec, queue_type=queue_type),
@@ -47,14 +48,14 @@ def _queues(dependencies: list[str], queue_type: QueueType) -> list[_Queue]:
     ]
     for dependency in dependencies:
         queues.append(
-            _Queue(
+            ConvertibleQueue(
                 name=topology.ready_queue(dependency),
                 arguments=topology.ready_queue_arguments(queue_type),
                 declare=partial(topology.declare_ready_queue, dependency=dependency, queue_type=queue_type),
             )
         )
         queues.append(
-            _Queue(
+            ConvertibleQueue(
                 name=topology.results_queue(dependency),
                 arguments=topology.queue_arguments(queue_type),
                 declare=partial(topology.declare_results_queue, dependency=dependency, queue_type=queue_type),
@@ -71,10 +72,15 @@ async def convert_queues(
     with broker_errors("converting the queues' type failed"):
         converted: dict[str, int] = {}
         for queue in _queues(dependencies, queue_type):
-            # A holding queue left behind: an upgrade stopped midway, to be finished.
-            if await _exists(connection, queue.name + HOLDING_SUFFIX) or await _differs(connection, queue):
-                converted[queue.name] = await _convert(connection, queue)
+            if await needs_conversion(connection, queue):
+                converted[queue.name] = await convert_queue(connection, queue)
         return converted
+
+
+async def needs_conversion(connection: AbstractConnection, queue: ConvertibleQueue) -> bool:
+    """Whether `queue` exists with other arguments, or a holding queue was left behind (an
+    upgrade stopped midway, to be finished). Also for the intake queues of member mode."""
+    return await _exists(connection, queue.name + HOLDING_SUFFIX) or await _differs(connection, queue)
 
 
 async def _exists(connection: AbstractConnection, name: str) -> bool:
@@ -89,7 +95,7 @@ async def _exists(connection: AbstractConnection, name: str) -> bool:
     return True
 
 
-async def _differs(connection: AbstractConnection, queue: _Queue) -> bool:
+async def _differs(connection: AbstractConnection, queue: ConvertibleQueue) -> bool:
     """Whether `queue` exists with other arguments (declaring it as wanted is PRECONDITION_FAILED)."""
     channel = await connection.channel()
     try:
@@ -105,7 +111,8 @@ async def _differs(connection: AbstractConnection, queue: _Queue) -> bool:
     return False
 
 
-async def _convert(connection: AbstractConnection, queue: _Queue) -> int:
+async def convert_queue(connection: AbstractConnection, queue: ConvertibleQueue) -> int:
+    """Redeclare `queue` with its arguments, its messages kept; returns how many it moved."""
     holding_name = queue.name + HOLDING_SUFFIX
     # Two channels: RabbitMQ 3.10's channel remembers the type of a queue it used, and crashes
     # (INTERNAL_ERROR) publishing to a queue of that name declared again with another type.
@@ -149,7 +156,16 @@ async def _confirming(connection: AbstractConnection) -> AsyncIterator[AbstractC
 
 
 async def _move(channel: AbstractChannel, source: AbstractQueue, destination: str) -> int:
-    """Every message of `source` into the queue `destination`: published, confirmed, then acked."""
+    """Every message of `source` into the queue `destination`: published, confirmed, then acked.
+
+    Through a fanout exchange bound to `destination` alone, with each message's own routing key:
+    the default exchange would replace it by the queue's name, and Janus refuses an intake or a
+    result whose routing key is not its dependency (wrong_routing_key)."""
+    relay = await channel.declare_exchange(
+        RELAY_PREFIX + destination, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    await channel.declare_queue(destination, passive=True)
+    await (await channel.get_queue(destination, ensure=False)).bind(relay)
     moved = 0
     while (message := await source.get(no_ack=False, fail=False)) is not None:
         copy = aio_pika.Message(
@@ -167,7 +183,8 @@ async def _move(channel: AbstractChannel, source: AbstractQueue, destination: st
             type=message.type,
             app_id=message.app_id,
         )
-        await channel.default_exchange.publish(copy, routing_key=destination, mandatory=True)
+        await relay.publish(copy, routing_key=message.routing_key or "", mandatory=True)
         await message.ack()
         moved += 1
+    await relay.delete()
     return moved

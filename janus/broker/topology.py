@@ -168,15 +168,17 @@ async def declare_topology(
     dependencies: Iterable[str],
     *,
     queue_type: QueueType = DEFAULT_QUEUE_TYPE,
+    partitioned: bool = False,
 ) -> list[str]:
     """Make sure everything Janus needs exists (`_declare_topology`); BrokerError if the broker
-    fails, TopologyConflict if a queue exists as another type."""
+    fails, TopologyConflict if a queue exists as another type. `partitioned` (member mode): not
+    janus.q.intake, which would keep a copy of every job (janus/broker/intake_upgrade.py)."""
     with broker_errors("declaring the broker topology failed"):
-        return await _declare_topology(connection, dependencies, queue_type)
+        return await _declare_topology(connection, dependencies, queue_type, partitioned)
 
 
 async def _declare_topology(
-    connection: AbstractConnection, dependencies: Iterable[str], queue_type: QueueType
+    connection: AbstractConnection, dependencies: Iterable[str], queue_type: QueueType, partitioned: bool
 ) -> list[str]:
     """Make sure everything Janus needs exists; returns the names it had to declare.
 
@@ -202,6 +204,8 @@ async def _declare_topology(
             else:
                 channel = await _check_results_exchange(connection, channel, exchange)
         for spec in SHARED_QUEUES:
+            if partitioned and spec.name == INTAKE_QUEUE:
+                continue
             try:
                 await channel.get_queue(spec.name, ensure=True)
             except ChannelNotFoundEntity:

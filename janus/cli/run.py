@@ -23,12 +23,25 @@ def add_parsers(commands: Any) -> None:
         action="store_true",
         help="create the database first if it does not exist (default: it must exist)",
     )
-    with_config(
+    upgrade = with_config(
         commands.add_parser(
             "broker-upgrade",
             help="once: replace the fanout janus.results of earlier versions, and redeclare queues of "
             "another type than queue_type, keeping their messages (needs a user that may delete them)",
         )
+    )
+    mode = upgrade.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--scale-out",
+        action="store_true",
+        help="also move the intake to one queue per dependency for member mode ([scale_out]), keeping "
+        "every waiting job; stop every janus run first (docs/operations.md, Scale-out)",
+    )
+    mode.add_argument(
+        "--back",
+        action="store_true",
+        help="roll --scale-out back: one intake queue bound with '#' again, each dependency's intake "
+        "moved into it; stop every janus run first",
     )
 
 
@@ -111,20 +124,38 @@ async def broker_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     """Once, when upgrading from a Janus whose janus.results was a fanout (docs/protocol.md), or
     whose queues are of another type than the policy's queue_type (docs/operations.md)."""
     from janus.broker import connection as broker
-    from janus.broker import queue_types, topology
+    from janus.broker import intake_upgrade, queue_types, topology
 
     config = config_of(args, settings)
     connection = await broker.connect(
         config.amqp_url, name="janus-broker-upgrade", timeout=settings.db_timeout
     )
+    intake = intake_upgrade.Moved()
     try:
         deleted = await topology.upgrade_results_exchange(connection)
         names = [p.name for p in config.policies()]
+        if args.back:
+            intake = await intake_upgrade.to_single(connection, names, config.queue_type)
         converted = await queue_types.convert_queues(connection, names, config.queue_type)
-        declared = await topology.declare_topology(connection, names, queue_type=config.queue_type)
+        # Without a flag, a broker already upgraded stays in member mode.
+        partitioned = args.scale_out or (not args.back and await intake_upgrade.is_partitioned(connection))
+        declared = await topology.declare_topology(
+            connection, names, queue_type=config.queue_type, partitioned=partitioned
+        )
+        if partitioned:
+            intake = await intake_upgrade.to_partitioned(connection, names, config.queue_type)
     finally:
         await broker.close(connection)
+    deleted += intake.deleted
     print(f"deleted: {', '.join(deleted) or 'nothing'}; declared: {', '.join(declared) or 'nothing'}")
     for name, moved in converted.items():
         print(f"redeclared {name} as {config.queue_type} ({moved} messages moved)")
+    for name, moved in intake.moved.items():
+        print(
+            f"moved {moved} messages of {name} to {topology.INTAKE_EXCHANGE} again, each with its routing key"
+        )
+    if partitioned:
+        print("intake: one queue per dependency (member mode); roll back with --back")
+    elif args.back:
+        print(f"intake: one queue, {topology.INTAKE_QUEUE} (one leader for every dependency)")
     return 0

@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -25,7 +26,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelAccessRefused, ProbableAuthenticationError
 
-from janus.broker import topology
+from janus.broker import intake_upgrade, topology
 from janus.broker.connection import broker_version
 from janus.broker.definitions import render, roles, unchecked_cc_risk, worker_role
 from janus.client import Producer, ReadyJob, Worker
@@ -75,6 +76,20 @@ async def _connect_when_ready(url: str, timeout: float = 15.0) -> AbstractConnec
 
 @pytest.fixture
 async def locked(services: Services) -> AsyncIterator[LockedVhost]:
+    async with locked_vhost(services, scale_out=False) as vhost:
+        yield vhost
+
+
+@pytest.fixture
+async def locked_scale_out(services: Services) -> AsyncIterator[LockedVhost]:
+    """Definitions rendered for member mode: one intake queue per dependency (Janus declares
+    them), the unrouted path, and no janus.q.intake."""
+    async with locked_vhost(services, scale_out=True) as vhost:
+        yield vhost
+
+
+@asynccontextmanager
+async def locked_vhost(services: Services, *, scale_out: bool) -> AsyncIterator[LockedVhost]:
     tag = uuid.uuid4().hex[:8]
     vhost = f"janus-test-locked-{tag}"
     users = {role: f"janus-test-{tag}-{role}" for role in roles(DEPENDENCIES)}
@@ -88,6 +103,7 @@ async def locked(services: Services) -> AsyncIterator[LockedVhost]:
             users=users,
             passwords=dict.fromkeys(users, password),
             queue_type=QUEUE_TYPE,
+            scale_out=scale_out,
         )
         await _import(services, document)
         locked = LockedVhost(vhost=vhost, users=users, password=password, host=host)
@@ -279,6 +295,52 @@ async def test_janus_cannot_touch_the_definitions_topology(locked: LockedVhost) 
         await assert_refused(janus, lambda ch: ch.exchange_delete(topology.INTAKE_EXCHANGE))
         await assert_refused(janus, lambda ch: ch.queue_delete(topology.INTAKE_QUEUE))
         await assert_refused(janus, lambda ch: publish_unconfirmed(ch, topology.RESULTS_EXCHANGE, ""))
+
+
+async def test_member_mode_intake_under_least_privilege(locked_scale_out: LockedVhost) -> None:
+    """Janus declares and reads each dependency's intake queue; a producer still only writes to
+    janus.intake (an unknown key lands in the unrouted queue); nobody else reads or taps intake."""
+    locked = locked_scale_out
+    janus = await aio_pika.connect(locked.url("janus"))
+    async with janus:
+        assert (
+            await topology.declare_topology(janus, DEPENDENCIES, queue_type=QUEUE_TYPE, partitioned=True)
+            == []
+        )
+        await intake_upgrade.declare_partitioned_intake(janus, list(DEPENDENCIES), QUEUE_TYPE)
+        async with await Producer.connect(locked.url("producer")) as sdk:
+            await sdk.submit("known", "api")
+            await sdk.submit("unknown", "ghost")  # taken by the alternate exchange, not returned
+        channel = await janus.channel()
+        for queue, job_id in (
+            (topology.intake_queue("api"), "known"),
+            (intake_upgrade.INTAKE_UNROUTED_QUEUE, "unknown"),
+        ):
+            source = await channel.get_queue(queue, ensure=True)
+            message = await source.get(no_ack=True, timeout=10)
+            assert message.message_id == job_id
+        await channel.close()
+        # Janus may not reshape the shared path: the definitions own it.
+        await assert_refused(janus, lambda ch: ch.exchange_delete(intake_upgrade.PARTITIONED_EXCHANGE))
+        await assert_refused(janus, lambda ch: ch.queue_delete(intake_upgrade.INTAKE_UNROUTED_QUEUE))
+    producer = await aio_pika.connect(locked.url("producer"))
+    async with producer:
+        await assert_refused(
+            producer, lambda ch: publish_unconfirmed(ch, intake_upgrade.PARTITIONED_EXCHANGE)
+        )
+        await assert_refused(producer, lambda ch: consume_one(ch, topology.intake_queue("api")))
+        await assert_refused(producer, lambda ch: consume_one(ch, intake_upgrade.INTAKE_UNROUTED_QUEUE))
+    for role in ("worker", worker_role("api")):
+        worker = await aio_pika.connect(locked.url(role))
+        async with worker:
+            await assert_refused(worker, lambda ch: consume_one(ch, topology.intake_queue("api")))
+            await assert_refused(worker, lambda ch: consume_one(ch, intake_upgrade.INTAKE_UNROUTED_QUEUE))
+            await assert_refused(
+                worker, lambda ch: bind(ch, topology.intake_queue("api"), intake_upgrade.PARTITIONED_EXCHANGE)
+            )
+            await assert_refused(
+                worker, lambda ch: ch.declare_queue(topology.intake_queue("mine"), durable=True)
+            )
 
 
 async def test_janus_works_end_to_end_under_its_own_user(database: str, locked: LockedVhost) -> None:

@@ -4,6 +4,7 @@ permissions check CC and BCC routing keys, unless told to accept the risk (docs/
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -69,3 +70,57 @@ def test_a_malformed_version_is_refused(capsys: pytest.CaptureFixture[str]) -> N
     code, _, err = run(capsys, "--dependency", "api", "--rabbitmq-version", "four")
     assert code == 2
     assert "not a RabbitMQ version" in err
+
+
+def test_scale_out_renders_the_partitioned_intake_in_place_of_the_one_queue(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "--scale-out", "--queue-type", "quorum")
+    assert code == 0
+    document = json.loads(out)
+    queues = {queue["name"]: queue["arguments"] for queue in document["queues"]}
+    assert "janus.q.intake" not in queues
+    assert queues["janus.q.intake-unrouted"] == {"x-queue-type": "quorum"}
+    exchanges = {exchange["name"]: exchange for exchange in document["exchanges"]}
+    assert exchanges["janus.intake.partitioned"]["internal"] is True
+    assert exchanges["janus.intake.partitioned"]["arguments"] == {
+        "alternate-exchange": "janus.intake.unrouted"
+    }
+    assert exchanges["janus.intake.unrouted"]["type"] == "fanout"
+    assert exchanges["janus.intake"]["internal"] is False
+    bindings = {
+        (b["source"], b["destination"], b["destination_type"], b["routing_key"]) for b in document["bindings"]
+    }
+    assert ("janus.intake", "janus.intake.partitioned", "exchange", "#") in bindings
+    assert ("janus.intake.unrouted", "janus.q.intake-unrouted", "queue", "") in bindings
+    assert not any(destination == "janus.q.intake" for _, destination, _, _ in bindings)
+    # Without the flag: as before, the one queue bound with "#" and none of the above.
+    code, out, _ = run(capsys)
+    plain = json.loads(out)
+    assert "janus.q.intake" in {queue["name"] for queue in plain["queues"]}
+    assert "janus.intake.partitioned" not in {exchange["name"] for exchange in plain["exchanges"]}
+
+
+@pytest.mark.parametrize(
+    ("role", "right", "name", "allowed"),
+    [
+        ("janus", 0, "janus.q.intake.api", True),  # declares each dependency's intake queue
+        ("janus", 0, "janus.q.intake", False),  # not the shared ones: the definitions own them
+        ("janus", 0, "janus.q.intake-unrouted", False),
+        ("janus", 0, "janus.intake.partitioned", False),
+        ("janus", 1, "janus.q.intake.api", True),  # binds it
+        ("janus", 2, "janus.intake.partitioned", True),  # ... to the inner exchange
+        ("janus", 2, "janus.intake", False),
+        ("janus", 2, "janus.q.intake-unrouted", True),  # consumes it
+        ("producer", 1, "janus.intake", True),
+        ("producer", 1, "janus.intake.partitioned", False),
+        ("producer", 2, "janus.q.intake.api", False),
+        ("worker", 2, "janus.q.intake.api", False),
+        ("worker", 2, "janus.q.intake-unrouted", False),
+        ("worker", 2, "janus.intake.partitioned", False),
+        ("worker", 1, "janus.q.intake.api", False),
+    ],
+)
+def test_who_may_touch_member_modes_intake(role: str, right: int, name: str, allowed: bool) -> None:
+    """(configure, write, read) regexes, as RabbitMQ matches them against a resource's name."""
+    assert bool(re.match(definitions.PERMISSIONS[role][right], name)) is allowed
