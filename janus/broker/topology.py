@@ -168,15 +168,20 @@ async def declare_topology(
     dependencies: Iterable[str],
     *,
     queue_type: QueueType = DEFAULT_QUEUE_TYPE,
+    per_dependency_intake: bool = False,
 ) -> list[str]:
     """Make sure everything Janus needs exists (`_declare_topology`); BrokerError if the broker
-    fails, TopologyConflict if a queue exists as another type."""
+    fails, TopologyConflict if a queue exists as another type. `per_dependency_intake` (member
+    mode, docs/scale-out.md): each dependency's own intake queue instead of janus.q.intake."""
     with broker_errors("declaring the broker topology failed"):
-        return await _declare_topology(connection, dependencies, queue_type)
+        return await _declare_topology(connection, dependencies, queue_type, per_dependency_intake)
 
 
 async def _declare_topology(
-    connection: AbstractConnection, dependencies: Iterable[str], queue_type: QueueType
+    connection: AbstractConnection,
+    dependencies: Iterable[str],
+    queue_type: QueueType,
+    per_dependency_intake: bool = False,
 ) -> list[str]:
     """Make sure everything Janus needs exists; returns the names it had to declare.
 
@@ -202,6 +207,8 @@ async def _declare_topology(
             else:
                 channel = await _check_results_exchange(connection, channel, exchange)
         for spec in SHARED_QUEUES:
+            if per_dependency_intake and spec.name == INTAKE_QUEUE:
+                continue  # one queue bound with "#" would keep a copy of all intake, unread
             try:
                 await channel.get_queue(spec.name, ensure=True)
             except ChannelNotFoundEntity:
@@ -214,6 +221,7 @@ async def _declare_topology(
             for name, declare in (
                 (ready_queue(dependency), declare_ready_queue),
                 (results_queue(dependency), declare_results_queue),
+                *([(intake_queue(dependency), declare_intake_queue)] if per_dependency_intake else []),
             ):
                 try:
                     await declare(channel, dependency, queue_type)
@@ -225,6 +233,17 @@ async def _declare_topology(
         if not channel.is_closed:
             await channel.close()
     return declared
+
+
+async def declare_intake_queue(
+    channel: AbstractChannel, dependency: str, queue_type: QueueType = DEFAULT_QUEUE_TYPE
+) -> AbstractQueue:
+    """A dependency's own intake queue (member mode): what producers publish with its name as key."""
+    queue = await channel.declare_queue(
+        intake_queue(dependency), durable=True, arguments=queue_arguments(queue_type)
+    )
+    await queue.bind(INTAKE_EXCHANGE, routing_key=dependency)
+    return queue
 
 
 async def declare_results_queue(

@@ -1,7 +1,7 @@
 """One process's side of scale-out (docs/scale-out.md): heartbeat its member row, plan from one
 view of the database, hand over what moves away, claim what comes to it, renew what it keeps,
 and stop acting for a dependency at its local deadline. What "acting" means (rebuilding a lane,
-admitting, draining it) is the `Lanes` it drives. Not used by `janus run` yet."""
+admitting, draining it) is the `Lanes` it drives: `janus run`'s member mode (service/member_mode.py)."""
 
 from __future__ import annotations
 
@@ -89,6 +89,8 @@ class MemberLoop:
         await self._membership.heartbeat(self.member, self._host, self.timings.lease)
         self._expire()
         decided = plan(await self._membership.view(self._dependencies), str(self.member))
+        # Renew first: a handover (a drain) may take a while, and must not cost the leases kept.
+        await self._renew([d for d in decided.keep if d in self.owned])
         for dependency in decided.release:
             await self._hand_over(dependency)
         for dependency in decided.claim:
@@ -103,7 +105,6 @@ class MemberLoop:
                 self.owned[dependency] = Owned(epoch=epoch, deadline=self._deadline(sent))
                 log.info("leading %s in epoch %d as %s", dependency, epoch, self.member)
                 await self._lanes.gained(dependency, epoch)
-        await self._renew([d for d in decided.keep if d in self.owned])
         return decided
 
     async def _renew(self, keep: list[str]) -> None:
