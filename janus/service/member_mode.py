@@ -29,6 +29,7 @@ from janus.broker.publisher import Publisher
 from janus.core.scheduler import Scheduler
 from janus.errors import ConfigError, LeadershipLost
 from janus.service.admission_loop import AdmissionLoop
+from janus.service.global_duties import GlobalDuties
 from janus.service.health import Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.leadership import Term
@@ -106,6 +107,8 @@ class MemberMode:
         timings = service.options.timings
         self.timings = MemberTimings(lease=timings.lease, poll_every=timings.poll_every)
         self._terms_done = asyncio.Event()
+        self._between_polls = asyncio.Event()  # set while no poll runs
+        self._between_polls.set()
         self.loop: MemberLoop | None = None
 
     async def run(self) -> None:
@@ -119,9 +122,19 @@ class MemberMode:
             timings=self.timings,
         )
         self.service.health.become(Role.STANDBY)
+        service = self.service
+        duties = GlobalDuties(
+            self.store,
+            service.identity,
+            service.options.timings,
+            lambda: service.running.config if service.running is not None else running.config,
+            service.metrics,
+            service.clock,
+        )
         async with asyncio.TaskGroup() as group:
             group.create_task(self._polls(self.loop), name="members")
             group.create_task(self._terms(), name="member-terms")
+            group.create_task(duties.run(service.stop), name="global-duties")
 
     async def _policy_of_record(self) -> Running:
         """The newest stored version. On an empty table, whoever takes the global lease
@@ -148,7 +161,11 @@ class MemberMode:
         led: set[str] = set()
         try:
             while not self._terms_done.is_set():
-                await loop.poll()
+                self._between_polls.clear()
+                try:
+                    await loop.poll()
+                finally:
+                    self._between_polls.set()
                 for dependency in led - set(loop.owned):
                     metrics.dependency_led.labels(dependency).set(0)
                 led = set(loop.owned)
@@ -173,6 +190,8 @@ class MemberMode:
                 changed.cancel()
                 if service.stop.is_set():
                     break
+                # Everything one poll claims goes into one term, not one rebuild per claim.
+                await self._between_polls.wait()
                 lanes.changed.clear()
                 if not lanes.owned:
                     service.health.become(Role.STANDBY)
@@ -204,8 +223,8 @@ class MemberMode:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lanes.changed.wait(), self.timings.poll_every * 2)
             lanes.changed.set()
-        elif task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]  # the broker or the database: recover
+        elif (failure := task.exception()) is not None:
+            raise failure  # the broker or the database: the process recovers (app.py)
         self.service.metrics.terms_ended.labels(cause).inc()
         log.info(
             "member term over %s ended after %.2f s: %s",
