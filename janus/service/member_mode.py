@@ -33,6 +33,7 @@ from janus.service.global_duties import GlobalDuties
 from janus.service.health import Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.leadership import Term
+from janus.service.member_steering import MemberSteering
 from janus.service.members import MemberLoop, MemberTimings, Owned
 from janus.service.outbox import OutboxRelay
 from janus.service.steer import Running, policy_of_record, running_of
@@ -89,6 +90,11 @@ class TermLanes:
         if self.term is not None and not self.term.done() and dependency in self.term_epochs:
             self.drain.set()  # stop admitting, last tick, confirms, outbox: as on SIGTERM
             await self.ended.wait()
+
+    def restart(self) -> None:
+        """Drain the term in force and build the next one (a new version of the policy)."""
+        self.drain.set()
+        self.changed.set()
 
     def lost(self, dependency: str) -> None:
         self.owned.pop(dependency, None)
@@ -259,6 +265,7 @@ class MemberMode:
                 raise LeadershipLost("the policy of record is gone")
             service.running = await running_of(store.policy_log, newest, service.config)
             service._policy_metrics()
+            loop.follow(tuple(sorted(service.running.config.dependencies)))
             owned = set(epochs)
             scheduler = await service._rebuild(store, owned)
             service.inspector.attach(scheduler, store)
@@ -355,6 +362,16 @@ class MemberMode:
             )
             group.create_task(self._drain_when(drain, draining, consuming), name="drain")
             group.create_task(outbox.run(draining), name="outbox")
+            steering = MemberSteering(
+                store=store,
+                holder=term.holder,
+                epochs=term.epochs,
+                inbox=inbox,
+                version=running.version,
+                seen=service._steering_seen,
+                restart=self.lanes.restart,
+            )
+            group.create_task(steering.run(draining), name="steer")
             await loop.run(draining)
             watch.cancel()
         await workers.close()

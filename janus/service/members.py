@@ -73,6 +73,11 @@ class MemberLoop:
         self._clock = clock
         self.owned: dict[str, Owned] = {}
 
+    def follow(self, dependencies: tuple[str, ...]) -> None:
+        """A new version of the policy: plan over its dependencies from the next poll on (one
+        removed is handed over by the plan: nothing targets it any more)."""
+        self._dependencies = dependencies
+
     def _deadline(self, sent: float) -> float:
         return sent + self.timings.lease * (1 - self.timings.margin)
 

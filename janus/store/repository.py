@@ -161,6 +161,13 @@ class FencedTransaction:
     async def mark_steering_applied(self, up_to: int, epoch: int) -> None:
         await self._connection.execute(sql("mark_steering_applied"), up_to, epoch)
 
+    async def mark_steering_applied_of(self, up_to: int, epochs: Mapping[str, int]) -> None:
+        """Member mode: the rows of these dependencies only, each with its dependency's epoch."""
+        names = sorted(epochs)
+        await self._connection.execute(
+            sql("mark_steering_applied_of"), up_to, names, [epochs[n] for n in names]
+        )
+
 
 class Store:
     """The pool, and every statement outside the tick.

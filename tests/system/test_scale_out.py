@@ -19,7 +19,7 @@ import pytest
 from janus.audit import audit_database
 from janus.client import Producer, ReadyJob, Worker
 from janus.config import load_config
-from tests.integration.harness import RecordLog, policies, wait_for_states
+from tests.integration.harness import RecordLog, janus_cli, policies, wait_for_states
 from tests.system.janus_process import DEFAULT_TIMINGS, JanusProcess
 
 pytestmark = pytest.mark.system
@@ -97,7 +97,9 @@ class Traffic:
         await asyncio.sleep(self._rng.uniform(0.02, 0.1))
 
     async def start_worker(self) -> None:
-        self._worker = Worker(self.amqp, dict.fromkeys(self.dependencies, self._handle), on_record=self.log.append)
+        self._worker = Worker(
+            self.amqp, dict.fromkeys(self.dependencies, self._handle), on_record=self.log.append
+        )
         await self._worker.start()
 
     async def stop_worker(self) -> None:
@@ -175,6 +177,28 @@ async def test_one_member_alone_owns_everything(
         await wait_for_states(
             database, lambda rows: all(rows[j]["state"] == "succeeded" for j in expected), 30
         )
+        # Steering reaches the owner: `janus pause` is applied (and said so) by the member term.
+        code, out, err = await janus_cli("pause", "d0", "--actor", "alice", database=database)
+        assert code == 0, err + alone.output()
+        assert "applied the pause" in out
+        paused = time.time()
+        async with await Producer.connect(vhost) as producer:
+            more = [(f"two-{d}-{i}", d, None, "s") for d in ("d0", "d1") for i in range(10)]
+            await producer.submit_many(more, window=50)
+        await traffic.log.wait_for(
+            lambda _: {f"two-d1-{i}" for i in range(10)} <= traffic.log.succeeded(), 30
+        )
+        await asyncio.sleep(1.0)
+        assert not [r for r in traffic.log.records if r.dependency == "d0" and r.received_at > paused]
+        code, out, err = await janus_cli("resume", "d0", "--actor", "alice", database=database)
+        assert code == 0, err
+        await traffic.log.wait_for(lambda _: {job[0] for job in more} <= traffic.log.succeeded(), 30)
+        connection = await asyncpg.connect(database)
+        try:
+            marks = await connection.fetch("SELECT applied_epoch FROM janus.steering WHERE dependency = 'd0'")
+        finally:
+            await connection.close()
+        assert [r[0] for r in marks] == [led(alone)["d0"]] * 2, "each marked with d0's epoch"
     finally:
         await traffic.stop_worker()
         assert await alone.terminate() == 0, alone.output()

@@ -97,3 +97,11 @@ WITH victims AS (
 )
 DELETE FROM janus.dependency_terms AS t USING victims AS v
  WHERE t.dependency = v.dependency AND t.epoch = v.epoch;
+
+-- name: mark_steering_applied_of
+-- params: $1 up to this id, $2 dependencies text[], $3 epochs bigint[]
+-- Member mode, in a transaction fenced by these dependencies' leases: their owner applied every
+-- steering row of theirs up to $1. Each row gets its dependency's epoch.
+UPDATE janus.steering AS s SET applied_at = now(), applied_epoch = r.epoch
+  FROM unnest($2::text[], $3::bigint[]) AS r(dependency, epoch)
+ WHERE s.applied_at IS NULL AND s.id <= $1 AND s.dependency = r.dependency;
