@@ -113,6 +113,7 @@ class MemberMode:
         timings = service.options.timings
         self.timings = MemberTimings(lease=timings.lease, poll_every=timings.poll_every)
         self._terms_done = asyncio.Event()
+        self._declared = False  # every dependency's queues, once per process
         self._between_polls = asyncio.Event()  # set while no poll runs
         self._between_polls.set()
         self.loop: MemberLoop | None = None
@@ -270,9 +271,13 @@ class MemberMode:
             scheduler = await service._rebuild(store, owned)
             service.inspector.attach(scheduler, store)
             service._tell_broker_version(connection)
+            # Every dependency's queues at this process's first term, so that intake for one
+            # nobody leads yet waits in its queue; the owned ones (a new version's) after that.
+            declare = owned if self._declared else set(service.running.config.dependencies) | owned
             await topology.declare_topology(
-                connection, owned, queue_type=service.config.queue_type, per_dependency_intake=True
+                connection, declare, queue_type=service.config.queue_type, per_dependency_intake=True
             )
+            self._declared = True
             publisher = await Publisher.open(connection)
             inbox = Inbox()
             async with store.leader_session(service.identity, MEMBER_EPOCH, fenced=epochs) as session:
@@ -360,7 +365,7 @@ class MemberMode:
                 ", ".join(f"{d} (epoch {term.epochs[d]})" for d in owned),
                 term.holder,
             )
-            group.create_task(self._drain_when(drain, draining, consuming), name="drain")
+            group.create_task(self._drain_when(drain, draining, consuming, owned), name="drain")
             group.create_task(outbox.run(draining), name="outbox")
             steering = MemberSteering(
                 store=store,
@@ -377,7 +382,7 @@ class MemberMode:
         await workers.close()
 
     async def _drain_when(
-        self, drain: asyncio.Event, draining: asyncio.Event, consuming: list[Consuming]
+        self, drain: asyncio.Event, draining: asyncio.Event, consuming: list[Consuming], owned: list[str]
     ) -> None:
         """On a change of the owned set or on stop: no new deliveries, finish what was delivered."""
         stopping = asyncio.create_task(self.service.stop.wait())
@@ -389,5 +394,10 @@ class MemberMode:
             drained.cancel()
         if self.service.stop.is_set():
             self.service.health.become(Role.STOPPING)
+        log.info(
+            "member term over %s draining: %s",
+            ", ".join(owned),
+            "stopping" if self.service.stop.is_set() else "the owned set changed",
+        )
         await asyncio.gather(*(consumer.cancel() for consumer in consuming), return_exceptions=True)
         draining.set()

@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -48,6 +49,48 @@ max_attempts = 20
 """
 
 MakeJanus = Callable[..., JanusProcess]
+
+
+class TimedProcess(JanusProcess):
+    """A JanusProcess that notes when (wall clock) each log line arrived: the pauses of a move."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.times: list[float] = []
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            self.times.append(time.time())
+            self.lines.append(raw.decode(errors="replace").rstrip())
+            async with self._changed:
+                self._changed.notify_all()
+
+
+def move_pauses(processes: list[TimedProcess], since: float) -> dict[str, float]:
+    """For each dependency whose member term began to drain after `since`: seconds from then (it
+    admits no more there) to the next term of any process admitting for it."""
+    ends: list[tuple[float, list[str]]] = []
+    starts: list[tuple[float, set[str]]] = []
+    for process in processes:
+        current: list[str] = []
+        for at, line in zip(process.times, process.lines, strict=True):
+            match = _ADMITTING.search(line)
+            if match:
+                current = [name for name, _ in _LED.findall(match.group(1))]
+                if at > since:
+                    starts.append((at, set(current)))
+            elif "member term over" in line and "draining" in line and at > since:
+                ends.append((at, current))  # it admits no more from here
+    pauses: dict[str, float] = {}
+    for ended, names in ends:
+        for name in names:
+            later = [at for at, led_ in starts if at >= ended and name in led_]
+            if later:
+                pauses[name] = max(pauses.get(name, 0.0), min(later) - ended)
+    return pauses
+
+
 _ADMITTING = re.compile(r"admitting for (.+) as \S+$")
 _LED = re.compile(r"(\w+) \(epoch (\d+)\)")
 
@@ -125,6 +168,20 @@ class Traffic:
         return sorted(
             r.started_at for r in self.log.records if r.dependency == dependency and r.started_at is not None
         )
+
+
+def admitting_after(processes: list[TimedProcess], dependency: str, at: float) -> float | None:
+    """Seconds from `at` (wall clock) to the first member term of any process admitting for
+    `dependency` (its log line `admitting for ...`, noted as it arrived)."""
+    found = [
+        when
+        for process in processes
+        for when, line in zip(process.times, process.lines, strict=True)
+        if when > at
+        and (match := _ADMITTING.search(line))
+        and dependency in dict(_LED.findall(match.group(1)))
+    ]
+    return min(found) - at if found else None
 
 
 def resumed_after(traffic: Traffic, dependency: str, at: float) -> float | None:
@@ -205,13 +262,22 @@ async def test_one_member_alone_owns_everything(
     assert any("handed d0 over" in line for line in alone.lines), alone.output()
 
 
-async def test_three_members_kill_one_then_a_fourth_joins(
-    database: str, vhost: str, tmp_path: Path, janus_process: MakeJanus
-) -> None:
+async def test_three_members_kill_one_then_a_fourth_joins(database: str, vhost: str, tmp_path: Path) -> None:
     """Default timings (lease 3 s, poll 0.5 s): every dependency of a killed member resumes
     within 5 s; a fourth member takes its share by handover; limits hold at the workers."""
+    processes: list[JanusProcess] = []
+    try:
+        await three_members_kill_one_then_a_fourth_joins(database, vhost, tmp_path, processes)
+    finally:
+        for process in processes:  # none outlives the test, even a failing one
+            await process.ensure_stopped()
+
+
+async def three_members_kill_one_then_a_fourth_joins(
+    database: str, vhost: str, tmp_path: Path, processes: list[JanusProcess]
+) -> None:
     config_path = write_config(tmp_path, database, vhost, DEPENDENCIES)
-    processes = [janus_process(config_path, f"m{i}", DEFAULT_TIMINGS) for i in range(3)]
+    processes += [TimedProcess(config_path, name=f"m{i}", env=DEFAULT_TIMINGS) for i in range(3)]
     await asyncio.gather(*(p.start() for p in processes))
 
     def owners() -> dict[str, list[str]]:
@@ -247,12 +313,18 @@ async def test_three_members_kill_one_then_a_fourth_joins(
         )
         await asyncio.sleep(2.5)  # jobs flow again
         resumed = {d: resumed_after(traffic, d, killed_wall) for d in orphans}
+        timed = [p for p in processes if isinstance(p, TimedProcess)]
+        taken = {d: admitting_after(timed, d, killed_wall) for d in orphans}
+        print(
+            "after kill -9, a survivor's term admitting for each orphaned dependency: "
+            + ", ".join(f"{d} {t:.2f} s" if t is not None else f"{d} none" for d, t in taken.items())
+        )
         print(
             "after kill -9, first start at a worker per orphaned dependency: "
             + ", ".join(f"{d} {t:.2f} s" if t is not None else f"{d} none" for d, t in resumed.items())
         )
 
-        fourth = janus_process(config_path, "m3", DEFAULT_TIMINGS)
+        fourth = TimedProcess(config_path, name="m3", env=DEFAULT_TIMINGS)
         processes.append(fourth)
         joined_wall = time.time()
         await fourth.start()
@@ -271,7 +343,16 @@ async def test_three_members_kill_one_then_a_fourth_joins(
             if process.running:
                 assert await process.terminate() == 0, process.output()
 
-    assert all(t is not None and t < 5.0 for t in resumed.values()), resumed
+    assert all(t is not None and t < 5.0 for t in taken.values()), taken
+    timed = [p for p in processes if isinstance(p, TimedProcess)]
+    drains = move_pauses(timed, joined_wall)
+    print(
+        "the join's pause per dependency, from a term's drain to the next term admitting for it "
+        "(drain + handover + claim + rebuild): "
+        + ", ".join(f"{d} {p:.2f} s" for d, p in sorted(drains.items()))
+    )
+    assert drains, "no member term ended after the join"
+    assert max(drains.values()) < 5.0, drains
     pauses = {d: longest_gap(traffic.starts_of(d), joined_wall, moved_wall + 1.0) for d in DEPENDENCIES}
     print(
         f"the fourth took its share in {moved_wall - joined_wall:.2f} s; longest pause at the workers "
