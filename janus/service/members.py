@@ -94,8 +94,9 @@ class MemberLoop:
         await self._membership.heartbeat(self.member, self._host, self.timings.lease)
         self._expire()
         decided = plan(await self._membership.view(self._dependencies), str(self.member))
-        # Renew first: a handover (a drain) may take a while, and must not cost the leases kept.
-        await self._renew([d for d in decided.keep if d in self.owned])
+        # Renew first: a handover (a drain) may take a while, and must not cost the leases kept;
+        # the ones handed over are renewed too, so that their drain has a whole lease to commit in.
+        await self._renew([d for d in (*decided.keep, *decided.release) if d in self.owned])
         for dependency in decided.release:
             await self._hand_over(dependency)
         for dependency in decided.claim:
@@ -127,10 +128,12 @@ class MemberLoop:
                 self._lanes.lost(dependency)
 
     async def _hand_over(self, dependency: str) -> None:
-        owned = self.owned.pop(dependency, None)
+        owned = self.owned.get(dependency)
         if owned is None:
             return
+        # Still ours while it drains: its last tick commits under the lease, then it is released.
         await self._lanes.handover(dependency)
+        self.owned.pop(dependency, None)
         await self._membership.release(dependency, self.member, owned.epoch)
         log.info("handed %s over (epoch %d)", dependency, owned.epoch)
 

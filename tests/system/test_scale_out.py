@@ -345,6 +345,11 @@ async def three_members_kill_one_then_a_fourth_joins(
 
     assert all(t is not None and t < 5.0 for t in taken.values()), taken
     timed = [p for p in processes if isinstance(p, TimedProcess)]
+    # Every term ended by a drain (a handover, a gain, a stop), none by a lost lease.
+    abrupt = [
+        line for p in processes for line in p.lines if "member term over" in line and "lease_lost" in line
+    ]
+    assert abrupt == [], abrupt
     drains = move_pauses(timed, joined_wall)
     print(
         "the join's pause per dependency, from a term's drain to the next term admitting for it "
