@@ -173,6 +173,7 @@ class MemberMode:
                     await loop.poll()
                 finally:
                     self._between_polls.set()
+                self.service._polled(True)  # readiness: a member owning nothing is a fresh standby
                 for dependency in led - set(loop.owned):
                     metrics.dependency_led.labels(dependency).set(0)
                 led = set(loop.owned)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import re
 import time
@@ -22,6 +23,8 @@ from janus.client import Producer, ReadyJob, Worker
 from janus.config import load_config
 from tests.integration.harness import RecordLog, janus_cli, policies, wait_for_states
 from tests.system.janus_process import DEFAULT_TIMINGS, JanusProcess
+from tests.system.private_services import free_port
+from tests.system.test_failover import http_get
 
 pytestmark = pytest.mark.system
 
@@ -219,11 +222,17 @@ async def test_one_member_alone_owns_everything(
     database: str, vhost: str, tmp_path: Path, janus_process: MakeJanus
 ) -> None:
     config_path = write_config(tmp_path, database, vhost, DEPENDENCIES[:2])
-    alone = janus_process(config_path, "alone", DEFAULT_TIMINGS)
+    port = free_port()
+    alone = janus_process(config_path, "alone", {**DEFAULT_TIMINGS, "JANUS_HTTP_PORT": str(port)})
     await alone.start()
     traffic = Traffic(vhost, DEPENDENCIES[:2])
     try:
         await until(lambda: set(led(alone)) == {"d0", "d1"}, 30, "the member leads both", [alone])
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/readyz")
+        assert (status, json.loads(body)["role"]) == (200, "leading"), body
+        _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")
+        assert 'janus_dependency_led{dependency="d0"} 1.0' in metrics
+        assert 'janus_dependency_led{dependency="d1"} 1.0' in metrics
         await traffic.start_worker()
         async with await Producer.connect(vhost) as producer:
             jobs = [(f"one-{d}-{i}", d, None, "s") for d in ("d0", "d1") for i in range(20)]
@@ -345,6 +354,13 @@ async def three_members_kill_one_then_a_fourth_joins(
 
     assert all(t is not None and t < 5.0 for t in taken.values()), taken
     timed = [p for p in processes if isinstance(p, TimedProcess)]
+    assert isinstance(fourth, TimedProcess)
+    steps = [
+        (at - joined_wall, line.split(" ", 3)[-1][:90])
+        for at, line in zip(fourth.times, fourth.lines, strict=True)
+        if any(word in line for word in ("starting as", "leading", "admitting for", "draining"))
+    ]
+    print("the fourth, from its start: " + "; ".join(f"{t:.2f} s {what}" for t, what in steps))
     # Every term ended by a drain (a handover, a gain, a stop), none by a lost lease.
     abrupt = [
         line for p in processes for line in p.lines if "member term over" in line and "lease_lost" in line
