@@ -1,6 +1,7 @@
 """Member mode's work done once (docs/scale-out.md, "Work done once"): whoever holds the global
 lease, janus.leader (any live member may: migration 0010's guard), prunes old admissions, runs
-the retention Pruner and forgets members and dependency terms long gone. Every write of it is
+the retention Pruner, applies `janus jobs retry` requests, and forgets members and dependency
+terms long gone. Every write of it is
 fenced by that lease, as a single leader's are; losing the lease ends these duties only, never
 the member's dependency terms."""
 
@@ -23,6 +24,7 @@ from janus.store.repository import Store
 log = logging.getLogger("janus.members")
 
 PRUNE_EVERY = 60.0
+REVIVE_EVERY = 0.5  # as a single leader: how often `janus jobs retry` requests are looked for
 MEMBERS_GONE_FOR = 3600.0  # a crashed member's row is kept this long (status shows it gone)
 TERMS_KEPT_FOR = 7 * 86400.0  # ended dependency terms, as an audit trail
 TERMS_BATCH = 1000
@@ -61,8 +63,9 @@ class GlobalDuties:
                     )
                     pruner = group.create_task(self._pruner(term).run(done), name="retention")
                     pruning = group.create_task(self._prune(term, done), name="prune-admissions")
+                    reviving = group.create_task(self._revive(term, done), name="revive-dead-jobs")
                     await done.wait()
-                    for task in (renew, pruner, pruning):
+                    for task in (renew, pruner, pruning, reviving):
                         task.cancel()
             except* LeadershipLost as group:
                 lost = group
@@ -100,3 +103,17 @@ class GlobalDuties:
             ended = await membership.prune_terms(self._clock() - TERMS_KEPT_FOR, TERMS_BATCH)
             if pruned or gone or ended:
                 log.debug("pruned %d old admissions, %d members gone, %d ended terms", pruned, gone, ended)
+
+    async def _revive(self, term: Term, done: asyncio.Event) -> None:
+        """Apply `janus jobs retry` requests: dead jobs become waiting in PostgreSQL (fenced by
+        the global lease); each owner's term rebuilds to take its own (member_steering.py)."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=REVIVE_EVERY)
+                return
+            configured = list(self._config().dependencies)
+            revived = await self._store.revive_requested(term.holder, term.epoch, self._clock(), configured)
+            if revived:
+                log.info(
+                    "made %d dead jobs eligible again (janus jobs retry); their owners rebuild", len(revived)
+                )

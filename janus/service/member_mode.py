@@ -269,6 +269,7 @@ class MemberMode:
             service._policy_metrics()
             loop.follow(tuple(sorted(service.running.config.dependencies)))
             owned = set(epochs)
+            revived = await store.membership.revived_up_to()  # before the rebuild reads the jobs
             scheduler = await service._rebuild(store, owned)
             service.inspector.attach(scheduler, store)
             service._tell_broker_version(connection)
@@ -282,7 +283,9 @@ class MemberMode:
             publisher = await Publisher.open(connection)
             inbox = Inbox()
             async with store.leader_session(service.identity, MEMBER_EPOCH, fenced=epochs) as session:
-                await self._serve(term, connection, scheduler, publisher, inbox, session, drain, started_at)
+                await self._serve(
+                    term, connection, scheduler, publisher, inbox, session, drain, started_at, revived
+                )
         finally:
             service.metrics.is_leader.set(0)
             service.leading.clear()
@@ -299,6 +302,7 @@ class MemberMode:
         session: LeaderSession,
         drain: asyncio.Event,
         started_at: float,
+        revived: int,
     ) -> None:
         from janus.service.app import PREFETCH, RESULTS_PREFETCH, prefetch  # app imports this module
 
@@ -375,6 +379,7 @@ class MemberMode:
                 inbox=inbox,
                 version=running.version,
                 seen=service._steering_seen,
+                revived=revived,
                 restart=self.lanes.restart,
             )
             group.create_task(steering.run(draining), name="steer")

@@ -137,6 +137,14 @@ class Membership:
             if version is not None:
                 await tx.mark_version_applied(version, max(epochs.values(), default=0))
 
+    async def revived_up_to(self) -> int:
+        """The newest retry request that revived jobs (0: none)."""
+        try:
+            async with asyncio.timeout(self._timeout), self._pool.acquire() as connection:
+                return int(await connection.fetchval(sql("revived_up_to")))
+        except DB_ERRORS as exc:
+            raise StoreError(f"reading retry requests failed: {exc}") from exc
+
     async def prune(self, gone_for: float) -> int:
         """Delete the rows of members gone for longer than `gone_for` seconds."""
         try:

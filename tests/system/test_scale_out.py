@@ -48,7 +48,7 @@ admission_ttl = "0.5s"
 [dependencies.{name}.retry]
 base_delay = "0.1s"
 max_delay = "0.5s"
-max_attempts = 20
+max_attempts = {attempts}
 """
 
 MakeJanus = Callable[..., JanusProcess]
@@ -98,11 +98,15 @@ _ADMITTING = re.compile(r"admitting for (.+) as \S+$")
 _LED = re.compile(r"(\w+) \(epoch (\d+)\)")
 
 
-def write_config(tmp_path: Path, database: str, amqp: str, dependencies: list[str]) -> Path:
+def write_config(
+    tmp_path: Path, database: str, amqp: str, dependencies: list[str], attempts: int = 20
+) -> Path:
     path = tmp_path / "janus.toml"
     text = HEAD.format(database=database, amqp=amqp)
     for index, name in enumerate(dependencies):
-        text += DEPENDENCY.format(name=name, rate=15 + 5 * (index % 3), concurrency=3 + index % 2)
+        text += DEPENDENCY.format(
+            name=name, rate=15 + 5 * (index % 3), concurrency=3 + index % 2, attempts=attempts
+        )
     path.write_text(text)
     return path
 
@@ -138,9 +142,12 @@ class Traffic:
         self.submitted: list[str] = []
         self._rng = random.Random(21)
         self._worker: Worker | None = None
+        self.doomed = True  # jobs named doomed-* fail while this holds
 
     async def _handle(self, job: ReadyJob) -> None:
         await asyncio.sleep(self._rng.uniform(0.02, 0.1))
+        if job.job_id.startswith("doomed") and self.doomed:
+            raise RuntimeError("declined")
 
     async def start_worker(self) -> None:
         self._worker = Worker(
@@ -221,7 +228,7 @@ async def admissions_by_epoch(database: str) -> dict[str, dict[int, tuple[float,
 async def test_one_member_alone_owns_everything(
     database: str, vhost: str, tmp_path: Path, janus_process: MakeJanus
 ) -> None:
-    config_path = write_config(tmp_path, database, vhost, DEPENDENCIES[:2])
+    config_path = write_config(tmp_path, database, vhost, DEPENDENCIES[:2], attempts=2)
     port = free_port()
     alone = janus_process(config_path, "alone", {**DEFAULT_TIMINGS, "JANUS_HTTP_PORT": str(port)})
     await alone.start()
@@ -265,6 +272,15 @@ async def test_one_member_alone_owns_everything(
         finally:
             await connection.close()
         assert [r[0] for r in marks] == [led(alone)["d0"]] * 2, "each marked with d0's epoch"
+        # `janus jobs retry`: the global holder revives a dead job, its owner's term takes it.
+        async with await Producer.connect(vhost) as producer:
+            await producer.submit_many([("doomed-1", "d1", None, "s")])
+        await wait_for_states(database, lambda rows: rows.get("doomed-1", {}).get("state") == "dead", 30)
+        traffic.doomed = False
+        code, out, err = await janus_cli("jobs", "retry", "doomed-1", database=database)
+        assert code == 0, err + alone.output()
+        assert "made 1 dead job eligible again" in out
+        await traffic.log.wait_for(lambda _: "doomed-1" in traffic.log.succeeded(), 30)
     finally:
         await traffic.stop_worker()
         assert await alone.terminate() == 0, alone.output()
