@@ -46,6 +46,7 @@ from janus.core.policy import (
 )
 from janus.core.retention import BatchSizing, Retention, RetentionPolicy
 from janus.errors import ConfigError
+from janus.scale_out_config import ScaleOutConfig
 from janus.urls import check_port, split_urls
 
 # janus.protocol's ENVELOPE_BYTES and MAX_RESULT_BYTES (the config may not import the protocol;
@@ -358,6 +359,7 @@ class JanusConfig(_Strict):
     queue_type: Literal["quorum", "classic"] = "classic"
     dependencies: dict[str, DependencyConfig] = Field(min_length=1)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    scale_out: ScaleOutConfig = Field(default_factory=ScaleOutConfig)  # a process key, not policy
 
     @field_validator("dependencies", mode="before")
     @classmethod

@@ -15,7 +15,8 @@ from typing import Any
 from janus.config import JanusConfig, load_config, parse_config
 from janus.errors import ConfigError
 
-CONNECTION_KEYS = frozenset({"amqp_url", "database_url"})
+# Per process, never in a version: the connections and whether the process is a member.
+CONNECTION_KEYS = frozenset({"amqp_url", "database_url", "scale_out"})
 
 
 def record_of_file(path: str | os.PathLike[str]) -> tuple[JanusConfig, str]:
@@ -46,6 +47,7 @@ def config_of_record(record: str, version: int, process: JanusConfig) -> JanusCo
     """A stored version as the configuration this process runs: its policy, the process's connections."""
     data = json.loads(record)
     data.update(amqp_url=process.amqp_url, database_url=process.database_url)
+    data["scale_out"] = process.scale_out.model_dump()
     try:
         return parse_config(data, f"policy version {version}", env={})
     except ConfigError as exc:  # stored by a Janus whose checks differed: say which version

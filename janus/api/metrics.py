@@ -207,6 +207,12 @@ class Metrics:
         self.leader_epoch = Gauge(
             "janus_leader_epoch", "The epoch of this process's current term.", registry=r
         )
+        self.dependency_led = Gauge(
+            "janus_dependency_led",
+            "Member mode (docs/scale-out.md): 1 for each dependency this process leads, 0 once it no longer does.",
+            ["dependency"],
+            registry=r,
+        )
         self.terms_ended = Counter(
             "janus_terms_ended_total",
             "Terms this process led that ended, by cause (stopped, lease_lost, database, broker).",

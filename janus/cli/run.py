@@ -88,7 +88,13 @@ def _serve(settings: Settings, service: Any) -> Any:
             loop,
             service.health.readiness,
             inspector=service.inspector,
-            status=StatusBoard(service.metrics.registry, loop, service.who_leads, service.changes),
+            status=StatusBoard(
+                service.metrics.registry,
+                loop,
+                service.who_leads,
+                service.changes,
+                owners=lambda: service.owners.status() if service.owners is not None else None,
+            ),
             guard=TokenGuard(token) if token is not None else None,
         )
     except OSError as exc:

@@ -26,7 +26,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from janus import logs
@@ -51,9 +51,11 @@ from janus.service.health import Health, Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.inspect import Inspector
 from janus.service.leadership import Term
+from janus.service.member_mode import MemberMode
 from janus.service.observe import loop_lag_forever
 from janus.service.options import ServiceOptions
 from janus.service.outbox import OutboxRelay
+from janus.service.owners import OwnersReader
 from janus.service.retention import Pruner
 from janus.service.steer import Running, Steerer, policy_of_record, steering_of
 from janus.service.tick import TickOptions
@@ -127,6 +129,16 @@ class Service:
         self.record = record_of(config)  # the policy of the file, as a stored version says it
         self.running: Running | None = None  # the stored version this process runs while it leads
         self._steering_seen = 0  # the highest steering row the last rebuild applied
+        self.member: MemberMode | None = None  # in member mode ([scale_out]), while connected
+        self.owners: OwnersReader | None = None  # member mode: who leads what, read from the database
+
+    @property
+    def owned(self) -> dict[str, int]:
+        """Member mode: each dependency this process leads, with its epoch (empty otherwise)."""
+        member = self.member
+        if member is None or member.loop is None:
+            return {}
+        return {dependency: owned.epoch for dependency, owned in member.loop.owned.items()}
 
     def clock(self) -> float:
         """Unix seconds on the database's clock, so that skew between hosts cannot break a window."""
@@ -183,6 +195,12 @@ class Service:
             # Held while standing by: a process that cannot reach the broker must not take the
             # lease (a new epoch for nothing) from a standby that can. Terms use their own.
             probe = await self._connect_broker("probe")
+            if self.config.scale_out.enabled:
+                self.member = MemberMode(self, store)
+                try:
+                    await self.member.run()
+                finally:
+                    self.member = None
             while not self.stop.is_set():
                 self.health.become(Role.STANDBY)
                 term = await leadership.acquire(
@@ -310,25 +328,25 @@ class Service:
             self.metrics.policy_version.set(running.version)
             self.metrics.policy_file_differs.set(1 if running.file_differs else 0)
 
-    async def _rebuild(self, store: Store) -> Scheduler:
+    async def _rebuild(self, store: Store, only: Collection[str] | None = None) -> Scheduler:
         """Every budget from PostgreSQL, before the first admission of the term (and after a new
-        version of the policy): the version of record, with the operators' pauses and overrides."""
+        version of the policy): the version of record, with the operators' pauses and overrides.
+        `only`: member mode's dependencies (the others, and removed ones, are other members')."""
         running = self.running
         if running is None:
             raise RuntimeError("the policy of record is read before the core is rebuilt")
-        policies = running.policies()
+        policies = [p for p in running.policies() if only is None or p.name in only]
+        removed = running.removed if only is None else ()
         steering_seen, rows = await store.policy_log.steering_in_force()
         steering = steering_of(rows)
-        admissions_since, budget_since = history_since([*policies, *running.removed], self.clock(), steering)
+        admissions_since, budget_since = history_since([*policies, *removed], self.clock(), steering)
         snapshot = await store.snapshot(admissions_since=admissions_since, budget_since=budget_since)
         snapshot = dataclasses.replace(snapshot, steering=steering)
-        scheduler = Scheduler.rebuilt(
-            policies, snapshot, self.clock(), random.Random(), removed=running.removed
-        )
+        scheduler = Scheduler.rebuilt(policies, snapshot, self.clock(), random.Random(), removed=removed)
         self._steering_seen = steering_seen
         self._tell_workers(scheduler, self._worker_counts)  # observed, not stored: told again
         skipped = snapshot.unconfigured(scheduler.policies)
-        if skipped:
+        if skipped and only is None:
             log.warning("%d unfinished jobs belong to dependencies no longer configured; they wait", skipped)
         log.info(
             "rebuilt from PostgreSQL: %d unfinished jobs in memory (%d held), %d first attempts "
@@ -341,10 +359,10 @@ class Service:
         )
         return scheduler
 
-    async def _rebuild_in_term(self, store: Store) -> Scheduler:
+    async def _rebuild_in_term(self, store: Store, only: Collection[str] | None = None) -> Scheduler:
         """After a tick failed for what a message carried (admission_loop): the live core is
         replaced, and /scopes and /why must answer from the new one."""
-        scheduler = await self._rebuild(store)
+        scheduler = await self._rebuild(store, only)
         self.inspector.attach(scheduler, store)
         return scheduler
 

@@ -1,7 +1,7 @@
 """One process's side of scale-out (docs/scale-out.md): heartbeat its member row, plan from one
 view of the database, hand over what moves away, claim what comes to it, renew what it keeps,
 and stop acting for a dependency at its local deadline. What "acting" means (rebuilding a lane,
-admitting, draining it) is the `Lanes` it drives. Not used by `janus run` yet."""
+admitting, draining it) is the `Lanes` it drives: `janus run`'s member mode (service/member_mode.py)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,15 @@ class MemberLoop:
         self._clock = clock
         self.owned: dict[str, Owned] = {}
 
+    def follow(self, dependencies: tuple[str, ...]) -> None:
+        """A new version of the policy: plan over its dependencies from the next poll on (one
+        removed is handed over by the plan: nothing targets it any more)."""
+        self._dependencies = dependencies
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return self._dependencies
+
     def _deadline(self, sent: float) -> float:
         return sent + self.timings.lease * (1 - self.timings.margin)
 
@@ -89,6 +98,9 @@ class MemberLoop:
         await self._membership.heartbeat(self.member, self._host, self.timings.lease)
         self._expire()
         decided = plan(await self._membership.view(self._dependencies), str(self.member))
+        # Renew first: a handover (a drain) may take a while, and must not cost the leases kept;
+        # the ones handed over are renewed too, so that their drain has a whole lease to commit in.
+        await self._renew([d for d in (*decided.keep, *decided.release) if d in self.owned])
         for dependency in decided.release:
             await self._hand_over(dependency)
         for dependency in decided.claim:
@@ -103,7 +115,6 @@ class MemberLoop:
                 self.owned[dependency] = Owned(epoch=epoch, deadline=self._deadline(sent))
                 log.info("leading %s in epoch %d as %s", dependency, epoch, self.member)
                 await self._lanes.gained(dependency, epoch)
-        await self._renew([d for d in decided.keep if d in self.owned])
         return decided
 
     async def _renew(self, keep: list[str]) -> None:
@@ -121,10 +132,12 @@ class MemberLoop:
                 self._lanes.lost(dependency)
 
     async def _hand_over(self, dependency: str) -> None:
-        owned = self.owned.pop(dependency, None)
+        owned = self.owned.get(dependency)
         if owned is None:
             return
+        # Still ours while it drains: its last tick commits under the lease, then it is released.
         await self._lanes.handover(dependency)
+        self.owned.pop(dependency, None)
         await self._membership.release(dependency, self.member, owned.epoch)
         log.info("handed %s over (epoch %d)", dependency, owned.epoch)
 

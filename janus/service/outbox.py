@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from janus.broker.publisher import Publisher
 from janus.core.outbox import OutboxMessage
@@ -40,8 +40,12 @@ class OutboxRelay:
         epoch: int,
         clock: Callable[[], float],
         longest_lease: float,
+        leftovers: Callable[[], Awaitable[list[OutboxMessage]]] | None = None,
     ) -> None:
         self._store = store
+        # Member mode reads earlier terms' rows by dependency (store/outbox.py): epochs are per
+        # dependency there, so "written by an earlier epoch" says nothing.
+        self._leftovers = leftovers or (lambda: store.unconfirmed(epoch))
         self._keep_sent = 2 * longest_lease + SENT_TICKS_MARGIN
         self._publisher = publisher
         self._epoch = epoch
@@ -62,7 +66,7 @@ class OutboxRelay:
 
     async def run(self, draining: asyncio.Event) -> None:
         """Publish what earlier terms left, then record confirmations until the term drains."""
-        left = await self._store.unconfirmed(self._epoch)
+        left = await self._leftovers()
         if left:
             refused = await self._publisher.publish_outcomes(left)
             self.published(left, refused)

@@ -1,6 +1,6 @@
 """Members and per-dependency leases as stored (migration 0010, docs/scale-out.md): heartbeats,
 the view the assignment core plans from, and claiming, renewing, releasing and fencing a
-dependency's lease, all on the database's clock. Not used by `janus run` yet."""
+dependency's lease, all on the database's clock: `janus run`'s member mode (service/member_mode.py)."""
 
 from __future__ import annotations
 
@@ -215,6 +215,25 @@ class Membership:
                 yield FencedTransaction(connection)
         except DB_ERRORS as exc:
             raise StoreError(f"fenced transaction failed: {exc}") from exc
+
+    async def mark_applied(
+        self, holder: uuid.UUID, epochs: Mapping[str, int], *, steering_up_to: int | None, version: int | None
+    ) -> None:
+        """Member mode: the owner of `epochs` applied the steering rows of these dependencies up
+        to `steering_up_to`, and runs `version` of the policy; fenced by their leases."""
+        async with self.fenced(holder, epochs) as tx:
+            if steering_up_to is not None:
+                await tx.mark_steering_applied_of(steering_up_to, epochs)
+            if version is not None:
+                await tx.mark_version_applied(version, max(epochs.values(), default=0))
+
+    async def revived_up_to(self) -> int:
+        """The newest retry request that revived jobs (0: none)."""
+        try:
+            async with asyncio.timeout(self._timeout), self._pool.acquire() as connection:
+                return int(await connection.fetchval(sql("revived_up_to")))
+        except DB_ERRORS as exc:
+            raise StoreError(f"reading retry requests failed: {exc}") from exc
 
     async def prune(self, gone_for: float) -> int:
         """Delete the rows of members gone for longer than `gone_for` seconds."""

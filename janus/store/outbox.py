@@ -29,15 +29,16 @@ class OutboxStore:
                 rows = await connection.fetch(sql("outbox_unconfirmed"), before_epoch)
         except DB_ERRORS as exc:
             raise StoreError(f"reading the outbox failed: {exc}") from exc
-        return [
-            OutboxMessage(
-                id=str(row["id"]),
-                job_id=row["job_id"],
-                routing_key=row["routing_key"],
-                body=row["body"].encode(),
-            )
-            for row in rows
-        ]
+        return [_message(row) for row in rows]
+
+    async def unconfirmed_of(self, dependencies: Sequence[str], before: float) -> list[OutboxMessage]:
+        """Member mode: what terms of `dependencies` left unconfirmed, created before `before`."""
+        try:
+            async with asyncio.timeout(self._timeout), self._pool.acquire() as connection:
+                rows = await connection.fetch(sql("outbox_unconfirmed_of"), list(dependencies), before)
+        except DB_ERRORS as exc:
+            raise StoreError(f"reading the outbox failed: {exc}") from exc
+        return [_message(row) for row in rows]
 
     async def confirmed(
         self, outbox_ids: Sequence[str], sent_ticks: Sequence[float], epoch: int, forget_before: float
@@ -53,3 +54,9 @@ class OutboxStore:
                 )
         except DB_ERRORS as exc:
             raise StoreError(f"recording the broker's confirms failed: {exc}") from exc
+
+
+def _message(row: asyncpg.Record) -> OutboxMessage:
+    return OutboxMessage(
+        id=str(row["id"]), job_id=row["job_id"], routing_key=row["routing_key"], body=row["body"].encode()
+    )

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -32,6 +33,9 @@ from janus.store.rows import (
 )
 from janus.store.session import LeaderSession
 from janus.store.steering import PolicyLog
+
+if TYPE_CHECKING:
+    from janus.store.membership import Membership
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -157,6 +161,13 @@ class FencedTransaction:
     async def mark_steering_applied(self, up_to: int, epoch: int) -> None:
         await self._connection.execute(sql("mark_steering_applied"), up_to, epoch)
 
+    async def mark_steering_applied_of(self, up_to: int, epochs: Mapping[str, int]) -> None:
+        """Member mode: the rows of these dependencies only, each with its dependency's epoch."""
+        names = sorted(epochs)
+        await self._connection.execute(
+            sql("mark_steering_applied_of"), up_to, names, [epochs[n] for n in names]
+        )
+
 
 class Store:
     """The pool, and every statement outside the tick.
@@ -256,11 +267,14 @@ class Store:
             raise StoreError(f"lease release failed: {exc}") from exc
 
     @asynccontextmanager
-    async def leader_session(self, holder: uuid.UUID, epoch: int) -> AsyncIterator[LeaderSession]:
-        """A connection of this term's own, for the admission ticks."""
+    async def leader_session(
+        self, holder: uuid.UUID, epoch: int, fenced: Mapping[str, int] | None = None
+    ) -> AsyncIterator[LeaderSession]:
+        """A connection of this term's own, for the admission ticks (`fenced`: member mode's
+        dependencies and epochs, store/session.py)."""
         try:
             async with self._pool.acquire(timeout=self.timeout) as connection:
-                yield LeaderSession(connection, holder, epoch, self.timeout)
+                yield LeaderSession(connection, holder, epoch, self.timeout, fenced)
         except DB_ERRORS as exc:
             raise StoreError(f"leader connection failed: {exc}") from exc
 
@@ -288,6 +302,13 @@ class Store:
     def outbox(self) -> OutboxStore:
         """The outcomes committed and not yet confirmed by the broker (service/outbox.py)."""
         return OutboxStore(self._pool, self.timeout)
+
+    @property
+    def membership(self) -> Membership:
+        """Members and dependency leases (scale-out's member mode, docs/scale-out.md)."""
+        from janus.store.membership import Membership  # it imports this module
+
+        return Membership(self._pool, self.timeout)
 
     # -- rebuilding the core ----------------------------------------------------
 

@@ -4,8 +4,8 @@ the pages of stored first attempts, and what the store knows of results the core
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -64,6 +64,10 @@ class TickParams:
     outbox_job_ids: list[str]
     outbox_routing_keys: list[str]
     outbox_bodies: list[str]
+    # Member mode: the dependencies' leases the transaction locked first, and their epochs.
+    fenced: bool = False
+    fenced_dependencies: list[str] = field(default_factory=list)
+    fenced_epochs: list[int] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -75,8 +79,10 @@ class TickParams:
         updated: Sequence[Job],
         admissions: Sequence[Admission],
         outbox: Sequence[OutboxMessage] = (),
+        fenced: Mapping[str, int] | None = None,
     ) -> TickParams:
         jobs = [job for job, _ in new]
+        names = sorted(fenced) if fenced is not None else []
         return cls(
             holder=holder,
             epoch=epoch,
@@ -114,6 +120,9 @@ class TickParams:
             outbox_job_ids=[m.job_id for m in outbox],
             outbox_routing_keys=[m.routing_key for m in outbox],
             outbox_bodies=[m.body.decode() for m in outbox],
+            fenced=fenced is not None,
+            fenced_dependencies=names,
+            fenced_epochs=[fenced[n] for n in names] if fenced is not None else [],
         )
 
 
@@ -227,12 +236,20 @@ class LeaderSession:
     """
 
     def __init__(
-        self, connection: asyncpg.Connection, holder: uuid.UUID, epoch: int, timeout: float = 5.0
+        self,
+        connection: asyncpg.Connection,
+        holder: uuid.UUID,
+        epoch: int,
+        timeout: float = 5.0,
+        fenced: Mapping[str, int] | None = None,
     ) -> None:
         self._connection = connection
         self._holder = holder
         self._epoch = epoch
         self._timeout = timeout
+        # Member mode (docs/scale-out.md): the dependencies this term leads and their epochs.
+        # Every tick then locks their lease rows first, and janus.leader plays no part.
+        self._fenced = dict(fenced) if fenced is not None else None
 
     async def tick(
         self,
@@ -259,9 +276,10 @@ class LeaderSession:
         if not (new or updated or admissions or failed or gates or adaptive or settled):
             return set()
         try:
-            if not (failed or gates or adaptive or settled):
+            if not (failed or gates or adaptive or settled or self._fenced is not None):
                 return await self._tick(now, new, updated, admissions, outbox)
             async with self._connection.transaction():
+                await self._fence()
                 inserted = await self._tick(now, new, updated, admissions, outbox)
                 if failed or gates:
                     await self._connection.fetchrow(
@@ -285,6 +303,23 @@ class LeaderSession:
         except DB_ERRORS as exc:
             raise StoreError(f"admission tick failed: {exc}") from exc
 
+    async def _fence(self) -> None:
+        """Member mode: lock this term's dependency leases (share) until the transaction ends, so
+        no claim commits before it; LeadershipLost if one is no longer ours in its epoch."""
+        if self._fenced is None:
+            return
+        names = sorted(self._fenced)
+        rows = await self._connection.fetch(
+            sql("fence_dependencies"),
+            self._holder,
+            names,
+            [self._fenced[n] for n in names],
+            timeout=self._timeout,
+        )
+        lost = sorted(set(names) - {row["dependency"] for row in rows})
+        if lost:
+            raise LeadershipLost(f"no longer leading {', '.join(lost)}: the tick wrote nothing")
+
     async def _tick(
         self,
         now: float,
@@ -293,7 +328,7 @@ class LeaderSession:
         admissions: Sequence[Admission],
         outbox: Sequence[OutboxMessage],
     ) -> set[str]:
-        params = TickParams.of(self._holder, self._epoch, now, new, updated, admissions, outbox)
+        params = TickParams.of(self._holder, self._epoch, now, new, updated, admissions, outbox, self._fenced)
         try:
             row = await self._connection.fetchrow(sql("tick"), *bind("tick", params), timeout=self._timeout)
         except asyncpg.PostgresError as exc:
@@ -321,7 +356,8 @@ class LeaderSession:
         """(job_id, attempt, lease_deadline) of each admitted job whose admission the broker may
         never have had: no confirm of its tick was recorded (sql/outbox.sql)."""
         try:
-            rows = await self._connection.fetch(sql("maybe_sent"), timeout=self._timeout)
+            dependencies = sorted(self._fenced) if self._fenced is not None else None
+            rows = await self._connection.fetch(sql("maybe_sent"), dependencies, timeout=self._timeout)
         except DB_ERRORS as exc:
             raise StoreError(f"looking up unconfirmed admissions failed: {exc}") from exc
         return [(row["job_id"], row["attempt"], row["lease_deadline"]) for row in rows]

@@ -28,6 +28,7 @@ from janus.config import (
     ShadowConfig,
     parse_config,
 )
+from janus.scale_out_config import ScaleOutConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -129,7 +130,8 @@ def test_configuration_reference_shows_every_key_and_variable() -> None:
     reference = "\n".join(block for block in code_segments(text) if "[dependencies." in block)
     shown = set(re.findall(r"^([a-z_]+) = ", reference, re.M))
     expected = (
-        model_keys(JanusConfig) - {"dependencies", "retention"}
+        model_keys(JanusConfig) - {"dependencies", "retention", "scale_out"}
+        | model_keys(ScaleOutConfig)
         | model_keys(DependencyConfig)
         - {"retry", "circuit", "fairness", "shadow", "retention", "recovery", "adaptive"}
         | model_keys(ShadowConfig)

@@ -82,7 +82,9 @@ ALLOWED = {
         "janus.urls",
         "janus.adaptive_config",
         "janus.config_limits",
+        "janus.scale_out_config",
     },
+    "janus.scale_out_config": set(),  # `[scale_out]`: a process key, kept out of config.py's bulk
     # `[dependencies.X.adaptive]`, a part of the file's model kept out of config.py's bulk; it
     # reaches config.py's parsers at validation time only (a function-level import).
     "janus.adaptive_config": {"janus.core", "janus.errors", "janus.config"},

@@ -125,3 +125,18 @@ SELECT 'lease', d.dependency, m.host, d.holder::text, d.epoch,
 UNION ALL
 SELECT 'clock', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, extract(epoch FROM c.now)::double precision
   FROM clock AS c;
+
+-- name: mark_steering_applied_of
+-- params: $1 up to this id, $2 dependencies text[], $3 epochs bigint[]
+-- Member mode, in a transaction fenced by these dependencies' leases: their owner applied every
+-- steering row of theirs up to $1. Each row gets its dependency's epoch.
+UPDATE janus.steering AS s SET applied_at = now(), applied_epoch = r.epoch
+  FROM unnest($2::text[], $3::bigint[]) AS r(dependency, epoch)
+ WHERE s.applied_at IS NULL AND s.id <= $1 AND s.dependency = r.dependency;
+
+-- name: revived_up_to
+-- params: none
+-- Member mode: the newest `janus jobs retry` request that revived jobs (the global holder applied
+-- it, fenced by the global lease): an owner whose term began before it rebuilds to take them.
+SELECT COALESCE((SELECT id FROM janus.retry_requests WHERE handled_at IS NOT NULL AND revived > 0
+                  ORDER BY id DESC LIMIT 1), 0) AS id;

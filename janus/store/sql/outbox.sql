@@ -25,9 +25,18 @@ WITH outbox AS (
 SELECT (SELECT count(*) FROM outbox) AS outbox, (SELECT count(*) FROM sent) AS sent;
 
 -- name: maybe_sent
--- params: none
+-- params: $1 dependencies (NULL: every one; member mode: the term's own)
 -- Admitted jobs whose admission the broker may never have had: its tick's commit is all a new
 -- term knows of it (the leader died before the confirms were recorded).
 SELECT job_id, attempt, lease_deadline FROM janus.jobs AS j
- WHERE state = 'admitted'
+ WHERE state = 'admitted' AND ($1::text[] IS NULL OR dependency = ANY($1::text[]))
    AND NOT EXISTS (SELECT 1 FROM janus.sent_ticks AS s WHERE s.admitted_at = j.admitted_at);
+
+-- name: outbox_unconfirmed_of
+-- params: $1 dependencies, $2 created before (the term's start)
+-- Member mode: what earlier terms of these dependencies left unconfirmed (the epoch of a row is
+-- not comparable across dependencies, so rows are read by their job's dependency instead).
+SELECT o.id, o.job_id, o.routing_key, o.body FROM janus.outbox AS o
+  JOIN janus.jobs AS j ON j.job_id = o.job_id
+ WHERE j.dependency = ANY($1::text[]) AND o.created_at < $2
+ ORDER BY o.created_at;

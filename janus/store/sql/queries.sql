@@ -48,6 +48,8 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 --         :admitted_at, :admitted_retries (the job had failed before: counts against the retry budget),
 --         :admitted_units (the job's estimated cost, charged in its unit limits)
 --         :outbox_ids, :outbox_job_ids, :outbox_routing_keys, :outbox_bodies (outcomes to publish)
+--         :fenced (member mode: the caller's transaction locked the dependency leases first),
+--         :fenced_dependencies, :fenced_epochs (their epochs, written into each admission)
 -- (named: bound by name from store.session.TickParams, one array per column)
 -- Everything one admission tick writes, as ONE statement (one round trip, its own transaction).
 -- The lease row is locked FOR SHARE first: no takeover can commit before this statement does,
@@ -58,10 +60,16 @@ UPDATE janus.leader SET expires_at = now() WHERE holder = $1 AND epoch = $2;
 -- service retracts it before publishing anything).
 -- The outcomes of the jobs this tick finishes go to the outbox in the same statement: published
 -- after the commit, deleted once confirmed, published again by a new term if never confirmed.
-WITH lease AS (
+WITH leader AS (
     SELECT epoch FROM janus.leader
-     WHERE holder = :holder AND epoch = :epoch AND expires_at > now()
+     WHERE NOT :fenced::boolean AND holder = :holder AND epoch = :epoch AND expires_at > now()
        FOR SHARE
+), lease AS (
+    SELECT epoch FROM leader
+    UNION ALL
+    -- Member mode (docs/scale-out.md): janus.leader plays no part; the same transaction locked
+    -- the lease rows of every dependency the tick writes for first (membership.sql, fence).
+    SELECT :epoch WHERE :fenced::boolean
 ), inserted AS (
     INSERT INTO janus.jobs (job_id, dependency, scope, payload, state, attempt, eligible_at,
                             admitted_at, expires_at, lease_deadline, created_at, seq, cost)
@@ -90,12 +98,15 @@ WITH lease AS (
      WHERE j.job_id = u.job_id AND EXISTS (SELECT 1 FROM lease)
     RETURNING 1
 ), admitted AS (
+    -- An admission's epoch: its dependency's in member mode, else the leader's.
     INSERT INTO janus.admissions (job_id, attempt, dependency, scope, admitted_at, epoch, retry, units)
-    SELECT j, a, d, s, t, :epoch, r, c
+    SELECT j, a, d, s, t, COALESCE(f.epoch, :epoch), r, c
       FROM unnest(:admitted_job_ids::text[], :admitted_attempts::int[], :admitted_dependencies::text[],
                   :admitted_scopes::text[], :admitted_at::float8[], :admitted_retries::bool[],
                   :admitted_units::float8[])
            AS u(j, a, d, s, t, r, c)
+      LEFT JOIN unnest(:fenced_dependencies::text[], :fenced_epochs::bigint[]) AS f(dependency, epoch)
+             ON f.dependency = u.d
      WHERE EXISTS (SELECT 1 FROM lease)
        AND (j <> ALL (:new_job_ids::text[]) OR j IN (SELECT job_id FROM inserted))
     RETURNING 1
