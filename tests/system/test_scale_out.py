@@ -235,8 +235,16 @@ async def test_one_member_alone_owns_everything(
     traffic = Traffic(vhost, DEPENDENCIES[:2])
     try:
         await until(lambda: set(led(alone)) == {"d0", "d1"}, 30, "the member leads both", [alone])
-        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/readyz")
-        assert (status, json.loads(body)["role"]) == (200, "leading"), body
+        readyz: list[tuple[int, str]] = []
+
+        def ready() -> bool:
+            readyz.append(http_get(f"http://127.0.0.1:{port}/readyz"))
+            return readyz[-1][0] == 200
+
+        # A member's readiness is read back from the database (service/owners.py, once a second).
+        await until(ready, 5, "/readyz ready once the member leads its share", [alone])
+        answer = json.loads(readyz[-1][1])
+        assert (answer["role"], answer["member"]["share"]) == ("leading", ["d0", "d1"]), answer
         _, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")
         assert 'janus_dependency_led{dependency="d0"} 1.0' in metrics
         assert 'janus_dependency_led{dependency="d1"} 1.0' in metrics
