@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.jobs import Admission, admitted
-from janus.core.lane import Lane, Scope
+from janus.core.lane import Lane
+from janus.core.scope import Scope
 
 
 def admit_lane(

@@ -28,7 +28,8 @@ from janus.core.decisions import (
     WaitReason,
 )
 from janus.core.jobs import Admission, Job, JobState, first_attempt, new_value, succeeded
-from janus.core.lane import Lane, Ledger
+from janus.core.lane import Lane
+from janus.core.ledger import Ledger
 from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET, MIN_PER_SCOPE, PAGE_ROWS_PER_TICK, Pager
 from janus.core.policy import DependencyPolicy
 from janus.core.readout import Readout
