@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import defaultdict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +121,9 @@ class Simulation:
         # Inputs gathered for the next tick, in the order the tick applies them.
         self._arrivals: list[tuple[float, str, str, str]] = []
         self._results: list[Result] = []
-        self._arrival_costs: list[Distribution | None] = []  # beside _arrivals: each job's estimate
+        # Beside _arrivals: each job's estimate, drawn from its stream's distribution or, for
+        # a trace's row that gives one, as written.
+        self._arrival_costs: list[Distribution | float | None] = []
         self._returned: list[Admission] = []
 
     # -- the run -----------------------------------------------------------------------
@@ -129,7 +131,7 @@ class Simulation:
     def run(self) -> Outcome:
         heap = self._heap
         for stream in self._workload.streams:
-            self._next_arrival(stream.jobs(self._arrivals_rng), stream.cost)
+            self._next_arrival(stream.jobs(self._arrivals_rng), stream.cost, stream.trace_costs or None)
         horizon = self._workload.horizon
         events = 0
         now = 0.0
@@ -203,22 +205,28 @@ class Simulation:
             heapq.heappush(self._heap, (at, self._serial, kind, batch))
         batch.append(item)
 
-    def _next_arrival(self, jobs: Iterator[tuple[float, str, str, str]], cost: Distribution | None) -> None:
+    def _next_arrival(
+        self,
+        jobs: Iterator[tuple[float, str, str, str]],
+        cost: Distribution | None,
+        each: Mapping[str, float] | None,
+    ) -> None:
         head = next(jobs, None)
         if head is not None:
-            self._push(head[0], _ARRIVE, _Arrivals(head, jobs, cost))
+            self._push(head[0], _ARRIVE, _Arrivals(head, jobs, cost, each))
 
     def _arrive(self, now: float, arrivals: _Arrivals) -> None:
         """The stream's jobs that arrive at `now` (a burst is taken at once, not through the heap)."""
-        self._arrivals.append(arrivals.head)
-        costs, cost = self._arrival_costs, arrivals.cost
-        costs.append(cost)
+        head, cost, each = arrivals.head, arrivals.cost, arrivals.each
+        self._arrivals.append(head)
+        costs = self._arrival_costs
+        costs.append(cost if each is None else each.get(head[1], cost))
         for job in arrivals.rest:
             if job[0] != now:
-                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest, cost))
+                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest, cost, each))
                 return
             self._arrivals.append(job)
-            costs.append(cost)
+            costs.append(cost if each is None else each.get(job[1], cost))
 
     # -- a tick, as the service makes it -------------------------------------------------
 
@@ -299,7 +307,12 @@ class Simulation:
         scheduler, logs, arrived_at, timeline = self._scheduler, self._logs, self._arrived_at, self._timeline
         costs, seed = self._arrival_costs, self._seed
         for (_, job_id, dependency, scope), cost in zip(arrivals, costs, strict=True):
-            estimated = 1.0 if cost is None else estimate(cost, seed, job_id)
+            if cost is None:
+                estimated = 1.0
+            elif isinstance(cost, float):
+                estimated = cost  # a trace's own
+            else:
+                estimated = estimate(cost, seed, job_id)
             if cost is not None and self._refused(now, job_id, dependency, scope, estimated):
                 continue
             job = scheduler.submit(
@@ -556,6 +569,7 @@ class _Arrivals:
     head: tuple[float, str, str, str]
     rest: Iterator[tuple[float, str, str, str]]
     cost: Distribution | None  # the estimate the stream's jobs declare
+    each: Mapping[str, float] | None  # a trace's costs, per job (where a row gives one)
 
 
 def simulate(
