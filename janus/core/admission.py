@@ -61,7 +61,7 @@ def admit_lane(
         if capped:
             cap = lane.scope_cap(scope, now)
             if cap is not None:
-                lane.park(scope, cap[0], cap[2])
+                lane.park(scope, cap[0], cap[2], cap[1])
                 continue
         job_id: str | None
         if scope.again:

@@ -51,6 +51,9 @@ class Lane:
     # in that order (a set would order them by string hash, which varies between processes).
     retry_parked: dict[str, None] = field(default_factory=dict)
     retiring: list[tuple[float, int, str]] = field(default_factory=list)  # (at, seq, scope)
+    # Scopes at a cap of their own (scope concurrency or a scope rate), in the order they parked,
+    # and the cap that parked each: a read-out for the time spent at each cap (`janus simulate`).
+    capped: dict[str, tuple[WaitReason, str]] = field(default_factory=dict)
     parked: Counter[WaitReason] = field(default_factory=Counter)  # scopes out of `fair`, by reason
     tiebreak: int = 0  # the `seq` of this lane's heap entries: equal times keep their order
     # Operators' steering (core/steering.py). While an override replaces the rate limits, the
@@ -424,19 +427,24 @@ class Lane:
             return fresh.popleft()
         return None
 
-    def park(self, scope: Scope, reason: WaitReason, until: float | None) -> None:
+    def park(self, scope: Scope, reason: WaitReason, until: float | None, limit: str = "") -> None:
+        """Out of the fair queue: at a cap of its own (`limit` names it), or for the retry budget."""
         scope.parked = reason
         self.parked[reason] += 1
         self.fair.park(scope.name)
+        if reason is WaitReason.RETRY_BUDGET:
+            self.retry_parked[scope.name] = None
+            return
+        self.capped[scope.name] = (reason, limit)
         if reason is WaitReason.SCOPE_RATE and until is not None:
             self.tiebreak += 1
             heapq.heappush(self.rate_parked, (until, self.tiebreak, scope.name))
-        elif reason is WaitReason.RETRY_BUDGET:
-            self.retry_parked[scope.name] = None
 
     def unpark(self, scope: Scope) -> None:
         if scope.parked is WaitReason.RETRY_BUDGET:
             self.retry_parked.pop(scope.name, None)
+        elif self.capped:
+            self.capped.pop(scope.name, None)
         if scope.parked is not None:
             self.parked[scope.parked] -= 1
         scope.parked = None

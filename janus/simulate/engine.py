@@ -115,6 +115,9 @@ class Simulation:
         self._jobs = 0
         self._wake_at = float("inf")
         self._blocked: list[Blocked] = []  # the dependencies held back by a limit after the last tick
+        # dependency -> {scope: its cap, named as a limit is in the report}: the scopes held at a
+        # cap of their own since the last look (the end of a tick, or a result applied without one)
+        self._capped: dict[str, dict[str, str]] = {}
         self._last_tick = 0.0
         self._ticks = 0
         self._timeline: list[Row] | None = [] if timeline else None
@@ -175,6 +178,9 @@ class Simulation:
             elif results:
                 if self._skips_admission(now):
                     self._apply_results(now)
+                    if self._capped:  # a success frees a slot of its scope, maybe below its cap
+                        self._account_limits(now)
+                        self._note_caps()
                     if self._gates_moved():
                         self._tick(now)  # a success may open a circuit (the outcome that fills its window)
                 else:
@@ -232,7 +238,7 @@ class Simulation:
 
     def _tick(self, now: float) -> None:
         scheduler = self._scheduler
-        if self._blocked:
+        if self._blocked or self._capped:
             self._account_limits(now)
         else:
             self._last_tick = now
@@ -268,6 +274,7 @@ class Simulation:
                 stalled = True
                 break
         self._skip.ticked(decision.blocked, stalled)
+        self._note_caps()
         if wakeup is not None and wakeup < self._wake_at:
             self._wake_at = wakeup
             self._push(wakeup, _WAKE, None)
@@ -412,10 +419,35 @@ class Simulation:
                     (now, "dead", job.job_id, job.dependency, job.scope, job.attempt, job.last_error or "")
                 )
 
+    def _note_caps(self) -> None:
+        """Which scopes are held at a cap of their own now (the core keeps them: O(1) if none)."""
+        capped: dict[str, dict[str, str]] = {}
+        at_caps = self._scheduler.scopes_at_caps
+        for dependency in self._policies:
+            caps = at_caps(dependency)
+            if caps:
+                capped[dependency] = {
+                    scope: f"{reason.value} ({limit})" for scope, (reason, limit) in caps.items()
+                }
+        self._capped = capped
+
     def _account_limits(self, now: float) -> None:
-        """The time since the last tick, to the limit each dependency was held at by it."""
+        """The time since the last look, to the limit each dependency was held at by it, and to
+        the cap each capped scope was held at. A dependency's time at a scope's cap is the time
+        at least one of its scopes with jobs waiting was held there."""
         elapsed = now - self._last_tick
         if elapsed > 0:
+            for dependency, caps in self._capped.items():
+                log = self._logs[dependency]
+                counted: set[str] = set()
+                for scope, limit in caps.items():
+                    scope_log = log.scopes.get(scope)
+                    if scope_log is None or not scope_log.waiting:
+                        continue
+                    scope_log.at_limit[limit] += elapsed
+                    if limit not in counted:
+                        counted.add(limit)
+                        log.at_limit[limit] += elapsed
             for block in self._blocked:
                 limit = f"{block.reason.value} ({block.limit})"
                 log = self._logs[block.dependency]
