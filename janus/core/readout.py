@@ -62,11 +62,11 @@ class Readout:
         """Per dependency: the share of its capacity its recovery ramp allows now (1.0: no ramp)."""
         return explain.recovery_shares(self._lanes, self._clock_floor)
 
-    def scopes_at_caps(self, dependency: str) -> dict[str, tuple[WaitReason, str]]:
-        """The dependency's scopes held back by a cap of their own now, each with that cap
-        (SCOPE_RATE, "scope rate 5/1s"), in the order they reached it. O(1) when none is."""
-        capped = self._lanes[dependency].capped
-        return dict(capped) if capped else {}
+    def scopes_at_caps(self) -> dict[str, dict[str, tuple[WaitReason, str]]]:
+        """Per dependency that has any, its scopes held back by a cap of their own now, each
+        with that cap (SCOPE_RATE, "scope rate 5/1s"), in the order they reached it. O(lanes)
+        when none is: `janus simulate` asks at every tick."""
+        return {name: dict(lane.capped) for name, lane in self._lanes.items() if lane.capped}
 
     def retry_budget_parked(self) -> dict[str, int]:
         """Per dependency: scopes whose next job is a retry waiting for the retry budget."""

@@ -421,15 +421,15 @@ class Simulation:
 
     def _note_caps(self) -> None:
         """Which scopes are held at a cap of their own now (the core keeps them: O(1) if none)."""
-        capped: dict[str, dict[str, str]] = {}
-        at_caps = self._scheduler.scopes_at_caps
-        for dependency in self._policies:
-            caps = at_caps(dependency)
-            if caps:
-                capped[dependency] = {
-                    scope: f"{reason.value} ({limit})" for scope, (reason, limit) in caps.items()
-                }
-        self._capped = capped
+        capped = self._scheduler.scopes_at_caps()
+        self._capped = (
+            {
+                dependency: {scope: f"{reason.value} ({limit})" for scope, (reason, limit) in caps.items()}
+                for dependency, caps in capped.items()
+            }
+            if capped
+            else {}
+        )
 
     def _account_limits(self, now: float) -> None:
         """The time since the last look, to the limit each dependency was held at by it, and to
