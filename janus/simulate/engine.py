@@ -173,10 +173,13 @@ class Simulation:
                 else:
                     for expired in data:  # type: ignore[attr-defined]
                         self._expire(now, expired)
-            if wake or arrivals or returned:
+            if wake or returned:
                 self._tick(now)
-            elif results:
+            elif arrivals or results:
                 if self._skips_admission(now):
+                    if arrivals:  # each to a dependency held by a limit a new job cannot lift
+                        self._account_limits(now)  # the backlogs change now: the time so far first
+                        self._submit(now)
                     self._apply_results(now)
                     if self._capped:  # a success frees a slot of its scope, maybe below its cap
                         self._account_limits(now)
@@ -280,8 +283,8 @@ class Simulation:
             self._push(wakeup, _WAKE, None)
 
     def _skips_admission(self, now: float) -> bool:
-        """May the results gathered for `now` be applied without the admission step? (SkipRule)"""
-        return self._skip.skips(self._results, now)
+        """May the arrivals and results gathered for `now` be taken without the admission step? (SkipRule)"""
+        return self._skip.skips(self._results, now, self._arrivals)
 
     def _gates_moved(self) -> bool:
         """Did a gate change (a circuit open or close) since the last look? Its events are logged."""
