@@ -37,7 +37,8 @@ from janus.simulate.costs import actual, estimate
 from janus.simulate.distributions import Distribution
 from janus.simulate.logs import DependencyLog, Outcome, Row, ScopeLog
 from janus.simulate.skipping import Result, SkipRule
-from janus.simulate.workload import ServiceModel, WorkerModel, Workload
+from janus.simulate.workers import Pool
+from janus.simulate.workload import WorkerModel, Workload
 
 # Event kinds. At one instant every event is handled before the tick, so their order there
 # matters only for the worker pools (a handler freed at t may take an admission delivered at t).
@@ -51,38 +52,6 @@ _DRAIN_EVERY = 4096
 # Time at a limit is told per scope up to this many scopes of a dependency: each span held at
 # a limit reads every scope's backlog.
 _SCOPES_ACCOUNTED = 1000
-
-
-class _Pool:
-    """The handlers of one dependency across all its workers, and the admissions waiting for one."""
-
-    __slots__ = ("busy", "calls", "capacity", "model", "queue", "service", "waiting")
-
-    def __init__(self, model: WorkerModel, service: ServiceModel | None) -> None:
-        self.model = model
-        self.service = service
-        self.busy = 0
-        self.queue: deque[tuple[str, int]] = deque()
-        self.waiting: dict[tuple[str, int], Admission] = {}
-        self.capacity = service.capacity if service is not None else None
-        self.calls: deque[float] = deque()  # accepted calls still inside the capacity window
-
-    def free(self) -> bool:
-        slots = self.model.slots
-        return slots is None or self.busy < slots
-
-    def throttles(self, at: float) -> bool:
-        """Is a call at `at` beyond the dependency's capacity? (If not, it is counted.)"""
-        capacity = self.capacity
-        if capacity is None:
-            return False
-        calls, window = self.calls, capacity.window
-        while calls and calls[0] + window <= at:
-            calls.popleft()
-        if len(calls) >= capacity.count:
-            return True
-        calls.append(at)
-        return False
 
 
 class Simulation:
@@ -100,7 +69,7 @@ class Simulation:
         self._scheduler = Scheduler(policies, random.Random(seed))
         self._arrivals_rng = random.Random(f"arrivals-{seed}")
         self._pools = {
-            name: _Pool(workload.workers.get(name, WorkerModel()), workload.services.get(name))
+            name: Pool(workload.workers.get(name, WorkerModel()), workload.services.get(name))
             for name in self._policies
         }
         self._logs = {name: DependencyLog() for name in self._policies}
@@ -518,7 +487,7 @@ class Simulation:
         delay = self._pools[admission.dependency].model.report_delay
         self._later(now + delay, _RETURN, admission)
 
-    def _start(self, now: float, pool: _Pool, admission: Admission) -> None:
+    def _start(self, now: float, pool: Pool, admission: Admission) -> None:
         if now >= admission.expires_at:
             self._return(now, admission)  # too late to start: refused unstarted
             return
