@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.jobs import Admission, admitted
-from janus.core.lane import Lane, Scope
+from janus.core.lane import Lane
+from janus.core.scope import Scope
 
 
 def admit_lane(
@@ -60,7 +61,7 @@ def admit_lane(
         if capped:
             cap = lane.scope_cap(scope, now)
             if cap is not None:
-                lane.park(scope, cap[0], cap[2])
+                lane.park(scope, cap[0], cap[2], cap[1])
                 continue
         job_id: str | None
         if scope.again:

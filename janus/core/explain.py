@@ -10,8 +10,9 @@ from collections.abc import Mapping
 
 from janus.core.decisions import LaneLimits, LaneStats, RateUse, ScopeStats, WaitReason, WhyWaiting
 from janus.core.jobs import Job
-from janus.core.lane import Lane, Scope
+from janus.core.lane import Lane
 from janus.core.policy import RateLimit
+from janus.core.scope import Scope
 
 
 def why_job(lane: Lane, job: Job, now: float) -> list[WhyWaiting]:

@@ -2,14 +2,14 @@
 queue between its scopes, and the jobs it parks, delays and retires.
 
 The admission decision itself (`core/admission.py`) and the scheduler work on these; nothing
-outside the core sees them.
+outside the core sees them. A scope's own state is `core/scope.py`; the jobs and lease deadlines
+every lane shares, `core/ledger.py`.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,101 +17,17 @@ from janus.core.adaptive import Adaptive, AdaptiveState
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.fairness import FairQueue, stride
 from janus.core.gates import DependencyGates, GateState
-from janus.core.jobs import Job, JobState
+from janus.core.jobs import Job
+from janus.core.ledger import Ledger
 from janus.core.paging import Pager
 from janus.core.policy import DependencyPolicy
 from janus.core.rate import SlidingWindow, admission_windows, rebuild_windows, same_windows
+from janus.core.scope import Scope, ScopeCap
 from janus.core.shadow import ShadowLane
 from janus.core.steering import OperatorPause, Override, Steering
 from janus.core.units import UNIT_SCALE, Key, UnitLimits, scaled
 
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
-
-# Most scopes never have a job eligible again (a retry, or an admission returned unused): they
-# share this empty deque until their first one (`Scope.add_again`), instead of each holding a
-# deque of its own that `admit` reads at every admission: with many scopes that read is a
-# cache miss on the hot path. Never append to it.
-NO_AGAIN: deque[str] = deque()
-
-ScopeCap = tuple[WaitReason, str, float | None]  # (reason, limit, until)
-
-
-@dataclass(kw_only=True, slots=True)
-class Ledger:
-    """The jobs the core holds, shared by its lanes."""
-
-    jobs: dict[str, Job] = field(
-        default_factory=dict
-    )  # non-terminal, in memory (first attempts may be stored only)
-    changed: dict[str, Job] = field(default_factory=dict)  # since the last drain, latest state each
-    # Jobs whose current attempt failed by its lease running out, waiting for their retry:
-    # a success for that attempt may still arrive, and completes the job (docs/protocol.md).
-    # In memory only: after a restart such a success is stale, which errs on the safe side.
-    lapsed: dict[str, int] = field(default_factory=dict)
-    # Lease deadlines, lazy (finished jobs' entries stay until they come up or reach the head:
-    # `next_deadline`): one entry per batch of admissions sharing a deadline, (deadline,
-    # serial, [(job_id, attempt), ...]), so that an admission costs a list append rather than
-    # a push on a heap as long as the leases held. `Scheduler.expire_leases` handles due entries in (deadline, job_id, attempt) order.
-    leases: list[tuple[float, int, list[tuple[str, int]]]] = field(default_factory=list)
-    lease_serial: itertools.count[int] = field(default_factory=itertools.count)
-
-    def add_leases(self, deadline: float, batch: list[tuple[str, int]]) -> None:
-        heapq.heappush(self.leases, (deadline, next(self.lease_serial), batch))
-
-    def next_deadline(self) -> float | None:
-        """The earliest lease deadline of an admission still held, if any.
-
-        Stale entries (the job finished, or its attempt ended) are dropped from the head first:
-        a wakeup for them would find nothing to expire. An attempt number only grows, so an
-        entry once stale stays stale, and `expire_leases` would have skipped it anyway. Each
-        entry is dropped once: O(1) amortized per admission."""
-        leases, jobs = self.leases, self.jobs
-        while leases:
-            batch = leases[0][2]
-            while batch:
-                job_id, attempt = batch[-1]
-                job = jobs.get(job_id)
-                if job is not None and job.state is JobState.ADMITTED and job.attempt == attempt:
-                    return leases[0][0]
-                batch.pop()  # the order within a batch does not matter: expire_leases sorts
-            heapq.heappop(leases)
-        return None
-
-
-@dataclass(kw_only=True, eq=False, slots=True)  # slots: faster attribute access on the hot path
-class Scope:
-    """One scope of one dependency: its waiting jobs, its slots, its caps."""
-
-    name: str
-    windows: list[SlidingWindow]
-    stride: int  # fairness.stride of its weight, worked out once (and again on a policy change)
-    fresh: deque[str] = field(default_factory=deque)  # first attempts in memory, in seq order
-    again: deque[str] = field(
-        default_factory=lambda: NO_AGAIN
-    )  # admitted before, eligible again, in that order
-    stored: int = 0  # first attempts only in the store: seq > loaded_upto
-    loaded_upto: int = 0
-    paging: bool = False  # a page request is out
-    held: int = 0
-    delayed: int = 0
-    admitted: int = 0
-    parked: WaitReason | None = None  # at a cap of its own: out of the fair queue until it lifts
-    # Fair-share passes owed (or owed back, negative) for settled costs, added to its next charge.
-    unit_debt: int = 0
-
-    def add_again(self, job_id: str) -> None:
-        """A job admitted before is eligible again: it queues behind the others."""
-        if self.again is NO_AGAIN:
-            self.again = deque()
-        self.again.append(job_id)
-
-    @property
-    def eligible(self) -> int:
-        return len(self.fresh) + len(self.again) + self.stored
-
-    @property
-    def empty(self) -> bool:
-        return not (self.fresh or self.again or self.stored or self.held or self.delayed)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -135,6 +51,9 @@ class Lane:
     # in that order (a set would order them by string hash, which varies between processes).
     retry_parked: dict[str, None] = field(default_factory=dict)
     retiring: list[tuple[float, int, str]] = field(default_factory=list)  # (at, seq, scope)
+    # Scopes at a cap of their own (scope concurrency or a scope rate), in the order they parked,
+    # and the cap that parked each: a read-out for the time spent at each cap (`janus simulate`).
+    capped: dict[str, tuple[WaitReason, str]] = field(default_factory=dict)
     parked: Counter[WaitReason] = field(default_factory=Counter)  # scopes out of `fair`, by reason
     tiebreak: int = 0  # the `seq` of this lane's heap entries: equal times keep their order
     # Operators' steering (core/steering.py). While an override replaces the rate limits, the
@@ -435,9 +354,10 @@ class Lane:
             for window in self.kept:
                 window.record_many(now, count)
                 window.room(now)  # pruned here: nothing else asks the kept windows
-        self.gate.record_many(now, admissions=count, retries=retries)
-        self.gate.on_admit(now, count)
-        self.gate.ramp.record(now, count, retries)
+        gate = self.gate  # its parts told directly: one call each rather than two (the hot path)
+        gate.budget.record_many(now, admissions=count, retries=retries)
+        gate.circuit.on_admit(now, count)
+        gate.ramp.record(now, count, retries)
         if self.adaptive is not None:
             self.adaptive.record(now, count, len(self.held))
 
@@ -474,7 +394,11 @@ class Lane:
         counts starts ends T after that (core/rate.py). Before `settle_units` (it forgets keys)."""
         at, scope, shadow = job.admitted_at, self.scopes.get(job.scope), self.shadow
         if at is not None:  # the shadow limits too, so that one equal to a real limit holds back nothing
-            for window in [*self.windows, *(self.kept or ()), *(scope.windows if scope else ())]:
+            for window in self.windows:
+                window.trim(at, started_by)
+            for window in self.kept or ():
+                window.trim(at, started_by)
+            for window in scope.windows if scope else ():
                 window.trim(at, started_by)
             for window in [*shadow.windows, *shadow.scope_windows.get(job.scope, ())] if shadow else ():
                 window.trim(at, started_by)
@@ -508,19 +432,24 @@ class Lane:
             return fresh.popleft()
         return None
 
-    def park(self, scope: Scope, reason: WaitReason, until: float | None) -> None:
+    def park(self, scope: Scope, reason: WaitReason, until: float | None, limit: str = "") -> None:
+        """Out of the fair queue: at a cap of its own (`limit` names it), or for the retry budget."""
         scope.parked = reason
         self.parked[reason] += 1
         self.fair.park(scope.name)
+        if reason is WaitReason.RETRY_BUDGET:
+            self.retry_parked[scope.name] = None
+            return
+        self.capped[scope.name] = (reason, limit)
         if reason is WaitReason.SCOPE_RATE and until is not None:
             self.tiebreak += 1
             heapq.heappush(self.rate_parked, (until, self.tiebreak, scope.name))
-        elif reason is WaitReason.RETRY_BUDGET:
-            self.retry_parked[scope.name] = None
 
     def unpark(self, scope: Scope) -> None:
         if scope.parked is WaitReason.RETRY_BUDGET:
             self.retry_parked.pop(scope.name, None)
+        elif self.capped:
+            self.capped.pop(scope.name, None)
         if scope.parked is not None:
             self.parked[scope.parked] -= 1
         scope.parked = None

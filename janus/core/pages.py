@@ -16,7 +16,9 @@ def page_requests(lanes: Mapping[str, Lane], pager: Pager, max_rows: int) -> lis
     read them all in one tick (the event loop, and with it the lease renewal, would
     wait). The rest are asked for at the next ticks, scopes whose turn has come first.
     """
-    requests = []
+    requests: list[PageRequest] = []
+    if not (pager.urgent or pager.wanted):
+        return requests  # the usual tick: nothing asked for
     per_scope = pager.per_scope()
     rows = 0
     for wanted in (pager.urgent, pager.wanted):

@@ -62,6 +62,12 @@ class Readout:
         """Per dependency: the share of its capacity its recovery ramp allows now (1.0: no ramp)."""
         return explain.recovery_shares(self._lanes, self._clock_floor)
 
+    def scopes_at_caps(self) -> dict[str, dict[str, tuple[WaitReason, str]]]:
+        """Per dependency that has any, its scopes held back by a cap of their own now, each
+        with that cap (SCOPE_RATE, "scope rate 5/1s"), in the order they reached it. O(lanes)
+        when none is: `janus simulate` asks at every tick."""
+        return {name: dict(lane.capped) for name, lane in self._lanes.items() if lane.capped}
+
     def retry_budget_parked(self) -> dict[str, int]:
         """Per dependency: scopes whose next job is a retry waiting for the retry budget."""
         return {name: len(lane.retry_parked) for name, lane in self._lanes.items()}

@@ -28,7 +28,8 @@ from janus.core.decisions import (
     WaitReason,
 )
 from janus.core.jobs import Admission, Job, JobState, first_attempt, new_value, succeeded
-from janus.core.lane import Lane, Ledger
+from janus.core.lane import Lane
+from janus.core.ledger import Ledger
 from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET, MIN_PER_SCOPE, PAGE_ROWS_PER_TICK, Pager
 from janus.core.policy import DependencyPolicy
 from janus.core.readout import Readout
@@ -410,19 +411,24 @@ class Scheduler(Readout):
         blocked: list[Blocked] = []
         wakeups: list[float] = []
         budget = limit if limit is not None else -1
+        # Each step below is called only if it has something to do (its own checks, made first
+        # here): this loop runs at every tick, and most ticks of a lane have none of them.
         for lane in self._lanes.values():
             if lane.operator_pause is not None or lane.override is not None:
                 ends = lane.steer_due(now)
                 if ends is not None:
                     wakeups.append(ends)
-            lane.release_due(now)
+            if lane.delayed or lane.rate_parked or lane.retry_parked:
+                lane.release_due(now)
+            ramp = lane.gate.ramp
             if budget != 0:
                 budget = admit_lane(lane, now, budget, admissions, blocked, wakeups)
-                if budget != 0 and lane.gate.ramp.started is not None:
+                if budget != 0 and ramp.started is not None:
                     lane.settle_ramp(now)
-            ramp_ends = lane.gate.ramp.ends_at()
-            if ramp_ends is not None and ramp_ends > now:
-                wakeups.append(ramp_ends)  # to lift it then, or see that it still binds
+            if ramp.started is not None:
+                ramp_ends = ramp.ends_at()
+                if ramp_ends is not None and ramp_ends > now:
+                    wakeups.append(ramp_ends)  # to lift it then, or see that it still binds
             if lane.retry_parked:
                 free = lane.gate.retry_free_at(now)
                 if free is not None:
@@ -431,7 +437,8 @@ class Scheduler(Readout):
                 wakeups.append(lane.rate_parked[0][0])
             if lane.delayed:
                 wakeups.append(lane.delayed[0][0])
-            lane.retire_due(now)
+            if lane.retiring:
+                lane.retire_due(now)
         if budget == 0:
             wakeups.append(now)  # cut short by `limit`: more may be admissible at once
         if (lease_ends := self._ledger.next_deadline()) is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import defaultdict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,8 @@ from janus.simulate.costs import actual, estimate
 from janus.simulate.distributions import Distribution
 from janus.simulate.logs import DependencyLog, Outcome, Row, ScopeLog
 from janus.simulate.skipping import Result, SkipRule
-from janus.simulate.workload import ServiceModel, WorkerModel, Workload
+from janus.simulate.workers import Pool
+from janus.simulate.workload import WorkerModel, Workload
 
 # Event kinds. At one instant every event is handled before the tick, so their order there
 # matters only for the worker pools (a handler freed at t may take an admission delivered at t).
@@ -51,38 +52,6 @@ _DRAIN_EVERY = 4096
 # Time at a limit is told per scope up to this many scopes of a dependency: each span held at
 # a limit reads every scope's backlog.
 _SCOPES_ACCOUNTED = 1000
-
-
-class _Pool:
-    """The handlers of one dependency across all its workers, and the admissions waiting for one."""
-
-    __slots__ = ("busy", "calls", "capacity", "model", "queue", "service", "waiting")
-
-    def __init__(self, model: WorkerModel, service: ServiceModel | None) -> None:
-        self.model = model
-        self.service = service
-        self.busy = 0
-        self.queue: deque[tuple[str, int]] = deque()
-        self.waiting: dict[tuple[str, int], Admission] = {}
-        self.capacity = service.capacity if service is not None else None
-        self.calls: deque[float] = deque()  # accepted calls still inside the capacity window
-
-    def free(self) -> bool:
-        slots = self.model.slots
-        return slots is None or self.busy < slots
-
-    def throttles(self, at: float) -> bool:
-        """Is a call at `at` beyond the dependency's capacity? (If not, it is counted.)"""
-        capacity = self.capacity
-        if capacity is None:
-            return False
-        calls, window = self.calls, capacity.window
-        while calls and calls[0] + window <= at:
-            calls.popleft()
-        if len(calls) >= capacity.count:
-            return True
-        calls.append(at)
-        return False
 
 
 class Simulation:
@@ -100,7 +69,7 @@ class Simulation:
         self._scheduler = Scheduler(policies, random.Random(seed))
         self._arrivals_rng = random.Random(f"arrivals-{seed}")
         self._pools = {
-            name: _Pool(workload.workers.get(name, WorkerModel()), workload.services.get(name))
+            name: Pool(workload.workers.get(name, WorkerModel()), workload.services.get(name))
             for name in self._policies
         }
         self._logs = {name: DependencyLog() for name in self._policies}
@@ -115,13 +84,18 @@ class Simulation:
         self._jobs = 0
         self._wake_at = float("inf")
         self._blocked: list[Blocked] = []  # the dependencies held back by a limit after the last tick
+        # dependency -> {scope: its cap, named as a limit is in the report}: the scopes held at a
+        # cap of their own since the last look (the end of a tick, or a result applied without one)
+        self._capped: dict[str, dict[str, str]] = {}
         self._last_tick = 0.0
         self._ticks = 0
         self._timeline: list[Row] | None = [] if timeline else None
         # Inputs gathered for the next tick, in the order the tick applies them.
         self._arrivals: list[tuple[float, str, str, str]] = []
         self._results: list[Result] = []
-        self._arrival_costs: list[Distribution | None] = []  # beside _arrivals: each job's estimate
+        # Beside _arrivals: each job's estimate, drawn from its stream's distribution or, for
+        # a trace's row that gives one, as written.
+        self._arrival_costs: list[Distribution | float | None] = []
         self._returned: list[Admission] = []
 
     # -- the run -----------------------------------------------------------------------
@@ -129,7 +103,7 @@ class Simulation:
     def run(self) -> Outcome:
         heap = self._heap
         for stream in self._workload.streams:
-            self._next_arrival(stream.jobs(self._arrivals_rng), stream.cost)
+            self._next_arrival(stream.jobs(self._arrivals_rng), stream.cost, stream.trace_costs or None)
         horizon = self._workload.horizon
         events = 0
         now = 0.0
@@ -168,11 +142,17 @@ class Simulation:
                 else:
                     for expired in data:  # type: ignore[attr-defined]
                         self._expire(now, expired)
-            if wake or arrivals or returned:
+            if wake or returned:
                 self._tick(now)
-            elif results:
+            elif arrivals or results:
                 if self._skips_admission(now):
+                    if arrivals:  # each to a dependency held by a limit a new job cannot lift
+                        self._account_limits(now)  # the backlogs change now: the time so far first
+                        self._submit(now)
                     self._apply_results(now)
+                    if self._capped:  # a success frees a slot of its scope, maybe below its cap
+                        self._account_limits(now)
+                        self._note_caps()
                     if self._gates_moved():
                         self._tick(now)  # a success may open a circuit (the outcome that fills its window)
                 else:
@@ -203,28 +183,34 @@ class Simulation:
             heapq.heappush(self._heap, (at, self._serial, kind, batch))
         batch.append(item)
 
-    def _next_arrival(self, jobs: Iterator[tuple[float, str, str, str]], cost: Distribution | None) -> None:
+    def _next_arrival(
+        self,
+        jobs: Iterator[tuple[float, str, str, str]],
+        cost: Distribution | None,
+        each: Mapping[str, float] | None,
+    ) -> None:
         head = next(jobs, None)
         if head is not None:
-            self._push(head[0], _ARRIVE, _Arrivals(head, jobs, cost))
+            self._push(head[0], _ARRIVE, _Arrivals(head, jobs, cost, each))
 
     def _arrive(self, now: float, arrivals: _Arrivals) -> None:
         """The stream's jobs that arrive at `now` (a burst is taken at once, not through the heap)."""
-        self._arrivals.append(arrivals.head)
-        costs, cost = self._arrival_costs, arrivals.cost
-        costs.append(cost)
+        head, cost, each = arrivals.head, arrivals.cost, arrivals.each
+        self._arrivals.append(head)
+        costs = self._arrival_costs
+        costs.append(cost if each is None else each.get(head[1], cost))
         for job in arrivals.rest:
             if job[0] != now:
-                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest, cost))
+                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest, cost, each))
                 return
             self._arrivals.append(job)
-            costs.append(cost)
+            costs.append(cost if each is None else each.get(job[1], cost))
 
     # -- a tick, as the service makes it -------------------------------------------------
 
     def _tick(self, now: float) -> None:
         scheduler = self._scheduler
-        if self._blocked:
+        if self._blocked or self._capped:
             self._account_limits(now)
         else:
             self._last_tick = now
@@ -260,13 +246,14 @@ class Simulation:
                 stalled = True
                 break
         self._skip.ticked(decision.blocked, stalled)
+        self._note_caps()
         if wakeup is not None and wakeup < self._wake_at:
             self._wake_at = wakeup
             self._push(wakeup, _WAKE, None)
 
     def _skips_admission(self, now: float) -> bool:
-        """May the results gathered for `now` be applied without the admission step? (SkipRule)"""
-        return self._skip.skips(self._results, now)
+        """May the arrivals and results gathered for `now` be taken without the admission step? (SkipRule)"""
+        return self._skip.skips(self._results, now, self._arrivals)
 
     def _gates_moved(self) -> bool:
         """Did a gate change (a circuit open or close) since the last look? Its events are logged."""
@@ -299,7 +286,12 @@ class Simulation:
         scheduler, logs, arrived_at, timeline = self._scheduler, self._logs, self._arrived_at, self._timeline
         costs, seed = self._arrival_costs, self._seed
         for (_, job_id, dependency, scope), cost in zip(arrivals, costs, strict=True):
-            estimated = 1.0 if cost is None else estimate(cost, seed, job_id)
+            if cost is None:
+                estimated = 1.0
+            elif isinstance(cost, float):
+                estimated = cost  # a trace's own
+            else:
+                estimated = estimate(cost, seed, job_id)
             if cost is not None and self._refused(now, job_id, dependency, scope, estimated):
                 continue
             job = scheduler.submit(
@@ -399,10 +391,35 @@ class Simulation:
                     (now, "dead", job.job_id, job.dependency, job.scope, job.attempt, job.last_error or "")
                 )
 
+    def _note_caps(self) -> None:
+        """Which scopes are held at a cap of their own now (the core keeps them: O(1) if none)."""
+        capped = self._scheduler.scopes_at_caps()
+        self._capped = (
+            {
+                dependency: {scope: f"{reason.value} ({limit})" for scope, (reason, limit) in caps.items()}
+                for dependency, caps in capped.items()
+            }
+            if capped
+            else {}
+        )
+
     def _account_limits(self, now: float) -> None:
-        """The time since the last tick, to the limit each dependency was held at by it."""
+        """The time since the last look, to the limit each dependency was held at by it, and to
+        the cap each capped scope was held at. A dependency's time at a scope's cap is the time
+        at least one of its scopes with jobs waiting was held there."""
         elapsed = now - self._last_tick
         if elapsed > 0:
+            for dependency, caps in self._capped.items():
+                log = self._logs[dependency]
+                counted: set[str] = set()
+                for scope, limit in caps.items():
+                    scope_log = log.scopes.get(scope)
+                    if scope_log is None or not scope_log.waiting:
+                        continue
+                    scope_log.at_limit[limit] += elapsed
+                    if limit not in counted:
+                        counted.add(limit)
+                        log.at_limit[limit] += elapsed
             for block in self._blocked:
                 limit = f"{block.reason.value} ({block.limit})"
                 log = self._logs[block.dependency]
@@ -470,7 +487,7 @@ class Simulation:
         delay = self._pools[admission.dependency].model.report_delay
         self._later(now + delay, _RETURN, admission)
 
-    def _start(self, now: float, pool: _Pool, admission: Admission) -> None:
+    def _start(self, now: float, pool: Pool, admission: Admission) -> None:
         if now >= admission.expires_at:
             self._return(now, admission)  # too late to start: refused unstarted
             return
@@ -556,6 +573,7 @@ class _Arrivals:
     head: tuple[float, str, str, str]
     rest: Iterator[tuple[float, str, str, str]]
     cost: Distribution | None  # the estimate the stream's jobs declare
+    each: Mapping[str, float] | None  # a trace's costs, per job (where a row gives one)
 
 
 def simulate(

@@ -25,6 +25,9 @@ from janus.core.paging import MAX_PER_SCOPE, MEMORY_BUDGET
 from janus.core.policy import DependencyPolicy
 
 _CLOCK_ONLY = frozenset({WaitReason.PAUSED})  # not RATE: a result's duration frees a window early
+# Limits that a new job cannot lift: an arrival at a dependency held by one of these, before the
+# time it frees by the clock, waits as it would after the admission step.
+_FULL = frozenset({WaitReason.PAUSED, WaitReason.RATE, WaitReason.CONCURRENCY})
 # Limits whose `Blocked` reads the same at every instant until a wakeup or the lane's own event
 # lifts it (a recovering ramp's text names its share, which grows by the clock).
 _STEADY_BLOCKS = frozenset({WaitReason.RATE, WaitReason.PAUSED, WaitReason.CONCURRENCY, WaitReason.CIRCUIT})
@@ -43,6 +46,7 @@ class SkipRule:
         "_backoff",
         "_blocked",
         "_costed",
+        "_plain",
         "_single",
         "_stalled",
         "scopes",
@@ -60,6 +64,11 @@ class SkipRule:
         self._all_rated = all(policy.rate_limits for policy in policies)
         self._single = len(policies) == 1
         self._costed = {policy.name for policy in policies if policy.unit_limits}
+        # Dependencies whose limits a new job cannot move: no unit limits (a new job with a
+        # smaller estimate may fit where the head's did not), no adaptive limits.
+        self._plain = {
+            policy.name for policy in policies if not policy.unit_limits and policy.adaptive is None
+        }
         self.scopes = 0  # (dependency, scope) pairs seen
         self._blocked: list[Blocked] = []  # what the last admission step found held back
         self._stalled = False  # the last step announced a wakeup at its own instant and admitted nothing
@@ -76,8 +85,17 @@ class SkipRule:
 
     # -- the rule --------------------------------------------------------------------------
 
-    def skips(self, results: Iterable[Result], now: float) -> bool:
-        """May `results`, all that reached Janus at `now`, be applied without the admission step?
+    def skips(
+        self, results: Iterable[Result], now: float, arrivals: Iterable[tuple[float, str, str, str]] = ()
+    ) -> bool:
+        """May `results` and `arrivals`, all that reached Janus at `now`, be applied and
+        submitted without the admission step?
+
+        An arrival is submitted without it when its dependency is held by a limit a new job
+        cannot lift (a full rate window, every slot held, a pause) and not only until `now`: the
+        step would find the same limit and admit nothing of it. Not a dependency with unit or
+        adaptive limits (a smaller estimate may fit; the limits move with the outcomes). The
+        conditions on the other dependencies are those for results:
 
         Yes when every one is a success of a dependency that `admit` at `now` could not admit
         from: one that the last decision found held by a limit that only the clock lifts, and
@@ -117,6 +135,20 @@ class SkipRule:
                 for block in blocked
                 if block.reason in _CLOCK_ONLY and block.until is not None and block.until > now
             }
+        arriving: set[str] = set()
+        if arrivals:
+            if not (self._all_rated or self._single):
+                return False
+            full = {
+                block.dependency
+                for block in blocked
+                if block.reason in _FULL and (block.until is None or block.until > now)
+            }
+            plain = self._plain
+            for _, _, dependency, _ in arrivals:
+                if dependency not in full or dependency not in plain:
+                    return False
+                arriving.add(dependency)
         idle_rule = self._all_rated
         waiting, untracked = self.waiting, self.untracked
         costed = self._costed
@@ -128,6 +160,8 @@ class SkipRule:
                 return False  # settling the cost moves the unit windows, either way
             if dependency in held:
                 continue
+            if dependency in arriving:
+                return False  # not idle any more, and its result may free a rate window's place
             if not idle_rule or dependency in untracked:
                 return False
             backoff = self._backoff[dependency]

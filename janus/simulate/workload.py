@@ -13,7 +13,6 @@ runs, so two policies are compared on the same luck, and real workers can play t
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 import re
@@ -31,6 +30,7 @@ from janus.core.policy import RateLimit
 from janus.errors import ConfigError
 from janus.simulate.costs import CostSpec
 from janus.simulate.distributions import Distribution, mix
+from janus.simulate.trace import TraceError, read_trace
 
 
 class WorkloadError(ConfigError):
@@ -283,6 +283,7 @@ class Stream:
     spacing: str = "even"
     trace: tuple[tuple[float, str, str, str], ...] = ()
     cost: Distribution | None = None  # the estimate its jobs declare (None: the default, 1)
+    trace_costs: Mapping[str, float] = field(default_factory=dict)  # a trace's own, per job
 
     def jobs(self, rng: random.Random) -> Iterator[tuple[float, str, str, str]]:
         """(t, job_id, dependency, scope), in time order."""
@@ -346,40 +347,6 @@ def _first_error(error: ValidationError) -> str:
     return f"{location}: {message}{more}"
 
 
-def read_trace(path: Path, key: str) -> tuple[tuple[float, str, str, str], ...]:
-    """A CSV of `t, job_id, dependency, scope` (a header row naming them is optional), sorted by t."""
-    try:
-        with path.open(newline="", encoding="utf-8") as file:
-            rows = list(csv.reader(file))
-    except OSError as exc:
-        raise WorkloadError(f"{key}: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise WorkloadError(f"{key}: {path} is not UTF-8 text") from None
-    if rows and [cell.strip() for cell in rows[0]] == ["t", "job_id", "dependency", "scope"]:
-        rows = rows[1:]
-        first_line = 2
-    else:
-        first_line = 1
-    jobs: list[tuple[float, str, str, str]] = []
-    for number, row in enumerate(rows, start=first_line):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) != 4:
-            raise WorkloadError(f"{key}: {path.name} line {number}: expected t, job_id, dependency, scope")
-        t_text, job_id, dependency, scope = (cell.strip() for cell in row)
-        try:
-            t = float(t_text)
-        except ValueError:
-            raise WorkloadError(f"{key}: {path.name} line {number}: t {t_text!r} is not a number") from None
-        if not math.isfinite(t) or t < 0:
-            raise WorkloadError(f"{key}: {path.name} line {number}: t must be a non-negative number")
-        if not job_id:
-            raise WorkloadError(f"{key}: {path.name} line {number}: job_id is empty")
-        jobs.append((t, job_id, dependency, scope or "default"))
-    jobs.sort(key=lambda job: job[0])
-    return tuple(jobs)
-
-
 def parse_workload(
     data: Mapping[str, Any],
     dependencies: Sequence[str],
@@ -407,13 +374,14 @@ def parse_workload(
     for index, arrival in enumerate(config.arrivals):
         key = f"arrivals.{index}"
         trace: tuple[tuple[float, str, str, str], ...] = ()
+        trace_costs: Mapping[str, float] = {}
         if arrival.trace is not None:
             path = Path(arrival.trace)
             if not path.is_absolute() and base is not None:
                 path = base / path
             try:
-                trace = read_trace(path, f"{key}.trace")
-            except WorkloadError as exc:
+                trace, trace_costs = read_trace(path, f"{key}.trace")
+            except TraceError as exc:
                 raise WorkloadError(f"invalid workload in {source}: {exc}") from None
             for t, job_id, dependency, _ in trace:
                 if dependency not in known:
@@ -442,6 +410,7 @@ def parse_workload(
                 spacing=arrival.spacing,
                 trace=trace,
                 cost=arrival.cost,
+                trace_costs=trace_costs,
             )
         )
     for name in sorted(used):

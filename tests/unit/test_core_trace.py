@@ -37,7 +37,6 @@ import pytest
 
 from janus.core.circuit import CircuitSnapshot
 from janus.core.jobs import Job, JobState
-from janus.core.lane import NO_AGAIN
 from janus.core.policy import (
     RECOVERY_OFF,
     CircuitPolicy,
@@ -48,6 +47,7 @@ from janus.core.policy import (
     RetryPolicy,
 )
 from janus.core.scheduler import Scheduler
+from janus.core.scope import NO_AGAIN
 from tests.unit.simulated_store import page_for, snapshot_of
 
 TRACES = Path(__file__).with_name("core_traces.json")

@@ -148,7 +148,10 @@ def test_a_bad_workload_is_one_exact_line_naming_the_key(text: str, message: str
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ("0.5,j1,api\n", "arrivals.0.trace: trace.csv line 1: expected t, job_id, dependency, scope"),
+        (
+            "0.5,j1,api\n",
+            "arrivals.0.trace: trace.csv line 1: expected t, job_id, dependency, scope (and optionally cost)",
+        ),
         (
             "t,job_id,dependency,scope\nsoon,j1,api,a\n",
             "arrivals.0.trace: trace.csv line 2: t 'soon' is not a number",

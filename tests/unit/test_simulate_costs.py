@@ -4,6 +4,7 @@ by the core at admission, and settled by the actual cost each call reports."""
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,62 @@ def test_skipping_the_admission_step_changes_nothing_with_costs() -> None:
 def test_a_bad_cost_names_its_key(cost: object, message: str) -> None:
     with pytest.raises(WorkloadError, match=message.replace("(", r"\(")):
         workload(cost)
+
+
+# -- a trace's cost column ------------------------------------------------------------------
+
+
+def traced(tmp_path: Path, rows: str, stream_cost: object | None = None) -> Workload:
+    (tmp_path / "trace.csv").write_text(rows, encoding="utf-8")
+    arrival: dict[str, object] = {"trace": "trace.csv"}
+    if stream_cost is not None:
+        arrival["cost"] = stream_cost
+    return parse_workload(
+        {"arrivals": [arrival], "services": {"llm": {"duration": "50ms", "cost_factor": 1.0}}},
+        ["llm"],
+        base=tmp_path,
+    )
+
+
+def test_a_trace_gives_each_job_its_cost(tmp_path: Path) -> None:
+    # 20 jobs at once, of 4000 units each: two fit in a window of 10,000 units.
+    heavy = "t,job_id,dependency,scope,cost\n" + "".join(f"0,h{n},llm,a,4000\n" for n in range(20))
+    outcome = simulate(policies(), traced(tmp_path, heavy), timeline=True)
+    assert outcome.unfinished == 0
+    assert outcome.dependencies["llm"].units_estimated == 20 * 4000
+    assert outcome.timeline is not None
+    started = [row[0] for row in outcome.timeline if row[1] == "started"]
+    assert max_in_window(started, 1.0) == 2
+    assert max(started) == pytest.approx(9.0)  # ten windows of two
+    # The same rows without the column cost 1 each: one window.
+    light = "".join(f"0,h{n},llm,a\n" for n in range(20))
+    outcome = simulate(policies(), traced(tmp_path, light))
+    assert outcome.dependencies["llm"].units_estimated == 20
+    assert max(scope.finished[-1] for scope in outcome.dependencies["llm"].scopes.values()) < 1.0
+
+
+def test_an_empty_cost_cell_takes_the_streams_cost(tmp_path: Path) -> None:
+    rows = "0,a,llm,x,300\n0,b,llm,x,\n0.5,c,llm,x\n"  # a cost, an empty cell, no cell
+    outcome = simulate(policies(), traced(tmp_path, rows, stream_cost=50), timeline=True)
+    assert outcome.dependencies["llm"].units_estimated == 300 + 50 + 50
+    outcome = simulate(policies(), traced(tmp_path, rows))
+    assert outcome.dependencies["llm"].units_estimated == 300 + 1 + 1
+    # A cost that never fits is set aside at intake, as a stream's is.
+    outcome = simulate(policies(), traced(tmp_path, "0,big,llm,x,20000\n0,ok,llm,x,10\n"))
+    assert [job for job, _, _ in outcome.dependencies["llm"].refused] == ["big"]
+    assert outcome.unfinished == 0
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("0,a,llm,x,lots\n", "arrivals.0.trace: trace.csv line 1: cost 'lots' is not a number"),
+        ("t,job_id,dependency,scope,cost\n0,a,llm,x,-2\n", "trace.csv line 2: cost must be a non-negative"),
+        ("0,a,llm,x,1,2\n", "trace.csv line 1: expected t, job_id, dependency, scope (and optionally cost)"),
+    ],
+)
+def test_a_bad_trace_cost_names_its_line(tmp_path: Path, rows: str, message: str) -> None:
+    with pytest.raises(WorkloadError) as raised:
+        traced(tmp_path, rows)
+    assert message in str(raised.value)
+    assert str(raised.value).startswith("invalid workload in <workload>: arrivals.0.trace: trace.csv line")

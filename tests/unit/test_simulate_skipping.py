@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from janus.core.policy import DependencyPolicy, RateLimit, RecoveryPolicy
+from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit, RecoveryPolicy
 from janus.core.rate import admission_windows
 from janus.core.recovery import RAMP_WINDOW, Ramp, _step_starts
+from janus.simulate import engine, parse_workload
 from janus.simulate.workload import Workload
-from tests.unit.test_simulate import assert_skipping_changes_nothing, scenarios
+from tests.unit.test_simulate import assert_skipping_changes_nothing, scenarios, timeline
 
 # The ramp of the run that found it: begun at this instant, step 3 starts 3 s later.
 FOUND_STARTED = 5.461452336385105
@@ -68,3 +70,45 @@ def test_skipping_changes_nothing_with_three_dependencies(
     scenario: tuple[list[DependencyPolicy], Workload],
 ) -> None:
     assert_skipping_changes_nothing(*scenario)
+
+
+class _ArrivalsTicking(engine.Simulation):
+    """Skips results' steps as the engine does, and never an arrival's."""
+
+    def _skips_admission(self, now: float) -> bool:
+        return not self._arrivals and super()._skips_admission(now)
+
+
+def _held_arrivals(limit: dict[str, object]) -> tuple[list[DependencyPolicy], Workload]:
+    """A backlog that keeps the dependency at its limit while Poisson arrivals keep coming."""
+    policy = DependencyPolicy(
+        name="api",
+        rate_limits=(RateLimit(count=20, window=1.0),),
+        concurrency=limit.get("concurrency"),  # type: ignore[arg-type]
+        admission_ttl=0.1,
+        lease_timeout=5.0,
+        fairness=FairnessPolicy(scope_concurrency=limit.get("scope_concurrency")),  # type: ignore[arg-type]
+    )
+    load = parse_workload(
+        {
+            "arrivals": [
+                {"dependency": "api", "scope": "bulk", "count": 200},
+                {"dependency": "api", "scope": "live", "rate": 15, "stop": "8s", "spacing": "poisson"},
+            ],
+            "services": {"api": {"duration": {"uniform": ["50ms", "400ms"]}, "failure_probability": 0.1}},
+        },
+        ["api"],
+    )
+    return [policy], load
+
+
+@pytest.mark.parametrize(
+    "limit", [{}, {"concurrency": 3}, {"scope_concurrency": 2}], ids=["rate", "concurrency", "scope_cap"]
+)
+def test_arrivals_at_a_held_dependency_skip_the_step_and_change_nothing(limit: dict[str, object]) -> None:
+    policies, load = _held_arrivals(limit)
+    assert_skipping_changes_nothing(policies, load)
+    fast = engine.Simulation(policies, load, seed=2, timeline=True).run()
+    arrivals_ticking = _ArrivalsTicking(policies, load, seed=2, timeline=True).run()
+    assert timeline(fast) == timeline(arrivals_ticking)
+    assert fast.ticks < arrivals_ticking.ticks  # some arrivals came while it was held, and took no step
