@@ -57,7 +57,7 @@ def policy(dependencies: Sequence[str]) -> str:
     lines = ["# Written by benchmarks/scale_out.py: unlimited dependencies, member mode.", ""]
     lines += ["[scale_out]", "enabled = true", ""]
     for name in dependencies:
-        lines += [f"[dependencies.{name}]", 'lease_timeout = "60s"', 'admission_ttl = "30s"', ""]
+        lines += [f"[dependencies.{name}]", 'lease_timeout = "900s"', 'admission_ttl = "600s"', ""]
     return "\n".join(lines)
 
 
@@ -106,17 +106,22 @@ async def _leases(database_url: str) -> dict[str, str]:
     return {row["dependency"]: row["holder"] for row in rows}
 
 
-async def _settled(database_url: str, dependencies: Sequence[str], processes: int) -> dict[str, str]:
+async def _settled(database_url: str, dependencies: Sequence[str], janus: Sequence[Child]) -> dict[str, str]:
     """Wait until every dependency is led and N holders share them evenly, and stay so for 2 s."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
     stable_since: float | None = None
     last: dict[str, str] = {}
     while True:
+        for child in janus:
+            if child.process.returncode is not None:
+                raise BenchmarkError(
+                    f"{child.name} exited ({child.process.returncode})\n{child.stderr_tail()}"
+                )
         leases = await _leases(database_url)
         loads = [list(leases.values()).count(h) for h in set(leases.values())]
         balanced = (
             set(leases) == set(dependencies)
-            and len(loads) == min(processes, len(dependencies))
+            and len(loads) == min(len(janus), len(dependencies))
             and max(loads) - min(loads) <= 1
         )
         now = time.monotonic()
@@ -128,7 +133,8 @@ async def _settled(database_url: str, dependencies: Sequence[str], processes: in
             stable_since = None
         last = leases
         if now >= deadline:
-            raise BenchmarkError(f"the leases did not settle within {SETTLE_TIMEOUT:g}s: {leases}")
+            tails = "\n".join(f"--- {c.name}\n{c.stderr_tail()}" for c in janus)
+            raise BenchmarkError(f"the leases did not settle within {SETTLE_TIMEOUT:g}s: {leases}\n{tails}")
         await asyncio.sleep(0.2)
 
 
@@ -161,7 +167,7 @@ async def run_one(services: Services, processes: int, dependencies: Sequence[str
                 )
                 for i in range(processes)
             ]
-            leases = await _settled(database_url, dependencies, processes)
+            leases = await _settled(database_url, dependencies, janus)
             holders = {_member_of(child): child for child in janus}
             halves = [list(dependencies[0::2]), list(dependencies[1::2])]
             workers = []
