@@ -33,14 +33,14 @@ from janus import logs
 from janus.api.changes import RecentChanges
 from janus.api.metrics import Metrics
 from janus.broker import connection as broker
-from janus.broker import topology
+from janus.broker import intake_upgrade, topology
 from janus.broker.consumer import Consuming, consume
 from janus.broker.publisher import Publisher
 from janus.config import JanusConfig
 from janus.core.backoff import retry_delay
 from janus.core.rebuild import history_since
 from janus.core.scheduler import Scheduler
-from janus.errors import BrokerError, LeadershipLost, StoreError
+from janus.errors import BrokerError, LeadershipLost, StoreError, TopologyConflict
 from janus.policy_record import record_of
 from janus.service import leadership
 from janus.service.admission_loop import AdmissionLoop
@@ -370,6 +370,12 @@ class Service:
         self, store: Store, term: Term, connection: broker.Connection, scheduler: Scheduler
     ) -> None:
         self._tell_broker_version(connection)
+        if await intake_upgrade.is_partitioned(connection):
+            # Its janus.q.intake beside the partitioned path would leave a copy of every job unread.
+            raise TopologyConflict(
+                "the broker is set up for member mode (janus broker-upgrade --scale-out): set "
+                "[scale_out] enabled = true in every process, or run `janus broker-upgrade --back` first"
+            )
         declared = await self._declare(connection, scheduler.policies.keys())
         publisher = await Publisher.open(connection)
         if declared:

@@ -349,3 +349,26 @@ async def test_a_dependency_gone_from_the_policy_has_its_queue_retired_once_read
         assert not await exists(connection, topology.intake_queue("mail"))
         assert await intake_upgrade.retire_intake_queue(connection, "mail") == 0, "idempotent"
         await intake_upgrade.check_partitioned_intake(connection, ["api"])
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+async def test_a_single_leader_refuses_a_broker_set_up_for_member_mode(database: str, vhost: str) -> None:
+    """After `--scale-out`, a process without [scale_out] must not declare janus.q.intake again:
+    bound with "#" beside the partitioned path, it would keep an unread copy of every job."""
+    config = make_config(database, vhost, {name: {"lease_timeout": "10s"} for name in DEPENDENCIES})
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, DEPENDENCIES, queue_type=QUEUE_TYPE)
+        await intake_upgrade.to_partitioned(connection, DEPENDENCIES, QUEUE_TYPE)
+        with pytest.raises((TopologyConflict, BaseExceptionGroup)) as caught:
+            async with running_janus(config):
+                pass
+        conflicts = [leaf for leaf in _leaves(caught.value) if isinstance(leaf, TopologyConflict)]
+        assert conflicts, caught.value
+        assert "broker-upgrade --back" in str(conflicts[0])
+        assert not await exists(connection, topology.INTAKE_QUEUE)
