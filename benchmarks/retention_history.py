@@ -24,19 +24,19 @@ spread; the medians of each side are printed too. Also the bytes per stored job 
 a database: docs/operations.md).
 
 With --end-to-end N, then also a real `janus run` on each database in turn (alternating,
---rounds // 2 times each), N jobs through an SDK producer and worker as fast as they go
-(benchmarks.throughput's measurement, whose ids are PREFIX-N): jobs per second and the
-PostgreSQL backends' CPU per job, end to end, and their ratio.
+--end-to-end-rounds times each, --rounds // 2 unless given), N jobs through an SDK producer
+and worker as fast as they go (benchmarks.throughput's measurement, whose ids are PREFIX-N):
+jobs per second and the PostgreSQL backends' CPU per job, end to end, and their ratio.
 
 With --private-server, all of it on a throwaway PostgreSQL cluster of its own
-(benchmarks.private_postgres) instead of the machine's shared server, so that shared_buffers
+(benchmarks._private_postgres) instead of the machine's shared server, so that shared_buffers
 can be sized as docs/operations.md says: --shared-buffers 1GB,128MB runs one phase per size
 on the same loaded databases, restarting the server in between; each phase starts with the
 job_id index read into the buffers (pg_prewarm) and a checkpoint. Each round also prints the
 WAL's full-page images a job (pg_stat_wal: server-wide, so clean only on a private server).
 
     .venv/bin/python -m benchmarks.retention_history [--rows 10000000] [--rounds 16] [--jobs 4000]
-        [--end-to-end 5000] [--ordered-ids] [--keep-loaded NAME]
+        [--end-to-end 5000 [--end-to-end-rounds 8]] [--ordered-ids] [--keep-loaded NAME]
         [--private-server [--shared-buffers 1GB,128MB] [--checkpoint-timeout 5min] [--max-wal-size 1GB]]
 """
 
@@ -55,7 +55,7 @@ from pathlib import Path
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 
-from benchmarks.private_postgres import PrivatePostgres, private_postgres, sigterm_as_interrupt
+from benchmarks._private_postgres import PrivatePostgres, private_postgres, sigterm_as_interrupt
 from benchmarks.throughput import Child, JanusCoordinator, janus_env, measure_throughput
 from janus.core.jobs import Admission, Job, JobState
 from janus.local_services import LocalServices
@@ -359,6 +359,7 @@ class Options:
     jobs: int
     batch: int
     end_to_end: int
+    end_to_end_rounds: int
     ordered: bool
     keep: str | None
     private_server: bool
@@ -463,7 +464,7 @@ async def phase(local: LocalServices, names: dict[str, str], options: Options) -
             await connection.close()
         connections.clear()
         if options.end_to_end:
-            await end_to_end(local, names, max(options.rounds // 2, 1), options.end_to_end)
+            await end_to_end(local, names, options.end_to_end_rounds, options.end_to_end)
     finally:
         for connection in connections:
             await connection.close()
@@ -502,6 +503,7 @@ def main() -> None:
         "--ordered-ids", action="store_true", help="time-ordered job ids (UUIDv7-like) instead of random ones"
     )
     parser.add_argument("--end-to-end", type=int, default=0, help="jobs per janus run round (0: none)")
+    parser.add_argument("--end-to-end-rounds", type=int, help="janus run rounds per database (--rounds // 2)")
     parser.add_argument(
         "--keep-loaded",
         metavar="NAME",
@@ -537,6 +539,7 @@ def main() -> None:
         jobs=args.jobs,
         batch=args.batch,
         end_to_end=args.end_to_end,
+        end_to_end_rounds=args.end_to_end_rounds or max(args.rounds // 2, 1),
         ordered=args.ordered_ids,
         keep=args.keep_loaded,
         private_server=args.private_server,
