@@ -32,12 +32,15 @@ With --private-server, all of it on a throwaway PostgreSQL cluster of its own
 (benchmarks._private_postgres) instead of the machine's shared server, so that shared_buffers
 can be sized as docs/operations.md says: --shared-buffers 1GB,128MB runs one phase per size
 on the same loaded databases, restarting the server in between; each phase starts with the
-job_id index read into the buffers (pg_prewarm) and a checkpoint. Each round also prints the
-WAL's full-page images a job (pg_stat_wal: server-wide, so clean only on a private server).
+job_id index read into the buffers (pg_prewarm) and a checkpoint, and with --explain BATCHES
+benchmarks.retention_explain's breakdown of both databases there (its jobs stay, as in a real
+run). Each round also prints the WAL's full-page images a job (pg_stat_wal: server-wide, so
+clean only on a private server).
 
     .venv/bin/python -m benchmarks.retention_history [--rows 10000000] [--rounds 16] [--jobs 4000]
         [--end-to-end 5000 [--end-to-end-rounds 8]] [--ordered-ids] [--keep-loaded NAME]
-        [--private-server [--shared-buffers 1GB,128MB] [--checkpoint-timeout 5min] [--max-wal-size 1GB]]
+        [--private-server [--shared-buffers 1GB,128MB] [--checkpoint-timeout 5min] [--max-wal-size 1GB]
+         [--explain 40]]
 """
 
 from __future__ import annotations
@@ -81,11 +84,13 @@ SELECT job_id, a, finished_at, 'RuntimeError: upstream said 503'
   FROM janus.jobs, generate_series(1, 5) AS a WHERE state = 'dead'
 """
 CHUNK = 1_000_000
-# The lease for a day, in a new term (a `janus run` of an earlier phase may have led before).
+# The lease for a day, in a new term: after every earlier one (an earlier phase's `janus run`
+# recorded its terms; retention_explain resets the lease row).
 TAKE_LEAD = """
-INSERT INTO janus.leader AS l VALUES (true, $1, 1, now() + interval '1 day')
+INSERT INTO janus.leader AS l
+VALUES (true, $1, (SELECT coalesce(max(epoch), 0) + 1 FROM janus.leader_terms), now() + interval '1 day')
     ON CONFLICT (singleton) DO UPDATE
-   SET holder = excluded.holder, epoch = l.epoch + 1, expires_at = excluded.expires_at
+   SET holder = excluded.holder, epoch = greatest(l.epoch + 1, excluded.epoch), expires_at = excluded.expires_at
 RETURNING epoch
 """
 BLOCKS_READ = """
@@ -360,6 +365,7 @@ class Options:
     batch: int
     end_to_end: int
     end_to_end_rounds: int
+    explain: int  # batches of benchmarks.retention_explain per phase (0: none)
     ordered: bool
     keep: str | None
     private_server: bool
@@ -401,6 +407,12 @@ async def measure(local: LocalServices, options: Options, server: PrivatePostgre
                 server.restart(settings)
                 print(f"phase: private server restarted with {server.describe()}", flush=True)
                 await _prepare_phase(local, names)
+                if options.explain:
+                    # Imported here: retention_explain imports this module.
+                    from benchmarks.retention_explain import explain
+
+                    for name in names.values():
+                        await explain(local.pg_url(name), options.explain, options.ordered)
             await phase(local, names, options)
     finally:
         for name in names.values():
@@ -522,6 +534,13 @@ def main() -> None:
     )
     parser.add_argument("--checkpoint-timeout", default="5min", help="with --private-server")
     parser.add_argument("--max-wal-size", default="1GB", help="with --private-server")
+    parser.add_argument(
+        "--explain",
+        type=int,
+        default=0,
+        metavar="BATCHES",
+        help="with --private-server: benchmarks.retention_explain on both databases at each phase's start",
+    )
     args = parser.parse_args()
     if args.private_server and args.keep_loaded:
         parser.error("--keep-loaded keeps a database on the shared server; a private server is deleted after")
@@ -539,6 +558,7 @@ def main() -> None:
         jobs=args.jobs,
         batch=args.batch,
         end_to_end=args.end_to_end,
+        explain=args.explain,
         end_to_end_rounds=args.end_to_end_rounds or max(args.rounds // 2, 1),
         ordered=args.ordered_ids,
         keep=args.keep_loaded,
