@@ -95,7 +95,9 @@ class PrivatePostgres:
         self.running = True
 
     def stop(self) -> None:
-        if not self.running:
+        if not self.running or not (self.data / "postmaster.pid").exists():
+            # Already stopped: Ctrl-C in a terminal signals the whole process group, the server too.
+            self.running = False
             return
         try:  # fast: a clean shutdown (a checkpoint) that does not wait for clients
             self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "300", "stop")
