@@ -24,12 +24,23 @@ spread; the medians of each side are printed too. Also the bytes per stored job 
 a database: docs/operations.md).
 
 With --end-to-end N, then also a real `janus run` on each database in turn (alternating,
---rounds // 2 times each), N jobs through an SDK producer and worker as fast as they go
-(benchmarks.throughput's measurement, whose ids are PREFIX-N): jobs per second and the
-PostgreSQL backends' CPU per job, end to end, and their ratio.
+--end-to-end-rounds times each, --rounds // 2 unless given), N jobs through an SDK producer
+and worker as fast as they go (benchmarks.throughput's measurement, whose ids are PREFIX-N):
+jobs per second and the PostgreSQL backends' CPU per job, end to end, and their ratio.
+
+With --private-server, all of it on a throwaway PostgreSQL cluster of its own
+(benchmarks._private_postgres) instead of the machine's shared server, so that shared_buffers
+can be sized as docs/operations.md says: --shared-buffers 1GB,128MB runs one phase per size
+on the same loaded databases, restarting the server in between; each phase starts with the
+job_id index read into the buffers (pg_prewarm) and a checkpoint, and with --explain BATCHES
+benchmarks.retention_explain's breakdown of both databases there (its jobs stay, as in a real
+run). Each round also prints the WAL's full-page images a job (pg_stat_wal: server-wide, so
+clean only on a private server).
 
     .venv/bin/python -m benchmarks.retention_history [--rows 10000000] [--rounds 16] [--jobs 4000]
-        [--end-to-end 5000] [--ordered-ids] [--keep-loaded NAME]
+        [--end-to-end 5000 [--end-to-end-rounds 8]] [--ordered-ids] [--keep-loaded NAME]
+        [--private-server [--shared-buffers 1GB,128MB] [--checkpoint-timeout 5min] [--max-wal-size 1GB]
+         [--explain 40]]
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from pathlib import Path
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 
+from benchmarks._private_postgres import PrivatePostgres, private_postgres, sigterm_as_interrupt
 from benchmarks.throughput import Child, JanusCoordinator, janus_env, measure_throughput
 from janus.core.jobs import Admission, Job, JobState
 from janus.local_services import LocalServices
@@ -72,6 +84,15 @@ SELECT job_id, a, finished_at, 'RuntimeError: upstream said 503'
   FROM janus.jobs, generate_series(1, 5) AS a WHERE state = 'dead'
 """
 CHUNK = 1_000_000
+# The lease for a day, in a new term: after every earlier one (an earlier phase's `janus run`
+# recorded its terms; retention_explain resets the lease row).
+TAKE_LEAD = """
+INSERT INTO janus.leader AS l
+VALUES (true, $1, (SELECT coalesce(max(epoch), 0) + 1 FROM janus.leader_terms), now() + interval '1 day')
+    ON CONFLICT (singleton) DO UPDATE
+   SET holder = excluded.holder, epoch = greatest(l.epoch + 1, excluded.epoch), expires_at = excluded.expires_at
+RETURNING epoch
+"""
 BLOCKS_READ = """
 SELECT sum(coalesce(heap_blks_read, 0) + coalesce(idx_blks_read, 0) + coalesce(toast_blks_read, 0))
   FROM pg_statio_user_tables WHERE schemaname = 'janus'
@@ -83,6 +104,7 @@ class Round:
     cpu_per_job: float  # seconds of the backend's CPU
     jobs_per_second: float
     reads_per_job: float  # blocks read from outside shared buffers (heap and indexes of janus.*)
+    fpi_per_job: float  # full-page images written to the WAL, server-wide (pg_stat_wal)
 
 
 def _admitted(job_id: str, now: float) -> tuple[Job, str]:
@@ -115,11 +137,13 @@ def _succeeded(job_id: str, now: float) -> Job:
 
 
 class Bench:
-    def __init__(self, name: str, connection: asyncpg.Connection, holder: uuid.UUID, ordered: bool) -> None:
+    def __init__(
+        self, name: str, connection: asyncpg.Connection, holder: uuid.UUID, ordered: bool, epoch: int
+    ) -> None:
         self.name = name
         self.ordered = ordered
         self.connection = connection
-        self.session = LeaderSession(connection, holder, 1)
+        self.session = LeaderSession(connection, holder, epoch)
         self.backend: psutil.Process | None = None
         self.rounds: list[Round] = []
 
@@ -137,9 +161,16 @@ class Bench:
         value = await self.connection.fetchval(BLOCKS_READ)
         return int(value or 0)
 
+    async def full_page_images(self) -> int:
+        # Server-wide: every database's WAL; clean on a private server (--private-server).
+        await self.connection.execute("SELECT pg_stat_force_next_flush()")
+        await asyncio.sleep(0)
+        return int(await self.connection.fetchval("SELECT wal_fpi FROM pg_stat_wal"))
+
     async def run(self, jobs: int, batch: int) -> None:
         assert self.backend is not None
         reads_before = await self.blocks_read()
+        fpi_before = await self.full_page_images()
         cpu_before = sum(self.backend.cpu_times()[:2])
         started = time.perf_counter()
         for _ in range(jobs // batch):
@@ -155,8 +186,14 @@ class Bench:
         cpu = sum(self.backend.cpu_times()[:2]) - cpu_before
         elapsed = time.perf_counter() - started
         reads = await self.blocks_read() - reads_before
+        fpi = await self.full_page_images() - fpi_before
         self.rounds.append(
-            Round(cpu_per_job=cpu / done, jobs_per_second=done / elapsed, reads_per_job=reads / done)
+            Round(
+                cpu_per_job=cpu / done,
+                jobs_per_second=done / elapsed,
+                reads_per_job=reads / done,
+                fpi_per_job=fpi / done,
+            )
         )
 
 
@@ -228,6 +265,7 @@ class SinceCoordinator(JanusCoordinator):
 
 async def end_to_end(local: LocalServices, names: dict[str, str], rounds: int, jobs: int) -> None:
     results: dict[str, list[tuple[float, float]]] = {label: [] for label in names}
+    run_tag = uuid.uuid4().hex[:6]  # ids unseen by the databases: a later phase reuses them
     with tempfile.TemporaryDirectory(prefix="janus-history-") as directory:
         workdir = Path(directory)
         config = workdir / "janus.toml"
@@ -245,7 +283,9 @@ async def end_to_end(local: LocalServices, names: dict[str, str], rounds: int, j
                 try:
                     await child.wait_for_stderr("leading as", timeout=60.0)
                     coordinator = SinceCoordinator(child, local.pg_url(database), database)
-                    measured = await measure_throughput(f"{label}{index}", coordinator, url, jobs, workdir)
+                    measured = await measure_throughput(
+                        f"{label}{index}-{run_tag}", coordinator, url, jobs, workdir
+                    )
                     await child.stop()
                 finally:
                     child.kill()
@@ -317,27 +357,87 @@ async def _copy_database(local: LocalServices, source: str, target: str) -> None
         await admin.close()
 
 
-async def run(
-    rows: int, rounds: int, jobs: int, batch: int, end_to_end_jobs: int, ordered: bool, keep: str | None
-) -> None:
-    local = LocalServices()
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Options:
+    rows: int
+    rounds: int
+    jobs: int
+    batch: int
+    end_to_end: int
+    end_to_end_rounds: int
+    explain: int  # batches of benchmarks.retention_explain per phase (0: none)
+    ordered: bool
+    keep: str | None
+    private_server: bool
+    phases: list[dict[str, str]]  # a private server's settings per phase; [{}] on the shared one
+
+
+# While loading into a private server: room for the index, and few checkpoints (faster).
+LOAD_SETTINGS = {"shared_buffers": "1GB", "max_wal_size": "8GB"}
+
+
+async def run(options: Options) -> None:
+    if not options.private_server:
+        await measure(LocalServices(), options, None)
+        return
+    with private_postgres(LOAD_SETTINGS) as server:
+        print(f"private PostgreSQL at {server.url} in {server.directory}", flush=True)
+        await measure(LocalServices(pg_base=server.url), options, server)
+
+
+async def measure(local: LocalServices, options: Options, server: PrivatePostgres | None) -> None:
     suffix = uuid.uuid4().hex[:8]
     names = {"empty": f"janus_hist_empty_{suffix}", "history": f"janus_hist_full_{suffix}"}
     for name in names.values():
         await local.create_database(name)
-    connections: list[asyncpg.Connection] = []
     try:
         for name in names.values():
             connection = await asyncpg.connect(local.pg_url(name))
             await migrate(connection)
             await connection.close()
-        await _history_database(local, names["history"], rows, ordered, keep)
+        await _history_database(local, names["history"], options.rows, options.ordered, options.keep)
         stored, jobs_bytes, errors_bytes = await sizes(local.pg_url(names["history"]))
         print(
             f"{stored:,} jobs; janus.jobs {jobs_bytes / 2**20:,.0f} MiB "
             f"({jobs_bytes / stored:.0f} bytes a job, indexes included), attempt_errors "
             f"{errors_bytes / 2**20:,.0f} MiB ({errors_bytes / stored:.0f} bytes a job over all jobs)"
         )
+        for settings in options.phases:
+            if server is not None:
+                server.restart(settings)
+                print(f"phase: private server restarted with {server.describe()}", flush=True)
+                await _prepare_phase(local, names)
+                if options.explain:
+                    # Imported here: retention_explain imports this module.
+                    from benchmarks.retention_explain import explain
+
+                    for name in names.values():
+                        await explain(local.pg_url(name), options.explain, options.ordered)
+            await phase(local, names, options)
+    finally:
+        for name in names.values():
+            await local.drop_database(name)
+
+
+async def _prepare_phase(local: LocalServices, names: dict[str, str]) -> None:
+    """After a restart: the job_id index read into shared buffers (as a server that has run a
+    while with room for it has it), then a checkpoint, so every phase starts alike (each index
+    page's first change after it writes a full-page image)."""
+    for name in names.values():
+        connection = await asyncpg.connect(local.pg_url(name))
+        try:
+            await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+            pages = await connection.fetchval("SELECT pg_prewarm('janus.jobs_job_id_unique')")
+            size = await connection.fetchval("SELECT pg_relation_size('janus.jobs_job_id_unique')")
+            print(f"  {name}: job_id index {size / 2**20:,.0f} MiB, {pages:,} pages prewarmed", flush=True)
+            await connection.execute("CHECKPOINT", timeout=None)
+        finally:
+            await connection.close()
+
+
+async def phase(local: LocalServices, names: dict[str, str], options: Options) -> None:
+    connections: list[asyncpg.Connection] = []
+    try:
         benches = []
         for label, name in names.items():
             holder = uuid.uuid4()
@@ -345,41 +445,41 @@ async def run(
                 local.pg_url(name), server_settings={"plan_cache_mode": "force_generic_plan"}
             )
             connections.append(connection)
+            epoch = await connection.fetchval(TAKE_LEAD, holder)  # after an earlier phase's janus run
             await connection.execute(
-                "INSERT INTO janus.leader VALUES (true, $1, 1, now() + interval '1 day')", holder
+                "INSERT INTO janus.leader_terms (epoch, holder) VALUES ($1, $2)", epoch, holder
             )
-            bench = Bench(label, connection, holder, ordered)
+            bench = Bench(label, connection, holder, options.ordered, epoch)
             await bench.start()
-            await bench.run(jobs // 4, batch)  # warm-up: plans, caches
+            await bench.run(options.jobs // 4, options.batch)  # warm-up: plans, caches
             bench.rounds.clear()
             benches.append(bench)
-        for index in range(rounds):
+        for index in range(options.rounds):
             order = benches if index % 2 == 0 else benches[::-1]
             for bench in order:
                 await bench.vacuum()  # as autovacuum would: fresh statistics, freed room
-                await bench.run(jobs, batch)
+                await bench.run(options.jobs, options.batch)
             print(
                 f"  round {index + 1}: "
                 + "; ".join(
                     f"{b.name} {b.rounds[-1].cpu_per_job * 1e6:.0f} µs CPU/job, "
-                    f"{b.rounds[-1].jobs_per_second:,.0f} jobs/s, {b.rounds[-1].reads_per_job:.3f} reads/job"
+                    f"{b.rounds[-1].jobs_per_second:,.0f} jobs/s, {b.rounds[-1].reads_per_job:.3f} reads/job, "
+                    f"{b.rounds[-1].fpi_per_job:.3f} FPI/job"
                     for b in benches
                 )
                 + f" (load average {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
-        print_summary(benches, rows, rounds, jobs, batch)
+        print_summary(benches, options.rows, options.rounds, options.jobs, options.batch)
         for connection in connections:
             await connection.execute("UPDATE janus.leader SET expires_at = now()")  # for janus run
             await connection.close()
         connections.clear()
-        if end_to_end_jobs:
-            await end_to_end(local, names, max(rounds // 2, 1), end_to_end_jobs)
+        if options.end_to_end:
+            await end_to_end(local, names, options.end_to_end_rounds, options.end_to_end)
     finally:
         for connection in connections:
             await connection.close()
-        for name in names.values():
-            await local.drop_database(name)
 
 
 def print_summary(benches: list[Bench], rows: int, rounds: int, jobs: int, batch: int) -> None:
@@ -387,15 +487,13 @@ def print_summary(benches: list[Bench], rows: int, rounds: int, jobs: int, batch
     cpu = [statistics.median(r.cpu_per_job for r in b.rounds) for b in benches]
     rate = [statistics.median(r.jobs_per_second for r in b.rounds) for b in benches]
     reads = [statistics.median(r.reads_per_job for r in b.rounds) for b in benches]
+    fpi = [statistics.median(r.fpi_per_job for r in b.rounds) for b in benches]
     print(f"tick statement, batches of {batch}, {rounds} rounds of {jobs} jobs each, medians:")
-    print(
-        f"  empty table:      {cpu[0] * 1e6:6.0f} µs backend CPU a job, {rate[0]:8,.0f} jobs/s, "
-        f"{reads[0]:.3f} blocks read a job"
-    )
-    print(
-        f"  {rows:,} finished: {cpu[1] * 1e6:6.0f} µs backend CPU a job, {rate[1]:8,.0f} jobs/s, "
-        f"{reads[1]:.3f} blocks read a job"
-    )
+    for label, index in ((f"{'empty table:':17s}", 0), (f"{rows:,} finished:", 1)):
+        print(
+            f"  {label} {cpu[index] * 1e6:6.0f} µs backend CPU a job, {rate[index]:8,.0f} jobs/s, "
+            f"{reads[index]:.3f} blocks read a job, {fpi[index]:.3f} WAL full-page images a job"
+        )
     pairs = list(zip(empty.rounds, history.rounds, strict=True))
     cpu_ratios = [h.cpu_per_job / e.cpu_per_job for e, h in pairs]
     rate_ratios = [h.jobs_per_second / e.jobs_per_second for e, h in pairs]
@@ -417,17 +515,58 @@ def main() -> None:
         "--ordered-ids", action="store_true", help="time-ordered job ids (UUIDv7-like) instead of random ones"
     )
     parser.add_argument("--end-to-end", type=int, default=0, help="jobs per janus run round (0: none)")
+    parser.add_argument("--end-to-end-rounds", type=int, help="janus run rounds per database (--rounds // 2)")
     parser.add_argument(
         "--keep-loaded",
         metavar="NAME",
         help="keep the loaded history database as NAME, or copy it from there",
     )
-    args = parser.parse_args()
-    asyncio.run(
-        run(
-            args.rows, args.rounds, args.jobs, args.batch, args.end_to_end, args.ordered_ids, args.keep_loaded
-        )
+    parser.add_argument(
+        "--private-server",
+        action="store_true",
+        help="run on a throwaway PostgreSQL cluster of its own (initdb in a temporary directory), deleted after",
     )
+    parser.add_argument(
+        "--shared-buffers",
+        default="128MB",
+        help="with --private-server: shared_buffers, or several separated by commas, one phase each "
+        "on the same loaded databases (the server restarted in between), e.g. 1GB,128MB",
+    )
+    parser.add_argument("--checkpoint-timeout", default="5min", help="with --private-server")
+    parser.add_argument("--max-wal-size", default="1GB", help="with --private-server")
+    parser.add_argument(
+        "--explain",
+        type=int,
+        default=0,
+        metavar="BATCHES",
+        help="with --private-server: benchmarks.retention_explain on both databases at each phase's start",
+    )
+    args = parser.parse_args()
+    if args.private_server and args.keep_loaded:
+        parser.error("--keep-loaded keeps a database on the shared server; a private server is deleted after")
+    phases = [
+        {
+            "shared_buffers": size.strip(),
+            "checkpoint_timeout": args.checkpoint_timeout,
+            "max_wal_size": args.max_wal_size,
+        }
+        for size in args.shared_buffers.split(",")
+    ]
+    options = Options(
+        rows=args.rows,
+        rounds=args.rounds,
+        jobs=args.jobs,
+        batch=args.batch,
+        end_to_end=args.end_to_end,
+        explain=args.explain,
+        end_to_end_rounds=args.end_to_end_rounds or max(args.rounds // 2, 1),
+        ordered=args.ordered_ids,
+        keep=args.keep_loaded,
+        private_server=args.private_server,
+        phases=phases if args.private_server else [{}],
+    )
+    sigterm_as_interrupt()
+    asyncio.run(run(options))
 
 
 if __name__ == "__main__":
