@@ -6,10 +6,11 @@ publishes its admissions (and its outcomes) together, so here a batch takes the 
 marshalled into one buffer (the method frame, the same for every message with one exchange and
 routing key, marshalled once) and written at once.
 
-Each message still gets its own delivery tag and confirmation future in the channel's table,
-exactly as `basic_publish` registers them: aiormq's own handling of acks (multiple or not),
-nacks, returned `mandatory` messages (matched by message id) and a closing channel (every
-pending future rejected) applies unchanged. This leans on aiormq's channel internals
+Each message still gets its own delivery tag in the channel's table of confirmations, and its
+message id in the table of returns, as `basic_publish` registers them: aiormq's own handling of
+acks (multiple or not), nacks and returned `mandatory` messages applies unchanged. What stands
+in the table is a light slot rather than a future (see `_Slot`); the batch waits on one future,
+which a closing channel fails like any other. This leans on aiormq's channel internals
 (`delivery_tag`, `confirmations`, `message_id_delivery_tag`, `write_queue`), pinned by the
 aiormq version in pyproject.toml and tested in tests/integration/test_batch_publish.py.
 """
@@ -20,6 +21,7 @@ import asyncio
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pamqp.frame
 from aiormq import spec
@@ -44,6 +46,61 @@ class Outgoing:
     mandatory: bool = False
 
 
+class _Confirms:
+    """The confirmations of one batch, gathered: one future for the lot (made by the channel, so
+    that a closing channel fails it, as it fails basic_publish's futures)."""
+
+    __slots__ = ("future", "left", "results")
+
+    def __init__(self, count: int, future: asyncio.Future[list[object]]) -> None:
+        self.future = future
+        self.left = count
+        self.results: list[object] = [None] * count
+
+    def settle(self, index: int, value: object) -> None:
+        self.results[index] = value
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            self.future.set_result(self.results)
+
+
+class _Slot:
+    """One message's place in the channel's table of confirmations. aiormq calls `done()`,
+    `set_result` (an ack) and `set_exception` (a nack, a returned message) on it as on a
+    future; a future per message would cost a loop callback per done-callback on top."""
+
+    __slots__ = ("_channel", "_confirms", "_done", "_index", "_message_id", "_tag")
+
+    def __init__(self, channel: Channel, confirms: _Confirms, index: int, message_id: str, tag: int) -> None:
+        self._channel = channel
+        self._confirms = confirms
+        self._index = index
+        self._message_id = message_id
+        self._tag = tag
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, value: object) -> None:
+        self._settle(value)
+
+    def set_exception(self, exception: BaseException) -> None:
+        self._settle(exception)
+
+    def _settle(self, value: object) -> None:
+        if self._done:
+            return
+        self._done = True
+        ids = self._channel.message_id_delivery_tag
+        if ids.get(self._message_id) == self._tag:
+            del ids[self._message_id]
+        self._confirms.settle(self._index, value)
+
+
 class BatchChannel:
     """Publishes batches on one aiormq channel in confirm mode."""
 
@@ -51,29 +108,29 @@ class BatchChannel:
         self._channel = channel
         self._methods: dict[tuple[str, str, bool], bytes] = {}
 
-    async def publish(self, messages: Sequence[Outgoing]) -> list[asyncio.Future[object]]:
-        """Write every message, in order; returns their confirmations in the same order (each
-        resolves to a Basic.Ack, or fails: refused, returned unroutable, or the channel closed).
-        Raises if the channel is closed or the write fails (then nothing of it is confirmed)."""
+    async def publish(self, messages: Sequence[Outgoing]) -> list[object]:
+        """Write every message, in order, and wait for every confirmation; returns them in the
+        same order: a Basic.Ack, or the exception aiormq gives a refused (nack) or returned
+        (unroutable, mandatory) message. Raises if the channel closes or the write fails."""
+        if not messages:
+            return []
         channel = self._channel
         number = channel.number
-        futures: list[asyncio.Future[object]] = []
+        confirmations = cast(dict[int, Any], channel.confirmations)
+        confirms = _Confirms(len(messages), channel.create_future())
         async with channel.lock:
             first = channel.delivery_tag + 1
             parts: list[bytes] = []
             size = 0
             queued = 0  # messages in the write queue: the broker will number these
             try:
-                for message in messages:
-                    channel.delivery_tag += 1
-                    tag = channel.delivery_tag
-                    confirmation = channel.create_future()
-                    channel.confirmations[tag] = confirmation
+                for index, message in enumerate(messages):
+                    tag = first + index
                     message_id = message.properties.message_id
                     assert message_id, "a batched publish needs a message id"
+                    confirmations[tag] = _Slot(channel, confirms, index, message_id, tag)
                     channel.message_id_delivery_tag[message_id] = tag
-                    confirmation.add_done_callback(_forget(channel, message_id, tag))
-                    futures.append(confirmation)
+                    channel.delivery_tag = tag
                     body = message.body
                     parts.append(self._method(message.exchange, message.routing_key, message.mandatory))
                     parts.append(
@@ -90,23 +147,22 @@ class BatchChannel:
                     size += len(body)
                     if size >= WRITE_BYTES:
                         await channel.write_queue.put(ChannelFrame(b"".join(parts), False))
-                        queued, parts, size = len(futures), [], 0
+                        queued, parts, size = index + 1, [], 0
                 if parts:
                     # The last write is drained, like basic_publish's: the batch is on the socket.
                     drain: asyncio.Future[None] = channel.create_future()
                     await channel.write_queue.put(ChannelFrame(b"".join(parts), False, drain))
-                    queued = len(futures)
+                    queued = len(messages)
                     await drain
             except BaseException:
                 # The broker numbers only what it gets: the tags of what never reached the write
                 # queue are taken back, so later publishes keep matching their confirms.
                 channel.delivery_tag = first + queued - 1
-                for unsent in range(first + queued, first + len(futures)):
-                    channel.confirmations.pop(unsent, None)
-                for confirmation in futures:
-                    confirmation.cancel()
+                for unsent in range(first + queued, first + len(messages)):
+                    confirmations.pop(unsent, None)
+                confirms.future.cancel()
                 raise
-        return futures
+        return await confirms.future
 
     def _method(self, exchange: str, routing_key: str, mandatory: bool) -> bytes:
         key = (exchange, routing_key, mandatory)
@@ -117,11 +173,3 @@ class BatchChannel:
             if len(self._methods) < METHOD_CACHE:
                 self._methods[key] = frame
         return frame
-
-
-def _forget(channel: Channel, message_id: str, tag: int) -> object:
-    def forget(_: asyncio.Future[object]) -> None:
-        if channel.message_id_delivery_tag.get(message_id) == tag:
-            del channel.message_id_delivery_tag[message_id]
-
-    return forget

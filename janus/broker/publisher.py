@@ -12,7 +12,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.channel import Channel
 from pamqp.common import FieldTable
 
-from janus.broker import broker_errors, topology
+from janus.broker import BROKER_ERRORS, broker_errors, topology
 from janus.broker.batch import BatchChannel, Outgoing
 from janus.core.jobs import Admission
 from janus.core.outbox import OutboxMessage
@@ -90,9 +90,15 @@ class Publisher:
         nothing more can be published on it."""
         if not items:
             return []
-        with broker_errors("publishing failed"):
-            confirmations = await self._batch.publish(messages)
-        outcomes = await asyncio.gather(*confirmations, return_exceptions=True)
+        try:
+            outcomes = await self._batch.publish(messages)
+        except (Exception, asyncio.CancelledError) as exc:
+            # A closing channel fails its pending futures with its reason (or cancels them).
+            if self._channel.is_closed:
+                raise BrokerError(f"the publishing channel closed: {exc!r}") from exc
+            if isinstance(exc, BROKER_ERRORS):
+                raise BrokerError(f"publishing failed: {exc!r}") from exc
+            raise
         failed = [
             item
             for item, outcome in zip(items, outcomes, strict=True)
