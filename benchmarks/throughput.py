@@ -77,6 +77,13 @@ JANUS_CONFIG = f"""\
 lease_timeout = "60s"
 admission_ttl = "30s"
 """
+# The throughput runs give admissions longer: a coordinator faster than the worker builds a
+# backlog in the ready queue, and at 30 s the last of 10,000 jobs expired there on a loaded
+# machine (the worker, not the coordinator, was then measured). Relay and Janus alike.
+THROUGHPUT_TTL = 600
+THROUGHPUT_CONFIG = JANUS_CONFIG.replace(
+    'lease_timeout = "60s"', f'lease_timeout = "{2 * THROUGHPUT_TTL}s"'
+).replace('admission_ttl = "30s"', f'admission_ttl = "{THROUGHPUT_TTL}s"')
 
 
 # -- services --------------------------------------------------------------------
@@ -303,7 +310,8 @@ async def relay_running(
     name: str, amqp_url: str, jobs: int, workdir: Path
 ) -> AsyncIterator[RelayCoordinator]:
     """A relay process for one phase of `jobs` jobs; its own count is checked when it stops."""
-    args = ["-m", "benchmarks.relay", "--amqp-url", amqp_url, "--dependency", DEPENDENCY, "--ttl", "30"]
+    args = ["-m", "benchmarks.relay", "--amqp-url", amqp_url, "--dependency", DEPENDENCY]
+    args += ["--ttl", str(THROUGHPUT_TTL)]
     child = await Child.start(name, args, workdir)
     try:
         await child.expect("ready")
@@ -344,7 +352,7 @@ async def run_janus(
     url = services.amqp_url(vhost)
     database_url = services.pg_url(database)
     config = workdir / f"janus-{vhost}.toml"
-    text = f'queue_type = "{queue_type}"\n' + JANUS_CONFIG
+    text = f'queue_type = "{queue_type}"\n' + THROUGHPUT_CONFIG
     if variant is not None and not variant.outcomes:
         text += "outcomes = []\n"
     config.write_text(text, encoding="utf-8")
