@@ -104,12 +104,17 @@ async def run(messages: int, size: int, rounds: int) -> None:
                     cpu[name].append((time.process_time() - cpu_started) / messages)
                     rate[name].append(messages / (time.perf_counter() - started))
                     await queue.purge()
-                    print(f"round {round_ + 1} {name:<11}: {cpu[name][-1] * 1e6:6.1f} µs/message  "
-                          f"{rate[name][-1]:7.0f} messages/s", flush=True)
+                    print(
+                        f"round {round_ + 1} {name:<11}: {cpu[name][-1] * 1e6:6.1f} µs/message  "
+                        f"{rate[name][-1]:7.0f} messages/s",
+                        flush=True,
+                    )
             median = statistics.median
             for name in variants:
-                print(f"median {name:<11}: {median(cpu[name]) * 1e6:6.1f} µs/message  "
-                      f"{median(rate[name]):7.0f} messages/s")
+                print(
+                    f"median {name:<11}: {median(cpu[name]) * 1e6:6.1f} µs/message  "
+                    f"{median(rate[name]):7.0f} messages/s"
+                )
             ratios = [b / p for b, p in zip(cpu["batch"], cpu["per message"], strict=True)]
             print(f"CPU per message, batch/per message by round: {', '.join(f'{r:.2f}' for r in ratios)}")
     finally:

@@ -15,7 +15,8 @@ from pathlib import Path
 import asyncpg
 import uvloop
 
-from benchmarks.throughput import BenchmarkError, Child, Services, Throughput, _us, run_janus
+from benchmarks.processes import BenchmarkError, Child
+from benchmarks.throughput import Services, Throughput, _us, run_janus
 from janus.errors import JanusError
 
 

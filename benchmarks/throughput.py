@@ -51,7 +51,6 @@ import asyncpg
 import psutil  # type: ignore[import-untyped]
 import uvloop
 
-# Re-exported too: the other benchmarks import these from here.
 from benchmarks.processes import (
     BROKER_PROCESS,
     PHASE_TIMEOUT,
@@ -67,6 +66,18 @@ from janus.broker import topology
 from janus.errors import JanusError
 from janus.local_services import LocalServices
 
+# What the other benchmarks import from here though it lives in benchmarks/processes.py now.
+__all__ = [
+    "BROKER_PROCESS",
+    "PHASE_TIMEOUT",
+    "ROOT",
+    "BenchmarkError",
+    "Child",
+    "cpu_by_pid",
+    "cpu_spent",
+    "database_cpu_by_pid",
+    "janus_env",
+]
 DEPENDENCY = "bench"
 LATENCY_SECONDS = 15.0  # how long the paced phase lasts, at most
 POLL_EVERY = 0.02
