@@ -11,8 +11,9 @@ message id in the table of returns, as `basic_publish` registers them: aiormq's 
 acks (multiple or not), nacks and returned `mandatory` messages applies unchanged. What stands
 in the table is a light slot rather than a future (see `_Slot`); the batch waits on one future,
 which a closing channel fails like any other. This leans on aiormq's channel internals
-(`delivery_tag`, `confirmations`, `message_id_delivery_tag`, `write_queue`), pinned by the
-aiormq version in pyproject.toml and tested in tests/integration/test_batch_publish.py.
+(`delivery_tag`, `confirmations`, `message_id_delivery_tag`, `write_queue`, `lock`): checked
+when a channel is opened (`BatchChannel` fails at once if an aiormq release renamed one) and
+tested on a real broker in tests/integration/test_batch_publish.py (aiormq 7.2).
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ FRAME_END = b"\xce"
 # A batch is cut into writes of about this many bytes: a tick's worth of large payloads need not
 # sit in one buffer.
 WRITE_BYTES = 256 * 1024
+# What the batch uses of aiormq's channel beyond its public methods.
+INTERNALS = (
+    "confirmations",
+    "delivery_tag",
+    "lock",
+    "max_content_size",
+    "message_id_delivery_tag",
+    "number",
+    "write_queue",
+)
 METHOD_CACHE = 4096  # (exchange, routing key, mandatory) frames kept: one per dependency and outcome
 
 
@@ -105,6 +116,9 @@ class BatchChannel:
     """Publishes batches on one aiormq channel in confirm mode."""
 
     def __init__(self, channel: Channel) -> None:
+        missing = [name for name in INTERNALS if not hasattr(channel, name)]
+        if missing:
+            raise RuntimeError(f"this aiormq's channel lacks {missing}: batched publishing needs them")
         self._channel = channel
         self._methods: dict[tuple[str, str, bool], bytes] = {}
 

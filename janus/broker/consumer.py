@@ -79,8 +79,10 @@ def _run_inline(raw: Channel) -> None:
     reads the content the same way and then starts a task). Janus's callbacks only record the
     delivery (service/inbox.py): they end at their first step. One that awaits is carried on
     in a task from where it waited, as aiormq would have run it."""
-    read_header = getattr(raw, "_Channel__get_content_header")  # noqa: B009 (name-mangled)
-    read_content = raw._read_content
+    read_header = getattr(raw, "_Channel__get_content_header", None)  # name-mangled
+    read_content = getattr(raw, "_read_content", None)
+    if read_header is None or read_content is None or not hasattr(raw, "_on_deliver_frame"):
+        return  # another aiormq than the one this was written against (7.2): its own way, then
 
     async def on_deliver_frame(frame: spec.Basic.Deliver) -> None:
         header = await read_header()
