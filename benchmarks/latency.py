@@ -92,7 +92,7 @@ async def paced(services: Services, rate: float, seconds: float, repeat: int) ->
 
 def summary(rate: float, phases: Sequence[Latency]) -> str:
     def median(variant: str, field: str) -> float:
-        return statistics.median(getattr(p, field) for p in phases if p.variant == variant)
+        return float(statistics.median(getattr(p, field) for p in phases if p.variant == variant))
 
     lines = [f"at {rate:.0f} jobs/s, medians over {len(phases) // 2} phases each:"]
     for field in ("p50", "p99"):

@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
-import os
 import signal
 import statistics
 import sys
@@ -46,23 +44,43 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import aio_pika
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 import uvloop
 
+from benchmarks.processes import (
+    BROKER_PROCESS,
+    PHASE_TIMEOUT,
+    ROOT,
+    BenchmarkError,
+    Child,
+    cpu_by_pid,
+    cpu_spent,
+    database_cpu_by_pid,
+    janus_env,
+)
 from janus.broker import topology
 from janus.errors import JanusError
 from janus.local_services import LocalServices
 
-ROOT = Path(__file__).resolve().parents[1]
+# What the other benchmarks import from here though it lives in benchmarks/processes.py now.
+__all__ = [
+    "BROKER_PROCESS",
+    "PHASE_TIMEOUT",
+    "ROOT",
+    "BenchmarkError",
+    "Child",
+    "cpu_by_pid",
+    "cpu_spent",
+    "database_cpu_by_pid",
+    "janus_env",
+]
 DEPENDENCY = "bench"
 LATENCY_SECONDS = 15.0  # how long the paced phase lasts, at most
-PHASE_TIMEOUT = 240.0
 POLL_EVERY = 0.02
-STDOUT_LINE_LIMIT = 64 * 1024 * 1024  # a worker's report carries every latency on one line
 
 JANUS_CONFIG = f"""\
 # Written by benchmarks/throughput.py: one dependency, no rate limit, no concurrency limit.
@@ -70,156 +88,13 @@ JANUS_CONFIG = f"""\
 lease_timeout = "60s"
 admission_ttl = "30s"
 """
-
-
-class BenchmarkError(Exception):
-    pass
-
-
-# -- processes -------------------------------------------------------------------
-
-
-class Child:
-    """A child process: stdout read line by line, stderr kept in a file for post-mortems."""
-
-    started: ClassVar[set[Child]] = set()  # every child of this run, so none outlives a failure
-
-    def __init__(self, name: str, process: asyncio.subprocess.Process, stderr_path: Path) -> None:
-        self.name = name
-        self.process = process
-        self.stderr_path = stderr_path
-        self.ps = psutil.Process(process.pid)
-        Child.started.add(self)
-
-    @classmethod
-    async def start(
-        cls, name: str, args: Sequence[str], workdir: Path, env: dict[str, str] | None = None
-    ) -> Child:
-        stderr_path = workdir / f"{name}.stderr"
-        with stderr_path.open("wb") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *args,
-                cwd=ROOT,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                limit=STDOUT_LINE_LIMIT,
-            )
-        return cls(name, process, stderr_path)
-
-    def cpu(self) -> float:
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def _failed(self, what: str) -> BenchmarkError:
-        return BenchmarkError(f"{self.name}: {what}\n--- stderr of {self.name} ---\n{self.stderr_tail()}")
-
-    async def line(self, timeout: float) -> str:
-        assert self.process.stdout is not None
-        try:
-            raw = await asyncio.wait_for(self.process.stdout.readline(), timeout=timeout)
-        except TimeoutError:
-            raise self._failed(f"no output within {timeout:g}s") from None
-        if not raw:
-            await self.process.wait()
-            raise self._failed(f"exited ({self.process.returncode}) without the expected output")
-        return raw.decode().strip()
-
-    async def expect(self, text: str, timeout: float = 60.0) -> None:
-        line = await self.line(timeout)
-        if line != text:
-            raise self._failed(f"expected {text!r}, got {line!r}")
-
-    async def report(self, timeout: float = PHASE_TIMEOUT) -> dict[str, Any]:
-        line = await self.line(timeout)
-        try:
-            report: dict[str, Any] = json.loads(line)
-        except ValueError:
-            raise self._failed(f"expected a JSON report, got {line[:200]!r}") from None
-        await asyncio.wait_for(self.process.wait(), timeout=30.0)
-        return report
-
-    async def wait_for_stderr(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.stderr_path.read_text(errors="replace"):
-            if self.process.returncode is not None:
-                raise self._failed(f"exited ({self.process.returncode}) before logging {text!r}")
-            if time.monotonic() >= deadline:
-                raise self._failed(f"did not log {text!r} within {timeout:g}s")
-            await asyncio.sleep(0.05)
-
-    async def stop(self, timeout: float = 30.0) -> int:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout=timeout)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        assert self.process.returncode is not None
-        return self.process.returncode
-
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-
-    @classmethod
-    async def kill_all(cls) -> None:
-        for child in cls.started:
-            child.kill()
-            await child.process.wait()
-        cls.started.clear()
-
-
-BROKER_PROCESS = "beam.smp"  # RabbitMQ's Erlang VM: shared with whatever else uses the broker
-DATABASE_PROCESS = "postgres"
-
-
-def janus_env(amqp_url: str, database_url: str) -> dict[str, str]:
-    """The environment of a benchmarked `janus run`: URLs given, no HTTP port, INFO logs."""
-    env = {
-        **os.environ,
-        "JANUS_AMQP_URL": amqp_url,
-        "JANUS_DATABASE_URL": database_url,
-        "JANUS_HTTP_PORT": "0",
-        "JANUS_LOG_LEVEL": "INFO",
-    }
-    env.pop("JANUS_CONFIG", None)
-    return env
-
-
-def cpu_by_pid(name: str, cmdline_has: str | None = None) -> dict[int, float]:
-    """User+system CPU seconds of every local process called `name` (and whose command line has
-    `cmdline_has`: a PostgreSQL backend shows its database there)."""
-    found: dict[int, float] = {}
-    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
-        times = process.info["cpu_times"]
-        if process.info["name"] != name or times is None:
-            continue
-        if cmdline_has is not None and cmdline_has not in " ".join(process.info["cmdline"] or ()):
-            continue
-        found[process.pid] = float(times.user + times.system)
-    return found
-
-
-def database_cpu_by_pid(database: str | None) -> dict[int, float]:
-    """The backends serving `database` (not PostgreSQL's shared background processes)."""
-    return {} if database is None else cpu_by_pid(DATABASE_PROCESS, f" {database} ")
-
-
-def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU used between two snapshots (processes that ended in between are missed); NaN if none ran here."""
-    if not after:
-        return math.nan
-    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+# The throughput runs give admissions longer: a coordinator faster than the worker builds a
+# backlog in the ready queue, and at 30 s the last of 10,000 jobs expired there on a loaded
+# machine (the worker, not the coordinator, was then measured). Relay and Janus alike.
+THROUGHPUT_TTL = 600
+THROUGHPUT_CONFIG = JANUS_CONFIG.replace(
+    'lease_timeout = "60s"', f'lease_timeout = "{2 * THROUGHPUT_TTL}s"'
+).replace('admission_ttl = "30s"', f'admission_ttl = "{THROUGHPUT_TTL}s"')
 
 
 # -- services --------------------------------------------------------------------
@@ -427,8 +302,18 @@ async def measure_latency(
 class Outcome:
     relay: Throughput
     janus: Throughput
-    latency: Latency
-    relay_latency: Latency  # the relay at Janus's half rate: what the broker and clients alone cost
+    latency: Latency | None  # None with --no-latency
+    relay_latency: Latency | None  # the relay at Janus's half rate: what the broker and clients alone cost
+    others: tuple[Throughput, ...] = ()  # the other variants of Janus (`Variant`), same run
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Variant:
+    """Another Janus measured in the same run: without outcome publishes, or another tree."""
+
+    name: str
+    outcomes: bool = True  # False: `outcomes = []` for the dependency (no janus.outcomes publish)
+    tree: Path = ROOT
 
 
 @contextlib.asynccontextmanager
@@ -436,7 +321,8 @@ async def relay_running(
     name: str, amqp_url: str, jobs: int, workdir: Path
 ) -> AsyncIterator[RelayCoordinator]:
     """A relay process for one phase of `jobs` jobs; its own count is checked when it stops."""
-    args = ["-m", "benchmarks.relay", "--amqp-url", amqp_url, "--dependency", DEPENDENCY, "--ttl", "30"]
+    args = ["-m", "benchmarks.relay", "--amqp-url", amqp_url, "--dependency", DEPENDENCY]
+    args += ["--ttl", str(THROUGHPUT_TTL)]
     child = await Child.start(name, args, workdir)
     try:
         await child.expect("ready")
@@ -472,17 +358,24 @@ async def run_janus(
     *,
     queue_type: str = "classic",
     paced: bool = True,
+    variant: Variant | None = None,
 ) -> tuple[Throughput, Latency | None]:
     url = services.amqp_url(vhost)
     database_url = services.pg_url(database)
-    config = workdir / "janus.toml"
-    config.write_text(f'queue_type = "{queue_type}"\n' + JANUS_CONFIG, encoding="utf-8")
+    config = workdir / f"janus-{vhost}.toml"
+    text = f'queue_type = "{queue_type}"\n' + THROUGHPUT_CONFIG
+    if variant is not None and not variant.outcomes:
+        text += "outcomes = []\n"
+    config.write_text(text, encoding="utf-8")
     env = janus_env(url, database_url)
-    child = await Child.start("janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env)
+    tree = ROOT if variant is None else variant.tree
+    args = ["-m", "janus.cli", "run", "--config", str(config)]
+    child = await Child.start(f"janus-{vhost}", args, workdir, env, tree=tree)
     try:
         await child.wait_for_stderr("leading as", timeout=60.0)
         coordinator = JanusCoordinator(child, database_url, database)
-        throughput = await measure_throughput(f"janus-{queue_type}", coordinator, url, jobs, workdir)
+        name = f"janus-{queue_type}" if variant is None else variant.name
+        throughput = await measure_throughput(name, coordinator, url, jobs, workdir)
         if not paced:
             code = await child.stop()
             if code != 0:
@@ -499,80 +392,52 @@ async def run_janus(
         child.kill()
 
 
-async def run(services: Services, jobs: int) -> Outcome:
+async def run(
+    services: Services, jobs: int, variants: Sequence[Variant] = (), *, paced: bool = True
+) -> Outcome:
+    """The relay, Janus, and each of `variants` (each Janus on a vhost and a database of its own);
+    then, if `paced`, Janus's and the relay's latency at half of Janus's rate."""
     tag = uuid.uuid4().hex[:8]
-    relay_vhost, janus_vhost, database = (
-        f"janus-bench-relay-{tag}",
-        f"janus-bench-janus-{tag}",
-        f"janus_bench_{tag}",
-    )
+    relay_vhost = f"janus-bench-relay-{tag}"
+    janus_vhosts = [f"janus-bench-janus{index}-{tag}" for index in range(len(variants) + 1)]
+    databases = [f"janus_bench_{tag}_{index}" for index in range(len(variants) + 1)]
     created: list[str] = []
+    made: list[str] = []
     with tempfile.TemporaryDirectory(prefix="janus-bench-") as tmp:
         workdir = Path(tmp)
         try:
-            for vhost in (relay_vhost, janus_vhost):
+            for vhost in (relay_vhost, *janus_vhosts):
                 await services.create_vhost(vhost)
                 created.append(vhost)
-            await services.create_database(database)
+            for database in databases:
+                await services.create_database(database)
+                made.append(database)
             relay = await run_relay(services, relay_vhost, jobs, workdir)
-            janus, latency = await run_janus(services, janus_vhost, database, jobs, workdir)
-            assert latency is not None
-            relay_latency = await run_relay_latency(
-                services, relay_vhost, latency.target_rate, latency.jobs, workdir
+            janus, latency = await run_janus(
+                services, janus_vhosts[0], databases[0], jobs, workdir, paced=paced
             )
-            return Outcome(relay=relay, janus=janus, latency=latency, relay_latency=relay_latency)
+            others = []
+            for variant, vhost, database in zip(variants, janus_vhosts[1:], databases[1:], strict=True):
+                other, _ = await run_janus(
+                    services, vhost, database, jobs, workdir, paced=False, variant=variant
+                )
+                others.append(other)
+            relay_latency = None
+            if latency is not None:
+                relay_latency = await run_relay_latency(
+                    services, relay_vhost, latency.target_rate, latency.jobs, workdir
+                )
+            return Outcome(
+                relay=relay, janus=janus, latency=latency, relay_latency=relay_latency, others=tuple(others)
+            )
         finally:
             await Child.kill_all()
             for vhost in created:
                 with contextlib.suppress(JanusError):
                     await services.delete_vhost(vhost)
-            with contextlib.suppress(JanusError, OSError, asyncpg.PostgresError):
-                await services.drop_database(database)
-
-
-async def run_queue_types(services: Services, jobs: int, rounds: int) -> list[tuple[Throughput, float]]:
-    """Janus with classic, then quorum queues (the order alternating by round): (run, load average)."""
-    runs: list[tuple[Throughput, float]] = []
-    for index in range(rounds):
-        order = ("classic", "quorum") if index % 2 == 0 else ("quorum", "classic")
-        for queue_type in order:
-            tag = uuid.uuid4().hex[:8]
-            vhost, database = f"janus-bench-{queue_type}-{tag}", f"janus_bench_{tag}"
-            with tempfile.TemporaryDirectory(prefix="janus-bench-") as tmp:
-                try:
-                    await services.create_vhost(vhost)
-                    await services.create_database(database)
-                    run, _ = await run_janus(
-                        services, vhost, database, jobs, Path(tmp), queue_type=queue_type, paced=False
-                    )
-                    runs.append((run, os.getloadavg()[0]))
-                finally:
-                    await Child.kill_all()
-                    with contextlib.suppress(JanusError):
-                        await services.delete_vhost(vhost)
-                    with contextlib.suppress(JanusError, OSError, asyncpg.PostgresError):
-                        await services.drop_database(database)
-    return runs
-
-
-def report_queue_types(runs: list[tuple[Throughput, float]]) -> str:
-    lines = [f"jobs per run: {runs[0][0].jobs}"]
-    for run, load in runs:
-        lines.append(
-            f"  {run.variant:<14}: {run.rate:5.0f} jobs/s  janus cpu {_us(run.coordinator_cpu, run.jobs)}  "
-            f"rabbitmq cpu {_us(run.broker_cpu, run.jobs)}  load average {load:.2f}"
-        )
-    by_type: dict[str, list[Throughput]] = {}
-    for run, _ in runs:
-        by_type.setdefault(run.variant, []).append(run)
-    quorum, classic = by_type["janus-quorum"], by_type["janus-classic"]
-    rates = [q.rate / c.rate for q, c in zip(quorum, classic, strict=True)]
-    broker = [q.broker_cpu / c.broker_cpu for q, c in zip(quorum, classic, strict=True)]
-    lines.append(f"ratio quorum/classic, throughput by round: {', '.join(f'{r:.2f}' for r in rates)}")
-    lines.append(
-        f"ratio quorum/classic, rabbitmq cpu per job by round: {', '.join(f'{r:.2f}' for r in broker)}"
-    )
-    return "\n".join(lines)
+            for database in made:
+                with contextlib.suppress(JanusError, OSError, asyncpg.PostgresError):
+                    await services.drop_database(database)
 
 
 def _us(seconds: float, jobs: int) -> str:
@@ -582,7 +447,7 @@ def _us(seconds: float, jobs: int) -> str:
 def report(outcome: Outcome) -> str:
     relay, janus, latency, reference = outcome.relay, outcome.janus, outcome.latency, outcome.relay_latency
     lines = ["details (drain: after the last job ran, until its coordinator had taken in every result):"]
-    for run in (relay, janus):
+    for run in (relay, janus, *outcome.others):
         lines.append(
             f"  {run.variant:<6}: {run.seconds:6.2f} s  drain {run.drain * 1000:4.0f} ms  "
             f"machine {run.machine_busy:4.0%} busy  cpu of rabbitmq {_us(run.broker_cpu, run.jobs)}, "
@@ -590,6 +455,8 @@ def report(outcome: Outcome) -> str:
             f"worker {_us(run.worker_cpu, run.jobs)}"
         )
     for paced in (latency, reference):
+        if paced is None:
+            continue
         lines.append(
             f"  {paced.variant:<6}: {paced.jobs} jobs paced at {paced.target_rate:.0f} jobs/s "
             f"(achieved {paced.achieved_rate:.0f}): latency p50 {paced.p50 * 1000:.1f} ms  "
@@ -597,13 +464,19 @@ def report(outcome: Outcome) -> str:
         )
     lines.append("")
     lines.append(f"jobs: {relay.jobs}")
-    for run in (relay, janus):
+    for run in (relay, janus, *outcome.others):
         lines.append(f"{run.variant:<8}: {run.rate:4.0f} jobs/s  cpu {_us(run.coordinator_cpu, run.jobs)}")
     lines.append(f"ratio janus/relay: {janus.rate / relay.rate:.2f}")
-    lines.append(
-        f"janus latency at {latency.target_rate:.0f} jobs/s (half of top): "
-        f"p50 {latency.p50 * 1000:.1f} ms  p99 {latency.p99 * 1000:.1f} ms"
-    )
+    for other in outcome.others:
+        lines.append(
+            f"ratio {other.variant}/relay: {other.rate / relay.rate:.2f}, "
+            f"cpu per job {other.coordinator_cpu / relay.coordinator_cpu:.2f}"
+        )
+    if latency is not None:
+        lines.append(
+            f"janus latency at {latency.target_rate:.0f} jobs/s (half of top): "
+            f"p50 {latency.p50 * 1000:.1f} ms  p99 {latency.p99 * 1000:.1f} ms"
+        )
     return "\n".join(lines)
 
 
@@ -622,6 +495,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="with --queue-types: rounds (default 3)")
     parser.add_argument("--runs", type=int, default=1, help="whole runs, then their medians (default 1)")
+    parser.add_argument(
+        "--outcomes-off", action="store_true", help="also Janus with `outcomes = []` (no outcome publishes)"
+    )
+    parser.add_argument(
+        "--baseline-tree", type=Path, help="also Janus run from this source tree (e.g. main, exported)"
+    )
+    parser.add_argument("--no-latency", action="store_true", help="skip the paced phase")
     args = parser.parse_args(argv)
     if args.jobs < 200:
         parser.error("--jobs must be at least 200")
@@ -629,17 +509,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=(args.rabbitmqctl,))
     if args.queue_types:
-        try:
-            runs = uvloop.run(run_queue_types(services, args.jobs, args.rounds))
-        except (BenchmarkError, JanusError) as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            return 1
-        print(report_queue_types(runs))
-        return 0
+        from benchmarks.queue_types import main as queue_types
+
+        return queue_types(services, args.jobs, args.rounds)
+    variants = []
+    if args.outcomes_off:
+        variants.append(Variant(name="janus-no-outcomes", outcomes=False))
+    if args.baseline_tree is not None:
+        variants.append(Variant(name="janus-baseline", tree=args.baseline_tree.resolve()))
     outcomes = []
     for number in range(1, args.runs + 1):
         try:
-            outcome = uvloop.run(run(services, args.jobs))
+            outcome = uvloop.run(run(services, args.jobs, variants, paced=not args.no_latency))
         except (BenchmarkError, JanusError) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
@@ -658,15 +539,22 @@ def medians(outcomes: Sequence[Outcome]) -> str:
     jobs = outcomes[0].janus.jobs
     ratio = median([o.janus.rate / o.relay.rate for o in outcomes])
     cpu = median([o.janus.coordinator_cpu / o.relay.coordinator_cpu for o in outcomes])
-    return "\n".join(
-        [
-            f"medians over {len(outcomes)} runs:",
-            f"  throughput ratio janus/relay {ratio:.2f}, CPU per job ratio janus/relay {cpu:.2f}",
-            f"  relay cpu {_us(median([o.relay.coordinator_cpu for o in outcomes]), jobs)}, "
-            f"janus cpu {_us(median([o.janus.coordinator_cpu for o in outcomes]), jobs)}, "
-            f"janus's postgres backends {_us(median([o.janus.database_cpu for o in outcomes]), jobs)}",
-        ]
-    )
+    lines = [
+        f"medians over {len(outcomes)} runs:",
+        f"  throughput ratio janus/relay {ratio:.2f}, CPU per job ratio janus/relay {cpu:.2f}",
+        f"  relay cpu {_us(median([o.relay.coordinator_cpu for o in outcomes]), jobs)}, "
+        f"janus cpu {_us(median([o.janus.coordinator_cpu for o in outcomes]), jobs)}, "
+        f"janus's postgres backends {_us(median([o.janus.database_cpu for o in outcomes]), jobs)}",
+    ]
+    for index, other in enumerate(outcomes[0].others):
+        runs = [(o.others[index], o.relay) for o in outcomes]
+        lines.append(
+            f"  {other.variant}/relay: throughput {median([r.rate / b.rate for r, b in runs]):.2f}, "
+            f"CPU per job {median([r.coordinator_cpu / b.coordinator_cpu for r, b in runs]):.2f}; "
+            f"cpu {_us(median([r.coordinator_cpu for r, _ in runs]), jobs)}, "
+            f"postgres backends {_us(median([r.database_cpu for r, _ in runs]), jobs)}"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq import spec
 from aiormq.abc import AbstractChannel as RawChannel
+from aiormq.channel import Channel
 from pamqp.common import FieldTable
 
-from janus.broker import broker_errors, topology
+from janus.broker import BROKER_ERRORS, broker_errors, topology
+from janus.broker.batch import BatchChannel, Outgoing
 from janus.core.jobs import Admission
 from janus.core.outbox import OutboxMessage
 from janus.errors import BrokerError
@@ -21,10 +23,17 @@ PERSISTENT = 2
 T = TypeVar("T")
 
 
+def _ttl(admission: Admission) -> str:
+    """The admission's time to live in the ready queue, in milliseconds (at least 1)."""
+    return str(max(round((admission.expires_at - admission.admitted_at) * 1000), 1))
+
+
 class Publisher:
     def __init__(self, channel: AbstractChannel, raw: RawChannel) -> None:
         self._channel = channel
         self._raw = raw
+        assert isinstance(raw, Channel)
+        self._batch = BatchChannel(raw)
 
     @classmethod
     async def open(cls, connection: AbstractConnection) -> Publisher:
@@ -42,56 +51,64 @@ class Publisher:
 
     async def publish_admissions(self, admissions: Sequence[Admission]) -> list[Admission]:
         """Publish all at once, wait for every confirm; returns the admissions the broker refused."""
-        return await self._publish_all(admissions, self._publish_one)
+        messages = [
+            Outgoing(
+                body=encode_ready(admission),
+                exchange=topology.READY_EXCHANGE,
+                routing_key=admission.dependency,
+                properties=spec.Basic.Properties(
+                    content_type=CONTENT_TYPE,
+                    delivery_mode=PERSISTENT,
+                    message_id=admission.job_id,  # also how a returned (unroutable) publish is matched
+                    expiration=_ttl(admission),
+                ),
+                mandatory=True,
+            )
+            for admission in admissions
+        ]
+        return await self._publish_all(admissions, messages)
 
-    async def _publish_all(self, items: Sequence[T], publish_one: Callable[[T], Awaitable[None]]) -> list[T]:
-        """Each item published at once (pipelined), every confirm awaited; the items the broker
-        refused. A closed channel is raised, not returned: nothing more can be published on it."""
+    async def publish_outcomes(self, messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
+        """Publish outcome messages from the outbox (not mandatory: nobody need listen); the ones
+        the broker refused. Every other one is confirmed: the outbox may forget it."""
+        outgoing = [
+            Outgoing(
+                body=message.body,
+                exchange=topology.OUTCOMES_EXCHANGE,
+                routing_key=message.routing_key,
+                properties=spec.Basic.Properties(
+                    content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=message.job_id
+                ),
+            )
+            for message in messages
+        ]
+        return await self._publish_all(messages, outgoing)
+
+    async def _publish_all(self, items: Sequence[T], messages: Sequence[Outgoing]) -> list[T]:
+        """Every message written at once (one batch: broker/batch.py), every confirm
+        awaited; the items the broker refused. A closed channel is raised, not returned:
+        nothing more can be published on it."""
         if not items:
             return []
-        outcomes = await asyncio.gather(*(publish_one(item) for item in items), return_exceptions=True)
-        failed = [item for item, outcome in zip(items, outcomes, strict=True) if outcome is not None]
+        try:
+            outcomes = await self._batch.publish(messages)
+        except (Exception, asyncio.CancelledError) as exc:
+            # A closing channel fails its pending futures with its reason (or cancels them).
+            if self._channel.is_closed:
+                raise BrokerError(f"the publishing channel closed: {exc!r}") from exc
+            if isinstance(exc, BROKER_ERRORS):
+                raise BrokerError(f"publishing failed: {exc!r}") from exc
+            raise
+        failed = [
+            item
+            for item, outcome in zip(items, outcomes, strict=True)
+            if not isinstance(outcome, spec.Basic.Ack)
+        ]
         if failed and self._channel.is_closed:
             raise BrokerError("the publishing channel closed") from next(
                 o for o in outcomes if isinstance(o, BaseException)
             )
         return failed
-
-    async def _publish_one(self, admission: Admission) -> None:
-        ttl_ms = max(round((admission.expires_at - admission.admitted_at) * 1000), 1)
-        properties = spec.Basic.Properties(
-            content_type=CONTENT_TYPE,
-            delivery_mode=PERSISTENT,
-            message_id=admission.job_id,  # also how a returned (unroutable) publish is matched
-            expiration=str(ttl_ms),
-        )
-        confirmation = await self._raw.basic_publish(
-            encode_ready(admission),
-            exchange=topology.READY_EXCHANGE,
-            routing_key=admission.dependency,
-            properties=properties,
-            mandatory=True,
-        )
-        if not isinstance(confirmation, spec.Basic.Ack):
-            raise BrokerError(f"the broker refused admission {admission.job_id!r}: {confirmation!r}")
-
-    async def publish_outcomes(self, messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
-        """Publish outcome messages from the outbox (not mandatory: nobody need listen); the ones
-        the broker refused. Every other one is confirmed: the outbox may forget it."""
-        return await self._publish_all(messages, self._publish_outcome)
-
-    async def _publish_outcome(self, message: OutboxMessage) -> None:
-        properties = spec.Basic.Properties(
-            content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=message.job_id
-        )
-        confirmation = await self._raw.basic_publish(
-            message.body,
-            exchange=topology.OUTCOMES_EXCHANGE,
-            routing_key=message.routing_key,
-            properties=properties,
-        )
-        if not isinstance(confirmation, spec.Basic.Ack):
-            raise BrokerError(f"the broker refused the outcome of {message.job_id!r}: {confirmation!r}")
 
     async def set_aside(
         self, body: bytes, source: str, reason: str, detail: str, *, original_size: int | None = None
