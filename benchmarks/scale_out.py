@@ -35,19 +35,17 @@ import asyncpg
 import psutil  # type: ignore[import-untyped]
 import uvloop
 
-from benchmarks.throughput import (
+from benchmarks.processes import (
     BROKER_PROCESS,
     PHASE_TIMEOUT,
     BenchmarkError,
     Child,
-    Services,
-    _check_worker,
-    _machine_busy,
     cpu_by_pid,
     cpu_spent,
     database_cpu_by_pid,
     janus_env,
 )
+from benchmarks.throughput import Services, _check_worker, _machine_busy
 from janus.errors import JanusError
 
 SETTLE_TIMEOUT = 60.0
