@@ -35,7 +35,7 @@ import asyncpg
 import psutil  # type: ignore[import-untyped]
 import uvloop
 
-from benchmarks.processes import (
+from benchmarks._processes import (
     BROKER_PROCESS,
     PHASE_TIMEOUT,
     BenchmarkError,

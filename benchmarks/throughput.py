@@ -51,7 +51,7 @@ import asyncpg
 import psutil  # type: ignore[import-untyped]
 import uvloop
 
-from benchmarks.processes import (
+from benchmarks._processes import (
     BROKER_PROCESS,
     PHASE_TIMEOUT,
     ROOT,
@@ -66,7 +66,7 @@ from janus.broker import topology
 from janus.errors import JanusError
 from janus.local_services import LocalServices
 
-# What the other benchmarks import from here though it lives in benchmarks/processes.py now.
+# What the other benchmarks import from here though it lives in benchmarks/_processes.py now.
 __all__ = [
     "BROKER_PROCESS",
     "PHASE_TIMEOUT",
@@ -509,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     services = Services(amqp_base=args.amqp_base, pg_base=args.pg_base, rabbitmqctl=(args.rabbitmqctl,))
     if args.queue_types:
-        from benchmarks.queue_types import main as queue_types
+        from benchmarks._queue_types import main as queue_types
 
         return queue_types(services, args.jobs, args.rounds)
     variants = []

@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import uvloop
 
-from benchmarks.processes import BenchmarkError, Child
+from benchmarks._processes import BenchmarkError, Child
 from benchmarks.throughput import Services, Throughput, _us, run_janus
 from janus.errors import JanusError
 
