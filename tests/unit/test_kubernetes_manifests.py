@@ -127,6 +127,7 @@ def test_the_policy_mounted_is_a_valid_janus_policy_for_the_command_run() -> Non
     urls = {"JANUS_AMQP_URL": "amqp://u:p@rabbitmq:5672/", "JANUS_DATABASE_URL": "postgresql://u@pg/janus"}
     parsed = parse_config(policy, source=str(config), env=urls)
     assert parsed.dependencies
+    assert parsed.scale_out.enabled, "the replicas share the dependencies (member mode)"
 
 
 def test_resources_are_requested_and_cpu_is_not_throttled() -> None:
