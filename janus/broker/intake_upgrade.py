@@ -327,32 +327,14 @@ async def _republish(intake: AbstractExchange, window: list[AbstractIncomingMess
         return 0
     await asyncio.gather(
         *(
-            intake.publish(_copy(message), routing_key=message.routing_key or "", mandatory=True)
+            intake.publish(
+                queue_types.copy_message(message), routing_key=message.routing_key or "", mandatory=True
+            )
             for message in window
         )
     )
     await window[-1].ack(multiple=True)
     return len(window)
-
-
-def _copy(message: AbstractIncomingMessage) -> aio_pika.Message:
-    # A quorum queue's delivery count belongs to the queue it came from, not to the next one.
-    headers = {k: v for k, v in message.headers.items() if k != "x-delivery-count"}
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        expiration=message.expiration,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )
 
 
 async def _delete_empty(connection: AbstractConnection, name: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import ChannelNotFoundEntity
 from aiormq.exceptions import ChannelPreconditionFailed
 from pamqp.common import FieldTable
@@ -168,23 +168,29 @@ async def _move(channel: AbstractChannel, source: AbstractQueue, destination: st
     await (await channel.get_queue(destination, ensure=False)).bind(relay)
     moved = 0
     while (message := await source.get(no_ack=False, fail=False)) is not None:
-        copy = aio_pika.Message(
-            message.body,
-            headers=message.headers,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            priority=message.priority,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
-            expiration=message.expiration,
-            message_id=message.message_id,
-            timestamp=message.timestamp,
-            type=message.type,
-            app_id=message.app_id,
-        )
-        await relay.publish(copy, routing_key=message.routing_key or "", mandatory=True)
+        await relay.publish(copy_message(message), routing_key=message.routing_key or "", mandatory=True)
         await message.ack()
         moved += 1
     await relay.delete()
     return moved
+
+
+def copy_message(message: AbstractIncomingMessage) -> aio_pika.Message:
+    """A waiting message to publish again elsewhere: its body and properties, persistent."""
+    # A quorum queue's delivery count belongs to the queue it came from, not to the next one.
+    headers = {k: v for k, v in message.headers.items() if k != "x-delivery-count"}
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        expiration=message.expiration,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 
 from janus.service.inbox import Control, Inbox
-from janus.service.steer import STEER_EVERY, steering_of
+from janus.service.steer import STEER_EVERY, applied, steering_of
 from janus.store.repository import Store
 
 log = logging.getLogger("janus.members")
@@ -88,12 +88,4 @@ class MemberSteering:
             self._marked = top
 
     async def _applied(self, control: Control, draining: asyncio.Event) -> bool:
-        """Hand `control` to the admission loop; True once applied (False: the term ends first)."""
-        self._inbox.add_control(control)
-        stopping: asyncio.Future[object] = asyncio.ensure_future(draining.wait())
-        done: asyncio.Future[object] = control.done  # type: ignore[assignment]
-        try:
-            await asyncio.wait([done, stopping], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        return control.done.done()
+        return await applied(self._inbox, control, draining)

@@ -122,6 +122,18 @@ def steering_of(rows: Iterable[SteeringRow]) -> list[Steering]:
     return list(steering.values())
 
 
+async def applied(inbox: Inbox, control: Control, draining: asyncio.Event) -> bool:
+    """Hand `control` to the admission loop; True once it applied it (False: the term ends first)."""
+    inbox.add_control(control)
+    stopping: asyncio.Future[object] = asyncio.ensure_future(draining.wait())
+    done: asyncio.Future[object] = control.done  # type: ignore[assignment]
+    try:
+        await asyncio.wait([done, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    return control.done.done()
+
+
 class Steerer:
     """The leader's task that applies new versions and steering (a supervised task of the term)."""
 
@@ -178,15 +190,7 @@ class Steerer:
                 self._seen = top
 
     async def _applied(self, control: Control, draining: asyncio.Event) -> bool:
-        """Hand `control` to the admission loop; True once it applied it (False: the term ends first)."""
-        self._inbox.add_control(control)
-        stopping: asyncio.Future[object] = asyncio.ensure_future(draining.wait())
-        done: asyncio.Future[object] = control.done  # type: ignore[assignment]
-        try:
-            await asyncio.wait([done, stopping], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        return control.done.done()
+        return await applied(self._inbox, control, draining)
 
     async def _mark(self, *, version: int | None = None, steering_up_to: int | None = None) -> None:
         term = self._term
