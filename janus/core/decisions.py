@@ -58,8 +58,9 @@ class Blocked:
     waiting: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AdmitDecision:
+class AdmitDecision(NamedTuple):
+    """What one `admit` call decided (a NamedTuple, like `Transition`: one is built per tick)."""
+
     admissions: list[Admission]
     blocked: list[Blocked]
     next_wakeup: float | None  # when calling admit() again may change something

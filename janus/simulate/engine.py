@@ -201,7 +201,8 @@ class Simulation:
         costs.append(cost if each is None else each.get(head[1], cost))
         for job in arrivals.rest:
             if job[0] != now:
-                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest, cost, each))
+                arrivals.head = job  # popped from the heap: the same record goes back on it
+                self._push(job[0], _ARRIVE, arrivals)
                 return
             self._arrivals.append(job)
             costs.append(cost if each is None else each.get(job[1], cost))
