@@ -47,9 +47,9 @@ class Transition(NamedTuple):
     job: Job | None = None  # the job after the event, when it changed
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Blocked:
-    """A dependency that has jobs eligible now but may not admit them yet."""
+class Blocked(NamedTuple):
+    """A dependency that has jobs eligible now but may not admit them yet (a NamedTuple: a
+    decision held by a limit builds one, and that is most decisions of a busy dependency)."""
 
     dependency: str
     reason: WaitReason

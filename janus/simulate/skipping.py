@@ -44,10 +44,10 @@ class SkipRule:
     __slots__ = (
         "_all_rated",
         "_backoff",
-        "_costed",
-        "_plain",
         "_clock_only",
+        "_costed",
         "_full",
+        "_plain",
         "_single",
         "_stalled",
         "_steady",
@@ -82,13 +82,16 @@ class SkipRule:
     def ticked(self, blocked: list[Blocked], stalled: bool) -> None:
         self._stalled = stalled
         # What `skips` reads of the blocks, worked out once per step rather than per question.
-        self._steady = all(block.reason in _STEADY_BLOCKS for block in blocked)
-        self._clock_only = [
-            (block.dependency, block.until)
-            for block in blocked
-            if block.reason in _CLOCK_ONLY and block.until is not None
-        ]
-        self._full = [(block.dependency, block.until) for block in blocked if block.reason in _FULL]
+        steady, clock_only, full = True, [], []
+        for block in blocked:
+            reason = block.reason
+            if reason not in _STEADY_BLOCKS:
+                steady = False
+            if reason in _CLOCK_ONLY and block.until is not None:
+                clock_only.append((block.dependency, block.until))
+            if reason in _FULL:
+                full.append((block.dependency, block.until))
+        self._steady, self._clock_only, self._full = steady, clock_only, full
 
     def retry_scheduled(self, dependency: str, eligible_at: float) -> None:
         self.waiting[dependency] += 1
