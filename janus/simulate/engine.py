@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from janus.client.worker import LEASE_SAFETY
-from janus.core.decisions import Blocked, Verdict
+from janus.core.decisions import Blocked, Verdict, WaitReason
 from janus.core.jobs import Admission, Job
 from janus.core.policy import DependencyPolicy
 from janus.core.scheduler import Scheduler
@@ -87,6 +87,7 @@ class Simulation:
         # dependency -> {scope: its cap, named as a limit is in the report}: the scopes held at a
         # cap of their own since the last look (the end of a tick, or a result applied without one)
         self._capped: dict[str, dict[str, str]] = {}
+        self._labels: dict[tuple[WaitReason, str], str] = {}  # a block's name in the report
         self._last_tick = 0.0
         self._ticks = 0
         self._timeline: list[Row] | None = [] if timeline else None
@@ -421,15 +422,20 @@ class Simulation:
                     if limit not in counted:
                         counted.add(limit)
                         log.at_limit[limit] += elapsed
+            labels = self._labels
             for block in self._blocked:
-                limit = f"{block.reason.value} ({block.limit})"
+                label = labels.get((block.reason, block.limit))
+                if label is None:  # named once: most ticks of a busy dependency are held by one limit
+                    if len(labels) > 1000:
+                        labels.clear()  # limits that name a value that moves (a ramp's share)
+                    label = labels[(block.reason, block.limit)] = f"{block.reason.value} ({block.limit})"
                 log = self._logs[block.dependency]
-                log.at_limit[limit] += elapsed
+                log.at_limit[label] += elapsed
                 # The scopes that waited through it: their backlogs changed only at the last tick.
                 if len(log.scopes) <= _SCOPES_ACCOUNTED:
                     for scope_log in log.scopes.values():
                         if scope_log.waiting:
-                            scope_log.at_limit[limit] += elapsed
+                            scope_log.at_limit[label] += elapsed
         self._last_tick = now
 
     # -- the workers ---------------------------------------------------------------------
