@@ -87,6 +87,11 @@ class Simulation:
         # dependency -> {scope: its cap, named as a limit is in the report}: the scopes held at a
         # cap of their own since the last look (the end of a tick, or a result applied without one)
         self._capped: dict[str, dict[str, str]] = {}
+        # Does any scope have a cap of its own to be held at? (A simulation changes no policy.)
+        self._caps = any(
+            policy.fairness.scope_concurrency is not None or policy.fairness.scope_rate_limits
+            for policy in policies
+        )
         self._labels: dict[tuple[WaitReason, str], str] = {}  # a block's name in the report
         self._last_tick = 0.0
         self._ticks = 0
@@ -248,7 +253,8 @@ class Simulation:
                 stalled = True
                 break
         self._skip.ticked(decision.blocked, stalled)
-        self._note_caps()
+        if self._caps:
+            self._note_caps()
         if wakeup is not None and wakeup < self._wake_at:
             self._wake_at = wakeup
             self._push(wakeup, _WAKE, None)
