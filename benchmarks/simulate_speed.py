@@ -14,16 +14,25 @@ share instants share the cost.
   instant of its own, and frees a slot, so each job costs an admission step for its result and
   one when its (stale) lease deadline comes up, as in the service. The slowest shape.
 
-    .venv/bin/python -m benchmarks.simulate_speed [--repeat 3] [--scale 1.0]
+    .venv/bin/python -m benchmarks.simulate_speed [--repeat 3] [--scale 1.0] [--baseline-tree DIR]
+
+With --baseline-tree (a source tree holding an older `janus/`, e.g. `git archive` of main), each
+run is a child process, and the two trees alternate run by run on the same workloads: the
+comparison is made in one run, under the same load.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from janus.core.policy import DependencyPolicy, FairnessPolicy, RateLimit, RetryPolicy
@@ -99,11 +108,49 @@ def run(policies: list[DependencyPolicy], data: Mapping[str, Any]) -> tuple[int,
     return outcome.jobs, outcome.ticks, elapsed, cpu, outcome.end
 
 
+def run_in(tree: Path, shape: str, scale: float) -> tuple[int, int, float, float, float]:
+    """`run` of one shape in a child process whose `janus` is the one of `tree`."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, str(Path(__file__).resolve()), "--one", shape, "--scale", str(scale)]
+    done = subprocess.run(command, env=env, cwd=tree, check=True, capture_output=True, text=True)
+    jobs, ticks, wall, cpu, simulated = json.loads(done.stdout.strip().splitlines()[-1])
+    return int(jobs), int(ticks), float(wall), float(cpu), float(simulated)
+
+
+def compare(baseline: Path, repeat: int, scale: float) -> None:
+    """The baseline tree and this one, alternated run by run, each in a child process."""
+    trees = {"baseline": baseline.resolve(), "this tree": Path(__file__).resolve().parent.parent}
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print(
+        f"{'workload':<12}{'tree':<11}{'jobs':>9}{'ticks/job':>11}  jobs per CPU second, then jobs/s (wall), per run"
+    )
+    for shape in shapes(scale):
+        runs: dict[str, list[tuple[int, int, float, float, float]]] = {name: [] for name in trees}
+        for _ in range(repeat):
+            for name, tree in trees.items():
+                runs[name].append(run_in(tree, shape, scale))
+        for name, measured in runs.items():
+            jobs, ticks = measured[0][0], measured[0][1]
+            cpu = " ".join(f"{jobs / r[3]:>8,.0f}" for r in measured)
+            wall = " ".join(f"{jobs / r[2]:>8,.0f}" for r in measured)
+            print(f"{shape:<12}{name:<11}{jobs:>9,}{ticks / jobs:>11.2f}  {cpu}  | {wall}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every workload's size")
+    parser.add_argument("--baseline-tree", type=Path, help="also this source tree's janus, alternated")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child's single run of that shape
     args = parser.parse_args()
+    if args.one is not None:
+        policies, data = shapes(args.scale)[args.one]
+        print(json.dumps(run(policies, data)))
+        return
+    if args.baseline_tree is not None:
+        compare(args.baseline_tree, args.repeat, args.scale)
+        return
     # Jobs per CPU second beside jobs per wall second: on a shared machine the process gets
     # only part of a core, and the wall figure then says more about the neighbours.
     print(

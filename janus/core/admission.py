@@ -123,13 +123,13 @@ def admit_lane(
 def _room(lane: Lane, now: float, blocked: list[Blocked], wakeups: list[float]) -> int | None:
     """How many admissions the dependency's own limits allow now; None if one of them blocks it
     (then said in `blocked`, with when it frees by the clock in `wakeups`)."""
-    block = lane.block(now)
-    if block is not None:
-        blocked.append(block)
-        if block.until is not None:
-            wakeups.append(block.until)
-        return None
-    return lane.room(now)
+    found = lane.room_or_block(now)
+    if isinstance(found, int):
+        return found
+    blocked.append(found)
+    if found.until is not None:
+        wakeups.append(found.until)
+    return None
 
 
 def _stalled(lane: Lane, scope: Scope, now: float, blocked: list[Blocked], wakeups: list[float]) -> bool:

@@ -65,22 +65,23 @@ class CircuitBreaker:
     # -- queries --------------------------------------------------------------
 
     def state(self, now: float) -> CircuitState:
-        self._refresh(now)
+        if self._state is CircuitState.OPEN:  # only an open circuit changes by the clock
+            self._refresh(now)
         return self._state
 
     def admits(self, now: float) -> bool:
-        self._refresh(now)
-        if self._state is CircuitState.CLOSED:
+        if self._state is CircuitState.CLOSED:  # the usual answer, without a look at the clock
             return True
+        self._refresh(now)
         if self._state is CircuitState.OPEN:
             return False
         return self._probes < self.policy.half_open_probes
 
     def probes_left(self, now: float) -> int | None:
         """How many more admissions it allows at `now`: None while closed (no limit)."""
-        self._refresh(now)
         if self._state is CircuitState.CLOSED:
             return None
+        self._refresh(now)
         if self._state is CircuitState.OPEN:
             return 0
         return max(0, self.policy.half_open_probes - self._probes)
@@ -104,6 +105,8 @@ class CircuitBreaker:
 
     def on_admit(self, now: float, count: int = 1) -> None:
         """`count` admissions at `now` (probes, if half-open)."""
+        if self._state is CircuitState.CLOSED:
+            return
         self._refresh(now)
         if self._state is CircuitState.HALF_OPEN:
             self._probes += count

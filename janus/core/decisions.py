@@ -47,9 +47,9 @@ class Transition(NamedTuple):
     job: Job | None = None  # the job after the event, when it changed
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Blocked:
-    """A dependency that has jobs eligible now but may not admit them yet."""
+class Blocked(NamedTuple):
+    """A dependency that has jobs eligible now but may not admit them yet (a NamedTuple: a
+    decision held by a limit builds one, and that is most decisions of a busy dependency)."""
 
     dependency: str
     reason: WaitReason
@@ -58,8 +58,9 @@ class Blocked:
     waiting: int
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AdmitDecision:
+class AdmitDecision(NamedTuple):
+    """What one `admit` call decided (a NamedTuple, like `Transition`: one is built per tick)."""
+
     admissions: list[Admission]
     blocked: list[Blocked]
     next_wakeup: float | None  # when calling admit() again may change something

@@ -338,6 +338,73 @@ class Lane:
             room = min(room, ramp.room(now, share, self.windows, len(self.held)))
         return room
 
+    def room_or_block(self, now: float) -> int | Blocked:
+        """`block` and then `room` in one pass over the limits, as the admission asks them: what
+        stops every admission at `now`, else how many the limits allow. Same answers, same
+        order of the checks that have side effects (pruning, a circuit's or a ramp's clock)."""
+        policy = self.policy
+        if self.removed or self.operator_pause is not None:
+            steered = self._steered(now)
+            if steered is not None:
+                return steered
+        gate = self.gate
+        if (stop := gate.block(now)) is not None:
+            return Blocked(
+                dependency=policy.name,
+                reason=WaitReason(stop.reason.value),
+                limit=stop.limit,
+                until=stop.until,
+                waiting=self.eligible,
+            )
+        held = len(self.held)
+        room = UNLIMITED
+        concurrency = policy.concurrency
+        if concurrency is not None:
+            room = concurrency - held
+            if room <= 0:
+                return Blocked(
+                    dependency=policy.name,
+                    reason=WaitReason.CONCURRENCY,
+                    limit=f"concurrency {concurrency}{self.overridden_by()}",
+                    until=None,
+                    waiting=self.eligible,
+                )
+        for window in self.windows:
+            window_room = window.room(now)
+            if window_room <= 0:
+                return Blocked(
+                    dependency=policy.name,
+                    reason=WaitReason.RATE,
+                    limit=f"rate {window.limit}{self.overridden_by()}",
+                    until=window.free_at(now),
+                    waiting=self.eligible,
+                )
+            if window_room < room:
+                room = window_room
+        adaptive = self.adaptive
+        if adaptive is not None and (found := adaptive.blocking(policy.name, held, self.eligible, now)):
+            return found
+        if self.units is not None and (full := self.units.blocking(now)) is not None:
+            return Blocked(
+                dependency=policy.name,
+                reason=WaitReason.RATE,
+                limit=f"rate {full.limit}",
+                until=self.units.free_at(now, self.units.stopped or 0),
+                waiting=self.eligible,
+            )
+        ramp = gate.ramp
+        if ramp.started is not None and (share := ramp.share(now)) is not None:
+            ramp_room = ramp.room(now, share, self.windows, held)
+            if ramp_room <= 0:
+                return self._ramp_block(now) or ramp_room  # it blocks: the same look says how
+            room = min(room, ramp_room)
+        probes = gate.circuit.probes_left(now)
+        if probes is not None and probes < room:
+            room = probes
+        if adaptive is not None:
+            room = min(room, adaptive.room(now, held))
+        return room
+
     def settle_ramp(self, now: float) -> None:
         """After a decision not cut short by its budget: past its time, a ramp that no longer
         binds is lifted (core/recovery.py)."""

@@ -15,7 +15,7 @@ call can have begun (`SlidingWindow.trim`, docs/protocol.md); never before T aft
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import repeat
 
@@ -68,7 +68,10 @@ class SlidingWindow:
     def record_many(self, at: float, count: int) -> None:
         """`count` admissions at `at` (the scheduler records a batch of one decision at once).
         Their end is the latest yet: `at` never decreases, and a trimmed end is only earlier."""
-        self._places.extend(repeat((at + self.span, at), count))
+        if count == 1:
+            self._places.append((at + self.span, at))
+        else:
+            self._places.extend(repeat((at + self.span, at), count))
 
     def trim(self, at: float, started_by: float) -> None:
         """The admission made at `at` started its call by `started_by` (a result told so): its
@@ -79,12 +82,19 @@ class SlidingWindow:
         end = min(untrimmed, max(at, started_by) + self.limit.window)
         if end >= untrimmed:
             return
-        places, old = self._places, (untrimmed, at)
+        places, old, new = self._places, (untrimmed, at), (end, at)
         index = bisect_left(places, old, self._head)
         if index == len(places) or places[index] != old:
             return  # no longer held (its span passed), or never recorded here (a rebuilt window)
-        del places[index]
-        insort(places, (end, at), self._head)
+        # The place only moves earlier (new < old): shift the places between its new and its old
+        # index by one, rather than delete it and insert it again (two moves of the whole tail).
+        # It moves by the admissions of at most an admission_ttl: look just before it first.
+        low = index - 8
+        if low < self._head or places[low] > new:
+            low = self._head
+        moved_to = bisect_right(places, new, low, index)
+        places[moved_to + 1 : index + 1] = places[moved_to:index]
+        places[moved_to] = new
 
     def restore(self, stamps: Iterable[float]) -> None:
         """Reload history after a restart or a takeover (in any order: the log is kept sorted).

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from janus.client.worker import LEASE_SAFETY
-from janus.core.decisions import Blocked, Verdict
+from janus.core.decisions import Blocked, Verdict, WaitReason
 from janus.core.jobs import Admission, Job
 from janus.core.policy import DependencyPolicy
 from janus.core.scheduler import Scheduler
@@ -87,6 +87,12 @@ class Simulation:
         # dependency -> {scope: its cap, named as a limit is in the report}: the scopes held at a
         # cap of their own since the last look (the end of a tick, or a result applied without one)
         self._capped: dict[str, dict[str, str]] = {}
+        # Does any scope have a cap of its own to be held at? (A simulation changes no policy.)
+        self._caps = any(
+            policy.fairness.scope_concurrency is not None or policy.fairness.scope_rate_limits
+            for policy in policies
+        )
+        self._labels: dict[tuple[WaitReason, str], str] = {}  # a block's name in the report
         self._last_tick = 0.0
         self._ticks = 0
         self._timeline: list[Row] | None = [] if timeline else None
@@ -201,7 +207,8 @@ class Simulation:
         costs.append(cost if each is None else each.get(head[1], cost))
         for job in arrivals.rest:
             if job[0] != now:
-                self._push(job[0], _ARRIVE, _Arrivals(job, arrivals.rest, cost, each))
+                arrivals.head = job  # popped from the heap: the same record goes back on it
+                self._push(job[0], _ARRIVE, arrivals)
                 return
             self._arrivals.append(job)
             costs.append(cost if each is None else each.get(job[1], cost))
@@ -246,7 +253,8 @@ class Simulation:
                 stalled = True
                 break
         self._skip.ticked(decision.blocked, stalled)
-        self._note_caps()
+        if self._caps:
+            self._note_caps()
         if wakeup is not None and wakeup < self._wake_at:
             self._wake_at = wakeup
             self._push(wakeup, _WAKE, None)
@@ -420,15 +428,20 @@ class Simulation:
                     if limit not in counted:
                         counted.add(limit)
                         log.at_limit[limit] += elapsed
+            labels = self._labels
             for block in self._blocked:
-                limit = f"{block.reason.value} ({block.limit})"
+                label = labels.get((block.reason, block.limit))
+                if label is None:  # named once: most ticks of a busy dependency are held by one limit
+                    if len(labels) > 1000:
+                        labels.clear()  # limits that name a value that moves (a ramp's share)
+                    label = labels[(block.reason, block.limit)] = f"{block.reason.value} ({block.limit})"
                 log = self._logs[block.dependency]
-                log.at_limit[limit] += elapsed
+                log.at_limit[label] += elapsed
                 # The scopes that waited through it: their backlogs changed only at the last tick.
                 if len(log.scopes) <= _SCOPES_ACCOUNTED:
                     for scope_log in log.scopes.values():
                         if scope_log.waiting:
-                            scope_log.at_limit[limit] += elapsed
+                            scope_log.at_limit[label] += elapsed
         self._last_tick = now
 
     # -- the workers ---------------------------------------------------------------------

@@ -44,11 +44,13 @@ class SkipRule:
     __slots__ = (
         "_all_rated",
         "_backoff",
-        "_blocked",
+        "_clock_only",
         "_costed",
+        "_full",
         "_plain",
         "_single",
         "_stalled",
+        "_steady",
         "scopes",
         "untracked",
         "waiting",
@@ -70,14 +72,26 @@ class SkipRule:
             policy.name for policy in policies if not policy.unit_limits and policy.adaptive is None
         }
         self.scopes = 0  # (dependency, scope) pairs seen
-        self._blocked: list[Blocked] = []  # what the last admission step found held back
         self._stalled = False  # the last step announced a wakeup at its own instant and admitted nothing
+        self._steady = True  # every block of the last step reads the same until it is lifted
+        self._clock_only: list[tuple[str, float]] = []  # (dependency, until) held by the clock alone
+        self._full: list[tuple[str, float | None]] = []  # (dependency, until) held by a full limit
 
     # -- what the driver tells it ------------------------------------------------------
 
     def ticked(self, blocked: list[Blocked], stalled: bool) -> None:
-        self._blocked = blocked
         self._stalled = stalled
+        # What `skips` reads of the blocks, worked out once per step rather than per question.
+        steady, clock_only, full = True, [], []
+        for block in blocked:
+            reason = block.reason
+            if reason not in _STEADY_BLOCKS:
+                steady = False
+            if reason in _CLOCK_ONLY and block.until is not None:
+                clock_only.append((block.dependency, block.until))
+            if reason in _FULL:
+                full.append((block.dependency, block.until))
+        self._steady, self._clock_only, self._full = steady, clock_only, full
 
     def retry_scheduled(self, dependency: str, eligible_at: float) -> None:
         self.waiting[dependency] += 1
@@ -123,27 +137,18 @@ class SkipRule:
         block steady, and rate limits on every dependency. A retry in its backoff is not
         waiting yet: its end is a wakeup, and the step then admits it.
         """
-        blocked = self._blocked
         if self._stalled or self.scopes > _CONSTANT_SHARE_SCOPES:
             return False
-        if not all(block.reason in _STEADY_BLOCKS for block in blocked):
+        if not self._steady:
             return False  # a block that reads otherwise later: the step must say it again
         held: set[str] = set()
-        if self._all_rated or self._single:  # a ramp of another dependency lifts at any step
-            held = {
-                block.dependency
-                for block in blocked
-                if block.reason in _CLOCK_ONLY and block.until is not None and block.until > now
-            }
+        if self._clock_only and (self._all_rated or self._single):  # another's ramp lifts at any step
+            held = {dependency for dependency, until in self._clock_only if until > now}
         arriving: set[str] = set()
         if arrivals:
             if not (self._all_rated or self._single):
                 return False
-            full = {
-                block.dependency
-                for block in blocked
-                if block.reason in _FULL and (block.until is None or block.until > now)
-            }
+            full = {dependency for dependency, until in self._full if until is None or until > now}
             plain = self._plain
             for _, _, dependency, _ in arrivals:
                 if dependency not in full or dependency not in plain:

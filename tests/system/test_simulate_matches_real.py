@@ -6,7 +6,7 @@ hash of the seed, the job and the attempt, so both runs give every call the same
 outcome). What differs is what the simulation cannot know: the broker's and the database's
 latency and the batching of ticks (in the workload as a fixed `start_delay` and `report_delay`),
 and when the real leader first sees each job. So the comparison is:
-- per dependency, the makespan within 5 %;
+- per dependency, the makespan (from the first call's start to the last call's end) within 5 %;
 - per scope, the admissions of every prefix of the dependency's admissions within the fairness
   bound (docs/fairness.md: two backlogged scopes keep |a_i/w_i - a_j/w_j| <= 1/w_i + 1/w_j in
   each run, so a scope's count in the two runs differs by at most 2);
@@ -232,8 +232,13 @@ async def test_simulation_predicts_a_real_run(
         real_finished = [r.finished_at - start for r in real if r.finished_at is not None]
         real_started = [r.started_at - start for r in real if r.started_at is not None]
 
-        # Makespan: the same jobs, the same answers, within 5 %.
-        sim_makespan, real_makespan = max(sim_finished), max(real_finished)
+        # Makespan: the same jobs, the same answers, within 5 %, from the first call's start in
+        # each run. Before it, the real run spends what the simulation cannot know and a loaded
+        # machine stretches: the producer's publish, the leader's intake and first tick, and the
+        # first delivery to a worker just started (0.27 s at load 6 against the model's 10 ms;
+        # the rate windows then count from those late starts, so the delay carries to the end).
+        sim_makespan = max(sim_finished) - min(sim_started)
+        real_makespan = max(real_finished) - min(real_started)
         lines.append(
             f"{dependency}: makespan simulated {sim_makespan:.2f}s, real {real_makespan:.2f}s "
             f"({real_makespan / sim_makespan - 1:+.1%}); admissions {len(sim_admitted)} / {len(real)}"
