@@ -237,50 +237,8 @@ class Lane:
 
     def block(self, now: float) -> Blocked | None:
         """Which of the dependency's own limits stops every admission at `now`, if one does."""
-        policy = self.policy
-        if self.removed or self.operator_pause is not None:
-            steered = self._steered(now)
-            if steered is not None:
-                return steered
-        gate = self.gate.block(now)
-        if gate is not None:
-            return Blocked(
-                dependency=policy.name,
-                reason=WaitReason(gate.reason.value),
-                limit=gate.limit,
-                until=gate.until,
-                waiting=self.eligible,
-            )
-        if policy.concurrency is not None and len(self.held) >= policy.concurrency:
-            return Blocked(
-                dependency=policy.name,
-                reason=WaitReason.CONCURRENCY,
-                limit=f"concurrency {policy.concurrency}{self.overridden_by()}",
-                until=None,
-                waiting=self.eligible,
-            )
-        for window in self.windows:
-            if window.room(now) <= 0:
-                return Blocked(
-                    dependency=policy.name,
-                    reason=WaitReason.RATE,
-                    limit=f"rate {window.limit}{self.overridden_by()}",
-                    until=window.free_at(now),
-                    waiting=self.eligible,
-                )
-        if self.adaptive is not None:
-            adaptive = self.adaptive.blocking(policy.name, len(self.held), self.eligible, now)
-            if adaptive is not None:
-                return adaptive
-        if self.units is not None and (full := self.units.blocking(now)) is not None:
-            return Blocked(
-                dependency=policy.name,
-                reason=WaitReason.RATE,
-                limit=f"rate {full.limit}",
-                until=self.units.free_at(now, self.units.stopped or 0),
-                waiting=self.eligible,
-            )
-        return self._ramp_block(now)
+        found = self.room_or_block(now)
+        return found if isinstance(found, Blocked) else None
 
     def _ramp_block(self, now: float) -> Blocked | None:
         """The recovery ramp, when it stops every admission at `now` (core/recovery.py)."""
