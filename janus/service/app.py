@@ -1,4 +1,5 @@
-"""Wiring and supervision: stand by, lead, rebuild, run the supervised tasks, recover, drain on SIGTERM.
+"""Wiring and supervision: connect, stand by and lead (leader_mode.py, or member_mode.py with
+[scale_out]), recover, drain on SIGTERM. What a term does in either mode: term_kit.py.
 
 Every long-running loop of a term runs in one TaskGroup: if any of them fails,
 the others are cancelled and the term ends at once, so nothing more is admitted.
