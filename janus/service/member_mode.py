@@ -24,21 +24,19 @@ from typing import TYPE_CHECKING
 
 from janus.broker import connection as broker
 from janus.broker import intake_upgrade, topology
-from janus.broker.consumer import Consuming, consume
+from janus.broker.consumer import Consuming
 from janus.broker.publisher import Publisher
 from janus.core.scheduler import Scheduler
 from janus.errors import ConfigError, LeadershipLost
-from janus.service.admission_loop import AdmissionLoop
 from janus.service.global_duties import GlobalDuties
 from janus.service.health import Role
 from janus.service.inbox import UNROUTABLE, Inbox
 from janus.service.leadership import Term
 from janus.service.member_steering import MemberSteering
 from janus.service.members import MemberLoop, MemberTimings, Owned
-from janus.service.outbox import OutboxRelay
 from janus.service.owners import OwnersReader
 from janus.service.steer import Running, policy_of_record, running_of
-from janus.service.tick import TickOptions
+from janus.service.term_kit import PREFETCH, RESULTS_PREFETCH, ConsumerSpec, prefetch
 from janus.service.worker_watch import WorkerWatch
 from janus.store.repository import Store
 from janus.store.session import LeaderSession
@@ -187,7 +185,7 @@ class MemberMode:
                     await loop.poll()
                 finally:
                     self._between_polls.set()
-                self.service._polled(True)  # readiness: a member owning nothing is a fresh standby
+                self.service.kit.polled(True)  # readiness: a member owning nothing is a fresh standby
                 for dependency in led - set(loop.owned):
                     metrics.dependency_led.labels(dependency).set(0)
                 led = set(loop.owned)
@@ -258,7 +256,7 @@ class MemberMode:
     async def _term(self, epochs: dict[str, int], drain: asyncio.Event) -> None:
         """The term of one owned set: rebuild these dependencies from PostgreSQL, consume their
         queues, admit until drained (a change of the set, or stop)."""
-        service, store = self.service, self.store
+        service, store, kit = self.service, self.store, self.service.kit
         assert self.loop is not None
         loop = self.loop
         term = MemberTerm(
@@ -269,26 +267,24 @@ class MemberMode:
             owned=lambda: loop.owned,
         )
         service.health.become(Role.REBUILDING)
-        sent = time.time()
-        database_now = await store.database_time()
-        service._clock_offset = database_now - (sent + time.time()) / 2
+        await kit.sync_clock(store)
         started_at = service.clock()
-        connection = await service._connect_broker()
+        connection = await kit.connect_broker()
         service.metrics.is_leader.set(1)
         try:
             newest = await store.policy_log.newest()
             if newest is None:
                 raise LeadershipLost("the policy of record is gone")
             service.running = await running_of(store.policy_log, newest, service.config)
-            service._policy_metrics()
+            kit.policy_metrics()
             loop.follow(tuple(sorted(service.running.config.dependencies)))
             if self.owners is not None:
                 self.owners.dependencies = loop.dependencies
             owned = set(epochs)
             revived = await store.membership.revived_up_to()  # before the rebuild reads the jobs
-            scheduler = await service._rebuild(store, owned)
+            scheduler = await kit.rebuild(store, owned)
             service.inspector.attach(scheduler, store)
-            service._tell_broker_version(connection)
+            kit.tell_broker_version(connection)
             # Every dependency's queues, so that intake for one nobody leads yet waits in its own
             # queue (not in the unrouted one): all at this process's first term, then a new
             # version's. Refused, with the way out, on a broker not upgraded (intake_upgrade.py).
@@ -321,15 +317,13 @@ class MemberMode:
         started_at: float,
         revived: int,
     ) -> None:
-        from janus.service.app import PREFETCH, RESULTS_PREFETCH, prefetch  # app imports this module
-
-        service, store = self.service, self.store
+        service, store, kit = self.service, self.store, self.service.kit
         running = service.running
         assert running is not None
         owned = sorted(term.epochs)
         size = running.config.max_message_size
         intake, results = prefetch(PREFETCH, size), prefetch(RESULTS_PREFETCH, size)
-        consumers = [
+        consumers: list[ConsumerSpec] = [
             *((topology.intake_queue(d), intake, inbox.on_intake) for d in owned),
             *((topology.results_queue(d), results, inbox.on_result(d)) for d in owned),
             # Shared: each member reads a share. Results of no dependency are set aside by whoever
@@ -342,49 +336,31 @@ class MemberMode:
             (intake_upgrade.INTAKE_UNROUTED_QUEUE, intake, inbox.on_intake),
         ]
         workers = WorkerWatch(connection, scheduler.policies, service.options.worker_poll_every)
-        service._tell_workers(scheduler, await workers.poll())
-        longest_lease = max((p.lease_timeout for p in scheduler.policies.values()), default=0.0)
-        outbox = OutboxRelay(
-            store.outbox,
-            publisher,
-            MEMBER_EPOCH,
-            service.clock,
-            longest_lease,
-            leftovers=lambda: store.outbox.unconfirmed_of(owned, started_at),
-        )
+        kit.tell_workers(scheduler, await workers.poll())
+        # Earlier terms' rows of these dependencies, by dependency (no epoch of its own).
+        leftovers = store.outbox.unconfirmed_of
+        outbox = kit.outbox(store, publisher, MEMBER_EPOCH, scheduler, lambda: leftovers(owned, started_at))
         async with asyncio.TaskGroup() as group:
-            loop = AdmissionLoop(
+            loop = kit.admission_loop(
+                running=running,
                 scheduler=scheduler,
                 session=session,
                 publisher=publisher,
                 inbox=inbox,
                 term=term,
-                metrics=service.metrics,
-                options=TickOptions(
-                    max_payload_bytes=running.config.max_payload_bytes,
-                    published_outcomes=running.published_outcomes(),
-                ),
-                clock=service.clock,
                 publishing=group,
-                rebuild=lambda: service._rebuild_in_term(store, set(owned)),
+                rebuild=lambda: kit.rebuild_in_term(store, set(owned)),
                 outbox=outbox,
-                bad_results_limit=running.config.bad_results_limit,
             )
-            consuming = [await consume(connection, q, n, callback) for q, n, callback in consumers]
-            channels = [("the publishing channel", publisher.channel)]
-            channels += [("a consuming channel", consumer.channel) for consumer in consuming]
-            watch = group.create_task(broker.closing(connection, channels), name="broker")
+            consuming, watch = await kit.consume_all(connection, consumers, publisher, group)
             draining = asyncio.Event()
 
             def on_counts(counts: dict[str, int]) -> None:
-                if service._tell_workers(loop.scheduler, counts):
+                if kit.tell_workers(loop.scheduler, counts):
                     inbox.ready.set()
 
             group.create_task(workers.run(on_counts, draining), name="worker-watch")
-            service.leading.set()
-            service.health.become(Role.LEADING)
-            service._failures = 0
-            service.metrics.recovering.set(0)
+            kit.admitting()
             log.info(
                 "admitting for %s as %s",
                 ", ".join(f"{d} (epoch {term.epochs[d]})" for d in owned),
@@ -398,7 +374,7 @@ class MemberMode:
                 epochs=term.epochs,
                 inbox=inbox,
                 version=running.version,
-                seen=service._steering_seen,
+                seen=kit.steering_seen,
                 revived=revived,
                 restart=self.lanes.restart,
             )

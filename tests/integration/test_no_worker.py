@@ -74,7 +74,7 @@ async def test_a_core_rebuilt_in_the_term_still_knows_nobody_consumes(database: 
         await wait_for_states(database, lambda rows: len(rows) == 1, timeout=10)
         store = await Store.connect(config.database_url)
         try:
-            rebuilt = await service._rebuild(store)
+            rebuilt = await service.kit.rebuild(store)
         finally:
             await store.close()
         (block,) = rebuilt.lane_blocks("api", service.clock())

@@ -9,25 +9,29 @@ workers' records and the job table) and prints the times it measured.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import random
 import signal
 import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from janus.audit import AuditReport, audit_database
 from janus.client import Producer, ReadyJob, Worker
-from janus.config import load_config
-from tests.integration.harness import RecordLog, policies, wait_for_states
+from tests.integration.harness import RecordLog, wait_for_states
 from tests.system.janus_process import DEFAULT_TIMINGS, FAST_TIMINGS, JanusProcess
+from tests.system.judge import (
+    MakeJanus,
+    assert_one_epoch_at_a_time,
+    epoch_history,
+    first_admitting,
+    http_get,
+    judge,
+    outputs,
+)
 from tests.system.private_services import PrivatePostgres, PrivateRabbitMQ, free_port
 
 pytestmark = pytest.mark.system
@@ -57,16 +61,6 @@ base_delay = "0.1s"
 max_delay = "0.5s"
 max_attempts = 20
 """
-
-MakeJanus = Callable[..., JanusProcess]
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def write_config(tmp_path: Path, database: str, amqp: str, lease: str = "3s") -> Path:
@@ -118,12 +112,12 @@ class Traffic:
     async def wait_all_done(self, processes: list[JanusProcess], database: str, timeout: float = 60) -> None:
         """Until the workers saw every job succeed and the job table agrees (its last results applied)."""
         expected = set(self.submitted)
-        outputs = "\n".join(f"--- {p.name}\n{p.output()}" for p in processes)
+        shown = outputs(processes)
         try:
             await self.log.wait_for(lambda _: expected <= self.log.succeeded(), timeout=timeout)
         except TimeoutError:
             missing = sorted(expected - self.log.succeeded())
-            pytest.fail(f"{len(missing)} jobs never succeeded, e.g. {missing[:5]}\n{outputs}")
+            pytest.fail(f"{len(missing)} jobs never succeeded, e.g. {missing[:5]}\n{shown}")
         try:
             await wait_for_states(
                 database,
@@ -131,59 +125,7 @@ class Traffic:
                 timeout=timeout,
             )
         except TimeoutError:
-            pytest.fail(f"the job table never caught up with the workers\n{outputs}")
-
-
-async def judge(traffic: Traffic, config_path: Path, database: str) -> AuditReport:
-    config = load_config(config_path, env={})
-    report = await audit_database(
-        traffic.log.records, policies(config), database, expected_jobs=traffic.submitted
-    )
-    print(report.summary())
-    assert report.ok, report.summary()
-    assert report.lost == []
-    assert report.worst_rate_excess <= 0
-    assert report.worst_concurrency_excess <= 0
-    return report
-
-
-async def epoch_history(database: str) -> tuple[list[int], dict[int, tuple[float, float, int]]]:
-    """The epochs of `leader_terms`, and for each epoch that admitted: (first, last, count)."""
-    connection = await asyncpg.connect(database)
-    try:
-        epochs = [r[0] for r in await connection.fetch("SELECT epoch FROM janus.leader_terms ORDER BY epoch")]
-        rows = await connection.fetch(
-            "SELECT epoch, min(admitted_at), max(admitted_at), count(*) FROM janus.admissions GROUP BY epoch"
-        )
-    finally:
-        await connection.close()
-    return epochs, {r[0]: (r[1], r[2], r[3]) for r in rows}
-
-
-def assert_one_epoch_at_a_time(epochs: list[int], spans: dict[int, tuple[float, float, int]]) -> None:
-    """Epochs only grow, and the admissions of any period come from one epoch: each epoch's
-    admissions all precede the next epoch's (on the database's clock)."""
-    assert epochs == list(range(1, len(epochs) + 1)), epochs
-    assert set(spans) <= set(epochs)
-    ordered = sorted(spans.items())
-    for (earlier, (_, last, _)), (later, (first, _, _)) in itertools.pairwise(ordered):
-        assert last < first, f"epoch {earlier} admitted at {last} after epoch {later} began at {first}"
-
-
-async def first_admitting(
-    processes: list[JanusProcess], after: float, timeout: float
-) -> tuple[JanusProcess, float]:
-    """Which process began a term after loop time `after`, and when."""
-    waiters = {asyncio.ensure_future(p.wait_admitting(timeout, after=after)): p for p in processes}
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    winners = [(waiters[w], w.result()[0]) for w in done if not w.cancelled() and w.exception() is None]
-    if not winners:
-        pytest.fail("no process began admitting:\n" + "\n".join(p.output() for p in processes))
-    return min(winners, key=lambda winner: winner[1])
+            pytest.fail(f"the job table never caught up with the workers\n{shown}")
 
 
 async def test_kill_9_the_leader_at_random_moments_with_a_standby(

@@ -18,13 +18,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from janus.audit import audit_database
 from janus.client import Producer, ReadyJob, Worker
-from janus.config import load_config
-from tests.integration.harness import RecordLog, janus_cli, policies, wait_for_states
+from tests.integration.harness import RecordLog, janus_cli, wait_for_states
 from tests.system.janus_process import DEFAULT_TIMINGS, JanusProcess
+from tests.system.judge import MakeJanus, admissions_by_epoch, assert_epochs_in_turn, http_get, judge, outputs
 from tests.system.private_services import free_port
-from tests.system.test_failover import http_get
 
 pytestmark = pytest.mark.system
 
@@ -50,8 +48,6 @@ base_delay = "0.1s"
 max_delay = "0.5s"
 max_attempts = {attempts}
 """
-
-MakeJanus = Callable[..., JanusProcess]
 
 
 class TimedProcess(JanusProcess):
@@ -129,8 +125,7 @@ async def until(
     deadline = loop.time() + timeout
     while not predicate():
         if loop.time() > deadline:
-            outputs = "\n".join(f"--- {p.name}\n{p.output()}" for p in processes)
-            pytest.fail(f"{what}: not within {timeout} s\n{outputs}")
+            pytest.fail(f"{what}: not within {timeout} s\n{outputs(processes)}")
         await asyncio.sleep(0.05)
 
 
@@ -203,26 +198,6 @@ def resumed_after(traffic: Traffic, dependency: str, at: float) -> float | None:
 def longest_gap(starts: list[float], since: float, until_: float) -> float:
     inside = [t for t in starts if since <= t <= until_]
     return max((b - a for a, b in itertools.pairwise(inside)), default=0.0)
-
-
-async def admissions_by_epoch(database: str) -> dict[str, dict[int, tuple[float, float]]]:
-    connection = await asyncpg.connect(database)
-    try:
-        rows = await connection.fetch(
-            "SELECT dependency, epoch, min(admitted_at), max(admitted_at) FROM janus.admissions"
-            " GROUP BY dependency, epoch"
-        )
-        twice = await connection.fetchval(
-            "SELECT count(*) FROM (SELECT job_id, attempt FROM janus.admissions"
-            " GROUP BY job_id, attempt HAVING count(*) > 1) AS t"
-        )
-    finally:
-        await connection.close()
-    assert twice == 0, f"{twice} attempts admitted twice"
-    spans: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
-    for row in rows:
-        spans[row[0]][row[1]] = (row[2], row[3])
-    return spans
 
 
 async def test_one_member_alone_owns_everything(
@@ -404,17 +379,7 @@ async def three_members_kill_one_then_a_fourth_joins(
         "per dependency meanwhile: " + ", ".join(f"{d} {p:.2f} s" for d, p in pauses.items())
     )
 
-    config = load_config(config_path, env={})
-    report = await audit_database(
-        traffic.log.records, policies(config), database, expected_jobs=traffic.submitted
-    )
-    print(report.summary())
-    assert report.ok, report.summary()
-    assert report.lost == []
-    assert report.worst_rate_excess <= 0
-    assert report.worst_concurrency_excess <= 0
+    await judge(traffic, config_path, database)
     # Per dependency, one epoch at a time: each epoch's admissions all precede the next's.
     for dependency, spans in (await admissions_by_epoch(database)).items():
-        ordered = sorted(spans.items())
-        for (earlier, (_, last)), (later, (first, _)) in itertools.pairwise(ordered):
-            assert last < first, f"{dependency}: epoch {earlier} admitted at {last} after epoch {later} began"
+        assert_epochs_in_turn(spans, f"{dependency}: ")

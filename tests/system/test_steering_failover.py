@@ -14,7 +14,7 @@ from janus.audit import max_in_window
 from janus.client import Producer, Worker
 from tests.integration.harness import RecordLog, janus_cli, succeed
 from tests.system.janus_process import JanusProcess
-from tests.system.test_failover import MakeJanus, first_admitting
+from tests.system.judge import MakeJanus, first_admitting
 
 pytestmark = pytest.mark.system
 

@@ -76,6 +76,7 @@ ALLOWED = {
     "janus.urls": set(),  # what a message may say of a connection URL
     "janus.logs": set(),  # the log format: the CLI configures it, the service sets the term's epoch
     "janus.protocol": {"janus.core", "janus.errors"},
+    # janus.config re-exports its parts: bounds, then the models, the settings, the loading.
     "janus.config": {
         "janus.core",
         "janus.errors",
@@ -83,7 +84,22 @@ ALLOWED = {
         "janus.adaptive_config",
         "janus.config_limits",
         "janus.scale_out_config",
+        "janus.config_bounds",
+        "janus.config_policy",
+        "janus.config_settings",
+        "janus.config_loading",
     },
+    "janus.config_bounds": {"janus.core", "janus.config_limits"},
+    "janus.config_policy": {
+        "janus.core",
+        "janus.errors",
+        "janus.urls",
+        "janus.adaptive_config",
+        "janus.config_bounds",
+        "janus.scale_out_config",
+    },
+    "janus.config_settings": {"janus.errors"},
+    "janus.config_loading": {"janus.errors", "janus.config_policy", "janus.config_settings"},
     "janus.scale_out_config": set(),  # `[scale_out]`: a process key, kept out of config.py's bulk
     # `[dependencies.X.adaptive]`, a part of the file's model kept out of config.py's bulk; it
     # reaches config.py's parsers at validation time only (a function-level import).
