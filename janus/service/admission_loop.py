@@ -197,7 +197,7 @@ class AdmissionLoop:
             await self._isolate(batch, exc)
         else:
             await self._after_commit(result, one_by_one=False)
-        self._observer.tick(len(batch), started, self._scheduler)
+        self._observer.tick(len(batch), started, self._scheduler, first_arrival=batch.first_arrival)
 
     def set_options(self, options: TickOptions) -> None:
         """A new version of the policy: its outcomes from the next tick on."""
