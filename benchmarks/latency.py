@@ -6,9 +6,14 @@ The same producer and worker run behind a bare relay (benchmarks.relay: no datab
 limits) and behind a real `janus run` (one unlimited dependency, a fresh database), in
 alternating phases of --seconds each, --repeat times, so that the machine's load moves both
 alike. Printed: each phase's p50, p99 and max, the medians per variant and the ratio
-Janus/relay (under 1.0: Janus adds no delay of its own beyond the relay's).
+Janus/relay (under 1.0: Janus adds no delay of its own beyond the relay's). Each round starts
+with a commit probe: a tiny INSERT committed alone, timed, the floor under every tick's commit.
 
-    .venv/bin/python -m benchmarks.latency [--rates 200,600] [--seconds 10] [--repeat 3]
+    .venv/bin/python -m benchmarks.latency [--rates 200,600] [--seconds 10] [--repeat 3] [--baseline-tree DIR]
+
+With --baseline-tree (a source tree holding another `janus/`, e.g. `git archive` of main), a
+second Janus runs from it, on a vhost and a database of its own, its phases alternated with the
+relay's and this tree's.
 
 Absolute figures move with the machine's load: read the ratios of the same run.
 """
@@ -16,13 +21,18 @@ Absolute figures move with the machine's load: read the ratios of the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import uvloop
 
+from benchmarks._processes import ROOT
 from benchmarks.throughput import (
     JANUS_CONFIG,
     Child,
@@ -38,53 +48,95 @@ from janus.local_services import LocalServices
 
 def describe(latency: Latency) -> str:
     return (
-        f"{latency.variant:<6} {latency.jobs:>6} jobs at {latency.achieved_rate:6.0f}/s: "
+        f"{latency.variant:<14} {latency.jobs:>6} jobs at {latency.achieved_rate:6.0f}/s: "
         f"p50 {latency.p50 * 1000:6.2f} ms  p99 {latency.p99 * 1000:6.2f} ms  max {latency.max * 1000:7.1f} ms"
     )
 
 
-async def paced(services: Services, rate: float, seconds: float, repeat: int) -> list[Latency]:
-    """Alternating relay and Janus phases at `rate`: one Janus for all its phases (its count of
-    results goes on), a fresh relay per phase (it checks its own count when it stops)."""
+@dataclass(frozen=True, slots=True)
+class JanusSide:
+    """One Janus of the run: its name in the output and the source tree it runs from."""
+
+    variant: str
+    tree: Path
+
+
+async def commit_probe(database_url: str, count: int = 5) -> list[float]:
+    """Round trips of a tiny INSERT committed on its own (no SELECT): the floor a tick's
+    commit sits on at this moment (the disk's fsync, the server's load)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (at double precision)")
+        timings = []
+        for _ in range(count):
+            began = time.perf_counter()
+            await connection.execute("INSERT INTO bench_commit_probe VALUES (1)")  # autocommit
+            timings.append(time.perf_counter() - began)
+        return timings
+    finally:
+        await connection.close()
+
+
+async def paced(
+    services: Services, rate: float, seconds: float, repeat: int, sides: Sequence[JanusSide]
+) -> list[Latency]:
+    """Alternating relay and Janus phases at `rate`: one process per Janus for all its phases
+    (its count of results goes on), a fresh relay per phase (it checks its own count when it
+    stops). Each Janus has a vhost and a database of its own."""
     jobs = max(int(rate * seconds), 50)
     phases: list[Latency] = []
     with tempfile.TemporaryDirectory(prefix="janus-latency-") as tmp:
         workdir = Path(tmp)
-        async with (
-            services.scratch("janus_bench_latency") as janus_side,
-            services.scratch("janus_bench_latency_relay") as relay_side,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            relay_side = await stack.enter_async_context(services.scratch("janus_bench_latency_relay"))
+            scratches = [
+                await stack.enter_async_context(services.scratch("janus_bench_latency")) for _ in sides
+            ]
             config = workdir / "janus.toml"
             config.write_text(JANUS_CONFIG, encoding="utf-8")
-            env = janus_env(janus_side.amqp_url, janus_side.database_url)
-            janus = await Child.start(
-                "janus", ["-m", "janus.cli", "run", "--config", str(config)], workdir, env
-            )
             try:
-                await janus.wait_for_stderr("leading as", timeout=60.0)
-                coordinator = JanusCoordinator(janus, janus_side.database_url, janus_side.name)
+                coordinators = []
+                for side, scratch in zip(sides, scratches, strict=True):
+                    env = janus_env(scratch.amqp_url, scratch.database_url)
+                    janus = await Child.start(
+                        side.variant,
+                        ["-m", "janus.cli", "run", "--config", str(config)],
+                        workdir,
+                        env,
+                        tree=side.tree,
+                    )
+                    await janus.wait_for_stderr("leading as", timeout=60.0)
+                    coordinators.append((janus, JanusCoordinator(janus, scratch.database_url, scratch.name)))
                 done = 0
                 for round_ in range(repeat):
+                    probe = sorted(await commit_probe(scratches[0].database_url))
+                    print(
+                        f"commit probe: median {statistics.median(probe) * 1e6:.0f} us, "
+                        f"max {probe[-1] * 1e6:.0f} us",
+                        flush=True,
+                    )
                     async with relay_running(f"relay-{round_}", relay_side.amqp_url, jobs, workdir) as relay:
                         phases.append(
                             await measure_latency("relay", relay, relay_side.amqp_url, rate, jobs, workdir)
                         )
                     print(describe(phases[-1]), flush=True)
-                    phases.append(
-                        await measure_latency(
-                            "janus",
-                            coordinator,
-                            janus_side.amqp_url,
-                            rate,
-                            jobs,
-                            workdir,
-                            results_before=done,
-                            prefix=f"janus-lat-{round_}",
+                    for side, scratch, (_, coordinator) in zip(sides, scratches, coordinators, strict=True):
+                        phases.append(
+                            await measure_latency(
+                                side.variant,
+                                coordinator,
+                                scratch.amqp_url,
+                                rate,
+                                jobs,
+                                workdir,
+                                results_before=done,
+                                prefix=f"{side.variant}-lat-{round_}",
+                            )
                         )
-                    )
+                        print(describe(phases[-1]), flush=True)
                     done += jobs
-                    print(describe(phases[-1]), flush=True)
-                await janus.stop()
+                for janus, _ in coordinators:
+                    await janus.stop()
             finally:
                 await Child.kill_all()
     return phases
@@ -94,21 +146,28 @@ def summary(rate: float, phases: Sequence[Latency]) -> str:
     def median(variant: str, field: str) -> float:
         return float(statistics.median(getattr(p, field) for p in phases if p.variant == variant))
 
-    lines = [f"at {rate:.0f} jobs/s, medians over {len(phases) // 2} phases each:"]
+    variants = list(dict.fromkeys(p.variant for p in phases if p.variant != "relay"))
+    rounds = sum(1 for p in phases if p.variant == "relay")
+    lines = [f"at {rate:.0f} jobs/s, medians over {rounds} phases each:"]
     for field in ("p50", "p99"):
-        relay, janus = median("relay", field), median("janus", field)
-        lines.append(
-            f"  {field}: relay {relay * 1000:.2f} ms, janus {janus * 1000:.2f} ms, ratio janus/relay {janus / relay:.2f}"
-        )
+        relay = median("relay", field)
+        figures = [f"relay {relay * 1000:.2f} ms"]
+        for variant in variants:
+            janus = median(variant, field)
+            figures.append(f"{variant} {janus * 1000:.2f} ms (ratio to relay {janus / relay:.2f})")
+        lines.append(f"  {field}: " + ", ".join(figures))
     return "\n".join(lines)
 
 
-async def run(rates: Sequence[float], seconds: float, repeat: int) -> None:
+async def run(rates: Sequence[float], seconds: float, repeat: int, baseline: Path | None) -> None:
     services = LocalServices()
+    sides = [JanusSide("janus", ROOT)]
+    if baseline is not None:
+        sides.append(JanusSide("janus-baseline", baseline))
     summaries = []
     for rate in rates:
         print(f"-- {rate:.0f} jobs/s", flush=True)
-        summaries.append(summary(rate, await paced(services, rate, seconds, repeat)))
+        summaries.append(summary(rate, await paced(services, rate, seconds, repeat, sides)))
     print("\n".join(summaries))
 
 
@@ -119,9 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase (default 10)")
     parser.add_argument("--repeat", type=int, default=3, help="phases per variant and pace (default 3)")
+    parser.add_argument(
+        "--baseline-tree", type=Path, help="also Janus run from this source tree (e.g. main, exported)"
+    )
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
-    uvloop.run(run(rates, args.seconds, args.repeat))
+    baseline = args.baseline_tree.resolve() if args.baseline_tree is not None else None
+    uvloop.run(run(rates, args.seconds, args.repeat, baseline))
     return 0
 
 

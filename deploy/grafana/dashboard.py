@@ -221,6 +221,31 @@ def leader() -> list[dict[str, Any]]:
             width=6,
         ),
         panel(
+            "Tick wait and write",
+            [
+                (
+                    "histogram_quantile(0.99, sum by (le) (rate(janus_tick_wait_seconds_bucket[5m])))",
+                    "wait p99",
+                ),
+                (
+                    "histogram_quantile(0.5, sum by (le) (rate(janus_tick_wait_seconds_bucket[5m])))",
+                    "wait p50",
+                ),
+                (
+                    "histogram_quantile(0.99, sum by (le) (rate(janus_tick_write_seconds_bucket[5m])))",
+                    "write p99",
+                ),
+                (
+                    "histogram_quantile(0.5, sum by (le) (rate(janus_tick_write_seconds_bucket[5m])))",
+                    "write p50",
+                ),
+            ],
+            unit="s",
+            width=12,
+            description="wait: a tick's first delivery in the inbox until the tick starts; "
+            "write: the tick's statement and commit",
+        ),
+        panel(
             "Event-loop lag and GC pauses",
             [
                 ("max by (instance) (janus_event_loop_lag_seconds)", "lag {{instance}}"),

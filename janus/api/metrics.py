@@ -190,6 +190,18 @@ class Metrics:
             buckets=(1, 4, 16, 64, 256, 1024, 4096),
             registry=r,
         )
+        self.tick_wait = Histogram(
+            "janus_tick_wait_seconds",
+            "How long a tick's first delivery waited in the inbox for the tick to start.",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.tick_write = Histogram(
+            "janus_tick_write_seconds",
+            "Round trip of a tick's statement to PostgreSQL, commit included.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
         self.gc_pause = Histogram(
             "janus_gc_pause_seconds",
             "Pauses of the event loop by Python's cyclic garbage collector, by generation.",

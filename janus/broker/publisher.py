@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -51,6 +51,11 @@ class Publisher:
 
     async def publish_admissions(self, admissions: Sequence[Admission]) -> list[Admission]:
         """Publish all at once, wait for every confirm; returns the admissions the broker refused."""
+        return await self.start_admissions(admissions)
+
+    def start_admissions(self, admissions: Sequence[Admission]) -> Awaitable[list[Admission]]:
+        """`publish_admissions` begun now: written before this returns when the channel is free
+        (broker/batch.py); the awaitable gives the refused ones once every confirm is in."""
         messages = [
             Outgoing(
                 body=encode_ready(admission),
@@ -66,11 +71,15 @@ class Publisher:
             )
             for admission in admissions
         ]
-        return await self._publish_all(admissions, messages)
+        return self._start_all(admissions, messages)
 
     async def publish_outcomes(self, messages: Sequence[OutboxMessage]) -> list[OutboxMessage]:
         """Publish outcome messages from the outbox (not mandatory: nobody need listen); the ones
         the broker refused. Every other one is confirmed: the outbox may forget it."""
+        return await self.start_outcomes(messages)
+
+    def start_outcomes(self, messages: Sequence[OutboxMessage]) -> Awaitable[list[OutboxMessage]]:
+        """`publish_outcomes` begun now, like `start_admissions`."""
         outgoing = [
             Outgoing(
                 body=message.body,
@@ -82,16 +91,19 @@ class Publisher:
             )
             for message in messages
         ]
-        return await self._publish_all(messages, outgoing)
+        return self._start_all(messages, outgoing)
 
-    async def _publish_all(self, items: Sequence[T], messages: Sequence[Outgoing]) -> list[T]:
-        """Every message written at once (one batch: broker/batch.py), every confirm
-        awaited; the items the broker refused. A closed channel is raised, not returned:
-        nothing more can be published on it."""
-        if not items:
+    def _start_all(self, items: Sequence[T], messages: Sequence[Outgoing]) -> Awaitable[list[T]]:
+        """Every message written at once (one batch: broker/batch.py), started now."""
+        return self._refused(items, self._batch.start(messages) if items else None)
+
+    async def _refused(self, items: Sequence[T], confirming: Awaitable[list[object]] | None) -> list[T]:
+        """Every confirm awaited; the items the broker refused. A closed channel is raised, not
+        returned: nothing more can be published on it."""
+        if confirming is None:
             return []
         try:
-            outcomes = await self._batch.publish(messages)
+            outcomes = await confirming
         except (Exception, asyncio.CancelledError) as exc:
             # A closing channel fails its pending futures with its reason (or cancels them).
             if self._channel.is_closed:

@@ -5,8 +5,9 @@ The order is what makes Janus durable:
   1. a tick (`service/tick.py`) decodes the batch, drives the core and writes it all in ONE
      statement fenced by the leader lease, and returns what is left to do;
   2. only after the commit: publish the admissions and the outcomes (committed to the outbox in
-     the same statement: service/outbox.py), set aside the bad input, and ack the
-     batch, all in the background (the next tick need not wait): a bad message is acked only
+     the same statement: service/outbox.py), queued for the socket right away, their confirms
+     awaited in the background; set aside the bad input and ack the batch, in the background
+     too (the next tick need not wait): a bad message is acked only
      once its copy on janus.rejected is confirmed, and each channel's multiple-acks go out in
      order (a refused admission feeds back into the next tick).
 If anything fails between the core's decision and the commit, the core is ahead of the
@@ -38,6 +39,7 @@ from janus.service.faults import ADMISSIONS_COMMITTED, OUTCOMES_COMMITTED, crash
 from janus.service.holds import ResultHolds
 from janus.service.inbox import Batch, Control, Inbox
 from janus.service.leadership import Term
+from janus.service.linger import Linger
 from janus.service.maybe_sent import MaybeSent
 from janus.service.observe import Observer
 from janus.service.outbox import OutboxRelay
@@ -46,9 +48,7 @@ from janus.store.session import LeaderSession
 
 log = logging.getLogger("janus.admission")
 
-BUSY_BATCH = 4  # a tick with this many messages means the next one should wait to grow
-FULL_BATCH = 256  # ...unless this many are already waiting
-LINGER = 0.005  # seconds
+FULL_BATCH = 256  # no linger when this many already wait (service/linger.py says when else)
 MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
 # A flood of results (bad ones included) is taken in slices: each tick, and so the wait of
 # every dependency's admissions, stays short, and a flooded results queue gets no more of a
@@ -102,6 +102,7 @@ class AdmissionLoop:
         # multiple-ack never covers a bad message whose copy on janus.rejected is unconfirmed.
         self._acking: dict[RawChannel, asyncio.Task[None]] = {}
         self._last_batch = 0
+        self._linger = Linger(time.perf_counter)
 
     @property
     def scheduler(self) -> Scheduler:
@@ -114,6 +115,7 @@ class AdmissionLoop:
         observing = self._publishing.create_task(
             self._observer.scopes_forever(lambda: self._scheduler, self._clock), name="scope-metrics"
         )
+        stopping: asyncio.Task[Any] | None = None
         try:
             self._maybe_sent = MaybeSent(await self._session.maybe_sent())
             if self._maybe_sent:
@@ -122,9 +124,15 @@ class AdmissionLoop:
                     "until their leases end, then returned without charging an attempt",
                     len(self._maybe_sent),
                 )
+            stopping = waiting = asyncio.ensure_future(stop.wait())
+            waiting.add_done_callback(self._stopped)
             while not stop.is_set():
-                await self._wait(stop)
+                await self._wait()
                 await self.tick()
+                if self._inbox.ready.is_set():
+                    # The tick's publishes are queued, not yet written: the connection's writer
+                    # gets its turn before the next tick's decisions delay it further.
+                    await asyncio.sleep(0)
             await self.tick()
             self._holds.stop()
             while self._inbox.results_waiting():  # results are taken in slices: finish what was delivered
@@ -133,33 +141,40 @@ class AdmissionLoop:
             await self.drain_publishing()
             await self._outbox.flush()  # the last confirmations: else the next term sends them again
         finally:
+            if stopping is not None:
+                stopping.cancel()
             observing.cancel()
             self._holds.stop()
 
-    async def _wait(self, stop: asyncio.Event) -> None:
+    def _stopped(self, stopping: asyncio.Task[Any]) -> None:
+        if not stopping.cancelled():
+            self._inbox.ready.set()  # wakes `_wait`: the loop sees `stop` and ends
+
+    async def _wait(self) -> None:
         if self._inbox.ready.is_set():
             if (
-                self._last_batch >= BUSY_BATCH
+                self._linger.wanted(self._last_batch)
                 and self._inbox.servable(RESULTS_PER_QUEUE_PER_TICK) < FULL_BATCH
             ):
-                # Under load, a moment's wait makes the next statement bigger: PostgreSQL's cost
-                # is mostly per statement (benchmarks/tick_statement.py), and CPU is what the
-                # pipeline runs short of. Counted as the next tick can take them: a flood waiting
-                # in a held queue (or beyond a slice) would otherwise stop the lingering, and every
-                # other dependency's ticks would shrink (benchmarks/flood.py).
-                await asyncio.sleep(LINGER)
+                # A moment's wait makes the next statement bigger, when that pays (service/linger.py).
+                # Counted as the next tick can take them: a flood waiting in a held queue (or
+                # beyond a slice) would otherwise stop the lingering, and every other
+                # dependency's ticks would shrink (benchmarks/flood.py).
+                await asyncio.sleep(self._linger.linger)
             return
         timeout = None
         if self._next_wakeup is not None:
             timeout = max(self._next_wakeup - self._clock(), 0.0)
             if timeout == 0.0:
                 return
-        waiters = [asyncio.ensure_future(self._inbox.ready.wait()), asyncio.ensure_future(stop.wait())]
+        began = time.perf_counter()
+        # `stop` sets `ready` too (see run): one wait, no task per wakeup.
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+            async with asyncio.timeout(timeout):
+                await self._inbox.ready.wait()
+        except TimeoutError:
+            pass
+        self._linger.idled(time.perf_counter() - began)
 
     async def drain_publishing(self) -> None:
         if self._in_flight:
@@ -169,6 +184,7 @@ class AdmissionLoop:
         started = time.perf_counter()
         batch = self._inbox.take(per_queue=RESULTS_PER_QUEUE_PER_TICK, total=MAX_RESULTS_PER_TICK)
         self._last_batch = len(batch)
+        self._linger.took(len(batch))
         if not self._term.may_act():
             raise LeadershipLost("the lease may have expired: not acting")
         if batch.controls:
@@ -181,7 +197,7 @@ class AdmissionLoop:
             await self._isolate(batch, exc)
         else:
             await self._after_commit(result, one_by_one=False)
-        self._observer.tick(len(batch), started, self._scheduler)
+        self._observer.tick(len(batch), started, self._scheduler, first_arrival=batch.first_arrival)
 
     def set_options(self, options: TickOptions) -> None:
         """A new version of the policy: its outcomes from the next tick on."""
@@ -218,7 +234,13 @@ class AdmissionLoop:
         self._observer.gate_events(result.gate_events)
         # Admissions (and outcomes) first: they need not wait for bad input to be set aside.
         if result.admissions or result.outcomes:
-            self._background(self._publish(result.admissions, result.outcomes, result.finished))
+            # Written now, with no task in between (broker/batch.py): the batch is on its way
+            # before the next tick's decisions; only the confirms are awaited in the background.
+            admitting = self._publisher.start_admissions(result.admissions) if result.admissions else None
+            finishing = self._publisher.start_outcomes(result.outcomes) if result.outcomes else None
+            self._background(
+                self._confirmed(result.admissions, admitting, result.outcomes, finishing, result.finished)
+            )
         batch = result.batch
         if one_by_one:
             # Messages of a batch being isolated are acked singly: a multiple-ack would also
@@ -277,26 +299,41 @@ class AdmissionLoop:
         body, original_size = set_aside_body(item, max_payload_bytes)  # an oversized one truncated
         await publisher.set_aside(body, item.source, item.reason, item.detail, original_size=original_size)
 
-    async def _publish(
-        self, admissions: list[Admission], outcomes: list[OutboxMessage], finished: list[Job]
+    async def _confirmed(
+        self,
+        admissions: list[Admission],
+        admitting: Awaitable[list[Admission]] | None,
+        outcomes: list[OutboxMessage],
+        finishing: Awaitable[list[OutboxMessage]] | None,
+        finished: list[Job],
     ) -> None:
-        await asyncio.gather(self._publish_admissions(admissions), self._publish_outcomes(outcomes, finished))
+        await asyncio.gather(
+            self._admissions_confirmed(admissions, admitting),
+            self._outcomes_confirmed(outcomes, finishing, finished),
+        )
 
-    async def _publish_admissions(self, admissions: list[Admission]) -> None:
-        if not admissions:
+    async def _admissions_confirmed(
+        self, admissions: list[Admission], admitting: Awaitable[list[Admission]] | None
+    ) -> None:
+        if admitting is None:
             return
-        refused = await self._publisher.publish_admissions(admissions)
+        refused = await admitting
         # Every one confirmed or refused (a refused one comes back as unpublished): sent.
         self._outbox.sent({a.admitted_at for a in admissions})
         self._observer.published(admissions, refused)
         if refused:
             self._inbox.add_unpublished(refused)
 
-    async def _publish_outcomes(self, outcomes: list[OutboxMessage], finished: list[Job]) -> None:
-        if not outcomes:
+    async def _outcomes_confirmed(
+        self,
+        outcomes: list[OutboxMessage],
+        finishing: Awaitable[list[OutboxMessage]] | None,
+        finished: list[Job],
+    ) -> None:
+        if finishing is None:
             return
         # After the commit, like admissions; at least once: the outbox keeps each until confirmed.
-        refused = await self._publisher.publish_outcomes(outcomes)
+        refused = await finishing
         self._outbox.published(outcomes, refused)
         held = {m.job_id for m in refused}
         self._observer.outcomes(finished, [job for job in finished if job.job_id in held])

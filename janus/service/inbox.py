@@ -14,6 +14,7 @@ multiple-ack of a slice's last delivery covers that slice and nothing not yet ta
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ class Batch:
     unpublished: list[Admission]
     revived: list[Job] = field(default_factory=list)  # dead jobs made waiting again (janus jobs retry)
     controls: list[Control] = field(default_factory=list)  # applied before the tick
+    first_arrival: float | None = None  # when its oldest message reached the inbox (perf_counter)
 
     def __len__(self) -> int:
         return (
@@ -67,8 +69,13 @@ class Inbox:
     _turn: int = 0  # which results queue is served first next (round robin)
     # Results queues whose last slice is still being set aside: not served until it is.
     _held: set[ResultSource] = field(default_factory=set)
+    # When the inbox went from empty to not: how long a tick's first delivery waited (a metric).
+    first_arrival: float | None = None
+    clock: Callable[[], float] = time.perf_counter
 
     async def on_intake(self, message: Delivery) -> None:
+        if self.first_arrival is None:
+            self.first_arrival = self.clock()
         self.intake.append(message)
         self.ready.set()
 
@@ -78,6 +85,8 @@ class Inbox:
         ready, held = self.ready, self._held
 
         async def append(message: Delivery) -> None:
+            if self.first_arrival is None:
+                self.first_arrival = self.clock()
             waiting.append(message)
             if source not in held:
                 ready.set()
@@ -96,10 +105,14 @@ class Inbox:
             self.ready.set()
 
     async def on_returned(self, message: Delivery) -> None:
+        if self.first_arrival is None:
+            self.first_arrival = self.clock()
         self.returned.append(message)
         self.ready.set()
 
     def add_unpublished(self, admissions: list[Admission]) -> None:
+        if self.first_arrival is None:
+            self.first_arrival = self.clock()
         self.unpublished.extend(admissions)
         self.ready.set()
 
@@ -156,9 +169,13 @@ class Inbox:
             unpublished=self.unpublished,
             revived=self.revived,
             controls=self.controls,
+            first_arrival=self.first_arrival,
         )
         self.intake, self.returned, self.unpublished, self.revived = [], [], [], []
         self.controls = []
+        if not len(self):
+            # Results left over (beyond a slice) keep the old time: they may be that old.
+            self.first_arrival = None
         if not any(waiting and source not in self._held for source, waiting in self.results.items()):
             self.ready.clear()
         return batch

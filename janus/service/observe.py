@@ -138,13 +138,20 @@ class Observer:
         metrics.intake_messages.labels("duplicate").inc(result.duplicates)
         if result.pages:
             metrics.pages_loaded.inc(result.pages)
+        if result.write_seconds is not None:
+            metrics.tick_write.observe(result.write_seconds)
 
-    def tick(self, messages: int, started: float, scheduler: Scheduler) -> None:
-        """After every tick: its duration and size, and the gauges of every dependency."""
+    def tick(
+        self, messages: int, started: float, scheduler: Scheduler, *, first_arrival: float | None = None
+    ) -> None:
+        """After every tick: its duration and size, how long its first delivery waited for it
+        (`first_arrival`: the inbox's perf_counter time), and the gauges of every dependency."""
         metrics = self.metrics
         metrics.tick_seconds.observe(time.perf_counter() - started)
         if messages:
             metrics.tick_messages.observe(messages)
+        if first_arrival is not None:
+            metrics.tick_wait.observe(max(started - first_arrival, 0.0))
         put = self._put
         for stats in scheduler.stats():
             put(metrics.held, stats.held, stats.dependency)

@@ -13,6 +13,7 @@ the returned value.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -130,6 +131,7 @@ class TickResult:
     pages: int  # scopes paged in from the store
     next_wakeup: float | None  # when the core may admit more by the clock alone
     costs: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (dependency, estimated|actual)
+    write_seconds: float | None = None  # the statement's round trip, commit included; None: nothing written
 
 
 async def run_tick(
@@ -149,6 +151,7 @@ async def run_tick(
     for delivery, reason, detail in await decided.unapplied.explain(session):
         decided.set_aside.append(SetAside(message=delivery, source="results", reason=reason, detail=detail))
     outcomes = [outbox_message(job) for job in decided.finished]
+    writing = time.perf_counter()
     stored = await session.tick(
         decided.now,
         [(job, payloads[job.job_id]) for job in changes.new],
@@ -160,6 +163,17 @@ async def run_tick(
         adaptive=decided.adaptive,
         settled=decided.settled,
     )
+    # session.tick writes nothing (and sends no statement) when all of these are empty.
+    wrote = (
+        changes.new
+        or changes.updated
+        or decided.decision.admissions
+        or decided.failed
+        or decided.gates
+        or decided.adaptive
+        or decided.settled
+    )
+    write_seconds = time.perf_counter() - writing if wrote else None
     # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
     # which the core could not tell from new ones: they are retracted unpublished.
     admissions = decided.decision.admissions
@@ -190,6 +204,7 @@ async def run_tick(
         duplicates=intake - len(stored),
         pages=pages,
         next_wakeup=decided.decision.next_wakeup,
+        write_seconds=write_seconds,
     )
 
 

@@ -480,3 +480,25 @@ async def test_a_stale_result_changes_nothing(database: str, vhost: str) -> None
         2,
         1,
     )
+
+
+async def test_ticks_observe_their_wait_and_their_write(database: str, vhost: str) -> None:
+    config = make_config(database, vhost, {"api": {}})
+    log = RecordLog()
+    async with running_janus(config) as service:
+        worker = Worker(vhost, {"api": succeed}, on_record=log.append)
+        await worker.start()
+        async with await Producer.connect(vhost) as producer:
+            for i in range(5):
+                await producer.submit(f"job-{i}", "api")
+        await log.wait_for(lambda _: len(log.succeeded()) == 5, timeout=20)
+        await worker.stop()
+        registry = service.metrics.registry
+        waits = registry.get_sample_value("janus_tick_wait_seconds_count")
+        writes = registry.get_sample_value("janus_tick_write_seconds_count")
+        # Each job's intake and its result waited for a tick; each of those ticks wrote.
+        assert waits is not None
+        assert waits >= 2
+        assert writes is not None
+        assert writes >= 2
+        assert (registry.get_sample_value("janus_tick_write_seconds_sum") or 0.0) > 0.0

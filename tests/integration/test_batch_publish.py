@@ -4,10 +4,14 @@ channel's confirms stay matched to later publishes after a refusal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable
 
 import aio_pika
 import pytest
+from aiormq import spec
+from aiormq.channel import Channel
 
 from janus.broker import topology
 from janus.broker.publisher import Publisher
@@ -97,3 +101,56 @@ async def test_a_closed_channel_raises(vhost: str) -> None:
         await publisher.channel.close()
         with pytest.raises(BrokerError):
             await publisher.publish_admissions([_admission("job-1", "api")])
+
+
+async def test_a_free_channel_has_the_batch_queued_before_start_returns(vhost: str) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, ["api"])
+        publisher = await Publisher.open(connection)
+        raw = await publisher.channel.get_underlay_channel()
+        assert isinstance(raw, Channel)
+        before = raw.write_queue.qsize()
+        confirming = publisher.start_admissions([_admission(f"job-{i}", "api") for i in range(10)])
+        # Nothing awaited yet: the frames are already in the connection's write queue.
+        assert raw.write_queue.qsize() > before
+        assert raw.delivery_tag == 10
+        assert await confirming == []
+
+
+async def test_batches_interleaved_with_single_publishes_match_their_confirms(vhost: str) -> None:
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, ["api"])
+        publisher = await Publisher.open(connection)
+        raw = await publisher.channel.get_underlay_channel()
+        pending: list[Awaitable[list[Admission]]] = []
+        singles: list[Awaitable[object]] = []
+        expected_refused: list[str] = []
+        for round_ in range(30):
+            # Each batch has a refused (unroutable) message at a place of its own.
+            batch = [_admission(f"b{round_}-{i}", "api") for i in range(round_ % 7 + 1)]
+            batch.insert(round_ % len(batch), _admission(f"lost-{round_}", "nowhere"))
+            expected_refused.append(f"lost-{round_}")
+            pending.append(publisher.start_admissions(batch))
+            # A single publish under the channel's lock in between, some of them returned too.
+            single = raw.basic_publish(
+                b"{}",
+                exchange=topology.READY_EXCHANGE,
+                routing_key="api" if round_ % 3 else "nowhere",
+                mandatory=True,
+                properties=spec.Basic.Properties(message_id=f"single-{round_}"),
+            )
+            singles.append(asyncio.ensure_future(single))
+            if round_ % 4 == 0:
+                await asyncio.sleep(0)
+        refused = await asyncio.gather(*pending)
+        assert [[a.job_id for a in r] for r in refused] == [[name] for name in expected_refused]
+        outcomes = await asyncio.gather(*singles, return_exceptions=True)
+        for round_, outcome in enumerate(outcomes):
+            if round_ % 3:
+                assert isinstance(outcome, spec.Basic.Ack), (round_, outcome)
+            else:
+                assert isinstance(outcome, BaseException), (round_, outcome)
+        # Still in step with the broker afterwards.
+        assert await publisher.publish_admissions([_admission("after", "api")]) == []

@@ -86,3 +86,22 @@ async def test_a_held_queue_gathers_until_released() -> None:
     inbox.release("x")
     assert inbox.ready.is_set()
     assert inbox.take(per_queue=10).results == {"x": deliveries("x1", "x2", "x3")}, "one slice"
+
+
+async def test_a_batch_carries_when_its_first_message_arrived() -> None:
+    now = [10.0]
+    inbox = Inbox(clock=lambda: now[0])
+    api = inbox.on_result("api")
+    assert inbox.take().first_arrival is None
+    await inbox.on_intake(cast(Any, "job"))
+    now[0] = 11.0
+    await api(cast(Any, "result"))  # not the first: the inbox was not empty
+    assert inbox.take().first_arrival == 10.0
+    assert inbox.first_arrival is None, "emptied: the next arrival starts the clock again"
+    for delivery in deliveries(1, 2, 3):
+        await api(delivery)
+    assert inbox.take(per_queue=2).first_arrival == 11.0
+    now[0] = 12.0
+    # One result left over from the slice: it may have waited since then.
+    assert inbox.take(per_queue=2).first_arrival == 11.0
+    assert inbox.first_arrival is None
