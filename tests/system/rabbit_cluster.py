@@ -167,7 +167,9 @@ class RabbitCluster:
         for node in self.nodes[1:]:
             await self.ctl(node, "stop_app")
             await self.ctl(node, "join_cluster", first.name)
-            await self.ctl(node, "start_app")
+            with contextlib.suppress(RuntimeError):  # retried by await_app_running, which says why
+                await self.ctl(node, "start_app")
+        await asyncio.gather(*(self.await_app_running(node) for node in self.nodes))
         await self.ctl(first, "await_online_nodes", "3")
 
     async def stop_node(self, node: Node) -> None:
@@ -178,6 +180,35 @@ class RabbitCluster:
     async def restart_node(self, node: Node) -> None:
         self.launch(node)
         await self.await_startup(node)
+        await self.await_app_running(node)
+
+    async def await_app_running(self, node: Node) -> None:
+        """Until the node's 'rabbit' application runs. On a loaded machine a node can come back
+        (await_startup answers) with the application stopped, as after a failed boot step or a
+        stop_app of the join; start_app is then retried until START_TIMEOUT, and a node that never
+        runs it fails here, with its status, rather than as a confusing error later."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        while True:
+            status = await self.app_status(node)
+            if status is None:
+                return
+            if loop.time() > deadline:
+                raise RuntimeError(f"{node.name}: the 'rabbit' application is not running: {status}")
+            with contextlib.suppress(RuntimeError):  # refused while booting: asked again below
+                await self.ctl(node, "start_app", timeout=START_TIMEOUT)
+                await self.ctl(
+                    node, "await_startup", "--timeout", str(int(START_TIMEOUT)), timeout=START_TIMEOUT + 10
+                )
+            await asyncio.sleep(1.0)
+
+    async def app_status(self, node: Node) -> str | None:
+        """None if the node's 'rabbit' application runs, else what rabbitmqctl said instead."""
+        try:
+            out = await self.ctl(node, "eval", "rabbit:is_running().")
+        except RuntimeError as exc:
+            return str(exc)
+        return None if out.strip() == "true" else f"rabbit:is_running() = {out.strip()}"
 
     def _reap(self, node: Node) -> None:
         process, node.process = node.process, None
