@@ -106,7 +106,7 @@ async def test_a_node_stopped_mid_stream_loses_nothing_and_breaks_no_limit(
         code = await janus.terminate()
     assert code == 0, janus.output()
     report = audit(log.records, policies(config), expected_jobs=[job[0] for job in jobs])
-    assert report.ok, report.summary()
+    assert report.ok, f"{report.summary()}\n{janus.output()}"  # a duplicate: the term change shows there
     assert report.dependencies["api"].worst_rate["100/6s"] == 100, "the rate limit should have been reached"
     pause = longest_pause([record.admitted_at for record in log.records], stopped_at)
     print(f"longest pause between admissions from the stop on: {pause:.2f} s")
