@@ -9,7 +9,7 @@ applied as `duplicate_result`). A lost connection is replaced, and the ready que
 consumed again, until `stop`.
 
 Handlers are coroutine functions, or plain functions, which run on threads of the
-worker's own (`max_in_flight` threads: see `_Threads`). A coroutine past its lease is
+worker's own (`max_in_flight` threads: see `HandlerThreads`). A coroutine past its lease is
 cancelled. A plain function cannot be: at the cut-off the worker reports the failure
 (so Janus frees the slot on time, and the result is never published after the
 lease), discards whatever the function returns later, and keeps that function's
@@ -22,13 +22,10 @@ timeouts of their own (HTTP clients have them) below the lease.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import inspect
 import logging
 import math
-import queue
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +46,7 @@ from janus.broker import BROKER_ERRORS, topology
 from janus.broker.connection import connect
 from janus.client.acked import AckedAdmissions
 from janus.client.handler_outcomes import Cost, Failed, RetryAfter, Throttled
+from janus.client.threads import HandlerThreads
 from janus.errors import BrokerError, JanusError, ProtocolError, TopologyMissing
 from janus.protocol import CONTENT_TYPE, ReadyMessage, decode_ready, encode_result
 from janus.urls import redact
@@ -116,48 +114,6 @@ def _cost(units: float | None) -> float | None:
     return None
 
 
-class _Threads:
-    """A fixed pool of daemon threads for plain functions.
-
-    Not concurrent.futures.ThreadPoolExecutor: its threads are joined at interpreter exit, so
-    one function stuck past its lease (which nothing can kill) would keep a drained worker
-    process from ever exiting. Started on first use."""
-
-    def __init__(self, size: int, name: str) -> None:
-        self._size, self._name = size, name
-        self._work: queue.SimpleQueue[tuple[Callable[[], object], concurrent.futures.Future[object]] | None]
-        self._work = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-
-    def submit(self, call: Callable[[], object]) -> concurrent.futures.Future[object]:
-        if not self._threads:
-            for index in range(self._size):
-                thread = threading.Thread(target=self._serve, name=f"{self._name}-{index}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
-        future: concurrent.futures.Future[object] = concurrent.futures.Future()
-        self._work.put((call, future))
-        return future
-
-    def _serve(self) -> None:
-        while (item := self._work.get()) is not None:
-            call, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = call()
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-
-    def close(self) -> None:
-        """Idle threads end; one still running a function ends with it (or with the process)."""
-        for _ in self._threads:
-            self._work.put(None)
-        self._threads.clear()
-
-
 class Worker:
     """Consume admissions of each dependency of `handlers` and report their results.
 
@@ -184,7 +140,7 @@ class Worker:
         self._max_in_flight = max_in_flight or prefetch
         # An admission waits unacked for a free handler, and is checked for expiry only once it has one.
         self._handlers_free = asyncio.Semaphore(self._max_in_flight)
-        self._threads = _Threads(self._max_in_flight, f"{name}-thread")
+        self._threads = HandlerThreads(self._max_in_flight, f"{name}-thread")
         self._on_record = on_record
         self._clock = clock
         self._name = name

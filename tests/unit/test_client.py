@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from janus.client.sync_producer import default_amqp_url
-from janus.client.worker import ReadyJob, Throttled, _Threads, is_coroutine_function
+from janus.client.threads import HandlerThreads
+from janus.client.worker import ReadyJob, Throttled, is_coroutine_function
 from janus.config import DEFAULT_AMQP_URL
 from janus.errors import ProtocolError
 from janus.protocol import decode_result, encode_result
@@ -43,7 +44,7 @@ def test_handlers_are_told_apart(handler: object, is_async: bool) -> None:
 
 
 def test_the_pool_has_as_many_daemon_threads_as_asked() -> None:
-    pool = _Threads(3, "t")
+    pool = HandlerThreads(3, "t")
     release = threading.Event()
     barrier = threading.Barrier(3)
 
