@@ -61,6 +61,9 @@ CONNECT_TIMEOUT = 30.0  # seconds to reach RabbitMQ and find the ready queues (J
 # long, doubling up to the cap.
 RECONNECT_FIRST_DELAY = 0.1
 RECONNECT_MAX_DELAY = 5.0
+# A result not confirmed is tried again at most this far apart: its lease runs meanwhile, and
+# a result that reaches Janus after the lease ends lets the job run again.
+RESULT_RETRY_MAX_DELAY = 1.0
 # What a lost connection or channel, or a broker that nacks a publish, raises through aio-pika.
 _LOST = BROKER_ERRORS
 # The broker closed the channel over this very publish, and would again: the worker's user may
@@ -488,7 +491,7 @@ class Worker:
                     exc,
                 )
             await asyncio.sleep(delay)
-            delay = min(2 * delay, RECONNECT_MAX_DELAY)
+            delay = min(2 * delay, RESULT_RETRY_MAX_DELAY)
             await self._reopen_results(results)
 
     async def _reopen_results(self, failed: AbstractExchange) -> None:
