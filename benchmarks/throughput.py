@@ -393,10 +393,16 @@ async def run_janus(
 
 
 async def run(
-    services: Services, jobs: int, variants: Sequence[Variant] = (), *, paced: bool = True
+    services: Services,
+    jobs: int,
+    variants: Sequence[Variant] = (),
+    *,
+    paced: bool = True,
+    rotation: int = 0,
 ) -> Outcome:
-    """The relay, Janus, and each of `variants` (each Janus on a vhost and a database of its own);
-    then, if `paced`, Janus's and the relay's latency at half of Janus's rate."""
+    """The relay, Janus, and each of `variants` (each Janus on a vhost and a database of its own),
+    the first measured being number `rotation` of that list (then on, round it); then, if
+    `paced`, Janus's and the relay's latency at half of Janus's rate."""
     tag = uuid.uuid4().hex[:8]
     relay_vhost = f"janus-bench-relay-{tag}"
     janus_vhosts = [f"janus-bench-janus{index}-{tag}" for index in range(len(variants) + 1)]
@@ -412,16 +418,35 @@ async def run(
             for database in databases:
                 await services.create_database(database)
                 made.append(database)
-            relay = await run_relay(services, relay_vhost, jobs, workdir)
-            janus, latency = await run_janus(
-                services, janus_vhosts[0], databases[0], jobs, workdir, paced=paced
-            )
-            others = []
-            for variant, vhost, database in zip(variants, janus_vhosts[1:], databases[1:], strict=True):
-                other, _ = await run_janus(
-                    services, vhost, database, jobs, workdir, paced=False, variant=variant
-                )
-                others.append(other)
+            # Each run starts with another variant (`rotation`): whoever goes first on the same
+            # broker and server is measured slower (about 10-25 % here, this tree against a copy
+            # of itself), so a fixed order would favour the last.
+            measured: dict[int, tuple[Throughput, Latency | None]] = {}
+
+            async def measure(index: int) -> None:
+                if index == 0:
+                    measured[0] = (await run_relay(services, relay_vhost, jobs, workdir), None)
+                elif index == 1:
+                    measured[1] = await run_janus(
+                        services, janus_vhosts[0], databases[0], jobs, workdir, paced=paced
+                    )
+                else:
+                    measured[index] = await run_janus(
+                        services,
+                        janus_vhosts[index - 1],
+                        databases[index - 1],
+                        jobs,
+                        workdir,
+                        paced=False,
+                        variant=variants[index - 2],
+                    )
+
+            count = len(variants) + 2
+            for step in range(count):
+                await measure((rotation + step) % count)
+            relay = measured[0][0]
+            janus, latency = measured[1]
+            others = [measured[index][0] for index in range(2, count)]
             relay_latency = None
             if latency is not None:
                 relay_latency = await run_relay_latency(
@@ -520,12 +545,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes = []
     for number in range(1, args.runs + 1):
         try:
-            outcome = uvloop.run(run(services, args.jobs, variants, paced=not args.no_latency))
+            outcome = uvloop.run(
+                run(services, args.jobs, variants, paced=not args.no_latency, rotation=number - 1)
+            )
         except (BenchmarkError, JanusError) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
         if args.runs > 1:
-            print(f"-- run {number} of {args.runs}")
+            names = ["relay", "janus", *(variant.name for variant in variants)]
+            first = names[(number - 1) % len(names)]
+            print(f"-- run {number} of {args.runs} (the first measured: {first}, then in turn)")
         print(report(outcome), flush=True)
         outcomes.append(outcome)
     if args.runs > 1:
