@@ -8,9 +8,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import (
-    ValidationError,
-)
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from janus.config_policy import JanusConfig
 from janus.config_settings import secret_from_env
@@ -20,15 +19,21 @@ from janus.errors import ConfigError
 _PLACED = re.compile(r"^([a-z_]+(?:\.[A-Za-z0-9_.\-]+)*): (.*)$", re.S)
 
 
+def problem(item: ErrorDetails) -> tuple[str, str]:
+    """One of pydantic's errors as a user reads it: the key's path, and what is wrong there."""
+    location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+    message = item["msg"].removeprefix("Value error, ")
+    if item["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif item["type"] == "missing":
+        message = "required key is missing"
+    return location, message
+
+
 def _format_errors(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif item["type"] == "missing":
-            message = "required key is missing"
+        location, message = problem(item)
         placed = _PLACED.match(message)
         if not item["loc"] and placed:  # a check across tables names the key it is about
             location, message = placed.groups()

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from janus.config import parse_duration, parse_rate_limit
+from janus.config_loading import problem
 from janus.core.policy import RateLimit
 from janus.errors import ConfigError
 from janus.simulate.costs import CostSpec
@@ -336,13 +337,7 @@ class Workload:
 def _first_error(error: ValidationError) -> str:
     """The first problem as `key.path: message`, and how many more there are."""
     items = error.errors()
-    item = items[0]
-    location = ".".join(str(part) for part in item["loc"]) or "(top level)"
-    message = item["msg"].removeprefix("Value error, ")
-    if item["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif item["type"] == "missing":
-        message = "required key is missing"
+    location, message = problem(items[0])
     more = f" (and {len(items) - 1} more)" if len(items) > 1 else ""
     return f"{location}: {message}{more}"
 
