@@ -65,6 +65,7 @@ from benchmarks._processes import (
 from janus.broker import topology
 from janus.errors import JanusError
 from janus.local_services import LocalServices
+from janus.service import worker_watch
 
 # What the other benchmarks import from here though it lives in benchmarks/_processes.py now.
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
 DEPENDENCY = "bench"
 LATENCY_SECONDS = 15.0  # how long the paced phase lasts, at most
 POLL_EVERY = 0.02
+WORKER_POLL_EVERY = worker_watch.POLL_EVERY
 
 JANUS_CONFIG = f"""\
 # Written by benchmarks/throughput.py: one dependency, no rate limit, no concurrency limit.
@@ -276,6 +278,11 @@ async def measure_latency(
 ) -> Latency:
     """`prefix`: of the job ids, unique per phase on one Janus (a repeated id is a duplicate)."""
     worker = await _start_worker(amqp_url, jobs, workdir, latencies=True)
+    # Janus admits nothing into a ready queue it has not yet seen consumed (it counts consumers
+    # every WORKER_POLL_EVERY): published at once, a phase's first jobs waited up to that long
+    # behind a worker started for the phase, a wait long-lived workers never see. Both sides
+    # get the same pause.
+    await asyncio.sleep(2 * WORKER_POLL_EVERY)
     producer = await _start_producer(amqp_url, jobs, prefix or f"{variant}-lat", workdir, rate=rate)
     produced, worked = await asyncio.gather(producer.report(), worker.report())
     _check_worker(worked, jobs)
