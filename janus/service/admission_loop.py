@@ -124,8 +124,8 @@ class AdmissionLoop:
                     "until their leases end, then returned without charging an attempt",
                     len(self._maybe_sent),
                 )
-            stopping = waiting = asyncio.ensure_future(stop.wait())
-            waiting.add_done_callback(self._stopped)
+            stopping = asyncio.ensure_future(stop.wait())
+            stopping.add_done_callback(self._stopped)
             while not stop.is_set():
                 await self._wait()
                 await self.tick()
