@@ -1,16 +1,24 @@
 """What every term starts with (service/term_kit.py), against the real services: the core rebuilt
-from a store holding jobs in each state, and connection failures that end in the family the
+from a store holding jobs in each state; consumers that need their topology and end the term when
+the broker closes their channel; connection failures that end in the family the
 service recovers from, named by the cause the metrics and the logs give.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 
+import aio_pika
+import aiormq
 import asyncpg
 import pytest
 
+from janus.broker import topology
+from janus.broker.consumer import Delivery
+from janus.broker.publisher import Publisher
 from janus.config import JanusConfig
 from janus.core.jobs import Admission, Job, JobState
 from janus.core.scheduler import Scheduler
@@ -18,7 +26,7 @@ from janus.errors import BrokerError, ConnectionSettingsError, StoreError
 from janus.service.app import Service
 from janus.service.options import ServiceOptions
 from janus.service.steer import Running
-from janus.service.term_kit import RECOVERABLE, TermKit, cause_of
+from janus.service.term_kit import RECOVERABLE, ConsumerSpec, TermKit, cause_of, leaves_of
 from janus.service.tick import page_in
 from janus.store.repository import Store
 from tests.integration.harness import make_config
@@ -182,3 +190,51 @@ async def test_a_vhost_the_broker_refuses_stops_the_process_rather_than_retrying
     with pytest.raises(ConnectionSettingsError) as refused:
         await kit_for(config).connect_broker()
     assert not isinstance(refused.value, RECOVERABLE), "trying again cannot mend a refused vhost"
+
+
+async def test_a_consumer_of_a_queue_the_topology_lacks_fails_loudly(database: str, vhost: str) -> None:
+    kit = kit_for(make_config(database, vhost, POLICY))
+    connection = await kit.connect_broker()
+    try:
+        await kit.declare(connection, ["api"])
+        publisher = await Publisher.open(connection)
+        missing = topology.ready_queue("undeclared")
+        received: asyncio.Queue[Delivery] = asyncio.Queue()
+        async with asyncio.TaskGroup() as group:
+            with pytest.raises(BrokerError, match=missing):
+                await kit.consume_all(connection, [(missing, 10, received.put)], publisher, group)
+    finally:
+        await connection.close()
+
+
+async def test_a_consuming_channel_the_broker_closes_ends_the_term(database: str, vhost: str) -> None:
+    kit = kit_for(make_config(database, vhost, POLICY))
+    connection = await kit.connect_broker()
+    received: asyncio.Queue[Delivery] = asyncio.Queue()
+    consumer: ConsumerSpec = (topology.INTAKE_QUEUE, 10, received.put)
+
+    async def term(publisher: Publisher) -> None:
+        async with asyncio.TaskGroup() as group:
+            (consuming,), _ = await kit.consume_all(connection, [consumer], publisher, group)
+            await publisher.channel.default_exchange.publish(
+                aio_pika.Message(b"{}"), routing_key=topology.INTAKE_QUEUE
+            )
+            delivery = await asyncio.wait_for(received.get(), timeout=10)
+            assert delivery.body == b"{}", "deliveries reach the term's callback"
+            # The broker closes the consuming channel (here: for a passive declare of no queue);
+            # the watch task then fails, and the task group -- the term -- with it.
+            with contextlib.suppress(aiormq.exceptions.ChannelNotFoundEntity):
+                await consuming.raw.queue_declare("janus.no-such-queue", passive=True)
+            await asyncio.Event().wait()  # until the watch's failure cancels the group
+
+    try:
+        await kit.declare(connection, ["api"])
+        publisher = await Publisher.open(connection)
+        with pytest.raises(ExceptionGroup) as ended:
+            await asyncio.wait_for(term(publisher), timeout=10)
+    finally:
+        await connection.close()
+    (error,) = leaves_of(ended.value)
+    assert isinstance(error, BrokerError)
+    assert str(error) == "a consuming channel closed"
+    assert cause_of(ended.value) == "broker"
