@@ -238,9 +238,6 @@ class TickWrite:
     seconds: float | None
 
 
-NOTHING_WRITTEN = TickWrite(inserted=set(), seconds=None)
-
-
 class LeaderSession:
     """The leader's own connection for a term: one statement per admission tick.
 
@@ -315,7 +312,7 @@ class LeaderSession:
         `outbox`: the outcomes of the jobs it finishes, kept until the broker confirms them.
         """
         if not (new or updated or admissions or failed or gates or adaptive or settled):
-            return NOTHING_WRITTEN
+            return TickWrite(inserted=set(), seconds=None)  # a set of its own: callers may change it
         writing = time.perf_counter()
         inserted = await self._write(now, new, updated, admissions, failed, gates, outbox, adaptive, settled)
         return TickWrite(inserted=inserted, seconds=time.perf_counter() - writing)
