@@ -202,6 +202,11 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
+        self.tick_lingers = Counter(
+            "janus_tick_lingers_total",
+            "Waits of the admission loop before a tick, for the tick to take more messages.",
+            registry=r,
+        )
         self.gc_pause = Histogram(
             "janus_gc_pause_seconds",
             "Pauses of the event loop by Python's cyclic garbage collector, by generation.",

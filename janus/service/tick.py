@@ -13,7 +13,6 @@ the returned value.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -151,8 +150,7 @@ async def run_tick(
     for delivery, reason, detail in await decided.unapplied.explain(session):
         decided.set_aside.append(SetAside(message=delivery, source="results", reason=reason, detail=detail))
     outcomes = [outbox_message(job) for job in decided.finished]
-    writing = time.perf_counter()
-    stored = await session.tick(
+    written = await session.write_tick(
         decided.now,
         [(job, payloads[job.job_id]) for job in changes.new],
         changes.updated,
@@ -163,17 +161,7 @@ async def run_tick(
         adaptive=decided.adaptive,
         settled=decided.settled,
     )
-    # session.tick writes nothing (and sends no statement) when all of these are empty.
-    wrote = (
-        changes.new
-        or changes.updated
-        or decided.decision.admissions
-        or decided.failed
-        or decided.gates
-        or decided.adaptive
-        or decided.settled
-    )
-    write_seconds = time.perf_counter() - writing if wrote else None
+    stored = written.inserted
     # Committed. Only now may the broker learn of it -- except of repeats of finished jobs,
     # which the core could not tell from new ones: they are retracted unpublished.
     admissions = decided.decision.admissions
@@ -204,7 +192,7 @@ async def run_tick(
         duplicates=intake - len(stored),
         pages=pages,
         next_wakeup=decided.decision.next_wakeup,
-        write_seconds=write_seconds,
+        write_seconds=written.seconds,
     )
 
 

@@ -3,6 +3,7 @@ the pages of stored first attempts, and what the store knows of results the core
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -228,6 +229,15 @@ class AdaptiveParams:
         )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TickWrite:
+    """What writing one tick did: the new jobs stored, and the round trip of its statements
+    (commit included), None when the tick had nothing to write and sent no statement."""
+
+    inserted: set[str]
+    seconds: float | None
+
+
 class LeaderSession:
     """The leader's own connection for a term: one statement per admission tick.
 
@@ -264,7 +274,35 @@ class LeaderSession:
         adaptive: Sequence[AdaptiveState] = (),
         settled: Sequence[Settlement] = (),
     ) -> set[str]:
-        """Write one tick atomically, fenced by the lease; returns the ids of the new jobs stored.
+        """`write_tick`, for a caller that needs only the ids of the new jobs stored."""
+        written = await self.write_tick(
+            now,
+            new,
+            updated,
+            admissions,
+            failed=failed,
+            gates=gates,
+            outbox=outbox,
+            adaptive=adaptive,
+            settled=settled,
+        )
+        return written.inserted
+
+    async def write_tick(
+        self,
+        now: float,
+        new: Sequence[tuple[Job, str | None]],
+        updated: Sequence[Job],
+        admissions: Sequence[Admission],
+        *,
+        failed: Sequence[FailedAttempt] = (),
+        gates: Sequence[GateState] = (),
+        outbox: Sequence[OutboxMessage] = (),
+        adaptive: Sequence[AdaptiveState] = (),
+        settled: Sequence[Settlement] = (),
+    ) -> TickWrite:
+        """Write one tick atomically, fenced by the lease: the ids of the new jobs stored, and the
+        time its statements took -- timed here, where it is decided whether any is sent at all.
 
         `new` pairs each submitted job (in its latest state) with its payload as JSON text.
         A submitted job whose id the store already had is not written, nor its admission.
@@ -274,7 +312,23 @@ class LeaderSession:
         `outbox`: the outcomes of the jobs it finishes, kept until the broker confirms them.
         """
         if not (new or updated or admissions or failed or gates or adaptive or settled):
-            return set()
+            return TickWrite(inserted=set(), seconds=None)  # a set of its own: callers may change it
+        writing = time.perf_counter()
+        inserted = await self._write(now, new, updated, admissions, failed, gates, outbox, adaptive, settled)
+        return TickWrite(inserted=inserted, seconds=time.perf_counter() - writing)
+
+    async def _write(
+        self,
+        now: float,
+        new: Sequence[tuple[Job, str | None]],
+        updated: Sequence[Job],
+        admissions: Sequence[Admission],
+        failed: Sequence[FailedAttempt],
+        gates: Sequence[GateState],
+        outbox: Sequence[OutboxMessage],
+        adaptive: Sequence[AdaptiveState],
+        settled: Sequence[Settlement],
+    ) -> set[str]:
         try:
             if not (failed or gates or adaptive or settled or self._fenced is not None):
                 return await self._tick(now, new, updated, admissions, outbox)
