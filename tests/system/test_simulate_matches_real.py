@@ -12,7 +12,7 @@ The two delays are measured from the real run, as a user calibrates them (docs/s
 `start_delay` is the mean of admitted_at -> started_at over every call; `report_delay` the mean
 of a place's freeing (a call's end for the concurrency, T after a call's start for a rate window)
 -> the admission that took it, while the dependency still had first attempts waiting. A loaded
-machine stretches both hops (about 20 ms each at load 4 to 5, against 4 ms idle), and a rate
+machine stretches both hops (20 to 70 ms each at load 5 to 10, 4 to 14 ms without), and a rate
 window's place passes through both once per window, so fixed guesses drift further with every
 window. The simulation is run again with the measured delays, and the comparison is against that
 calibrated prediction (the prediction with the guessed 10 ms + 10 ms is printed, not asserted):
