@@ -47,9 +47,12 @@ from janus.local_services import LocalServices
 
 
 def describe(latency: Latency) -> str:
+    database = latency.database_cpu_per_job
     return (
         f"{latency.variant:<14} {latency.jobs:>6} jobs at {latency.achieved_rate:6.0f}/s: "
         f"p50 {latency.p50 * 1000:6.2f} ms  p99 {latency.p99 * 1000:6.2f} ms  max {latency.max * 1000:7.1f} ms"
+        f"  CPU {latency.cpu_per_job * 1e6:4.0f} us/job"
+        + ("" if database is None else f" (PostgreSQL {database * 1e6:4.0f} us/job)")
     )
 
 
@@ -156,6 +159,17 @@ def summary(rate: float, phases: Sequence[Latency]) -> str:
             janus = median(variant, field)
             figures.append(f"{variant} {janus * 1000:.2f} ms (ratio to relay {janus / relay:.2f})")
         lines.append(f"  {field}: " + ", ".join(figures))
+    # At a pace, ticks are small: the per-tick costs (the statement, the gauges) show here, not
+    # in the throughput run, where a tick carries hundreds of jobs.
+    relay_cpu = median("relay", "cpu_per_job")
+    figures = [f"relay {relay_cpu * 1e6:.0f} us"]
+    for variant in variants:
+        cpu = median(variant, "cpu_per_job")
+        database = median(variant, "database_cpu_per_job")
+        figures.append(
+            f"{variant} {cpu * 1e6:.0f} us (ratio to relay {cpu / relay_cpu:.2f}; PostgreSQL {database * 1e6:.0f} us)"
+        )
+    lines.append("  CPU per job: " + ", ".join(figures))
     return "\n".join(lines)
 
 

@@ -201,6 +201,8 @@ class Latency:
     p50: float
     p99: float
     max: float
+    cpu_per_job: float  # the coordinator's own CPU over the phase, per job (seconds)
+    database_cpu_per_job: float | None  # its PostgreSQL backends' (None: it writes nothing)
 
 
 def _machine_busy(before: Any, after: Any) -> float:
@@ -283,10 +285,12 @@ async def measure_latency(
     # behind a worker started for the phase, a wait long-lived workers never see. Both sides
     # get the same pause.
     await asyncio.sleep(2 * WORKER_POLL_EVERY)
+    cpu_before, database_before = coordinator.child.cpu(), database_cpu_by_pid(coordinator.database)
     producer = await _start_producer(amqp_url, jobs, prefix or f"{variant}-lat", workdir, rate=rate)
     produced, worked = await asyncio.gather(producer.report(), worker.report())
     _check_worker(worked, jobs)
     await coordinator.caught_up(results_before + jobs, timeout=PHASE_TIMEOUT)
+    cpu_after, database_after = coordinator.child.cpu(), database_cpu_by_pid(coordinator.database)
     delays = sorted(worked["latencies"])
     if len(delays) != jobs:
         raise BenchmarkError(f"the worker timed {len(delays)} of {jobs} jobs")
@@ -299,6 +303,10 @@ async def measure_latency(
         p50=_percentile(delays, 0.50),
         p99=_percentile(delays, 0.99),
         max=delays[-1],
+        cpu_per_job=(cpu_after - cpu_before) / jobs,
+        database_cpu_per_job=(
+            None if coordinator.database is None else cpu_spent(database_before, database_after) / jobs
+        ),
     )
 
 

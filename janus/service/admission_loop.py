@@ -169,6 +169,7 @@ class AdmissionLoop:
             timeout = max(self._next_wakeup - self._clock(), 0.0)
             if timeout == 0.0:
                 return
+        self._observer.refresh_if_stale(self._scheduler)  # about to idle: the gauges catch up
         began = time.perf_counter()
         # `stop` sets `ready` too (see run): one wait, no task per wakeup.
         try:

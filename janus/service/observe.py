@@ -37,6 +37,10 @@ SCOPE_METRICS_SHARE = 50
 SHOWN_REASONS = tuple(r for r in WaitReason if r not in (WaitReason.QUEUED, WaitReason.PAGING))
 JOB_ID_PARSE_LIMIT = 4096  # bytes of a set-aside body read for its job id, at most
 LOOP_LAG_EVERY = 0.5  # seconds between two measures of the event loop's lag
+# The dependencies' gauges cost O(dependencies) (about 20 us each): a busy loop ticking hundreds
+# of times a second sets them at most this often, and once more as soon as it idles
+# (`refresh_if_stale`), so an idle leader's gauges are exact and a busy one's this old at most.
+GAUGES_EVERY = 0.1  # seconds
 
 
 async def loop_lag_forever(gauge: Gauge) -> None:
@@ -105,6 +109,8 @@ class Observer:
         self._capped: set[str] = set()
         self._steered: dict[tuple[str, str], str] = {}  # (dependency, kind) -> its `by` label
         self._adaptive: dict[str, str] = {}  # dependency -> the `signal` label shown
+        self._gauges_at = float("-inf")  # perf_counter time the dependencies' gauges were last set
+        self._stale = False  # a tick since then may have changed them
         # A new term (a new Observer on the same registry) starts from nothing: the series it
         # removes by name are the ones it shows, so none a previous term showed may linger.
         for shown in (
@@ -145,14 +151,31 @@ class Observer:
         self, messages: int, started: float, scheduler: Scheduler, *, first_arrival: float | None = None
     ) -> None:
         """After every tick: its duration and size, how long its first delivery waited for it
-        (`first_arrival`: the inbox's perf_counter time), and the gauges of every dependency."""
+        (`first_arrival`: the inbox's perf_counter time), and the gauges of every dependency if
+        they are `GAUGES_EVERY` old (else `refresh_if_stale` sets them when the loop idles)."""
         metrics = self.metrics
-        metrics.tick_seconds.observe(time.perf_counter() - started)
+        ended = time.perf_counter()
+        metrics.tick_seconds.observe(ended - started)
         if messages:
             metrics.tick_messages.observe(messages)
         if first_arrival is not None:
             metrics.tick_wait.observe(max(started - first_arrival, 0.0))
-        put = self._put
+        for (dependency, limit), count in scheduler.drain_shadow().items():  # counts: never deferred
+            metrics.shadow_held_back.labels(dependency, limit).inc(count)
+        if ended - self._gauges_at >= GAUGES_EVERY:
+            self.gauges(scheduler)
+        else:
+            self._stale = True
+
+    def refresh_if_stale(self, scheduler: Scheduler) -> None:
+        """Before the loop waits for input: the gauges a busy stretch left behind, set now."""
+        if self._stale:
+            self.gauges(scheduler)
+
+    def gauges(self, scheduler: Scheduler) -> None:
+        """Every dependency's gauges: its backlog, gates, steering, adaptive and rate limits."""
+        self._gauges_at, self._stale = time.perf_counter(), False
+        metrics, put = self.metrics, self._put
         for stats in scheduler.stats():
             put(metrics.held, stats.held, stats.dependency)
             put(metrics.waiting, stats.ready, stats.dependency, "ready")
@@ -168,8 +191,6 @@ class Observer:
             self.steering(steering)
         for dependency, parked in scheduler.retry_budget_parked().items():
             put(metrics.retry_budget_parked, parked, dependency)
-        for (dependency, limit), count in scheduler.drain_shadow().items():
-            metrics.shadow_held_back.labels(dependency, limit).inc(count)
         for dependency, share in scheduler.recovery_shares().items():
             put(metrics.recovery_ramp, share, dependency)
         self.adaptive(scheduler.adaptive_views())

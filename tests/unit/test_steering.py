@@ -139,7 +139,6 @@ def test_the_gauges_show_the_limits_in_force_and_who_steers_until_when() -> None
     """Under an override the limit gauges are the override's alone (the policy's series go), and
     come back when it ends; a pause and an override show who, why and until when."""
     import math
-    import time
 
     from janus.api.metrics import Metrics
     from janus.service.observe import Observer
@@ -153,11 +152,11 @@ def test_the_gauges_show_the_limits_in_force_and_who_steers_until_when() -> None
     api = {"dependency": "api"}
     policy_rate = {"dependency": "api", "limit": "10/10s"}
     override_rate = {"dependency": "api", "limit": "4/10s"}
-    observer.tick(0, time.perf_counter(), s)
+    observer.gauges(s)
     assert value("janus_rate_limit_count", policy_rate) == 10
     override = Override(until=100.0, by="bob: incident 7", concurrency=2, rate_limits=per_second(4))
     s.steer(Steering(dependency="api", override=override, pause=OperatorPause(until=None, by="alice")), 1.0)
-    observer.tick(0, time.perf_counter(), s)
+    observer.gauges(s)
     assert value("janus_rate_limit_count", policy_rate) is None
     assert value("janus_rate_limit_window_seconds", policy_rate) is None
     assert value("janus_rate_limit_count", override_rate) == 4
@@ -168,7 +167,7 @@ def test_the_gauges_show_the_limits_in_force_and_who_steers_until_when() -> None
     assert value(steered, {**api, "kind": "override", "by": "bob: incident 7"}) == 100.0
     assert value(steered, {**api, "kind": "pause", "by": "alice"}) == math.inf
     s.steer(Steering(dependency="api"), 2.0)  # resumed, and the override cleared
-    observer.tick(0, time.perf_counter(), s)
+    observer.gauges(s)
     assert value("janus_rate_limit_count", override_rate) is None
     assert value("janus_rate_limit_count", policy_rate) == 10
     assert value("janus_concurrency_limit", api) is None  # the policy has no cap
