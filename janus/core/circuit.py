@@ -69,6 +69,11 @@ class CircuitBreaker:
             self._refresh(now)
         return self._state
 
+    @property
+    def closed(self) -> bool:
+        """Closed now? (Only an open circuit changes by the clock, so this needs no `now`.)"""
+        return self._state is CircuitState.CLOSED
+
     def admits(self, now: float) -> bool:
         if self._state is CircuitState.CLOSED:  # the usual answer, without a look at the clock
             return True
@@ -121,7 +126,8 @@ class CircuitBreaker:
         """The outcome of an attempt admitted at `admitted_at`, learned at `now`."""
         if not self.policy.enabled:
             return
-        self._refresh(now)
+        if self._state is CircuitState.OPEN:  # what _refresh changes: skipped for the usual closed
+            self._refresh(now)
         if self._state is CircuitState.CLOSED:
             self._outcomes.append((now, failed))
             self._failures += failed

@@ -417,18 +417,24 @@ class Lane:
     def trim(self, job: Job, started_by: float) -> None:
         """The job's admission started its call by `started_by`: its place in every window that
         counts starts ends T after that (core/rate.py). Before `settle_units` (it forgets keys)."""
-        at, scope, shadow = job.admitted_at, self.scopes.get(job.scope), self.shadow
-        if at is not None:  # the shadow limits too, so that one equal to a real limit holds back nothing
-            for window in self.windows:
+        at = job.admitted_at
+        if at is None:
+            return
+        for window in self.windows:
+            window.trim(at, started_by)
+        if self.kept:
+            for window in self.kept:
                 window.trim(at, started_by)
-            for window in self.kept or ():
+        scope = self.scopes.get(job.scope)
+        if scope is not None and scope.windows:
+            for window in scope.windows:
                 window.trim(at, started_by)
-            for window in scope.windows if scope else ():
+        shadow = self.shadow  # the shadow limits too, so that one equal to a real limit holds back nothing
+        if shadow is not None:
+            for window in [*shadow.windows, *shadow.scope_windows.get(job.scope, ())]:
                 window.trim(at, started_by)
-            for window in [*shadow.windows, *shadow.scope_windows.get(job.scope, ())] if shadow else ():
-                window.trim(at, started_by)
-            if self.units is not None:
-                self.units.trim((job.job_id, job.attempt), started_by)
+        if self.units is not None:
+            self.units.trim((job.job_id, job.attempt), started_by)
 
     def scope_cap(self, scope: Scope, now: float) -> ScopeCap | None:
         """The scope's own cap that stops it now: (reason, limit, until)."""

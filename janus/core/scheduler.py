@@ -118,7 +118,10 @@ class Scheduler(Readout):
         then `retract`s it, before anything of it has left the process. A first attempt
         behind a stored backlog stays in the store only (see `page_requests`).
         """
-        now = self._advance(now)
+        if now > self._clock_floor:  # self._advance(now), inlined: once per job
+            self._clock_floor = now
+        else:
+            now = self._clock_floor
         lane = self._lanes[dependency]
         if job_id in self._jobs or job_id in self._new:
             raise ValueError(f"job {job_id!r} is already known")
@@ -133,7 +136,8 @@ class Scheduler(Readout):
             cost=cost,
         )
         state = lane.scopes.get(scope) or lane.scope(scope)
-        keep = not state.stored and len(state.fresh) < self._pager.per_scope()
+        per_scope = self._pager.per_scope()
+        keep = not state.stored and len(state.fresh) < per_scope
         self._changed[job_id] = job
         self._new[job_id] = (job, keep)
         if keep:
@@ -143,7 +147,8 @@ class Scheduler(Readout):
         else:
             state.stored += 1
             lane.stored += 1
-            lane.want_page(state)
+            if not state.paging and len(state.fresh) <= per_scope // 2:  # lane.want_page's test
+                lane.want_page(state)
         lane.eligible += 1
         if state.parked is None:  # lane.wake, spelled out: the scope has a job eligible now
             lane.fair.activate(scope)
@@ -326,7 +331,10 @@ class Scheduler(Readout):
         cost: float | None = None,
     ) -> Transition:
         """A worker's result; `cost`: the attempt's actual units, settled in place of its estimate."""
-        now = self._advance(now)
+        if now > self._clock_floor:  # self._advance(now), inlined: once per result
+            self._clock_floor = now
+        else:
+            now = self._clock_floor
         taken = self._take_back(job_id, attempt)
         if isinstance(taken, Verdict):
             if success and self._lapsed.get(job_id) == attempt:
