@@ -122,9 +122,9 @@ class DependencyGates:
 
     def on_outcome(self, *, failed: bool, admitted_at: float | None, now: float) -> None:
         circuit = self.circuit
-        if circuit.closed:  # most results: the same checks as below, knowing `before` is CLOSED
+        if circuit.current is CircuitState.CLOSED:  # most results: below, knowing `before` is CLOSED
             circuit.record(failed=failed, admitted_at=admitted_at, now=now)
-            if not circuit.closed and circuit.state(now) is CircuitState.OPEN:
+            if circuit.current is not CircuitState.CLOSED and circuit.state(now) is CircuitState.OPEN:
                 self.outage_began(now)
             return
         before = circuit.state(now)

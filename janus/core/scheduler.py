@@ -516,7 +516,10 @@ class Scheduler(Readout):
             self._lapsed.pop(job.job_id, None)
         self._changed[job.job_id] = job
         scope = lane.scopes[job.scope]
-        if scope.parked is None and scope.empty:  # checked here first: the call is rarely needed
+        # Scope.empty, spelled out and checked here first: the call is rarely needed.
+        if scope.parked is None and not (
+            scope.fresh or scope.again or scope.stored or scope.held or scope.delayed
+        ):
             lane.maybe_retire(scope)
 
     def _fail(self, lane: Lane, job: Job, error: str, retry_after: float | None, now: float) -> Transition:
