@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from janus.core.adaptive import Adaptive, AdaptiveState
+from janus.core.circuit import CircuitState
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.fairness import FairQueue, stride
 from janus.core.gates import DependencyGates, GateState
@@ -381,7 +382,9 @@ class Lane:
                 window.room(now)  # pruned here: nothing else asks the kept windows
         gate = self.gate  # its parts told directly: one call each rather than two (the hot path)
         gate.budget.record_many(now, admissions=count, retries=retries)
-        gate.circuit.on_admit(now, count)
+        circuit = gate.circuit
+        if circuit.current is not CircuitState.CLOSED:  # on_admit's own test, asked first
+            circuit.on_admit(now, count)
         gate.ramp.record(now, count, retries)
         if self.adaptive is not None:
             self.adaptive.record(now, count, len(self.held))

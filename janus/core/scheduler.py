@@ -389,6 +389,8 @@ class Scheduler(Readout):
         now = self._advance(now)
         transitions: list[Transition] = []
         leases = self._ledger.leases
+        if not leases or leases[0][0] > now:
+            return transitions  # the usual tick: no lease due
         due: list[tuple[float, str, int]] = []
         while leases and leases[0][0] <= now:
             deadline, _, batch = heapq.heappop(leases)
