@@ -126,15 +126,7 @@ class Scheduler(Readout):
         if job_id in self._jobs or job_id in self._new:
             raise ValueError(f"job {job_id!r} is already known")
         self._next_seq += 1
-        job = first_attempt(
-            job_id=job_id,
-            dependency=dependency,
-            scope=scope,
-            payload=payload,
-            seq=self._next_seq,
-            now=now,
-            cost=cost,
-        )
+        job = first_attempt(job_id, dependency, scope, payload, self._next_seq, now, cost)
         state = lane.scopes.get(scope) or lane.scope(scope)
         per_scope = self._pager.per_scope()
         keep = not state.stored and len(state.fresh) < per_scope

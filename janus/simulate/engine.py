@@ -329,6 +329,8 @@ class Simulation:
             return
         scheduler, logs, arrived_at, timeline = self._scheduler, self._logs, self._arrived_at, self._timeline
         costs, seed = self._arrival_costs, self._seed
+        submit, held, waiting = scheduler.submit, scheduler.job, self._skip.waiting
+        submitted = 0
         for (_, job_id, dependency, scope), cost in zip(arrivals, costs, strict=True):
             if cost is None:
                 estimated = 1.0
@@ -338,15 +340,14 @@ class Simulation:
                 estimated = estimate(cost, seed, job_id)
             if cost is not None and self._refused(now, job_id, dependency, scope, estimated):
                 continue
-            job = scheduler.submit(
+            job = submit(
                 job_id=job_id, dependency=dependency, scope=scope, payload=None, now=now, cost=estimated
             )
-            if scheduler.job(job_id) is None:  # the core keeps only the head of a backlog
+            if held(job_id) is None:  # the core keeps only the head of a backlog
                 self._stored[(dependency, scope)].append(job)
             arrived_at[job_id] = now
-            self._skip.waiting[dependency] += 1
-            self._jobs += 1
-            self._open += 1
+            waiting[dependency] += 1
+            submitted += 1
             scopes = logs[dependency].scopes
             log = scopes.get(scope)
             if log is None:
@@ -356,6 +357,8 @@ class Simulation:
             log.waiting += 1
             if timeline is not None:
                 timeline.append((now, "arrived", job_id, dependency, scope, 0, ""))
+        self._jobs += submitted
+        self._open += submitted
         arrivals.clear()
         costs.clear()
 
