@@ -107,7 +107,7 @@ def admit_lane(
         fair.charge(name, step)
         if not (scope.fresh or scope.again or scope.stored):
             fair.park(name)
-        elif scope.stored:
+        elif scope.stored and not scope.paging:  # want_page's first test, asked here (most are out)
             lane.want_page(scope)
         leases.append((job_id, admission.attempt))
         admissions.append(admission)

@@ -53,7 +53,9 @@ class CircuitChange:
 class CircuitBreaker:
     def __init__(self, policy: CircuitPolicy) -> None:
         self.policy = policy
-        self._state = CircuitState.CLOSED
+        # The state as last worked out: read it through `state(now)`, except to ask "closed?",
+        # which only an outcome changes (the gates ask it at every result).
+        self.current = CircuitState.CLOSED
         self._since = float("-inf")
         self._open_until: float | None = None
         self._open_for = policy.open_for
@@ -65,24 +67,24 @@ class CircuitBreaker:
     # -- queries --------------------------------------------------------------
 
     def state(self, now: float) -> CircuitState:
-        if self._state is CircuitState.OPEN:  # only an open circuit changes by the clock
+        if self.current is CircuitState.OPEN:  # only an open circuit changes by the clock
             self._refresh(now)
-        return self._state
+        return self.current
 
     def admits(self, now: float) -> bool:
-        if self._state is CircuitState.CLOSED:  # the usual answer, without a look at the clock
+        if self.current is CircuitState.CLOSED:  # the usual answer, without a look at the clock
             return True
         self._refresh(now)
-        if self._state is CircuitState.OPEN:
+        if self.current is CircuitState.OPEN:
             return False
         return self._probes < self.policy.half_open_probes
 
     def probes_left(self, now: float) -> int | None:
         """How many more admissions it allows at `now`: None while closed (no limit)."""
-        if self._state is CircuitState.CLOSED:
+        if self.current is CircuitState.CLOSED:
             return None
         self._refresh(now)
-        if self._state is CircuitState.OPEN:
+        if self.current is CircuitState.OPEN:
             return 0
         return max(0, self.policy.half_open_probes - self._probes)
 
@@ -90,11 +92,11 @@ class CircuitBreaker:
         """When the clock alone may let an admission through: the end of the open period;
         None while half-open with every probe out (an outcome decides)."""
         self._refresh(now)
-        return self._open_until if self._state is CircuitState.OPEN else None
+        return self._open_until if self.current is CircuitState.OPEN else None
 
     def snapshot(self) -> CircuitSnapshot:
         return CircuitSnapshot(
-            state=self._state, since=self._since, open_until=self._open_until, open_for=self._open_for
+            state=self.current, since=self._since, open_until=self._open_until, open_for=self._open_for
         )
 
     def drain_changes(self) -> list[CircuitChange]:
@@ -105,10 +107,10 @@ class CircuitBreaker:
 
     def on_admit(self, now: float, count: int = 1) -> None:
         """`count` admissions at `now` (probes, if half-open)."""
-        if self._state is CircuitState.CLOSED:
+        if self.current is CircuitState.CLOSED:
             return
         self._refresh(now)
-        if self._state is CircuitState.HALF_OPEN:
+        if self.current is CircuitState.HALF_OPEN:
             self._probes += count
 
     def on_returned(self, admitted_at: float | None, now: float) -> None:
@@ -121,16 +123,19 @@ class CircuitBreaker:
         """The outcome of an attempt admitted at `admitted_at`, learned at `now`."""
         if not self.policy.enabled:
             return
-        self._refresh(now)
-        if self._state is CircuitState.CLOSED:
-            self._outcomes.append((now, failed))
+        if self.current is CircuitState.OPEN:  # what _refresh changes: skipped for the usual closed
+            self._refresh(now)
+        if self.current is CircuitState.CLOSED:
+            outcomes = self._outcomes
+            outcomes.append((now, failed))
             self._failures += failed
-            self._prune(now)
+            if outcomes[0][0] + self.policy.window <= now:  # _prune's test: mostly nothing to drop
+                self._prune(now)
             kept = len(self._outcomes)
             policy = self.policy
             if kept >= policy.min_outcomes and self._failures >= policy.failure_threshold * kept:
                 self._open(now, policy.open_for, f"{self._failures} of {kept} outcomes failed")
-        elif self._state is CircuitState.HALF_OPEN and self._is_probe(admitted_at):
+        elif self.current is CircuitState.HALF_OPEN and self._is_probe(admitted_at):
             if failed:
                 grown = min(self._open_for * 2.0, self.policy.max_open_for)
                 self._open(now, grown, "a probe failed")
@@ -142,7 +147,7 @@ class CircuitBreaker:
 
     def restore(self, snapshot: CircuitSnapshot, held_admitted_at: list[float]) -> None:
         """Go on from a previous leader's state; `held_admitted_at`: the admissions still held."""
-        self._state = snapshot.state
+        self.current = snapshot.state
         self._since = snapshot.since
         self._open_until = snapshot.open_until
         self._open_for = snapshot.open_for
@@ -154,11 +159,11 @@ class CircuitBreaker:
 
     def _is_probe(self, admitted_at: float | None) -> bool:
         return (
-            self._state is CircuitState.HALF_OPEN and admitted_at is not None and admitted_at >= self._since
+            self.current is CircuitState.HALF_OPEN and admitted_at is not None and admitted_at >= self._since
         )
 
     def _refresh(self, now: float) -> None:
-        if self._state is CircuitState.OPEN and self._open_until is not None and now >= self._open_until:
+        if self.current is CircuitState.OPEN and self._open_until is not None and now >= self._open_until:
             self._probes = 0
             self._change(CircuitState.HALF_OPEN, self._open_until, "open period over: probing")
 
@@ -176,6 +181,6 @@ class CircuitBreaker:
         self._change(CircuitState.OPEN, now, reason)
 
     def _change(self, state: CircuitState, at: float, reason: str) -> None:
-        self._state = state
+        self.current = state
         self._since = at
         self._changes.append(CircuitChange(state=state, at=at, reason=reason, snapshot=self.snapshot()))

@@ -121,9 +121,15 @@ class DependencyGates:
         return self.circuit.probes_left(now)
 
     def on_outcome(self, *, failed: bool, admitted_at: float | None, now: float) -> None:
-        before = self.circuit.state(now)
-        self.circuit.record(failed=failed, admitted_at=admitted_at, now=now)
-        after = self.circuit.state(now)
+        circuit = self.circuit
+        if circuit.current is CircuitState.CLOSED:  # most results: below, knowing `before` is CLOSED
+            circuit.record(failed=failed, admitted_at=admitted_at, now=now)
+            if circuit.current is not CircuitState.CLOSED and circuit.state(now) is CircuitState.OPEN:
+                self.outage_began(now)
+            return
+        before = circuit.state(now)
+        circuit.record(failed=failed, admitted_at=admitted_at, now=now)
+        after = circuit.state(now)
         if after is CircuitState.OPEN and before is not CircuitState.OPEN:
             self.outage_began(now)
         elif after is CircuitState.CLOSED and before is CircuitState.HALF_OPEN:

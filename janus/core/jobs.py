@@ -91,9 +91,10 @@ _WAITING, _ADMITTED, _SUCCEEDED = JobState.WAITING, JobState.ADMITTED, JobState.
 
 
 def first_attempt(
-    *, job_id: str, dependency: str, scope: str, payload: object, seq: int, now: float, cost: float = 1.0
+    job_id: str, dependency: str, scope: str, payload: object, seq: int, now: float, cost: float = 1.0
 ) -> Job:
-    """A job just submitted: waiting, eligible at `now`, never admitted."""
+    """A job just submitted: waiting, eligible at `now`, never admitted. (Positional arguments
+    allowed: the scheduler calls it once per submitted job.)"""
     return new_value(
         Job,
         (

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from janus.core.adaptive import Adaptive, AdaptiveState
+from janus.core.circuit import CircuitState
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.fairness import FairQueue, stride
 from janus.core.gates import DependencyGates, GateState
@@ -381,7 +382,9 @@ class Lane:
                 window.room(now)  # pruned here: nothing else asks the kept windows
         gate = self.gate  # its parts told directly: one call each rather than two (the hot path)
         gate.budget.record_many(now, admissions=count, retries=retries)
-        gate.circuit.on_admit(now, count)
+        circuit = gate.circuit
+        if circuit.current is not CircuitState.CLOSED:  # on_admit's own test, asked first
+            circuit.on_admit(now, count)
         gate.ramp.record(now, count, retries)
         if self.adaptive is not None:
             self.adaptive.record(now, count, len(self.held))
@@ -417,18 +420,24 @@ class Lane:
     def trim(self, job: Job, started_by: float) -> None:
         """The job's admission started its call by `started_by`: its place in every window that
         counts starts ends T after that (core/rate.py). Before `settle_units` (it forgets keys)."""
-        at, scope, shadow = job.admitted_at, self.scopes.get(job.scope), self.shadow
-        if at is not None:  # the shadow limits too, so that one equal to a real limit holds back nothing
-            for window in self.windows:
+        at = job.admitted_at
+        if at is None:
+            return
+        for window in self.windows:
+            window.trim(at, started_by)
+        if self.kept:
+            for window in self.kept:
                 window.trim(at, started_by)
-            for window in self.kept or ():
+        scope = self.scopes.get(job.scope)
+        if scope is not None and scope.windows:
+            for window in scope.windows:
                 window.trim(at, started_by)
-            for window in scope.windows if scope else ():
+        shadow = self.shadow  # the shadow limits too, so that one equal to a real limit holds back nothing
+        if shadow is not None:
+            for window in [*shadow.windows, *shadow.scope_windows.get(job.scope, ())]:
                 window.trim(at, started_by)
-            for window in [*shadow.windows, *shadow.scope_windows.get(job.scope, ())] if shadow else ():
-                window.trim(at, started_by)
-            if self.units is not None:
-                self.units.trim((job.job_id, job.attempt), started_by)
+        if self.units is not None:
+            self.units.trim((job.job_id, job.attempt), started_by)
 
     def scope_cap(self, scope: Scope, now: float) -> ScopeCap | None:
         """The scope's own cap that stops it now: (reason, limit, until)."""

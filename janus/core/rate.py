@@ -79,7 +79,7 @@ class SlidingWindow:
         (a call starts no earlier than its admission) nor later than before. A window counting
         admissions (span T) keeps its places as they are."""
         untrimmed = at + self.span
-        end = min(untrimmed, max(at, started_by) + self.limit.window)
+        end = (started_by if started_by > at else at) + self.limit.window  # min/max without the calls
         if end >= untrimmed:
             return
         places, old, new = self._places, (untrimmed, at), (end, at)

@@ -72,8 +72,12 @@ class RetryBudget:
         together (`_prune`), and `free_at` only counts at the boundaries between stamps.
         """
         log = self._log
-        log.extend(repeat((at, True), retries))
-        log.extend(repeat((at, False), admissions - retries))
+        if retries:
+            log.extend(repeat((at, True), retries))
+        if admissions == 1 + retries:  # most decisions at steady traffic admit one
+            log.append((at, False))
+        else:
+            log.extend(repeat((at, False), admissions - retries))
         self._retries += retries
 
     def restore(self, admissions: Iterable[tuple[float, bool]]) -> None:

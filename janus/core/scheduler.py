@@ -118,22 +118,18 @@ class Scheduler(Readout):
         then `retract`s it, before anything of it has left the process. A first attempt
         behind a stored backlog stays in the store only (see `page_requests`).
         """
-        now = self._advance(now)
+        if now > self._clock_floor:  # self._advance(now), inlined: once per job
+            self._clock_floor = now
+        else:
+            now = self._clock_floor
         lane = self._lanes[dependency]
         if job_id in self._jobs or job_id in self._new:
             raise ValueError(f"job {job_id!r} is already known")
         self._next_seq += 1
-        job = first_attempt(
-            job_id=job_id,
-            dependency=dependency,
-            scope=scope,
-            payload=payload,
-            seq=self._next_seq,
-            now=now,
-            cost=cost,
-        )
+        job = first_attempt(job_id, dependency, scope, payload, self._next_seq, now, cost)
         state = lane.scopes.get(scope) or lane.scope(scope)
-        keep = not state.stored and len(state.fresh) < self._pager.per_scope()
+        per_scope = self._pager.per_scope()
+        keep = not state.stored and len(state.fresh) < per_scope
         self._changed[job_id] = job
         self._new[job_id] = (job, keep)
         if keep:
@@ -143,7 +139,8 @@ class Scheduler(Readout):
         else:
             state.stored += 1
             lane.stored += 1
-            lane.want_page(state)
+            if not state.paging and len(state.fresh) <= per_scope // 2:  # lane.want_page's test
+                lane.want_page(state)
         lane.eligible += 1
         if state.parked is None:  # lane.wake, spelled out: the scope has a job eligible now
             lane.fair.activate(scope)
@@ -326,7 +323,10 @@ class Scheduler(Readout):
         cost: float | None = None,
     ) -> Transition:
         """A worker's result; `cost`: the attempt's actual units, settled in place of its estimate."""
-        now = self._advance(now)
+        if now > self._clock_floor:  # self._advance(now), inlined: once per result
+            self._clock_floor = now
+        else:
+            now = self._clock_floor
         taken = self._take_back(job_id, attempt)
         if isinstance(taken, Verdict):
             if success and self._lapsed.get(job_id) == attempt:
@@ -381,6 +381,8 @@ class Scheduler(Readout):
         now = self._advance(now)
         transitions: list[Transition] = []
         leases = self._ledger.leases
+        if not leases or leases[0][0] > now:
+            return transitions  # the usual tick: no lease due
         due: list[tuple[float, str, int]] = []
         while leases and leases[0][0] <= now:
             deadline, _, batch = heapq.heappop(leases)
@@ -508,7 +510,10 @@ class Scheduler(Readout):
             self._lapsed.pop(job.job_id, None)
         self._changed[job.job_id] = job
         scope = lane.scopes[job.scope]
-        if scope.parked is None and scope.empty:  # checked here first: the call is rarely needed
+        # Scope.empty, spelled out and checked here first: the call is rarely needed.
+        if scope.parked is None and not (
+            scope.fresh or scope.again or scope.stored or scope.held or scope.delayed
+        ):
             lane.maybe_retire(scope)
 
     def _fail(self, lane: Lane, job: Job, error: str, retry_after: float | None, now: float) -> Transition:

@@ -19,6 +19,7 @@ its lease is cut `LEASE_SAFETY` before the lease ends and reports a failure.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import random
 from collections import defaultdict, deque
@@ -75,6 +76,10 @@ class Simulation:
         self._logs = {name: DependencyLog() for name in self._policies}
         self._heap: list[tuple[float, int, int, object]] = []
         self._batches: dict[tuple[float, int], list[Any]] = {}  # (at, kind) -> its heap entry's items
+        # The batch `_batch` found last, and its (at, kind): consecutive calls mostly ask for the
+        # same one (a tick's admissions reach the workers together, equal calls end together).
+        self._last_batch: list[Any] = []
+        self._last_at, self._last_kind = float("nan"), -1
         self._serial = 0
         self._stored: dict[tuple[str, str], deque[Job]] = defaultdict(deque)  # first attempts paged out
         self._arrived_at: dict[str, float] = {}  # jobs not admitted yet
@@ -107,6 +112,20 @@ class Simulation:
     # -- the run -----------------------------------------------------------------------
 
     def run(self) -> Outcome:
+        # The run allocates values by the million and frees them by reference count: it makes no
+        # reference cycles (tests/unit/test_simulate_speed.py checks it). Left on, the collector
+        # would scan the ever larger set of live jobs again and again as a backlog grows, which
+        # costs a burst a third of its time; young objects are still collected at every
+        # periodic drain.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _run(self) -> Outcome:
         heap = self._heap
         for stream in self._workload.streams:
             self._next_arrival(stream.jobs(self._arrivals_rng), stream.cost, stream.trace_costs or None)
@@ -135,6 +154,7 @@ class Simulation:
                     wake = True
                     continue
                 del batches[(now, kind)]  # what is scheduled for `now` from here on is a new batch
+                self._last_kind = -1
                 if kind == _FINISH:
                     for call in data:  # type: ignore[attr-defined]
                         self._finish(now, call)
@@ -182,12 +202,28 @@ class Simulation:
 
     def _later(self, at: float, kind: int, item: object) -> None:
         """Schedule `item` at `at`: everything of one kind due at one instant is one heap entry."""
+        if at == self._last_at and kind == self._last_kind:
+            self._last_batch.append(item)
+            return
         batch = self._batches.get((at, kind))
         if batch is None:
             batch = self._batches[(at, kind)] = []
             self._serial += 1
             heapq.heappush(self._heap, (at, self._serial, kind, batch))
+        self._last_batch, self._last_at, self._last_kind = batch, at, kind
         batch.append(item)
+
+    def _batch(self, at: float, kind: int) -> list[Any]:
+        """The items of `kind` due at `at`, a heap entry made for them if it is the first."""
+        if at == self._last_at and kind == self._last_kind:
+            return self._last_batch
+        batch = self._batches.get((at, kind))
+        if batch is None:
+            batch = self._batches[(at, kind)] = []
+            self._serial += 1
+            heapq.heappush(self._heap, (at, self._serial, kind, batch))
+        self._last_batch, self._last_at, self._last_kind = batch, at, kind
+        return batch
 
     def _next_arrival(
         self,
@@ -239,10 +275,10 @@ class Simulation:
             decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
             if self._ticks % _DRAIN_EVERY == 0:
                 self._drain()
+                gc.collect(1)  # the young objects, at this pace while automatic collection is off (`run`)
             self._blocked = decision.blocked
-            admitted = self._admitted
-            for admission in decision.admissions:
-                admitted(now, admission)
+            if decision.admissions:
+                self._admitted(now, decision.admissions)
             wakeup = decision.next_wakeup
             stalled = False
             if wakeup is None or wakeup > now:
@@ -293,6 +329,8 @@ class Simulation:
             return
         scheduler, logs, arrived_at, timeline = self._scheduler, self._logs, self._arrived_at, self._timeline
         costs, seed = self._arrival_costs, self._seed
+        submit, held, waiting = scheduler.submit, scheduler.job, self._skip.waiting
+        submitted = 0
         for (_, job_id, dependency, scope), cost in zip(arrivals, costs, strict=True):
             if cost is None:
                 estimated = 1.0
@@ -302,15 +340,14 @@ class Simulation:
                 estimated = estimate(cost, seed, job_id)
             if cost is not None and self._refused(now, job_id, dependency, scope, estimated):
                 continue
-            job = scheduler.submit(
+            job = submit(
                 job_id=job_id, dependency=dependency, scope=scope, payload=None, now=now, cost=estimated
             )
-            if scheduler.job(job_id) is None:  # the core keeps only the head of a backlog
+            if held(job_id) is None:  # the core keeps only the head of a backlog
                 self._stored[(dependency, scope)].append(job)
             arrived_at[job_id] = now
-            self._skip.waiting[dependency] += 1
-            self._jobs += 1
-            self._open += 1
+            waiting[dependency] += 1
+            submitted += 1
             scopes = logs[dependency].scopes
             log = scopes.get(scope)
             if log is None:
@@ -320,6 +357,8 @@ class Simulation:
             log.waiting += 1
             if timeline is not None:
                 timeline.append((now, "arrived", job_id, dependency, scope, 0, ""))
+        self._jobs += submitted
+        self._open += submitted
         arrivals.clear()
         costs.clear()
 
@@ -446,42 +485,48 @@ class Simulation:
 
     # -- the workers ---------------------------------------------------------------------
 
-    def _admitted(self, now: float, admission: Admission) -> None:
-        self._skip.waiting[admission.dependency] -= 1
-        log = self._logs[admission.dependency].scopes[admission.scope]
-        log.waiting -= 1
-        if self._lapsed:
-            self._lapsed.discard(admission.job_id)
-        log.admitted.append(now)
-        if admission.retry:
-            log.retries += 1
-        arrived = self._arrived_at.pop(admission.job_id, None)
-        if arrived is not None:
-            log.waits.append(now - arrived)
-        if self._timeline is not None:
-            self._timeline.append(
-                (
-                    now,
-                    "admitted",
-                    admission.job_id,
-                    admission.dependency,
-                    admission.scope,
-                    admission.attempt,
-                    "",
+    def _admitted(self, now: float, admissions: list[Admission]) -> None:
+        """A tick's admissions, in order: logged, then on their way to a worker. They come lane by
+        lane, so what belongs to their dependency is looked up once per run of them."""
+        waiting, logs, pools = self._skip.waiting, self._logs, self._pools
+        lapsed, arrived_at, timeline = self._lapsed, self._arrived_at, self._timeline
+        dependency = ""
+        scopes: dict[str, ScopeLog] = {}
+        delay = 0.0
+        deliveries: list[Any] = []
+        for admission in admissions:
+            if admission.dependency != dependency:
+                dependency = admission.dependency
+                scopes = logs[dependency].scopes
+                delay = pools[dependency].model.start_delay
+                if delay > 0:
+                    deliveries = self._batch(now + delay, _DELIVER)
+            waiting[dependency] -= 1
+            log = scopes[admission.scope]
+            log.waiting -= 1
+            if lapsed:
+                lapsed.discard(admission.job_id)
+            log.admitted.append(now)
+            if admission.retry:
+                log.retries += 1
+            arrived = arrived_at.pop(admission.job_id, None)
+            if arrived is not None:
+                log.waits.append(now - arrived)
+            if timeline is not None:
+                timeline.append(
+                    (now, "admitted", admission.job_id, dependency, admission.scope, admission.attempt, "")
                 )
-            )
-        delay = self._pools[admission.dependency].model.start_delay
-        if delay > 0:
-            self._later(now + delay, _DELIVER, admission)
-        else:
-            self._deliver(now, admission)
+            if delay > 0:
+                deliveries.append(admission)
+            else:
+                self._deliver(now, admission)
 
     def _deliver(self, now: float, admission: Admission) -> None:
         pool = self._pools[admission.dependency]
         queue, waiting = pool.queue, pool.waiting
         while queue and queue[0] not in waiting:
             queue.popleft()  # dead-lettered while waiting
-        if pool.free() and not queue:
+        if not queue and pool.free():
             self._start(now, pool, admission)
             return
         key = (admission.job_id, admission.attempt)
@@ -513,9 +558,12 @@ class Simulation:
         if service is None:
             duration, failed, error, retry_after = 0.0, False, None, None
         else:
-            answer = service.answer(
-                self._seed, admission.job_id, admission.attempt, now, throttled=pool.throttles(now)
-            )
+            throttled = pool.capacity is not None and pool.throttles(now)
+            answer = service.constant  # the one answer of every call, if so (ServiceModel.answer)
+            if answer is None or throttled or service.outages:
+                answer = service.answer(
+                    self._seed, admission.job_id, admission.attempt, now, throttled=throttled
+                )
             duration, failed, error, retry_after = (
                 answer.duration,
                 answer.failed,
