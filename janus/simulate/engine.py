@@ -113,7 +113,7 @@ class Simulation:
 
     def run(self) -> Outcome:
         # The run allocates values by the million and frees them by reference count: it makes no
-        # reference cycles (tests/unit/test_simulate_speed.py checks it). Left on, the collector
+        # reference cycles (tests/unit/test_simulate_gc.py checks it). Left on, the collector
         # would scan the ever larger set of live jobs again and again as a backlog grows, which
         # costs a burst a third of its time; young objects are still collected at every
         # periodic drain.
