@@ -33,7 +33,9 @@ def admit_lane(
     """Admit from one dependency while `budget` (-1: no limit) and its limits allow; returns
     the budget left. Appends to `admissions`, `blocked` and `wakeups`."""
     policy, ledger, fair = lane.policy, lane.ledger, lane.fair
-    if fair.peek() is None:
+    peek = fair.peek
+    name = peek()  # the scope whose turn it is: asked once per turn, after what may change it
+    if name is None:
         return budget
     scopes, jobs, changed, lapsed, held = lane.scopes, ledger.jobs, ledger.changed, ledger.lapsed, lane.held
     scope_windows = bool(policy.fairness.scope_rate_limits)  # every scope has windows, or none has
@@ -45,23 +47,24 @@ def admit_lane(
     leases: list[tuple[str, int]] = []
     room = 0  # admissions the dependency's limits allow before `block` must be asked again
     pending = retries = 0  # admitted, not yet recorded (record_admissions)
-    while budget != 0:
-        name = fair.peek()
-        if name is None:
-            break
+    while name is not None and budget != 0:
         if room <= 0:
             if pending:
                 lane.record_admissions(now, pending, retries)
                 pending = retries = 0
-            opened = _room(lane, now, blocked, wakeups)
-            if opened is None:
+            found = lane.room_or_block(now)  # `_room`, spelled out: asked at almost every tick
+            if not isinstance(found, int):
+                blocked.append(found)
+                if found.until is not None:
+                    wakeups.append(found.until)
                 break
-            room = opened
+            room = found
         scope = scopes[name]
         if capped:
             cap = lane.scope_cap(scope, now)
             if cap is not None:
                 lane.park(scope, cap[0], cap[2], cap[1])
+                name = peek()
                 continue
         job_id: str | None
         if scope.again:
@@ -74,6 +77,7 @@ def admit_lane(
         if job_id is None:  # its next job is in the store, or a retry over the budget
             if _stalled(lane, scope, now, blocked, wakeups):
                 break
+            name = peek()
             continue
         waiting = jobs[job_id]
         step = scope.stride
@@ -113,6 +117,8 @@ def admit_lane(
         admissions.append(admission)
         budget -= 1
         room -= 1
+        if budget != 0:
+            name = peek()
     if pending:
         lane.record_admissions(now, pending, retries)
     if leases:

@@ -272,23 +272,22 @@ class Simulation:
                     if transition.verdict is Verdict.RETRY_SCHEDULED:
                         self._lapsed.add(transition.job.job_id)  # its late success may still come
                 self._finished(transition.verdict, transition.job, now)
-            decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
+            admissions, blocked, wakeup = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
             if self._ticks % _DRAIN_EVERY == 0:
                 self._drain()
                 gc.collect(1)  # the young objects, at this pace while automatic collection is off (`run`)
-            self._blocked = decision.blocked
-            if decision.admissions:
-                self._admitted(now, decision.admissions)
-            wakeup = decision.next_wakeup
+            self._blocked = blocked
+            if admissions:
+                self._admitted(now, admissions)
             stalled = False
             if wakeup is None or wakeup > now:
                 break
             # Cut short (a full tick, or a scope's page to read): the service ticks again at once.
-            if not (decision.admissions or paged):
+            if not (admissions or paged):
                 wakeup = None  # no progress at this instant: the next event will tick again
                 stalled = True
                 break
-        self._skip.ticked(decision.blocked, stalled)
+        self._skip.ticked(blocked, stalled)
         if self._caps:
             self._note_caps()
         if wakeup is not None and wakeup < self._wake_at:
