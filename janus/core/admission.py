@@ -108,11 +108,12 @@ def admit_lane(
         pending += 1
         if admission.retry:
             retries += 1
-        fair.charge(name, step)
-        if not (scope.fresh or scope.again or scope.stored):
-            fair.park(name)
-        elif scope.stored and not scope.paging:  # want_page's first test, asked here (most are out)
-            lane.want_page(scope)
+        if scope.fresh or scope.again or scope.stored:
+            fair.charge(name, step)
+            if scope.stored and not scope.paging:  # want_page's first test, asked here (most are out)
+                lane.want_page(scope)
+        else:
+            fair.charge(name, step, then_park=True)  # nothing more to admit: out of the queue
         leases.append((job_id, admission.attempt))
         admissions.append(admission)
         budget -= 1

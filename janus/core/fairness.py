@@ -83,8 +83,12 @@ class FairQueue(Generic[K]):
         if token is None:
             return
         del self._owner[token]
-        key_pass = self._pass[key]
+        self._keep_pass(key, token, self._pass[key])
+
+    def _keep_pass(self, key: K, token: int, key_pass: int) -> None:
+        """A scope out of the queue: its pass is kept (and forgotten later) while ahead of V."""
         if key_pass > self.virtual_time:
+            self._pass[key] = key_pass
             heapq.heappush(self._idle, (key_pass, token, key))
         else:
             del self._pass[key]
@@ -104,9 +108,11 @@ class FairQueue(Generic[K]):
         self.peek()  # drops stale entries above the head (usually none: the caller peeked)
         self.charge(key, stride(weight))
 
-    def charge(self, key: K, step: int) -> None:
+    def charge(self, key: K, step: int, *, then_park: bool = False) -> None:
         """`serve` with the stride worked out (`stride(weight)`), for the scheduler's hot path:
-        the caller has just `peek`ed `key`, so the head of the heap is its live entry."""
+        the caller has just `peek`ed `key`, so the head of the heap is its live entry.
+        `then_park`: the scope has nothing more to admit, as `park(key)` right after, but its
+        entry leaves the heap at once rather than staying there stale."""
         heap, owner = self._heap, self._owner
         served = heap[0] & TOKEN_MASK if heap else -1  # the token of the head entry
         if owner.get(served) != key:
@@ -118,11 +124,16 @@ class FairQueue(Generic[K]):
         # push. The heap does not grow, so no rebuild is due (only `activate` adds entries).
         token = next(self._tokens)
         key_pass += step
-        self._pass[key] = key_pass
         del owner[served]
-        self._token[key] = token
-        owner[token] = key
-        heapq.heapreplace(heap, key_pass << TOKEN_BITS | token)
+        if then_park:
+            heapq.heappop(heap)
+            del self._token[key]
+            self._keep_pass(key, token, key_pass)
+        else:
+            self._pass[key] = key_pass
+            self._token[key] = token
+            owner[token] = key
+            heapq.heapreplace(heap, key_pass << TOKEN_BITS | token)
         if self._idle and self._idle[0][0] <= self.virtual_time:
             self._forget_idle()
 

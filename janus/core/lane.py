@@ -18,7 +18,7 @@ from janus.core.circuit import CircuitState
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.fairness import FairQueue, stride
 from janus.core.gates import DependencyGates, GateState
-from janus.core.jobs import Job
+from janus.core.jobs import Job, new_value
 from janus.core.ledger import Ledger
 from janus.core.paging import Pager
 from janus.core.policy import DependencyPolicy
@@ -324,23 +324,29 @@ class Lane:
         concurrency = policy.concurrency
         if concurrency is not None:
             room = concurrency - held
-            if room <= 0:
-                return Blocked(
-                    dependency=policy.name,
-                    reason=WaitReason.CONCURRENCY,
-                    limit=f"concurrency {concurrency}{self.overridden_by()}",
-                    until=None,
-                    waiting=self.eligible,
+            if room <= 0:  # positional: most decisions of a busy dependency end here
+                return new_value(
+                    Blocked,
+                    (
+                        policy.name,
+                        WaitReason.CONCURRENCY,
+                        f"concurrency {concurrency}{self.overridden_by()}",
+                        None,  # until: a slot is freed by an event, not by the clock
+                        self.eligible,
+                    ),
                 )
         for window in self.windows:
             window_room = window.room(now)
             if window_room <= 0:
-                return Blocked(
-                    dependency=policy.name,
-                    reason=WaitReason.RATE,
-                    limit=f"rate {window.limit}{self.overridden_by()}",
-                    until=window.free_at(now),
-                    waiting=self.eligible,
+                return new_value(
+                    Blocked,
+                    (
+                        policy.name,
+                        WaitReason.RATE,
+                        f"rate {window.limit}{self.overridden_by()}",
+                        window.free_at(now),  # until
+                        self.eligible,
+                    ),
                 )
             if window_room < room:
                 room = window_room

@@ -461,7 +461,7 @@ class Scheduler(Readout):
             wakeups.append(now)  # cut short by `limit`: more may be admissible at once
         if (lease_ends := self._ledger.next_deadline()) is not None:
             wakeups.append(lease_ends)
-        return AdmitDecision(admissions, blocked, min(wakeups) if wakeups else None)
+        return new_value(AdmitDecision, (admissions, blocked, min(wakeups) if wakeups else None))
 
     def drain_changes(self) -> Changes:
         """Jobs submitted and jobs changed since the last call, latest state each: what to write."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from janus.client.worker import LEASE_SAFETY
-from janus.core.decisions import Blocked, Verdict, WaitReason
+from janus.core.decisions import Blocked, PageRequest, Verdict, WaitReason
 from janus.core.jobs import Admission, Job
 from janus.core.policy import DependencyPolicy
 from janus.core.scheduler import Scheduler
@@ -259,7 +259,8 @@ class Simulation:
             self._last_tick = now
         while True:
             self._ticks += 1
-            paged = self._page_in()
+            requests = scheduler.page_requests()  # mostly none: then no call to read them
+            paged = self._page_in(requests) if requests else 0
             if self._arrivals:
                 self._submit(now)
             if self._results:
@@ -312,10 +313,9 @@ class Simulation:
         for event in gate_events:
             self._logs[event.dependency].gate_events.append((event.at, event.kind, event.detail))
 
-    def _page_in(self) -> int:
+    def _page_in(self, requests: list[PageRequest]) -> int:
         """Read the first attempts the core asked for from the simulated store; how many pages."""
         scheduler = self._scheduler
-        requests = scheduler.page_requests()
         for request in requests:
             stored = self._stored[(request.dependency, request.scope)]
             page = [stored.popleft() for _ in range(min(request.limit, len(stored)))]
