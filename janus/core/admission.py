@@ -37,6 +37,9 @@ def admit_lane(
     name = peek()  # the scope whose turn it is: asked once per turn, after what may change it
     if name is None:
         return budget
+    room = _room(lane, now, blocked, wakeups)  # asked before the rest is looked up: often it blocks
+    if room is None:
+        return budget
     scopes, jobs, changed, lapsed, held = lane.scopes, ledger.jobs, ledger.changed, ledger.lapsed, lane.held
     scope_windows = bool(policy.fairness.scope_rate_limits)  # every scope has windows, or none has
     capped = policy.fairness.scope_concurrency is not None or scope_windows
@@ -45,20 +48,17 @@ def admit_lane(
     shadow = lane.shadow  # counted, never enforced
     units = lane.units  # limits in units of cost: checked per admission, the estimate of each job
     leases: list[tuple[str, int]] = []
-    room = 0  # admissions the dependency's limits allow before `block` must be asked again
+    # `room`: admissions the dependency's limits allow before `block` must be asked again
     pending = retries = 0  # admitted, not yet recorded (record_admissions)
     while name is not None and budget != 0:
         if room <= 0:
             if pending:
                 lane.record_admissions(now, pending, retries)
                 pending = retries = 0
-            found = lane.room_or_block(now)  # `_room`, spelled out: asked at almost every tick
-            if not isinstance(found, int):
-                blocked.append(found)
-                if found.until is not None:
-                    wakeups.append(found.until)
+            opened = _room(lane, now, blocked, wakeups)
+            if opened is None:
                 break
-            room = found
+            room = opened
         scope = scopes[name]
         if capped:
             cap = lane.scope_cap(scope, now)
