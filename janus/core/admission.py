@@ -113,7 +113,7 @@ def admit_lane(
             if scope.stored and not scope.paging:  # want_page's first test, asked here (most are out)
                 lane.want_page(scope)
         else:
-            fair.charge(name, step, then_park=True)  # nothing more to admit: out of the queue
+            fair.charge_and_park(name, step)  # nothing more to admit: out of the queue
         leases.append((job_id, admission.attempt))
         admissions.append(admission)
         budget -= 1

@@ -108,11 +108,10 @@ class FairQueue(Generic[K]):
         self.peek()  # drops stale entries above the head (usually none: the caller peeked)
         self.charge(key, stride(weight))
 
-    def charge(self, key: K, step: int, *, then_park: bool = False) -> None:
+    def charge(self, key: K, step: int) -> None:
         """`serve` with the stride worked out (`stride(weight)`), for the scheduler's hot path:
         the caller has just `peek`ed `key`, so the head of the heap is its live entry.
-        `then_park`: the scope has nothing more to admit, as `park(key)` right after, but its
-        entry leaves the heap at once rather than staying there stale."""
+        `charge_and_park` repeats its first lines."""
         heap, owner = self._heap, self._owner
         served = heap[0] & TOKEN_MASK if heap else -1  # the token of the head entry
         if owner.get(served) != key:
@@ -124,16 +123,31 @@ class FairQueue(Generic[K]):
         # push. The heap does not grow, so no rebuild is due (only `activate` adds entries).
         token = next(self._tokens)
         key_pass += step
+        self._pass[key] = key_pass
         del owner[served]
-        if then_park:
-            heapq.heappop(heap)
-            del self._token[key]
-            self._keep_pass(key, token, key_pass)
-        else:
-            self._pass[key] = key_pass
-            self._token[key] = token
-            owner[token] = key
-            heapq.heapreplace(heap, key_pass << TOKEN_BITS | token)
+        self._token[key] = token
+        owner[token] = key
+        heapq.heapreplace(heap, key_pass << TOKEN_BITS | token)
+        if self._idle and self._idle[0][0] <= self.virtual_time:
+            self._forget_idle()
+
+    def charge_and_park(self, key: K, step: int) -> None:
+        """`charge(key, step)` and then `park(key)`, for a scope served its last job: the same
+        state, but its entry leaves the heap at once instead of being pushed to go stale.
+        Its first lines are `charge`'s (kept apart so that `charge`, once per admission of a
+        backlog, pays for no branch): a change to one is a change to both."""
+        heap, owner = self._heap, self._owner
+        served = heap[0] & TOKEN_MASK if heap else -1
+        if owner.get(served) != key:
+            raise ValueError(f"{key!r} is not the scope whose turn it is")
+        key_pass = self._pass[key]
+        if key_pass > self.virtual_time:
+            self.virtual_time = key_pass
+        token = next(self._tokens)  # taken as `charge` takes it: the tokens after are the same
+        del owner[served]
+        heapq.heappop(heap)
+        del self._token[key]
+        self._keep_pass(key, token, key_pass + step)
         if self._idle and self._idle[0][0] <= self.virtual_time:
             self._forget_idle()
 
