@@ -33,7 +33,12 @@ def admit_lane(
     """Admit from one dependency while `budget` (-1: no limit) and its limits allow; returns
     the budget left. Appends to `admissions`, `blocked` and `wakeups`."""
     policy, ledger, fair = lane.policy, lane.ledger, lane.fair
-    if fair.peek() is None:
+    peek = fair.peek
+    name = peek()  # the scope whose turn it is: asked once per turn, after what may change it
+    if name is None:
+        return budget
+    room = _room(lane, now, blocked, wakeups)  # asked before the rest is looked up: often it blocks
+    if room is None:
         return budget
     scopes, jobs, changed, lapsed, held = lane.scopes, ledger.jobs, ledger.changed, ledger.lapsed, lane.held
     scope_windows = bool(policy.fairness.scope_rate_limits)  # every scope has windows, or none has
@@ -43,12 +48,9 @@ def admit_lane(
     shadow = lane.shadow  # counted, never enforced
     units = lane.units  # limits in units of cost: checked per admission, the estimate of each job
     leases: list[tuple[str, int]] = []
-    room = 0  # admissions the dependency's limits allow before `block` must be asked again
+    # `room`: admissions the dependency's limits allow before `block` must be asked again
     pending = retries = 0  # admitted, not yet recorded (record_admissions)
-    while budget != 0:
-        name = fair.peek()
-        if name is None:
-            break
+    while name is not None and budget != 0:
         if room <= 0:
             if pending:
                 lane.record_admissions(now, pending, retries)
@@ -62,6 +64,7 @@ def admit_lane(
             cap = lane.scope_cap(scope, now)
             if cap is not None:
                 lane.park(scope, cap[0], cap[2], cap[1])
+                name = peek()
                 continue
         job_id: str | None
         if scope.again:
@@ -74,6 +77,7 @@ def admit_lane(
         if job_id is None:  # its next job is in the store, or a retry over the budget
             if _stalled(lane, scope, now, blocked, wakeups):
                 break
+            name = peek()
             continue
         waiting = jobs[job_id]
         step = scope.stride
@@ -104,15 +108,18 @@ def admit_lane(
         pending += 1
         if admission.retry:
             retries += 1
-        fair.charge(name, step)
-        if not (scope.fresh or scope.again or scope.stored):
-            fair.park(name)
-        elif scope.stored and not scope.paging:  # want_page's first test, asked here (most are out)
-            lane.want_page(scope)
+        if scope.fresh or scope.again or scope.stored:
+            fair.charge(name, step)
+            if scope.stored and not scope.paging:  # want_page's first test, asked here (most are out)
+                lane.want_page(scope)
+        else:
+            fair.charge_and_park(name, step)  # nothing more to admit: out of the queue
         leases.append((job_id, admission.attempt))
         admissions.append(admission)
         budget -= 1
         room -= 1
+        if budget != 0:
+            name = peek()
     if pending:
         lane.record_admissions(now, pending, retries)
     if leases:

@@ -83,8 +83,12 @@ class FairQueue(Generic[K]):
         if token is None:
             return
         del self._owner[token]
-        key_pass = self._pass[key]
+        self._keep_pass(key, token, self._pass[key])
+
+    def _keep_pass(self, key: K, token: int, key_pass: int) -> None:
+        """A scope out of the queue: its pass is kept (and forgotten later) while ahead of V."""
         if key_pass > self.virtual_time:
+            self._pass[key] = key_pass
             heapq.heappush(self._idle, (key_pass, token, key))
         else:
             del self._pass[key]
@@ -106,7 +110,8 @@ class FairQueue(Generic[K]):
 
     def charge(self, key: K, step: int) -> None:
         """`serve` with the stride worked out (`stride(weight)`), for the scheduler's hot path:
-        the caller has just `peek`ed `key`, so the head of the heap is its live entry."""
+        the caller has just `peek`ed `key`, so the head of the heap is its live entry.
+        `charge_and_park` repeats its first lines."""
         heap, owner = self._heap, self._owner
         served = heap[0] & TOKEN_MASK if heap else -1  # the token of the head entry
         if owner.get(served) != key:
@@ -123,6 +128,26 @@ class FairQueue(Generic[K]):
         self._token[key] = token
         owner[token] = key
         heapq.heapreplace(heap, key_pass << TOKEN_BITS | token)
+        if self._idle and self._idle[0][0] <= self.virtual_time:
+            self._forget_idle()
+
+    def charge_and_park(self, key: K, step: int) -> None:
+        """`charge(key, step)` and then `park(key)`, for a scope served its last job: the same
+        state, but its entry leaves the heap at once instead of being pushed to go stale.
+        Its first lines are `charge`'s (kept apart so that `charge`, once per admission of a
+        backlog, pays for no branch): a change to one is a change to both."""
+        heap, owner = self._heap, self._owner
+        served = heap[0] & TOKEN_MASK if heap else -1
+        if owner.get(served) != key:
+            raise ValueError(f"{key!r} is not the scope whose turn it is")
+        key_pass = self._pass[key]
+        if key_pass > self.virtual_time:
+            self.virtual_time = key_pass
+        token = next(self._tokens)  # taken as `charge` takes it: the tokens after are the same
+        del owner[served]
+        heapq.heappop(heap)
+        del self._token[key]
+        self._keep_pass(key, token, key_pass + step)
         if self._idle and self._idle[0][0] <= self.virtual_time:
             self._forget_idle()
 

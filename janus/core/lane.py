@@ -18,7 +18,7 @@ from janus.core.circuit import CircuitState
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.fairness import FairQueue, stride
 from janus.core.gates import DependencyGates, GateState
-from janus.core.jobs import Job
+from janus.core.jobs import Job, new_value
 from janus.core.ledger import Ledger
 from janus.core.paging import Pager
 from janus.core.policy import DependencyPolicy
@@ -28,6 +28,7 @@ from janus.core.shadow import ShadowLane
 from janus.core.steering import OperatorPause, Override, Steering
 from janus.core.units import UNIT_SCALE, Key, UnitLimits, scaled
 
+_CLOSED = CircuitState.CLOSED
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
 
 
@@ -306,8 +307,11 @@ class Lane:
             steered = self._steered(now)
             if steered is not None:
                 return steered
-        gate = self.gate
-        if (stop := gate.block(now)) is not None:
+        gate, circuit = self.gate, self.gate.circuit
+        # `DependencyGates.block`'s own tests, asked first: it has nothing to say (nor any side
+        # effect) without a worker count of 0, a pause or a circuit not closed.
+        quiet = gate.pause_until is None and gate.workers.consumers != 0 and circuit.current is _CLOSED
+        if not quiet and (stop := gate.block(now)) is not None:
             return Blocked(
                 dependency=policy.name,
                 reason=WaitReason(stop.reason.value),
@@ -320,23 +324,29 @@ class Lane:
         concurrency = policy.concurrency
         if concurrency is not None:
             room = concurrency - held
-            if room <= 0:
-                return Blocked(
-                    dependency=policy.name,
-                    reason=WaitReason.CONCURRENCY,
-                    limit=f"concurrency {concurrency}{self.overridden_by()}",
-                    until=None,
-                    waiting=self.eligible,
+            if room <= 0:  # positional: most decisions of a busy dependency end here
+                return new_value(
+                    Blocked,
+                    (
+                        policy.name,
+                        WaitReason.CONCURRENCY,
+                        f"concurrency {concurrency}{self.overridden_by()}",
+                        None,  # until: a slot is freed by an event, not by the clock
+                        self.eligible,
+                    ),
                 )
         for window in self.windows:
             window_room = window.room(now)
             if window_room <= 0:
-                return Blocked(
-                    dependency=policy.name,
-                    reason=WaitReason.RATE,
-                    limit=f"rate {window.limit}{self.overridden_by()}",
-                    until=window.free_at(now),
-                    waiting=self.eligible,
+                return new_value(
+                    Blocked,
+                    (
+                        policy.name,
+                        WaitReason.RATE,
+                        f"rate {window.limit}{self.overridden_by()}",
+                        window.free_at(now),  # until
+                        self.eligible,
+                    ),
                 )
             if window_room < room:
                 room = window_room
@@ -357,9 +367,10 @@ class Lane:
             if ramp_room <= 0:
                 return self._ramp_block(now) or ramp_room  # it blocks: the same look says how
             room = min(room, ramp_room)
-        probes = gate.circuit.probes_left(now)
-        if probes is not None and probes < room:
-            room = probes
+        if circuit.current is not _CLOSED:  # probes_left's own test: None (no limit) while closed
+            probes = circuit.probes_left(now)
+            if probes is not None and probes < room:
+                room = probes
         if adaptive is not None:
             room = min(room, adaptive.room(now, held))
         return room

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from janus.core.jobs import Job, JobState
 
+_ADMITTED = JobState.ADMITTED  # a module global reads faster than a member through its class, every tick
+
 
 @dataclass(kw_only=True, slots=True)
 class Ledger:
@@ -45,7 +47,7 @@ class Ledger:
             while batch:
                 job_id, attempt = batch[-1]
                 job = jobs.get(job_id)
-                if job is not None and job.state is JobState.ADMITTED and job.attempt == attempt:
+                if job is not None and job.state is _ADMITTED and job.attempt == attempt:
                     return leases[0][0]
                 batch.pop()  # the order within a batch does not matter: expire_leases sorts
             heapq.heappop(leases)

@@ -59,8 +59,11 @@ class SlidingWindow:
 
     def room(self, now: float) -> int:
         """How many admissions may happen at `now`."""
-        self._prune(now)
-        return self.limit.count - (len(self._places) - self._head)
+        places, head = self._places, self._head
+        if head < len(places) and places[head][0] <= now:  # `_prune`'s first test: a place ended
+            self._prune(now)
+            head = self._head
+        return self.limit.count - (len(places) - head)
 
     def record(self, at: float) -> None:
         self._places.append((at + self.span, at))

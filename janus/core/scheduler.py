@@ -272,7 +272,10 @@ class Scheduler(Readout):
     def page_requests(self, max_rows: int = PAGE_ROWS_PER_TICK) -> list[PageRequest]:
         """Scopes whose first attempts in memory run low while more wait in the store: at most
         about `max_rows` jobs in all (core/pages.py)."""
-        return pages.page_requests(self._lanes, self._pager, max_rows)
+        pager = self._pager
+        if not (pager.urgent or pager.wanted):  # pages.page_requests' first test: asked every tick
+            return []
+        return pages.page_requests(self._lanes, pager, max_rows)
 
     def load_page(self, request: PageRequest, jobs: Iterable[Job]) -> bool:
         """The store's answer to `request`: its first attempts in seq order.
@@ -378,7 +381,10 @@ class Scheduler(Readout):
 
     def expire_leases(self, now: float) -> list[Transition]:
         """Admissions with no result by their lease deadline count as failed attempts."""
-        now = self._advance(now)
+        if now > self._clock_floor:  # self._advance(now), inlined: once per tick
+            self._clock_floor = now
+        else:
+            now = self._clock_floor
         transitions: list[Transition] = []
         leases = self._ledger.leases
         if not leases or leases[0][0] > now:
@@ -408,7 +414,10 @@ class Scheduler(Readout):
         weighted fair share (`FairQueue`), and within the scope to the job that became
         eligible first.
         """
-        now = self._advance(now)
+        if now > self._clock_floor:  # self._advance(now), inlined: once per tick
+            self._clock_floor = now
+        else:
+            now = self._clock_floor
         admissions: list[Admission] = []
         blocked: list[Blocked] = []
         wakeups: list[float] = []
@@ -420,7 +429,14 @@ class Scheduler(Readout):
                 ends = lane.steer_due(now)
                 if ends is not None:
                     wakeups.append(ends)
-            if lane.delayed or lane.rate_parked or lane.retry_parked:
+            delayed, rate_parked = lane.delayed, lane.rate_parked
+            # Lane.release_due's tests: a backoff or a scope rate cap ended, or a scope waits
+            # for the retry budget.
+            if (
+                (delayed and delayed[0][0] <= now)
+                or (rate_parked and rate_parked[0][0] <= now)
+                or lane.retry_parked
+            ):
                 lane.release_due(now)
             ramp = lane.gate.ramp
             if budget != 0:
@@ -439,13 +455,13 @@ class Scheduler(Readout):
                 wakeups.append(lane.rate_parked[0][0])
             if lane.delayed:
                 wakeups.append(lane.delayed[0][0])
-            if lane.retiring:
+            if lane.retiring and lane.retiring[0][0] <= now:  # Lane.retire_due's test
                 lane.retire_due(now)
         if budget == 0:
             wakeups.append(now)  # cut short by `limit`: more may be admissible at once
         if (lease_ends := self._ledger.next_deadline()) is not None:
             wakeups.append(lease_ends)
-        return AdmitDecision(admissions=admissions, blocked=blocked, next_wakeup=min(wakeups, default=None))
+        return new_value(AdmitDecision, (admissions, blocked, min(wakeups) if wakeups else None))
 
     def drain_changes(self) -> Changes:
         """Jobs submitted and jobs changed since the last call, latest state each: what to write."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from janus.client.worker import LEASE_SAFETY
-from janus.core.decisions import Blocked, Verdict, WaitReason
+from janus.core.decisions import Blocked, PageRequest, Verdict, WaitReason
 from janus.core.jobs import Admission, Job
 from janus.core.policy import DependencyPolicy
 from janus.core.scheduler import Scheduler
@@ -259,7 +259,8 @@ class Simulation:
             self._last_tick = now
         while True:
             self._ticks += 1
-            paged = self._page_in()
+            requests = scheduler.page_requests()  # mostly none: then no call to read them
+            paged = self._page_in(requests) if requests else 0
             if self._arrivals:
                 self._submit(now)
             if self._results:
@@ -272,23 +273,22 @@ class Simulation:
                     if transition.verdict is Verdict.RETRY_SCHEDULED:
                         self._lapsed.add(transition.job.job_id)  # its late success may still come
                 self._finished(transition.verdict, transition.job, now)
-            decision = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
+            admissions, blocked, wakeup = scheduler.admit(now, limit=MAX_ADMISSIONS_PER_TICK)
             if self._ticks % _DRAIN_EVERY == 0:
                 self._drain()
                 gc.collect(1)  # the young objects, at this pace while automatic collection is off (`run`)
-            self._blocked = decision.blocked
-            if decision.admissions:
-                self._admitted(now, decision.admissions)
-            wakeup = decision.next_wakeup
+            self._blocked = blocked
+            if admissions:
+                self._admitted(now, admissions)
             stalled = False
             if wakeup is None or wakeup > now:
                 break
             # Cut short (a full tick, or a scope's page to read): the service ticks again at once.
-            if not (decision.admissions or paged):
+            if not (admissions or paged):
                 wakeup = None  # no progress at this instant: the next event will tick again
                 stalled = True
                 break
-        self._skip.ticked(decision.blocked, stalled)
+        self._skip.ticked(blocked, stalled)
         if self._caps:
             self._note_caps()
         if wakeup is not None and wakeup < self._wake_at:
@@ -313,10 +313,9 @@ class Simulation:
         for event in gate_events:
             self._logs[event.dependency].gate_events.append((event.at, event.kind, event.detail))
 
-    def _page_in(self) -> int:
+    def _page_in(self, requests: list[PageRequest]) -> int:
         """Read the first attempts the core asked for from the simulated store; how many pages."""
         scheduler = self._scheduler
-        requests = scheduler.page_requests()
         for request in requests:
             stored = self._stored[(request.dependency, request.scope)]
             page = [stored.popleft() for _ in range(min(request.limit, len(stored)))]

@@ -81,6 +81,8 @@ class SkipRule:
 
     def ticked(self, blocked: list[Blocked], stalled: bool) -> None:
         self._stalled = stalled
+        if not (blocked or self._clock_only or self._full) and self._steady:
+            return  # no block, as after the last step: what `skips` reads stays as it is
         # What `skips` reads of the blocks, worked out once per step rather than per question.
         steady, clock_only, full = True, [], []
         for block in blocked:
