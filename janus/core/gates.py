@@ -76,6 +76,16 @@ class DependencyGates:
 
     # -- questions ------------------------------------------------------------
 
+    def quiet(self) -> bool:
+        """`block`'s own first tests, without the clock: True if it has nothing to say (and no
+        effect) now: workers present, no pause, the circuit closed. Asked before `block` on the
+        admission step's hot path; a new gate in `block` must be named here too."""
+        return (
+            self.pause_until is None
+            and self.workers.consumers != 0
+            and self.circuit.current is CircuitState.CLOSED
+        )
+
     def block(self, now: float) -> GateBlock | None:
         """Why nothing of this dependency may be admitted at `now`, if so."""
         if self.workers.absent:

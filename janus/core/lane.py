@@ -308,10 +308,7 @@ class Lane:
             if steered is not None:
                 return steered
         gate, circuit = self.gate, self.gate.circuit
-        # `DependencyGates.block`'s own tests, asked first: it has nothing to say (nor any side
-        # effect) without a worker count of 0, a pause or a circuit not closed.
-        quiet = gate.pause_until is None and gate.workers.consumers != 0 and circuit.current is _CLOSED
-        if not quiet and (stop := gate.block(now)) is not None:
+        if not gate.quiet() and (stop := gate.block(now)) is not None:
             return Blocked(
                 dependency=policy.name,
                 reason=WaitReason(stop.reason.value),
