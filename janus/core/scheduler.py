@@ -381,10 +381,7 @@ class Scheduler(Readout):
 
     def expire_leases(self, now: float) -> list[Transition]:
         """Admissions with no result by their lease deadline count as failed attempts."""
-        if now > self._clock_floor:  # self._advance(now), inlined: once per tick
-            self._clock_floor = now
-        else:
-            now = self._clock_floor
+        now = self._advance(now)
         transitions: list[Transition] = []
         leases = self._ledger.leases
         if not leases or leases[0][0] > now:
@@ -414,10 +411,7 @@ class Scheduler(Readout):
         weighted fair share (`FairQueue`), and within the scope to the job that became
         eligible first.
         """
-        if now > self._clock_floor:  # self._advance(now), inlined: once per tick
-            self._clock_floor = now
-        else:
-            now = self._clock_floor
+        now = self._advance(now)
         admissions: list[Admission] = []
         blocked: list[Blocked] = []
         wakeups: list[float] = []
