@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from janus.client.worker import LEASE_SAFETY
-from janus.core.decisions import Blocked, PageRequest, Verdict, WaitReason
+from janus.core.decisions import PageRequest, Verdict
 from janus.core.jobs import Admission, Job
 from janus.core.policy import DependencyPolicy
 from janus.core.scheduler import Scheduler
@@ -38,6 +38,7 @@ from janus.simulate.costs import actual, estimate
 from janus.simulate.distributions import Distribution
 from janus.simulate.logs import DependencyLog, Outcome, Row, ScopeLog
 from janus.simulate.skipping import Result, SkipRule
+from janus.simulate.time_at_limits import TimeAtLimits
 from janus.simulate.workers import Pool
 from janus.simulate.workload import WorkerModel, Workload
 
@@ -50,9 +51,6 @@ _ARRIVE, _FINISH, _RESULT, _RETURN, _DELIVER, _EXPIRE, _WAKE = range(7)
 # large batches only to bound the memory of the core's change log. The gates' events carry
 # their own times, so they are taken at the same pace.
 _DRAIN_EVERY = 4096
-# Time at a limit is told per scope up to this many scopes of a dependency: each span held at
-# a limit reads every scope's backlog.
-_SCOPES_ACCOUNTED = 1000
 
 
 class Simulation:
@@ -88,17 +86,7 @@ class Simulation:
         self._skip = SkipRule(policies)  # when a result needs no admission step (simulate/skipping.py)
         self._jobs = 0
         self._wake_at = float("inf")
-        self._blocked: list[Blocked] = []  # the dependencies held back by a limit after the last tick
-        # dependency -> {scope: its cap, named as a limit is in the report}: the scopes held at a
-        # cap of their own since the last look (the end of a tick, or a result applied without one)
-        self._capped: dict[str, dict[str, str]] = {}
-        # Does any scope have a cap of its own to be held at? (A simulation changes no policy.)
-        self._caps = any(
-            policy.fairness.scope_concurrency is not None or policy.fairness.scope_rate_limits
-            for policy in policies
-        )
-        self._labels: dict[tuple[WaitReason, str], str] = {}  # a block's name in the report
-        self._last_tick = 0.0
+        self._limits = TimeAtLimits(self._logs, policies)  # time held at each limit, for the report
         self._ticks = 0
         self._timeline: list[Row] | None = [] if timeline else None
         # Inputs gathered for the next tick, in the order the tick applies them.
@@ -173,18 +161,18 @@ class Simulation:
             elif arrivals or results:
                 if self._skips_admission(now):
                     if arrivals:  # each to a dependency held by a limit a new job cannot lift
-                        self._account_limits(now)  # the backlogs change now: the time so far first
+                        self._limits.account(now)  # the backlogs change now: the time so far first
                         self._submit(now)
                     self._apply_results(now)
-                    if self._capped:  # a success frees a slot of its scope, maybe below its cap
-                        self._account_limits(now)
-                        self._note_caps()
+                    if self._limits.capped:  # a success frees a slot of its scope, maybe below its cap
+                        self._limits.account(now)
+                        self._limits.note_caps(self._scheduler)
                     if self._gates_moved():
                         self._tick(now)  # a success may open a circuit (the outcome that fills its window)
                 else:
                     self._tick(now)
         self._drain()
-        self._account_limits(now)
+        self._limits.account(now)
         return Outcome(
             policies=self._policies,
             dependencies=self._logs,
@@ -243,11 +231,11 @@ class Simulation:
     # -- a tick, as the service makes it -------------------------------------------------
 
     def _tick(self, now: float) -> None:
-        scheduler = self._scheduler
-        if self._blocked or self._capped:
-            self._account_limits(now)
+        scheduler, limits = self._scheduler, self._limits
+        if limits.blocked or limits.capped:
+            limits.account(now)
         else:
-            self._last_tick = now
+            limits.restart(now)  # held by nothing since the last look: no time to tell
         while True:
             self._ticks += 1
             requests = scheduler.page_requests()  # mostly none: then no call to read them
@@ -268,7 +256,7 @@ class Simulation:
             if self._ticks % _DRAIN_EVERY == 0:
                 self._drain()
                 gc.collect(1)  # the young objects, at this pace while automatic collection is off (`run`)
-            self._blocked = blocked
+            limits.blocked = blocked
             if admissions:
                 self._admitted(now, admissions)
             stalled = False
@@ -280,8 +268,8 @@ class Simulation:
                 stalled = True
                 break
         self._skip.ticked(blocked, stalled)
-        if self._caps:
-            self._note_caps()
+        if limits.caps:
+            limits.note_caps(scheduler)
         if wakeup is not None and wakeup < self._wake_at:
             self._wake_at = wakeup
             self._push(wakeup, _WAKE, None)
@@ -427,51 +415,6 @@ class Simulation:
                 self._timeline.append(
                     (now, "dead", job.job_id, job.dependency, job.scope, job.attempt, job.last_error or "")
                 )
-
-    def _note_caps(self) -> None:
-        """Which scopes are held at a cap of their own now (the core keeps them: O(1) if none)."""
-        capped = self._scheduler.scopes_at_caps()
-        self._capped = (
-            {
-                dependency: {scope: f"{reason.value} ({limit})" for scope, (reason, limit) in caps.items()}
-                for dependency, caps in capped.items()
-            }
-            if capped
-            else {}
-        )
-
-    def _account_limits(self, now: float) -> None:
-        """The time since the last look, to the limit each dependency was held at by it, and to
-        the cap each capped scope was held at. A dependency's time at a scope's cap is the time
-        at least one of its scopes with jobs waiting was held there."""
-        elapsed = now - self._last_tick
-        if elapsed > 0:
-            for dependency, caps in self._capped.items():
-                log = self._logs[dependency]
-                counted: set[str] = set()
-                for scope, limit in caps.items():
-                    scope_log = log.scopes.get(scope)
-                    if scope_log is None or not scope_log.waiting:
-                        continue
-                    scope_log.at_limit[limit] += elapsed
-                    if limit not in counted:
-                        counted.add(limit)
-                        log.at_limit[limit] += elapsed
-            labels = self._labels
-            for block in self._blocked:
-                label = labels.get((block.reason, block.limit))
-                if label is None:  # named once: most ticks of a busy dependency are held by one limit
-                    if len(labels) > 1000:
-                        labels.clear()  # limits that name a value that moves (a ramp's share)
-                    label = labels[(block.reason, block.limit)] = f"{block.reason.value} ({block.limit})"
-                log = self._logs[block.dependency]
-                log.at_limit[label] += elapsed
-                # The scopes that waited through it: their backlogs changed only at the last tick.
-                if len(log.scopes) <= _SCOPES_ACCOUNTED:
-                    for scope_log in log.scopes.values():
-                        if scope_log.waiting:
-                            scope_log.at_limit[label] += elapsed
-        self._last_tick = now
 
     # -- the workers ---------------------------------------------------------------------
 

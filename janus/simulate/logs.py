@@ -27,7 +27,7 @@ class ScopeLog:
     returned: int = 0  # admissions that came back unused
     waiting: int = 0  # jobs waiting for an admission now (eligible or backing off)
     # limit -> seconds the scope had jobs waiting (eligible or backing off) while its dependency
-    # was held at that limit (kept up to _SCOPES_ACCOUNTED scopes per dependency)
+    # was held at that limit (kept up to SCOPES_ACCOUNTED scopes per dependency: simulate/time_at_limits.py)
     at_limit: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
