@@ -216,9 +216,14 @@ def leader() -> list[dict[str, Any]]:
             width=6,
         ),
         panel(
-            "Messages per tick",
-            [("sum(rate(janus_tick_messages_sum[5m])) / sum(rate(janus_tick_messages_count[5m]))", "mean")],
+            "Messages per tick, and lingers",
+            [
+                ("sum(rate(janus_tick_messages_sum[5m])) / sum(rate(janus_tick_messages_count[5m]))", "mean"),
+                ("sum(rate(janus_tick_lingers_total[5m]))", "lingers/s"),
+            ],
             width=6,
+            description="lingers: 5 ms waits before a tick for it to grow (service/linger.py); "
+            "rising at a moderate rate, they sit in every job's path",
         ),
         panel(
             "Tick wait and write",
