@@ -128,8 +128,7 @@ class Scheduler(Readout):
         self._next_seq += 1
         job = first_attempt(job_id, dependency, scope, payload, self._next_seq, now, cost)
         state = lane.scopes.get(scope) or lane.scope(scope)
-        per_scope = self._pager.per_scope()
-        keep = not state.stored and len(state.fresh) < per_scope
+        keep = not state.stored and len(state.fresh) < self._pager.per_scope()
         self._changed[job_id] = job
         self._new[job_id] = (job, keep)
         if keep:
@@ -139,8 +138,7 @@ class Scheduler(Readout):
         else:
             state.stored += 1
             lane.stored += 1
-            if not state.paging and len(state.fresh) <= per_scope // 2:  # lane.want_page's test
-                lane.want_page(state)
+            lane.want_page(state)
         lane.eligible += 1
         if state.parked is None:  # lane.wake, spelled out: the scope has a job eligible now
             lane.fair.activate(scope)
@@ -423,14 +421,7 @@ class Scheduler(Readout):
                 ends = lane.steer_due(now)
                 if ends is not None:
                     wakeups.append(ends)
-            delayed, rate_parked = lane.delayed, lane.rate_parked
-            # Lane.release_due's tests: a backoff or a scope rate cap ended, or a scope waits
-            # for the retry budget.
-            if (
-                (delayed and delayed[0][0] <= now)
-                or (rate_parked and rate_parked[0][0] <= now)
-                or lane.retry_parked
-            ):
+            if lane.delayed or lane.rate_parked or lane.retry_parked:
                 lane.release_due(now)
             ramp = lane.gate.ramp
             if budget != 0:
@@ -449,7 +440,7 @@ class Scheduler(Readout):
                 wakeups.append(lane.rate_parked[0][0])
             if lane.delayed:
                 wakeups.append(lane.delayed[0][0])
-            if lane.retiring and lane.retiring[0][0] <= now:  # Lane.retire_due's test
+            if lane.retiring:
                 lane.retire_due(now)
         if budget == 0:
             wakeups.append(now)  # cut short by `limit`: more may be admissible at once
@@ -520,10 +511,7 @@ class Scheduler(Readout):
             self._lapsed.pop(job.job_id, None)
         self._changed[job.job_id] = job
         scope = lane.scopes[job.scope]
-        # Scope.empty, spelled out and checked here first: the call is rarely needed.
-        if scope.parked is None and not (
-            scope.fresh or scope.again or scope.stored or scope.held or scope.delayed
-        ):
+        if scope.parked is None and scope.empty:  # checked here first: the call is rarely needed
             lane.maybe_retire(scope)
 
     def _fail(self, lane: Lane, job: Job, error: str, retry_after: float | None, now: float) -> Transition:
