@@ -26,9 +26,12 @@ def submit(scheduler: Scheduler, count: int, first: int = 0) -> None:
         scheduler.submit(job_id=f"j{n}", dependency="api", scope="s", payload=None, now=0.0)
 
 
-def test_a_tick_soon_after_the_last_leaves_the_gauges_to_the_next_idle_moment() -> None:
+def test_a_tick_soon_after_the_last_leaves_the_gauges_to_the_next_idle_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     metrics, scheduler = Metrics(), Scheduler([POLICY], random.Random(0))
     observer = Observer(metrics)
+    monkeypatch.setattr(observe, "GAUGES_EVERY", 3600.0)  # "soon", however slow the machine
     submit(scheduler, 3)
     observer.tick(3, time.perf_counter(), scheduler)  # the first: the gauges are set
     assert waiting(metrics) == 3
