@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
+from collections.abc import Awaitable
 
 import aio_pika
 import pytest
@@ -60,6 +61,40 @@ async def test_a_publish_dropped_unawaited_warns_nothing(vhost: str) -> None:
         # publish is still matched to its own confirm.
         assert raw.delivery_tag == 3
         assert await publisher.publish_admissions([_admission("after")]) == []
+
+
+async def test_a_term_ending_before_its_confirms_are_awaited_warns_nothing(vhost: str) -> None:
+    """The admission loop's shape: the batch started at once, its confirms awaited by a task of
+    the term's group, which the term's end cancels before that task ever runs."""
+    connection = await aio_pika.connect(vhost)
+    async with connection:
+        await topology.declare_topology(connection, ["api"])
+        publisher = await Publisher.open(connection)
+
+        confirming: list[asyncio.Task[None]] = []
+
+        async def confirmed(admitting: Awaitable[list[Admission]]) -> None:
+            await admitting
+
+        async def a_term_that_ends_at_once() -> None:
+            async with asyncio.TaskGroup() as term:
+                # Nothing else holds what start_admissions returns, as in the admission loop.
+                confirming.append(
+                    term.create_task(confirmed(publisher.start_admissions([_admission("ended")])))
+                )
+                raise RuntimeError("the term ends")
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(ExceptionGroup) as ended:
+                await a_term_that_ends_at_once()
+            assert [str(e) for e in ended.value.exceptions] == ["the term ends"]
+            assert confirming[0].cancelled(), "the task awaiting the confirms never ran"
+            # Let go of the task and the traceback, which may hold its coroutine's frame.
+            confirming.clear()
+            del ended
+            gc.collect()
+        assert _runtime_warnings(caught) == []
 
 
 async def test_a_publish_is_awaited_once(vhost: str) -> None:
