@@ -59,15 +59,15 @@ async def run(jobs: int, batch: int, rounds: int) -> None:
                     ids = [f"j{serial + i}" for i in range(batch)]
                     serial += batch
                     admitted_at = float(serial)  # one tick, one admitted_at
-                    await session.tick(
+                    await session.write_tick(
                         admitted_at, [_admitted(i) for i in ids], [], [_admission(i) for i in ids]
                     )
                     finished = [_succeeded(i) for i in ids]
                     if variant == "baseline":
-                        await session.tick(admitted_at + 1, [], finished, [])
+                        await session.write_tick(admitted_at + 1, [], finished, [])
                         continue
                     outcomes = [outbox_message(job) for job in finished]
-                    await session.tick(admitted_at + 1, [], finished, [], outbox=outcomes)
+                    await session.write_tick(admitted_at + 1, [], finished, [], outbox=outcomes)
                     await connection.fetchrow(
                         sql("confirmations"), [m.id for m in outcomes], [admitted_at], 1, admitted_at - 3600
                     )

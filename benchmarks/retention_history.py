@@ -180,8 +180,8 @@ class Bench:
             else:
                 ids = [uuid.uuid4().hex for _ in range(batch)]
             admitted = [_admitted(i, now) for i in ids]
-            await self.session.tick(now, admitted, [], [Admission.of(job) for job, _ in admitted])
-            await self.session.tick(now, [], [_succeeded(i, now) for i in ids], [])
+            await self.session.write_tick(now, admitted, [], [Admission.of(job) for job, _ in admitted])
+            await self.session.write_tick(now, [], [_succeeded(i, now) for i in ids], [])
         done = jobs // batch * batch
         cpu = sum(self.backend.cpu_times()[:2]) - cpu_before
         elapsed = time.perf_counter() - started

@@ -86,8 +86,10 @@ async def run(jobs_per_size: int) -> None:
                 for _ in range(max(jobs_per_size // size, 1)):
                     ids = [f"j{serial + i}" for i in range(size)]
                     serial += size
-                    await session.tick(2.0, [_admitted(i) for i in ids], [], [_admission(i) for i in ids])
-                    await session.tick(4.0, [], [_succeeded(i) for i in ids], [])
+                    await session.write_tick(
+                        2.0, [_admitted(i) for i in ids], [], [_admission(i) for i in ids]
+                    )
+                    await session.write_tick(4.0, [], [_succeeded(i) for i in ids], [])
                 done = max(jobs_per_size // size, 1) * size
                 cpu = (sum(backend.cpu_times()[:2]) - cpu_before) / done
                 wall = (time.perf_counter() - started) / done

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from functools import partial
+from typing import Any, Generic, TypeVar, cast
 
 import pamqp.frame
 from aiormq import spec
@@ -51,6 +52,7 @@ INTERNALS = (
     "write_queue",
 )
 METHOD_CACHE = 4096  # (exchange, routing key, mandatory) frames kept: one per dependency and outcome
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,24 @@ class Outgoing:
     routing_key: str
     properties: spec.Basic.Properties  # with a message_id: a returned publish is matched by it
     mandatory: bool = False
+
+
+class Later(Generic[T]):
+    """A coroutine function's call, made when this is first awaited. What `start` hands back
+    may be dropped unawaited (a term that ends before the task awaiting its confirms runs): a
+    coroutine made at once would then warn "never awaited"; this begins nothing and says nothing.
+    Awaited once, like the coroutine it stands for."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Callable[[], Coroutine[Any, Any, T]]) -> None:
+        self._call: Callable[[], Coroutine[Any, Any, T]] | None = call
+
+    def __await__(self) -> Generator[Any, None, T]:
+        call, self._call = self._call, None
+        if call is None:
+            raise RuntimeError("already awaited: its result went to the first await")
+        return call().__await__()
 
 
 class _Confirms:
@@ -143,7 +163,8 @@ class BatchChannel:
     def start(self, messages: Sequence[Outgoing]) -> Awaitable[list[object]]:
         """`publish`, begun now: when the channel's lock is free and the write queue has room,
         the batch is in the write queue when this returns (no await: the caller's next step
-        cannot overtake it); otherwise the awaitable takes the lock and writes, as `publish` did."""
+        cannot overtake it); otherwise the awaitable, once awaited, takes the lock and writes.
+        Dropped unawaited, it warns nothing (`Later`); a batch not yet written then never is."""
         channel = self._channel
         if not messages:
             done: asyncio.Future[list[object]] = channel.create_future()
@@ -155,7 +176,7 @@ class BatchChannel:
         # Tags and frames stay in order with any other publish: whoever holds the lock may be
         # between taking tags and queueing its frames; with it free, nobody is.
         if channel.is_closed or self._lock.locked() or room < len(writes):
-            return self._locked_publish(messages, writes)
+            return Later(partial(self._locked_publish, messages, writes))
         confirms = _Confirms(len(messages), channel.create_future())
         self._register(messages, confirms)
         for data, _ in writes:

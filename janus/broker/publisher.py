@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
+from functools import partial
 from typing import TypeVar
 
 from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -13,7 +14,7 @@ from aiormq.channel import Channel
 from pamqp.common import FieldTable
 
 from janus.broker import BROKER_ERRORS, broker_errors, topology
-from janus.broker.batch import BatchChannel, Outgoing
+from janus.broker.batch import BatchChannel, Later, Outgoing
 from janus.core.jobs import Admission
 from janus.core.outbox import OutboxMessage
 from janus.errors import BrokerError
@@ -55,7 +56,8 @@ class Publisher:
 
     def start_admissions(self, admissions: Sequence[Admission]) -> Awaitable[list[Admission]]:
         """`publish_admissions` begun now: written before this returns when the channel is free
-        (broker/batch.py); the awaitable gives the refused ones once every confirm is in."""
+        (broker/batch.py); the awaitable gives the refused ones once every confirm is in. It may
+        be dropped unawaited without a warning (broker/batch.py, `Later`)."""
         messages = [
             Outgoing(
                 body=encode_ready(admission),
@@ -94,8 +96,9 @@ class Publisher:
         return self._start_all(messages, outgoing)
 
     def _start_all(self, items: Sequence[T], messages: Sequence[Outgoing]) -> Awaitable[list[T]]:
-        """Every message written at once (one batch: broker/batch.py), started now."""
-        return self._refused(items, self._batch.start(messages) if items else None)
+        """Every message written at once (one batch: broker/batch.py), started now; the confirms
+        looked at only when awaited."""
+        return Later(partial(self._refused, items, self._batch.start(messages) if items else None))
 
     async def _refused(self, items: Sequence[T], confirming: Awaitable[list[object]] | None) -> list[T]:
         """Every confirm awaited; the items the broker refused. A closed channel is raised, not

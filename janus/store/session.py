@@ -261,33 +261,6 @@ class LeaderSession:
         # Every tick then locks their lease rows first, and janus.leader plays no part.
         self._fenced = dict(fenced) if fenced is not None else None
 
-    async def tick(
-        self,
-        now: float,
-        new: Sequence[tuple[Job, str | None]],
-        updated: Sequence[Job],
-        admissions: Sequence[Admission],
-        *,
-        failed: Sequence[FailedAttempt] = (),
-        gates: Sequence[GateState] = (),
-        outbox: Sequence[OutboxMessage] = (),
-        adaptive: Sequence[AdaptiveState] = (),
-        settled: Sequence[Settlement] = (),
-    ) -> set[str]:
-        """`write_tick`, for a caller that needs only the ids of the new jobs stored."""
-        written = await self.write_tick(
-            now,
-            new,
-            updated,
-            admissions,
-            failed=failed,
-            gates=gates,
-            outbox=outbox,
-            adaptive=adaptive,
-            settled=settled,
-        )
-        return written.inserted
-
     async def write_tick(
         self,
         now: float,

@@ -42,12 +42,14 @@ async def test_a_new_leader_starts_from_the_last_adaptive_limits(database: str) 
         epoch = await store.try_acquire(first, 0.5)
         assert epoch is not None
         async with store.leader_session(first, epoch) as session:
-            await session.tick(1.0, [], [], [], adaptive=[limits(50.0, "raised after a clean round")])
-            await session.tick(2.0, [], [], [], adaptive=[LOWERED])
+            await session.write_tick(1.0, [], [], [], adaptive=[limits(50.0, "raised after a clean round")])
+            await session.write_tick(2.0, [], [], [], adaptive=[LOWERED])
             await asyncio.sleep(0.6)  # the lease runs out unrenewed: a new leader takes over
             assert await store.try_acquire(second, 5.0) == 2
             with pytest.raises(LeadershipLost):  # fenced like every write of the tick
-                await session.tick(3.0, [], [], [], adaptive=[limits(500.0, "raised after a clean round")])
+                await session.write_tick(
+                    3.0, [], [], [], adaptive=[limits(500.0, "raised after a clean round")]
+                )
         snapshot = await store.snapshot(admissions_since=0.0, budget_since=0.0)
     finally:
         await store.close()

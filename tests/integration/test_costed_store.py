@@ -42,7 +42,9 @@ async def test_a_new_leader_charges_the_settled_costs_and_the_open_estimates(dat
         epoch = await store.try_acquire(holder, 5.0)
         assert epoch is not None
         async with store.leader_session(holder, epoch) as session:
-            stored = await session.tick(100.0, [(job, None) for job in changes.new], [], decision.admissions)
+            stored = (
+                await session.write_tick(100.0, [(job, None) for job in changes.new], [], decision.admissions)
+            ).inserted
             assert stored == {"over", "open"}
             # "over" was estimated at 50 and cost 10: 40 units come back.
             held = core.job("over")
@@ -54,7 +56,7 @@ async def test_a_new_leader_charges_the_settled_costs_and_the_open_estimates(dat
             settled = Settlement(
                 job_id="over", attempt=1, dependency="llm", admitted_at=held.admitted_at, cost=10.0
             )
-            await session.tick(101.0, [], core.drain_changes().updated, [], settled=[settled])
+            await session.write_tick(101.0, [], core.drain_changes().updated, [], settled=[settled])
         since, budget_since = history_since([POLICY], 102.0)
         snapshot = await store.snapshot(admissions_since=since, budget_since=budget_since)
         async with store._pool.acquire() as connection:  # what the tables say, beside the snapshot

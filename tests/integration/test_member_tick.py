@@ -67,18 +67,18 @@ async def test_a_member_tick_is_fenced_by_its_dependency_leases(store: Store, da
     # janus.leader is held by nobody: a member's tick does not need it.
     async with store.leader_session(member, 0, fenced={"a": 1}) as session:
         new, admission = admitted("j-a", "a", now)
-        assert await session.tick(now, [new], [], [admission]) == {"j-a"}
+        assert (await session.write_tick(now, [new], [], [admission])).inserted == {"j-a"}
         assert [row[0] for row in await session.maybe_sent()] == ["j-a"]
     async with store.leader_session(other, 0, fenced={"b": 2}) as session:
         new, admission = admitted("j-b", "b", now)
         outcome = OutboxMessage(id=str(uuid.uuid4()), job_id="j-b", routing_key="b.dead", body=b"{}")
-        assert await session.tick(now, [new], [], [admission], outbox=[outcome]) == {"j-b"}
+        assert (await session.write_tick(now, [new], [], [admission], outbox=[outcome])).inserted == {"j-b"}
         assert [row[0] for row in await session.maybe_sent()] == ["j-b"], "only its own dependency's"
     # A term that claims more than it holds writes nothing at all.
     async with store.leader_session(member, 0, fenced={"a": 1, "b": 2}) as session:
         new, admission = admitted("j-ab", "a", now)
         with pytest.raises(LeadershipLost, match="b"):
-            await session.tick(now, [new], [], [admission])
+            await session.write_tick(now, [new], [], [admission])
     # The lease of "a" moves on (released, then taken by the other member in epoch 2): the old
     # term's tick is refused, and so is one with the new epoch by the wrong holder.
     await membership.release("a", member, 1)
@@ -86,10 +86,10 @@ async def test_a_member_tick_is_fenced_by_its_dependency_leases(store: Store, da
     async with store.leader_session(member, 0, fenced={"a": 1}) as session:
         new, admission = admitted("j-late", "a", now)
         with pytest.raises(LeadershipLost, match="a"):
-            await session.tick(now, [new], [], [admission])
+            await session.write_tick(now, [new], [], [admission])
     async with store.leader_session(member, 0, fenced={"a": 2}) as session:
         with pytest.raises(LeadershipLost):
-            await session.tick(now, [new], [], [admission])
+            await session.write_tick(now, [new], [], [admission])
 
     connection = await asyncpg.connect(database)
     try:

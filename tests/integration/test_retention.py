@@ -232,7 +232,9 @@ async def test_a_takeover_during_pruning_loses_nothing(store: Store, database: s
         pruned_id = gone[0]
         kept_id = next(r.job_id for r in rows if r.state.terminal and not r.prunable())
         async with store.leader_session(second.holder, second.epoch) as session:
-            new = await session.tick(NOW, [(waiting(pruned_id), None), (waiting(kept_id), None)], [], [])
+            new = (
+                await session.write_tick(NOW, [(waiting(pruned_id), None), (waiting(kept_id), None)], [], [])
+            ).inserted
         assert new == {pruned_id}
         first_store.resume.set()
         with pytest.raises(LeadershipLost):

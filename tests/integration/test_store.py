@@ -85,14 +85,14 @@ async def test_one_lease_holder_at_a_time_and_the_fence_stops_a_deposed_leader(d
         assert await store.try_acquire(second, 0.5) is None  # held: the standby waits
         assert await store.renew(first, epoch, 0.5)
         async with store.leader_session(first, epoch) as session:
-            assert await session.tick(1.0, [submitted("a")], [], []) == {"a"}
+            assert (await session.write_tick(1.0, [submitted("a")], [], [])).inserted == {"a"}
 
             await asyncio.sleep(0.6)  # the lease runs out unrenewed (a paused leader)
             second_epoch = await store.try_acquire(second, 5.0)
             assert second_epoch == 2
             assert not await store.renew(first, epoch, 0.5), "a deposed leader cannot renew"
             with pytest.raises(LeadershipLost):
-                await session.tick(2.0, [submitted("b")], [], [])
+                await session.write_tick(2.0, [submitted("b")], [], [])
         with pytest.raises(LeadershipLost):
             async with store.leader_transaction(first, epoch) as tx:
                 await tx.prune_admissions(0.0)
@@ -132,7 +132,7 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
         epoch = await store.try_acquire(holder, 5.0)
         assert epoch is not None
         async with store.leader_session(holder, epoch) as tx:
-            new = await tx.tick(
+            written = await tx.write_tick(
                 100.0,
                 [
                     submitted("x", "t1", '{"n": 1}'),
@@ -141,7 +141,7 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
                 [],
                 [],
             )
-            assert new == {"x", "y"}
+            assert written.inserted == {"x", "y"}
             repeat_admitted = Job(
                 job_id="x",
                 dependency="api",
@@ -154,7 +154,7 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
                 lease_deadline=110.0,
             )
             repeat_admission = Admission.of(repeat_admitted)
-            stored = await tx.tick(101.0, [(repeat_admitted, "2")], [], [repeat_admission])
+            stored = (await tx.write_tick(101.0, [(repeat_admitted, "2")], [], [repeat_admission])).inserted
             assert stored == set(), (
                 "the first publication of a job_id wins, and a repeat's admission is not kept"
             )
@@ -171,10 +171,10 @@ async def test_batches_round_trip_through_the_tables(database: str) -> None:
                 lease_deadline=110.0,
             )
             admission = Admission.of(admitted)
-            assert await tx.tick(102.0, [], [admitted], [admission]) == set()
+            assert (await tx.write_tick(102.0, [], [admitted], [admission])).inserted == set()
             ghost = Job(job_id="ghost", dependency="api", scope="t1", payload=None)
             with pytest.raises(StoreError, match="updated 0 of 1"):
-                await tx.tick(103.0, [], [ghost], [])
+                await tx.write_tick(103.0, [], [ghost], [])
         snapshot = await store.snapshot(admissions_since=101.0, budget_since=50.0)
         assert await store.prune_admissions(holder, epoch, before=101.0) == 0
         assert await store.prune_admissions(holder, epoch, before=102.0) == 1, "admitted_at <= before goes"
@@ -199,9 +199,9 @@ async def test_pages_bring_each_scopes_first_attempts_in_seq_order(database: str
         assert epoch is not None
         async with store.leader_session(holder, epoch) as session:
             jobs = [submitted(f"{scope}-{n}", scope) for n in range(5) for scope in ("a", "b", "c")]
-            await session.tick(1.0, jobs, [], [])
+            await session.write_tick(1.0, jobs, [], [])
             retried = jobs[0][0]._replace(attempt=1, failures=1)  # admitted before: not a first attempt
-            await session.tick(2.0, [], [retried], [])
+            await session.write_tick(2.0, [], [retried], [])
             pages = await session.load_pages(
                 [
                     PageRequest(dependency="api", scope="a", after_seq=0, limit=3),
@@ -230,8 +230,10 @@ async def test_an_argument_the_driver_cannot_encode_is_refused_for_its_data(data
         job, payload = submitted("huge")
         async with store.leader_session(holder, epoch) as session:
             with pytest.raises(StatementRefused, match="invalid input for query argument"):
-                await session.tick(1.0, [(job._replace(attempt=2**40), payload)], [], [])
-            assert await session.tick(1.0, [(job, payload)], [], []) == {"huge"}, "the session goes on"
+                await session.write_tick(1.0, [(job._replace(attempt=2**40), payload)], [], [])
+            assert (await session.write_tick(1.0, [(job, payload)], [], [])).inserted == {"huge"}, (
+                "the session goes on"
+            )
     finally:
         await store.close()
 

@@ -73,10 +73,10 @@ async def stored(database: str, services: Services) -> tuple[JanusConfig, float]
         epoch = await store.try_acquire(holder, 30.0)
         assert epoch is not None
         async with store.leader_session(holder, epoch) as session:
-            await session.tick(now - 1, [(j, None) for j in jobs], [], [Admission.of(held)])
+            await session.write_tick(now - 1, [(j, None) for j in jobs], [], [Admission.of(held)])
             # Its first attempt failed: backing off for another 30 s.
             failed = jobs[3]._replace(attempt=1, failures=1, eligible_at=now + 30, last_error="boom")
-            await session.tick(now - 1, [], [failed], [])
+            await session.write_tick(now - 1, [], [failed], [])
         await store.release(holder, epoch)
     finally:
         await store.close()

@@ -109,7 +109,7 @@ WRITES: dict[str, Callable[[], dict[str, Any]]] = {
 
 
 async def store_held(session: LeaderSession) -> None:
-    await session.tick(NOW, [(admitted("held"), None)], [], [Admission.of(admitted("held"))])
+    await session.write_tick(NOW, [(admitted("held"), None)], [], [Admission.of(admitted("held"))])
 
 
 @pytest.mark.parametrize("kind", list(WRITES))
