@@ -16,7 +16,9 @@ done = asyncio.Event()
 
 async def charge(job: ReadyJob) -> None:
     """Called once per admission; returning reports success, raising reports a failure."""
-    print(f"charging order {job.payload['order']} for {job.scope}, try {job.try_number} of {job.max_attempts}")
+    print(
+        f"charging order {job.payload['order']} for {job.scope}, try {job.try_number} of {job.max_attempts}"
+    )
     if job.payload["order"] < 0:  # e.g. the API answered 429 with Retry-After: 5
         raise RetryAfter(5.0)  # Janus admits nothing of payments-api for 5 s, then retries
     done.set()

@@ -1,6 +1,6 @@
 """Submit jobs from plain (blocking) code: a script, a Django view, a cron job.
 
-    python submit.py [COUNT]
+python submit.py [COUNT]
 """
 
 import sys
