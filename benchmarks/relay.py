@@ -7,7 +7,14 @@ Its messages look to the broker and the workers exactly like Janus's admissions
 (persistent, mandatory, with the same per-message TTL), so that the difference
 between the two measures Janus's own work.
 
-Run: python -m benchmarks.relay --amqp-url URL --dependency bench [--ttl 30]
+With --database-url, a durable relay: what any coordinator that commits before it publishes
+must do, and nothing more. Per pump, the batch of intake deliveries is written to PostgreSQL in
+one statement, committed, and only then published; the batch of results is written in one
+UPDATE, committed, and only then acked. One connection, one table (`relay_jobs`, made if
+absent); no limits, no decisions. The difference between it and Janus is Janus's own work
+beyond the commit that its guarantee requires.
+
+Run: python -m benchmarks.relay --amqp-url URL --dependency bench [--ttl 30] [--database-url URL]
 It prints "ready" once consuming, and its counters as one JSON line after SIGTERM.
 """
 
@@ -20,8 +27,10 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Sequence
+from typing import Any
 
 import aio_pika
+import asyncpg
 import uvloop
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
@@ -29,12 +38,61 @@ from janus.broker import topology
 from janus.protocol import CONTENT_TYPE
 
 PREFETCH = 2000  # Janus's count (janus.service.app.PREFETCH) before its bound in bytes: what is in flight
+APPLICATION_NAME = "bench-relay"  # its PostgreSQL session's name, so that a test can find it
+
+CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS relay_jobs (
+    job_id text PRIMARY KEY,
+    state text NOT NULL,
+    updated_at timestamptz NOT NULL
+)"""
+# A job delivered twice (a redelivery after a crash) keeps its first row, as Janus ignores a
+# known id: the relay still forwards it, as it forwards everything.
+RECORD_ADMITTED = """
+INSERT INTO relay_jobs (job_id, state, updated_at)
+SELECT job_id, 'admitted', now() FROM unnest($1::text[]) AS batch(job_id)
+ON CONFLICT (job_id) DO NOTHING"""
+RECORD_FINISHED = """
+UPDATE relay_jobs SET state = batch.state, updated_at = now()
+FROM unnest($1::text[], $2::text[]) AS batch(job_id, state)
+WHERE relay_jobs.job_id = batch.job_id"""
+FINAL_STATE = {"success": "succeeded", "failure": "failed"}
+
+
+class JobTable:
+    """The durable relay's record: each statement alone, so committed when it returns."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    @classmethod
+    async def open(cls, database_url: str) -> JobTable:
+        connection = await asyncpg.connect(
+            database_url, server_settings={"application_name": APPLICATION_NAME}
+        )
+        await connection.execute(CREATE_TABLE)
+        return cls(connection)
+
+    async def admitted(self, job_ids: list[str]) -> None:
+        await self._connection.execute(RECORD_ADMITTED, job_ids)
+
+    async def finished(self, job_ids: list[str], states: list[str]) -> None:
+        await self._connection.execute(RECORD_FINISHED, job_ids, states)
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+
+def _result_state(body: bytes) -> tuple[str, str]:
+    result = json.loads(body)
+    return result["job_id"], FINAL_STATE.get(result.get("outcome"), "failed")
 
 
 class Relay:
-    def __init__(self, ready: AbstractExchange, ttl: float) -> None:
+    def __init__(self, ready: AbstractExchange, ttl: float, table: JobTable | None = None) -> None:
         self._ready = ready
         self._ttl = ttl
+        self._table = table
         self._intake: list[AbstractIncomingMessage] = []
         self._results: list[AbstractIncomingMessage] = []
         self._wake = asyncio.Event()
@@ -65,21 +123,34 @@ class Relay:
             await self._last_ack
 
     async def pump(self) -> None:
-        """Forward everything delivered since the last pump; ack the results seen."""
+        """Forward everything delivered since the last pump; ack the results seen (durable:
+        each batch committed first)."""
         self._wake.clear()
         intake, self._intake = self._intake, []
         results, self._results = self._results, []
-        if results:
-            await results[-1].ack(multiple=True)
-            self.results += len(results)
+        if self._table is None:
+            await self._ack_results(results)
+        jobs = [json.loads(message.body) for message in intake]
+        if self._table is not None and jobs:
+            # Committed before the first publish: a crash after it loses no admission.
+            await self._table.admitted([job["job_id"] for job in jobs])
         if intake:
-            confirms = [asyncio.ensure_future(self._forward(message)) for message in intake]
+            confirms = [asyncio.ensure_future(self._forward(job)) for job in jobs]
             self._last_ack = asyncio.create_task(
                 self._ack_when_confirmed(confirms, intake[-1], self._last_ack)
             )
+        if self._table is not None and results:
+            # After the intake's publishes: those wait on nothing but this pump's commit.
+            job_ids, states = zip(*(_result_state(message.body) for message in results), strict=True)
+            await self._table.finished(list(job_ids), list(states))
+            await self._ack_results(results)
 
-    async def _forward(self, delivery: AbstractIncomingMessage) -> None:
-        job = json.loads(delivery.body)
+    async def _ack_results(self, results: list[AbstractIncomingMessage]) -> None:
+        if results:
+            await results[-1].ack(multiple=True)
+            self.results += len(results)
+
+    async def _forward(self, job: dict[str, Any]) -> None:
         now = time.time()
         body = json.dumps(
             {
@@ -118,17 +189,28 @@ class Relay:
         self.forwarded += len(confirms)
 
 
-async def main(amqp_url: str, dependency: str, ttl: float) -> int:
+async def main(amqp_url: str, dependency: str, ttl: float, database_url: str | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    table = None if database_url is None else await JobTable.open(database_url)
+    try:
+        return await _relay(amqp_url, dependency, ttl, table, stop)
+    finally:
+        if table is not None:
+            await table.close()
+
+
+async def _relay(
+    amqp_url: str, dependency: str, ttl: float, table: JobTable | None, stop: asyncio.Event
+) -> int:
     connection = await aio_pika.connect(amqp_url, client_properties={"connection_name": "bench-relay"})
     async with connection:
         await topology.declare_topology(connection, [dependency])
         publishing = await connection.channel(publisher_confirms=True)
         ready = await publishing.get_exchange(topology.READY_EXCHANGE, ensure=True)
-        relay = Relay(ready, ttl)
+        relay = Relay(ready, ttl, table)
         consuming = []
         for name, callback in (
             (topology.INTAKE_QUEUE, relay.on_intake),
@@ -141,7 +223,12 @@ async def main(amqp_url: str, dependency: str, ttl: float) -> int:
         print("ready", flush=True)
         finish = asyncio.Event()
         runner = asyncio.create_task(relay.run(finish))
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([runner, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            # The relay failed (its database gone): exit at once, its intake unacked.
+            stopping.cancel()
+            await runner
         # No new deliveries, then forward and ack what was delivered.
         for queue, tag in consuming:
             await queue.cancel(tag)
@@ -156,8 +243,11 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--amqp-url", required=True)
     parser.add_argument("--dependency", default="bench")
     parser.add_argument("--ttl", type=float, default=30.0, help="seconds an admission may wait for a worker")
+    parser.add_argument(
+        "--database-url", help="a durable relay: commit each batch to this PostgreSQL database first"
+    )
     args = parser.parse_args(argv)
-    return uvloop.run(main(args.amqp_url, args.dependency, args.ttl))
+    return uvloop.run(main(args.amqp_url, args.dependency, args.ttl, args.database_url))
 
 
 if __name__ == "__main__":
