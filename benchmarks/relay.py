@@ -8,9 +8,9 @@ Its messages look to the broker and the workers exactly like Janus's admissions
 between the two measures Janus's own work.
 
 With --database-url, a durable relay: what any coordinator that commits before it publishes
-must do, and nothing more. Per pump, the batch of intake deliveries is written to PostgreSQL in
-one statement, committed, and only then published; the batch of results is written in one
-UPDATE, committed, and only then acked. One connection, one table (`relay_jobs`, made if
+must do, and nothing more. Per pump, one statement, committed, writes the batch of intake
+deliveries (an INSERT of their job ids) and the batch of results (an UPDATE of their states);
+only then are the intake's jobs published and the results acked. One connection, one table (`relay_jobs`, made if
 absent); no limits, no decisions. The difference between it and Janus is Janus's own work
 beyond the commit that its guarantee requires.
 
@@ -46,16 +46,20 @@ CREATE TABLE IF NOT EXISTS relay_jobs (
     state text NOT NULL,
     updated_at timestamptz NOT NULL
 )"""
-# A job delivered twice (a redelivery after a crash) keeps its first row, as Janus ignores a
-# known id: the relay still forwards it, as it forwards everything.
-RECORD_ADMITTED = """
-INSERT INTO relay_jobs (job_id, state, updated_at)
-SELECT job_id, 'admitted', now() FROM unnest($1::text[]) AS batch(job_id)
-ON CONFLICT (job_id) DO NOTHING"""
-RECORD_FINISHED = """
-UPDATE relay_jobs SET state = batch.state, updated_at = now()
-FROM unnest($1::text[], $2::text[]) AS batch(job_id, state)
-WHERE relay_jobs.job_id = batch.job_id"""
+# One statement per pump, so one commit: the intake's rows (a job delivered twice, after a
+# crash, keeps its first row, as Janus ignores a known id; the relay still forwards it) and the
+# results' final states. Data-modifying CTEs run whether or not the query reads them.
+RECORD_BATCH = """
+WITH admitted AS (
+    INSERT INTO relay_jobs (job_id, state, updated_at)
+    SELECT job_id, 'admitted', now() FROM unnest($1::text[]) AS intake(job_id)
+    ON CONFLICT (job_id) DO NOTHING
+), finished AS (
+    UPDATE relay_jobs SET state = results.state, updated_at = now()
+    FROM unnest($2::text[], $3::text[]) AS results(job_id, state)
+    WHERE relay_jobs.job_id = results.job_id
+)
+SELECT 1"""
 FINAL_STATE = {"success": "succeeded", "failure": "failed"}
 
 
@@ -67,25 +71,18 @@ class JobTable:
 
     @classmethod
     async def open(cls, database_url: str) -> JobTable:
-        connection = await asyncpg.connect(
-            database_url, server_settings={"application_name": APPLICATION_NAME}
-        )
+        # Planned once, as Janus plans its tick statement: the floor pays no more than Janus.
+        settings = {"application_name": APPLICATION_NAME, "plan_cache_mode": "force_generic_plan"}
+        connection = await asyncpg.connect(database_url, server_settings=settings)
         await connection.execute(CREATE_TABLE)
         return cls(connection)
 
-    async def admitted(self, job_ids: list[str]) -> None:
-        await self._connection.execute(RECORD_ADMITTED, job_ids)
-
-    async def finished(self, job_ids: list[str], states: list[str]) -> None:
-        await self._connection.execute(RECORD_FINISHED, job_ids, states)
+    async def record(self, admitted: list[str], finished: list[str], states: list[str]) -> None:
+        """Insert the admitted jobs and set the finished ones' states, in one commit."""
+        await self._connection.execute(RECORD_BATCH, admitted, finished, states)
 
     async def close(self) -> None:
         await self._connection.close()
-
-
-def _result_state(body: bytes) -> tuple[str, str]:
-    result = json.loads(body)
-    return result["job_id"], FINAL_STATE.get(result.get("outcome"), "failed")
 
 
 class Relay:
@@ -128,22 +125,22 @@ class Relay:
         self._wake.clear()
         intake, self._intake = self._intake, []
         results, self._results = self._results, []
-        if self._table is None:
-            await self._ack_results(results)
         jobs = [json.loads(message.body) for message in intake]
-        if self._table is not None and jobs:
-            # Committed before the first publish: a crash after it loses no admission.
-            await self._table.admitted([job["job_id"] for job in jobs])
+        if self._table is not None and (jobs or results):
+            # Committed before the first publish and the first ack: a crash after it loses no
+            # admission, and a result acked is a result recorded.
+            finished = [json.loads(message.body) for message in results]
+            await self._table.record(
+                [job["job_id"] for job in jobs],
+                [result["job_id"] for result in finished],
+                [FINAL_STATE.get(result.get("outcome"), "failed") for result in finished],
+            )
+        await self._ack_results(results)
         if intake:
             confirms = [asyncio.ensure_future(self._forward(job)) for job in jobs]
             self._last_ack = asyncio.create_task(
                 self._ack_when_confirmed(confirms, intake[-1], self._last_ack)
             )
-        if self._table is not None and results:
-            # After the intake's publishes: those wait on nothing but this pump's commit.
-            job_ids, states = zip(*(_result_state(message.body) for message in results), strict=True)
-            await self._table.finished(list(job_ids), list(states))
-            await self._ack_results(results)
 
     async def _ack_results(self, results: list[AbstractIncomingMessage]) -> None:
         if results:
