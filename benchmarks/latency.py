@@ -1,19 +1,23 @@
-"""Intake-to-worker latency at a steady pace: Janus against a bare relay, in one run.
+"""Intake-to-worker latency at a steady pace: Janus against a bare and a durable relay, in one run.
 
 For each --rates pace (jobs/s), a paced producer publishes one job at a time, and the worker
 (benchmarks.load, fast: no handler time) reports each job's delay from publish to receipt.
 The same producer and worker run behind a bare relay (benchmarks.relay: no database, no
-limits) and behind a real `janus run` (one unlimited dependency, a fresh database), in
-alternating phases of --seconds each, --repeat times, so that the machine's load moves both
-alike. Printed: each phase's p50, p99 and max, the medians per variant and the ratio
-Janus/relay (under 1.0: Janus adds no delay of its own beyond the relay's). Each round starts
+limits), behind a durable relay (benchmarks.relay --database-url: the same relay, which also
+commits each batch of intake to PostgreSQL before publishing it, and each batch of results
+before acking them, on a fresh database: the floor of any coordinator that commits before it
+publishes) and behind a real `janus run` (one unlimited dependency, a fresh database), in
+alternating phases of --seconds each, --repeat times, so that the machine's load moves them all
+alike. Printed: each phase's p50, p99 and max, the medians per variant and the ratios
+Janus/relay (under 1.0: Janus adds no delay of its own beyond the relay's) and Janus/durable
+relay (under 1.0: none beyond the commit its guarantee requires). Each round starts
 with a commit probe: a tiny INSERT committed alone, timed, the floor under every tick's commit.
 
     .venv/bin/python -m benchmarks.latency [--rates 200,600] [--seconds 10] [--repeat 3] [--baseline-tree DIR]
 
 With --baseline-tree (a source tree holding another `janus/`, e.g. `git archive` of main), a
 second Janus runs from it, on a vhost and a database of its own, its phases alternated with the
-relay's and this tree's.
+relays' and this tree's.
 
 Absolute figures move with the machine's load: read the ratios of the same run.
 """
@@ -38,12 +42,16 @@ from benchmarks.throughput import (
     Child,
     JanusCoordinator,
     Latency,
+    RelayCoordinator,
     Services,
     janus_env,
     measure_latency,
     relay_running,
 )
-from janus.local_services import LocalServices
+from janus.local_services import LocalServices, Scratch
+
+RELAY = "relay"
+DURABLE_RELAY = "durable relay"
 
 
 def describe(latency: Latency) -> str:
@@ -80,18 +88,28 @@ async def commit_probe(database_url: str, count: int = 5) -> list[float]:
         await connection.close()
 
 
+def durable_relay(
+    scratch: Scratch, round_: int, jobs: int, workdir: Path
+) -> contextlib.AbstractAsyncContextManager[RelayCoordinator]:
+    """A durable relay for one phase, writing to the scratch database (its rows kept)."""
+    database = (scratch.database_url, scratch.name)
+    return relay_running(f"durable-relay-{round_}", scratch.amqp_url, jobs, workdir, database)
+
+
 async def paced(
     services: Services, rate: float, seconds: float, repeat: int, sides: Sequence[JanusSide]
 ) -> list[Latency]:
-    """Alternating relay and Janus phases at `rate`: one process per Janus for all its phases
-    (its count of results goes on), a fresh relay per phase (it checks its own count when it
-    stops). Each Janus has a vhost and a database of its own."""
+    """Alternating relay, durable relay and Janus phases at `rate`: one process per Janus for
+    all its phases (its count of results goes on), a fresh relay per phase (it checks its own
+    count when it stops; the durable relay's table keeps its rows from phase to phase). Each
+    Janus and each relay has a vhost (and a database) of its own."""
     jobs = max(int(rate * seconds), 50)
     phases: list[Latency] = []
     with tempfile.TemporaryDirectory(prefix="janus-latency-") as tmp:
         workdir = Path(tmp)
         async with contextlib.AsyncExitStack() as stack:
             relay_side = await stack.enter_async_context(services.scratch("janus_bench_latency_relay"))
+            durable_side = await stack.enter_async_context(services.scratch("janus_bench_latency_durable"))
             scratches = [
                 await stack.enter_async_context(services.scratch("janus_bench_latency")) for _ in sides
             ]
@@ -120,7 +138,21 @@ async def paced(
                     )
                     async with relay_running(f"relay-{round_}", relay_side.amqp_url, jobs, workdir) as relay:
                         phases.append(
-                            await measure_latency("relay", relay, relay_side.amqp_url, rate, jobs, workdir)
+                            await measure_latency(RELAY, relay, relay_side.amqp_url, rate, jobs, workdir)
+                        )
+                    print(describe(phases[-1]), flush=True)
+                    async with durable_relay(durable_side, round_, jobs, workdir) as relay:
+                        phases.append(
+                            await measure_latency(
+                                DURABLE_RELAY,
+                                relay,
+                                durable_side.amqp_url,
+                                rate,
+                                jobs,
+                                workdir,
+                                results_before=done,
+                                prefix=f"durable-lat-{round_}",
+                            )
                         )
                     print(describe(phases[-1]), flush=True)
                     for side, scratch, (_, coordinator) in zip(sides, scratches, coordinators, strict=True):
@@ -149,27 +181,40 @@ def summary(rate: float, phases: Sequence[Latency]) -> str:
     def median(variant: str, field: str) -> float:
         return float(statistics.median(getattr(p, field) for p in phases if p.variant == variant))
 
-    variants = list(dict.fromkeys(p.variant for p in phases if p.variant != "relay"))
-    rounds = sum(1 for p in phases if p.variant == "relay")
+    def ratios(variant: str, field: str) -> str:
+        """The variant's median over each relay's that is not itself."""
+        figure = median(variant, field)
+        floors = [floor for floor in floors_present if floor != variant]
+        return "; ".join(f"ratio to {floor} {figure / median(floor, field):.2f}" for floor in floors)
+
+    floors_present = [floor for floor in (RELAY, DURABLE_RELAY) if any(p.variant == floor for p in phases)]
+    variants = list(dict.fromkeys(p.variant for p in phases if p.variant != RELAY))
+    rounds = sum(1 for p in phases if p.variant == RELAY)
     lines = [f"at {rate:.0f} jobs/s, medians over {rounds} phases each:"]
     for field in ("p50", "p99"):
-        relay = median("relay", field)
-        figures = [f"relay {relay * 1000:.2f} ms"]
+        figures = [f"relay {median(RELAY, field) * 1000:.2f} ms"]
         for variant in variants:
-            janus = median(variant, field)
-            figures.append(f"{variant} {janus * 1000:.2f} ms (ratio to relay {janus / relay:.2f})")
+            figures.append(f"{variant} {median(variant, field) * 1000:.2f} ms ({ratios(variant, field)})")
         lines.append(f"  {field}: " + ", ".join(figures))
     # At a pace, ticks are small: the per-tick costs (the statement, the gauges) show here, not
     # in the throughput run, where a tick carries hundreds of jobs.
-    relay_cpu = median("relay", "cpu_per_job")
-    figures = [f"relay {relay_cpu * 1e6:.0f} us"]
+    figures = [f"relay {median(RELAY, 'cpu_per_job') * 1e6:.0f} us"]
     for variant in variants:
         cpu = median(variant, "cpu_per_job")
         database = median(variant, "database_cpu_per_job")
         figures.append(
-            f"{variant} {cpu * 1e6:.0f} us (ratio to relay {cpu / relay_cpu:.2f}; PostgreSQL {database * 1e6:.0f} us)"
+            f"{variant} {cpu * 1e6:.0f} us ({ratios(variant, 'cpu_per_job')}; PostgreSQL {database * 1e6:.0f} us)"
         )
     lines.append("  CPU per job: " + ", ".join(figures))
+    # The PostgreSQL backends' CPU of each variant that writes, against the durable relay's.
+    if DURABLE_RELAY in floors_present:
+        floor = median(DURABLE_RELAY, "database_cpu_per_job")
+        figures = [
+            f"{variant} {median(variant, 'database_cpu_per_job') / floor:.2f}"
+            for variant in variants
+            if variant != DURABLE_RELAY
+        ]
+        lines.append("  PostgreSQL CPU per job, ratio to durable relay: " + ", ".join(figures))
     return "\n".join(lines)
 
 

@@ -44,13 +44,19 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import aio_pika
 import asyncpg
 import psutil  # type: ignore[import-untyped]
 import uvloop
 
+from benchmarks._coordinators import (
+    DEPENDENCY,
+    POLL_EVERY,
+    Coordinator,
+    JanusCoordinator,
+    RelayCoordinator,
+)
 from benchmarks._processes import (
     BROKER_PROCESS,
     PHASE_TIMEOUT,
@@ -62,13 +68,18 @@ from benchmarks._processes import (
     database_cpu_by_pid,
     janus_env,
 )
-from janus.broker import topology
 from janus.errors import JanusError
 from janus.local_services import LocalServices
 from janus.service import worker_watch
 
-# What the other benchmarks import from here though it lives in benchmarks/_processes.py now.
+# What the other benchmarks import from here though it lives in benchmarks/_processes.py or
+# benchmarks/_coordinators.py now.
 __all__ = [
+    "DEPENDENCY",
+    "POLL_EVERY",
+    "Coordinator",
+    "JanusCoordinator",
+    "RelayCoordinator",
     "BROKER_PROCESS",
     "PHASE_TIMEOUT",
     "ROOT",
@@ -79,9 +90,7 @@ __all__ = [
     "database_cpu_by_pid",
     "janus_env",
 ]
-DEPENDENCY = "bench"
 LATENCY_SECONDS = 15.0  # how long the paced phase lasts, at most
-POLL_EVERY = 0.02
 WORKER_POLL_EVERY = worker_watch.POLL_EVERY
 
 JANUS_CONFIG = f"""\
@@ -104,71 +113,6 @@ THROUGHPUT_CONFIG = JANUS_CONFIG.replace(
 
 # janus.local_services makes and removes the vhosts and the database of each variant.
 Services = LocalServices
-
-
-# -- the variants ----------------------------------------------------------------
-
-
-class Coordinator(Protocol):
-    """What sits between the producer and the workers: the relay or Janus."""
-
-    child: Child
-    database: str | None  # the database it writes to, if any
-
-    async def caught_up(self, results: int, timeout: float) -> None:
-        """Return once the coordinator has taken in `results` results in all."""
-
-
-class RelayCoordinator:
-    def __init__(self, child: Child, amqp_url: str) -> None:
-        self.child = child
-        self.database: str | None = None
-        self._url = amqp_url
-
-    async def caught_up(self, results: int, timeout: float) -> None:
-        # The relay keeps no record: caught up when nothing waits in its queues.
-        connection = await aio_pika.connect(self._url, client_properties={"connection_name": "bench-probe"})
-        async with connection:
-            channel = await connection.channel()
-            deadline = time.monotonic() + timeout
-            while True:
-                waiting = 0
-                for name in (
-                    topology.INTAKE_QUEUE,
-                    topology.ready_queue(DEPENDENCY),
-                    topology.results_queue(DEPENDENCY),
-                ):
-                    queue = await channel.declare_queue(name, passive=True)
-                    waiting += queue.declaration_result.message_count or 0
-                if waiting == 0:
-                    return
-                if time.monotonic() >= deadline:
-                    raise BenchmarkError(f"the relay left {waiting} messages in its queues")
-                await asyncio.sleep(POLL_EVERY)
-
-
-class JanusCoordinator:
-    def __init__(self, child: Child, database_url: str, database: str) -> None:
-        self.child = child
-        self.database: str | None = database
-        self._url = database_url
-
-    async def caught_up(self, results: int, timeout: float) -> None:
-        # Caught up when every result is committed: Janus's own definition of done.
-        connection = await asyncpg.connect(self._url)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                done = int(
-                    await connection.fetchval("SELECT count(*) FROM janus.jobs WHERE state = 'succeeded'")
-                )
-                if done >= results:
-                    return
-                if time.monotonic() >= deadline:
-                    raise BenchmarkError(f"Janus recorded {done} of {results} results")
-                await asyncio.sleep(POLL_EVERY)
-        finally:
-            await connection.close()
 
 
 # -- measurements ----------------------------------------------------------------
@@ -333,15 +277,18 @@ class Variant:
 
 @contextlib.asynccontextmanager
 async def relay_running(
-    name: str, amqp_url: str, jobs: int, workdir: Path
+    name: str, amqp_url: str, jobs: int, workdir: Path, database: tuple[str, str] | None = None
 ) -> AsyncIterator[RelayCoordinator]:
-    """A relay process for one phase of `jobs` jobs; its own count is checked when it stops."""
+    """A relay process for one phase of `jobs` jobs; its own count is checked when it stops.
+    `database` (its URL, its name): a durable relay, writing to that database."""
     args = ["-m", "benchmarks.relay", "--amqp-url", amqp_url, "--dependency", DEPENDENCY]
     args += ["--ttl", str(THROUGHPUT_TTL)]
+    if database is not None:
+        args += ["--database-url", database[0]]
     child = await Child.start(name, args, workdir)
     try:
         await child.expect("ready")
-        yield RelayCoordinator(child, amqp_url)
+        yield RelayCoordinator(child, amqp_url, database)
         child.process.send_signal(signal.SIGTERM)
         counters = await child.report(timeout=30.0)
         if counters != {"forwarded": jobs, "results": jobs}:
