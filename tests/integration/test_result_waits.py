@@ -84,7 +84,7 @@ async def test_results_share_the_next_intake_tick_unless_a_backlog_needs_them(
                 await log.wait_for(lambda _: len(log.succeeded()) == STEADY_JOBS + BACKLOG_JOBS, timeout=60)
         finally:
             await worker.stop()
-    assert steady_waits >= STEADY_JOBS / 2, "results waited for the next intake message"
+    assert steady_waits >= STEADY_JOBS / 4, "results waited for the next intake message"
     # Without the wait: an intake tick and a result tick per job, about 2 * STEADY_JOBS.
     assert steady_ticks <= 1.3 * STEADY_JOBS, f"{steady_ticks} ticks for {STEADY_JOBS} jobs"
     # Each result freed the one slot a waiting job needed: none waited.
