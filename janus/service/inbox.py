@@ -133,7 +133,7 @@ class Inbox:
         self.not_results.set()
 
     def only_results(self) -> bool:
-        """Is everything that waits a result (of a queue not held)?"""
+        """Is every message waiting a result (no intake, returned, unpublished, revived or control)?"""
         return not (self.intake or self.returned or self.unpublished or self.revived or self.controls)
 
     def results_waiting(self) -> int:
