@@ -220,12 +220,10 @@ def leader() -> list[dict[str, Any]]:
             [
                 ("sum(rate(janus_tick_messages_sum[5m])) / sum(rate(janus_tick_messages_count[5m]))", "mean"),
                 ("sum(rate(janus_tick_lingers_total[5m]))", "lingers/s"),
-                ("sum(rate(janus_tick_result_waits_total[5m]))", "result waits/s"),
             ],
             width=6,
             description="lingers: 5 ms waits before a tick for it to grow (service/linger.py); "
-            "rising at a moderate rate, they sit in every job's path. Result waits: results that "
-            "no waiting job needed, held up to 10 ms to share the next intake's tick",
+            "rising at a moderate rate, they sit in every job's path",
         ),
         panel(
             "Tick wait and write",

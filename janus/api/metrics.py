@@ -207,11 +207,6 @@ class Metrics:
             "Waits of the admission loop before a tick, for the tick to take more messages.",
             registry=r,
         )
-        self.tick_result_waits = Counter(
-            "janus_tick_result_waits_total",
-            "Waits of results (no job of theirs eligible) for an intake message, to share its tick.",
-            registry=r,
-        )
         self.gc_pause = Histogram(
             "janus_gc_pause_seconds",
             "Pauses of the event loop by Python's cyclic garbage collector, by generation.",

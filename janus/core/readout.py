@@ -28,12 +28,6 @@ class Readout:
         """A non-terminal job the core holds in memory (first attempts may be in the store only)."""
         return self._jobs.get(job_id)
 
-    def has_eligible(self, dependency: str) -> bool:
-        """Does a job of `dependency` wait, eligible now (in memory or stored)? If none does, a
-        slot its results free lets no one in sooner: those results may wait a moment."""
-        lane = self._lanes.get(dependency)
-        return lane is not None and lane.eligible > 0
-
     def stats(self) -> list[LaneStats]:
         return [explain.lane_stats(lane) for lane in self._lanes.values()]
 

@@ -37,7 +37,7 @@ from janus.core.scheduler import Scheduler
 from janus.errors import JanusError, LeadershipLost, StatementRefused
 from janus.service.faults import ADMISSIONS_COMMITTED, OUTCOMES_COMMITTED, crash_point
 from janus.service.holds import ResultHolds
-from janus.service.inbox import UNROUTABLE, Batch, Control, Inbox
+from janus.service.inbox import Batch, Control, Inbox
 from janus.service.leadership import Term
 from janus.service.linger import Linger
 from janus.service.maybe_sent import MaybeSent
@@ -55,10 +55,6 @@ MAX_MESSAGE_FAILURES = 3  # tries of one message alone before it is set aside
 # tick than any other (benchmarks/flood.py).
 RESULTS_PER_QUEUE_PER_TICK = 128
 MAX_RESULTS_PER_TICK = 512
-# How long results may wait for an intake message to share its tick (`_results_may_wait`): at a
-# steady pace each job then costs one statement, not two (one for its intake, one for its result).
-# Only while intake comes about this often: at a slower pace the wait would save nothing.
-RESULTS_WAIT = 0.01
 
 
 def tied_to_input(error: Exception) -> bool:
@@ -154,7 +150,6 @@ class AdmissionLoop:
     def _stopped(self, stopping: asyncio.Task[Any]) -> None:
         if not stopping.cancelled():
             self._inbox.ready.set()  # wakes `_wait`: the loop sees `stop` and ends
-            self._inbox.not_results.set()  # (and ends a wait of results for intake)
 
     async def _wait(self) -> None:
         if self._inbox.ready.is_set():
@@ -168,8 +163,6 @@ class AdmissionLoop:
                 # dependency's ticks would shrink (benchmarks/flood.py).
                 self._metrics.tick_lingers.inc()
                 await asyncio.sleep(self._linger.linger)
-            elif (waited := self._results_may_wait()) is not None:
-                await self._wait_for_intake(RESULTS_WAIT - waited)
             return
         timeout = None
         if self._next_wakeup is not None:
@@ -185,40 +178,6 @@ class AdmissionLoop:
         except TimeoutError:
             pass
         self._linger.idled(time.perf_counter() - began)
-        if self._inbox.ready.is_set() and (waited := self._results_may_wait()) is not None:
-            await self._wait_for_intake(RESULTS_WAIT - waited)  # woken by a result, most often
-
-    def _results_may_wait(self) -> float | None:
-        """May the results waiting go in a later tick, with the next intake message? Only if no job
-        of their dependency is eligible (a slot they free lets no one in sooner), and nothing
-        else waits. Any tick takes them, and applies them before it admits: no decision is ever
-        made without a result that had arrived. Returns how long the oldest has waited, or None."""
-        inbox = self._inbox
-        if not inbox.only_results() or inbox.first_arrival is None:
-            return None
-        if not self._linger.intake_expected(RESULTS_WAIT):
-            return None
-        scheduler = self._scheduler
-        for source, waiting in inbox.results.items():
-            if waiting and (source is UNROUTABLE or scheduler.has_eligible(source)):
-                return None
-        return inbox.clock() - inbox.first_arrival
-
-    async def _wait_for_intake(self, timeout: float) -> None:
-        """Wait for an intake message (or anything else but a result), at most `timeout`, and not
-        past the core's next wakeup."""
-        if self._next_wakeup is not None:
-            timeout = min(timeout, self._next_wakeup - self._clock())
-        if timeout <= 0:
-            return
-        self._metrics.tick_result_waits.inc()
-        began = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._inbox.not_results.wait()
-        except TimeoutError:
-            pass
-        self._linger.idled(time.perf_counter() - began)
 
     async def drain_publishing(self) -> None:
         if self._in_flight:
@@ -228,7 +187,7 @@ class AdmissionLoop:
         started = time.perf_counter()
         batch = self._inbox.take(per_queue=RESULTS_PER_QUEUE_PER_TICK, total=MAX_RESULTS_PER_TICK)
         self._last_batch = len(batch)
-        self._linger.took(len(batch), intake=len(batch.intake))
+        self._linger.took(len(batch))
         if not self._term.may_act():
             raise LeadershipLost("the lease may have expired: not acting")
         if batch.controls:

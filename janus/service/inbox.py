@@ -66,9 +66,6 @@ class Inbox:
     revived: list[Job] = field(default_factory=list)
     controls: list[Control] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set when anything but a result arrives (cleared by `take`): results may wait for it, to go
-    # in the same tick (service/admission_loop.py), and stop at once when it comes.
-    not_results: asyncio.Event = field(default_factory=asyncio.Event)
     _turn: int = 0  # which results queue is served first next (round robin)
     # Results queues whose last slice is still being set aside: not served until it is.
     _held: set[ResultSource] = field(default_factory=set)
@@ -81,7 +78,6 @@ class Inbox:
             self.first_arrival = self.clock()
         self.intake.append(message)
         self.ready.set()
-        self.not_results.set()
 
     def on_result(self, source: ResultSource) -> Callable[[Delivery], Coroutine[Any, Any, None]]:
         """The consumer callback of one results queue."""
@@ -113,28 +109,20 @@ class Inbox:
             self.first_arrival = self.clock()
         self.returned.append(message)
         self.ready.set()
-        self.not_results.set()
 
     def add_unpublished(self, admissions: list[Admission]) -> None:
         if self.first_arrival is None:
             self.first_arrival = self.clock()
         self.unpublished.extend(admissions)
         self.ready.set()
-        self.not_results.set()
 
     def add_revived(self, jobs: list[Job]) -> None:
         self.revived.extend(jobs)
         self.ready.set()
-        self.not_results.set()
 
     def add_control(self, control: Control) -> None:
         self.controls.append(control)
         self.ready.set()
-        self.not_results.set()
-
-    def only_results(self) -> bool:
-        """Is every message waiting a result (no intake, returned, unpublished, revived or control)?"""
-        return not (self.intake or self.returned or self.unpublished or self.revived or self.controls)
 
     def results_waiting(self) -> int:
         return sum(len(deliveries) for deliveries in self.results.values())
@@ -185,7 +173,6 @@ class Inbox:
         )
         self.intake, self.returned, self.unpublished, self.revived = [], [], [], []
         self.controls = []
-        self.not_results.clear()
         if not len(self):
             # Results left over (beyond a slice) keep the old time: they may be that old.
             self.first_arrival = None

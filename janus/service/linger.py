@@ -7,8 +7,6 @@ deliveries. So a tick of `busy` or more messages is followed by a linger only wh
   - the loop hardly idled in the last window (under `idle_share` of it): the pipeline runs
     short of CPU, and fewer, bigger statements save some; or
   - messages arrive fast enough that a linger gathers `enough` of them (rate x linger).
-It also tells whether intake messages come fast enough for results to wait for the next one
-(`intake_expected`): a tick then carries both (service/admission_loop.py).
 Pure: the clock is handed in (the loop gives a monotonic one, the tests a fake).
 """
 
@@ -37,28 +35,19 @@ class Linger:
         self._start = clock()
         self._idle = 0.0  # seconds spent waiting for deliveries in the current window
         self._count = 0  # messages taken in the current window
-        self._intake = 0  # of which intake messages
         # The last full window's figures; until one is complete, the loop counts as idle.
         self._last_idle = 1.0
         self._last_rate = 0.0
-        self._last_intake_rate = 0.0
 
     def idled(self, seconds: float) -> None:
         """The loop waited this long for deliveries (or its next wakeup)."""
         self._idle += seconds
         self._roll()
 
-    def took(self, count: int, intake: int = 0) -> None:
-        """A tick took `count` messages, `intake` of them intake messages."""
+    def took(self, count: int) -> None:
+        """A tick took this many messages."""
         self._count += count
-        self._intake += intake
         self._roll()
-
-    def intake_expected(self, within: float) -> bool:
-        """At the last window's pace, does an intake message come within `within` seconds, more
-        often than not (about one in two `within`, or more)?"""
-        self._roll()
-        return self._last_intake_rate * within * 2 >= 1
 
     def wanted(self, batch: int) -> bool:
         """After a tick of `batch` messages: should the next one wait `linger` first?"""
@@ -74,5 +63,4 @@ class Linger:
             return
         self._last_idle = min(self._idle / elapsed, 1.0)
         self._last_rate = self._count / elapsed
-        self._last_intake_rate = self._intake / elapsed
-        self._start, self._idle, self._count, self._intake = now, 0.0, 0, 0
+        self._start, self._idle, self._count = now, 0.0, 0

@@ -68,27 +68,3 @@ def test_the_last_window_decides_not_the_whole_past() -> None:
     clock.now += 1.0  # ...then a second of waiting for deliveries
     linger.idled(1.0)
     assert not linger.wanted(4)
-
-
-def test_results_wait_for_intake_only_while_it_comes_often_enough() -> None:
-    clock = Clock()
-    linger = Linger(clock)
-    assert not linger.intake_expected(0.01), "no window measured yet: no pace known"
-    for _ in range(11):  # 100 intake messages a second, each with a result: 200 messages
-        clock.now += 0.01
-        linger.took(2, intake=1)
-    assert linger.intake_expected(0.01), "one intake every 10 ms: within two waits of 10 ms"
-    for _ in range(11):  # results alone, as many: the intake has stopped
-        clock.now += 0.01
-        linger.took(2)
-    assert not linger.intake_expected(0.01)
-
-
-def test_a_slow_intake_is_not_waited_for() -> None:
-    clock = Clock()
-    linger = Linger(clock)
-    for _ in range(3):  # 20 intake messages a second: one every 50 ms
-        clock.now += 0.05
-        linger.took(1, intake=1)
-    assert not linger.intake_expected(0.01)
-    assert linger.intake_expected(0.05)
