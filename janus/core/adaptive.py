@@ -184,6 +184,15 @@ class AdaptiveRate:
         self._clean = self._admitted = 0
         self._tainted = False
 
+    def begin(self, now: float, last_admitted: float | None) -> None:
+        """Adaptation starts at `now` for a dependency that may have run without it: results
+        of calls admitted before say nothing about this rate, and while the dependency's own
+        window still counts calls made under the static limits (about `window` after the last
+        one), its throttles say nothing either (as after a decrease)."""
+        self.round_start = self.changed_at = now
+        recent = last_admitted is not None and last_admitted > now - self.policy.window
+        self.evidence_from = now + self.policy.window if recent else now
+
     def restore(self, rate: float, slow_start: bool, now: float) -> None:
         self.rate = self.bounded(rate)
         self.slow_start = slow_start
@@ -432,6 +441,13 @@ class Adaptive:
             return None
         self._dirty = False
         return self.state()
+
+    def begin(self, now: float, last_admitted: float | None) -> None:
+        """A term starts at `now`: a rate with no limits of record (adaptation just turned on,
+        or never persisted; `restore` follows where there are) starts afresh, on evidence of
+        its own calls only."""
+        if self.rate is not None:
+            self.rate.begin(now, last_admitted)
 
     def restore(self, state: AdaptiveState, now: float) -> None:
         """Go on from a previous leader's limits (clamped to the bounds in force)."""

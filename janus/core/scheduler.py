@@ -210,11 +210,13 @@ class Scheduler(Readout):
                 backlog_lane.restore_backlog(entry.scope, entry.waiting)
             core._next_seq = max(core._next_seq, entry.max_seq)
         core._next_seq = max(core._next_seq, snapshot.max_seq)
+        last_admitted: dict[str, float] = {}
         for dependency, admissions in snapshot.admissions.items():
             lane = lanes.get(dependency)
             latest = lane.restore_admissions(admissions) if lane is not None else None
             if latest is not None:
                 core._clock_floor = max(core._clock_floor, latest)
+                last_admitted[dependency] = latest
         for dependency, charges in snapshot.unit_admissions.items():
             if (lane := lanes.get(dependency)) is not None:
                 lane.restore_units(charges)
@@ -224,6 +226,10 @@ class Scheduler(Readout):
         for state in snapshot.gates:
             if (lane := lanes.get(state.dependency)) is not None:
                 lane.restore_gate(state, now)
+        for name, lane in lanes.items():
+            # Afresh (e.g. turned on by `janus apply`): the static limits' throttles are not its own.
+            if lane.adaptive is not None:
+                lane.adaptive.begin(now, last_admitted.get(name))
         for adaptive in snapshot.adaptive:  # a new leader goes on from the last limits
             if (lane := lanes.get(adaptive.dependency)) is not None and lane.adaptive is not None:
                 lane.adaptive.restore(adaptive, now)

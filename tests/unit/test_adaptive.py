@@ -371,3 +371,41 @@ def test_floor_interval_is_read_from_the_file(written: object, seconds: float) -
 def test_a_bad_floor_interval_is_refused(written: object) -> None:
     with pytest.raises(ValidationError, match="floor_interval"):
         AdaptiveConfig.model_validate({"max_concurrency": 10, "floor_interval": written})
+
+
+def _throttle_one(core: Scheduler, *, admitted_at: float, now: float) -> None:
+    """One admission at `admitted_at` whose call comes back throttled at `now`."""
+    job_id = f"j{admitted_at}"
+    core.submit(job_id=job_id, dependency="api", scope="s", payload=None, now=admitted_at)
+    [job] = [job for job in core.admit(admitted_at).admissions if job.job_id == job_id]
+    core.on_result(
+        job_id=job.job_id,
+        attempt=job.attempt,
+        success=False,
+        error="429",
+        retry_after=None,
+        now=now,
+        throttled=True,
+    )
+
+
+@pytest.mark.parametrize("last_admitted", [None, 95.0])
+def test_adaptation_turned_on_for_a_running_dependency_ignores_the_static_limits_throttles(
+    last_admitted: float | None,
+) -> None:
+    """`janus apply` turning adaptation on rebuilds the core with no limits of record: a throttle
+    of a call made under the static limits, or while the dependency's window still counts them,
+    says nothing about the adaptive rate (a flaky end-to-end run halved it at once and left slow
+    start, so it crawled to the capacity by additive steps)."""
+    dependency = DependencyPolicy(
+        name="api", lease_timeout=60.0, adaptive=AdaptivePolicy(max_rate=100.0, initial_rate=10.0)
+    )
+    earlier = {"api": [("s", 99.5)]} if last_admitted is not None else {}
+    core = Scheduler.rebuilt([dependency], Snapshot(admissions=earlier), 100.0, random.Random(1))
+    if last_admitted is not None:  # the static limits' calls still fill the dependency's window
+        _throttle_one(core, admitted_at=100.2, now=100.3)
+        assert core.adaptive_views()["api"].rate == 10.0
+        _throttle_one(core, admitted_at=101.2, now=101.3)
+    else:
+        _throttle_one(core, admitted_at=100.2, now=100.3)
+    assert core.adaptive_views()["api"].rate == 5.0  # its own calls' throttle: halved
