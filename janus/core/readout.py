@@ -15,6 +15,7 @@ from janus.core.decisions import LaneLimits, LaneStats, ScopeStats, WaitReason, 
 from janus.core.gates import GateEvent, GateState
 from janus.core.jobs import Job, JobState
 from janus.core.lane import Lane
+from janus.core.recovery import RampView
 
 
 class Readout:
@@ -61,6 +62,16 @@ class Readout:
     def recovery_shares(self) -> dict[str, float]:
         """Per dependency: the share of its capacity its recovery ramp allows now (1.0: no ramp)."""
         return explain.recovery_shares(self._lanes, self._clock_floor)
+
+    def recovery_views(self) -> dict[str, RampView]:
+        """Per dependency whose recovery ramp is in force: its share, and what it is a share of."""
+        now = self._clock_floor
+        views = {
+            name: lane.gate.ramp.view(now)
+            for name, lane in self._lanes.items()
+            if lane.gate.ramp.started is not None
+        }
+        return {name: view for name, view in views.items() if view is not None}
 
     def scopes_at_caps(self) -> dict[str, dict[str, tuple[WaitReason, str]]]:
         """Per dependency that has any, its scopes held back by a cap of their own now, each

@@ -43,6 +43,9 @@ class RampView:
 
     share: float
     full_at: float
+    # Without rate limits, the admissions per second before the outage the share is of (None:
+    # the share scales the rate limits' counts).
+    reference: float | None = None
 
     def describe(self, now: float) -> str:
         percent = f"{self.share * 100:.0f} %"
@@ -146,6 +149,7 @@ class Ramp:
         return RampView(
             share=share,
             full_at=self.started + self.policy.recovery.ramp,
+            reference=None if self.policy.rate_limits else self._reference_rate(),
         )
 
     def room(self, now: float, share: float, windows: list[SlidingWindow], held: int) -> int:

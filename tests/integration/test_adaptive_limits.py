@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from janus.client import Producer, ReadyJob, Worker
 from janus.client.worker import WorkRecord
+from janus.service.inspect import Inspector
 from tests.integration.harness import RecordLog, make_config, running_janus
 
 pytestmark = pytest.mark.integration
@@ -183,20 +184,22 @@ class Start:
 
 
 class LimitLog:
-    """The adaptive concurrency the leader shows (its gauge, set at the end of each tick), each
-    value with when it was first seen: sampled every 10 ms and at every call's start."""
+    """The adaptive concurrency in force in the leader's core, each value with when it was first
+    seen: sampled every 10 ms and at every call's start. Read from the core itself, not from its
+    gauge: gauges are set at most every 0.1 s (service/observe.py), so a call admitted under a
+    raised limit could start while the gauge still showed the lower one (a false alarm in CI)."""
 
     def __init__(self) -> None:
-        self.registry: CollectorRegistry | None = None
+        self.inspector: Inspector | None = None  # the leader's: its core, replaced by a rebuild
         self.clock: Callable[[], float] = time.time  # the leader's, whose `admitted_at` it is compared with
         self.seen: list[tuple[float, float]] = []
 
     def sample(self, now: float) -> None:
-        if self.registry is None:
-            return
-        value = self.registry.get_sample_value("janus_adaptive_concurrency", {"dependency": "api"})
+        scheduler = self.inspector.scheduler if self.inspector is not None else None
+        view = scheduler.adaptive_views().get("api") if scheduler is not None else None
+        value = view.concurrency if view is not None else None
         if value is not None and (not self.seen or self.seen[-1][1] != value):
-            self.seen.append((now, value))
+            self.seen.append((now, float(value)))
 
     async def watch(self) -> None:
         while True:
@@ -204,8 +207,8 @@ class LimitLog:
             await asyncio.sleep(0.01)
 
     def highest(self, since: float, until: float) -> float:
-        """The highest limit in force in [since, until]: the one shown last before `since` (a
-        tick's gauge comes after its admissions), and every one shown until `until`."""
+        """The highest limit in force in [since, until]: the one seen last before `since`, and
+        every one seen until `until`."""
         before = [value for at, value in self.seen if at <= since][-1:]
         return max(before + [value for at, value in self.seen if since < at <= until], default=0.0)
 
@@ -258,7 +261,7 @@ async def test_the_adaptive_concurrency_settles_near_the_knee(database: str, vho
     log = RecordLog()
     run_for = 50.0
     async with running_janus(config) as service:
-        limits.registry, limits.clock = service.metrics.registry, service.clock
+        limits.inspector, limits.clock = service.inspector, service.clock
         watching = asyncio.create_task(limits.watch())
         worker = Worker(vhost, {"api": handler}, on_record=log.append, prefetch=300)
         await worker.start()

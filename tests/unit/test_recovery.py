@@ -128,6 +128,9 @@ def test_after_an_outage_the_first_second_gets_start_x_the_rate_before_and_the_c
     first = world.after(closed)
     assert first <= 1 + 6  # the probe that closed it, then 10 % of 60/s
     assert first >= 1 + 5  # and it does admit
+    view = world.core.recovery_views()["api"]  # what the share is of: the rate before the outage
+    assert view.reference is not None
+    assert 55.0 <= view.reference <= 61.0, view
     world.advance(20.0, 6)
     per_second = [world.after(closed + k) for k in range(10)]
     assert per_second == sorted(per_second)  # grows, a step a second
@@ -154,8 +157,10 @@ def test_a_rate_limit_is_the_reference_and_the_ramp_ends_at_it() -> None:
     world.advance(5.0, 3)
     shares = world.core.recovery_shares()["api"]
     assert 0.5 < shares < 0.65  # about 10 % + 90 % x 6/10 of the way
+    assert world.core.recovery_views()["api"].reference is None  # the share scales the limit
     world.advance(5.0, 3)
     assert world.core.recovery_shares() == {"api": 1.0}  # at the limit: lifted at ramp's end
+    assert world.core.recovery_views() == {}
 
 
 def test_the_concurrency_limit_ramps_by_the_same_share() -> None:
