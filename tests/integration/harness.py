@@ -189,3 +189,12 @@ async def close_connections_named(name: str, *, vhost: str | None = None) -> int
     for pid in pids:
         await ctl("close_connection", pid, "closed by the test")
     return len(pids)
+
+
+async def queue_depth(amqp_url: str, queue: str) -> int:
+    """The messages ready in `queue` now, as the broker counts them."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0

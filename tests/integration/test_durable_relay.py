@@ -12,7 +12,6 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aio_pika
 import asyncpg
 import pytest
 
@@ -20,6 +19,7 @@ from benchmarks.relay import APPLICATION_NAME
 from janus.broker import topology
 from janus.client import Producer, Worker
 from janus.client.worker import ReadyJob
+from tests.integration.harness import queue_depth
 
 pytestmark = pytest.mark.integration
 
@@ -54,14 +54,6 @@ async def connection(database: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(database)
     yield connection
     await connection.close()
-
-
-async def _waiting(amqp_url: str, queue_name: str) -> int:
-    broker = await aio_pika.connect(amqp_url)
-    async with broker:
-        channel = await broker.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
-        return queue.declaration_result.message_count or 0
 
 
 async def test_each_job_is_committed_before_the_worker_sees_it_and_its_result_recorded(
@@ -127,6 +119,6 @@ async def test_with_its_database_gone_the_relay_publishes_nothing_and_exits(
         if relay.returncode is None:
             relay.kill()
         await relay.wait()
-    assert await _waiting(vhost, topology.ready_queue(DEPENDENCY)) == 0
+    assert await queue_depth(vhost, topology.ready_queue(DEPENDENCY)) == 0
     # Unacked, the jobs went back to the intake for a coordinator that can record them.
-    assert await _waiting(vhost, topology.INTAKE_QUEUE) == 3
+    assert await queue_depth(vhost, topology.INTAKE_QUEUE) == 3

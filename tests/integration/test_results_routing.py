@@ -20,7 +20,7 @@ from janus.config import JanusConfig
 from janus.errors import TopologyConflict
 from janus.protocol import encode_result
 from janus.service.app import Service
-from tests.integration.harness import RecordLog, job_rows, make_config, running_janus, succeed
+from tests.integration.harness import RecordLog, job_rows, make_config, queue_depth, running_janus, succeed
 from tests.integration.test_misbehaving_workers import rejected_messages
 
 pytestmark = pytest.mark.integration
@@ -69,14 +69,6 @@ async def publish_results(vhost: str, messages: list[tuple[bytes, str]]) -> None
                     for body, key in messages[start : start + 500]
                 )
             )
-
-
-async def queue_depth(vhost: str, queue: str) -> int:
-    connection = await aio_pika.connect(vhost)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count or 0
 
 
 async def test_each_dependency_has_its_results_queue_and_the_rest_is_set_aside(
