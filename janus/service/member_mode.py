@@ -120,7 +120,7 @@ class MemberMode:
 
     async def run(self) -> None:
         running = await self._policy_of_record()
-        dependencies = tuple(sorted(running.config.dependencies))
+        dependencies = running.led()
         self.loop = MemberLoop(
             self.store.membership,
             dependencies,
@@ -277,7 +277,7 @@ class MemberMode:
                 raise LeadershipLost("the policy of record is gone")
             service.running = await running_of(store.policy_log, newest, service.config)
             kit.policy_metrics()
-            loop.follow(tuple(sorted(service.running.config.dependencies)))
+            loop.follow(service.running.led())
             if self.owners is not None:
                 self.owners.dependencies = loop.dependencies
             owned = set(epochs)

@@ -74,8 +74,8 @@ class MemberLoop:
         self.owned: dict[str, Owned] = {}
 
     def follow(self, dependencies: tuple[str, ...]) -> None:
-        """A new version of the policy: plan over its dependencies from the next poll on (one
-        removed is handed over by the plan: nothing targets it any more)."""
+        """A new version of the policy: plan over these dependencies from the next poll on (one
+        no longer among them is handed over by the plan: nothing targets it any more)."""
         self._dependencies = dependencies
 
     @property

@@ -54,6 +54,11 @@ class Running:
     def policies(self) -> list[DependencyPolicy]:
         return self.config.policies()
 
+    def led(self) -> tuple[str, ...]:
+        """Every dependency someone must lead: the configured ones, and the removed ones, whose
+        lanes admit nothing but finish their held jobs and keep their waiting ones."""
+        return tuple(sorted({*self.config.dependencies, *(policy.name for policy in self.removed)}))
+
     def published_outcomes(self) -> dict[str, frozenset[str]]:
         outcomes = self.config.published_outcomes()
         for policy in self.removed:  # their held jobs still finish: the defaults

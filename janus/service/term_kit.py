@@ -134,13 +134,13 @@ class TermKit:
     async def rebuild(self, store: Store, only: Collection[str] | None = None) -> Scheduler:
         """Every budget from PostgreSQL, before the first admission of the term (and after a new
         version of the policy): the version of record, with the operators' pauses and overrides.
-        `only`: member mode's dependencies (the others, and removed ones, are other members')."""
+        `only`: member mode's dependencies, configured or removed (the others are other members')."""
         running = self.service.running
         clock = self.service.clock
         if running is None:
             raise RuntimeError("the policy of record is read before the core is rebuilt")
         policies = [p for p in running.policies() if only is None or p.name in only]
-        removed = running.removed if only is None else ()
+        removed = [p for p in running.removed if only is None or p.name in only]
         steering_seen, rows = await store.policy_log.steering_in_force()
         steering = steering_of(rows)
         admissions_since, budget_since = history_since([*policies, *removed], clock(), steering)
