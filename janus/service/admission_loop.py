@@ -93,7 +93,6 @@ class AdmissionLoop:
         self._rebuild = rebuild
         self._outbox = outbox
         self._maybe_sent: MaybeSent | None = None  # read before the term's first tick
-        self._metrics = metrics
         self._observer = Observer(metrics)
         self._holds = ResultHolds(inbox, bad_results_limit, self._observer)
         # A new term starts with one tick: restored jobs may be eligible with no delivery to wake us.
@@ -161,7 +160,7 @@ class AdmissionLoop:
                 # Counted as the next tick can take them: a flood waiting in a held queue (or
                 # beyond a slice) would otherwise stop the lingering, and every other
                 # dependency's ticks would shrink (benchmarks/flood.py).
-                self._metrics.tick_lingers.inc()
+                self._observer.lingered()
                 await asyncio.sleep(self._linger.linger)
             return
         timeout = None

@@ -147,6 +147,10 @@ class Observer:
         if result.write_seconds is not None:
             metrics.tick_write.observe(result.write_seconds)
 
+    def lingered(self) -> None:
+        """The loop waited a moment before a tick, to make its statement bigger (service/linger.py)."""
+        self.metrics.tick_lingers.inc()
+
     def tick(
         self, messages: int, started: float, scheduler: Scheduler, *, first_arrival: float | None = None
     ) -> None:
