@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from janus.adaptive_config import AdaptiveConfig
 from janus.core.adaptive import AdaptiveConcurrency, AdaptiveRate, AdaptiveState
 from janus.core.decisions import WaitReason
+from janus.core.jobs import Admission
 from janus.core.policy import AdaptivePolicy, DependencyPolicy, RateLimit
 from janus.core.rebuild import Snapshot
 from janus.core.scheduler import Scheduler
@@ -178,6 +179,27 @@ def test_the_gradient_settles_near_the_knee() -> None:
     assert p99 <= 2 * unloaded, p99
 
 
+def _throttled(core: Scheduler, job: Admission, now: float) -> None:
+    """The call of admission `job` comes back throttled (429) at `now`."""
+    core.on_result(
+        job_id=job.job_id,
+        attempt=job.attempt,
+        success=False,
+        error="429",
+        retry_after=None,
+        now=now,
+        throttled=True,
+    )
+
+
+def _throttle_one(core: Scheduler, *, admitted_at: float, now: float) -> None:
+    """One admission at `admitted_at` whose call comes back throttled at `now`."""
+    job_id = f"j{admitted_at}"
+    core.submit(job_id=job_id, dependency="api", scope="s", payload=None, now=admitted_at)
+    [job] = [job for job in core.admit(admitted_at).admissions if job.job_id == job_id]
+    _throttled(core, job, now)
+
+
 def test_the_scheduler_blocks_on_the_adaptive_rate_and_says_so() -> None:
     dependency = DependencyPolicy(
         name="api", lease_timeout=60.0, adaptive=AdaptivePolicy(max_rate=100.0, initial_rate=10.0)
@@ -190,16 +212,7 @@ def test_the_scheduler_blocks_on_the_adaptive_rate_and_says_so() -> None:
     assert first.blocked[0].reason is WaitReason.RATE
     assert first.blocked[0].limit.startswith("adaptive rate 10/1s")
     assert first.next_wakeup == pytest.approx(0.05)  # half a token left: a twentieth of a second
-    job = first.admissions[0]
-    core.on_result(
-        job_id=job.job_id,
-        attempt=job.attempt,
-        success=False,
-        error="429",
-        retry_after=None,
-        now=0.2,
-        throttled=True,
-    )
+    _throttled(core, first.admissions[0], now=0.2)
     assert core.adaptive_views()["api"].rate == pytest.approx(5.0)  # out of slow start: halved
     [state] = core.drain_adaptive()
     assert state.rate == pytest.approx(5.0)
@@ -371,22 +384,6 @@ def test_floor_interval_is_read_from_the_file(written: object, seconds: float) -
 def test_a_bad_floor_interval_is_refused(written: object) -> None:
     with pytest.raises(ValidationError, match="floor_interval"):
         AdaptiveConfig.model_validate({"max_concurrency": 10, "floor_interval": written})
-
-
-def _throttle_one(core: Scheduler, *, admitted_at: float, now: float) -> None:
-    """One admission at `admitted_at` whose call comes back throttled at `now`."""
-    job_id = f"j{admitted_at}"
-    core.submit(job_id=job_id, dependency="api", scope="s", payload=None, now=admitted_at)
-    [job] = [job for job in core.admit(admitted_at).admissions if job.job_id == job_id]
-    core.on_result(
-        job_id=job.job_id,
-        attempt=job.attempt,
-        success=False,
-        error="429",
-        retry_after=None,
-        now=now,
-        throttled=True,
-    )
 
 
 @pytest.mark.parametrize("last_admitted", [None, 95.0])
