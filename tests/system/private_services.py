@@ -60,7 +60,8 @@ class PrivatePostgres:
     async def _ctl(self, *args: str) -> None:
         await _run(*self._as, str(self._bin / "pg_ctl"), "-D", str(self.directory / "data"), *args)
 
-    async def start(self) -> None:
+    async def start(self, settings: dict[str, str] | None = None) -> None:
+        """Start it (`initdb` first if it has no data yet), with `settings` as `-c` options."""
         if not (self.directory / "data").exists():
             await _run(
                 *self._as,
@@ -76,7 +77,32 @@ class PrivatePostgres:
                 "UTF8",
             )
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options += "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
         await self._ctl("-l", str(self.directory / "log"), "-w", "-o", options, "start")
+
+    async def clone_as_standby(self, primary: PrivatePostgres) -> None:
+        """This cluster's data, copied from the running `primary` with `pg_basebackup`, set up
+        to stream from it (a hot standby; start it with `start`, promote it with `promote`)."""
+        await _run(
+            *self._as,
+            str(self._bin / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(self.directory / "data"),
+            "-R",  # standby.signal and primary_conninfo
+            "-X",
+            "stream",
+            "--no-sync",
+            "--checkpoint=fast",  # else it waits for a spread checkpoint: minutes
+        )
+
+    async def promote(self) -> None:
+        await self._ctl("-w", "promote")
 
     async def stop(self, mode: str = "fast") -> None:
         """`fast` disconnects every client (what a restart does to Janus); `immediate` is a crash."""

@@ -372,3 +372,73 @@ async def test_postgresql_restarts_mid_stream(vhost: str, tmp_path: Path, janus_
         epochs, spans = await epoch_history(database)
         assert len(epochs) >= 2
         assert_one_epoch_at_a_time(epochs, spans)
+
+
+async def test_postgresql_primary_fails_over_to_a_synchronous_standby(
+    vhost: str, tmp_path: Path, janus_process: MakeJanus
+) -> None:
+    """operations.md, "a primary switchover": the primary crashes mid-stream and its synchronous
+    standby is promoted; Janus's URL names both hosts (libpq's multi-host form, the writable one
+    chosen), so its next connection finds the new primary, which has every commit: nothing lost,
+    no limit broken across the switch."""
+    primary, standby = PrivatePostgres(), PrivatePostgres()
+    try:
+        await primary.start({"wal_level": "replica"})
+        await primary.create_database("janus")
+        await standby.clone_as_standby(primary)
+        await standby.start()
+        # From here every commit waits for the standby's flush: the switch loses no admission.
+        await _make_synchronous(primary)
+        database = (
+            f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}/janus"
+            "?target_session_attrs=read-write"
+        )
+        config_path = write_config(tmp_path, database, vhost)
+        janus = janus_process(config_path, "janus")
+        loop = asyncio.get_running_loop()
+        await janus.start()
+        await janus.wait_admitting(timeout=30)
+        traffic = Traffic(vhost, seed=19)
+        await traffic.start_worker()
+        try:
+            submitting = asyncio.create_task(traffic.submit(make_jobs("ha", api=160, slow=6)))
+            await traffic.log.wait_for(lambda records: len(records) >= 40, timeout=30)  # mid-stream
+            await primary.stop("immediate")  # a crash: no shutdown checkpoint, clients cut off
+            down_at = loop.time()
+            await janus.wait_line("lost the database", timeout=15)
+            await standby.promote()
+            promoted_at = loop.time()
+            recovered = (await janus.wait_admitting(timeout=30, after=down_at))[0] - down_at
+            await submitting
+            await traffic.wait_all_done([janus], database)
+        finally:
+            await traffic.stop_worker()
+            assert await janus.terminate() == 0, janus.output()
+        print(
+            f"primary crashed, standby promoted {promoted_at - down_at:.2f} s later; Janus admitting "
+            f"again {recovered:.2f} s after the crash"
+        )
+        await judge(traffic, config_path, database)
+        epochs, spans = await epoch_history(database)
+        assert len(epochs) >= 2
+        assert_one_epoch_at_a_time(epochs, spans)
+    finally:
+        await standby.destroy()
+        await primary.destroy()
+
+
+async def _make_synchronous(primary: PrivatePostgres, timeout: float = 30.0) -> None:
+    """Commits on the primary wait for any standby's flush, once one streams as synchronous
+    (set only now: with no standby yet, every commit would wait for good)."""
+    query = "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"
+    connection = await asyncpg.connect(primary.url())
+    try:
+        await connection.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        await connection.execute("SELECT pg_reload_conf()")
+        async with asyncio.timeout(timeout):
+            while True:
+                if await connection.fetchval(query) >= 1:
+                    return
+                await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
