@@ -36,7 +36,7 @@ from janus.service.member_steering import MemberSteering
 from janus.service.members import MemberLoop, MemberTimings, Owned
 from janus.service.owners import OwnersReader
 from janus.service.steer import Running, policy_of_record, running_of
-from janus.service.term_kit import PREFETCH, RESULTS_PREFETCH, ConsumerSpec, prefetch
+from janus.service.term_kit import PREFETCH, RESULTS_PREFETCH, ConsumerSpec, Phases, prefetch
 from janus.service.worker_watch import WorkerWatch
 from janus.store.repository import Store
 from janus.store.session import LeaderSession
@@ -117,6 +117,8 @@ class MemberMode:
         self._between_polls.set()
         self.loop: MemberLoop | None = None
         self.owners: OwnersReader | None = None
+        self._draining_since: float | None = None  # when the term in force began to drain
+        self._last_ended: float | None = None  # when the last term ended (the wait before the next)
 
     async def run(self) -> None:
         running = await self._policy_of_record()
@@ -228,11 +230,13 @@ class MemberMode:
         task = asyncio.create_task(self._term(epochs, lanes.drain), name="member-term")
         lanes.term = task
         started = time.monotonic()
+        self._draining_since = None
         try:
             await asyncio.wait({task})
         finally:
             lanes.term = None
             lanes.ended.set()
+            self._last_ended = time.monotonic()
         cause = "stopped"
         if task.cancelled():
             cause = "lease_lost"
@@ -246,11 +250,14 @@ class MemberMode:
         elif (failure := task.exception()) is not None:
             raise failure  # the broker or the database: the process recovers (app.py)
         self.service.metrics.terms_ended.labels(cause).inc()
+        ended = time.monotonic()
+        drained = "" if self._draining_since is None else f" (drain {ended - self._draining_since:.3f} s)"
         log.info(
-            "member term over %s ended after %.2f s: %s",
+            "member term over %s ended after %.2f s: %s%s",
             ", ".join(sorted(epochs)),
-            time.monotonic() - started,
+            ended - started,
             cause,
+            drained,
         )
 
     async def _term(self, epochs: dict[str, int], drain: asyncio.Event) -> None:
@@ -267,9 +274,12 @@ class MemberMode:
             owned=lambda: loop.owned,
         )
         service.health.become(Role.REBUILDING)
+        phases = Phases()
         await kit.sync_clock(store)
         started_at = service.clock()
+        phases.lap("clock")
         connection = await kit.connect_broker()
+        phases.lap("broker")
         service.metrics.is_leader.set(1)
         try:
             newest = await store.policy_log.newest()
@@ -282,7 +292,8 @@ class MemberMode:
                 self.owners.dependencies = loop.dependencies
             owned = set(epochs)
             revived = await store.membership.revived_up_to()  # before the rebuild reads the jobs
-            scheduler = await kit.rebuild(store, owned)
+            phases.lap("policy")
+            scheduler = await kit.rebuild(store, owned, phases)
             service.inspector.attach(scheduler, store)
             kit.tell_broker_version(connection)
             # Every dependency's queues, so that intake for one nobody leads yet waits in its own
@@ -293,11 +304,13 @@ class MemberMode:
             await topology.declare_topology(connection, declare, queue_type=queue_type, partitioned=True)
             await intake_upgrade.declare_partitioned_intake(connection, declare, queue_type)
             self._declared.update(declare)
+            phases.lap("declares")
             publisher = await Publisher.open(connection)
+            phases.lap("publisher")
             inbox = Inbox()
             async with store.leader_session(service.identity, MEMBER_EPOCH, fenced=epochs) as session:
                 await self._serve(
-                    term, connection, scheduler, publisher, inbox, session, drain, started_at, revived
+                    term, connection, scheduler, publisher, inbox, session, drain, started_at, revived, phases
                 )
         finally:
             service.metrics.is_leader.set(0)
@@ -316,6 +329,7 @@ class MemberMode:
         drain: asyncio.Event,
         started_at: float,
         revived: int,
+        phases: Phases,
     ) -> None:
         service, store, kit = self.service, self.store, self.service.kit
         running = service.running
@@ -335,8 +349,10 @@ class MemberMode:
             # by whichever member reads it, as one leader does.
             (intake_upgrade.INTAKE_UNROUTED_QUEUE, intake, inbox.on_intake),
         ]
+        phases.lap("session")
         workers = WorkerWatch(connection, scheduler.policies, service.options.worker_poll_every)
         kit.tell_workers(scheduler, await workers.poll())
+        phases.lap("workers")
         # Earlier terms' rows of these dependencies, by dependency (no epoch of its own).
         leftovers = store.outbox.unconfirmed_of
         outbox = kit.outbox(store, publisher, MEMBER_EPOCH, scheduler, lambda: leftovers(owned, started_at))
@@ -353,6 +369,7 @@ class MemberMode:
                 outbox=outbox,
             )
             consuming, watch = await kit.consume_all(connection, consumers, publisher, group)
+            phases.lap("consumers")
             draining = asyncio.Event()
 
             def on_counts(counts: dict[str, int]) -> None:
@@ -361,6 +378,12 @@ class MemberMode:
 
             group.create_task(workers.run(on_counts, draining), name="worker-watch")
             kit.admitting()
+            waited = (
+                ""
+                if self._last_ended is None
+                else f", {phases.started - self._last_ended:.3f} s after the last term ended"
+            )
+            log.info("member term built in %s%s", phases.summary(), waited)
             log.info(
                 "admitting for %s as %s",
                 ", ".join(f"{d} (epoch {term.epochs[d]})" for d in owned),
@@ -396,6 +419,7 @@ class MemberMode:
             drained.cancel()
         if self.service.stop.is_set():
             self.service.health.become(Role.STOPPING)
+        self._draining_since = time.monotonic()
         log.info(
             "member term over %s draining: %s",
             ", ".join(owned),
