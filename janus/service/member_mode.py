@@ -50,6 +50,11 @@ log = logging.getLogger("janus.members")
 # outbox rows and sent ticks are read by dependency, never compared by epoch (store/sql/outbox.sql).
 MEMBER_EPOCH = 0
 
+# While a dependency targeted to this member is still held by another (its handover drains), poll
+# again after this, doubling up to poll_every: its release is seen within about its own drain time
+# rather than a whole poll later, at a few more polls per move (and after a kill -9, per expiry).
+QUICK_POLL = 0.025
+
 
 @dataclass(kw_only=True)
 class MemberTerm(Term):
@@ -180,11 +185,12 @@ class MemberMode:
         """Poll until the terms are done (a stop drains the term first, renewing meanwhile); leave."""
         metrics = self.service.metrics
         led: set[str] = set()
+        quick = QUICK_POLL
         try:
             while not self._terms_done.is_set():
                 self._between_polls.clear()
                 try:
-                    await loop.poll()
+                    decided = await loop.poll()
                 finally:
                     self._between_polls.set()
                 self.service.kit.polled(True)  # readiness: a member owning nothing is a fresh standby
@@ -193,8 +199,13 @@ class MemberMode:
                 led = set(loop.owned)
                 for dependency in led:
                     metrics.dependency_led.labels(dependency).set(1)
+                pause = self.timings.poll_every
+                if decided.wait:
+                    pause, quick = min(quick, pause), quick * 2
+                else:
+                    quick = QUICK_POLL
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._terms_done.wait(), self.timings.poll_every)
+                    await asyncio.wait_for(self._terms_done.wait(), pause)
             await loop.leave()
         finally:
             for dependency in led:

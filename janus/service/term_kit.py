@@ -165,7 +165,9 @@ class TermKit:
         steering_seen, rows = await store.policy_log.steering_in_force()
         steering = steering_of(rows)
         admissions_since, budget_since = history_since([*policies, *removed], clock(), steering)
-        snapshot = await store.snapshot(admissions_since=admissions_since, budget_since=budget_since)
+        snapshot = await store.snapshot(
+            admissions_since=admissions_since, budget_since=budget_since, only=only
+        )
         snapshot = dataclasses.replace(snapshot, steering=steering)
         if phases is not None:
             phases.lap("snapshot read")

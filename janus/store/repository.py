@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -330,30 +330,51 @@ class Store:
         rows = await self._read(name, *args, what=what, timeout=timeout)
         return rows[0] if rows else None
 
-    async def snapshot(self, *, admissions_since: float, budget_since: float) -> Snapshot:
+    async def snapshot(
+        self, *, admissions_since: float, budget_since: float, only: Collection[str] | None = None
+    ) -> Snapshot:
         """What a new core is rebuilt from (`Scheduler.rebuilt`), read as of one moment: the
         unfinished jobs it holds, the backlogs, the admissions after `admissions_since` (rate
-        windows) and after `budget_since` (retry budgets), and the circuits and pauses."""
+        windows) and after `budget_since` (retry budgets), and the circuits and pauses.
+        `only`: of these dependencies alone (a member's term reads no other member's rows);
+        None: of every dependency (one leader)."""
+        # The same statements with `dependency = ANY(...)`: the names are the last parameter.
+        suffix, names = ("", ()) if only is None else ("_of", (sorted(only),))
         try:
             async with (
                 asyncio.timeout(self.LONG_TIMEOUT),
                 self._pool.acquire() as connection,
                 connection.transaction(isolation="repeatable_read", readonly=True),
             ):
-                jobs = [job_from_row(row) for row in await connection.fetch(sql("load_active_jobs"))]
-                backlog = [backlog_from_row(row) for row in await connection.fetch(sql("load_backlog"))]
+                jobs = [
+                    job_from_row(row)
+                    for row in await connection.fetch(sql("load_active_jobs" + suffix), *names)
+                ]
+                backlog = [
+                    backlog_from_row(row)
+                    for row in await connection.fetch(sql("load_backlog" + suffix), *names)
+                ]
                 admissions: dict[str, list[tuple[str, float]]] = defaultdict(list)
                 charges: dict[str, list[tuple[str, int, float, float]]] = defaultdict(list)
-                for row in await connection.fetch(sql("load_admissions_since"), admissions_since):
+                for row in await connection.fetch(
+                    sql("load_admissions_since" + suffix), admissions_since, *names
+                ):
                     admissions[row["dependency"]].append((row["scope"], row["admitted_at"]))
                     charges[row["dependency"]].append(
                         (row["job_id"], row["attempt"], row["admitted_at"], row["units"])
                     )
                 budgets: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-                for row in await connection.fetch(sql("load_budget_admissions_since"), budget_since):
+                for row in await connection.fetch(
+                    sql("load_budget_admissions_since" + suffix), budget_since, *names
+                ):
                     budgets[row["dependency"]].append((row["admitted_at"], row["retry"]))
-                gates = [gate_from_row(row) for row in await connection.fetch(sql("load_gates"))]
-                adaptive = [adaptive_from_row(row) for row in await connection.fetch(sql("load_adaptive"))]
+                gates = [
+                    gate_from_row(row) for row in await connection.fetch(sql("load_gates" + suffix), *names)
+                ]
+                adaptive = [
+                    adaptive_from_row(row)
+                    for row in await connection.fetch(sql("load_adaptive" + suffix), *names)
+                ]
         except DB_ERRORS as exc:
             raise StoreError(f"loading what the core is rebuilt from failed: {exc}") from exc
         return Snapshot(
