@@ -56,6 +56,22 @@ MEMBER_EPOCH = 0
 QUICK_POLL = 0.025
 
 
+@dataclass
+class PollPace:
+    """How long to wait before the next poll: `every`, or quicker while a handover to us runs."""
+
+    every: float
+    quick: float = QUICK_POLL
+
+    def after(self, waiting: bool) -> float:
+        """The pause after a poll whose plan waited (`waiting`) for a dependency or not."""
+        if not waiting:
+            self.quick = QUICK_POLL
+            return self.every
+        pause, self.quick = min(self.quick, self.every), self.quick * 2
+        return pause
+
+
 @dataclass(kw_only=True)
 class MemberTerm(Term):
     """A term over a set of dependencies: it may act while every one of them is still ours, in
@@ -185,7 +201,7 @@ class MemberMode:
         """Poll until the terms are done (a stop drains the term first, renewing meanwhile); leave."""
         metrics = self.service.metrics
         led: set[str] = set()
-        quick = QUICK_POLL
+        pace = PollPace(self.timings.poll_every)
         try:
             while not self._terms_done.is_set():
                 self._between_polls.clear()
@@ -199,13 +215,8 @@ class MemberMode:
                 led = set(loop.owned)
                 for dependency in led:
                     metrics.dependency_led.labels(dependency).set(1)
-                pause = self.timings.poll_every
-                if decided.wait:
-                    pause, quick = min(quick, pause), quick * 2
-                else:
-                    quick = QUICK_POLL
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._terms_done.wait(), pause)
+                    await asyncio.wait_for(self._terms_done.wait(), pace.after(bool(decided.wait)))
             await loop.leave()
         finally:
             for dependency in led:

@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 
-from janus.service.member_mode import MemberTerm, TermLanes
+from janus.service.member_mode import QUICK_POLL, MemberTerm, PollPace, TermLanes
 from janus.service.members import Owned
 
 
@@ -68,3 +68,12 @@ async def test_a_lost_lease_cancels_the_term_at_once() -> None:
     assert lanes.owned == {"a": 1}
     assert lanes.changed.is_set()
     assert not lanes.drain.is_set(), "not drained: cancelled, nothing more committed"
+
+
+def test_a_member_polls_quickly_only_while_a_dependency_is_handed_over_to_it() -> None:
+    pace = PollPace(every=0.5)
+    assert pace.after(False) == 0.5
+    # Waiting for another member's handover: 25 ms, doubling, never beyond the usual poll.
+    assert [pace.after(True) for _ in range(7)] == [0.025, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
+    assert pace.after(False) == 0.5
+    assert pace.after(True) == QUICK_POLL, "the next handover starts quick again"
