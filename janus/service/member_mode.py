@@ -18,9 +18,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from janus.broker import connection as broker
 from janus.broker import intake_upgrade, topology
@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("janus.members")
 
+A = TypeVar("A")
+B = TypeVar("B")
+
 # A member term writes no epoch of its own: each admission carries its dependency's epoch, and
 # outbox rows and sent ticks are read by dependency, never compared by epoch (store/sql/outbox.sql).
 MEMBER_EPOCH = 0
@@ -54,6 +57,20 @@ MEMBER_EPOCH = 0
 # again after this, doubling up to poll_every: its release is seen within about its own drain time
 # rather than a whole poll later, at a few more polls per move (and after a kill -9, per expiry).
 QUICK_POLL = 0.025
+
+
+async def alongside(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both at once. The first failure is raised as it is (not in a group, so that the term's
+    end is judged as before) once the other is cancelled and over: nothing outlives the call."""
+    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    try:
+        a, b = await asyncio.gather(one, two)
+    except BaseException:
+        one.cancel()
+        two.cancel()
+        await asyncio.gather(one, two, return_exceptions=True)
+        raise
+    return a, b
 
 
 @dataclass
@@ -315,20 +332,18 @@ class MemberMode:
             owned = set(epochs)
             revived = await store.membership.revived_up_to()  # before the rebuild reads the jobs
             phases.lap("policy")
-            scheduler = await kit.rebuild(store, owned, phases)
-            service.inspector.attach(scheduler, store)
             kit.tell_broker_version(connection)
             # Every dependency's queues, so that intake for one nobody leads yet waits in its own
             # queue (not in the unrouted one): all at this process's first term, then a new
             # version's. Refused, with the way out, on a broker not upgraded (intake_upgrade.py).
             declare = sorted(set(service.running.config.dependencies) - self._declared | owned)
-            queue_type = service.config.queue_type
-            await topology.declare_topology(connection, declare, queue_type=queue_type, partitioned=True)
-            await intake_upgrade.declare_partitioned_intake(connection, declare, queue_type)
-            self._declared.update(declare)
-            phases.lap("declares")
-            publisher = await Publisher.open(connection)
-            phases.lap("publisher")
+            # The broker's set-up runs alongside the database's reads: it consumes nothing, and
+            # the consumers start (and the first admission comes) only once both are done.
+            scheduler, publisher = await alongside(
+                kit.rebuild(store, owned, phases), self._set_up_broker(connection, declare, phases)
+            )
+            phases.lap("broker set-up beyond the rebuild")
+            service.inspector.attach(scheduler, store)
             inbox = Inbox()
             async with store.leader_session(service.identity, MEMBER_EPOCH, fenced=epochs) as session:
                 await self._serve(
@@ -339,6 +354,18 @@ class MemberMode:
             service.leading.clear()
             service.inspector.detach()
             await broker.close(connection)
+
+    async def _set_up_broker(
+        self, connection: broker.Connection, declare: list[str], phases: Phases
+    ) -> Publisher:
+        started = time.monotonic()
+        queue_type = self.service.config.queue_type
+        await topology.declare_topology(connection, declare, queue_type=queue_type, partitioned=True)
+        await intake_upgrade.declare_partitioned_intake(connection, declare, queue_type)
+        self._declared.update(declare)
+        publisher = await Publisher.open(connection)
+        phases.alongside["declares and publisher"] = time.monotonic() - started
+        return publisher
 
     async def _serve(
         self,

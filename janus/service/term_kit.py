@@ -68,6 +68,7 @@ class Phases:
         self.started = time.monotonic()
         self._mark = self.started
         self.spent: dict[str, float] = {}
+        self.alongside: dict[str, float] = {}  # steps run at the same time as the laps (not added)
 
     def lap(self, step: str) -> None:
         """`step` took the time since the previous lap."""
@@ -77,7 +78,8 @@ class Phases:
 
     def summary(self) -> str:
         steps = ", ".join(f"{step} {seconds:.3f}" for step, seconds in self.spent.items())
-        return f"{self._mark - self.started:.3f} s ({steps})"
+        beside = "".join(f"; alongside: {step} {seconds:.3f}" for step, seconds in self.alongside.items())
+        return f"{self._mark - self.started:.3f} s ({steps}{beside})"
 
 
 def leaves_of(exc: BaseException) -> list[BaseException]:

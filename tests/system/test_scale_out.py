@@ -375,7 +375,7 @@ async def three_members_kill_one_then_a_fourth_joins(
     for process in timed:
         for at, line in zip(process.times, process.lines, strict=True):
             if at > joined_wall and ("member term built" in line or "ended after" in line):
-                print(f"{process.name} +{at - joined_wall:.2f} s: {line.split(' ', 3)[-1][:230]}")
+                print(f"{process.name} +{at - joined_wall:.2f} s: {line.split(' ', 3)[-1][:330]}")
     assert drains, "no member term ended after the join"
     assert max(drains.values()) < 5.0, drains
     pauses = {d: longest_gap(traffic.starts_of(d), joined_wall, moved_wall + 1.0) for d in DEPENDENCIES}

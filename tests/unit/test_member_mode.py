@@ -7,7 +7,10 @@ import asyncio
 import time
 import uuid
 
-from janus.service.member_mode import QUICK_POLL, MemberTerm, PollPace, TermLanes
+import pytest
+
+from janus.errors import LeadershipLost
+from janus.service.member_mode import QUICK_POLL, MemberTerm, PollPace, TermLanes, alongside
 from janus.service.members import Owned
 
 
@@ -77,3 +80,30 @@ def test_a_member_polls_quickly_only_while_a_dependency_is_handed_over_to_it() -
     assert [pace.after(True) for _ in range(7)] == [0.025, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
     assert pace.after(False) == 0.5
     assert pace.after(True) == QUICK_POLL, "the next handover starts quick again"
+
+
+async def test_the_rebuild_and_the_broker_set_up_run_alongside_and_a_failure_stops_both() -> None:
+    async def after(seconds: float, value: str) -> str:
+        await asyncio.sleep(seconds)
+        return value
+
+    started = asyncio.get_running_loop().time()
+    assert await alongside(after(0.2, "core"), after(0.2, "publisher")) == ("core", "publisher")
+    assert asyncio.get_running_loop().time() - started < 0.35, "at the same time, not one after the other"
+
+    other_ended = asyncio.Event()
+
+    async def slow() -> str:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            other_ended.set()
+        return "never"
+
+    async def failing() -> str:
+        await asyncio.sleep(0.01)
+        raise LeadershipLost("gone")
+
+    with pytest.raises(LeadershipLost):  # as it is, not in an exception group
+        await alongside(slow(), failing())
+    assert other_ended.is_set(), "the other is over before the failure is raised"
