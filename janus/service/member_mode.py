@@ -53,10 +53,12 @@ B = TypeVar("B")
 # outbox rows and sent ticks are read by dependency, never compared by epoch (store/sql/outbox.sql).
 MEMBER_EPOCH = 0
 
-# While a dependency targeted to this member is still held by another (its handover drains), poll
-# again after this, doubling up to poll_every: its release is seen within about its own drain time
-# rather than a whole poll later, at a few more polls per move (and after a kill -9, per expiry).
-QUICK_POLL = 0.025
+# While a dependency targeted to this member is still held by another (its old owner notices at
+# its next poll, then drains), poll this often for QUICK_WAITS poll periods, then as usual: its
+# release is seen within QUICK_POLL, not up to a whole poll later, at some 30 more polls per
+# move (and after a kill -9, while the lease runs out: the same).
+QUICK_POLL = 0.05
+QUICK_WAITS = 3
 
 
 async def alongside(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
@@ -75,18 +77,22 @@ async def alongside(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
 
 @dataclass
 class PollPace:
-    """How long to wait before the next poll: `every`, or quicker while a handover to us runs."""
+    """How long to wait before the next poll: `every`, or QUICK_POLL early in a wait for a
+    handover to us."""
 
     every: float
-    quick: float = QUICK_POLL
+    _waiting_since: float | None = None
 
-    def after(self, waiting: bool) -> float:
-        """The pause after a poll whose plan waited (`waiting`) for a dependency or not."""
+    def after(self, waiting: bool, now: float) -> float:
+        """The pause after a poll at `now` whose plan waited (`waiting`) for a dependency or not."""
         if not waiting:
-            self.quick = QUICK_POLL
+            self._waiting_since = None
             return self.every
-        pause, self.quick = min(self.quick, self.every), self.quick * 2
-        return pause
+        if self._waiting_since is None:
+            self._waiting_since = now
+        if now - self._waiting_since < QUICK_WAITS * self.every:
+            return min(QUICK_POLL, self.every)
+        return self.every
 
 
 @dataclass(kw_only=True)
@@ -233,7 +239,9 @@ class MemberMode:
                 for dependency in led:
                     metrics.dependency_led.labels(dependency).set(1)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._terms_done.wait(), pace.after(bool(decided.wait)))
+                    await asyncio.wait_for(
+                        self._terms_done.wait(), pace.after(bool(decided.wait), time.monotonic())
+                    )
             await loop.leave()
         finally:
             for dependency in led:

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from janus.errors import LeadershipLost
-from janus.service.member_mode import QUICK_POLL, MemberTerm, PollPace, TermLanes, alongside
+from janus.service.member_mode import QUICK_POLL, QUICK_WAITS, MemberTerm, PollPace, TermLanes, alongside
 from janus.service.members import Owned
 
 
@@ -73,13 +73,14 @@ async def test_a_lost_lease_cancels_the_term_at_once() -> None:
     assert not lanes.drain.is_set(), "not drained: cancelled, nothing more committed"
 
 
-def test_a_member_polls_quickly_only_while_a_dependency_is_handed_over_to_it() -> None:
+def test_a_member_polls_quickly_early_in_a_wait_for_a_handover_to_it() -> None:
     pace = PollPace(every=0.5)
-    assert pace.after(False) == 0.5
-    # Waiting for another member's handover: 25 ms, doubling, never beyond the usual poll.
-    assert [pace.after(True) for _ in range(7)] == [0.025, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
-    assert pace.after(False) == 0.5
-    assert pace.after(True) == QUICK_POLL, "the next handover starts quick again"
+    assert pace.after(False, now=10.0) == 0.5
+    # Waiting for another member's handover: quick polls for QUICK_WAITS poll periods, then as usual.
+    assert [pace.after(True, now=t) for t in (11.0, 11.5, 12.49)] == [QUICK_POLL] * 3
+    assert pace.after(True, now=11.0 + QUICK_WAITS * 0.5) == 0.5
+    assert pace.after(False, now=13.0) == 0.5
+    assert pace.after(True, now=20.0) == QUICK_POLL, "the next wait starts quick again"
 
 
 async def test_the_rebuild_and_the_broker_set_up_run_alongside_and_a_failure_stops_both() -> None:
