@@ -18,9 +18,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from janus.broker import connection as broker
 from janus.broker import intake_upgrade, topology
@@ -36,7 +36,7 @@ from janus.service.member_steering import MemberSteering
 from janus.service.members import MemberLoop, MemberTimings, Owned
 from janus.service.owners import OwnersReader
 from janus.service.steer import Running, policy_of_record, running_of
-from janus.service.term_kit import PREFETCH, RESULTS_PREFETCH, ConsumerSpec, prefetch
+from janus.service.term_kit import PREFETCH, RESULTS_PREFETCH, ConsumerSpec, Phases, prefetch
 from janus.service.worker_watch import WorkerWatch
 from janus.store.repository import Store
 from janus.store.session import LeaderSession
@@ -46,9 +46,53 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("janus.members")
 
+A = TypeVar("A")
+B = TypeVar("B")
+
 # A member term writes no epoch of its own: each admission carries its dependency's epoch, and
 # outbox rows and sent ticks are read by dependency, never compared by epoch (store/sql/outbox.sql).
 MEMBER_EPOCH = 0
+
+# While a dependency targeted to this member is still held by another (its old owner notices at
+# its next poll, then drains), poll this often for QUICK_WAITS poll periods, then as usual: its
+# release is seen within QUICK_POLL, not up to a whole poll later, at some 30 more polls per
+# move (and after a kill -9, while the lease runs out: the same).
+QUICK_POLL = 0.05
+QUICK_WAITS = 3
+
+
+async def alongside(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both at once. The first failure is raised as it is (not in a group, so that the term's
+    end is judged as before) once the other is cancelled and over: nothing outlives the call."""
+    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    try:
+        a, b = await asyncio.gather(one, two)
+    except BaseException:
+        one.cancel()
+        two.cancel()
+        await asyncio.gather(one, two, return_exceptions=True)
+        raise
+    return a, b
+
+
+@dataclass
+class PollPace:
+    """How long to wait before the next poll: `every`, or QUICK_POLL early in a wait for a
+    handover to us."""
+
+    every: float
+    _waiting_since: float | None = None
+
+    def after(self, waiting: bool, now: float) -> float:
+        """The pause after a poll at `now` whose plan waited (`waiting`) for a dependency or not."""
+        if not waiting:
+            self._waiting_since = None
+            return self.every
+        if self._waiting_since is None:
+            self._waiting_since = now
+        if now - self._waiting_since < QUICK_WAITS * self.every:
+            return min(QUICK_POLL, self.every)
+        return self.every
 
 
 @dataclass(kw_only=True)
@@ -117,6 +161,8 @@ class MemberMode:
         self._between_polls.set()
         self.loop: MemberLoop | None = None
         self.owners: OwnersReader | None = None
+        self._draining_since: float | None = None  # when the term in force began to drain
+        self._last_ended: float | None = None  # when the last term ended (the wait before the next)
 
     async def run(self) -> None:
         running = await self._policy_of_record()
@@ -178,11 +224,12 @@ class MemberMode:
         """Poll until the terms are done (a stop drains the term first, renewing meanwhile); leave."""
         metrics = self.service.metrics
         led: set[str] = set()
+        pace = PollPace(self.timings.poll_every)
         try:
             while not self._terms_done.is_set():
                 self._between_polls.clear()
                 try:
-                    await loop.poll()
+                    decided = await loop.poll()
                 finally:
                     self._between_polls.set()
                 self.service.kit.polled(True)  # readiness: a member owning nothing is a fresh standby
@@ -192,7 +239,9 @@ class MemberMode:
                 for dependency in led:
                     metrics.dependency_led.labels(dependency).set(1)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._terms_done.wait(), self.timings.poll_every)
+                    await asyncio.wait_for(
+                        self._terms_done.wait(), pace.after(bool(decided.wait), time.monotonic())
+                    )
             await loop.leave()
         finally:
             for dependency in led:
@@ -228,11 +277,13 @@ class MemberMode:
         task = asyncio.create_task(self._term(epochs, lanes.drain), name="member-term")
         lanes.term = task
         started = time.monotonic()
+        self._draining_since = None
         try:
             await asyncio.wait({task})
         finally:
             lanes.term = None
             lanes.ended.set()
+            self._last_ended = time.monotonic()
         cause = "stopped"
         if task.cancelled():
             cause = "lease_lost"
@@ -246,11 +297,14 @@ class MemberMode:
         elif (failure := task.exception()) is not None:
             raise failure  # the broker or the database: the process recovers (app.py)
         self.service.metrics.terms_ended.labels(cause).inc()
+        ended = time.monotonic()
+        drained = "" if self._draining_since is None else f" (drain {ended - self._draining_since:.3f} s)"
         log.info(
-            "member term over %s ended after %.2f s: %s",
+            "member term over %s ended after %.2f s: %s%s",
             ", ".join(sorted(epochs)),
-            time.monotonic() - started,
+            ended - started,
             cause,
+            drained,
         )
 
     async def _term(self, epochs: dict[str, int], drain: asyncio.Event) -> None:
@@ -267,9 +321,12 @@ class MemberMode:
             owned=lambda: loop.owned,
         )
         service.health.become(Role.REBUILDING)
+        phases = Phases()
         await kit.sync_clock(store)
         started_at = service.clock()
+        phases.lap("clock")
         connection = await kit.connect_broker()
+        phases.lap("broker")
         service.metrics.is_leader.set(1)
         try:
             newest = await store.policy_log.newest()
@@ -282,28 +339,41 @@ class MemberMode:
                 self.owners.dependencies = loop.dependencies
             owned = set(epochs)
             revived = await store.membership.revived_up_to()  # before the rebuild reads the jobs
-            scheduler = await kit.rebuild(store, owned)
-            service.inspector.attach(scheduler, store)
+            phases.lap("policy")
             kit.tell_broker_version(connection)
             # Every dependency's queues, so that intake for one nobody leads yet waits in its own
             # queue (not in the unrouted one): all at this process's first term, then a new
             # version's. Refused, with the way out, on a broker not upgraded (intake_upgrade.py).
             declare = sorted(set(service.running.config.dependencies) - self._declared | owned)
-            queue_type = service.config.queue_type
-            await topology.declare_topology(connection, declare, queue_type=queue_type, partitioned=True)
-            await intake_upgrade.declare_partitioned_intake(connection, declare, queue_type)
-            self._declared.update(declare)
-            publisher = await Publisher.open(connection)
+            # The broker's set-up runs alongside the database's reads: it consumes nothing, and
+            # the consumers start (and the first admission comes) only once both are done.
+            scheduler, publisher = await alongside(
+                kit.rebuild(store, owned, phases), self._set_up_broker(connection, declare, phases)
+            )
+            phases.lap("broker set-up beyond the rebuild")
+            service.inspector.attach(scheduler, store)
             inbox = Inbox()
             async with store.leader_session(service.identity, MEMBER_EPOCH, fenced=epochs) as session:
                 await self._serve(
-                    term, connection, scheduler, publisher, inbox, session, drain, started_at, revived
+                    term, connection, scheduler, publisher, inbox, session, drain, started_at, revived, phases
                 )
         finally:
             service.metrics.is_leader.set(0)
             service.leading.clear()
             service.inspector.detach()
             await broker.close(connection)
+
+    async def _set_up_broker(
+        self, connection: broker.Connection, declare: list[str], phases: Phases
+    ) -> Publisher:
+        started = time.monotonic()
+        queue_type = self.service.config.queue_type
+        await topology.declare_topology(connection, declare, queue_type=queue_type, partitioned=True)
+        await intake_upgrade.declare_partitioned_intake(connection, declare, queue_type)
+        self._declared.update(declare)
+        publisher = await Publisher.open(connection)
+        phases.alongside["declares and publisher"] = time.monotonic() - started
+        return publisher
 
     async def _serve(
         self,
@@ -316,6 +386,7 @@ class MemberMode:
         drain: asyncio.Event,
         started_at: float,
         revived: int,
+        phases: Phases,
     ) -> None:
         service, store, kit = self.service, self.store, self.service.kit
         running = service.running
@@ -335,8 +406,10 @@ class MemberMode:
             # by whichever member reads it, as one leader does.
             (intake_upgrade.INTAKE_UNROUTED_QUEUE, intake, inbox.on_intake),
         ]
+        phases.lap("session")
         workers = WorkerWatch(connection, scheduler.policies, service.options.worker_poll_every)
         kit.tell_workers(scheduler, await workers.poll())
+        phases.lap("workers")
         # Earlier terms' rows of these dependencies, by dependency (no epoch of its own).
         leftovers = store.outbox.unconfirmed_of
         outbox = kit.outbox(store, publisher, MEMBER_EPOCH, scheduler, lambda: leftovers(owned, started_at))
@@ -353,6 +426,7 @@ class MemberMode:
                 outbox=outbox,
             )
             consuming, watch = await kit.consume_all(connection, consumers, publisher, group)
+            phases.lap("consumers")
             draining = asyncio.Event()
 
             def on_counts(counts: dict[str, int]) -> None:
@@ -361,6 +435,12 @@ class MemberMode:
 
             group.create_task(workers.run(on_counts, draining), name="worker-watch")
             kit.admitting()
+            waited = (
+                ""
+                if self._last_ended is None
+                else f", {phases.started - self._last_ended:.3f} s after the last term ended"
+            )
+            log.info("member term built in %s%s", phases.summary(), waited)
             log.info(
                 "admitting for %s as %s",
                 ", ".join(f"{d} (epoch {term.epochs[d]})" for d in owned),
@@ -396,6 +476,7 @@ class MemberMode:
             drained.cancel()
         if self.service.stop.is_set():
             self.service.health.become(Role.STOPPING)
+        self._draining_since = time.monotonic()
         log.info(
             "member term over %s draining: %s",
             ", ".join(owned),

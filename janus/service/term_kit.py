@@ -61,6 +61,27 @@ RECOVERABLE: tuple[type[Exception], ...] = (StoreError, BrokerError)
 ConsumerSpec = tuple[str, int, OnDelivery]
 
 
+class Phases:
+    """Seconds spent in each step of building a term, for one log line: where a move's pause goes."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self._mark = self.started
+        self.spent: dict[str, float] = {}
+        self.alongside: dict[str, float] = {}  # steps run at the same time as the laps (not added)
+
+    def lap(self, step: str) -> None:
+        """`step` took the time since the previous lap."""
+        now = time.monotonic()
+        self.spent[step] = self.spent.get(step, 0.0) + now - self._mark
+        self._mark = now
+
+    def summary(self) -> str:
+        steps = ", ".join(f"{step} {seconds:.3f}" for step, seconds in self.spent.items())
+        beside = "".join(f"; alongside: {step} {seconds:.3f}" for step, seconds in self.alongside.items())
+        return f"{self._mark - self.started:.3f} s ({steps}{beside})"
+
+
 def leaves_of(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in leaves_of(inner)]
@@ -131,7 +152,9 @@ class TermKit:
             self.service.metrics.policy_version.set(running.version)
             self.service.metrics.policy_file_differs.set(1 if running.file_differs else 0)
 
-    async def rebuild(self, store: Store, only: Collection[str] | None = None) -> Scheduler:
+    async def rebuild(
+        self, store: Store, only: Collection[str] | None = None, phases: Phases | None = None
+    ) -> Scheduler:
         """Every budget from PostgreSQL, before the first admission of the term (and after a new
         version of the policy): the version of record, with the operators' pauses and overrides.
         `only`: member mode's dependencies, configured or removed (the others are other members')."""
@@ -144,11 +167,17 @@ class TermKit:
         steering_seen, rows = await store.policy_log.steering_in_force()
         steering = steering_of(rows)
         admissions_since, budget_since = history_since([*policies, *removed], clock(), steering)
-        snapshot = await store.snapshot(admissions_since=admissions_since, budget_since=budget_since)
+        snapshot = await store.snapshot(
+            admissions_since=admissions_since, budget_since=budget_since, only=only
+        )
         snapshot = dataclasses.replace(snapshot, steering=steering)
+        if phases is not None:
+            phases.lap("snapshot read")
         scheduler = Scheduler.rebuilt(policies, snapshot, clock(), random.Random(), removed=removed)
         self.steering_seen = steering_seen
         self.tell_workers(scheduler, self.worker_counts)  # observed, not stored: told again
+        if phases is not None:
+            phases.lap("core build")
         skipped = snapshot.unconfigured(scheduler.policies)
         if skipped and only is None:
             log.warning("%d unfinished jobs belong to dependencies no longer configured; they wait", skipped)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ from janus.store.rows import (
     job_from_row,
 )
 from janus.store.session import LeaderSession
+from janus.store.snapshot_reads import snapshot_rows
 from janus.store.steering import PolicyLog
 
 if TYPE_CHECKING:
@@ -330,30 +331,35 @@ class Store:
         rows = await self._read(name, *args, what=what, timeout=timeout)
         return rows[0] if rows else None
 
-    async def snapshot(self, *, admissions_since: float, budget_since: float) -> Snapshot:
+    async def snapshot(
+        self, *, admissions_since: float, budget_since: float, only: Collection[str] | None = None
+    ) -> Snapshot:
         """What a new core is rebuilt from (`Scheduler.rebuilt`), read as of one moment: the
         unfinished jobs it holds, the backlogs, the admissions after `admissions_since` (rate
-        windows) and after `budget_since` (retry budgets), and the circuits and pauses."""
+        windows) and after `budget_since` (retry budgets), and the circuits and pauses.
+        `only`: of these dependencies alone (a member's term reads no other member's rows);
+        None: of every dependency (one leader)."""
         try:
             async with (
                 asyncio.timeout(self.LONG_TIMEOUT),
                 self._pool.acquire() as connection,
                 connection.transaction(isolation="repeatable_read", readonly=True),
             ):
-                jobs = [job_from_row(row) for row in await connection.fetch(sql("load_active_jobs"))]
-                backlog = [backlog_from_row(row) for row in await connection.fetch(sql("load_backlog"))]
+                rows = await snapshot_rows(connection, admissions_since, budget_since, only)
+                jobs = [job_from_row(row) for row in rows.jobs]
+                backlog = [backlog_from_row(row) for row in rows.backlog]
                 admissions: dict[str, list[tuple[str, float]]] = defaultdict(list)
                 charges: dict[str, list[tuple[str, int, float, float]]] = defaultdict(list)
-                for row in await connection.fetch(sql("load_admissions_since"), admissions_since):
+                for row in rows.admissions:
                     admissions[row["dependency"]].append((row["scope"], row["admitted_at"]))
                     charges[row["dependency"]].append(
                         (row["job_id"], row["attempt"], row["admitted_at"], row["units"])
                     )
                 budgets: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-                for row in await connection.fetch(sql("load_budget_admissions_since"), budget_since):
+                for row in rows.budget_admissions:
                     budgets[row["dependency"]].append((row["admitted_at"], row["retry"]))
-                gates = [gate_from_row(row) for row in await connection.fetch(sql("load_gates"))]
-                adaptive = [adaptive_from_row(row) for row in await connection.fetch(sql("load_adaptive"))]
+                gates = [gate_from_row(row) for row in rows.gates]
+                adaptive = [adaptive_from_row(row) for row in rows.adaptive]
         except DB_ERRORS as exc:
             raise StoreError(f"loading what the core is rebuilt from failed: {exc}") from exc
         return Snapshot(

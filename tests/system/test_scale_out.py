@@ -371,6 +371,11 @@ async def three_members_kill_one_then_a_fourth_joins(
         "(drain + handover + claim + rebuild): "
         + ", ".join(f"{d} {p:.2f} s" for d, p in sorted(drains.items()))
     )
+    # Where those pauses went: each term's drain, and the steps of building the next (member_mode.py).
+    for process in timed:
+        for at, line in zip(process.times, process.lines, strict=True):
+            if at > joined_wall and ("member term built" in line or "ended after" in line):
+                print(f"{process.name} +{at - joined_wall:.2f} s: {line.split(' ', 3)[-1][:330]}")
     assert drains, "no member term ended after the join"
     assert max(drains.values()) < 5.0, drains
     pauses = {d: longest_gap(traffic.starts_of(d), joined_wall, moved_wall + 1.0) for d in DEPENDENCIES}

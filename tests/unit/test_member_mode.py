@@ -7,7 +7,10 @@ import asyncio
 import time
 import uuid
 
-from janus.service.member_mode import MemberTerm, TermLanes
+import pytest
+
+from janus.errors import LeadershipLost
+from janus.service.member_mode import QUICK_POLL, QUICK_WAITS, MemberTerm, PollPace, TermLanes, alongside
 from janus.service.members import Owned
 
 
@@ -68,3 +71,40 @@ async def test_a_lost_lease_cancels_the_term_at_once() -> None:
     assert lanes.owned == {"a": 1}
     assert lanes.changed.is_set()
     assert not lanes.drain.is_set(), "not drained: cancelled, nothing more committed"
+
+
+def test_a_member_polls_quickly_early_in_a_wait_for_a_handover_to_it() -> None:
+    pace = PollPace(every=0.5)
+    assert pace.after(False, now=10.0) == 0.5
+    # Waiting for another member's handover: quick polls for QUICK_WAITS poll periods, then as usual.
+    assert [pace.after(True, now=t) for t in (11.0, 11.5, 12.49)] == [QUICK_POLL] * 3
+    assert pace.after(True, now=11.0 + QUICK_WAITS * 0.5) == 0.5
+    assert pace.after(False, now=13.0) == 0.5
+    assert pace.after(True, now=20.0) == QUICK_POLL, "the next wait starts quick again"
+
+
+async def test_the_rebuild_and_the_broker_set_up_run_alongside_and_a_failure_stops_both() -> None:
+    async def after(seconds: float, value: str) -> str:
+        await asyncio.sleep(seconds)
+        return value
+
+    started = asyncio.get_running_loop().time()
+    assert await alongside(after(0.2, "core"), after(0.2, "publisher")) == ("core", "publisher")
+    assert asyncio.get_running_loop().time() - started < 0.35, "at the same time, not one after the other"
+
+    other_ended = asyncio.Event()
+
+    async def slow() -> str:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            other_ended.set()
+        return "never"
+
+    async def failing() -> str:
+        await asyncio.sleep(0.01)
+        raise LeadershipLost("gone")
+
+    with pytest.raises(LeadershipLost):  # as it is, not in an exception group
+        await alongside(slow(), failing())
+    assert other_ended.is_set(), "the other is over before the failure is raised"

@@ -177,6 +177,13 @@ SELECT dependency, rate, concurrency, slow_start, reason, changed_at, signal, co
        latency_floor
   FROM janus.adaptive_limits;
 
+-- name: load_adaptive_of
+-- params: $1 dependencies (a member's snapshot: only the dependencies it leads)
+SELECT dependency, rate, concurrency, slow_start, reason, changed_at, signal, concurrency_slow_start,
+       latency_floor
+  FROM janus.adaptive_limits
+ WHERE dependency = ANY($1::text[]);
+
 -- name: tick_settle_costs
 -- params: :settled_job_ids, :settled_attempts, :settled_dependencies, :settled_admitted_at, :settled_costs, :settled_reported
 -- (named: bound by name from store.session.SettleParams, one array per column)
@@ -202,9 +209,20 @@ SELECT (SELECT count(*) FROM units) AS units, (SELECT count(*) FROM jobs) AS job
 -- params: none
 SELECT dependency, circuit_state, circuit_since, open_until, open_for, pause_until FROM janus.dependency_gates;
 
+-- name: load_gates_of
+-- params: $1 dependencies
+SELECT dependency, circuit_state, circuit_since, open_until, open_for, pause_until
+  FROM janus.dependency_gates
+ WHERE dependency = ANY($1::text[]);
+
 -- name: load_budget_admissions_since
 -- params: $1 earliest admitted_at
 SELECT dependency, admitted_at, retry FROM janus.admissions WHERE admitted_at > $1;
+
+-- name: load_budget_admissions_since_of
+-- params: $1 earliest admitted_at, $2 dependencies
+SELECT dependency, admitted_at, retry FROM janus.admissions
+ WHERE admitted_at > $1 AND dependency = ANY($2::text[]);
 
 -- name: attempt_errors
 -- params: $1 job id
@@ -266,12 +284,30 @@ SELECT job_id, dependency, scope, payload::text AS payload, seq, state, attempt,
  WHERE state = 'admitted' OR (state = 'waiting' AND attempt > 0)
  ORDER BY eligible_at, seq;
 
+-- name: load_active_jobs_of
+-- params: $1 dependencies
+-- load_active_jobs of these dependencies only. `state IN (...)` as jobs_active's predicate says,
+-- so that the partial index on (dependency, eligible_at) serves the filter.
+SELECT job_id, dependency, scope, payload::text AS payload, seq, state, attempt, failures, eligible_at,
+       admitted_at, expires_at, lease_deadline, last_error, cost
+  FROM janus.jobs
+ WHERE state IN ('waiting', 'admitted') AND (state = 'admitted' OR attempt > 0)
+   AND dependency = ANY($1::text[])
+ ORDER BY eligible_at, seq;
+
 -- name: load_backlog
 -- params: none
 -- Per scope, how many first attempts wait in the store, and the highest seq among them.
 SELECT dependency, scope, count(*) AS waiting, max(seq) AS max_seq
   FROM janus.jobs
  WHERE state = 'waiting' AND attempt = 0
+ GROUP BY dependency, scope;
+
+-- name: load_backlog_of
+-- params: $1 dependencies
+SELECT dependency, scope, count(*) AS waiting, max(seq) AS max_seq
+  FROM janus.jobs
+ WHERE state = 'waiting' AND attempt = 0 AND dependency = ANY($1::text[])
  GROUP BY dependency, scope;
 
 -- name: load_pages
@@ -291,6 +327,12 @@ SELECT r.ord, j.job_id, j.dependency, j.scope, j.payload::text AS payload, j.seq
 -- name: load_admissions_since
 -- params: $1 earliest admitted_at
 SELECT dependency, scope, admitted_at, job_id, attempt, units FROM janus.admissions WHERE admitted_at > $1 ORDER BY admitted_at;
+
+-- name: load_admissions_since_of
+-- params: $1 earliest admitted_at, $2 dependencies
+SELECT dependency, scope, admitted_at, job_id, attempt, units FROM janus.admissions
+ WHERE admitted_at > $1 AND dependency = ANY($2::text[])
+ ORDER BY admitted_at;
 
 -- name: job_states
 -- params: none
