@@ -144,8 +144,7 @@ class Simulation:
                 del batches[(now, kind)]  # what is scheduled for `now` from here on is a new batch
                 self._last_kind = -1
                 if kind == _FINISH:
-                    for call in data:  # type: ignore[attr-defined]
-                        self._finish(now, call)
+                    self._finish_all(now, data)  # type: ignore[arg-type]
                 elif kind == _RESULT:
                     results.extend(data)  # type: ignore[arg-type]
                 elif kind == _DELIVER:
@@ -189,8 +188,18 @@ class Simulation:
         heapq.heappush(self._heap, (at, self._serial, kind, data))
 
     def _later(self, at: float, kind: int, item: object) -> None:
-        """Schedule `item` at `at`: everything of one kind due at one instant is one heap entry."""
-        self._batch(at, kind).append(item)
+        """Schedule `item` at `at`: everything of one kind due at one instant is one heap entry.
+        (`_batch`, inlined: this runs once per call made.)"""
+        if at == self._last_at and kind == self._last_kind:
+            self._last_batch.append(item)
+            return
+        batch = self._batches.get((at, kind))
+        if batch is None:
+            batch = self._batches[(at, kind)] = []
+            self._serial += 1
+            heapq.heappush(self._heap, (at, self._serial, kind, batch))
+        self._last_batch, self._last_at, self._last_kind = batch, at, kind
+        batch.append(item)
 
     def _batch(self, at: float, kind: int) -> list[Any]:
         """The items of `kind` due at `at`, a heap entry made for them if it is the first."""
@@ -531,33 +540,39 @@ class Simulation:
             )
         self._later(end, _FINISH, (admission, failed, error, retry_after, cost, end - now))
 
-    def _finish(self, now: float, data: Result) -> None:
-        admission, failed, error, _, _, _ = data
-        pool = self._pools[admission.dependency]
-        pool.busy -= 1
-        if self._timeline is not None:
-            detail = f"failure: {error}" if failed else "success"
-            self._timeline.append(
-                (
-                    now,
-                    "finished",
-                    admission.job_id,
-                    admission.dependency,
-                    admission.scope,
-                    admission.attempt,
-                    detail,
+    def _finish_all(self, now: float, calls: list[Result]) -> None:
+        """The calls that end at `now`, in order: each frees its handler (which takes the next
+        admission waiting, if any) and sends its result."""
+        pools, timeline, results = self._pools, self._timeline, self._results
+        for data in calls:
+            admission = data[0]
+            pool = pools[admission.dependency]
+            pool.busy -= 1
+            if timeline is not None:
+                detail = f"failure: {data[2]}" if data[1] else "success"
+                timeline.append(
+                    (
+                        now,
+                        "finished",
+                        admission.job_id,
+                        admission.dependency,
+                        admission.scope,
+                        admission.attempt,
+                        detail,
+                    )
                 )
-            )
-        delay = pool.model.report_delay
-        if delay > 0:
-            self._later(now + delay, _RESULT, data)
-        else:
-            self._results.append(data)
-        queue, waiting = pool.queue, pool.waiting
-        while queue and pool.free():
-            next_admission = waiting.pop(queue.popleft(), None)
-            if next_admission is not None:
-                self._start(now, pool, next_admission)
+            delay = pool.model.report_delay
+            if delay > 0:
+                self._later(now + delay, _RESULT, data)
+            else:
+                results.append(data)
+            queue = pool.queue
+            if queue:  # admissions waiting for a handler
+                waiting = pool.waiting
+                while queue and pool.free():
+                    next_admission = waiting.pop(queue.popleft(), None)
+                    if next_admission is not None:
+                        self._start(now, pool, next_admission)
 
 
 @dataclass(slots=True)
