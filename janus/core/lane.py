@@ -69,6 +69,9 @@ class Lane:
     shadow: ShadowLane | None = None  # limits counted, never enforced (core/shadow.py)
     adaptive: Adaptive | None = None  # limits found from the outcomes (core/adaptive.py)
     units: UnitLimits | None = None  # limits in units of cost (core/units.py), if it has any
+    # The concurrency block's text, (concurrency, override, text): made once rather than at
+    # every decision that finds every slot held (an Override is frozen: the same one, the same text).
+    concurrency_text: tuple[int, Override | None, str] | None = None
 
     @classmethod
     def of(cls, policy: DependencyPolicy, ledger: Ledger, pager: Pager) -> Lane:
@@ -322,12 +325,19 @@ class Lane:
         if concurrency is not None:
             room = concurrency - held
             if room <= 0:  # positional: most decisions of a busy dependency end here
+                text = self.concurrency_text
+                if text is None or text[0] != concurrency or text[1] is not self.override:
+                    text = self.concurrency_text = (
+                        concurrency,
+                        self.override,
+                        f"concurrency {concurrency}{self.overridden_by()}",
+                    )
                 return new_value(
                     Blocked,
                     (
                         policy.name,
                         WaitReason.CONCURRENCY,
-                        f"concurrency {concurrency}{self.overridden_by()}",
+                        text[2],
                         None,  # until: a slot is freed by an event, not by the clock
                         self.eligible,
                     ),

@@ -506,13 +506,8 @@ class Simulation:
                 answer = service.answer(
                     self._seed, admission.job_id, admission.attempt, now, throttled=throttled
                 )
-            duration, failed, error, retry_after = (
-                answer.duration,
-                answer.failed,
-                answer.error,
-                answer.retry_after,
-            )
-            if answer.throttled:
+            duration, failed, error, retry_after, refused = answer  # one unpacking: once per call
+            if refused:  # throttled
                 log.throttled += 1
             elif service.cost_factor is not None and not (service.outages and service.in_outage(now)):
                 # Answered: the call reports what it cost (a refused one reports nothing).
