@@ -45,6 +45,8 @@ from janus.simulate.workload import WorkerModel, Workload
 # Event kinds. At one instant every event is handled before the tick, so their order there
 # matters only for the worker pools (a handler freed at t may take an admission delivered at t).
 _ARRIVE, _FINISH, _RESULT, _RETURN, _DELIVER, _EXPIRE, _WAKE = range(7)
+# Module globals read faster than enum members through their class: once per result.
+_SUCCEEDED, _DEAD, _RETRY_SCHEDULED = Verdict.SUCCEEDED, Verdict.DEAD, Verdict.RETRY_SCHEDULED
 
 
 # drain_changes hands the store what changed; nothing here reads it, so it is drained in
@@ -363,7 +365,7 @@ class Simulation:
         results = self._results
         if not results:
             return
-        on_result = self._scheduler.on_result
+        on_result, finished = self._scheduler.on_result, self._finished
         for admission, failed, error, retry_after, cost, duration in results:
             transition = on_result(
                 job_id=admission.job_id,
@@ -375,7 +377,7 @@ class Simulation:
                 cost=cost,
                 duration=duration,  # as the SDK reports it: it trims the rate windows
             )
-            self._finished(transition.verdict, transition.job, now)
+            finished(transition.verdict, transition.job, now)
         results.clear()
 
     def _take_back(self, now: float) -> None:
@@ -405,8 +407,8 @@ class Simulation:
         returned.clear()
 
     def _finished(self, verdict: Verdict, job: Job | None, now: float) -> None:
-        if job is None or verdict not in (Verdict.SUCCEEDED, Verdict.DEAD):
-            if job is not None and verdict is Verdict.RETRY_SCHEDULED:
+        if job is None or (verdict is not _SUCCEEDED and verdict is not _DEAD):
+            if job is not None and verdict is _RETRY_SCHEDULED:
                 self._skip.retry_scheduled(job.dependency, job.eligible_at)
                 self._logs[job.dependency].scopes[job.scope].waiting += 1
             return
@@ -416,7 +418,7 @@ class Simulation:
             log.waiting -= 1
         log.finished.append(now)
         self._open -= 1
-        if verdict is Verdict.SUCCEEDED:
+        if verdict is _SUCCEEDED:
             log.succeeded += 1
         else:
             log.dead += 1
@@ -466,11 +468,14 @@ class Simulation:
     def _deliver(self, now: float, admission: Admission) -> None:
         pool = self._pools[admission.dependency]
         queue, waiting = pool.queue, pool.waiting
-        while queue and queue[0] not in waiting:
-            queue.popleft()  # dead-lettered while waiting
-        if not queue and pool.free():
-            self._start(now, pool, admission)
-            return
+        if queue:
+            while queue and queue[0] not in waiting:
+                queue.popleft()  # dead-lettered while waiting
+        if not queue:
+            slots = pool.model.slots  # pool.free(), inlined: once per admission
+            if slots is None or pool.busy < slots:
+                self._start(now, pool, admission)
+                return
         key = (admission.job_id, admission.attempt)
         pool.queue.append(key)
         pool.waiting[key] = admission
