@@ -153,8 +153,8 @@ class SkipRule:
             held = {dependency for dependency, until in clock_only if until > now}
         arriving: AbstractSet[str] = _NONE
         if arrivals:
-            if not (self._all_rated or self._single):
-                return False
+            if not (self._all_rated or self._single) or not self._full:
+                return False  # (no dependency held by a full limit: the first arrival is not held)
             full = {dependency for dependency, until in self._full if until is None or until > now}
             plain = self._plain
             arriving = set()
