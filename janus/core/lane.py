@@ -29,6 +29,7 @@ from janus.core.steering import OperatorPause, Override, Steering
 from janus.core.units import UNIT_SCALE, Key, UnitLimits, scaled
 
 _CLOSED = CircuitState.CLOSED
+_CONCURRENCY = WaitReason.CONCURRENCY  # a module global reads faster than a member through its class
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
 
 
@@ -336,7 +337,7 @@ class Lane:
                     Blocked,
                     (
                         policy.name,
-                        WaitReason.CONCURRENCY,
+                        _CONCURRENCY,
                         text[2],
                         None,  # until: a slot is freed by an event, not by the clock
                         self.eligible,
@@ -401,7 +402,7 @@ class Lane:
         gate = self.gate  # its parts told directly: one call each rather than two (the hot path)
         gate.budget.record_many(now, admissions=count, retries=retries)
         circuit = gate.circuit
-        if circuit.current is not CircuitState.CLOSED:  # on_admit's own test, asked first
+        if circuit.current is not _CLOSED:  # on_admit's own test, asked first
             circuit.on_admit(now, count)
         gate.ramp.record(now, count, retries)
         if self.adaptive is not None:
