@@ -29,7 +29,8 @@ from janus.core.steering import OperatorPause, Override, Steering
 from janus.core.units import UNIT_SCALE, Key, UnitLimits, scaled
 
 _CLOSED = CircuitState.CLOSED
-_CONCURRENCY = WaitReason.CONCURRENCY  # a module global reads faster than a member through its class
+# Module globals read faster than members through their class: once per decision held by them.
+_CONCURRENCY, _RATE = WaitReason.CONCURRENCY, WaitReason.RATE
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
 
 
@@ -350,7 +351,7 @@ class Lane:
                     Blocked,
                     (
                         policy.name,
-                        WaitReason.RATE,
+                        _RATE,
                         f"rate {window.limit}{self.overridden_by()}",
                         window.free_at(now),  # until
                         self.eligible,

@@ -39,6 +39,7 @@ from janus.core.steering import Steering
 
 # Module globals read faster than enum members through their class: asked at every result.
 _ADMITTED, _SCOPE_CONCURRENCY = JobState.ADMITTED, WaitReason.SCOPE_CONCURRENCY
+_SUCCEEDED = Verdict.SUCCEEDED
 
 
 class Scheduler(Readout):
@@ -360,7 +361,7 @@ class Scheduler(Readout):
                 lane.gate.pause(retry_after, now)
             done = succeeded(job, now)
             self._finish(lane, done)
-            return new_value(Transition, (Verdict.SUCCEEDED, done))
+            return new_value(Transition, (_SUCCEEDED, done))
         return self._fail(lane, job, error or ERROR_OF_A_BARE_FAILURE, retry_after, now)
 
     def on_returned(self, *, job_id: str, attempt: int, now: float) -> Transition:
