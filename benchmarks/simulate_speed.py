@@ -14,9 +14,11 @@ share instants share the cost.
   instant of its own, and frees a slot, so each job costs an admission step for its result and
   one when its (stale) lease deadline comes up, as in the service. The slowest shape.
 
-    .venv/bin/python -m benchmarks.simulate_speed [--repeat 3] [--scale 1.0] [--baseline-tree DIR]
+    .venv/bin/python -m benchmarks.simulate_speed [--repeat 3] [--scale 1.0] [--baseline-tree DIR] [--split]
 
-With --baseline-tree (a source tree holding an older `janus/`, e.g. `git archive` of main), each
+With --split, one run of each shape with the core's methods timed: where the time of a job
+goes, the core (`Scheduler.admit`, `submit`, `on_result`, ...) or the engine around it. With
+--baseline-tree (a source tree holding an older `janus/`, e.g. `git archive` of main), each
 run is a child process, and the two trees alternate run by run on the same workloads: the
 comparison is made in one run, under the same load.
 """
@@ -137,13 +139,89 @@ def compare(baseline: Path, repeat: int, scale: float) -> None:
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
+# The Scheduler's methods the engine calls, timed by --split.
+_CORE_CALLS = (
+    "submit",
+    "admit",
+    "on_result",
+    "on_returned",
+    "expire_leases",
+    "page_requests",
+    "load_page",
+    "drain_changes",
+    "drain_gates",
+    "job",
+    "scopes_at_caps",
+)
+
+
+def split(scale: float) -> None:
+    """Each shape once, the core's calls timed: µs per job in each, and in the engine (the rest
+    of the run's wall time: on an idle machine, its CPU time). The timing wrapper's own cost,
+    measured around an empty function, is taken off each call and off the run's time."""
+    from janus.core.scheduler import Scheduler
+
+    spent: dict[str, int] = dict.fromkeys(_CORE_CALLS, 0)
+    calls: dict[str, int] = dict.fromkeys(_CORE_CALLS, 0)
+    clock = time.perf_counter_ns  # a CPU clock costs a system call: more than most calls timed
+
+    def timed(name: str, method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = clock()
+            result = method(*args, **kwargs)
+            spent[name] += clock() - started
+            calls[name] += 1
+            return result
+
+        return call
+
+    def empty() -> None:
+        return None
+
+    probe = timed("job", empty)
+    for _ in range(200_000):
+        probe()
+    overhead = spent["job"] / calls["job"]  # ns a wrapped call costs beyond the call itself
+    spent["job"] = calls["job"] = 0
+    originals = {name: getattr(Scheduler, name) for name in _CORE_CALLS}
+    for name, method in originals.items():
+        setattr(Scheduler, name, timed(name, method))
+    try:
+        print(f"timing wrapper: {overhead:.0f} ns per call, taken off")
+        for shape, (policies, data) in shapes(scale).items():
+            spent.update(dict.fromkeys(_CORE_CALLS, 0))
+            calls.update(dict.fromkeys(_CORE_CALLS, 0))
+            jobs, ticks, wall, _, _ = run(policies, data)
+            core = {name: max(0.0, spent[name] - overhead * calls[name]) / 1e3 for name in _CORE_CALLS}
+            # Besides its own cost, each wrapped call costs the run about 2 x overhead (the
+            # wrapper around it, and the clock read inside it that the core share holds).
+            engine = wall * 1e6 - sum(core.values()) - 2 * overhead / 1e3 * sum(calls.values())
+            parts = ", ".join(
+                f"{name} {core[name] / jobs:.2f} ({calls[name] / jobs:.2f}/job)"
+                for name in sorted(core, key=core.__getitem__, reverse=True)
+                if core[name] / jobs >= 0.05
+            )
+            print(
+                f"{shape:<12}{jobs:>9,} jobs {ticks / jobs:5.2f} ticks/job: µs per job: "
+                f"core {sum(core.values()) / jobs:.2f}, engine {engine / jobs:.2f}; core by call: {parts}",
+                flush=True,
+            )
+    finally:
+        for name, method in originals.items():
+            setattr(Scheduler, name, method)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every workload's size")
     parser.add_argument("--baseline-tree", type=Path, help="also this source tree's janus, alternated")
+    parser.add_argument("--split", action="store_true", help="time the core's calls: core vs engine")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child's single run of that shape
     args = parser.parse_args()
+    if args.split:
+        split(args.scale)
+        return
     if args.one is not None:
         policies, data = shapes(args.scale)[args.one]
         print(json.dumps(run(policies, data)))

@@ -30,6 +30,10 @@ class CircuitState(StrEnum):
     HALF_OPEN = "half_open"
 
 
+# Module globals read faster than enum members through their class: asked at every result.
+_CLOSED, _OPEN = CircuitState.CLOSED, CircuitState.OPEN
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CircuitSnapshot:
     """What a new leader needs to go on where the last one stopped (persisted per dependency)."""
@@ -123,9 +127,9 @@ class CircuitBreaker:
         """The outcome of an attempt admitted at `admitted_at`, learned at `now`."""
         if not self.policy.enabled:
             return
-        if self.current is CircuitState.OPEN:  # what _refresh changes: skipped for the usual closed
+        if self.current is _OPEN:  # what _refresh changes: skipped for the usual closed
             self._refresh(now)
-        if self.current is CircuitState.CLOSED:
+        if self.current is _CLOSED:
             outcomes = self._outcomes
             outcomes.append((now, failed))
             self._failures += failed

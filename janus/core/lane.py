@@ -29,6 +29,8 @@ from janus.core.steering import OperatorPause, Override, Steering
 from janus.core.units import UNIT_SCALE, Key, UnitLimits, scaled
 
 _CLOSED = CircuitState.CLOSED
+# Module globals read faster than members through their class: once per decision held by them.
+_CONCURRENCY, _RATE = WaitReason.CONCURRENCY, WaitReason.RATE
 UNLIMITED = 1 << 62  # `Lane.room` when no limit applies: more than any decision admits
 
 
@@ -69,6 +71,9 @@ class Lane:
     shadow: ShadowLane | None = None  # limits counted, never enforced (core/shadow.py)
     adaptive: Adaptive | None = None  # limits found from the outcomes (core/adaptive.py)
     units: UnitLimits | None = None  # limits in units of cost (core/units.py), if it has any
+    # The concurrency block's text, (concurrency, override, text): made once rather than at
+    # every decision that finds every slot held (an Override is frozen: the same one, the same text).
+    concurrency_text: tuple[int, Override | None, str] | None = None
 
     @classmethod
     def of(cls, policy: DependencyPolicy, ledger: Ledger, pager: Pager) -> Lane:
@@ -322,12 +327,19 @@ class Lane:
         if concurrency is not None:
             room = concurrency - held
             if room <= 0:  # positional: most decisions of a busy dependency end here
+                text = self.concurrency_text
+                if text is None or text[0] != concurrency or text[1] is not self.override:
+                    text = self.concurrency_text = (
+                        concurrency,
+                        self.override,
+                        f"concurrency {concurrency}{self.overridden_by()}",
+                    )
                 return new_value(
                     Blocked,
                     (
                         policy.name,
-                        WaitReason.CONCURRENCY,
-                        f"concurrency {concurrency}{self.overridden_by()}",
+                        _CONCURRENCY,
+                        text[2],
                         None,  # until: a slot is freed by an event, not by the clock
                         self.eligible,
                     ),
@@ -339,7 +351,7 @@ class Lane:
                     Blocked,
                     (
                         policy.name,
-                        WaitReason.RATE,
+                        _RATE,
                         f"rate {window.limit}{self.overridden_by()}",
                         window.free_at(now),  # until
                         self.eligible,
@@ -391,7 +403,7 @@ class Lane:
         gate = self.gate  # its parts told directly: one call each rather than two (the hot path)
         gate.budget.record_many(now, admissions=count, retries=retries)
         circuit = gate.circuit
-        if circuit.current is not CircuitState.CLOSED:  # on_admit's own test, asked first
+        if circuit.current is not _CLOSED:  # on_admit's own test, asked first
             circuit.on_admit(now, count)
         gate.ramp.record(now, count, retries)
         if self.adaptive is not None:

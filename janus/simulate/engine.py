@@ -45,6 +45,8 @@ from janus.simulate.workload import WorkerModel, Workload
 # Event kinds. At one instant every event is handled before the tick, so their order there
 # matters only for the worker pools (a handler freed at t may take an admission delivered at t).
 _ARRIVE, _FINISH, _RESULT, _RETURN, _DELIVER, _EXPIRE, _WAKE = range(7)
+# Module globals read faster than enum members through their class: once per result.
+_SUCCEEDED, _DEAD, _RETRY_SCHEDULED = Verdict.SUCCEEDED, Verdict.DEAD, Verdict.RETRY_SCHEDULED
 
 
 # drain_changes hands the store what changed; nothing here reads it, so it is drained in
@@ -144,8 +146,7 @@ class Simulation:
                 del batches[(now, kind)]  # what is scheduled for `now` from here on is a new batch
                 self._last_kind = -1
                 if kind == _FINISH:
-                    for call in data:  # type: ignore[attr-defined]
-                        self._finish(now, call)
+                    self._finish_all(now, data)  # type: ignore[arg-type]
                 elif kind == _RESULT:
                     results.extend(data)  # type: ignore[arg-type]
                 elif kind == _DELIVER:
@@ -189,8 +190,18 @@ class Simulation:
         heapq.heappush(self._heap, (at, self._serial, kind, data))
 
     def _later(self, at: float, kind: int, item: object) -> None:
-        """Schedule `item` at `at`: everything of one kind due at one instant is one heap entry."""
-        self._batch(at, kind).append(item)
+        """Schedule `item` at `at`: everything of one kind due at one instant is one heap entry.
+        (`_batch`, inlined: this runs once per call made.)"""
+        if at == self._last_at and kind == self._last_kind:
+            self._last_batch.append(item)
+            return
+        batch = self._batches.get((at, kind))
+        if batch is None:
+            batch = self._batches[(at, kind)] = []
+            self._serial += 1
+            heapq.heappush(self._heap, (at, self._serial, kind, batch))
+        self._last_batch, self._last_at, self._last_kind = batch, at, kind
+        batch.append(item)
 
     def _batch(self, at: float, kind: int) -> list[Any]:
         """The items of `kind` due at `at`, a heap entry made for them if it is the first."""
@@ -354,7 +365,7 @@ class Simulation:
         results = self._results
         if not results:
             return
-        on_result = self._scheduler.on_result
+        on_result, finished = self._scheduler.on_result, self._finished
         for admission, failed, error, retry_after, cost, duration in results:
             transition = on_result(
                 job_id=admission.job_id,
@@ -366,7 +377,7 @@ class Simulation:
                 cost=cost,
                 duration=duration,  # as the SDK reports it: it trims the rate windows
             )
-            self._finished(transition.verdict, transition.job, now)
+            finished(transition.verdict, transition.job, now)
         results.clear()
 
     def _take_back(self, now: float) -> None:
@@ -396,8 +407,8 @@ class Simulation:
         returned.clear()
 
     def _finished(self, verdict: Verdict, job: Job | None, now: float) -> None:
-        if job is None or verdict not in (Verdict.SUCCEEDED, Verdict.DEAD):
-            if job is not None and verdict is Verdict.RETRY_SCHEDULED:
+        if job is None or (verdict is not _SUCCEEDED and verdict is not _DEAD):
+            if job is not None and verdict is _RETRY_SCHEDULED:
                 self._skip.retry_scheduled(job.dependency, job.eligible_at)
                 self._logs[job.dependency].scopes[job.scope].waiting += 1
             return
@@ -407,7 +418,7 @@ class Simulation:
             log.waiting -= 1
         log.finished.append(now)
         self._open -= 1
-        if verdict is Verdict.SUCCEEDED:
+        if verdict is _SUCCEEDED:
             log.succeeded += 1
         else:
             log.dead += 1
@@ -457,11 +468,14 @@ class Simulation:
     def _deliver(self, now: float, admission: Admission) -> None:
         pool = self._pools[admission.dependency]
         queue, waiting = pool.queue, pool.waiting
-        while queue and queue[0] not in waiting:
-            queue.popleft()  # dead-lettered while waiting
-        if not queue and pool.free():
-            self._start(now, pool, admission)
-            return
+        if queue:
+            while queue and queue[0] not in waiting:
+                queue.popleft()  # dead-lettered while waiting
+        if not queue:
+            slots = pool.model.slots  # pool.free(), inlined: once per admission
+            if slots is None or pool.busy < slots:
+                self._start(now, pool, admission)
+                return
         key = (admission.job_id, admission.attempt)
         pool.queue.append(key)
         pool.waiting[key] = admission
@@ -497,13 +511,8 @@ class Simulation:
                 answer = service.answer(
                     self._seed, admission.job_id, admission.attempt, now, throttled=throttled
                 )
-            duration, failed, error, retry_after = (
-                answer.duration,
-                answer.failed,
-                answer.error,
-                answer.retry_after,
-            )
-            if answer.throttled:
+            duration, failed, error, retry_after, refused = answer  # one unpacking: once per call
+            if refused:  # throttled
                 log.throttled += 1
             elif service.cost_factor is not None and not (service.outages and service.in_outage(now)):
                 # Answered: the call reports what it cost (a refused one reports nothing).
@@ -531,33 +540,39 @@ class Simulation:
             )
         self._later(end, _FINISH, (admission, failed, error, retry_after, cost, end - now))
 
-    def _finish(self, now: float, data: Result) -> None:
-        admission, failed, error, _, _, _ = data
-        pool = self._pools[admission.dependency]
-        pool.busy -= 1
-        if self._timeline is not None:
-            detail = f"failure: {error}" if failed else "success"
-            self._timeline.append(
-                (
-                    now,
-                    "finished",
-                    admission.job_id,
-                    admission.dependency,
-                    admission.scope,
-                    admission.attempt,
-                    detail,
+    def _finish_all(self, now: float, calls: list[Result]) -> None:
+        """The calls that end at `now`, in order: each frees its handler (which takes the next
+        admission waiting, if any) and sends its result."""
+        pools, timeline, results = self._pools, self._timeline, self._results
+        for data in calls:
+            admission = data[0]
+            pool = pools[admission.dependency]
+            pool.busy -= 1
+            if timeline is not None:
+                detail = f"failure: {data[2]}" if data[1] else "success"
+                timeline.append(
+                    (
+                        now,
+                        "finished",
+                        admission.job_id,
+                        admission.dependency,
+                        admission.scope,
+                        admission.attempt,
+                        detail,
+                    )
                 )
-            )
-        delay = pool.model.report_delay
-        if delay > 0:
-            self._later(now + delay, _RESULT, data)
-        else:
-            self._results.append(data)
-        queue, waiting = pool.queue, pool.waiting
-        while queue and pool.free():
-            next_admission = waiting.pop(queue.popleft(), None)
-            if next_admission is not None:
-                self._start(now, pool, next_admission)
+            delay = pool.model.report_delay
+            if delay > 0:
+                self._later(now + delay, _RESULT, data)
+            else:
+                results.append(data)
+            queue = pool.queue
+            if queue:  # admissions waiting for a handler
+                waiting = pool.waiting
+                while queue and pool.free():
+                    next_admission = waiting.pop(queue.popleft(), None)
+                    if next_admission is not None:
+                        self._start(now, pool, next_admission)
 
 
 @dataclass(slots=True)

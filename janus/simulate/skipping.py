@@ -17,7 +17,8 @@ promise kept, so after such a step nothing is skipped until the next one
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from janus.core.decisions import Blocked, WaitReason
 from janus.core.jobs import Admission
@@ -33,6 +34,7 @@ _FULL = frozenset({WaitReason.PAUSED, WaitReason.RATE, WaitReason.CONCURRENCY})
 _STEADY_BLOCKS = frozenset({WaitReason.RATE, WaitReason.PAUSED, WaitReason.CONCURRENCY, WaitReason.CIRCUIT})
 # Up to this many scopes the core keeps the same number of first attempts in memory per scope.
 _CONSTANT_SHARE_SCOPES = MEMORY_BUDGET // MAX_PER_SCOPE
+_NONE: frozenset[str] = frozenset()  # no dependency held, none arriving: no set built per question
 
 # admission, failed, error, retry_after, the actual cost reported (None: none), the call's duration
 Result = tuple[Admission, bool, str | None, float | None, float | None, float]
@@ -102,7 +104,7 @@ class SkipRule:
     # -- the rule --------------------------------------------------------------------------
 
     def skips(
-        self, results: Iterable[Result], now: float, arrivals: Iterable[tuple[float, str, str, str]] = ()
+        self, results: Sequence[Result], now: float, arrivals: Sequence[tuple[float, str, str, str]] = ()
     ) -> bool:
         """May `results` and `arrivals`, all that reached Janus at `now`, be applied and
         submitted without the admission step?
@@ -143,15 +145,19 @@ class SkipRule:
             return False
         if not self._steady:
             return False  # a block that reads otherwise later: the step must say it again
-        held: set[str] = set()
-        if self._clock_only and (self._all_rated or self._single):  # another's ramp lifts at any step
-            held = {dependency for dependency, until in self._clock_only if until > now}
-        arriving: set[str] = set()
+        clock_only = self._clock_only
+        if results and not clock_only and not self._all_rated:
+            return False  # the loop below would say so at the first result: none held, no idle rule
+        held: AbstractSet[str] = _NONE
+        if clock_only and (self._all_rated or self._single):  # another's ramp lifts at any step
+            held = {dependency for dependency, until in clock_only if until > now}
+        arriving: AbstractSet[str] = _NONE
         if arrivals:
-            if not (self._all_rated or self._single):
-                return False
+            if not (self._all_rated or self._single) or not self._full:
+                return False  # (no dependency held by a full limit: the first arrival is not held)
             full = {dependency for dependency, until in self._full if until is None or until > now}
             plain = self._plain
+            arriving = set()
             for _, _, dependency, _ in arrivals:
                 if dependency not in full or dependency not in plain:
                     return False
