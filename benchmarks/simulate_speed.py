@@ -14,13 +14,15 @@ share instants share the cost.
   instant of its own, and frees a slot, so each job costs an admission step for its result and
   one when its (stale) lease deadline comes up, as in the service. The slowest shape.
 
-    .venv/bin/python -m benchmarks.simulate_speed [--repeat 3] [--scale 1.0] [--baseline-tree DIR] [--split]
+    .venv/bin/python -m benchmarks.simulate_speed [--repeat 3] [--scale 1.0] [--baseline-tree DIR | --compiled] [--split]
 
 With --split, one run of each shape with the core's methods timed: where the time of a job
 goes, the core (`Scheduler.admit`, `submit`, `on_result`, ...) or the engine around it. With
 --baseline-tree (a source tree holding an older `janus/`, e.g. `git archive` of main), each
 run is a child process, and the two trees alternate run by run on the same workloads: the
-comparison is made in one run, under the same load.
+comparison is made in one run, under the same load. With --compiled, the same between this
+tree and a copy of it built with `make compiled` (scripts/compile_core.py: the core and the
+engine compiled by mypyc, a C compiler needed).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -119,9 +123,29 @@ def run_in(tree: Path, shape: str, scale: float) -> tuple[int, int, float, float
     return int(jobs), int(ticks), float(wall), float(cpu), float(simulated)
 
 
+THIS_TREE = Path(__file__).resolve().parent.parent
+
+
 def compare(baseline: Path, repeat: int, scale: float) -> None:
     """The baseline tree and this one, alternated run by run, each in a child process."""
-    trees = {"baseline": baseline.resolve(), "this tree": Path(__file__).resolve().parent.parent}
+    compare_trees({"baseline": baseline.resolve(), "this tree": THIS_TREE}, repeat, scale)
+
+
+def compiled_against_python(repeat: int, scale: float) -> None:
+    """This tree as Python against a copy of it built with `make compiled` (scripts/compile_core.py)."""
+    with tempfile.TemporaryDirectory(prefix="janus-compiled-") as scratch:
+        copy = Path(scratch)
+        for part in ("janus", "benchmarks", "scripts"):
+            shutil.copytree(
+                THIS_TREE / part, copy / part, ignore=shutil.ignore_patterns("__pycache__", "*.so")
+            )
+        shutil.copy(THIS_TREE / "pyproject.toml", copy)
+        subprocess.run([sys.executable, "scripts/compile_core.py"], cwd=copy, check=True, capture_output=True)
+        compare_trees({"python": THIS_TREE, "compiled": copy}, repeat, scale)
+
+
+def compare_trees(trees: dict[str, Path], repeat: int, scale: float) -> None:
+    """Each tree's janus, alternated run by run on the same workloads, each run a child process."""
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print(
         f"{'workload':<12}{'tree':<11}{'jobs':>9}{'ticks/job':>11}  jobs per CPU second, then jobs/s (wall), per run"
@@ -217,6 +241,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every workload's size")
     parser.add_argument("--baseline-tree", type=Path, help="also this source tree's janus, alternated")
     parser.add_argument("--split", action="store_true", help="time the core's calls: core vs engine")
+    parser.add_argument(
+        "--compiled", action="store_true", help="this tree against a copy built with `make compiled` (mypyc)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child's single run of that shape
     args = parser.parse_args()
     if args.split:
@@ -225,6 +252,9 @@ def main() -> None:
     if args.one is not None:
         policies, data = shapes(args.scale)[args.one]
         print(json.dumps(run(policies, data)))
+        return
+    if args.compiled:
+        compiled_against_python(args.repeat, args.scale)
         return
     if args.baseline_tree is not None:
         compare(args.baseline_tree, args.repeat, args.scale)
