@@ -190,18 +190,8 @@ class Simulation:
         heapq.heappush(self._heap, (at, self._serial, kind, data))
 
     def _later(self, at: float, kind: int, item: object) -> None:
-        """Schedule `item` at `at`: everything of one kind due at one instant is one heap entry.
-        (`_batch`, inlined: this runs once per call made.)"""
-        if at == self._last_at and kind == self._last_kind:
-            self._last_batch.append(item)
-            return
-        batch = self._batches.get((at, kind))
-        if batch is None:
-            batch = self._batches[(at, kind)] = []
-            self._serial += 1
-            heapq.heappush(self._heap, (at, self._serial, kind, batch))
-        self._last_batch, self._last_at, self._last_kind = batch, at, kind
-        batch.append(item)
+        """Schedule `item` at `at`: everything of one kind due at one instant is one heap entry."""
+        self._batch(at, kind).append(item)
 
     def _batch(self, at: float, kind: int) -> list[Any]:
         """The items of `kind` due at `at`, a heap entry made for them if it is the first."""

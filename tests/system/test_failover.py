@@ -13,7 +13,7 @@ import json
 import random
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -338,40 +338,64 @@ async def test_rabbitmq_restarts_mid_stream(database: str, tmp_path: Path, janus
     assert_one_epoch_at_a_time(epochs, spans)
 
 
+async def _through_a_database_outage(
+    database: str,
+    vhost: str,
+    tmp_path: Path,
+    janus_process: MakeJanus,
+    *,
+    seed: int,
+    tag: str,
+    outage: Callable[[JanusProcess], Awaitable[None]],
+) -> tuple[float, float]:
+    """Janus and traffic on `database`; mid-stream, `outage` (it returns once the database is
+    back); then every job done and the run judged: nothing lost, no limit exceeded, one epoch
+    at a time. Returns (when the outage began, when Janus admitted again), loop times."""
+    config_path = write_config(tmp_path, database, vhost)
+    janus = janus_process(config_path, "janus")
+    loop = asyncio.get_running_loop()
+    await janus.start()
+    await janus.wait_admitting(timeout=30)
+    traffic = Traffic(vhost, seed=seed)
+    await traffic.start_worker()
+    try:
+        submitting = asyncio.create_task(traffic.submit(make_jobs(tag, api=160, slow=6)))
+        await traffic.log.wait_for(lambda records: len(records) >= 40, timeout=30)  # mid-stream
+        down_at = loop.time()
+        await outage(janus)
+        admitting = (await janus.wait_admitting(timeout=30, after=down_at))[0]
+        await submitting
+        await traffic.wait_all_done([janus], database)
+    finally:
+        await traffic.stop_worker()
+        assert await janus.terminate() == 0, janus.output()
+    await judge(traffic, config_path, database)
+    epochs, spans = await epoch_history(database)
+    assert len(epochs) >= 2
+    assert_one_epoch_at_a_time(epochs, spans)
+    return down_at, admitting
+
+
 async def test_postgresql_restarts_mid_stream(vhost: str, tmp_path: Path, janus_process: MakeJanus) -> None:
     async with private_postgres() as cluster:
         database = await cluster.create_database("janus")
-        config_path = write_config(tmp_path, database, vhost)
-        janus = janus_process(config_path, "janus")
-        loop = asyncio.get_running_loop()
-        await janus.start()
-        await janus.wait_admitting(timeout=30)
-        traffic = Traffic(vhost, seed=17)
-        await traffic.start_worker()
-        try:
-            submitting = asyncio.create_task(traffic.submit(make_jobs("pg", api=160, slow=6)))
-            await traffic.log.wait_for(lambda records: len(records) >= 40, timeout=30)  # mid-stream
+        up: list[float] = []
+
+        async def restart(janus: JanusProcess) -> None:
             await cluster.stop("fast")
-            down_at = loop.time()
             await janus.wait_line("lost the database", timeout=15)
             # Down until Janus has also failed to reconnect at least once (its backoff path).
             await janus.wait_line("lost the database \\(cannot connect", timeout=15)
             await cluster.start()
-            up_at = loop.time()
-            recovered = (await janus.wait_admitting(timeout=30, after=down_at))[0] - up_at
-            await submitting
-            await traffic.wait_all_done([janus], database)
-        finally:
-            await traffic.stop_worker()
-            assert await janus.terminate() == 0, janus.output()
+            up.append(asyncio.get_running_loop().time())
+
+        down_at, admitting = await _through_a_database_outage(
+            database, vhost, tmp_path, janus_process, seed=17, tag="pg", outage=restart
+        )
         print(
-            f"PostgreSQL down for {up_at - down_at:.2f} s; admitting again {recovered:.2f} s after it "
+            f"PostgreSQL down for {up[0] - down_at:.2f} s; admitting again {admitting - up[0]:.2f} s after it "
             "answered again"
         )
-        await judge(traffic, config_path, database)
-        epochs, spans = await epoch_history(database)
-        assert len(epochs) >= 2
-        assert_one_epoch_at_a_time(epochs, spans)
 
 
 async def test_postgresql_primary_fails_over_to_a_synchronous_standby(
@@ -393,35 +417,21 @@ async def test_postgresql_primary_fails_over_to_a_synchronous_standby(
             f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}/janus"
             "?target_session_attrs=read-write"
         )
-        config_path = write_config(tmp_path, database, vhost)
-        janus = janus_process(config_path, "janus")
-        loop = asyncio.get_running_loop()
-        await janus.start()
-        await janus.wait_admitting(timeout=30)
-        traffic = Traffic(vhost, seed=19)
-        await traffic.start_worker()
-        try:
-            submitting = asyncio.create_task(traffic.submit(make_jobs("ha", api=160, slow=6)))
-            await traffic.log.wait_for(lambda records: len(records) >= 40, timeout=30)  # mid-stream
+        promoted: list[float] = []
+
+        async def switch(janus: JanusProcess) -> None:
             await primary.stop("immediate")  # a crash: no shutdown checkpoint, clients cut off
-            down_at = loop.time()
             await janus.wait_line("lost the database", timeout=15)
             await standby.promote()
-            promoted_at = loop.time()
-            recovered = (await janus.wait_admitting(timeout=30, after=down_at))[0] - down_at
-            await submitting
-            await traffic.wait_all_done([janus], database)
-        finally:
-            await traffic.stop_worker()
-            assert await janus.terminate() == 0, janus.output()
-        print(
-            f"primary crashed, standby promoted {promoted_at - down_at:.2f} s later; Janus admitting "
-            f"again {recovered:.2f} s after the crash"
+            promoted.append(asyncio.get_running_loop().time())
+
+        down_at, admitting = await _through_a_database_outage(
+            database, vhost, tmp_path, janus_process, seed=19, tag="ha", outage=switch
         )
-        await judge(traffic, config_path, database)
-        epochs, spans = await epoch_history(database)
-        assert len(epochs) >= 2
-        assert_one_epoch_at_a_time(epochs, spans)
+        print(
+            f"primary crashed, standby promoted {promoted[0] - down_at:.2f} s later; Janus admitting "
+            f"again {admitting - down_at:.2f} s after the crash"
+        )
     finally:
         await standby.destroy()
         await primary.destroy()
