@@ -21,7 +21,7 @@ from tests.integration.harness import (
     succeed,
     wait_for_states,
 )
-from tests.integration.test_steering import policy_file
+from tests.integration.test_steering import policy_file, waits_unconfigured_until_added_back
 
 pytestmark = pytest.mark.integration
 
@@ -62,11 +62,5 @@ async def test_a_removed_dependency_is_still_led_in_member_mode(
             await producer.submit("api-1", "api")
             await log.wait_for(lambda _: "api-1" in log.succeeded(), timeout=20)
             await wait_for_states(database, lambda rows: state(rows, "mail-2") == "waiting", timeout=20)
-            answered, answer = await service.inspector.why("mail-2")
-            assert answered, answer
-            assert answer["waits_for"][0]["reason"] == "unconfigured", answer
-            assert "mail-2" not in log.succeeded()
-            code, out, err = await janus_cli("apply", "--config", with_email, database=database)
-            assert code == 0, err
-            await log.wait_for(lambda _: "mail-2" in log.succeeded(), timeout=20)
+            await waits_unconfigured_until_added_back(service, log, "mail-2", with_email, database)
         await worker.stop()

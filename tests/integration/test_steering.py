@@ -21,6 +21,7 @@ from janus.audit import max_in_window
 from janus.broker import topology
 from janus.client import Producer
 from janus.client.worker import ReadyJob, Worker
+from janus.service.app import Service
 from tests.integration.harness import RecordLog, eventually, janus_cli, make_config, running_janus, succeed
 
 pytestmark = pytest.mark.integration
@@ -173,14 +174,22 @@ async def test_a_dependency_added_removed_and_added_back_loses_nothing(
             await producer.submit("mail-2", "email")
             await producer.submit("api-1", "api")
             await log.wait_for(lambda _: "api-1" in log.succeeded(), timeout=20)
-        ok, answer = await service.inspector.why("mail-2")
-        assert ok
-        assert answer["waits_for"][0]["reason"] == "unconfigured", answer
-        assert "mail-2" not in log.succeeded()
-        code, out, err = await janus_cli("apply", "--config", with_email, database=database)
-        assert code == 0, err
-        await log.wait_for(lambda _: "mail-2" in log.succeeded(), timeout=20)
+        await waits_unconfigured_until_added_back(service, log, "mail-2", with_email, database)
         await worker.stop()
+
+
+async def waits_unconfigured_until_added_back(
+    service: Service, log: RecordLog, job_id: str, policy_with_it: str, database: str
+) -> None:
+    """`job_id`, of a dependency removed from the policy, waits (`unconfigured`) and is not run;
+    applying `policy_with_it` adds its dependency back, and it runs."""
+    ok, answer = await service.inspector.why(job_id)
+    assert ok, answer
+    assert answer["waits_for"][0]["reason"] == "unconfigured", answer
+    assert job_id not in log.succeeded()
+    code, _, err = await janus_cli("apply", "--config", policy_with_it, database=database)
+    assert code == 0, err
+    await log.wait_for(lambda _: job_id in log.succeeded(), timeout=20)
 
 
 async def test_an_override_holds_then_reverts_on_time(database: str, vhost: str) -> None:
